@@ -1,0 +1,129 @@
+/* herd_time: exact client times and the signed nine-digit skew.
+ *
+ * Everything is integer arithmetic on (seconds, nanoseconds). The parser
+ * never accumulates more digits than it has checked will fit, so a time
+ * text of any length is judged without overflow. */
+#include "herd_time.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#define NSEC_PER_SEC 1000000000
+
+/* Decimal digits of HERD_TIME_MAX_SEC: any run of at most this many
+ * significant digits is within the limit, any longer run is beyond it. */
+#define MAX_SEC_DIGITS 18
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* ---------------------------------------------------------------------- */
+/* Parses `D+[.D+]`; see herd_time.h. */
+int herd_time_parse(const char *text, size_t len, herd_time_t *out)
+{
+    assert(out);
+    if (len == 0 || !text)
+        return -1;
+
+    size_t i = 0;
+    while (i < len && is_digit(text[i]))
+        i++;
+    size_t int_end = i;
+    if (int_end == 0)
+        return -1;
+
+    /* Leading zeros carry no value; only what follows them counts
+     * against the 18-digit limit. */
+    size_t first = 0;
+    while (first < int_end && text[first] == '0')
+        first++;
+    if (int_end - first > MAX_SEC_DIGITS)
+        return -1;
+
+    int64_t sec = 0;
+    for (size_t k = first; k < int_end; k++)
+        sec = sec * 10 + (text[k] - '0');
+
+    int32_t nsec = 0;
+    if (i < len) {
+        if (text[i] != '.')
+            return -1;
+        i++;
+        size_t frac_start = i;
+        while (i < len && is_digit(text[i]))
+            i++;
+        if (i == frac_start || i != len)
+            return -1;
+        /* Past the ninth digit the fraction is below our resolution:
+         * truncated, because rounding could carry into the seconds and
+         * make a time look newer than the client said. */
+        for (size_t k = 0; k < 9; k++) {
+            int d = frac_start + k < len ? text[frac_start + k] - '0' : 0;
+            nsec = nsec * 10 + d;
+        }
+    }
+
+    out->sec = sec;
+    out->nsec = nsec;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Orders two times exactly. */
+int herd_time_cmp(herd_time_t a, herd_time_t b)
+{
+    if (a.sec != b.sec)
+        return a.sec < b.sec ? -1 : 1;
+    if (a.nsec != b.nsec)
+        return a.nsec < b.nsec ? -1 : 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reads the wall clock; skews are against the client's wall clock too. */
+herd_time_t herd_time_now(void)
+{
+    struct timespec ts;
+    int rc = clock_gettime(CLOCK_REALTIME, &ts);
+    assert(rc == 0); /* CLOCK_REALTIME always exists */
+    (void) rc;
+    herd_time_t t = { .sec = (int64_t) ts.tv_sec, .nsec = (int32_t) ts.tv_nsec };
+    return t;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Formats now - then as "[+-]S.NNNNNNNNN". */
+size_t herd_time_format_diff(herd_time_t now, herd_time_t then, char *buf, size_t cap)
+{
+    assert(buf && cap >= HERD_TIME_DIFF_MAX);
+    assert(now.nsec >= 0 && now.nsec < NSEC_PER_SEC);
+    assert(then.nsec >= 0 && then.nsec < NSEC_PER_SEC);
+    assert(now.sec >= 0 && now.sec <= HERD_TIME_MAX_SEC);
+    assert(then.sec >= 0 && then.sec <= HERD_TIME_MAX_SEC);
+
+    /* Both parts within range, so neither subtraction can overflow. */
+    int64_t ds = now.sec - then.sec;
+    int64_t dn = (int64_t) now.nsec - then.nsec;
+
+    /* Give both parts the same sign, so the magnitude is |ds|.|dn|. */
+    if (ds > 0 && dn < 0) {
+        ds -= 1;
+        dn += NSEC_PER_SEC;
+    } else if (ds < 0 && dn > 0) {
+        ds += 1;
+        dn -= NSEC_PER_SEC;
+    }
+    char sign = (ds < 0 || dn < 0) ? '-' : '+';
+    if (ds < 0)
+        ds = -ds;
+    if (dn < 0)
+        dn = -dn;
+
+    int n = snprintf(buf, cap, "%c%" PRId64 ".%09" PRId64, sign, ds, dn);
+    assert(n > 0 && (size_t) n < cap);
+    return (size_t) n;
+}
