@@ -1,0 +1,62 @@
+/* herd_frontend: the client side of a server (PROTOCOL.md sections 2 and 6).
+ *
+ * Owns the listening socket and every client connection: accepts, frames
+ * lines, enforces the limits, and writes answers in command order. It knows
+ * nothing of commands or the table: each complete line goes to the line
+ * handler with a ticket, and the handler answers that ticket once, now or
+ * later (a WHATSAT waits for the Places worker). Answers to later lines that
+ * come first are held until the earlier ones are written. */
+#ifndef HERD_FRONTEND_H
+#define HERD_FRONTEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd_log.h"
+#include "herd_loop.h"
+
+typedef struct herd_frontend_t herd_frontend_t;
+
+/* Names one line of one connection; answered exactly once. */
+typedef struct {
+    uint64_t conn; /* connection id (never reused while the process lives) */
+    uint64_t seq;  /* the line's number on that connection */
+} herd_ticket_t;
+
+/* Called for each command line (its bytes, without LF or CR LF; lines of only
+ * white space are answered here with nothing and never reach the handler). */
+typedef void(herd_line_fn)(void *arg, herd_ticket_t ticket, const char *line, size_t len);
+
+typedef struct {
+    const char *host;        /* address to bind */
+    int port;                /* client port */
+    long max_clients;        /* open connections allowed at once */
+    long idle_timeout_ms;    /* close a connection silent this long */
+    long max_output_bytes;   /* cut a client whose unsent answers pass this */
+    herd_line_fn *on_line;   /* the command handler */
+    void *arg;               /* its context */
+} herd_frontend_conf_t;
+
+/* Binds the client port and starts accepting on `loop`. Returns NULL and
+ * fills err (naming the address and port) on failure. */
+herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log,
+                                   const herd_frontend_conf_t *conf, char *err, size_t errlen);
+
+/* Closes every connection and the listener; *p = NULL. NULL-safe. */
+void herd_frontend_destroy(herd_frontend_t **p);
+
+/* Answers a ticket with `len` bytes (a whole reply, newline included; len 0
+ * answers with nothing). A ticket whose connection has gone is ignored.
+ * Returns 0, or -1 when the connection is gone. */
+int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t ticket, const char *data, size_t len);
+
+/* Stops accepting new connections and reading new commands (shutdown):
+ * answers already owed are still written. */
+void herd_frontend_drain(herd_frontend_t *fe);
+
+/* Number of open connections, and of those still owed an answer or holding
+ * unwritten output (the shutdown waits for 0). */
+size_t herd_frontend_connections(const herd_frontend_t *fe);
+size_t herd_frontend_busy(const herd_frontend_t *fe);
+
+#endif

@@ -1,0 +1,51 @@
+/* herd_links: the inter-server links of one server (PROTOCOL.md section 7).
+ *
+ * One ROUTER bound on the peer port receives from every neighbour; one
+ * DEALER per neighbour (identity = our own name) sends to it. Sending never
+ * blocks: a send high-water mark and a zero send timeout, and what cannot be
+ * queued is dropped, because the rejoin exchange repairs it. Updates are
+ * batched per neighbour and sent at the end of each reactor turn, before the
+ * front end writes its replies.
+ *
+ * Rejoin: when a DEALER's connection comes up, it sends HELLO (our
+ * incarnation, table size and digest). A server that gets HELLO from a
+ * neighbour whose digest differs from its own sends it every record it
+ * holds, then SYNC_END. Both ends do this, so each gets what it lacks. */
+#ifndef HERD_LINKS_H
+#define HERD_LINKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd_log.h"
+#include "herd_loop.h"
+#include "herd_table.h"
+#include "herd_topology.h"
+
+typedef struct herd_links_t herd_links_t;
+
+/* Called for each AT line a neighbour (server index `from`) sent. */
+typedef void(herd_links_update_fn)(void *arg, size_t from, const char *at, size_t len);
+
+/* Binds the peer port and connects to every neighbour of server `self`.
+ * `table` is read (never written) to answer HELLOs. Returns NULL and fills
+ * err on failure (naming the address for a port that cannot be bound). */
+herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
+                             const herd_table_t *table, herd_links_update_fn *on_update, void *arg,
+                             char *err, size_t errlen);
+
+/* Closes every link; *p = NULL. NULL-safe. */
+void herd_links_destroy(herd_links_t **p);
+
+/* Queues an AT line for every neighbour except server `except` (-1: none).
+ * Sent at the end of this reactor turn. */
+void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except);
+
+/* Sends what is queued now (normally done at the end of the turn). */
+void herd_links_flush(herd_links_t *links);
+
+/* Number of neighbours whose link is up. */
+size_t herd_links_up(const herd_links_t *links);
+
+#endif

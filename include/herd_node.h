@@ -1,0 +1,34 @@
+/* herd_node: one server of the herd.
+ *
+ * The only owner of the location table. It takes command lines from the
+ * front end, answers IAMAT at once, sends WHATSAT to the Places worker and
+ * answers when it replies, floods stored updates over the peer links and
+ * applies what neighbours flood. Everything runs on one reactor thread; the
+ * Places worker is the only other thread and shares nothing but a socket. */
+#ifndef HERD_NODE_H
+#define HERD_NODE_H
+
+#include <stddef.h>
+
+#include "herd_log.h"
+#include "herd_loop.h"
+#include "herd_topology.h"
+
+typedef struct herd_node_t herd_node_t;
+
+/* Builds server number `self` of `topo` on `loop`: binds the client and peer
+ * ports, starts the Places worker, connects to the neighbours. The topology
+ * must outlive the node. Returns NULL and fills err (one line) on failure. */
+herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
+                           char *err, size_t errlen);
+
+/* Stops everything and frees it; *p = NULL. NULL-safe. */
+void herd_node_destroy(herd_node_t **p);
+
+/* Shutdown, first step: stop accepting clients and reading commands. */
+void herd_node_drain(herd_node_t *node);
+
+/* Number of client connections still owed an answer or output. */
+size_t herd_node_busy(const herd_node_t *node);
+
+#endif

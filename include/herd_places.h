@@ -1,0 +1,89 @@
+/* herd_places: the Places worker (PROTOCOL.md sections 4 and 10).
+ *
+ * A thread behind a CZMQ actor pipe. The node hands it requests (msgpack,
+ * each with a request id) and never waits: it polls the pipe for replies.
+ * The worker runs every request at once with libcurl's multi interface,
+ * shares one upstream call between identical requests in flight, answers
+ * repeats from a TTL cache, cuts `results` to the bound and collapses
+ * newlines. It never touches the location table or the log. */
+#ifndef HERD_PLACES_H
+#define HERD_PLACES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <czmq.h>
+
+#include "herd_proto.h"
+
+typedef struct herd_places_t herd_places_t;
+
+typedef struct {
+    const char *url;         /* Nearby Search URL (HERD_PLACES_URL already applied) */
+    const char *key;         /* the API key, or NULL / "" when none is configured */
+    long timeout_ms;         /* deadline of one upstream call */
+    long cache_ttl_ms;       /* response cache lifetime, 0 = no cache */
+    size_t cache_max_entries; /* bound on cached bodies (0 = a sane default) */
+} herd_places_conf_t;
+
+/* One finished request, as handed back to the node. */
+typedef struct {
+    uint64_t req_id;  /* the id given to herd_places_request */
+    char *json;       /* the JSON text to send (cut, newlines collapsed, no trailing newline); owned */
+    size_t json_len;
+    char *note;       /* NULL, or a log line saying what went wrong upstream (never the key); owned */
+    bool cache_hit;   /* answered from the cache, no upstream call */
+    bool shared;      /* answered by an upstream call another request had started */
+    bool upstream;    /* this request made an upstream call */
+    double upstream_ms; /* duration of that upstream call, when upstream or shared */
+} herd_places_reply_t;
+
+/* Starts the worker thread. Returns NULL and fills err on failure. The
+ * configuration strings are copied. */
+herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t errlen);
+
+/* Stops the worker (in-flight calls are abandoned) and frees it; *p = NULL. */
+void herd_places_destroy(herd_places_t **p);
+
+/* The socket to poll for replies (ZMQ_POLLIN means herd_places_recv has one). */
+zsock_t *herd_places_sock(herd_places_t *p);
+
+/* Queues one request. `lat` and `lng` are the stored position's halves with
+ * their signs, `radius_km` the validated WHATSAT radius text, `bound` 1..20.
+ * Never blocks. Returns 0, or -1 when it could not be queued (the caller
+ * answers with an error object itself). */
+int herd_places_request(herd_places_t *p, uint64_t req_id, herd_span_t lat, herd_span_t lng,
+                        herd_span_t radius_km, uint32_t bound);
+
+/* Takes one finished request without blocking. Returns 1 and fills *reply
+ * (free it with herd_places_reply_free), 0 when none is ready, -1 on a
+ * malformed message from the pipe (logged by the caller, never fatal). */
+int herd_places_recv(herd_places_t *p, herd_places_reply_t *reply);
+
+/* Frees the owned parts of a reply. */
+void herd_places_reply_free(herd_places_reply_t *reply);
+
+/* ---- pure helpers, also used by tests and fuzzers ---- */
+
+/* Cuts a Places body as PROTOCOL.md section 4 says: keeps at most `bound`
+ * entries of the top-level "results" array (removing the bytes from the end of
+ * entry `bound` to the end of the last entry), then turns every run of two or
+ * more LF into one LF and drops leading and trailing LFs. Every other byte is
+ * kept. Returns 0 and a malloc'd *out (NUL-terminated), or -1 when the body
+ * is not one valid JSON object (with a reason in err). When status_ok is not
+ * NULL it is set to whether the top-level "status" is the string "OK". */
+int herd_places_cut(const char *body, size_t len, uint32_t bound, char **out, size_t *out_len,
+                    bool *status_ok, char *err, size_t errlen);
+
+/* Formats the error object of PROTOCOL.md section 4 with the given status
+ * ("REQUEST_DENIED", "UNKNOWN_ERROR") and message (JSON-escaped here).
+ * Returns a malloc'd NUL-terminated string, or NULL when out of memory. */
+char *herd_places_error_json(const char *status, const char *message);
+
+/* Builds the request URL of PROTOCOL.md section 10 (lat/lng without a leading
+ * '+', radius in metres, the key URL-escaped). Returns a malloc'd string. */
+char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_span_t radius_km,
+                      const char *key);
+
+#endif

@@ -1,0 +1,717 @@
+/* herd_frontend: client connections, line framing, ordered answers and
+ * limits. See herd_frontend.h. */
+#define _GNU_SOURCE /* accept4 */
+#include "herd_frontend.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "herd_proto.h"
+
+#define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
+#define ACCEPT_BURST   256           /* connections accepted per turn */
+#define MAX_UNANSWERED 256           /* lines owed an answer before input is paused */
+#define RESUME_BELOW   64            /* resume reading once fewer are owed */
+#define KEEP_OUT_CAP   (16u * 1024u) /* an empty output buffer larger than this is freed */
+
+/* An answer that came before an earlier line's answer: held until its turn. */
+typedef struct slot_t {
+    struct slot_t *next; /* next held answer, in seq order */
+    uint64_t seq;        /* the line it answers */
+    size_t len;          /* bytes of data */
+    char data[];         /* the answer */
+} slot_t;
+
+typedef struct conn_t {
+    herd_watch_t watch;   /* fd and epoll registration (watch.arg = this) */
+    herd_frontend_t *fe;  /* owner */
+    uint64_t id;          /* serial << 32 | fd */
+    uint64_t serial;      /* the number the log calls it by */
+    char *in;             /* unprocessed input: a partial line, or lines held while paused */
+    size_t in_len, in_cap;
+    char *out;            /* answers not yet written */
+    size_t out_off, out_len, out_cap;
+    uint64_t next_seq;    /* number of the next line read */
+    uint64_t done_seq;    /* number of the next answer to write */
+    slot_t *slots;        /* answers held for order */
+    size_t held_bytes;    /* bytes in slots */
+    int64_t last_in_ms;   /* when the client last sent something */
+    struct conn_t *lru_prev, *lru_next; /* idle order, oldest first */
+    struct conn_t *dirty_next;          /* list of connections to flush this turn */
+    bool dirty;           /* on the dirty list */
+    bool eof;             /* the client half-closed */
+    bool closing;         /* read no more; close once everything owed is written */
+    bool paused;          /* too many lines owed: not reading */
+    bool dead;            /* closed, waiting to be freed at the end of the turn */
+    char peer[56];        /* the client's address:port, for the log */
+} conn_t;
+
+struct herd_frontend_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    herd_frontend_conf_t conf;
+    herd_watch_t listener;   /* the listening socket (fd -1 once drained) */
+    int reserve_fd;          /* spare descriptor, given up to shed a connection at EMFILE */
+    conn_t **by_fd;          /* open connections by descriptor */
+    size_t by_fd_cap;
+    size_t n_conns;          /* open connections */
+    uint64_t next_serial;    /* serial for the next connection */
+    conn_t *lru_head, *lru_tail;
+    conn_t *dirty;           /* connections with output or resumable input */
+    conn_t *dead;            /* closed connections to free at the end of the turn */
+    char *rbuf;              /* the read buffer shared by all connections */
+    int idle_timer;          /* timer id of the idle sweep */
+    bool draining;           /* shutting down */
+};
+
+static void conn_close(conn_t *c, const char *why);
+static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
+
+/* ---- small buffers ---- */
+
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t ncap = *cap ? *cap : 256;
+        while (ncap < *len + n)
+            ncap *= 2;
+        char *p = realloc(*buf, ncap);
+        if (!p)
+            return -1;
+        *buf = p;
+        *cap = ncap;
+    }
+    if (n)
+        memcpy(*buf + *len, data, n);
+    *len += n;
+    return 0;
+}
+
+/* ---- bookkeeping lists ---- */
+
+static void lru_unlink(herd_frontend_t *fe, conn_t *c)
+{
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else if (fe->lru_head == c)
+        fe->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else if (fe->lru_tail == c)
+        fe->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_push(herd_frontend_t *fe, conn_t *c)
+{
+    c->lru_prev = fe->lru_tail;
+    c->lru_next = NULL;
+    if (fe->lru_tail)
+        fe->lru_tail->lru_next = c;
+    else
+        fe->lru_head = c;
+    fe->lru_tail = c;
+}
+
+static void mark_dirty(conn_t *c)
+{
+    if (c->dirty || c->dead)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->fe->dirty;
+    c->fe->dirty = c;
+}
+
+static size_t unanswered(const conn_t *c)
+{
+    return (size_t)(c->next_seq - c->done_seq);
+}
+
+static size_t unsent(const conn_t *c)
+{
+    return c->out_len - c->out_off;
+}
+
+/* The epoll events a connection needs now. */
+static void conn_update_watch(conn_t *c)
+{
+    uint32_t ev = 0;
+    if (!c->eof && !c->closing && !c->paused)
+        ev |= EPOLLIN;
+    if (unsent(c))
+        ev |= EPOLLOUT;
+    herd_loop_rewatch(c->fe->loop, &c->watch, ev);
+}
+
+/* ---- answers ---- */
+
+static void out_append(conn_t *c, const char *data, size_t len)
+{
+    if (buf_append(&c->out, &c->out_len, &c->out_cap, data, len) != 0)
+        conn_close(c, "out of memory for its output");
+}
+
+int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data, size_t len)
+{
+    size_t fd = (size_t)(uint32_t)t.conn;
+    conn_t *c = fd < fe->by_fd_cap ? fe->by_fd[fd] : NULL;
+    if (!c || c->id != t.conn || c->dead || t.seq < c->done_seq || t.seq >= c->next_seq)
+        return -1;
+    if (len) {
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "conn %llu out ", (unsigned long long)c->serial);
+        herd_log_data(fe->log, prefix, data, len);
+    }
+    bool was_blocked = unsent(c) > 0 || c->held_bytes > 0;
+    if (t.seq == c->done_seq) {
+        out_append(c, data, len);
+        c->done_seq++;
+        while (!c->dead && c->slots && c->slots->seq == c->done_seq) {
+            slot_t *s = c->slots;
+            c->slots = s->next;
+            c->held_bytes -= s->len;
+            out_append(c, s->data, s->len);
+            c->done_seq++;
+            free(s);
+        }
+    } else {
+        slot_t *s = malloc(sizeof *s + len);
+        if (!s) {
+            conn_close(c, "out of memory for a held answer");
+            return -1;
+        }
+        s->seq = t.seq;
+        s->len = len;
+        if (len)
+            memcpy(s->data, data, len);
+        slot_t **at = &c->slots;
+        while (*at && (*at)->seq < t.seq)
+            at = &(*at)->next;
+        s->next = *at;
+        *at = s;
+        c->held_bytes += len;
+    }
+    if (c->dead)
+        return -1;
+    /* One reply may be large (a Places body); a client is cut only when it
+     * already had unread output and the total passes the bound. */
+    if (was_blocked && unsent(c) + c->held_bytes > (size_t)fe->conf.max_output_bytes) {
+        conn_close(c, "unsent output passed limits.max_output_bytes");
+        return -1;
+    }
+    mark_dirty(c);
+    return 0;
+}
+
+/* ---- input ---- */
+
+/* Handles one complete line (line end already removed). */
+static void conn_line(conn_t *c, const char *line, size_t len)
+{
+    herd_frontend_t *fe = c->fe;
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "conn %llu in ", (unsigned long long)c->serial);
+    herd_log_data(fe->log, prefix, line, len);
+    herd_ticket_t t = {.conn = c->id, .seq = c->next_seq++};
+    size_t i = 0;
+    while (i < len && herd_proto_is_space((unsigned char)line[i]))
+        i++;
+    if (i == len) {
+        herd_frontend_answer(fe, t, NULL, 0);
+        return;
+    }
+    fe->conf.on_line(fe->conf.arg, t, line, len);
+}
+
+/* Answers an over-long line with "? " and its first HERD_MAX_LINE bytes, then
+ * closes once that is written. */
+static void conn_overlong(conn_t *c, const char *line)
+{
+    char *reply = malloc(HERD_MAX_LINE + 3);
+    herd_log_event(c->fe->log, "conn %llu line longer than %d bytes", (unsigned long long)c->serial,
+                   HERD_MAX_LINE);
+    if (!reply) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    reply[0] = '?';
+    reply[1] = ' ';
+    memcpy(reply + 2, line, HERD_MAX_LINE);
+    reply[HERD_MAX_LINE + 2] = '\n';
+    herd_ticket_t t = {.conn = c->id, .seq = c->next_seq++};
+    c->closing = true;
+    herd_frontend_answer(c->fe, t, reply, HERD_MAX_LINE + 3);
+    free(reply);
+}
+
+/* True when a partial line (no LF yet) is already too long to be valid. A
+ * CR right after HERD_MAX_LINE bytes may still be the start of CR LF. */
+static bool partial_too_long(const char *p, size_t len)
+{
+    if (len <= HERD_MAX_LINE)
+        return false;
+    return !(len == HERD_MAX_LINE + 1 && p[HERD_MAX_LINE] == '\r');
+}
+
+/* Processes the complete lines in [p, p+len); returns the bytes consumed.
+ * Stops at a partial line, when paused, or when the connection closes. */
+static size_t conn_consume(conn_t *c, const char *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !c->closing && !c->dead) {
+        if (unanswered(c) >= MAX_UNANSWERED) {
+            c->paused = true;
+            break;
+        }
+        const char *line = p + off;
+        size_t avail = len - off;
+        const char *nl = memchr(line, '\n', avail);
+        if (!nl) {
+            if (partial_too_long(line, avail)) {
+                conn_overlong(c, line);
+                return len;
+            }
+            break;
+        }
+        size_t n = (size_t)(nl - line);
+        off += n + 1;
+        if (n > 0 && line[n - 1] == '\r')
+            n--;
+        if (n > HERD_MAX_LINE) {
+            conn_overlong(c, line);
+            return len;
+        }
+        conn_line(c, line, n);
+    }
+    return off;
+}
+
+/* Keeps unconsumed bytes in c->in. */
+static void conn_keep(conn_t *c, const char *p, size_t len)
+{
+    if (len && buf_append(&c->in, &c->in_len, &c->in_cap, p, len) != 0)
+        conn_close(c, "out of memory for its input");
+}
+
+/* Feeds freshly read bytes. */
+static void conn_feed(conn_t *c, const char *data, size_t len)
+{
+    if (c->in_len) {
+        /* Finish the partial line first; only its bytes are copied. */
+        const char *nl = memchr(data, '\n', len);
+        size_t take = nl ? (size_t)(nl - data) + 1 : len;
+        if (!nl && c->in_len + take > HERD_MAX_LINE + 2)
+            take = HERD_MAX_LINE + 2 - c->in_len; /* enough to see it is too long */
+        conn_keep(c, data, take);
+        if (c->dead)
+            return;
+        if (!nl) {
+            if (partial_too_long(c->in, c->in_len)) {
+                conn_overlong(c, c->in);
+                c->in_len = 0;
+            }
+            return;
+        }
+        size_t used = conn_consume(c, c->in, c->in_len);
+        if (c->dead)
+            return;
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+        data += take;
+        len -= take;
+        if (c->in_len) { /* paused or closing: keep the rest unread */
+            if (!c->closing)
+                conn_keep(c, data, len);
+            return;
+        }
+    }
+    size_t used = conn_consume(c, data, len);
+    if (!c->dead && !c->closing)
+        conn_keep(c, data + used, len - used);
+}
+
+/* The client half-closed: a last line without LF is a command too. */
+static void conn_eof(conn_t *c)
+{
+    c->eof = true;
+    if (c->in_len && !c->paused && !c->closing) {
+        size_t n = c->in_len;
+        c->in_len = 0;
+        conn_line(c, c->in, n);
+    }
+    mark_dirty(c);
+}
+
+static void conn_read(conn_t *c)
+{
+    herd_frontend_t *fe = c->fe;
+    ssize_t n = recv(c->watch.fd, fe->rbuf, READ_CHUNK, 0);
+    if (n > 0) {
+        c->last_in_ms = herd_loop_now_ms(fe->loop);
+        lru_unlink(fe, c);
+        lru_push(fe, c);
+        conn_feed(c, fe->rbuf, (size_t)n);
+        if (!c->dead)
+            mark_dirty(c);
+    } else if (n == 0) {
+        conn_eof(c);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        char why[96];
+        snprintf(why, sizeof why, "read error: %s", strerror(errno));
+        conn_close(c, why);
+    }
+}
+
+/* ---- output and life cycle ---- */
+
+static void conn_flush(conn_t *c)
+{
+    while (unsent(c)) {
+        ssize_t n = send(c->watch.fd, c->out + c->out_off, unsent(c), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        char why[96];
+        snprintf(why, sizeof why, "write error: %s", n < 0 ? strerror(errno) : "nothing written");
+        conn_close(c, why);
+        return;
+    }
+    if (!unsent(c)) {
+        c->out_off = c->out_len = 0;
+        if (c->out_cap > KEEP_OUT_CAP) {
+            free(c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
+    }
+}
+
+/* After input or answers: resume paused input, write, close when done. */
+static void conn_settle(conn_t *c)
+{
+    if (c->paused && unanswered(c) < RESUME_BELOW && !c->closing) {
+        c->paused = false;
+        size_t used = conn_consume(c, c->in, c->in_len);
+        if (c->dead)
+            return;
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+    }
+    conn_flush(c);
+    if (c->dead)
+        return;
+    if ((c->eof || c->closing) && unanswered(c) == 0 && !unsent(c)) {
+        conn_close(c, c->eof ? "client done" : c->fe->draining ? "server shutting down" : "closed after error");
+        return;
+    }
+    conn_update_watch(c);
+}
+
+static void conn_close(conn_t *c, const char *why)
+{
+    herd_frontend_t *fe = c->fe;
+    if (c->dead)
+        return;
+    herd_log_event(fe->log, "conn %llu closed (%s): %s", (unsigned long long)c->serial, c->peer, why);
+    herd_loop_unwatch(fe->loop, &c->watch);
+    close(c->watch.fd);
+    fe->by_fd[c->watch.fd] = NULL;
+    lru_unlink(fe, c);
+    fe->n_conns--;
+    c->dead = true;
+    c->dirty_next = fe->dead; /* freed at the end of the turn: events may still name it */
+    fe->dead = c;
+}
+
+static void conn_free(conn_t *c)
+{
+    while (c->slots) {
+        slot_t *s = c->slots;
+        c->slots = s->next;
+        free(s);
+    }
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+{
+    (void)loop;
+    conn_t *c = w->arg;
+    if (c->dead)
+        return;
+    if (events & EPOLLIN)
+        conn_read(c);
+    else if (events & (EPOLLHUP | EPOLLERR)) {
+        conn_close(c, "connection reset");
+        return;
+    }
+    if (!c->dead && (events & EPOLLOUT))
+        mark_dirty(c);
+}
+
+/* Formats a peer address for the log. */
+static void describe_peer(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+    }
+    snprintf(buf, cap, "%s:%d", host, port);
+}
+
+static int index_conn(herd_frontend_t *fe, conn_t *c)
+{
+    size_t fd = (size_t)c->watch.fd;
+    if (fd >= fe->by_fd_cap) {
+        size_t ncap = fe->by_fd_cap ? fe->by_fd_cap : 1024;
+        while (ncap <= fd)
+            ncap *= 2;
+        conn_t **p = realloc(fe->by_fd, ncap * sizeof *p);
+        if (!p)
+            return -1;
+        memset(p + fe->by_fd_cap, 0, (ncap - fe->by_fd_cap) * sizeof *p);
+        fe->by_fd = p;
+        fe->by_fd_cap = ncap;
+    }
+    fe->by_fd[fd] = c;
+    return 0;
+}
+
+static void accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+{
+    (void)events;
+    herd_frontend_t *fe = w->arg;
+    for (int i = 0; i < ACCEPT_BURST && fe->listener.fd >= 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(fe->listener.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE) && fe->reserve_fd >= 0) {
+                /* Out of descriptors: accept and drop one so the listener
+                 * does not stay readable forever. */
+                close(fe->reserve_fd);
+                int shed = accept(fe->listener.fd, NULL, NULL);
+                if (shed >= 0)
+                    close(shed);
+                fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                herd_log_event(fe->log, "refused a connection: out of file descriptors");
+            }
+            break;
+        }
+        char peer[sizeof ((conn_t *)0)->peer];
+        describe_peer(&ss, peer, sizeof peer);
+        if ((long)fe->n_conns >= fe->conf.max_clients) {
+            herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,
+                           fe->conf.max_clients);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn_t *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->fe = fe;
+        memcpy(c->peer, peer, sizeof c->peer);
+        c->serial = ++fe->next_serial;
+        c->id = (c->serial << 32) | (uint32_t)fd;
+        c->watch = (herd_watch_t){.fd = fd, .fn = conn_event, .arg = c};
+        c->last_in_ms = herd_loop_now_ms(loop);
+        if (index_conn(fe, c) != 0 || herd_loop_watch(loop, &c->watch, EPOLLIN) != 0) {
+            if ((size_t)fd < fe->by_fd_cap)
+                fe->by_fd[fd] = NULL;
+            close(fd);
+            free(c);
+            continue;
+        }
+        lru_push(fe, c);
+        fe->n_conns++;
+        herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
+    }
+}
+
+/* End of turn: settle every touched connection, then free the closed ones. */
+static void frontend_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_frontend_t *fe = arg;
+    while (fe->dirty) {
+        conn_t *c = fe->dirty;
+        fe->dirty = c->dirty_next;
+        c->dirty = false;
+        if (!c->dead)
+            conn_settle(c);
+    }
+    while (fe->dead) {
+        conn_t *c = fe->dead;
+        fe->dead = c->dirty_next;
+        conn_free(c);
+    }
+}
+
+/* Closes connections that have sent nothing for limits.idle_timeout_ms. A
+ * connection still owed an answer is waiting on us, not idle. */
+static void idle_sweep(herd_loop_t *loop, void *arg)
+{
+    herd_frontend_t *fe = arg;
+    int64_t now = herd_loop_now_ms(loop);
+    conn_t *c = fe->lru_head;
+    while (c && now - c->last_in_ms >= fe->conf.idle_timeout_ms) {
+        conn_t *next = c->lru_next;
+        if (unanswered(c) == 0)
+            conn_close(c, "idle timeout");
+        c = next;
+    }
+}
+
+static int bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", conf->port);
+    int gai = getaddrinfo(conf->host, port, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot resolve client address %s: %s", conf->host, gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(err, errlen, "cannot bind client port %s:%d: %s", conf->host, conf->port, strerror(saved));
+    return fd;
+}
+
+herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const herd_frontend_conf_t *conf,
+                                   char *err, size_t errlen)
+{
+    herd_frontend_t *fe = calloc(1, sizeof *fe);
+    if (!fe || !(fe->rbuf = malloc(READ_CHUNK))) {
+        snprintf(err, errlen, "out of memory");
+        free(fe);
+        return NULL;
+    }
+    fe->loop = loop;
+    fe->log = log;
+    fe->conf = *conf;
+    fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int fd = bind_listener(conf, err, errlen);
+    if (fd < 0) {
+        herd_frontend_destroy(&fe);
+        return NULL;
+    }
+    fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
+    long sweep = conf->idle_timeout_ms / 8;
+    sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
+    if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, frontend_tick, fe) != 0 ||
+        (fe->idle_timer = herd_loop_add_timer(loop, sweep, idle_sweep, fe)) < 0) {
+        snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
+        herd_frontend_destroy(&fe);
+        return NULL;
+    }
+    return fe;
+}
+
+void herd_frontend_drain(herd_frontend_t *fe)
+{
+    fe->draining = true;
+    if (fe->listener.fd >= 0) {
+        herd_loop_unwatch(fe->loop, &fe->listener);
+        close(fe->listener.fd);
+        fe->listener.fd = -1;
+    }
+    for (size_t fd = 0; fd < fe->by_fd_cap; fd++) {
+        conn_t *c = fe->by_fd[fd];
+        if (!c)
+            continue;
+        c->closing = true;
+        mark_dirty(c);
+    }
+}
+
+size_t herd_frontend_connections(const herd_frontend_t *fe)
+{
+    return fe->n_conns;
+}
+
+size_t herd_frontend_busy(const herd_frontend_t *fe)
+{
+    size_t busy = 0;
+    for (size_t fd = 0; fd < fe->by_fd_cap; fd++) {
+        const conn_t *c = fe->by_fd[fd];
+        if (c && (unanswered(c) || unsent(c)))
+            busy++;
+    }
+    return busy;
+}
+
+void herd_frontend_destroy(herd_frontend_t **p)
+{
+    if (!p || !*p)
+        return;
+    herd_frontend_t *fe = *p;
+    for (size_t fd = 0; fd < fe->by_fd_cap; fd++)
+        if (fe->by_fd[fd])
+            conn_close(fe->by_fd[fd], "server stopped");
+    fe->dirty = NULL;
+    while (fe->dead) {
+        conn_t *c = fe->dead;
+        fe->dead = c->dirty_next;
+        conn_free(c);
+    }
+    if (fe->listener.fd >= 0 && fe->listener.fn) {
+        herd_loop_unwatch(fe->loop, &fe->listener);
+        close(fe->listener.fd);
+    }
+    if (fe->idle_timer > 0)
+        herd_loop_remove_timer(fe->loop, fe->idle_timer);
+    if (fe->reserve_fd >= 0)
+        close(fe->reserve_fd);
+    free(fe->by_fd);
+    free(fe->rbuf);
+    free(fe);
+    *p = NULL;
+}

@@ -1,0 +1,485 @@
+/* herd_links: DEALER/ROUTER links, batching, HELLO and the rejoin exchange.
+ * See herd_links.h. */
+#include "herd_links.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "herd_wire.h"
+
+#define SEND_HWM        2000               /* messages queued per neighbour before dropping */
+#define BATCH_BYTES     (256u * 1024u)     /* flush a batch early past this many AT-line bytes */
+#define SNAPSHOT_BATCH  2048               /* records per UPDATES message in a snapshot */
+#define HEARTBEAT_MS    1000               /* ZMTP PING interval */
+#define HEARTBEAT_TO_MS 3000               /* link declared dead without traffic this long */
+
+/* One neighbour: our DEALER to it, its monitor, and the batch waiting to go. */
+typedef struct {
+    struct herd_links_t *links; /* owner */
+    size_t idx;            /* its index in topo->servers */
+    const char *name;      /* its name */
+    void *dealer;          /* our DEALER, connected to its ROUTER */
+    void *monitor;         /* PAIR receiving the DEALER's connection events */
+    bool up;               /* the DEALER's connection is established */
+    bool drop_logged;      /* a "dropped" line was logged since the link last came up */
+    char *batch;           /* AT lines waiting, back to back */
+    size_t batch_len, batch_cap;
+    size_t *offs;          /* start of each line in batch, plus its end */
+    size_t n_lines, offs_cap;
+    uint64_t sent, dropped, received; /* message counters */
+} neighbour_t;
+
+struct herd_links_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    const herd_topology_t *topo;
+    size_t self;
+    const herd_table_t *table;
+    herd_links_update_fn *on_update;
+    void *arg;
+    void *router;          /* bound on our peer port */
+    neighbour_t *nb;       /* our neighbours */
+    size_t n_nb;
+    long *nb_of;           /* server index -> index into nb, or -1 */
+    uint64_t incarnation;  /* random id of this run */
+    uint64_t rejected;     /* messages dropped as invalid or from strangers */
+};
+
+/* Resolves host to a ZeroMQ tcp endpoint "tcp://ADDR:PORT" (brackets for IPv6). */
+static int endpoint(const char *host, int port, char *out, size_t cap, bool *ipv6, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return -1;
+    }
+    char addr[NI_MAXHOST];
+    int rc = getnameinfo(res->ai_addr, res->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST);
+    *ipv6 = res->ai_family == AF_INET6;
+    freeaddrinfo(res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s", host);
+        return -1;
+    }
+    snprintf(out, cap, *ipv6 ? "tcp://[%s]:%d" : "tcp://%s:%d", addr, port);
+    return 0;
+}
+
+static void set_int(void *sock, int opt, int value)
+{
+    zmq_setsockopt(sock, opt, &value, sizeof value);
+}
+
+/* Options both ends of a link share. */
+static void link_options(void *sock, bool ipv6)
+{
+    set_int(sock, ZMQ_LINGER, 0);
+    set_int(sock, ZMQ_SNDHWM, SEND_HWM);
+    set_int(sock, ZMQ_RCVHWM, SEND_HWM);
+    set_int(sock, ZMQ_SNDTIMEO, 0);
+    set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_MS);
+    set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TO_MS);
+    set_int(sock, ZMQ_HEARTBEAT_TTL, HEARTBEAT_TO_MS);
+    set_int(sock, ZMQ_RECONNECT_IVL, 100);
+    set_int(sock, ZMQ_RECONNECT_IVL_MAX, 1000);
+    int64_t maxmsg = HERD_WIRE_MAX_FRAME;
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (ipv6)
+        set_int(sock, ZMQ_IPV6, 1);
+}
+
+/* Sends one encoded message to a neighbour without blocking. */
+static int send_to(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
+{
+    int rc = zmq_send(nb->dealer, data, len, ZMQ_DONTWAIT);
+    free(data);
+    if (rc >= 0) {
+        nb->sent++;
+        return 0;
+    }
+    nb->dropped++;
+    if (!nb->drop_logged) {
+        herd_log_event(links->log, "link to %s: queue full or closed, dropping updates until it is back (%s)",
+                       nb->name, zmq_strerror(errno));
+        nb->drop_logged = true;
+    }
+    return -1;
+}
+
+static int send_updates(herd_links_t *links, neighbour_t *nb, const herd_span_t *ats, size_t n)
+{
+    char *data;
+    size_t len;
+    if (herd_wire_encode_updates(ats, n, &data, &len) != 0)
+        return -1;
+    return send_to(links, nb, data, len);
+}
+
+static void send_hello(herd_links_t *links, neighbour_t *nb)
+{
+    char *data;
+    size_t len;
+    const herd_server_conf_t *me = &links->topo->servers[links->self];
+    if (herd_wire_encode_hello(me->name, links->incarnation, herd_table_size(links->table),
+                               herd_table_digest(links->table), &data, &len) == 0)
+        send_to(links, nb, data, len);
+}
+
+/* Sends every record we hold to a neighbour, then SYNC_END. */
+static void send_snapshot(herd_links_t *links, neighbour_t *nb)
+{
+    herd_span_t *ats = malloc(SNAPSHOT_BATCH * sizeof *ats);
+    if (!ats)
+        return;
+    size_t cursor = 0, n = 0, total = 0;
+    bool ok = true;
+    const herd_record_t *r;
+    while ((r = herd_table_next(links->table, &cursor))) {
+        ats[n++] = (herd_span_t){r->at, r->at_len};
+        if (n == SNAPSHOT_BATCH) {
+            ok = ok && send_updates(links, nb, ats, n) == 0;
+            total += n;
+            n = 0;
+        }
+    }
+    if (n) {
+        ok = ok && send_updates(links, nb, ats, n) == 0;
+        total += n;
+    }
+    free(ats);
+    char *data;
+    size_t len;
+    if (herd_wire_encode_sync_end(links->incarnation, total, &data, &len) == 0)
+        send_to(links, nb, data, len);
+    herd_log_event(links->log, "rejoin: sent %zu records to %s%s", total, nb->name,
+                   ok ? "" : " (some were dropped: queue full)");
+}
+
+static void batch_send(herd_links_t *links, neighbour_t *nb)
+{
+    if (!nb->n_lines)
+        return;
+    herd_span_t *ats = malloc(nb->n_lines * sizeof *ats);
+    if (ats) {
+        for (size_t i = 0; i < nb->n_lines; i++)
+            ats[i] = (herd_span_t){nb->batch + nb->offs[i], nb->offs[i + 1] - nb->offs[i]};
+        send_updates(links, nb, ats, nb->n_lines);
+        free(ats);
+    }
+    nb->n_lines = 0;
+    nb->batch_len = 0;
+}
+
+void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except)
+{
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = &links->nb[i];
+        if ((long)nb->idx == except)
+            continue;
+        if (nb->batch_len + len > nb->batch_cap) {
+            size_t cap = nb->batch_cap ? nb->batch_cap : 4096;
+            while (cap < nb->batch_len + len)
+                cap *= 2;
+            char *p = realloc(nb->batch, cap);
+            if (!p)
+                continue;
+            nb->batch = p;
+            nb->batch_cap = cap;
+        }
+        if (nb->n_lines + 2 > nb->offs_cap) {
+            size_t cap = nb->offs_cap ? nb->offs_cap * 2 : 64;
+            size_t *p = realloc(nb->offs, cap * sizeof *p);
+            if (!p)
+                continue;
+            nb->offs = p;
+            nb->offs_cap = cap;
+        }
+        nb->offs[nb->n_lines] = nb->batch_len;
+        memcpy(nb->batch + nb->batch_len, at, len);
+        nb->batch_len += len;
+        nb->offs[++nb->n_lines] = nb->batch_len;
+        if (nb->batch_len >= BATCH_BYTES || nb->n_lines >= HERD_WIRE_MAX_UPDATES)
+            batch_send(links, nb);
+    }
+}
+
+void herd_links_flush(herd_links_t *links)
+{
+    for (size_t i = 0; i < links->n_nb; i++)
+        batch_send(links, &links->nb[i]);
+}
+
+size_t herd_links_up(const herd_links_t *links)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < links->n_nb; i++)
+        n += links->nb[i].up;
+    return n;
+}
+
+static void flush_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_links_flush(arg);
+}
+
+/* Connection events of one DEALER: the link going up or down. */
+static void monitor_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    neighbour_t *nb = arg;
+    herd_links_t *links = nb->links;
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, nb->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&event, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) { /* second frame: the endpoint */
+            zmq_msg_init(&addr);
+            zmq_msg_recv(&addr, nb->monitor, ZMQ_DONTWAIT);
+            zmq_msg_close(&addr);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !nb->up) {
+            nb->up = true;
+            nb->drop_logged = false;
+            herd_log_event(links->log, "link to %s up", nb->name);
+            send_hello(links, nb);
+        } else if (event == ZMQ_EVENT_DISCONNECTED && nb->up) {
+            nb->up = false;
+            herd_log_event(links->log, "link to %s down", nb->name);
+        }
+    }
+}
+
+static void handle_message(herd_links_t *links, neighbour_t *nb, const char *data, size_t len)
+{
+    herd_msg_t msg;
+    char why[160];
+    if (herd_wire_decode(data, len, &msg, why, sizeof why) != 0) {
+        links->rejected++;
+        herd_log_event(links->log, "peer %s: dropped a message: %s", nb->name, why);
+        return;
+    }
+    nb->received++;
+    switch (msg.type) {
+    case HERD_MSG_HELLO:
+        if (msg.name.len != strlen(nb->name) || memcmp(msg.name.p, nb->name, msg.name.len) != 0) {
+            links->rejected++;
+            herd_log_data(links->log, "peer: dropped a HELLO whose name does not match its link: ", msg.name.p,
+                          msg.name.len);
+            break;
+        }
+        herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
+                       nb->name, msg.incarnation, msg.count);
+        if (msg.count == herd_table_size(links->table) && msg.digest == herd_table_digest(links->table)) {
+            char *out;
+            size_t olen;
+            herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
+            if (herd_wire_encode_sync_end(links->incarnation, 0, &out, &olen) == 0)
+                send_to(links, &links->nb[links->nb_of[nb->idx]], out, olen);
+        } else {
+            herd_links_flush(links); /* updates queued before the snapshot go first */
+            send_snapshot(links, nb);
+        }
+        break;
+    case HERD_MSG_UPDATES:
+        for (size_t i = 0; i < msg.n_updates; i++)
+            links->on_update(links->arg, nb->idx, msg.updates[i].p, msg.updates[i].len);
+        break;
+    case HERD_MSG_SYNC_END:
+        herd_log_event(links->log, "rejoin: %s sent its table (%" PRIu64 " records)", nb->name, msg.count);
+        break;
+    }
+    herd_wire_msg_free(&msg);
+}
+
+/* True while the current multi-frame message has more frames. */
+static bool more_pending(void *sock)
+{
+    int more = 0;
+    size_t len = sizeof more;
+    return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
+}
+
+/* Messages on our ROUTER: [sender identity][one msgpack frame]. */
+static void router_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_links_t *links = arg;
+    for (int budget = 0; budget < 4096; budget++) {
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, links->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            return;
+        }
+        /* Expect exactly one body frame; anything more is drained and dropped. */
+        size_t frames = 0;
+        zmq_msg_init(&body);
+        if (zmq_msg_more(&id) && zmq_msg_recv(&body, links->router, ZMQ_DONTWAIT) >= 0) {
+            frames = 1;
+            while (more_pending(links->router)) {
+                zmq_msg_t extra;
+                zmq_msg_init(&extra);
+                zmq_msg_recv(&extra, links->router, ZMQ_DONTWAIT);
+                zmq_msg_close(&extra);
+                frames++;
+            }
+        }
+        /* Who is it? Only a neighbour of the topology is heard. */
+        const char *who = zmq_msg_data(&id);
+        size_t who_len = zmq_msg_size(&id);
+        neighbour_t *nb = NULL;
+        for (size_t i = 0; i < links->n_nb; i++) {
+            if (strlen(links->nb[i].name) == who_len && memcmp(links->nb[i].name, who, who_len) == 0) {
+                nb = &links->nb[i];
+                break;
+            }
+        }
+        if (!nb) {
+            links->rejected++;
+            herd_log_data(links->log, "peer: dropped a message from a sender that is not a neighbour: ", who,
+                          who_len);
+        } else if (frames != 1) {
+            links->rejected++;
+            herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)", nb->name, frames);
+        } else {
+            handle_message(links, nb, zmq_msg_data(&body), zmq_msg_size(&body));
+        }
+        zmq_msg_close(&body);
+        zmq_msg_close(&id);
+    }
+}
+
+herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
+                             const herd_table_t *table, herd_links_update_fn *on_update, void *arg,
+                             char *err, size_t errlen)
+{
+    herd_links_t *links = calloc(1, sizeof *links);
+    if (!links) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    links->loop = loop;
+    links->log = log;
+    links->topo = topo;
+    links->self = self;
+    links->table = table;
+    links->on_update = on_update;
+    links->arg = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    links->incarnation = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
+
+    void *ctx = zsys_init();
+    const herd_server_conf_t *me = &topo->servers[self];
+    char ep[300];
+    bool ipv6;
+    if (!ctx || endpoint(me->host, me->peer_port, ep, sizeof ep, &ipv6, err, errlen) != 0)
+        goto fail;
+    links->router = zmq_socket(ctx, ZMQ_ROUTER);
+    link_options(links->router, ipv6);
+    set_int(links->router, ZMQ_ROUTER_HANDOVER, 1);
+    if (zmq_bind(links->router, ep) != 0) {
+        snprintf(err, errlen, "cannot bind peer port %s:%d: %s", me->host, me->peer_port, zmq_strerror(errno));
+        goto fail;
+    }
+    if (herd_loop_add_zmq(loop, links->router, router_ready, links) != 0) {
+        snprintf(err, errlen, "cannot watch the peer port");
+        goto fail;
+    }
+
+    links->nb_of = malloc(topo->n_servers * sizeof *links->nb_of);
+    size_t *idx = malloc(topo->n_servers * sizeof *idx);
+    links->nb = calloc(topo->n_servers, sizeof *links->nb);
+    if (!links->nb_of || !idx || !links->nb) {
+        free(idx);
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < topo->n_servers; i++)
+        links->nb_of[i] = -1;
+    size_t n = herd_topology_neighbours(topo, self, idx, topo->n_servers);
+    for (size_t i = 0; i < n; i++) {
+        neighbour_t *nb = &links->nb[links->n_nb];
+        const herd_server_conf_t *peer = &topo->servers[idx[i]];
+        nb->links = links;
+        nb->idx = idx[i];
+        nb->name = peer->name;
+        links->nb_of[idx[i]] = (long)links->n_nb;
+        links->n_nb++;
+        char pep[300], mon[128];
+        bool pv6;
+        if (endpoint(peer->host, peer->peer_port, pep, sizeof pep, &pv6, err, errlen) != 0) {
+            free(idx);
+            goto fail;
+        }
+        nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
+        link_options(nb->dealer, pv6);
+        zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, me->name, strlen(me->name));
+        snprintf(mon, sizeof mon, "inproc://herd-links-%p-%zu", (void *)links, i);
+        nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
+        if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+            zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(loop, nb->monitor, monitor_ready, nb) != 0 ||
+            zmq_connect(nb->dealer, pep) != 0) {
+            snprintf(err, errlen, "cannot set up the link to %s (%s): %s", peer->name, pep, zmq_strerror(errno));
+            free(idx);
+            goto fail;
+        }
+    }
+    free(idx);
+    if (herd_loop_add_tick(loop, flush_tick, links) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (n == 0)
+        herd_log_event(log, "no neighbours in the topology: this server floods to no one");
+    return links;
+fail:
+    herd_links_destroy(&links);
+    return NULL;
+}
+
+void herd_links_destroy(herd_links_t **p)
+{
+    if (!p || !*p)
+        return;
+    herd_links_t *links = *p;
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = &links->nb[i];
+        if (nb->monitor) {
+            herd_loop_remove_zmq(links->loop, nb->monitor);
+            zmq_socket_monitor(nb->dealer, NULL, 0);
+            zmq_close(nb->monitor);
+        }
+        if (nb->dealer)
+            zmq_close(nb->dealer);
+        free(nb->batch);
+        free(nb->offs);
+    }
+    if (links->router) {
+        herd_loop_remove_zmq(links->loop, links->router);
+        zmq_close(links->router);
+    }
+    free(links->nb);
+    free(links->nb_of);
+    free(links);
+    *p = NULL;
+}

@@ -1,0 +1,306 @@
+/* herd_node: commands, the table, Places answers and flooding. See
+ * herd_node.h. */
+#include "herd_node.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd_frontend.h"
+#include "herd_links.h"
+#include "herd_places.h"
+#include "herd_proto.h"
+#include "herd_table.h"
+
+#define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
+
+/* A WHATSAT waiting for its Places reply. */
+typedef struct pending_t {
+    struct pending_t *next; /* next in the bucket */
+    uint64_t req_id;        /* the id given to the worker */
+    herd_ticket_t ticket;   /* the line to answer */
+    size_t at_len;          /* bytes of the AT line */
+    char at[];              /* the AT line the query was made from */
+} pending_t;
+
+struct herd_node_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    const herd_topology_t *topo;
+    size_t self;                  /* our index in topo->servers */
+    const char *name;             /* our server name */
+    size_t name_len;
+    herd_table_t *table;          /* client id -> newest location */
+    herd_frontend_t *frontend;    /* client connections */
+    herd_places_t *places;        /* the Places worker */
+    herd_links_t *links;          /* the neighbours */
+    pending_t *pending[PENDING_BUCKETS];
+    size_t n_pending;
+    uint64_t next_req_id;
+    char *reply;                  /* scratch buffer for building replies */
+    size_t reply_cap;
+};
+
+/* Grows the scratch reply buffer to hold n bytes. */
+static char *reply_buf(herd_node_t *node, size_t n)
+{
+    if (n > node->reply_cap) {
+        char *p = realloc(node->reply, n);
+        if (!p)
+            return NULL;
+        node->reply = p;
+        node->reply_cap = n;
+    }
+    return node->reply;
+}
+
+static void answer_invalid(herd_node_t *node, herd_ticket_t t, const char *line, size_t len)
+{
+    char *r = reply_buf(node, len + 3);
+    if (!r)
+        return;
+    r[0] = '?';
+    r[1] = ' ';
+    memcpy(r + 2, line, len);
+    r[len + 2] = '\n';
+    herd_frontend_answer(node->frontend, t, r, len + 3);
+}
+
+/* Answers a WHATSAT: the AT line, a newline, the JSON, two newlines. */
+static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, size_t at_len, const char *json,
+                           size_t json_len)
+{
+    char *r = reply_buf(node, at_len + json_len + 3);
+    if (!r) {
+        herd_log_event(node->log, "out of memory answering a WHATSAT");
+        return;
+    }
+    memcpy(r, at, at_len);
+    r[at_len] = '\n';
+    memcpy(r + at_len + 1, json, json_len);
+    r[at_len + 1 + json_len] = '\n';
+    r[at_len + 2 + json_len] = '\n';
+    herd_frontend_answer(node->frontend, t, r, at_len + json_len + 3);
+}
+
+/* Offers an AT line to the table; floods it when stored. `from` is the
+ * neighbour it came from, or -1 for our own client. */
+static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from)
+{
+    herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
+                                        (size_t)(at->pos.p - line), at->pos.len, NULL);
+    if (u == HERD_UPDATE_NEWER)
+        herd_links_flood(node->links, line, len, from);
+    else if (u == HERD_UPDATE_ERROR)
+        herd_log_event(node->log, "could not store a location: out of memory");
+    return u;
+}
+
+static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd)
+{
+    char *r = reply_buf(node, HERD_AT_MAX + 1);
+    if (!r)
+        return;
+    size_t n = herd_proto_format_at(r, HERD_AT_MAX, node->name, node->name_len, herd_time_now(), cmd);
+    herd_at_t at = {.id = cmd->id, .time = cmd->time};
+    at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
+    at.pos.len = cmd->pos.len;
+    at.id.p = at.pos.p - 1 - cmd->id.len;
+    store(node, &at, r, n, -1);
+    r[n] = '\n';
+    herd_frontend_answer(node->frontend, t, r, n + 1);
+}
+
+static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, const char *line, size_t len)
+{
+    const herd_record_t *rec = herd_table_find(node->table, cmd->id.p, cmd->id.len);
+    if (!rec) {
+        answer_invalid(node, t, line, len);
+        return;
+    }
+    herd_span_t pos = {rec->at + rec->pos_off, rec->pos_len}, lat, lng;
+    if (herd_proto_parse_position(pos, &lat, &lng) != 0) {
+        answer_invalid(node, t, line, len); /* cannot happen: stored positions are validated */
+        return;
+    }
+    pending_t *p = malloc(sizeof *p + rec->at_len);
+    uint64_t req_id = ++node->next_req_id;
+    if (!p || herd_places_request(node->places, req_id, lat, lng, cmd->radius, cmd->bound) != 0) {
+        char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
+        herd_log_event(node->log, "places: request %llu could not be queued", (unsigned long long)req_id);
+        if (err)
+            answer_whatsat(node, t, rec->at, rec->at_len, err, strlen(err));
+        free(err);
+        free(p);
+        return;
+    }
+    p->req_id = req_id;
+    p->ticket = t;
+    p->at_len = rec->at_len;
+    memcpy(p->at, rec->at, rec->at_len);
+    pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
+    p->next = *b;
+    *b = p;
+    node->n_pending++;
+}
+
+/* The front end's line handler. */
+static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
+{
+    herd_node_t *node = arg;
+    herd_cmd_t cmd;
+    herd_proto_parse(line, len, &cmd);
+    switch (cmd.kind) {
+    case HERD_CMD_IAMAT:
+        do_iamat(node, t, &cmd);
+        break;
+    case HERD_CMD_WHATSAT:
+        do_whatsat(node, t, &cmd, line, len);
+        break;
+    case HERD_CMD_EMPTY:
+        herd_frontend_answer(node->frontend, t, NULL, 0);
+        break;
+    case HERD_CMD_INVALID:
+    default:
+        answer_invalid(node, t, line, len);
+        break;
+    }
+}
+
+/* An AT line flooded by neighbour `from`. */
+static void on_peer_update(void *arg, size_t from, const char *line, size_t len)
+{
+    herd_node_t *node = arg;
+    herd_at_t at;
+    if (herd_proto_parse_at(line, len, &at) != 0) {
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "peer %s: dropped an invalid AT line: ", node->topo->servers[from].name);
+        herd_log_data(node->log, prefix, line, len);
+        return;
+    }
+    store(node, &at, line, len, (long)from);
+}
+
+/* Replies from the Places worker. */
+static void places_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    for (;;) {
+        herd_places_reply_t reply;
+        int rc = herd_places_recv(node->places, &reply);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            herd_log_event(node->log, "places: dropped a malformed message from the worker");
+            continue;
+        }
+        pending_t **at = &node->pending[reply.req_id % PENDING_BUCKETS];
+        while (*at && (*at)->req_id != reply.req_id)
+            at = &(*at)->next;
+        pending_t *p = *at;
+        if (reply.note)
+            herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
+        if (p) {
+            *at = p->next;
+            node->n_pending--;
+            answer_whatsat(node, p->ticket, p->at, p->at_len, reply.json, reply.json_len);
+            free(p);
+        }
+        herd_places_reply_free(&reply);
+    }
+}
+
+herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
+                           char *err, size_t errlen)
+{
+    herd_node_t *node = calloc(1, sizeof *node);
+    if (!node) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const herd_server_conf_t *me = &topo->servers[self];
+    node->loop = loop;
+    node->log = log;
+    node->topo = topo;
+    node->self = self;
+    node->name = me->name;
+    node->name_len = strlen(me->name);
+    node->table = herd_table_new();
+    if (!node->table) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    /* Links first: their end-of-turn flush must run before the front end
+     * writes replies, so that an update is on its way before the AT reply. */
+    node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
+    if (!node->links)
+        goto fail;
+
+    const char *url = getenv("HERD_PLACES_URL");
+    const char *key = topo->places_key_env ? getenv(topo->places_key_env) : NULL;
+    herd_places_conf_t pc = {
+        .url = url && *url ? url : topo->places_url,
+        .key = key,
+        .timeout_ms = topo->places_timeout_ms,
+        .cache_ttl_ms = topo->places_cache_ttl_ms,
+    };
+    node->places = herd_places_new(&pc, err, errlen);
+    if (!node->places || herd_loop_add_zmq(loop, herd_places_sock(node->places), places_ready, node) != 0) {
+        if (node->places)
+            snprintf(err, errlen, "cannot watch the Places worker");
+        goto fail;
+    }
+    if (!key || !*key)
+        herd_log_event(log, "places: no API key in $%s: WHATSAT answers REQUEST_DENIED", topo->places_key_env);
+
+    herd_frontend_conf_t fc = {
+        .host = me->host,
+        .port = me->client_port,
+        .max_clients = topo->max_clients,
+        .idle_timeout_ms = topo->idle_timeout_ms,
+        .max_output_bytes = topo->max_output_bytes,
+        .on_line = on_line,
+        .arg = node,
+    };
+    node->frontend = herd_frontend_new(loop, log, &fc, err, errlen);
+    if (!node->frontend)
+        goto fail;
+    return node;
+fail:
+    herd_node_destroy(&node);
+    return NULL;
+}
+
+void herd_node_destroy(herd_node_t **p)
+{
+    if (!p || !*p)
+        return;
+    herd_node_t *node = *p;
+    herd_frontend_destroy(&node->frontend);
+    if (node->places)
+        herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
+    herd_places_destroy(&node->places);
+    herd_links_destroy(&node->links);
+    for (size_t i = 0; i < PENDING_BUCKETS; i++) {
+        while (node->pending[i]) {
+            pending_t *q = node->pending[i];
+            node->pending[i] = q->next;
+            free(q);
+        }
+    }
+    herd_table_destroy(&node->table);
+    free(node->reply);
+    free(node);
+    *p = NULL;
+}
+
+void herd_node_drain(herd_node_t *node)
+{
+    herd_frontend_drain(node->frontend);
+}
+
+size_t herd_node_busy(const herd_node_t *node)
+{
+    return herd_frontend_busy(node->frontend);
+}

@@ -1,0 +1,889 @@
+/* herd_places: the Places worker thread (PROTOCOL.md sections 4 and 10).
+ *
+ * The node and the worker share nothing but the actor pipe (an inproc PAIR).
+ * Requests and replies are single msgpack frames:
+ *
+ *   request: [req_id, lat, lng, radius_km, bound]
+ *   reply:   [req_id, json, note | nil, cache_hit, shared, upstream, upstream_ms]
+ *
+ * plus the plain strings "$STOP" / "$STOPPED" used by herd_places_destroy and
+ * the actor's "$TERM".
+ *
+ * The worker sleeps in curl_multi_wait() with the pipe's ZMQ_FD as an extra
+ * descriptor. ZMQ_FD only says "something may have changed", so the loop
+ * reads the pipe until EAGAIN (or a batch), and goes to sleep only when
+ * ZMQ_EVENTS, read after its last send and receive, has nothing for it. Replies are sent with ZMQ_DONTWAIT; what
+ * the pipe does not take is queued and sent when it has room again, so the
+ * worker never blocks on the node. */
+#include "herd_places.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define DEFAULT_TIMEOUT_MS   5000L
+#define DEFAULT_CACHE_MAX    1024       /* cached bodies when the configuration says 0 */
+#define MAX_BODY_BYTES       (16u << 20) /* an upstream body past this is an error */
+#define MAX_CACHE_BYTES      (64u << 20) /* all cached bodies together */
+#define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
+#define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
+#define REQUEST_FIELDS       5
+#define REPLY_FIELDS         7
+
+/* One request waiting for an upstream call. */
+typedef struct waiter_t {
+    uint64_t req_id;       /* the node's id */
+    uint32_t bound;        /* its own bound: each waiter gets its own cut */
+    bool first;            /* it started the call (the others share it) */
+    struct waiter_t *next; /* next waiter of the same call */
+} waiter_t;
+
+/* One upstream call in flight. */
+typedef struct {
+    char *key;                     /* dedupe and cache key: "lat,lng metres" */
+    char *what;                    /* "location=LAT,LNG radius=M" for notes (no API key) */
+    CURL *easy;                    /* the transfer */
+    char *body;                    /* bytes received so far */
+    size_t len, cap;               /* used and allocated size of body */
+    bool too_large;                /* the body passed MAX_BODY_BYTES and was abandoned */
+    waiter_t *waiters;             /* everyone who gets this call's answer, first one first */
+    waiter_t **tail;               /* where the next waiter is linked */
+    struct timespec start;         /* when the call started, for upstream_ms */
+    char errbuf[CURL_ERROR_SIZE];  /* libcurl's own error text */
+} flight_t;
+
+/* One cached upstream body. Entries all live cache_ttl_ms, so the oldest
+ * entry is also the first to expire. */
+typedef struct cache_entry_t {
+    char *key;                         /* same key as the flight that filled it */
+    char *body;                        /* the raw body; cut per request */
+    size_t len;                        /* its length */
+    int64_t expires_ms;                /* zclock_mono() time it stops being served */
+    struct cache_entry_t *prev, *next; /* insertion order, oldest first */
+} cache_entry_t;
+
+/* One reply the pipe has not taken yet. */
+typedef struct outmsg_t {
+    char *data;            /* the frame */
+    size_t len;            /* its size */
+    struct outmsg_t *next; /* next in sending order */
+} outmsg_t;
+
+/* Everything the worker thread owns. Created and freed by the caller's
+ * thread, used only by the worker in between. */
+typedef struct {
+    char *url;                    /* base Nearby Search URL */
+    char *key;                    /* API key, NULL when none is configured */
+    char *key_escaped;            /* the key as it appears in a URL, for scrubbing */
+    long timeout_ms;              /* deadline of one call */
+    long ttl_ms;                  /* cache lifetime, 0 = off */
+    size_t cache_max;             /* most cached bodies */
+    CURLM *multi;                 /* all transfers */
+    zhashx_t *flights;            /* key -> flight_t */
+    zhashx_t *cache;              /* key -> cache_entry_t */
+    cache_entry_t *oldest;        /* head of the insertion-order list */
+    cache_entry_t *newest;        /* its tail */
+    size_t cache_bytes;           /* bytes of all cached bodies */
+    outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
+    bool stopping;                /* "$STOP" seen: nothing new is started */
+} worker_t;
+
+struct herd_places_t {
+    zactor_t *actor; /* the worker thread and its pipe */
+    worker_t *w;     /* the worker's state, freed after the thread ends */
+};
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers */
+
+static char *xstrdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xstrdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = n < 0 ? NULL : malloc((size_t)n + 1);
+    if (s) {
+        va_start(ap, fmt);
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Replaces every occurrence of `needle` in the malloc'd *s by "***". */
+static void scrub_one(char **s, const char *needle)
+{
+    if (!*s || !needle || !*needle)
+        return;
+    size_t nlen = strlen(needle);
+    char *hit = strstr(*s, needle);
+    while (hit) {
+        size_t at = (size_t)(hit - *s);
+        char *t = xstrdup_printf("%.*s***%s", (int)at, *s, hit + nlen);
+        if (!t) {
+            /* Out of memory: better no text than one with the key. */
+            free(*s);
+            *s = NULL;
+            return;
+        }
+        free(*s);
+        *s = t;
+        hit = strstr(*s + at + 3, needle);
+    }
+}
+
+/* The key never leaves the worker in a message or a note. */
+static void scrub_key(const worker_t *w, char **s)
+{
+    scrub_one(s, w->key);
+    scrub_one(s, w->key_escaped);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Replies */
+
+static void queue_frame(worker_t *w, char *data, size_t len)
+{
+    outmsg_t *m = malloc(sizeof *m);
+    if (!m) {
+        free(data);
+        return;
+    }
+    m->data = data;
+    m->len = len;
+    m->next = NULL;
+    if (w->out_tail)
+        w->out_tail->next = m;
+    else
+        w->out_head = m;
+    w->out_tail = m;
+}
+
+static void pack_string(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+/* Queues one reply; `json` and `note` are copied. */
+static void reply(worker_t *w, uint64_t req_id, const char *json, size_t json_len, const char *note,
+                  bool cache_hit, bool shared, bool upstream, double upstream_ms)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, REPLY_FIELDS);
+    msgpack_pack_uint64(&pk, req_id);
+    pack_string(&pk, json, json_len);
+    if (note)
+        pack_string(&pk, note, strlen(note));
+    else
+        msgpack_pack_nil(&pk);
+    cache_hit ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    shared ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    upstream ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    msgpack_pack_double(&pk, upstream_ms);
+    if (sb.data)
+        queue_frame(w, sb.data, sb.size); /* takes the buffer */
+}
+
+/* Queues an error object with its note for one request. `message` must
+ * already be free of the key. */
+static void reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
+                        bool shared, bool upstream, double upstream_ms)
+{
+    char *json = herd_places_error_json(status, message);
+    char *note = xstrdup_printf("Places call for %s: %s", what ? what : "a request", message);
+    scrub_key(w, &note);
+    if (json)
+        reply(w, req_id, json, strlen(json), note, false, shared, upstream, upstream_ms);
+    free(json);
+    free(note);
+}
+
+/* Cuts a body for one request and queues the answer; a body that is not a
+ * JSON object becomes an error object. Returns whether the status is "OK". */
+static bool reply_cut(worker_t *w, const waiter_t *wt, const char *body, size_t len, const char *what,
+                      bool cache_hit, double upstream_ms)
+{
+    char *out = NULL;
+    size_t out_len = 0;
+    bool ok = false;
+    char err[200];
+    bool shared = !cache_hit && !wt->first, upstream = !cache_hit && wt->first;
+    if (herd_places_cut(body, len, wt->bound, &out, &out_len, &ok, err, sizeof err) == 0) {
+        reply(w, wt->req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
+        free(out);
+        return ok;
+    }
+    char *msg = xstrdup_printf("Places service sent a body that is not a JSON object (%s)", err);
+    reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
+                what, shared, upstream, upstream_ms);
+    free(msg);
+    return false;
+}
+
+/* Sends queued replies until the pipe is full. */
+static void flush_replies(worker_t *w, void *sock)
+{
+    while (w->out_head) {
+        outmsg_t *m = w->out_head;
+        if (zmq_send(sock, m->data, m->len, ZMQ_DONTWAIT) < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* EAGAIN: the node will read; ETERM: we are going away */
+        }
+        w->out_head = m->next;
+        if (!w->out_head)
+            w->out_tail = NULL;
+        free(m->data);
+        free(m);
+    }
+}
+
+static void drop_replies(worker_t *w)
+{
+    while (w->out_head) {
+        outmsg_t *m = w->out_head;
+        w->out_head = m->next;
+        free(m->data);
+        free(m);
+    }
+    w->out_tail = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Cache */
+
+static void cache_unlink_free(worker_t *w, cache_entry_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        w->oldest = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        w->newest = e->prev;
+    w->cache_bytes -= e->len;
+    zhashx_delete(w->cache, e->key);
+    free(e->key);
+    free(e->body);
+    free(e);
+}
+
+static void cache_clear(worker_t *w)
+{
+    while (w->oldest)
+        cache_unlink_free(w, w->oldest);
+}
+
+/* The cached body for key, or NULL; expired entries go on the way. */
+static cache_entry_t *cache_get(worker_t *w, const char *key)
+{
+    if (w->ttl_ms <= 0)
+        return NULL;
+    int64_t now = zclock_mono();
+    while (w->oldest && w->oldest->expires_ms <= now)
+        cache_unlink_free(w, w->oldest);
+    return zhashx_lookup(w->cache, key);
+}
+
+/* Stores a body (taking it), evicting the oldest entries to stay in bounds. */
+static void cache_put(worker_t *w, const char *key, char *body, size_t len)
+{
+    if (w->ttl_ms <= 0 || len > MAX_CACHE_BYTES) {
+        free(body);
+        return;
+    }
+    cache_entry_t *old = zhashx_lookup(w->cache, key);
+    if (old)
+        cache_unlink_free(w, old);
+    while (w->oldest && (zhashx_size(w->cache) >= w->cache_max || w->cache_bytes + len > MAX_CACHE_BYTES))
+        cache_unlink_free(w, w->oldest);
+    cache_entry_t *e = calloc(1, sizeof *e);
+    char *k = strdup(key);
+    if (!e || !k) {
+        free(e);
+        free(k);
+        free(body);
+        return;
+    }
+    e->key = k;
+    e->body = body;
+    e->len = len;
+    e->expires_ms = zclock_mono() + w->ttl_ms;
+    e->prev = w->newest;
+    if (w->newest)
+        w->newest->next = e;
+    else
+        w->oldest = e;
+    w->newest = e;
+    w->cache_bytes += len;
+    zhashx_insert(w->cache, key, e);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Upstream calls */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    flight_t *f = userp;
+    size_t n = size * nmemb;
+    if (n > MAX_BODY_BYTES - f->len) {
+        f->too_large = true;
+        return 0; /* makes libcurl end the transfer with CURLE_WRITE_ERROR */
+    }
+    if (f->len + n + 1 > f->cap) {
+        size_t cap = f->cap ? f->cap : 16384;
+        while (cap < f->len + n + 1)
+            cap *= 2;
+        char *p = realloc(f->body, cap);
+        if (!p)
+            return 0;
+        f->body = p;
+        f->cap = cap;
+    }
+    memcpy(f->body + f->len, data, n);
+    f->len += n;
+    return n;
+}
+
+static void flight_free(flight_t *f)
+{
+    while (f->waiters) {
+        waiter_t *n = f->waiters->next;
+        free(f->waiters);
+        f->waiters = n;
+    }
+    if (f->easy)
+        curl_easy_cleanup(f->easy);
+    free(f->key);
+    free(f->what);
+    free(f->body);
+    free(f);
+}
+
+static bool flight_add_waiter(flight_t *f, uint64_t req_id, uint32_t bound)
+{
+    waiter_t *wt = calloc(1, sizeof *wt);
+    if (!wt)
+        return false;
+    wt->req_id = req_id;
+    wt->bound = bound;
+    wt->first = f->waiters == NULL;
+    *f->tail = wt;
+    f->tail = &wt->next;
+    return true;
+}
+
+/* Starts one upstream call. Returns NULL when it could not be started. */
+static flight_t *flight_start(worker_t *w, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
+                              herd_span_t radius_km)
+{
+    flight_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->tail = &f->waiters;
+    f->key = strdup(key);
+    f->what = strdup(what);
+    f->easy = curl_easy_init();
+    char *url = herd_places_url(w->url, lat, lng, radius_km, w->key);
+    if (!f->key || !f->what || !f->easy || !url) {
+        free(url);
+        flight_free(f);
+        return NULL;
+    }
+    CURL *e = f->easy;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK; /* libcurl keeps its own copy */
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+#else
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
+#endif
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, w->timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "herd/0.1") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, f) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, f) != CURLE_OK;
+    free(url);
+    if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+        flight_free(f);
+        return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &f->start);
+    zhashx_insert(w->flights, key, f);
+    return f;
+}
+
+/* Answers every waiter of a finished call, caches a good body, frees it. */
+static void flight_done(worker_t *w, flight_t *f, CURLcode result)
+{
+    double ms = ms_since(&f->start);
+    long code = 0;
+    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_multi_remove_handle(w->multi, f->easy);
+    zhashx_delete(w->flights, f->key);
+
+    bool failed = result != CURLE_OK || f->too_large || code < 200 || code > 299;
+    if (failed) {
+        char *msg = NULL;
+        if (result == CURLE_OPERATION_TIMEDOUT)
+            msg = xstrdup_printf("Places request timed out after %ld ms", w->timeout_ms);
+        else if (f->too_large)
+            msg = xstrdup_printf("Places response is larger than %u bytes", MAX_BODY_BYTES);
+        else if (result != CURLE_OK)
+            msg = xstrdup_printf("Places request failed: %s", f->errbuf[0] ? f->errbuf : curl_easy_strerror(result));
+        else
+            msg = xstrdup_printf("Places service answered with HTTP status %ld", code);
+        scrub_key(w, &msg);
+        for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+            reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what, !wt->first,
+                        wt->first, ms);
+        free(msg);
+        flight_free(f);
+        return;
+    }
+    bool status_ok = false;
+    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+        status_ok = reply_cut(w, wt, f->body ? f->body : "", f->len, f->what, false, ms);
+    if (status_ok && f->waiters) {
+        cache_put(w, f->key, f->body, f->len);
+        f->body = NULL;
+    }
+    flight_free(f);
+}
+
+static void collect_done(worker_t *w)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode result = m->data.result; /* m is invalid once the handle is removed */
+        char *priv = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+        if (priv)
+            flight_done(w, (flight_t *)priv, result);
+    }
+}
+
+static void abandon_flights(worker_t *w)
+{
+    for (flight_t *f = zhashx_first(w->flights); f; f = zhashx_next(w->flights)) {
+        curl_multi_remove_handle(w->multi, f->easy);
+        flight_free(f);
+    }
+    zhashx_purge(w->flights);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Requests from the node */
+
+static herd_span_t obj_span(const msgpack_object *o)
+{
+    herd_span_t s = {NULL, 0};
+    if (o->type == MSGPACK_OBJECT_STR) {
+        s.p = o->via.str.ptr;
+        s.len = o->via.str.size;
+    }
+    return s;
+}
+
+static herd_span_t strip_plus(herd_span_t v)
+{
+    if (v.len > 0 && v.p[0] == '+') {
+        v.p++;
+        v.len--;
+    }
+    return v;
+}
+
+static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_span_t lng, herd_span_t radius,
+                           uint32_t bound)
+{
+    herd_span_t la = strip_plus(lat), lo = strip_plus(lng);
+    size_t mcap = radius.len + 16; /* times 1000 adds at most three digits */
+    char *metres = malloc(mcap);
+    size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;
+    char *what = mlen ? xstrdup_printf("location=%.*s,%.*s radius=%s", (int)la.len, la.p, (int)lo.len, lo.p, metres)
+                      : NULL;
+    char *key = mlen ? xstrdup_printf("%.*s,%.*s %s", (int)la.len, la.p, (int)lo.len, lo.p, metres) : NULL;
+    if (!w->key)
+        reply_error(w, req_id, "REQUEST_DENIED", "no Places API key is configured", what, false, false, 0);
+    else if (!mlen)
+        reply_error(w, req_id, "UNKNOWN_ERROR", "invalid radius", NULL, false, false, 0);
+    else if (!what || !key)
+        reply_error(w, req_id, "UNKNOWN_ERROR", "out of memory", NULL, false, false, 0);
+    else {
+        cache_entry_t *e = cache_get(w, key);
+        if (e) {
+            waiter_t self = {.req_id = req_id, .bound = bound};
+            reply_cut(w, &self, e->body, e->len, what, true, 0);
+        } else {
+            /* An identical call in flight answers this request too. */
+            flight_t *f = zhashx_lookup(w->flights, key);
+            if (!f)
+                f = flight_start(w, key, what, lat, lng, radius);
+            if (!f || !flight_add_waiter(f, req_id, bound))
+                reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        }
+    }
+    free(metres);
+    free(key);
+    free(what);
+}
+
+/* Decodes one request frame; a malformed one is answered when its id can be read. */
+static void handle_frame(worker_t *w, const char *data, size_t len)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == REQUEST_FIELDS) {
+        const msgpack_object *a = u.data.via.array.ptr;
+        if (a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            uint64_t id = a[0].via.u64;
+            if (a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR && a[3].type == MSGPACK_OBJECT_STR &&
+                a[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].via.u64 <= UINT32_MAX)
+                handle_request(w, id, obj_span(&a[1]), obj_span(&a[2]), obj_span(&a[3]), (uint32_t)a[4].via.u64);
+            else
+                reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+static bool frame_is(const zmq_msg_t *m, const char *word)
+{
+    size_t n = strlen(word);
+    return zmq_msg_size((zmq_msg_t *)m) == n && memcmp(zmq_msg_data((zmq_msg_t *)m), word, n) == 0;
+}
+
+/* Reads what the pipe holds (up to MAX_DRAIN frames; ZMQ_EVENTS brings the
+ * loop straight back for the rest). Returns true when the worker must end. */
+static bool drain_pipe(worker_t *w, void *sock)
+{
+    for (int taken = 0; taken < MAX_DRAIN; taken++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+            int e = errno;
+            zmq_msg_close(&m);
+            if (e == EINTR)
+                continue;
+            return e == ETERM;
+        }
+        bool more = zmq_msg_more(&m);
+        bool end = false;
+        if (more) {
+            /* Not one of ours: skip the rest of it. */
+            while (more) {
+                zmq_msg_close(&m);
+                zmq_msg_init(&m);
+                if (zmq_msg_recv(&m, sock, 0) < 0)
+                    break;
+                more = zmq_msg_more(&m);
+            }
+        } else if (frame_is(&m, "$TERM"))
+            end = true;
+        else if (frame_is(&m, "$STOP")) {
+            w->stopping = true;
+            abandon_flights(w);
+            drop_replies(w);
+            char *ack = strdup("$STOPPED");
+            if (ack)
+                queue_frame(w, ack, strlen(ack));
+        } else if (!w->stopping)
+            handle_frame(w, zmq_msg_data(&m), zmq_msg_size(&m));
+        zmq_msg_close(&m);
+        if (end)
+            return true;
+    }
+    return false;
+}
+
+static void worker_actor(zsock_t *pipe, void *args)
+{
+    worker_t *w = args;
+    void *sock = zsock_resolve(pipe);
+    int fd = -1;
+    size_t fdlen = sizeof fd;
+    zmq_getsockopt(sock, ZMQ_FD, &fd, &fdlen);
+    zsock_signal(pipe, 0);
+
+    while (!drain_pipe(w, sock)) {
+        int running = 0;
+        curl_multi_perform(w->multi, &running);
+        collect_done(w);
+        flush_replies(w, sock);
+
+        /* ZMQ_FD is edge-like: only sleep when ZMQ_EVENTS, read after the
+         * last send and receive above, says there is nothing to do. */
+        int events = 0;
+        size_t elen = sizeof events;
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &elen) != 0) {
+            if (errno == ETERM)
+                break;
+            events = 0;
+        }
+        long wait_ms = MAX_IDLE_WAIT_MS;
+        if ((events & ZMQ_POLLIN) || (w->out_head && (events & ZMQ_POLLOUT)))
+            wait_ms = 0;
+        else {
+            long t = -1;
+            curl_multi_timeout(w->multi, &t);
+            if (t >= 0 && t < wait_ms)
+                wait_ms = t;
+        }
+        if (wait_ms > 0) {
+            struct curl_waitfd extra = {.fd = fd, .events = CURL_WAIT_POLLIN, .revents = 0};
+            curl_multi_wait(w->multi, &extra, 1, (int)wait_ms, NULL);
+        }
+    }
+    abandon_flights(w);
+    drop_replies(w);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The node's side */
+
+static void worker_free(worker_t *w)
+{
+    if (!w)
+        return;
+    if (w->flights) {
+        abandon_flights(w);
+        zhashx_destroy(&w->flights);
+    }
+    if (w->cache) {
+        cache_clear(w);
+        zhashx_destroy(&w->cache);
+    }
+    drop_replies(w);
+    if (w->multi)
+        curl_multi_cleanup(w->multi);
+    free(w->url);
+    if (w->key)
+        memset(w->key, 0, strlen(w->key));
+    free(w->key);
+    free(w->key_escaped);
+    free(w);
+}
+
+herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t errlen)
+{
+    if (!conf || !conf->url || !conf->url[0]) {
+        snprintf(err, errlen, "places: no Places URL is configured");
+        return NULL;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, errlen, "places: libcurl could not be initialised");
+        return NULL;
+    }
+    herd_places_t *self = calloc(1, sizeof *self);
+    worker_t *w = calloc(1, sizeof *w);
+    if (!self || !w)
+        goto oom;
+    self->w = w;
+    w->url = strdup(conf->url);
+    if (!w->url)
+        goto oom;
+    if (conf->key && conf->key[0]) {
+        w->key = strdup(conf->key);
+        /* The key's URL form, taken from a URL built the way requests are. */
+        herd_span_t z = {"0", 1};
+        char *u = herd_places_url("", z, z, z, conf->key);
+        char *k = u ? strstr(u, "&key=") : NULL;
+        w->key_escaped = k ? strdup(k + 5) : NULL;
+        free(u);
+        if (!w->key || !w->key_escaped)
+            goto oom;
+    }
+    w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
+    w->ttl_ms = conf->cache_ttl_ms > 0 ? conf->cache_ttl_ms : 0;
+    w->cache_max = conf->cache_max_entries ? conf->cache_max_entries : DEFAULT_CACHE_MAX;
+    w->multi = curl_multi_init();
+    w->flights = zhashx_new();
+    w->cache = zhashx_new();
+    if (!w->multi || !w->flights || !w->cache)
+        goto oom;
+    self->actor = zactor_new(worker_actor, w);
+    if (!self->actor) {
+        snprintf(err, errlen, "places: the worker thread could not be started");
+        goto fail;
+    }
+    return self;
+
+oom:
+    snprintf(err, errlen, "places: out of memory");
+fail:
+    if (self)
+        worker_free(self->w);
+    else
+        free(w);
+    free(self);
+    curl_global_cleanup();
+    return NULL;
+}
+
+void herd_places_destroy(herd_places_t **p)
+{
+    if (!p || !*p)
+        return;
+    herd_places_t *self = *p;
+    /* First make the worker drop its calls and replies and say so, reading
+     * (and discarding) replies meanwhile: then the pipe is empty both ways
+     * and the actor's "$TERM" and final signal cannot find it full. */
+    zsock_t *sock = zactor_sock(self->actor);
+    void *raw = zsock_resolve(sock);
+    zsock_set_sndtimeo(sock, -1);
+    zsock_set_rcvtimeo(sock, -1);
+    int rc;
+    do
+        rc = zmq_send(raw, "$STOP", 5, 0);
+    while (rc < 0 && errno == EINTR);
+    while (rc >= 0) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        rc = zmq_msg_recv(&m, raw, 0);
+        if (rc < 0 && errno == EINTR) {
+            rc = 0;
+            zmq_msg_close(&m);
+            continue;
+        }
+        bool stopped = rc >= 0 && frame_is(&m, "$STOPPED");
+        zmq_msg_close(&m);
+        if (stopped)
+            break;
+    }
+    zactor_destroy(&self->actor);
+    worker_free(self->w);
+    free(self);
+    curl_global_cleanup();
+    *p = NULL;
+}
+
+zsock_t *herd_places_sock(herd_places_t *p)
+{
+    return zactor_sock(p->actor);
+}
+
+int herd_places_request(herd_places_t *p, uint64_t req_id, herd_span_t lat, herd_span_t lng,
+                        herd_span_t radius_km, uint32_t bound)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, REQUEST_FIELDS);
+    msgpack_pack_uint64(&pk, req_id);
+    pack_string(&pk, lat.p ? lat.p : "", lat.len);
+    pack_string(&pk, lng.p ? lng.p : "", lng.len);
+    pack_string(&pk, radius_km.p ? radius_km.p : "", radius_km.len);
+    msgpack_pack_uint32(&pk, bound);
+    int rc = -1;
+    if (sb.data)
+        rc = zmq_send(zsock_resolve(zactor_sock(p->actor)), sb.data, sb.size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static char *dup_bytes(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        if (n)
+            memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+int herd_places_recv(herd_places_t *p, herd_places_reply_t *reply_out)
+{
+    memset(reply_out, 0, sizeof *reply_out);
+    void *raw = zsock_resolve(zactor_sock(p->actor));
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, raw, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&m);
+        return (e == EAGAIN || e == EINTR) ? 0 : -1;
+    }
+    int rc = -1;
+    bool more = zmq_msg_more(&m);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0, len = zmq_msg_size(&m);
+    if (!more && msgpack_unpack_next(&u, zmq_msg_data(&m), len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == REPLY_FIELDS) {
+        const msgpack_object *a = u.data.via.array.ptr;
+        bool shape = a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[1].type == MSGPACK_OBJECT_STR &&
+                     (a[2].type == MSGPACK_OBJECT_STR || a[2].type == MSGPACK_OBJECT_NIL) &&
+                     a[3].type == MSGPACK_OBJECT_BOOLEAN && a[4].type == MSGPACK_OBJECT_BOOLEAN &&
+                     a[5].type == MSGPACK_OBJECT_BOOLEAN &&
+                     (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32);
+        if (shape) {
+            reply_out->req_id = a[0].via.u64;
+            reply_out->json = dup_bytes(a[1].via.str.ptr, a[1].via.str.size);
+            reply_out->json_len = a[1].via.str.size;
+            if (a[2].type == MSGPACK_OBJECT_STR)
+                reply_out->note = dup_bytes(a[2].via.str.ptr, a[2].via.str.size);
+            reply_out->cache_hit = a[3].via.boolean;
+            reply_out->shared = a[4].via.boolean;
+            reply_out->upstream = a[5].via.boolean;
+            reply_out->upstream_ms = a[6].via.f64;
+            if (reply_out->json && (a[2].type == MSGPACK_OBJECT_NIL || reply_out->note))
+                rc = 1;
+            else
+                herd_places_reply_free(reply_out);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    while (more) {
+        zmq_msg_close(&m);
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, raw, ZMQ_DONTWAIT) < 0)
+            break;
+        more = zmq_msg_more(&m);
+    }
+    zmq_msg_close(&m);
+    return rc;
+}
+
+void herd_places_reply_free(herd_places_reply_t *r)
+{
+    if (!r)
+        return;
+    free(r->json);
+    free(r->note);
+    r->json = NULL;
+    r->note = NULL;
+    r->json_len = 0;
+}
