@@ -21,6 +21,7 @@
 #define SNAPSHOT_BATCH  2048               /* records per UPDATES message in a snapshot */
 #define HEARTBEAT_MS    1000               /* ZMTP PING interval */
 #define HEARTBEAT_TO_MS 3000               /* link declared dead without traffic this long */
+#define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 
 /* One neighbour: our DEALER to it, its monitor, and the batch waiting to go. */
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     void *monitor;         /* PAIR receiving the DEALER's connection events */
     bool up;               /* the DEALER's connection is established */
     bool drop_logged;      /* a "dropped" line was logged since the link last came up */
+    char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
     char *batch;           /* AT lines waiting, back to back */
     size_t batch_len, batch_cap;
     size_t *offs;          /* start of each line in batch, plus its end */
@@ -90,8 +92,12 @@ static void link_options(void *sock, bool ipv6)
     set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_MS);
     set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TO_MS);
     set_int(sock, ZMQ_HEARTBEAT_TTL, HEARTBEAT_TO_MS);
-    set_int(sock, ZMQ_RECONNECT_IVL, 100);
-    set_int(sock, ZMQ_RECONNECT_IVL_MAX, 1000);
+    /* A fixed, short retry: a restarted neighbour is reached within 50 ms,
+     * and a failed connect on a dead port costs next to nothing. (Forcing a
+     * reconnect with zmq_disconnect + zmq_connect instead was tried: it can
+     * strand the messages queued on the old pipe.) */
+    set_int(sock, ZMQ_RECONNECT_IVL, RECONNECT_MS);
+    set_int(sock, ZMQ_RECONNECT_IVL_MAX, 0);
     int64_t maxmsg = HERD_WIRE_MAX_FRAME;
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (ipv6)
@@ -425,9 +431,9 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
         nb->name = peer->name;
         links->nb_of[idx[i]] = (long)links->n_nb;
         links->n_nb++;
-        char pep[300], mon[128];
+        char mon[128];
         bool pv6;
-        if (endpoint(peer->host, peer->peer_port, pep, sizeof pep, &pv6, err, errlen) != 0) {
+        if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &pv6, err, errlen) != 0) {
             free(idx);
             goto fail;
         }
@@ -438,8 +444,9 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
         nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
         if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
             zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(loop, nb->monitor, monitor_ready, nb) != 0 ||
-            zmq_connect(nb->dealer, pep) != 0) {
-            snprintf(err, errlen, "cannot set up the link to %s (%s): %s", peer->name, pep, zmq_strerror(errno));
+            zmq_connect(nb->dealer, nb->endpoint) != 0) {
+            snprintf(err, errlen, "cannot set up the link to %s (%s): %s", peer->name, nb->endpoint,
+                     zmq_strerror(errno));
             free(idx);
             goto fail;
         }
