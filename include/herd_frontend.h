@@ -50,6 +50,10 @@ void herd_frontend_destroy(herd_frontend_t **p);
  * Returns 0, or -1 when the connection is gone. */
 int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t ticket, const char *data, size_t len);
 
+/* Changes the limits (after a topology reload). Connections already open
+ * over a new max_clients stay open. */
+void herd_frontend_set_limits(herd_frontend_t *fe, long max_clients, long idle_timeout_ms, long max_output_bytes);
+
 /* Stops accepting new connections and reading new commands (shutdown):
  * answers already owed are still written. */
 void herd_frontend_drain(herd_frontend_t *fe);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "herd_log.h"
 #include "herd_loop.h"
@@ -25,11 +26,13 @@
 
 typedef struct herd_links_t herd_links_t;
 
-/* Called for each AT line a neighbour (server index `from`) sent. */
-typedef void(herd_links_update_fn)(void *arg, size_t from, const char *at, size_t len);
+/* Called for each AT line a neighbour sent. `from` names the link for
+ * herd_links_flood's `except` (valid during the call only). */
+typedef void(herd_links_update_fn)(void *arg, const char *from_name, long from, const char *at, size_t len);
 
 /* Binds the peer port and connects to every neighbour of server `self`.
- * `table` is read (never written) to answer HELLOs. Returns NULL and fills
+ * `table` is read (never written) to answer HELLOs. The topology is not
+ * kept. Returns NULL and fills
  * err on failure (naming the address for a port that cannot be bound). */
 herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
                              const herd_table_t *table, herd_links_update_fn *on_update, void *arg,
@@ -38,7 +41,8 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
 /* Closes every link; *p = NULL. NULL-safe. */
 void herd_links_destroy(herd_links_t **p);
 
-/* Queues an AT line for every neighbour except server `except` (-1: none).
+/* Queues an AT line for every neighbour except the link `except` (the
+ * `from` of an update being passed on; -1: none).
  * Sent at the end of this reactor turn. */
 void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except);
 
@@ -47,5 +51,19 @@ void herd_links_flush(herd_links_t *links);
 
 /* Number of neighbours whose link is up. */
 size_t herd_links_up(const herd_links_t *links);
+
+/* Whether the first rejoin exchange is done: every neighbour whose link is
+ * up has sent its table (or we hold what it holds), or no neighbour came up
+ * within a second of start, or there are none. Once true, stays true. */
+bool herd_links_ready(herd_links_t *links);
+
+/* Applies a new topology: links to neighbours that are gone (or moved) are
+ * closed, links to new neighbours are made; the others stay as they are.
+ * Our own name must still be in it. Returns 0, or -1 with err filled (links
+ * already changed stay changed). The topology need not outlive the call. */
+int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, char *err, size_t errlen);
+
+/* Writes the links' metrics in the Prometheus text format. */
+void herd_links_render(herd_links_t *links, FILE *f);
 
 #endif

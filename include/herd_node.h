@@ -28,6 +28,14 @@ void herd_node_destroy(herd_node_t **p);
 /* Shutdown, first step: stop accepting clients and reading commands. */
 void herd_node_drain(herd_node_t *node);
 
+/* Applies a reloaded topology without a restart and without touching the
+ * table: links to removed neighbours close (their messages are no longer
+ * accepted), links to new ones open, client limits change. A change to our
+ * own address or ports, or to the Places settings, is logged as needing a
+ * restart. On success the node uses `topo` from now on (the caller keeps it
+ * alive and may free the old one); returns -1 with err filled otherwise. */
+int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
+
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);
 

@@ -643,6 +643,7 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
         herd_frontend_destroy(&fe);
         return NULL;
     }
+    fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
     fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
@@ -653,6 +654,13 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
         return NULL;
     }
     return fe;
+}
+
+void herd_frontend_set_limits(herd_frontend_t *fe, long max_clients, long idle_timeout_ms, long max_output_bytes)
+{
+    fe->conf.max_clients = max_clients;
+    fe->conf.idle_timeout_ms = idle_timeout_ms;
+    fe->conf.max_output_bytes = max_output_bytes;
 }
 
 void herd_frontend_drain(herd_frontend_t *fe)

@@ -22,38 +22,45 @@
 #define HEARTBEAT_MS    1000               /* ZMTP PING interval */
 #define HEARTBEAT_TO_MS 3000               /* link declared dead without traffic this long */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
+#define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
 
-/* One neighbour: our DEALER to it, its monitor, and the batch waiting to go. */
+/* One neighbour: our DEALER to it, its monitor, and the batch waiting to go.
+ * Heap-allocated so the reactor can keep a pointer to it across reloads. */
 typedef struct {
     struct herd_links_t *links; /* owner */
-    size_t idx;            /* its index in topo->servers */
-    const char *name;      /* its name */
+    char *name;            /* its server name (owned: outlives a reloaded topology) */
     void *dealer;          /* our DEALER, connected to its ROUTER */
     void *monitor;         /* PAIR receiving the DEALER's connection events */
     bool up;               /* the DEALER's connection is established */
+    bool synced;           /* it sent SYNC_END since our link to it last came up */
     bool drop_logged;      /* a "dropped" line was logged since the link last came up */
     char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
     char *batch;           /* AT lines waiting, back to back */
     size_t batch_len, batch_cap;
     size_t *offs;          /* start of each line in batch, plus its end */
     size_t n_lines, offs_cap;
-    uint64_t sent, dropped, received; /* message counters */
+    uint64_t msgs_out, msgs_in;       /* ZeroMQ messages sent to it / received from it */
+    uint64_t updates_out, updates_in; /* AT lines sent to it / received from it */
+    uint64_t dropped;      /* messages that could not be queued */
+    uint64_t snapshots;    /* full tables sent to it */
 } neighbour_t;
 
 struct herd_links_t {
     herd_loop_t *loop;
     herd_log_t *log;
-    const herd_topology_t *topo;
-    size_t self;
+    char *self_name;       /* our name, the DEALERs' identity */
     const herd_table_t *table;
     herd_links_update_fn *on_update;
     void *arg;
     void *router;          /* bound on our peer port */
-    neighbour_t *nb;       /* our neighbours */
-    size_t n_nb;
-    long *nb_of;           /* server index -> index into nb, or -1 */
+    neighbour_t **nb;      /* our neighbours */
+    size_t n_nb, cap_nb;
     uint64_t incarnation;  /* random id of this run */
     uint64_t rejected;     /* messages dropped as invalid or from strangers */
+    int64_t start_ms;      /* when the links were made */
+    bool ready;            /* the first rejoin exchange is done (latched) */
+    unsigned monitor_seq;  /* makes each monitor endpoint unique */
+    bool configured;       /* the first topology was applied */
 };
 
 /* Resolves host to a ZeroMQ tcp endpoint "tcp://ADDR:PORT" (brackets for IPv6). */
@@ -110,7 +117,7 @@ static int send_to(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
     int rc = zmq_send(nb->dealer, data, len, ZMQ_DONTWAIT);
     free(data);
     if (rc >= 0) {
-        nb->sent++;
+        nb->msgs_out++;
         return 0;
     }
     nb->dropped++;
@@ -128,16 +135,26 @@ static int send_updates(herd_links_t *links, neighbour_t *nb, const herd_span_t 
     size_t len;
     if (herd_wire_encode_updates(ats, n, &data, &len) != 0)
         return -1;
-    return send_to(links, nb, data, len);
+    if (send_to(links, nb, data, len) != 0)
+        return -1;
+    nb->updates_out += n;
+    return 0;
 }
 
 static void send_hello(herd_links_t *links, neighbour_t *nb)
 {
     char *data;
     size_t len;
-    const herd_server_conf_t *me = &links->topo->servers[links->self];
-    if (herd_wire_encode_hello(me->name, links->incarnation, herd_table_size(links->table),
+    if (herd_wire_encode_hello(links->self_name, links->incarnation, herd_table_size(links->table),
                                herd_table_digest(links->table), &data, &len) == 0)
+        send_to(links, nb, data, len);
+}
+
+static void send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
+{
+    char *data;
+    size_t len;
+    if (herd_wire_encode_sync_end(links->incarnation, sent, &data, &len) == 0)
         send_to(links, nb, data, len);
 }
 
@@ -153,20 +170,18 @@ static void send_snapshot(herd_links_t *links, neighbour_t *nb)
     while ((r = herd_table_next(links->table, &cursor))) {
         ats[n++] = (herd_span_t){r->at, r->at_len};
         if (n == SNAPSHOT_BATCH) {
-            ok = ok && send_updates(links, nb, ats, n) == 0;
+            ok = send_updates(links, nb, ats, n) == 0 && ok;
             total += n;
             n = 0;
         }
     }
     if (n) {
-        ok = ok && send_updates(links, nb, ats, n) == 0;
+        ok = send_updates(links, nb, ats, n) == 0 && ok;
         total += n;
     }
     free(ats);
-    char *data;
-    size_t len;
-    if (herd_wire_encode_sync_end(links->incarnation, total, &data, &len) == 0)
-        send_to(links, nb, data, len);
+    send_sync_end(links, nb, total);
+    nb->snapshots++;
     herd_log_event(links->log, "rejoin: sent %zu records to %s%s", total, nb->name,
                    ok ? "" : " (some were dropped: queue full)");
 }
@@ -186,34 +201,44 @@ static void batch_send(herd_links_t *links, neighbour_t *nb)
     nb->batch_len = 0;
 }
 
+/* Appends one AT line to a neighbour's batch. */
+static int batch_add(neighbour_t *nb, const char *at, size_t len)
+{
+    if (nb->batch_len + len > nb->batch_cap) {
+        size_t cap = nb->batch_cap ? nb->batch_cap : 4096;
+        while (cap < nb->batch_len + len)
+            cap *= 2;
+        char *p = realloc(nb->batch, cap);
+        if (!p)
+            return -1;
+        nb->batch = p;
+        nb->batch_cap = cap;
+    }
+    if (nb->n_lines + 2 > nb->offs_cap) {
+        size_t cap = nb->offs_cap ? nb->offs_cap * 2 : 64;
+        size_t *p = realloc(nb->offs, cap * sizeof *p);
+        if (!p)
+            return -1;
+        nb->offs = p;
+        nb->offs_cap = cap;
+    }
+    nb->offs[nb->n_lines] = nb->batch_len;
+    memcpy(nb->batch + nb->batch_len, at, len);
+    nb->batch_len += len;
+    nb->offs[++nb->n_lines] = nb->batch_len;
+    return 0;
+}
+
 void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except)
 {
     for (size_t i = 0; i < links->n_nb; i++) {
-        neighbour_t *nb = &links->nb[i];
-        if ((long)nb->idx == except)
+        neighbour_t *nb = links->nb[i];
+        if ((long)i == except)
             continue;
-        if (nb->batch_len + len > nb->batch_cap) {
-            size_t cap = nb->batch_cap ? nb->batch_cap : 4096;
-            while (cap < nb->batch_len + len)
-                cap *= 2;
-            char *p = realloc(nb->batch, cap);
-            if (!p)
-                continue;
-            nb->batch = p;
-            nb->batch_cap = cap;
+        if (batch_add(nb, at, len) != 0) {
+            nb->dropped++;
+            continue;
         }
-        if (nb->n_lines + 2 > nb->offs_cap) {
-            size_t cap = nb->offs_cap ? nb->offs_cap * 2 : 64;
-            size_t *p = realloc(nb->offs, cap * sizeof *p);
-            if (!p)
-                continue;
-            nb->offs = p;
-            nb->offs_cap = cap;
-        }
-        nb->offs[nb->n_lines] = nb->batch_len;
-        memcpy(nb->batch + nb->batch_len, at, len);
-        nb->batch_len += len;
-        nb->offs[++nb->n_lines] = nb->batch_len;
         if (nb->batch_len >= BATCH_BYTES || nb->n_lines >= HERD_WIRE_MAX_UPDATES)
             batch_send(links, nb);
     }
@@ -222,15 +247,32 @@ void herd_links_flood(herd_links_t *links, const char *at, size_t len, long exce
 void herd_links_flush(herd_links_t *links)
 {
     for (size_t i = 0; i < links->n_nb; i++)
-        batch_send(links, &links->nb[i]);
+        batch_send(links, links->nb[i]);
 }
 
 size_t herd_links_up(const herd_links_t *links)
 {
     size_t n = 0;
     for (size_t i = 0; i < links->n_nb; i++)
-        n += links->nb[i].up;
+        n += links->nb[i]->up;
     return n;
+}
+
+bool herd_links_ready(herd_links_t *links)
+{
+    if (links->ready)
+        return true;
+    size_t up = 0, synced = 0;
+    for (size_t i = 0; i < links->n_nb; i++) {
+        up += links->nb[i]->up;
+        synced += links->nb[i]->up && links->nb[i]->synced;
+    }
+    if ((up > 0 && synced == up) || links->n_nb == 0 ||
+        (up == 0 && herd_loop_now_ms(links->loop) - links->start_ms >= READY_ALONE_MS)) {
+        links->ready = true;
+        herd_log_event(links->log, "ready: %s", up ? "first rejoin exchange done" : "no neighbour is up");
+    }
+    return links->ready;
 }
 
 static void flush_tick(herd_loop_t *loop, void *arg)
@@ -264,6 +306,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
         }
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !nb->up) {
             nb->up = true;
+            nb->synced = false;
             nb->drop_logged = false;
             herd_log_event(links->log, "link to %s up", nb->name);
             send_hello(links, nb);
@@ -274,8 +317,9 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
     }
 }
 
-static void handle_message(herd_links_t *links, neighbour_t *nb, const char *data, size_t len)
+static void handle_message(herd_links_t *links, size_t from, const char *data, size_t len)
 {
+    neighbour_t *nb = links->nb[from];
     herd_msg_t msg;
     char why[160];
     if (herd_wire_decode(data, len, &msg, why, sizeof why) != 0) {
@@ -283,7 +327,7 @@ static void handle_message(herd_links_t *links, neighbour_t *nb, const char *dat
         herd_log_event(links->log, "peer %s: dropped a message: %s", nb->name, why);
         return;
     }
-    nb->received++;
+    nb->msgs_in++;
     switch (msg.type) {
     case HERD_MSG_HELLO:
         if (msg.name.len != strlen(nb->name) || memcmp(msg.name.p, nb->name, msg.name.len) != 0) {
@@ -295,21 +339,20 @@ static void handle_message(herd_links_t *links, neighbour_t *nb, const char *dat
         herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
                        nb->name, msg.incarnation, msg.count);
         if (msg.count == herd_table_size(links->table) && msg.digest == herd_table_digest(links->table)) {
-            char *out;
-            size_t olen;
             herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
-            if (herd_wire_encode_sync_end(links->incarnation, 0, &out, &olen) == 0)
-                send_to(links, &links->nb[links->nb_of[nb->idx]], out, olen);
+            send_sync_end(links, nb, 0);
         } else {
             herd_links_flush(links); /* updates queued before the snapshot go first */
             send_snapshot(links, nb);
         }
         break;
     case HERD_MSG_UPDATES:
+        nb->updates_in += msg.n_updates;
         for (size_t i = 0; i < msg.n_updates; i++)
-            links->on_update(links->arg, nb->idx, msg.updates[i].p, msg.updates[i].len);
+            links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len);
         break;
     case HERD_MSG_SYNC_END:
+        nb->synced = true;
         herd_log_event(links->log, "rejoin: %s sent its table (%" PRIu64 " records)", nb->name, msg.count);
         break;
     }
@@ -322,6 +365,14 @@ static bool more_pending(void *sock)
     int more = 0;
     size_t len = sizeof more;
     return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
+}
+
+static long find_neighbour(const herd_links_t *links, const char *name, size_t len)
+{
+    for (size_t i = 0; i < links->n_nb; i++)
+        if (strlen(links->nb[i]->name) == len && memcmp(links->nb[i]->name, name, len) == 0)
+            return (long)i;
+    return -1;
 }
 
 /* Messages on our ROUTER: [sender identity][one msgpack frame]. */
@@ -352,26 +403,95 @@ static void router_ready(herd_loop_t *loop, void *arg)
         /* Who is it? Only a neighbour of the topology is heard. */
         const char *who = zmq_msg_data(&id);
         size_t who_len = zmq_msg_size(&id);
-        neighbour_t *nb = NULL;
-        for (size_t i = 0; i < links->n_nb; i++) {
-            if (strlen(links->nb[i].name) == who_len && memcmp(links->nb[i].name, who, who_len) == 0) {
-                nb = &links->nb[i];
-                break;
-            }
-        }
-        if (!nb) {
+        long from = find_neighbour(links, who, who_len);
+        if (from < 0) {
             links->rejected++;
             herd_log_data(links->log, "peer: dropped a message from a sender that is not a neighbour: ", who,
                           who_len);
         } else if (frames != 1) {
             links->rejected++;
-            herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)", nb->name, frames);
+            herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)",
+                           links->nb[from]->name, frames);
         } else {
-            handle_message(links, nb, zmq_msg_data(&body), zmq_msg_size(&body));
+            handle_message(links, (size_t)from, zmq_msg_data(&body), zmq_msg_size(&body));
         }
         zmq_msg_close(&body);
         zmq_msg_close(&id);
     }
+}
+
+static void neighbour_close(herd_links_t *links, neighbour_t *nb)
+{
+    if (!nb)
+        return;
+    if (nb->monitor) {
+        herd_loop_remove_zmq(links->loop, nb->monitor);
+        zmq_socket_monitor(nb->dealer, NULL, 0);
+        zmq_close(nb->monitor);
+    }
+    if (nb->dealer)
+        zmq_close(nb->dealer);
+    free(nb->name);
+    free(nb->batch);
+    free(nb->offs);
+    free(nb);
+}
+
+/* Makes the link to one neighbour: a DEALER with our name as identity,
+ * watched by a socket monitor. The connection itself comes up later. */
+static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t *peer, char *err, size_t errlen)
+{
+    neighbour_t *nb = calloc(1, sizeof *nb);
+    if (!nb || !(nb->name = strdup(peer->name))) {
+        free(nb);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    nb->links = links;
+    bool ipv6;
+    if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &ipv6, err, errlen) != 0) {
+        neighbour_close(links, nb);
+        return NULL;
+    }
+    void *ctx = zsys_init();
+    char mon[96];
+    snprintf(mon, sizeof mon, "inproc://herd-links-%p-%u", (void *)links, links->monitor_seq++);
+    nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
+    nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
+    if (!nb->dealer || !nb->monitor) {
+        snprintf(err, errlen, "cannot make the link to %s: %s", peer->name, zmq_strerror(errno));
+        neighbour_close(links, nb);
+        return NULL;
+    }
+    link_options(nb->dealer, ipv6);
+    zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
+    if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(links->loop, nb->monitor, monitor_ready, nb) != 0) {
+        snprintf(err, errlen, "cannot watch the link to %s: %s", peer->name, zmq_strerror(errno));
+        herd_loop_remove_zmq(links->loop, nb->monitor);
+        neighbour_close(links, nb);
+        return NULL;
+    }
+    if (zmq_connect(nb->dealer, nb->endpoint) != 0) {
+        snprintf(err, errlen, "cannot connect to %s at %s: %s", peer->name, nb->endpoint, zmq_strerror(errno));
+        neighbour_close(links, nb);
+        return NULL;
+    }
+    return nb;
+}
+
+static int neighbours_add(herd_links_t *links, neighbour_t *nb)
+{
+    if (links->n_nb == links->cap_nb) {
+        size_t cap = links->cap_nb ? links->cap_nb * 2 : 8;
+        neighbour_t **p = realloc(links->nb, cap * sizeof *p);
+        if (!p)
+            return -1;
+        links->nb = p;
+        links->cap_nb = cap;
+    }
+    links->nb[links->n_nb++] = nb;
+    return 0;
 }
 
 herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
@@ -379,17 +499,17 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
                              char *err, size_t errlen)
 {
     herd_links_t *links = calloc(1, sizeof *links);
-    if (!links) {
+    if (!links || !(links->self_name = strdup(topo->servers[self].name))) {
+        free(links);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     links->loop = loop;
     links->log = log;
-    links->topo = topo;
-    links->self = self;
     links->table = table;
     links->on_update = on_update;
     links->arg = arg;
+    links->start_ms = herd_loop_now_ms(loop);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     links->incarnation = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
@@ -411,57 +531,108 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
         snprintf(err, errlen, "cannot watch the peer port");
         goto fail;
     }
-
-    links->nb_of = malloc(topo->n_servers * sizeof *links->nb_of);
-    size_t *idx = malloc(topo->n_servers * sizeof *idx);
-    links->nb = calloc(topo->n_servers, sizeof *links->nb);
-    if (!links->nb_of || !idx || !links->nb) {
-        free(idx);
-        snprintf(err, errlen, "out of memory");
+    if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
-    }
-    for (size_t i = 0; i < topo->n_servers; i++)
-        links->nb_of[i] = -1;
-    size_t n = herd_topology_neighbours(topo, self, idx, topo->n_servers);
-    for (size_t i = 0; i < n; i++) {
-        neighbour_t *nb = &links->nb[links->n_nb];
-        const herd_server_conf_t *peer = &topo->servers[idx[i]];
-        nb->links = links;
-        nb->idx = idx[i];
-        nb->name = peer->name;
-        links->nb_of[idx[i]] = (long)links->n_nb;
-        links->n_nb++;
-        char mon[128];
-        bool pv6;
-        if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &pv6, err, errlen) != 0) {
-            free(idx);
-            goto fail;
-        }
-        nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
-        link_options(nb->dealer, pv6);
-        zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, me->name, strlen(me->name));
-        snprintf(mon, sizeof mon, "inproc://herd-links-%p-%zu", (void *)links, i);
-        nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
-        if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-            zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(loop, nb->monitor, monitor_ready, nb) != 0 ||
-            zmq_connect(nb->dealer, nb->endpoint) != 0) {
-            snprintf(err, errlen, "cannot set up the link to %s (%s): %s", peer->name, nb->endpoint,
-                     zmq_strerror(errno));
-            free(idx);
-            goto fail;
-        }
-    }
-    free(idx);
     if (herd_loop_add_tick(loop, flush_tick, links) != 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (n == 0)
-        herd_log_event(log, "no neighbours in the topology: this server floods to no one");
     return links;
 fail:
     herd_links_destroy(&links);
     return NULL;
+}
+
+int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, char *err, size_t errlen)
+{
+    long self = herd_topology_find(topo, links->self_name);
+    if (self < 0) {
+        snprintf(err, errlen, "the topology has no server named \"%s\"", links->self_name);
+        return -1;
+    }
+    size_t *idx = malloc((topo->n_servers + 1) * sizeof *idx);
+    if (!idx) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t n = herd_topology_neighbours(topo, (size_t)self, idx, topo->n_servers);
+
+    /* Drop the links that are gone or whose address changed. */
+    for (size_t i = 0; i < links->n_nb;) {
+        neighbour_t *nb = links->nb[i];
+        bool keep = false;
+        for (size_t j = 0; j < n && !keep; j++) {
+            const herd_server_conf_t *peer = &topo->servers[idx[j]];
+            char ep[300], ignored[64];
+            bool v6;
+            keep = !strcmp(peer->name, nb->name) &&
+                   endpoint(peer->host, peer->peer_port, ep, sizeof ep, &v6, ignored, sizeof ignored) == 0 &&
+                   !strcmp(ep, nb->endpoint);
+        }
+        if (keep) {
+            i++;
+            continue;
+        }
+        herd_log_event(links->log, "link to %s removed by the topology", nb->name);
+        batch_send(links, nb);
+        neighbour_close(links, nb);
+        links->nb[i] = links->nb[--links->n_nb]; /* order does not matter */
+    }
+    /* Make the new ones. */
+    int rc = 0;
+    for (size_t j = 0; j < n; j++) {
+        const herd_server_conf_t *peer = &topo->servers[idx[j]];
+        if (find_neighbour(links, peer->name, strlen(peer->name)) >= 0)
+            continue;
+        neighbour_t *nb = neighbour_open(links, peer, err, errlen);
+        if (!nb || neighbours_add(links, nb) != 0) {
+            neighbour_close(links, nb);
+            rc = -1;
+            break;
+        }
+        if (links->configured)
+            herd_log_event(links->log, "link to %s added by the topology", nb->name);
+    }
+    free(idx);
+    links->configured = true;
+    if (rc == 0 && links->n_nb == 0)
+        herd_log_event(links->log, "no neighbours in the topology: this server floods to no one");
+    return rc;
+}
+
+/* Writes one gauge or counter with a value per neighbour. */
+#define PEER_METRIC(f, links, metric, help, type, field)                                                  \
+    do {                                                                                                   \
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);                             \
+        for (size_t i_ = 0; i_ < (links)->n_nb; i_++)                                                      \
+            fprintf(f, "%s{peer=\"%s\"} %" PRIu64 "\n", metric, (links)->nb[i_]->name,                     \
+                    (uint64_t)(links)->nb[i_]->field);                                                     \
+    } while (0)
+
+void herd_links_render(herd_links_t *links, FILE *f)
+{
+    PEER_METRIC(f, links, "herd_link_up", "Whether the link to the neighbour is up.", "gauge", up);
+    fprintf(f, "# HELP herd_flood_updates_total AT lines sent to or received from a neighbour.\n"
+               "# TYPE herd_flood_updates_total counter\n");
+    for (size_t i = 0; i < links->n_nb; i++)
+        fprintf(f,
+                "herd_flood_updates_total{direction=\"out\",peer=\"%s\"} %" PRIu64 "\n"
+                "herd_flood_updates_total{direction=\"in\",peer=\"%s\"} %" PRIu64 "\n",
+                links->nb[i]->name, links->nb[i]->updates_out, links->nb[i]->name, links->nb[i]->updates_in);
+    fprintf(f, "# HELP herd_flood_messages_total ZeroMQ messages sent to or received from a neighbour.\n"
+               "# TYPE herd_flood_messages_total counter\n");
+    for (size_t i = 0; i < links->n_nb; i++)
+        fprintf(f,
+                "herd_flood_messages_total{direction=\"out\",peer=\"%s\"} %" PRIu64 "\n"
+                "herd_flood_messages_total{direction=\"in\",peer=\"%s\"} %" PRIu64 "\n",
+                links->nb[i]->name, links->nb[i]->msgs_out, links->nb[i]->name, links->nb[i]->msgs_in);
+    PEER_METRIC(f, links, "herd_flood_dropped_total", "Messages to a neighbour that could not be queued.",
+                "counter", dropped);
+    PEER_METRIC(f, links, "herd_rejoin_exchanges_total", "Full tables sent to a neighbour after its HELLO.",
+                "counter", snapshots);
+    fprintf(f, "# HELP herd_peer_rejected_total Peer messages rejected (malformed, or from a stranger).\n"
+               "# TYPE herd_peer_rejected_total counter\nherd_peer_rejected_total %" PRIu64 "\n",
+            links->rejected);
 }
 
 void herd_links_destroy(herd_links_t **p)
@@ -469,24 +640,14 @@ void herd_links_destroy(herd_links_t **p)
     if (!p || !*p)
         return;
     herd_links_t *links = *p;
-    for (size_t i = 0; i < links->n_nb; i++) {
-        neighbour_t *nb = &links->nb[i];
-        if (nb->monitor) {
-            herd_loop_remove_zmq(links->loop, nb->monitor);
-            zmq_socket_monitor(nb->dealer, NULL, 0);
-            zmq_close(nb->monitor);
-        }
-        if (nb->dealer)
-            zmq_close(nb->dealer);
-        free(nb->batch);
-        free(nb->offs);
-    }
+    for (size_t i = 0; i < links->n_nb; i++)
+        neighbour_close(links, links->nb[i]);
     if (links->router) {
         herd_loop_remove_zmq(links->loop, links->router);
         zmq_close(links->router);
     }
     free(links->nb);
-    free(links->nb_of);
+    free(links->self_name);
     free(links);
     *p = NULL;
 }

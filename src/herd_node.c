@@ -1,11 +1,14 @@
 /* herd_node: commands, the table, Places answers and flooding. See
  * herd_node.h. */
+#define _GNU_SOURCE /* open_memstream */
 #include "herd_node.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "herd_admin.h"
 #include "herd_frontend.h"
 #include "herd_links.h"
 #include "herd_places.h"
@@ -13,6 +16,23 @@
 #include "herd_table.h"
 
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
+
+/* Upper bounds (seconds) of the Places upstream latency histogram. */
+static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define N_LATENCY (sizeof latency_bounds / sizeof latency_bounds[0])
+
+/* What the node counts, for /metrics. Only the reactor thread touches it. */
+typedef struct {
+    uint64_t iamat_stored, iamat_not_newer;        /* IAMATs by outcome */
+    uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
+    uint64_t invalid;                              /* lines answered with "?" */
+    uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
+    uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
+    uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
+    uint64_t latency_buckets[N_LATENCY];           /* upstream calls per latency bucket (not cumulative) */
+    uint64_t latency_count;                        /* upstream calls timed */
+    double latency_sum;                            /* their total seconds */
+} counters_t;
 
 /* A WHATSAT waiting for its Places reply. */
 typedef struct pending_t {
@@ -26,14 +46,15 @@ typedef struct pending_t {
 struct herd_node_t {
     herd_loop_t *loop;
     herd_log_t *log;
-    const herd_topology_t *topo;
-    size_t self;                  /* our index in topo->servers */
-    const char *name;             /* our server name */
+    const herd_topology_t *topo;  /* the topology in force (owned by main) */
+    char *name;                   /* our server name */
     size_t name_len;
     herd_table_t *table;          /* client id -> newest location */
     herd_frontend_t *frontend;    /* client connections */
     herd_places_t *places;        /* the Places worker */
     herd_links_t *links;          /* the neighbours */
+    herd_admin_t *admin;          /* /metrics and /healthz, or NULL without admin_port */
+    counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
     size_t n_pending;
     uint64_t next_req_id;
@@ -56,6 +77,7 @@ static char *reply_buf(herd_node_t *node, size_t n)
 
 static void answer_invalid(herd_node_t *node, herd_ticket_t t, const char *line, size_t len)
 {
+    node->n.invalid++;
     char *r = reply_buf(node, len + 3);
     if (!r)
         return;
@@ -84,7 +106,7 @@ static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, s
 }
 
 /* Offers an AT line to the table; floods it when stored. `from` is the
- * neighbour it came from, or -1 for our own client. */
+ * link it came from, or -1 for our own client. */
 static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from)
 {
     herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
@@ -106,7 +128,10 @@ static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd)
     at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
     at.pos.len = cmd->pos.len;
     at.id.p = at.pos.p - 1 - cmd->id.len;
-    store(node, &at, r, n, -1);
+    if (store(node, &at, r, n, -1) == HERD_UPDATE_NEWER)
+        node->n.iamat_stored++;
+    else
+        node->n.iamat_not_newer++;
     r[n] = '\n';
     herd_frontend_answer(node->frontend, t, r, n + 1);
 }
@@ -115,9 +140,11 @@ static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd
 {
     const herd_record_t *rec = herd_table_find(node->table, cmd->id.p, cmd->id.len);
     if (!rec) {
+        node->n.whatsat_unknown++;
         answer_invalid(node, t, line, len);
         return;
     }
+    node->n.whatsat_answered++;
     herd_span_t pos = {rec->at + rec->pos_off, rec->pos_len}, lat, lng;
     if (herd_proto_parse_position(pos, &lat, &lng) != 0) {
         answer_invalid(node, t, line, len); /* cannot happen: stored positions are validated */
@@ -167,18 +194,114 @@ static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
     }
 }
 
-/* An AT line flooded by neighbour `from`. */
-static void on_peer_update(void *arg, size_t from, const char *line, size_t len)
+/* An AT line flooded by a neighbour. */
+static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len)
 {
     herd_node_t *node = arg;
     herd_at_t at;
     if (herd_proto_parse_at(line, len, &at) != 0) {
         char prefix[128];
-        snprintf(prefix, sizeof prefix, "peer %s: dropped an invalid AT line: ", node->topo->servers[from].name);
+        node->n.peer_invalid++;
+        snprintf(prefix, sizeof prefix, "peer %s: dropped an invalid AT line: ", from_name);
         herd_log_data(node->log, prefix, line, len);
         return;
     }
-    store(node, &at, line, len, (long)from);
+    if (store(node, &at, line, len, from) == HERD_UPDATE_NEWER)
+        node->n.peer_stored++;
+    else
+        node->n.peer_duplicates++;
+}
+
+/* Counts one finished Places request. */
+static void count_places(herd_node_t *node, const herd_places_reply_t *r)
+{
+    if (r->note)
+        node->n.places_errors++;
+    if (r->cache_hit)
+        node->n.places_cache_hits++;
+    else if (r->shared)
+        node->n.places_shared++;
+    else if (r->upstream)
+        node->n.places_upstream++;
+    if (r->upstream && !r->cache_hit) {
+        double s = r->upstream_ms / 1000.0;
+        size_t b = 0;
+        while (b < N_LATENCY && s > latency_bounds[b])
+            b++;
+        if (b < N_LATENCY)
+            node->n.latency_buckets[b]++;
+        node->n.latency_count++;
+        node->n.latency_sum += s;
+    }
+}
+
+/* /metrics, rendered on the reactor thread when the admin thread asks. */
+static char *render_metrics(void *arg, size_t *len)
+{
+    herd_node_t *node = arg;
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    if (!f)
+        return NULL;
+    const counters_t *n = &node->n;
+    fprintf(f,
+            "# HELP herd_info The server's name.\n# TYPE herd_info gauge\nherd_info{server=\"%s\"} 1\n"
+            "# HELP herd_ready Whether the first rejoin exchange is done.\n# TYPE herd_ready gauge\n"
+            "herd_ready %d\n"
+            "# HELP herd_clients Clients held in the location table.\n# TYPE herd_clients gauge\n"
+            "herd_clients %zu\n"
+            "# HELP herd_client_connections Open client connections.\n# TYPE herd_client_connections gauge\n"
+            "herd_client_connections %zu\n",
+            node->name, herd_links_ready(node->links) ? 1 : 0, herd_table_size(node->table),
+            herd_frontend_connections(node->frontend));
+    fprintf(f,
+            "# HELP herd_commands_total Client commands by kind and outcome.\n"
+            "# TYPE herd_commands_total counter\n"
+            "herd_commands_total{command=\"IAMAT\",outcome=\"stored\"} %" PRIu64 "\n"
+            "herd_commands_total{command=\"IAMAT\",outcome=\"not_newer\"} %" PRIu64 "\n"
+            "herd_commands_total{command=\"WHATSAT\",outcome=\"answered\"} %" PRIu64 "\n"
+            "herd_commands_total{command=\"WHATSAT\",outcome=\"unknown_client\"} %" PRIu64 "\n"
+            "# HELP herd_invalid_lines_total Client lines answered with '?'.\n"
+            "# TYPE herd_invalid_lines_total counter\nherd_invalid_lines_total %" PRIu64 "\n"
+            "# HELP herd_peer_updates_stored_total Updates from neighbours that were newer and stored.\n"
+            "# TYPE herd_peer_updates_stored_total counter\nherd_peer_updates_stored_total %" PRIu64 "\n"
+            "# HELP herd_duplicates_dropped_total Updates from neighbours that were not newer.\n"
+            "# TYPE herd_duplicates_dropped_total counter\nherd_duplicates_dropped_total %" PRIu64 "\n"
+            "# HELP herd_peer_invalid_updates_total AT lines from neighbours that did not parse.\n"
+            "# TYPE herd_peer_invalid_updates_total counter\nherd_peer_invalid_updates_total %" PRIu64 "\n",
+            n->iamat_stored, n->iamat_not_newer, n->whatsat_answered, n->whatsat_unknown, n->invalid,
+            n->peer_stored, n->peer_duplicates, n->peer_invalid);
+    herd_links_render(node->links, f);
+    fprintf(f,
+            "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
+            "# TYPE herd_places_requests_total counter\n"
+            "herd_places_requests_total{result=\"upstream\"} %" PRIu64 "\n"
+            "herd_places_requests_total{result=\"shared\"} %" PRIu64 "\n"
+            "herd_places_requests_total{result=\"cache_hit\"} %" PRIu64 "\n"
+            "# HELP herd_places_errors_total Places lookups answered with an error object.\n"
+            "# TYPE herd_places_errors_total counter\nherd_places_errors_total %" PRIu64 "\n"
+            "# HELP herd_places_cache_hits_total Places lookups answered from the cache.\n"
+            "# TYPE herd_places_cache_hits_total counter\nherd_places_cache_hits_total %" PRIu64 "\n"
+            "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
+            "# TYPE herd_places_upstream_seconds histogram\n",
+            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_cache_hits);
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < N_LATENCY; b++) {
+        cumulative += n->latency_buckets[b];
+        fprintf(f, "herd_places_upstream_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", latency_bounds[b], cumulative);
+    }
+    fprintf(f,
+            "herd_places_upstream_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+            "herd_places_upstream_seconds_sum %.6f\nherd_places_upstream_seconds_count %" PRIu64 "\n",
+            n->latency_count, n->latency_sum, n->latency_count);
+    fclose(f);
+    return text;
+}
+
+static bool is_ready(void *arg)
+{
+    herd_node_t *node = arg;
+    return herd_links_ready(node->links);
 }
 
 /* Replies from the Places worker. */
@@ -199,6 +322,7 @@ static void places_ready(herd_loop_t *loop, void *arg)
         while (*at && (*at)->req_id != reply.req_id)
             at = &(*at)->next;
         pending_t *p = *at;
+        count_places(node, &reply);
         if (reply.note)
             herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
         if (p) {
@@ -223,11 +347,10 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     node->loop = loop;
     node->log = log;
     node->topo = topo;
-    node->self = self;
-    node->name = me->name;
+    node->name = strdup(me->name);
     node->name_len = strlen(me->name);
     node->table = herd_table_new();
-    if (!node->table) {
+    if (!node->table || !node->name) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -266,6 +389,11 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     node->frontend = herd_frontend_new(loop, log, &fc, err, errlen);
     if (!node->frontend)
         goto fail;
+    if (me->admin_port) {
+        node->admin = herd_admin_new(loop, me->host, me->admin_port, render_metrics, is_ready, node, err, errlen);
+        if (!node->admin)
+            goto fail;
+    }
     return node;
 fail:
     herd_node_destroy(&node);
@@ -277,6 +405,7 @@ void herd_node_destroy(herd_node_t **p)
     if (!p || !*p)
         return;
     herd_node_t *node = *p;
+    herd_admin_destroy(&node->admin);
     herd_frontend_destroy(&node->frontend);
     if (node->places)
         herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
@@ -290,6 +419,7 @@ void herd_node_destroy(herd_node_t **p)
         }
     }
     herd_table_destroy(&node->table);
+    free(node->name);
     free(node->reply);
     free(node);
     *p = NULL;
@@ -303,4 +433,34 @@ void herd_node_drain(herd_node_t *node)
 size_t herd_node_busy(const herd_node_t *node)
 {
     return herd_frontend_busy(node->frontend);
+}
+
+/* NULL-safe string equality. */
+static bool same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
+{
+    long self = herd_topology_find(topo, node->name);
+    if (self < 0) {
+        snprintf(err, errlen, "%s has no server named \"%s\"", topo->path, node->name);
+        return -1;
+    }
+    const herd_server_conf_t *old = &node->topo->servers[herd_topology_find(node->topo, node->name)];
+    const herd_server_conf_t *me = &topo->servers[self];
+    if (strcmp(old->host, me->host) || old->client_port != me->client_port || old->peer_port != me->peer_port ||
+        old->admin_port != me->admin_port || !same(old->public_key, me->public_key))
+        herd_log_event(node->log, "reload: this server's own address, ports or key changed: "
+                                  "that takes a restart; the running ones stay");
+    if (!same(node->topo->places_url, topo->places_url) || !same(node->topo->places_key_env, topo->places_key_env) ||
+        node->topo->places_timeout_ms != topo->places_timeout_ms ||
+        node->topo->places_cache_ttl_ms != topo->places_cache_ttl_ms)
+        herd_log_event(node->log, "reload: the places settings changed: that takes a restart");
+    if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
+        return -1;
+    herd_frontend_set_limits(node->frontend, topo->max_clients, topo->idle_timeout_ms, topo->max_output_bytes);
+    node->topo = topo;
+    return 0;
 }

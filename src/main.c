@@ -24,6 +24,7 @@
 #define EXIT_SETUP 2
 
 typedef struct {
+    herd_topology_t *topo; /* the topology in force */
     herd_loop_t *loop;
     herd_log_t *log;
     herd_node_t *node;
@@ -56,6 +57,29 @@ static void log_tick(herd_loop_t *loop, void *arg)
     herd_log_flush(arg);
 }
 
+/* SIGHUP: reopen the log (logrotate), then re-read and apply the topology.
+ * An invalid file changes nothing. */
+static void reload(server_t *s)
+{
+    if (herd_log_reopen(s->log) != 0)
+        herd_log_event(s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
+    herd_log_event(s->log, "SIGHUP: log reopened; reloading %s", s->topo->path);
+    char err[512] = "";
+    herd_topology_t *next = herd_topology_load(s->topo->path, err, sizeof err);
+    if (!next) {
+        herd_log_event(s->log, "reload: %s; keeping the running topology", err);
+        return;
+    }
+    if (herd_node_reload(s->node, next, err, sizeof err) != 0) {
+        herd_log_event(s->log, "reload: %s; keeping the running topology", err);
+        herd_topology_destroy(&next);
+        return;
+    }
+    herd_topology_destroy(&s->topo);
+    s->topo = next;
+    herd_log_event(s->log, "reload: topology applied (%zu servers, %zu links)", next->n_servers, next->n_links);
+}
+
 static void signal_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)events;
@@ -63,9 +87,7 @@ static void signal_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
     struct signalfd_siginfo si;
     while (read(w->fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
-            herd_log_event(s->log, "SIGHUP: reopening the log file");
-            if (herd_log_reopen(s->log) != 0)
-                herd_log_event(s->log, "cannot reopen the log file: %s", strerror(errno));
+            reload(s);
             continue;
         }
         if (s->stopping)
@@ -134,7 +156,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "herd-server: out of memory\n");
         return EXIT_SETUP;
     }
-    server_t s = {0};
+    server_t s = {.topo = topo};
     int status = EXIT_SETUP;
     s.log = herd_log_open(log_path, err, sizeof err);
     if (!s.log) {
@@ -177,6 +199,6 @@ out:
     herd_loop_destroy(&s.loop);
     herd_log_close(&s.log);
     free(log_path);
-    herd_topology_destroy(&topo);
+    herd_topology_destroy(&s.topo);
     return status;
 }

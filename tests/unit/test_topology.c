@@ -116,7 +116,7 @@ static void test_default_topology(void **state)
         assert_string_equal(t->servers[i].host, "127.0.0.1");
         assert_int_equal(t->servers[i].client_port, 10000 + (int) i);
         assert_int_equal(t->servers[i].peer_port, 11000 + (int) i);
-        assert_int_equal(t->servers[i].admin_port, 0);
+        assert_int_equal(t->servers[i].admin_port, 12000 + (int) i);
         assert_null(t->servers[i].public_key);
         assert_int_equal(herd_topology_find(t, names[i]), (long) i);
     }
