@@ -34,6 +34,8 @@ typedef struct {
     long places_timeout_ms;     /* places.timeout_ms, default 5000 */
     long places_cache_ttl_ms;   /* places.cache_ttl_ms, default 60000, 0 = off */
     char *log_dir;              /* log_dir resolved against the topology file's folder */
+    char *keys_dir;             /* keys_dir (default "keys"), resolved the same way: where each
+                                   server finds its CURVE secret key, NAME.key_secret */
     long idle_timeout_ms;       /* limits.idle_timeout_ms, default 300000 */
     long max_output_bytes;      /* limits.max_output_bytes, default 1048576 */
     long max_clients;           /* limits.max_clients, default 50000 */

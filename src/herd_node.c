@@ -194,16 +194,43 @@ static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
     }
 }
 
+/* Servers' clocks may disagree a little; an AT line whose origin says it
+ * received the IAMAT later than this past our own clock is not believed. */
+#define MAX_CLOCK_AHEAD_SEC 60
+
+/* Whether the origin's receive time (client time + skew) is not in the
+ * future. A valid AT line's skew is "[+-]S.NNNNNNNNN", which herd_time_parse
+ * reads once the sign is off. */
+static bool plausible(const herd_at_t *at, herd_time_t now)
+{
+    herd_time_t skew;
+    if (at->skew.len < 2 || herd_time_parse(at->skew.p + 1, at->skew.len - 1, &skew) != 0)
+        return false;
+    int64_t sec = at->time.sec, nsec = at->time.nsec;
+    if (at->skew.p[0] == '-') {
+        sec -= skew.sec;
+        nsec -= skew.nsec;
+    } else {
+        sec += skew.sec;
+        nsec += skew.nsec;
+    }
+    sec += nsec / 1000000000 - (nsec < 0); /* only the seconds matter at this tolerance */
+    return sec <= now.sec + MAX_CLOCK_AHEAD_SEC;
+}
+
 /* An AT line flooded by a neighbour. */
 static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len)
 {
     herd_node_t *node = arg;
     herd_at_t at;
-    if (herd_proto_parse_at(line, len, &at) != 0) {
-        char prefix[128];
+    const char *why = herd_proto_parse_at(line, len, &at) != 0 ? "an invalid AT line"
+                      : !plausible(&at, herd_time_now())      ? "an AT line received in the future"
+                                                              : NULL;
+    if (why) {
+        char prefix[160];
         node->n.peer_invalid++;
-        snprintf(prefix, sizeof prefix, "peer %s: dropped an invalid AT line: ", from_name);
-        herd_log_data(node->log, prefix, line, len);
+        snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, why);
+        herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
         return;
     }
     if (store(node, &at, line, len, from) == HERD_UPDATE_NEWER)

@@ -449,6 +449,10 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     if (get_str_view(c, root, "", "log_dir", false, valid_nonempty, "a non-empty string", &dir) < 0
         || resolve_log_dir(c, t->path, dir, &t->log_dir) < 0)
         return -1;
+    const char *keys = "keys";
+    if (get_str_view(c, root, "", "keys_dir", false, valid_nonempty, "a non-empty string", &keys) < 0
+        || resolve_log_dir(c, t->path, keys, &t->keys_dir) < 0)
+        return -1;
 
     json_t *l;
     if (get_section(c, root, "limits", &l) < 0)
@@ -547,6 +551,7 @@ void herd_topology_destroy(herd_topology_t **p)
     free(t->places_url);
     free(t->places_key_env);
     free(t->log_dir);
+    free(t->keys_dir);
     free(t);
     *p = NULL;
 }

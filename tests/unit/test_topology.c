@@ -127,6 +127,7 @@ static void test_default_topology(void **state)
     assert_int_equal(t->places_timeout_ms, 5000);
     assert_int_equal(t->places_cache_ttl_ms, 60000);
     assert_string_equal(t->log_dir, HERD_TEST_DATA "/../../logs");
+    assert_string_equal(t->keys_dir, HERD_TEST_DATA "/../../keys");
     assert_int_equal(t->idle_timeout_ms, 300000);
     assert_int_equal(t->max_output_bytes, 1048576);
     assert_int_equal(t->max_clients, 50000);
@@ -413,6 +414,8 @@ static const bad_case_t bad_cases[] = {
     /* log_dir and limits */
     {WITH("'log_dir': ''"), "log_dir: must be a non-empty string"},
     {WITH("'log_dir': ['logs']"), "log_dir: must be a non-empty string"},
+    {WITH("'keys_dir': ''"), "keys_dir: must be a non-empty string"},
+    {WITH("'keys_dir': 7"), "keys_dir: must be a non-empty string"},
     {WITH("'limits': 5"), "limits: must be an object"},
     {WITH("'limits': {'idle_timeout_ms': 0}"),
      "limits.idle_timeout_ms: must be an integer from 1 to 2147483647"},
@@ -526,6 +529,8 @@ static void test_log_dir(void **state)
     herd_topology_t *t = load_ok(file);
     snprintf(want, sizeof want, "%s/out/logs", sub);
     assert_string_equal(t->log_dir, want);
+    snprintf(want, sizeof want, "%s/keys", sub); /* keys_dir defaults to "keys" beside the file */
+    assert_string_equal(t->keys_dir, want);
     herd_topology_destroy(&t);
 
     int cwd = open(".", O_RDONLY | O_DIRECTORY);
