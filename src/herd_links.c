@@ -23,6 +23,7 @@
 #define HEARTBEAT_TO_MS 3000               /* link declared dead without traffic this long */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
+#define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
 
 /* One neighbour: our DEALER to it, its monitor, and the batch waiting to go.
  * Heap-allocated so the reactor can keep a pointer to it across reloads. */
@@ -45,6 +46,7 @@ typedef struct {
     uint64_t updates_out, updates_in; /* AT lines sent to it / received from it */
     uint64_t dropped;      /* messages that could not be queued */
     uint64_t snapshots;    /* full tables sent to it */
+    int64_t hello_ms;      /* when we last sent it HELLO */
 } neighbour_t;
 
 struct herd_links_t {
@@ -149,6 +151,7 @@ static void send_hello(herd_links_t *links, neighbour_t *nb)
 {
     char *data;
     size_t len;
+    nb->hello_ms = herd_loop_now_ms(links->loop);
     if (herd_wire_encode_hello(links->self_name, links->incarnation, herd_table_size(links->table),
                                herd_table_digest(links->table), &data, &len) == 0)
         send_to(links, nb, data, len);
@@ -308,6 +311,8 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
             zmq_msg_recv(&addr, nb->monitor, ZMQ_DONTWAIT);
             zmq_msg_close(&addr);
         }
+        /* Only a finished handshake counts: a TCP connect alone also succeeds
+         * against a frozen process. */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !nb->up) {
             nb->up = true;
             nb->synced = false;
@@ -349,6 +354,12 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
             herd_links_flush(links); /* updates queued before the snapshot go first */
             send_snapshot(links, nb);
         }
+        /* The exchange goes both ways: if we have not said HELLO to it lately
+         * (our own link-up event may not have come yet, or at all), say it now,
+         * so that it sends us what we lack. Its answer to our HELLO is not
+         * answered again, since we just sent one. */
+        if (herd_loop_now_ms(links->loop) - nb->hello_ms > HELLO_QUIET_MS || !nb->hello_ms)
+            send_hello(links, nb);
         break;
     case HERD_MSG_UPDATES:
         nb->updates_in += msg.n_updates;
@@ -356,6 +367,13 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
             links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len);
         break;
     case HERD_MSG_SYNC_END:
+        /* It answers our HELLO, so our DEALER's connection works even if its
+         * handshake event never reached us. */
+        if (!nb->up) {
+            nb->up = true;
+            nb->drop_logged = false;
+            herd_log_event(links->log, "link to %s up", nb->name);
+        }
         nb->synced = true;
         herd_log_event(links->log, "rejoin: %s sent its table (%" PRIu64 " records)", nb->name, msg.count);
         break;

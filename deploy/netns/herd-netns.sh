@@ -14,6 +14,20 @@
 #                   the peer of a veth pair whose other end "v-NAME" is a port
 #                   of br0 in the hub
 #
+# Steps (one PASS or FAIL line each; the first FAIL ends the run):
+#   1. start the five servers in their namespaces and wait for READY; an IAMAT
+#      at Bailey reaches the four others (WHATSAT's first line = the AT line);
+#   2. cut: eth0 of one server (--cut, default Jaquez) goes down, which isolates
+#      it; a new client and a newer location of the first one, reported
+#      elsewhere, reach every connected server but not the cut one, and a
+#      client reported at the cut server reaches no one; the cut links are
+#      seen down (heartbeat timeout, about 3 s);
+#   3. heal: eth0 comes back up and, through the servers' rejoin exchange, the
+#      cut server gets what it missed and the others get what it heard;
+#   4. SIGTERM: every server exits 0.
+# WHATSAT needs no Places key: the topology names a key variable that is never
+# set, so servers answer the AT line and a REQUEST_DENIED object, offline.
+#
 # PREFIX is "herd" + a short id (pid + random by default, or --id), so runs in
 # parallel never share a namespace. Deleting the namespaces removes the bridge
 # and every veth with them. Exit status: 0 all steps passed, 1 a step failed,
@@ -40,7 +54,7 @@ ID="$(printf '%x%04x' "$$" "$RANDOM")"
 CUT=Jaquez            # the server the cut isolates
 READY_TIMEOUT=15      # seconds a server gets to print READY
 FLOOD_TIMEOUT=10      # seconds for an update to reach every connected server
-NOTICE_TIMEOUT=15     # seconds for the cut server to see its links go down
+NOTICE_TIMEOUT=15     # seconds for the cut links to be seen down
 HEAL_TIMEOUT=15       # seconds after the heal for the table to be whole again
 STOP_TIMEOUT=10       # seconds between SIGTERM and SIGKILL
 KEEP_TMP=${HERD_KEEP_TMP:-}
@@ -95,9 +109,11 @@ usage_error() {
   exit 2
 }
 
+# Milliseconds on a clock that never jumps (for deadlines; 10 ms steps).
 now_ms() {
-  local t=${EPOCHREALTIME/[.,]/}
-  printf '%s\n' "$((10#$t / 1000))"
+  local up _
+  read -r up _ </proc/uptime
+  printf '%s\n' "$((10#${up/./} * 10))"
 }
 
 # A process we started that has not exited (a zombie counts as exited).
@@ -180,8 +196,6 @@ parse_args() {
   local n ok=0
   for n in "${NAMES[@]}"; do [[ $n == "$CUT" ]] && ok=1; done
   ((ok)) || usage_error "--cut: one of ${NAMES[*]}, not '$CUT'"
-  [[ -x $SERVER_BIN ]] || usage_error "server binary not found or not executable: $SERVER_BIN"
-  SERVER_BIN=$(readlink -f -- "$SERVER_BIN")
   PREFIX="herd$ID"
   HUB="$PREFIX-hub"
 }
@@ -288,6 +302,21 @@ start_servers() {
 
 # ---------------------------------------------------------------- clients
 
+# Fails (and says so) when a server has exited: nothing here stops one before
+# the last step, so an exit is a crash or a signal from outside.
+servers_alive() {
+  local name status
+  for name in "${!PID[@]}"; do
+    if ! alive "${PID[$name]}"; then
+      wait "${PID[$name]}"
+      status=$?
+      unset "PID[$name]"
+      fail "$name is no longer running (exit status $status$( ((status > 128)) && printf ', signal %d' $((status - 128)))): $(tail -c 300 "$TMP/$name.err")"
+      return 1
+    fi
+  done
+}
+
 # ask NAME LINE: sends LINE to NAME's client port and prints the first line of
 # its reply. Clients connect from the hub, over the bridge; a server whose link
 # is cut is asked from inside its own namespace. A WHATSAT answer (an AT line)
@@ -330,7 +359,7 @@ iamat() {
   return 1
 }
 
-# knows NAME CLIENT: the first line of NAME's answer to WHATSAT about CLIENT.
+# whatsat NAME CLIENT: the first line of NAME's answer to WHATSAT about CLIENT.
 whatsat() { ask "$1" "WHATSAT $2 10 5"; }
 
 # wait_known TIMEOUT CLIENT WANT NAME...: waits until each NAME answers WHATSAT
@@ -342,6 +371,7 @@ wait_known() {
   deadline=$((start + timeout * 1000))
   for name in "$@"; do
     while got=$(whatsat "$name" "$client"); [[ $got != "$want" ]]; do
+      servers_alive || return 1
       if (($(now_ms) >= deadline)); then
         fail "$name about $client: want '$want', still '$got' after ${timeout}s"
         return 1
@@ -380,19 +410,25 @@ still_at() {
   pass "$client still at its old location at $*"
 }
 
-# wait_log NAME TIMEOUT REGEX WHAT: waits for a line of NAME's log.
-wait_log() {
-  local name=$1 timeout=$2 re=$3 what=$4 deadline start
+# wait_noticed TIMEOUT A B: waits until one end of the link A-B has logged
+# it down ("link to B down" in A's log, or the other way round). One end is
+# enough: it proves the break outlasted the heartbeat timeout.
+wait_noticed() {
+  local timeout=$1 a=$2 b=$3 deadline start who=""
   start=$(now_ms)
   deadline=$((start + timeout * 1000))
-  until grep -Eq -- "$re" "$TMP/logs/$name.log" 2>/dev/null; do
+  while :; do
+    grep -q -- "link to $b down" "$TMP/logs/$a.log" 2>/dev/null && who+=" $a"
+    grep -q -- "link to $a down" "$TMP/logs/$b.log" 2>/dev/null && who+=" $b"
+    [[ -n $who ]] && break
+    servers_alive || return 1
     if (($(now_ms) >= deadline)); then
-      fail "$what: no log line /$re/ in $name.log within ${timeout}s"
+      fail "link $a-$b: neither $a.log nor $b.log says it went down within ${timeout}s"
       return 1
     fi
     sleep 0.05
   done
-  pass "$what (after $(($(now_ms) - start)) ms)"
+  pass "link $a-$b seen down by$who (after $(($(now_ms) - start)) ms)"
 }
 
 # SIGTERM to every server; each must exit 0 within STOP_TIMEOUT.
@@ -454,6 +490,8 @@ main() {
   ((EUID == 0)) || skip "needs root (network namespaces, veth pairs, a bridge); running as uid $EUID"
   command -v ip >/dev/null 2>&1 || skip "the ip command (iproute2) is not installed"
   command -v timeout >/dev/null 2>&1 || skip "the timeout command (coreutils) is not installed"
+  [[ -x $SERVER_BIN ]] || usage_error "server binary not found or not executable: $SERVER_BIN"
+  SERVER_BIN=$(readlink -f -- "$SERVER_BIN")
 
   trap cleanup EXIT
   trap 'exit 130' INT
@@ -505,7 +543,7 @@ main() {
   # The break must be noticed (heartbeats), so the repair below is the
   # rejoin exchange on reconnect rather than a TCP retransmission.
   for n in "${nbs[@]}"; do
-    step wait_log "$CUT" "$NOTICE_TIMEOUT" "link to $n down" "$CUT noticed the link to $n is down"
+    step wait_noticed "$NOTICE_TIMEOUT" "$CUT" "$n"
   done
   step unknown_at "$c2" "$CUT"
 
