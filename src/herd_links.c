@@ -286,6 +286,7 @@ static void flush_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_links_flush(arg);
+    herd_links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
 /* Connection events of one DEALER: the link going up or down. */

@@ -305,13 +305,15 @@ static char *render_metrics(void *arg, size_t *len)
             "herd_places_requests_total{result=\"upstream\"} %" PRIu64 "\n"
             "herd_places_requests_total{result=\"shared\"} %" PRIu64 "\n"
             "herd_places_requests_total{result=\"cache_hit\"} %" PRIu64 "\n"
+            "herd_places_requests_total{result=\"error\"} %" PRIu64 "\n"
             "# HELP herd_places_errors_total Places lookups answered with an error object.\n"
             "# TYPE herd_places_errors_total counter\nherd_places_errors_total %" PRIu64 "\n"
             "# HELP herd_places_cache_hits_total Places lookups answered from the cache.\n"
             "# TYPE herd_places_cache_hits_total counter\nherd_places_cache_hits_total %" PRIu64 "\n"
             "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
             "# TYPE herd_places_upstream_seconds histogram\n",
-            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_cache_hits);
+            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_errors,
+            n->places_cache_hits);
     uint64_t cumulative = 0;
     for (size_t b = 0; b < N_LATENCY; b++) {
         cumulative += n->latency_buckets[b];

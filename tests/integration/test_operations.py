@@ -1,0 +1,612 @@
+"""Operating a running herd: live topology reload on SIGHUP, the admin
+endpoint's /metrics and /healthz (PROTOCOL.md section 9, notes/metrics.md).
+
+Reload: a server re-reads its topology file on SIGHUP and applies it without
+a restart and without losing its table, logging "reload: topology applied
+(N servers, M links)" and "link to X added/removed by the topology"; an
+invalid file is logged as "reload: <reason>; keeping the running topology"
+and changes nothing. Each test reads only the part of a log written after
+its own signal (the file's size just before it), so an earlier line never
+answers a later question.
+
+Where a test must show that an update did NOT reach a server, it first makes
+the update's arrival observable: a server that dropped a neighbour rejects
+that neighbour's messages and counts them (herd_peer_rejected_total), so the
+test waits for the count to move and only then asks the server for the
+client.
+
+The admin endpoint is HTTP on the server's admin_port; /metrics is parsed
+strictly as the Prometheus text format (every line a comment, blank, or
+`name{labels} value`).
+
+Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v test_operations
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import time
+import unittest
+import uuid
+
+from herdtest import AT_RE_B, HOST, HerdTestCase, free_ports, wait_until
+
+A, B, C, D = "Aspen", "Birch", "Cedar", "Dogwood"
+POS = b"+34.068930-118.445127"
+SEEN_TIMEOUT = 5   # a flooded update crosses a link in milliseconds
+LINK_TIMEOUT = 10  # a DEALER retries every 50 ms
+
+
+def uid(tag):
+    """A client id no other test uses."""
+    return ("ops-%s-%s" % (tag, uuid.uuid4().hex[:10])).encode()
+
+
+def now_text():
+    return b"%d.%09d" % divmod(time.time_ns(), 10**9)
+
+
+# ------------------------------------------------------------------ HTTP
+
+def http_request(herd, name, method="GET", path="/metrics", timeout=5):
+    """(status, headers dict with lower-case names, body bytes)."""
+    port = herd.topology["servers"][name]["admin_port"]
+    conn = http.client.HTTPConnection(herd.host(name), port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        body = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        conn.close()
+
+
+# One sample line of the Prometheus text format, version 0.0.4.
+SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z")
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')
+VALUE_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z|[+-]Inf\Z|NaN\Z")
+TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+
+
+class Metrics:
+    """A /metrics body, parsed strictly; a format error is an AssertionError
+    that names the line."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = {}  # (name, frozenset of label pairs) -> float
+        self.types = {}    # family -> type
+        for number, line in enumerate(text.split("\n"), 1):
+            where = "line %d %r of:\n%s" % (number, line, text)
+            if line == "":
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] == "TYPE":
+                    assert len(parts) == 4 and parts[3] in TYPES, "bad TYPE " + where
+                    assert parts[2] not in self.types, "TYPE given twice, " + where
+                    self.types[parts[2]] = parts[3]
+                elif len(parts) >= 3 and parts[1] == "HELP":
+                    pass
+                continue
+            m = SAMPLE_RE.match(line)
+            assert m, "not a sample: " + where
+            name, body, value = m.groups()
+            labels = []
+            pos = 0
+            while body is not None and pos < len(body):
+                lm = LABEL_RE.match(body, pos)
+                assert lm, "bad labels: " + where
+                labels.append((lm.group(1), lm.group(2)))
+                pos = lm.end()
+            assert VALUE_RE.match(value), "bad value: " + where
+            key = (name, frozenset(labels))
+            assert key not in self.samples, "sample given twice: " + where
+            family = self.family(name)
+            assert family in self.types, "sample before (or without) its TYPE: " + where
+            self.samples[key] = float(value)
+
+    def family(self, name):
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name[:-len(suffix)] if name.endswith(suffix) else None
+            if base and self.types.get(base) == "histogram":
+                return base
+        return name
+
+    def get(self, name, **labels):
+        """The value of one sample, or None when there is no such sample."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def peers(self, name):
+        """{peer: value} of a per-neighbour metric."""
+        return {dict(k[1])["peer"]: v for k, v in self.samples.items()
+                if k[0] == name and dict(k[1]).get("peer") is not None
+                and len(k[1]) == 1}
+
+    def total(self, name, **labels):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        want = set(labels.items())
+        return sum(v for k, v in self.samples.items() if k[0] == name and want <= set(k[1]))
+
+
+def metrics(herd, name):
+    status, headers, body = http_request(herd, name)
+    assert status == 200, "/metrics of %s: HTTP %d %r" % (name, status, body)
+    assert headers.get("content-type", "").startswith("text/plain; version=0.0.4"), headers
+    text = body.decode("utf-8")
+    assert text.endswith("\n"), "/metrics does not end with a newline"
+    return Metrics(text)
+
+
+# ------------------------------------------------------------------ helpers
+
+class OpsCase(HerdTestCase):
+
+    def herd_with_admin(self, servers, links=(), admin=None, **kw):
+        """A herd whose servers in `admin` (default: all) have an admin_port;
+        the admin ports are chosen apart from the herd's own ports."""
+        herd = self.make_herd(servers=servers, links=links, **kw)
+        for name in (servers if admin is None else admin):
+            herd.topology["servers"][name]["admin_port"] = self.fresh_port(herd)
+        herd.write_topology()
+        return herd
+
+    @staticmethod
+    def fresh_port(herd):
+        used = {p for conf in herd.topology["servers"].values()
+                for key, p in conf.items() if key.endswith("_port")}
+        while True:
+            port = free_ports(1)[0]
+            if port not in used:
+                return port
+
+    def iamat(self, herd, name, cid, t=None):
+        t = now_text() if t is None else t
+        reply = herd.send(name, b"IAMAT " + cid + b" " + POS + b" " + t + b"\n")
+        m = AT_RE_B.match(reply[:-1])
+        self.assertTrue(m and reply.endswith(b"\n"), reply)
+        self.assertEqual((m.group(1), m.group(3)), (name.encode(), cid), reply)
+        return reply[:-1]
+
+    @staticmethod
+    def first_line(herd, name, cid):
+        """The first line of a WHATSAT reply: the stored AT line, or the
+        '? ...' line of a client the server does not know."""
+        reply = herd.send(name, b"WHATSAT " + cid + b" 10 5\n")
+        return reply.split(b"\n", 1)[0]
+
+    def assert_unknown(self, herd, name, cid):
+        self.assertEqual(self.first_line(herd, name, cid), b"? WHATSAT " + cid + b" 10 5")
+
+    def wait_seen(self, herd, name, cid, at, timeout=SEEN_TIMEOUT):
+        wait_until(lambda: self.first_line(herd, name, cid) == at, timeout,
+                   msg="%s never stored %r; it answers %r"
+                   % (name, at, self.first_line(herd, name, cid)))
+
+    @staticmethod
+    def log_size(herd, name):
+        return len(herd.log_bytes(name))
+
+    @staticmethod
+    def log_after(herd, name, offset):
+        return herd.log_bytes(name)[offset:].decode("latin-1")
+
+    def wait_log_after(self, herd, name, offset, text, timeout=LINK_TIMEOUT):
+        """The first line written at or after `offset` that holds `text`."""
+        def look():
+            for line in self.log_after(herd, name, offset).split("\n"):
+                if text in line:
+                    return line
+            return None
+        try:
+            return wait_until(look, timeout, interval=0.02)
+        except AssertionError:
+            self.fail("%s.log has no %r after byte %d; it says:\n%s"
+                      % (name, text, offset, self.log_after(herd, name, offset)[-3000:]))
+
+    def sighup(self, herd, *names):
+        """SIGHUP to each; returns {name: log size just before its signal}."""
+        offsets = {}
+        for name in names:
+            offsets[name] = self.log_size(herd, name)
+            os.kill(herd.pid(name), signal.SIGHUP)
+        return offsets
+
+    def wait_applied(self, herd, offsets, n_servers, n_links):
+        want = "reload: topology applied (%d servers, %d links)" % (n_servers, n_links)
+        for name, offset in offsets.items():
+            self.wait_log_after(herd, name, offset, want)
+            self.assertNotIn("keeping the running topology", self.log_after(herd, name, offset))
+
+
+# ------------------------------------------------------------------ reload
+
+class ReloadTest(OpsCase):
+
+    def test_reload_adds_a_link(self):
+        herd = self.herd_with_admin([A, B])
+        herd.start_all()
+        before = uid("before")
+        at_before = self.iamat(herd, A, before)
+        self.assert_unknown(herd, B, before)
+        self.assertEqual(metrics(herd, A).peers("herd_link_up"), {})
+
+        herd.topology["links"] = [[A, B]]
+        herd.write_topology()
+        offsets = self.sighup(herd, A, B)
+        self.wait_applied(herd, offsets, 2, 1)
+        self.wait_log_after(herd, A, offsets[A], "link to %s added by the topology" % B)
+        self.wait_log_after(herd, B, offsets[B], "link to %s added by the topology" % A)
+        self.wait_log_after(herd, A, offsets[A], "link to %s up" % B)
+        self.wait_log_after(herd, B, offsets[B], "link to %s up" % A)
+
+        after = uid("after")
+        at_after = self.iamat(herd, A, after)
+        self.wait_seen(herd, B, after, at_after)
+        # The new link's rejoin exchange brought over what A held before it.
+        self.wait_seen(herd, B, before, at_before)
+        # The table survived the reload.
+        self.assertEqual(self.first_line(herd, A, before), at_before)
+        self.assertEqual(metrics(herd, A).peers("herd_link_up"), {B: 1})
+        self.assertEqual(metrics(herd, B).peers("herd_link_up"), {A: 1})
+
+    def test_reload_removes_a_link(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)])
+        herd.start_all()
+        herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
+        herd.wait_log(B, "link to %s up" % A, LINK_TIMEOUT)
+        linked = uid("linked")
+        at_linked = self.iamat(herd, A, linked)
+        self.wait_seen(herd, B, linked, at_linked)
+
+        # B drops the link first: A still floods to B, and B must refuse it.
+        herd.topology["links"] = []
+        herd.write_topology()
+        offsets = self.sighup(herd, B)
+        self.wait_applied(herd, offsets, 2, 0)
+        self.wait_log_after(herd, B, offsets[B], "link to %s removed by the topology" % A)
+        self.assertEqual(metrics(herd, B).peers("herd_link_up"), {})
+        rejected = metrics(herd, B).get("herd_peer_rejected_total")
+        self.assertIsNotNone(rejected)
+
+        refused = uid("refused")
+        self.iamat(herd, A, refused)
+        wait_until(lambda: metrics(herd, B).get("herd_peer_rejected_total") > rejected,
+                   SEEN_TIMEOUT, msg="%s never rejected %s's update" % (B, A))
+        self.wait_log_after(herd, B, offsets[B],
+                            "dropped a message from a sender that is not a neighbour: \"%s\"" % A)
+        self.assert_unknown(herd, B, refused)
+        self.assertEqual(self.first_line(herd, B, linked), at_linked)  # kept its table
+
+        # Then A drops it too: it no longer sends anything to B.
+        offsets = self.sighup(herd, A)
+        self.wait_applied(herd, offsets, 2, 0)
+        self.wait_log_after(herd, A, offsets[A], "link to %s removed by the topology" % B)
+        m = metrics(herd, A)
+        self.assertEqual(m.peers("herd_link_up"), {})
+        self.assertEqual(m.peers("herd_flood_dropped_total"), {})
+        rejected = metrics(herd, B).get("herd_peer_rejected_total")
+        alone = uid("alone")
+        at_alone = self.iamat(herd, A, alone)
+        self.assertEqual(self.first_line(herd, A, alone), at_alone)
+        self.assert_unknown(herd, B, alone)
+        self.assertEqual(metrics(herd, B).get("herd_peer_rejected_total"), rejected)
+
+    def test_invalid_reload_keeps_the_running_topology(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
+        herd.start_all()
+        herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
+        good = json.loads(json.dumps(herd.topology))
+
+        with open(herd.topology_path, "w") as f:
+            f.write("{ this is not a topology\n")
+        offsets = self.sighup(herd, A)
+        line = self.wait_log_after(herd, A, offsets[A], "keeping the running topology")
+        self.assertRegex(line, r"reload: .*topology\.json:1:\d+: .+; keeping the running topology$")
+
+        herd.topology["links"].append([A, "Ghost"])
+        herd.write_topology()
+        offsets = self.sighup(herd, A)
+        line = self.wait_log_after(herd, A, offsets[A], "keeping the running topology")
+        self.assertIn('names unknown server "Ghost"; keeping the running topology', line)
+
+        for offset in offsets.values():
+            text = self.log_after(herd, A, offset)
+            self.assertNotIn("removed by the topology", text)
+            self.assertNotIn("topology applied", text)
+        self.assertEqual(metrics(herd, A).peers("herd_link_up"), {B: 1})
+        cid = uid("kept")
+        self.wait_seen(herd, B, cid, self.iamat(herd, A, cid))
+
+        # The good file again: applied, with no link change.
+        herd.topology = good
+        herd.write_topology()
+        offsets = self.sighup(herd, A)
+        self.wait_applied(herd, offsets, 2, 1)
+        self.assertNotIn("by the topology", self.log_after(herd, A, offsets[A]))
+
+    def test_own_port_change_takes_a_restart(self):
+        herd = self.herd_with_admin([A])
+        herd.start(A)
+        old_port = herd.port(A)
+        new_port = self.fresh_port(herd)
+        herd.topology["servers"][A]["client_port"] = new_port
+        herd.write_topology()
+        offsets = self.sighup(herd, A)
+        self.wait_log_after(herd, A, offsets[A],
+                            "reload: this server's own address, ports or key changed: "
+                            "that takes a restart; the running ones stay")
+        self.wait_applied(herd, offsets, 1, 0)
+        cid = uid("port")
+        with socket.create_connection((HOST, old_port), timeout=5) as s:
+            s.sendall(b"IAMAT " + cid + b" " + POS + b" " + now_text() + b"\n")
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while not reply.endswith(b"\n"):
+                data = s.recv(4096)
+                if not data:
+                    break
+                reply += data
+        self.assertTrue(AT_RE_B.match(reply[:-1]), reply)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((HOST, new_port), timeout=5).close()
+
+    def test_server_added_by_reload_joins_and_gets_the_table(self):
+        herd = self.herd_with_admin([A, B, C], links=[(A, B), (B, C)], admin=[C])
+        herd.start_all()
+        herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
+        herd.wait_log(C, "link to %s up" % B, LINK_TIMEOUT)
+        stored = {}
+        for name in (A, B, C):
+            cid = uid("at-" + name)
+            stored[cid] = self.iamat(herd, name, cid)
+        for cid, at in stored.items():
+            for name in (A, B, C):
+                self.wait_seen(herd, name, cid, at)
+
+        client_port, peer_port = self.fresh_port(herd), None
+        while peer_port is None or peer_port == client_port:
+            peer_port = self.fresh_port(herd)
+        herd.topology["servers"][D] = {"host": HOST, "client_port": client_port,
+                                       "peer_port": peer_port}
+        herd.topology["links"].append([C, D])
+        herd.names.append(D)
+        herd.write_topology()
+        offsets = self.sighup(herd, A, B, C)
+        self.wait_applied(herd, offsets, 4, 3)
+        self.wait_log_after(herd, C, offsets[C], "link to %s added by the topology" % D)
+        for name in (A, B):
+            self.assertNotIn("by the topology", self.log_after(herd, name, offsets[name]))
+
+        herd.start(D)
+        self.wait_log_after(herd, C, offsets[C], "link to %s up" % D)
+        for cid, at in stored.items():
+            self.wait_seen(herd, D, cid, at)
+        m = metrics(herd, C)
+        self.assertEqual(m.get("herd_link_up", peer=D), 1)
+        self.assertGreaterEqual(m.get("herd_rejoin_exchanges_total", peer=D), 1)
+        # And D's own clients reach the far end of the herd.
+        cid = uid("from-d")
+        self.wait_seen(herd, A, cid, self.iamat(herd, D, cid))
+
+
+# ------------------------------------------------------------------ metrics
+
+# The metrics of notes/metrics.md, with the label sets each must carry.
+CONTRACT = [
+    ("herd_info", {}), ("herd_ready", None), ("herd_clients", None),
+    ("herd_client_connections", None),
+    ("herd_commands_total", {"command": "IAMAT", "outcome": "stored"}),
+    ("herd_commands_total", {"command": "IAMAT", "outcome": "not_newer"}),
+    ("herd_commands_total", {"command": "WHATSAT", "outcome": "answered"}),
+    ("herd_commands_total", {"command": "WHATSAT", "outcome": "unknown_client"}),
+    ("herd_invalid_lines_total", None), ("herd_duplicates_dropped_total", None),
+    ("herd_peer_rejected_total", None),
+    ("herd_places_requests_total", {"result": "upstream"}),
+    ("herd_places_requests_total", {"result": "shared"}),
+    ("herd_places_requests_total", {"result": "cache_hit"}),
+    ("herd_places_requests_total", {"result": "error"}),
+    ("herd_places_cache_hits_total", None),
+    ("herd_places_upstream_seconds_bucket", {"le": "+Inf"}),
+    ("herd_places_upstream_seconds_sum", None), ("herd_places_upstream_seconds_count", None),
+]
+PER_PEER = ["herd_link_up", "herd_flood_dropped_total", "herd_rejoin_exchanges_total"]
+PER_PEER_DIRECTION = ["herd_flood_updates_total", "herd_flood_messages_total"]
+
+
+class MetricsTest(OpsCase):
+
+    def test_metrics_is_prometheus_text_with_the_contract_names(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
+        herd.start_all()
+        herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
+        m = metrics(herd, A)  # parses every line strictly
+        self.assertEqual(m.get("herd_info", server=A), 1)
+        missing = [(name, labels) for name, labels in CONTRACT
+                   if name != "herd_info" and m.get(name, **(labels or {})) is None]
+        self.assertEqual(missing, [], "missing samples; /metrics:\n" + m.text)
+        for name in PER_PEER:
+            self.assertEqual(list(m.peers(name)), [B], name)
+        for name in PER_PEER_DIRECTION:
+            for direction in ("out", "in"):
+                self.assertIsNotNone(m.get(name, direction=direction, peer=B), (name, direction))
+        self.assertEqual(m.types["herd_places_upstream_seconds"], "histogram")
+        buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in m.samples.items()
+                          if k[0] == "herd_places_upstream_seconds_bucket"))
+        counts = [v for _, v in buckets]
+        self.assertEqual(counts, sorted(counts), "buckets must be cumulative")
+        self.assertEqual(buckets[-1][0], float("inf"))
+        self.assertEqual(buckets[-1][1], m.get("herd_places_upstream_seconds_count"))
+        for name, kind in (("herd_clients", "gauge"), ("herd_link_up", "gauge"),
+                           ("herd_commands_total", "counter"),
+                           ("herd_flood_updates_total", "counter")):
+            self.assertEqual(m.types.get(name), kind, name)
+
+    def test_metrics_follow_the_traffic(self):
+        names = [A, B, C]
+        herd = self.herd_with_admin(names, links=[(A, B), (B, C), (A, C)])
+        herd.start_all()
+        for name in names:
+            wait_until(lambda name=name: list(metrics(herd, name).peers("herd_link_up").values())
+                       == [1, 1], LINK_TIMEOUT, msg="links of %s never all up" % name)
+        base = {name: metrics(herd, name) for name in names}
+        cid, unknown = uid("traffic"), uid("nobody")
+        t_new, t_old = now_text(), b"1621464827.959498503"
+
+        with herd.connect(A) as c:
+            wait_until(lambda: metrics(herd, A).get("herd_client_connections") == 1, 5,
+                       msg="herd_client_connections never 1 with one client open")
+            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_new + b"\n")
+            at = c.recv_line()[:-1]
+            self.assertTrue(AT_RE_B.match(at), at)
+            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_new + b"\n")  # same time
+            c.recv_line()
+            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_old + b"\n")  # older
+            c.recv_line()
+            c.send(b"WHATSAT " + cid + b" 10 5\n")
+            self.assertEqual(c.recv_until(b"\n\n").split(b"\n", 1)[0], at)
+            c.send(b"WHATSAT " + unknown + b" 10 5\n")
+            self.assertEqual(c.recv_line(), b"? WHATSAT " + unknown + b" 10 5\n")
+            c.send(b"HELLO there\n")
+            self.assertEqual(c.recv_line(), b"? HELLO there\n")
+            self.assertEqual(metrics(herd, A).get("herd_client_connections"), 1)
+        wait_until(lambda: metrics(herd, A).get("herd_client_connections") == 0, 5,
+                   msg="herd_client_connections never back to 0")
+
+        def delta(m, name, server, **labels):
+            before = base[server].get(name, **labels) or 0
+            return (m.get(name, **labels) or 0) - before
+
+        m = metrics(herd, A)
+        for (command, outcome), want in {("IAMAT", "stored"): 1, ("IAMAT", "not_newer"): 2,
+                                         ("WHATSAT", "answered"): 1,
+                                         ("WHATSAT", "unknown_client"): 1}.items():
+            self.assertEqual(delta(m, "herd_commands_total", A, command=command, outcome=outcome),
+                             want, (command, outcome))
+        # Every line answered with "?": the bad command and the unknown client.
+        self.assertEqual(delta(m, "herd_invalid_lines_total", A), 2)
+        self.assertEqual(delta(m, "herd_clients", A), 1)
+        self.assertEqual(delta(m, "herd_flood_updates_total", A, direction="out", peer=B), 1)
+        self.assertEqual(delta(m, "herd_flood_updates_total", A, direction="out", peer=C), 1)
+        self.assertGreaterEqual(delta(m, "herd_flood_messages_total", A, direction="out", peer=B), 1)
+
+        # A triangle: A sends to B and C; each of them stores it once and
+        # floods it to the other, who already has it. So, in all: 4 AT lines
+        # sent, 4 received, 2 stored from peers, 2 duplicates dropped.
+        def settled():
+            ms = {name: metrics(herd, name) for name in names}
+
+            def total(name, **labels):
+                return sum(ms[n].total(name, **labels) - base[n].total(name, **labels)
+                           for n in names)
+            got = (total("herd_flood_updates_total", direction="out"),
+                   total("herd_flood_updates_total", direction="in"),
+                   total("herd_peer_updates_stored_total"),
+                   total("herd_duplicates_dropped_total"),
+                   [ms[n].get("herd_clients") - base[n].get("herd_clients") for n in names])
+            return got if got == (4, 4, 2, 2, [1, 1, 1]) else None
+        try:
+            wait_until(settled, SEEN_TIMEOUT)
+        except AssertionError:
+            ms = {name: metrics(herd, name).text for name in names}
+            self.fail("the flood counters never settled at 4 out, 4 in, 2 stored, 2 dropped:\n"
+                      + "\n".join("--- %s\n%s" % kv for kv in ms.items()))
+        for name in (B, C):
+            self.assertEqual(self.first_line(herd, name, cid), at)
+
+    def test_flood_counters_per_peer(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)])
+        herd.start_all()
+        herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
+        herd.wait_log(B, "link to %s up" % A, LINK_TIMEOUT)
+        base_a, base_b = metrics(herd, A), metrics(herd, B)
+        cids = [uid("n%d" % i) for i in range(5)]
+        for cid in cids:
+            self.iamat(herd, A, cid)
+
+        def moved():
+            a, b = metrics(herd, A), metrics(herd, B)
+            return (a.get("herd_flood_updates_total", direction="out", peer=B)
+                    - base_a.get("herd_flood_updates_total", direction="out", peer=B),
+                    b.get("herd_flood_updates_total", direction="in", peer=A)
+                    - base_b.get("herd_flood_updates_total", direction="in", peer=A),
+                    b.get("herd_peer_updates_stored_total")
+                    - base_b.get("herd_peer_updates_stored_total"),
+                    b.get("herd_clients") - base_b.get("herd_clients"))
+        wait_until(lambda: moved() == (5, 5, 5, 5), SEEN_TIMEOUT,
+                   msg="A->B counters: %r, want (5, 5, 5, 5)" % (moved(),))
+        a = metrics(herd, A)
+        self.assertEqual(a.get("herd_flood_dropped_total", peer=B), 0)
+        self.assertGreaterEqual(a.get("herd_flood_messages_total", direction="out", peer=B)
+                                - base_a.get("herd_flood_messages_total", direction="out", peer=B), 1)
+        self.assertEqual(a.get("herd_duplicates_dropped_total"),
+                         base_a.get("herd_duplicates_dropped_total"))
+
+
+# ------------------------------------------------------------------ healthz
+
+class HealthzTest(OpsCase):
+
+    def healthz(self, herd, name):
+        status, _, body = http_request(herd, name, path="/healthz")
+        self.assertIn((status, body), ((200, b"ready\n"), (503, b"starting\n")))
+        return status
+
+    def test_ready_comes_after_the_exchange_with_a_neighbour(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
+        herd.start(B)
+        cid = uid("held")
+        at = self.iamat(herd, B, cid)
+        herd.start(A)
+        self.healthz(herd, A)  # 503 or 200, nothing else
+        wait_until(lambda: self.healthz(herd, A) == 200, LINK_TIMEOUT,
+                   msg="%s never became ready" % A)
+        # Ready means the exchange is done: A holds B's table at once.
+        self.assertEqual(self.first_line(herd, A, cid), at)
+        self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
+        log = herd.log_text(A)
+        self.assertIn("ready: first rejoin exchange done", log)
+        self.assertLess(log.index("rejoin: %s sent its table" % B),
+                        log.index("ready: first rejoin exchange done"))
+
+    def test_lone_server_is_ready_within_a_second(self):
+        # Its neighbour is in the topology but never started.
+        herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
+        herd.start(A)
+        started = time.monotonic()  # it printed READY: its 1 s wait has begun
+        first = self.healthz(herd, A)
+        if time.monotonic() - started < 0.5:  # otherwise a slow machine may be past it
+            self.assertEqual(first, 503, "ready before the 1 s wait for a neighbour")
+        wait_until(lambda: self.healthz(herd, A) == 200, 2.0,
+                   msg="a server with no neighbour up not ready within ~1 s")
+        self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
+        herd.wait_log(A, "ready: no neighbour is up", 2)
+
+    def test_server_without_neighbours_is_ready_at_once(self):
+        herd = self.herd_with_admin([A])
+        herd.start(A)
+        self.assertEqual(self.healthz(herd, A), 200)
+
+    def test_methods_and_paths(self):
+        herd = self.herd_with_admin([A])
+        herd.start(A)
+        status, headers, body = http_request(herd, A, path="/healthz")
+        self.assertEqual((status, body), (200, b"ready\n"))
+        self.assertTrue(headers["content-type"].startswith("text/plain"), headers)
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            for path in ("/metrics", "/healthz"):
+                status, _, _ = http_request(herd, A, method=method, path=path)
+                self.assertEqual(status, 405, (method, path))
+        for path in ("/", "/nope", "/metrics/x", "/healthzz", "/METRICS"):
+            status, _, _ = http_request(herd, A, path=path)
+            self.assertEqual(status, 404, path)
+        # The server is still whole.
+        cid = uid("after-http")
+        self.assertEqual(self.first_line(herd, A, cid), b"? WHATSAT " + cid + b" 10 5")
+
+
+if __name__ == "__main__":
+    unittest.main()
