@@ -24,6 +24,7 @@
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
 #define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
+#define RESYNC_GAP_MS   5000               /* at most one repairing table per neighbour this often */
 
 /* One neighbour: our DEALER to it, its monitor, and the batch waiting to go.
  * Heap-allocated so the reactor can keep a pointer to it across reloads. */
@@ -47,6 +48,8 @@ typedef struct {
     uint64_t dropped;      /* messages that could not be queued */
     uint64_t snapshots;    /* full tables sent to it */
     int64_t hello_ms;      /* when we last sent it HELLO */
+    bool resync;           /* updates to it were dropped while the link was up: send it our table */
+    int64_t resync_ms;     /* when we last sent it a table for that reason */
 } neighbour_t;
 
 struct herd_links_t {
@@ -127,6 +130,8 @@ static int send_to(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
         return 0;
     }
     nb->dropped++;
+    if (nb->up)
+        nb->resync = true; /* a slow neighbour, not a gone one: repair once its queue drains */
     if (!nb->drop_logged) {
         herd_log_event(links->log, "link to %s: queue full or closed, dropping updates until it is back (%s)",
                        nb->name, zmq_strerror(errno));
@@ -282,10 +287,32 @@ bool herd_links_ready(herd_links_t *links)
     return links->ready;
 }
 
+/* A neighbour whose queue overflowed while its link stayed up missed some
+ * updates and no rejoin will tell it so: once its queue has room again, send
+ * it our whole table (newest-wins makes the repeats harmless). */
+static void repair_dropped(herd_links_t *links)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = links->nb[i];
+        if (!nb->resync || !nb->up || now - nb->resync_ms < RESYNC_GAP_MS)
+            continue;
+        uint32_t ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) != 0 || !(ev & ZMQ_POLLOUT))
+            continue;
+        nb->resync = false;
+        nb->resync_ms = now;
+        herd_log_event(links->log, "link to %s: sending our table to repair the updates it missed", nb->name);
+        send_snapshot(links, nb);
+    }
+}
+
 static void flush_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_links_flush(arg);
+    repair_dropped(arg);
     herd_links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
@@ -664,7 +691,12 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     }
     links->router = zmq_socket(ctx, ZMQ_ROUTER);
     link_options(links->router, ipv6);
-    set_int(links->router, ZMQ_ROUTER_HANDOVER, 1);
+    /* A restarted neighbour takes its name over from its old, dying
+     * connection at once. With CURVE the name a connection claims is only
+     * checked per message, after the fact, so a connection holding some other
+     * neighbour's key could take a name over too: there the old connection
+     * keeps the name until it is found dead (at most the heartbeat time). */
+    set_int(links->router, ZMQ_ROUTER_HANDOVER, me->public_key ? 0 : 1);
     if (links->cert) {
         set_int(links->router, ZMQ_CURVE_SERVER, 1);
         zmq_setsockopt(links->router, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
