@@ -687,6 +687,15 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
             goto fail;
         herd_log_event(log, "links are authenticated (CURVE): only the neighbours' keys are let in");
     } else {
+        size_t nbr[topo->n_servers + 1];
+        size_t n = herd_topology_neighbours(topo, self, nbr, topo->n_servers);
+        for (size_t i = 0; i < n; i++) {
+            if (topo->servers[nbr[i]].public_key) {
+                snprintf(err, errlen, "%s has a public_key but %s has none: links are authenticated at both "
+                         "ends or at neither", topo->servers[nbr[i]].name, me->name);
+                goto fail;
+            }
+        }
         herd_log_event(log, "links are NOT authenticated: the topology gives %s no public_key", me->name);
     }
     links->router = zmq_socket(ctx, ZMQ_ROUTER);
