@@ -1,6 +1,7 @@
 /* herd_links: DEALER/ROUTER links, batching, HELLO and the rejoin exchange.
  * See herd_links.h. */
 #include "herd_links.h"
+#include "herd_links_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,52 +26,6 @@
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
 #define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
 #define RESYNC_GAP_MS   5000               /* at most one repairing table per neighbour this often */
-
-/* One neighbour: our DEALER to it, its monitor, and the batch waiting to go.
- * Heap-allocated so the reactor can keep a pointer to it across reloads. */
-typedef struct {
-    struct herd_links_t *links; /* owner */
-    char *name;            /* its server name (owned: outlives a reloaded topology) */
-    void *dealer;          /* our DEALER, connected to its ROUTER */
-    void *monitor;         /* PAIR receiving the DEALER's connection events */
-    bool up;               /* the DEALER's connection is established */
-    bool synced;           /* it sent SYNC_END since our link to it last came up */
-    bool drop_logged;      /* a "dropped" line was logged since the link last came up */
-    char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
-    char key[41];          /* its CURVE public key (Z85), "" when links are not authenticated */
-    uint8_t key_bin[32];   /* the same, binary, as ZAP hands it to us */
-    char *batch;           /* AT lines waiting, back to back */
-    size_t batch_len, batch_cap;
-    size_t *offs;          /* start of each line in batch, plus its end */
-    size_t n_lines, offs_cap;
-    uint64_t msgs_out, msgs_in;       /* ZeroMQ messages sent to it / received from it */
-    uint64_t updates_out, updates_in; /* AT lines sent to it / received from it */
-    uint64_t dropped;      /* messages that could not be queued */
-    uint64_t snapshots;    /* full tables sent to it */
-    int64_t hello_ms;      /* when we last sent it HELLO */
-    bool resync;           /* updates to it were dropped while the link was up: send it our table */
-    int64_t resync_ms;     /* when we last sent it a table for that reason */
-} neighbour_t;
-
-struct herd_links_t {
-    herd_loop_t *loop;
-    herd_log_t *log;
-    char *self_name;       /* our name, the DEALERs' identity */
-    const herd_table_t *table;
-    herd_links_update_fn *on_update;
-    void *arg;
-    void *router;          /* bound on our peer port */
-    neighbour_t **nb;      /* our neighbours */
-    size_t n_nb, cap_nb;
-    uint64_t incarnation;  /* random id of this run */
-    uint64_t rejected;     /* messages dropped as invalid or from strangers */
-    int64_t start_ms;      /* when the links were made */
-    bool ready;            /* the first rejoin exchange is done (latched) */
-    unsigned monitor_seq;  /* makes each monitor endpoint unique */
-    bool configured;       /* the first topology was applied */
-    zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
-    void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
-};
 
 /* Resolves host to a ZeroMQ tcp endpoint "tcp://ADDR:PORT" (brackets for IPv6). */
 static int endpoint(const char *host, int port, char *out, size_t cap, bool *ipv6, char *err, size_t errlen)
@@ -425,13 +380,6 @@ static long find_neighbour(const herd_links_t *links, const char *name, size_t l
     return -1;
 }
 
-/* With CURVE: whether the key a message came with belongs to `name`. */
-static bool key_matches(zmq_msg_t *msg, const char *name)
-{
-    const char *uid = zmq_msg_gets(msg, "User-Id");
-    return uid && !strcmp(uid, name);
-}
-
 /* Messages on our ROUTER: [sender identity][one msgpack frame]. */
 static void router_ready(herd_loop_t *loop, void *arg)
 {
@@ -469,7 +417,7 @@ static void router_ready(herd_loop_t *loop, void *arg)
             links->rejected++;
             herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)",
                            links->nb[from]->name, frames);
-        } else if (links->cert && !key_matches(&body, links->nb[from]->name)) {
+        } else if (links->cert && !herd_links_auth_matches(&body, links->nb[from]->name)) {
             links->rejected++;
             const char *uid = zmq_msg_gets(&body, "User-Id");
             herd_log_event(links->log, "peer: dropped a message that claims to be from %s but comes with the key of %s",
@@ -480,94 +428,6 @@ static void router_ready(herd_loop_t *loop, void *arg)
         zmq_msg_close(&body);
         zmq_msg_close(&id);
     }
-}
-
-/* ZAP (ZeroMQ RFC 27): libzmq asks us about each CURVE handshake on the
- * ROUTER. Only our neighbours' keys are let in, and the user id bound to the
- * connection is the neighbour's name, checked against every message. */
-static void zap_ready(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_links_t *links = arg;
-    for (;;) {
-        zmq_msg_t f[8];
-        size_t n = 0;
-        bool more = true;
-        while (more) {
-            zmq_msg_t part;
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, links->zap, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
-                if (n == 0)
-                    return;
-                break;
-            }
-            more = zmq_msg_more(&part);
-            if (n < 8)
-                f[n++] = part;
-            else
-                zmq_msg_close(&part);
-        }
-        /* version, request id, domain, address, routing id, mechanism, key */
-        const char *status = "400", *text = "unknown key", *user = "";
-        char address[64] = "?";
-        if (n >= 4)
-            snprintf(address, sizeof address, "%.*s", (int)zmq_msg_size(&f[3]), (char *)zmq_msg_data(&f[3]));
-        if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
-            zmq_msg_size(&f[6]) == 32) {
-            for (size_t i = 0; i < links->n_nb; i++) {
-                if (!memcmp(links->nb[i]->key_bin, zmq_msg_data(&f[6]), 32)) {
-                    status = "200", text = "OK", user = links->nb[i]->name;
-                    break;
-                }
-            }
-        }
-        if (*status != '2') {
-            links->rejected++;
-            herd_log_event(links->log, "peer: refused a link from %s: its key is not a neighbour's", address);
-        }
-        const char *id = n >= 2 ? zmq_msg_data(&f[1]) : "";
-        size_t id_len = n >= 2 ? zmq_msg_size(&f[1]) : 0;
-        zmq_send(links->zap, "1.0", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, status, 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, text, strlen(text), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, user, strlen(user), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, "", 0, ZMQ_DONTWAIT);
-        for (size_t i = 0; i < n; i++)
-            zmq_msg_close(&f[i]);
-    }
-}
-
-/* Authenticated links: loads our key pair from keys_dir/NAME.key_secret and
- * checks it against the topology; answers ZAP. Returns 0 or -1 (err). */
-static int curve_setup(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me, char *err,
-                       size_t errlen)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.key", topo->keys_dir, me->name);
-    links->cert = zcert_load(path);
-    if (!links->cert) {
-        snprintf(err, errlen, "links are authenticated (%s has a public_key) but %s_secret cannot be read",
-                 me->name, path);
-        return -1;
-    }
-    static const uint8_t zero[32];
-    if (!memcmp(zcert_secret_key(links->cert), zero, 32)) {
-        snprintf(err, errlen, "%s_secret holds no secret key", path);
-        return -1;
-    }
-    if (strcmp(zcert_public_txt(links->cert), me->public_key) != 0) {
-        snprintf(err, errlen, "the key in %s_secret is not the public_key of %s in %s", path, me->name, topo->path);
-        return -1;
-    }
-    links->zap = zmq_socket(zsys_init(), ZMQ_REP);
-    if (!links->zap || zmq_bind(links->zap, "inproc://zeromq.zap.01") != 0 ||
-        herd_loop_add_zmq(links->loop, links->zap, zap_ready, links) != 0) {
-        snprintf(err, errlen, "cannot start the link authentication handler: %s", zmq_strerror(errno));
-        return -1;
-    }
-    return 0;
 }
 
 static void neighbour_close(herd_links_t *links, neighbour_t *nb)
@@ -615,17 +475,9 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
     }
     link_options(nb->dealer, ipv6);
     zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
-    if (links->cert) {
-        if (!peer->public_key || !zmq_z85_decode(nb->key_bin, peer->public_key)) {
-            snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology",
-                     peer->name);
-            neighbour_close(links, nb);
-            return NULL;
-        }
-        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
-        zmq_setsockopt(nb->dealer, ZMQ_CURVE_SERVERKEY, nb->key, 41);
-        zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(links->cert), 32);
-        zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
+    if (links->cert && herd_links_auth_dealer(links, nb, peer, err, errlen) != 0) {
+        neighbour_close(links, nb);
+        return NULL;
     }
     if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
         zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(links->loop, nb->monitor, monitor_ready, nb) != 0) {
@@ -683,7 +535,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     if (!ctx || endpoint(me->host, me->peer_port, ep, sizeof ep, &ipv6, err, errlen) != 0)
         goto fail;
     if (me->public_key) {
-        if (curve_setup(links, topo, me, err, errlen) != 0)
+        if (herd_links_auth_setup(links, topo, me, err, errlen) != 0)
             goto fail;
         herd_log_event(log, "links are authenticated (CURVE): only the neighbours' keys are let in");
     } else {
@@ -706,11 +558,8 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
      * neighbour's key could take a name over too: there the old connection
      * keeps the name until it is found dead (at most the heartbeat time). */
     set_int(links->router, ZMQ_ROUTER_HANDOVER, me->public_key ? 0 : 1);
-    if (links->cert) {
-        set_int(links->router, ZMQ_CURVE_SERVER, 1);
-        zmq_setsockopt(links->router, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
-        zmq_setsockopt(links->router, ZMQ_ZAP_DOMAIN, "herd", 4);
-    }
+    if (links->cert)
+        herd_links_auth_router(links, links->router);
     if (zmq_bind(links->router, ep) != 0) {
         snprintf(err, errlen, "cannot bind peer port %s:%d: %s", me->host, me->peer_port, zmq_strerror(errno));
         goto fail;
@@ -834,11 +683,7 @@ void herd_links_destroy(herd_links_t **p)
         herd_loop_remove_zmq(links->loop, links->router);
         zmq_close(links->router);
     }
-    if (links->zap) {
-        herd_loop_remove_zmq(links->loop, links->zap);
-        zmq_close(links->zap);
-    }
-    zcert_destroy(&links->cert);
+    herd_links_auth_close(links);
     free(links->nb);
     free(links->self_name);
     free(links);

@@ -16,6 +16,7 @@
  * the pipe does not take is queued and sent when it has room again, so the
  * worker never blocks on the node. */
 #include "herd_places.h"
+#include "herd_places_cache.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -58,16 +59,6 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];  /* libcurl's own error text */
 } flight_t;
 
-/* One cached upstream body. Entries all live cache_ttl_ms, so the oldest
- * entry is also the first to expire. */
-typedef struct cache_entry_t {
-    char *key;                         /* same key as the flight that filled it */
-    char *body;                        /* the raw body; cut per request */
-    size_t len;                        /* its length */
-    int64_t expires_ms;                /* zclock_mono() time it stops being served */
-    struct cache_entry_t *prev, *next; /* insertion order, oldest first */
-} cache_entry_t;
-
 /* One reply the pipe has not taken yet. */
 typedef struct outmsg_t {
     char *data;            /* the frame */
@@ -82,14 +73,9 @@ typedef struct {
     char *key;                    /* API key, NULL when none is configured */
     char *key_escaped;            /* the key as it appears in a URL, for scrubbing */
     long timeout_ms;              /* deadline of one call */
-    long ttl_ms;                  /* cache lifetime, 0 = off */
-    size_t cache_max;             /* most cached bodies */
     CURLM *multi;                 /* all transfers */
     zhashx_t *flights;            /* key -> flight_t */
-    zhashx_t *cache;              /* key -> cache_entry_t */
-    cache_entry_t *oldest;        /* head of the insertion-order list */
-    cache_entry_t *newest;        /* its tail */
-    size_t cache_bytes;           /* bytes of all cached bodies */
+    herd_places_cache_t *cache;   /* OK bodies by key */
     outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
     bool stopping;                /* "$STOP" seen: nothing new is started */
 } worker_t;
@@ -269,77 +255,6 @@ static void drop_replies(worker_t *w)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Cache */
-
-static void cache_unlink_free(worker_t *w, cache_entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        w->oldest = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        w->newest = e->prev;
-    w->cache_bytes -= e->len;
-    zhashx_delete(w->cache, e->key);
-    free(e->key);
-    free(e->body);
-    free(e);
-}
-
-static void cache_clear(worker_t *w)
-{
-    while (w->oldest)
-        cache_unlink_free(w, w->oldest);
-}
-
-/* The cached body for key, or NULL; expired entries go on the way. */
-static cache_entry_t *cache_get(worker_t *w, const char *key)
-{
-    if (w->ttl_ms <= 0)
-        return NULL;
-    int64_t now = zclock_mono();
-    while (w->oldest && w->oldest->expires_ms <= now)
-        cache_unlink_free(w, w->oldest);
-    return zhashx_lookup(w->cache, key);
-}
-
-/* Stores a body (taking it), evicting the oldest entries to stay in bounds. */
-static void cache_put(worker_t *w, const char *key, char *body, size_t len)
-{
-    if (w->ttl_ms <= 0 || len > MAX_CACHE_BYTES) {
-        free(body);
-        return;
-    }
-    cache_entry_t *old = zhashx_lookup(w->cache, key);
-    if (old)
-        cache_unlink_free(w, old);
-    while (w->oldest && (zhashx_size(w->cache) >= w->cache_max || w->cache_bytes + len > MAX_CACHE_BYTES))
-        cache_unlink_free(w, w->oldest);
-    cache_entry_t *e = calloc(1, sizeof *e);
-    char *k = strdup(key);
-    if (!e || !k) {
-        free(e);
-        free(k);
-        free(body);
-        return;
-    }
-    e->key = k;
-    e->body = body;
-    e->len = len;
-    e->expires_ms = zclock_mono() + w->ttl_ms;
-    e->prev = w->newest;
-    if (w->newest)
-        w->newest->next = e;
-    else
-        w->oldest = e;
-    w->newest = e;
-    w->cache_bytes += len;
-    zhashx_insert(w->cache, key, e);
-}
-
-/* ---------------------------------------------------------------------- */
 /* Upstream calls */
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
@@ -470,7 +385,7 @@ static void flight_done(worker_t *w, flight_t *f, CURLcode result)
     for (waiter_t *wt = f->waiters; wt; wt = wt->next)
         status_ok = reply_cut(w, wt, f->body ? f->body : "", f->len, f->what, false, ms);
     if (status_ok && f->waiters) {
-        cache_put(w, f->key, f->body, f->len);
+        herd_places_cache_put(w->cache, f->key, f->body, f->len, zclock_mono());
         f->body = NULL;
     }
     flight_free(f);
@@ -540,10 +455,11 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     else if (!what || !key)
         reply_error(w, req_id, "UNKNOWN_ERROR", "out of memory", NULL, false, false, 0);
     else {
-        cache_entry_t *e = cache_get(w, key);
-        if (e) {
+        size_t cached_len = 0;
+        const char *cached = herd_places_cache_get(w->cache, key, zclock_mono(), &cached_len);
+        if (cached) {
             waiter_t self = {.req_id = req_id, .bound = bound};
-            reply_cut(w, &self, e->body, e->len, what, true, 0);
+            reply_cut(w, &self, cached, cached_len, what, true, 0);
         } else {
             /* An identical call in flight answers this request too. */
             flight_t *f = zhashx_lookup(w->flights, key);
@@ -681,10 +597,7 @@ static void worker_free(worker_t *w)
         abandon_flights(w);
         zhashx_destroy(&w->flights);
     }
-    if (w->cache) {
-        cache_clear(w);
-        zhashx_destroy(&w->cache);
-    }
+    herd_places_cache_destroy(&w->cache);
     drop_replies(w);
     if (w->multi)
         curl_multi_cleanup(w->multi);
@@ -726,11 +639,11 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
             goto oom;
     }
     w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
-    w->ttl_ms = conf->cache_ttl_ms > 0 ? conf->cache_ttl_ms : 0;
-    w->cache_max = conf->cache_max_entries ? conf->cache_max_entries : DEFAULT_CACHE_MAX;
     w->multi = curl_multi_init();
     w->flights = zhashx_new();
-    w->cache = zhashx_new();
+    w->cache = herd_places_cache_new(conf->cache_ttl_ms,
+                                     conf->cache_max_entries ? conf->cache_max_entries : DEFAULT_CACHE_MAX,
+                                     MAX_CACHE_BYTES);
     if (!w->multi || !w->flights || !w->cache)
         goto oom;
     self->actor = zactor_new(worker_actor, w);
