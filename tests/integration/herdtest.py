@@ -27,6 +27,13 @@ Quick reference
     raises ``HerdTimeout`` (an AssertionError) with ``msg`` at the deadline.
     This is the only kind of waiting tests should do.
 
+``ns_text(ns)``, ``now_text()``
+    A client time (bytes, nine fraction digits) for ``ns`` nanoseconds since
+    the epoch, or for now.
+
+``iamat_line(cid, pos=POS, t=None)``
+    ``IAMAT cid pos t`` (bytes, no LF); ``t`` defaults to ``now_text()``.
+
 ``run_server(args, env=None, cwd=None, timeout=15)``
     Runs herd-server with ``args`` to completion (for start-up errors) and
     returns ``subprocess.CompletedProcess`` (stdout/stderr as bytes).
@@ -82,6 +89,8 @@ Quick reference
         ``host(name)``, ``port(name)`` (client port), ``peer_port(name)``,
         ``log_path(name, log_dir=None)``, ``log_bytes(name)``,
         ``log_text(name)`` (latin-1, "" when the file does not exist yet),
+        ``log_size(name)`` (a mark: bytes in the log now) and
+        ``log_since(name, mark)`` (latin-1 text written after the mark),
         ``wait_log(name, pattern, timeout=10)``: pattern is a substring (str)
         or a compiled regex (searched in the whole text); returns the first
         matching line (substring) or the re.Match (regex).
@@ -104,9 +113,21 @@ Quick reference
     ``local_port``, ``reset`` (True when the close was a TCP reset).
     A Client is a context manager.
 
-Regexes
-    ``AT_RE`` (str) and ``AT_RE_B`` (bytes) match one AT reply line without
-    its LF: groups server, skew, id, position, time.
+``HerdTestCase`` (a unittest.TestCase)
+    ``make_herd(**kw)`` -> a ``Herd`` closed at cleanup; when the test (or
+    one of its subtests) failed, its folder and log tails are printed first.
+    ``iamat_at(herd, name, cid, pos=POS, t=None)`` -> the AT line (no LF),
+    failing unless the reply is exactly one AT line of ``name`` for these
+    fields. ``stored_at(herd, name, cid)`` -> the AT line ``name`` holds for
+    ``cid`` (first line of a WHATSAT reply that must be an AT line and a JSON
+    body), or None when it answers ``? WHATSAT ...``.
+    ``assertCleanExit(herd, *names)``: SIGTERM, exit status 0 and no
+    sanitizer report in stderr.
+
+Constants and regexes
+    ``POS`` a valid position (bytes). ``AT_RE`` (str) and ``AT_RE_B`` (bytes)
+    match one AT reply line without its LF: groups server, skew, id,
+    position, time.
 """
 
 import atexit
@@ -127,9 +148,10 @@ import time
 import unittest
 
 __all__ = [
-    "AT_RE", "AT_RE_B", "DEFAULT_LINKS", "DEFAULT_SERVERS", "PLACES_KEY_ENV",
+    "AT_RE", "AT_RE_B", "DEFAULT_LINKS", "DEFAULT_SERVERS", "HOST", "PLACES_KEY_ENV", "POS",
     "Client", "Herd", "HerdError", "HerdTestCase", "HerdTimeout",
-    "free_ports", "run_server", "server_binary", "wait_until",
+    "free_ports", "iamat_line", "now_text", "ns_text", "run_server", "server_binary",
+    "wait_until",
 ]
 
 AT_RE = re.compile(r"^AT (\S+) ([+-]\d+\.\d{9}) (\S+) (\S+) (\S+)$")
@@ -144,6 +166,8 @@ DEFAULT_LINKS = (("Bailey", "Bona"), ("Bailey", "Campbell"), ("Bona", "Campbell"
 PLACES_KEY_ENV = "HERD_TEST_PLACES_KEY"
 
 HOST = "127.0.0.1"
+
+POS = b"+34.068930-118.445127"  # a valid position (UCLA), for tests that need any
 
 
 class HerdError(Exception):
@@ -197,7 +221,22 @@ def wait_until(fn, timeout=10, interval=0.01, msg=""):
             return value
         if time.monotonic() >= deadline:
             raise HerdTimeout("timed out after %gs%s" % (timeout, ": " + msg if msg else ""))
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval of the deadline loop above, not a fixed wait
+
+
+def ns_text(ns):
+    """The client time text, nine fraction digits, of `ns` nanoseconds since the epoch."""
+    return b"%d.%09d" % divmod(ns, 10**9)
+
+
+def now_text():
+    """The client time text of now."""
+    return ns_text(time.time_ns())
+
+
+def iamat_line(cid, pos=POS, t=None):
+    """IAMAT cid pos t (bytes, no LF); t defaults to now."""
+    return b"IAMAT " + cid + b" " + pos + b" " + (now_text() if t is None else t)
 
 
 def _deep_merge(dst, src):
@@ -533,6 +572,14 @@ class Herd:
     def log_text(self, name, log_dir=None):
         return self.log_bytes(name, log_dir).decode("latin-1")
 
+    def log_size(self, name, log_dir=None):
+        """The log's size now: a mark for log_since."""
+        return len(self.log_bytes(name, log_dir))
+
+    def log_since(self, name, mark, log_dir=None):
+        """The log text written after `mark` (a log_size), as latin-1."""
+        return self.log_bytes(name, log_dir)[mark:].decode("latin-1")
+
     def wait_log(self, name, pattern, timeout=10, log_dir=None):
         """Waits until the log holds `pattern` (substring or compiled regex).
         Returns the first matching line (substring) or the re.Match (regex)."""
@@ -748,7 +795,8 @@ class Herd:
 
 class HerdTestCase(unittest.TestCase):
     """A TestCase whose `make_herd(**kw)` herds are closed at cleanup, and
-    whose folder and log tails are printed when the test failed."""
+    whose folder and log tails are printed when the test failed; plus the
+    client exchanges and checks that many tests share."""
 
     def make_herd(self, **kw):
         herd = Herd(**kw)
@@ -756,7 +804,51 @@ class HerdTestCase(unittest.TestCase):
         return herd
 
     def _close_herd(self, herd):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
+        if self._failed():
             herd.report(sys.stderr)
         herd.close()
+
+    def _failed(self):
+        """True when this test or one of its subtests has failed or errored
+        so far. Python 3.11 reports each failure to the result at once, and
+        _Outcome.success cannot tell: it is set to True again for every
+        cleanup. So the result's lists are read (a subtest's entry names its
+        test in .test_case)."""
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        reported = list(getattr(result, "failures", ())) + list(getattr(result, "errors", ()))
+        return any(test is self or getattr(test, "test_case", None) is self
+                   for test, _ in reported)
+
+    def iamat_at(self, herd, name, cid, pos=POS, t=None, timeout=10):
+        """IAMAT at `name`; checks the reply is exactly one AT line of `name`
+        for these fields, and returns it without its LF."""
+        t = now_text() if t is None else t
+        reply = herd.send(name, iamat_line(cid, pos, t) + b"\n", timeout)
+        m = AT_RE_B.match(reply[:-1])
+        self.assertTrue(m and reply.endswith(b"\n") and reply.count(b"\n") == 1,
+                        "%s: not one AT line: %r" % (name, reply))
+        self.assertEqual((m.group(1), m.group(3), m.group(4), m.group(5)),
+                         (name.encode(), cid, pos, t), reply)
+        return reply[:-1]
+
+    def stored_at(self, herd, name, cid, timeout=10):
+        """The AT line `name` stores for cid, or None when it answers
+        "? WHATSAT ..."; any other reply shape fails the test."""
+        line = b"WHATSAT " + cid + b" 10 5"
+        reply = herd.send(name, line + b"\n", timeout)
+        if reply.startswith(b"? "):
+            self.assertEqual(reply, b"? " + line + b"\n", name)
+            return None
+        at, sep, rest = reply.partition(b"\n")
+        self.assertTrue(sep and AT_RE_B.match(at) and rest.endswith(b"}\n\n"),
+                        "%s: not an AT line and a JSON body: %r" % (name, reply[:500]))
+        return at
+
+    def assertCleanExit(self, herd, *names):
+        """SIGTERM: each exits 0 with no sanitizer report: it never crashed."""
+        for name in names:
+            code = herd.stop(name)
+            err = herd.stderr_text(name)
+            self.assertEqual(code, 0, "%s: exit status after SIGTERM; stderr tail %r"
+                             % (name, err[-2000:]))
+            self.assertNotRegex(err, r"AddressSanitizer|LeakSanitizer|runtime error", name)

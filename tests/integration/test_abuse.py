@@ -25,15 +25,16 @@ Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v 
 import random
 import re
 import socket
-import struct
 import threading
 import time
 import unittest
 import uuid
 
-from herdtest import AT_RE_B, HerdTestCase, HerdTimeout, wait_until
+from herdtest import (AT_RE_B, POS, HerdTestCase, HerdTimeout, iamat_line, now_text, ns_text,
+                      wait_until)
+from peerwire import (Zmtp, mp_hello, mp_updates, raw_connection, zmtp_frame_header,
+                      zmtp_greeting)
 
-POS = b"+34.068930-118.445127"
 REQ_TIMEOUT = 5      # one client exchange
 PROMPT = 0.5         # the most a well-behaved client may wait for an answer under abuse
 PEER_TIMEOUT = 10    # a large peer message decoded and handled
@@ -46,179 +47,27 @@ def uid(tag):
     return ("abuse-%s-%s" % (tag, uuid.uuid4().hex[:10])).encode()
 
 
-def ns_text(ns):
-    return b"%d.%09d" % divmod(ns, 10**9)
-
-
-def now_text():
-    return ns_text(time.time_ns())
-
-
-def iamat_line(cid, pos=POS, t=None):
-    return b"IAMAT " + cid + b" " + pos + b" " + (now_text() if t is None else t)
-
-
-# ------------------------------------------------------ msgpack, by hand
-
-def mp_uint(n):
-    if n < 128:
-        return bytes([n])
-    return b"\xcf" + struct.pack(">Q", n)
-
-
-def mp_str(b):
-    n = len(b)
-    if n < 32:
-        return bytes([0xa0 | n]) + b
-    if n < 256:
-        return b"\xd9" + bytes([n]) + b
-    if n < 65536:
-        return b"\xda" + struct.pack(">H", n) + b
-    return b"\xdb" + struct.pack(">I", n) + b
-
-
-def mp_array_header(n):
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 65536:
-        return b"\xdc" + struct.pack(">H", n)
-    return b"\xdd" + struct.pack(">I", n)
-
-
-def mp_updates(lines):
-    """UPDATES of herd's wire (include/herd_wire.h): [1, 2, [at_line, ...]]."""
-    return b"\x93\x01\x02" + mp_array_header(len(lines)) + b"".join(mp_str(a) for a in lines)
-
-
-# ----------------------------------------------------- ZMTP 3.0, by hand
-
-def zmtp_greeting(mechanism=b"NULL"):
-    return (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism.ljust(20, b"\x00")
-            + b"\x00" + b"\x00" * 31)
-
-
-class Zmtp:
-    """Just enough ZMTP 3.0 (NULL mechanism) to act as a DEALER peer (the
-    same approach as test_flood.py's peer)."""
-
-    def __init__(self, port, identity, timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.sendall(zmtp_greeting())
-        greeting = self._recv(64)
-        if greeting[0] != 0xff or greeting[9] != 0x7f or greeting[10] != 3:
-            raise AssertionError("not a ZMTP 3 greeting: %r" % greeting)
-        props = self._prop(b"Socket-Type", b"DEALER") + self._prop(b"Identity", identity)
-        self._frame(0x04, b"\x05READY" + props)
-        flags, body = self._read_frame()
-        if not flags & 0x04 or not body.startswith(b"\x05READY"):
-            raise AssertionError("no READY from the server: %r %r" % (flags, body))
-
-    @staticmethod
-    def _prop(name, value):
-        return bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
-
-    @staticmethod
-    def frame_header(flags, size):
-        if size > 255:
-            return bytes([flags | 0x02]) + struct.pack(">Q", size)
-        return bytes([flags, size])
-
-    def _frame(self, flags, body):
-        self.sock.sendall(self.frame_header(flags, len(body)) + body)
-
-    def _recv(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise AssertionError("the server closed the ZMTP connection")
-            out += chunk
-        return out
-
-    def _read_frame(self):
-        flags = self._recv(1)[0]
-        size = struct.unpack(">Q", self._recv(8))[0] if flags & 0x02 else self._recv(1)[0]
-        return flags, self._recv(size)
-
-    def send(self, *frames):
-        """One message of these frames."""
-        for i, frame in enumerate(frames):
-            self._frame(0x01 if i + 1 < len(frames) else 0x00, frame)
-
-    def closed_by_peer(self, timeout=5):
-        """True once the server has closed this connection (EOF or reset)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                if self.sock.recv(65536) == b"":
-                    return True
-            except (ConnectionResetError, BrokenPipeError):
-                return True
-            except socket.timeout:
-                return False
-        return False
-
-    def close(self):
-        self.sock.close()
-
-
 # ---------------------------------------------------------------- helpers
 
 class AbuseCase(HerdTestCase):
-
-    def mark(self, name):
-        return len(self.herd.log_bytes(name))
-
-    def since(self, name, mark):
-        return self.herd.log_bytes(name)[mark:].decode("latin-1")
 
     def wait_since(self, name, mark, pattern, timeout=PEER_TIMEOUT):
         """Waits until the log of `name` after `mark` matches the regex."""
         rx = re.compile(pattern, re.M)
         try:
-            return wait_until(lambda: rx.search(self.since(name, mark)), timeout, interval=0.02)
+            return wait_until(lambda: rx.search(self.herd.log_since(name, mark)), timeout,
+                              interval=0.02)
         except HerdTimeout:
             self.fail("%s.log has no %r after %gs; since the mark:\n%s"
-                      % (name, pattern, timeout, self.since(name, mark)[-3000:]))
-
-    def iamat(self, name, cid, pos=POS, t=None):
-        t = now_text() if t is None else t
-        reply = self.herd.send(name, iamat_line(cid, pos, t) + b"\n", REQ_TIMEOUT)
-        m = AT_RE_B.match(reply[:-1])
-        self.assertTrue(m and reply.count(b"\n") == 1 and reply.endswith(b"\n"),
-                        "%s: not one AT line: %r" % (name, reply))
-        self.assertEqual((m.group(1), m.group(3), m.group(4), m.group(5)),
-                         (name.encode(), cid, pos, t))
-        return reply[:-1]
-
-    def view(self, name, cid):
-        """The AT line `name` stores for cid, or None ("? WHATSAT ...")."""
-        line = b"WHATSAT " + cid + b" 10 5"
-        reply = self.herd.send(name, line + b"\n", REQ_TIMEOUT)
-        if reply.startswith(b"? "):
-            self.assertEqual(reply, b"? " + line + b"\n", name)
-            return None
-        at, sep, rest = reply.partition(b"\n")
-        self.assertTrue(sep and AT_RE_B.match(at) and rest.endswith(b"}\n\n"),
-                        "%s: not an AT line and a JSON body: %r" % (name, reply[:500]))
-        return at
+                      % (name, pattern, timeout, self.herd.log_since(name, mark)[-3000:]))
 
     def assertServes(self, name, why=""):
         """`name` runs, takes a new report and returns it to a WHATSAT."""
         self.assertTrue(self.herd.running(name), "%s died %s" % (name, why))
         cid = uid("alive")
-        self.assertEqual(self.view(name, cid), None, why)
-        at = self.iamat(name, cid)
-        self.assertEqual(self.view(name, cid), at, why)
-
-    def assertCleanExit(self, name):
-        """SIGTERM: `name` exits 0 with no sanitizer report: it never crashed."""
-        code = self.herd.stop(name)
-        err = self.herd.stderr_text(name)
-        self.assertEqual(code, 0, "%s: exit status after SIGTERM; stderr tail %r"
-                         % (name, err[-2000:]))
-        self.assertNotRegex(err, r"AddressSanitizer|LeakSanitizer|runtime error", name)
+        self.assertEqual(self.stored_at(self.herd, name, cid), None, why)
+        at = self.iamat_at(self.herd, name, cid)
+        self.assertEqual(self.stored_at(self.herd, name, cid), at, why)
 
     def timed_iamat(self, client, name, cid):
         """One IAMAT on an open connection; returns the seconds its answer took."""
@@ -316,7 +165,7 @@ class ClientAbuseTest(AbuseCase):
         self.assertTrue(got["head"].startswith(b"? " + lines[0] + b"\n? " + lines[1] + b"\n"))
         self.assertGreaterEqual(len(times), 10)
         self.assertServes("Bailey", "after the blast")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     # The idle timeout of the drip tests, and the gaps either side of it (wide
     # margins: a loaded machine may pause either process for a while).
@@ -327,7 +176,7 @@ class ClientAbuseTest(AbuseCase):
     def test_a_drip_faster_than_the_idle_timeout_stays_and_is_answered(self):
         self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
         self.herd.start("Bailey")
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         cid = b"drip" + uuid.uuid4().hex[:6].encode()
         line = iamat_line(cid, b"+1+1", b"1621464827") + b"\n"
         with self.herd.connect("Bailey") as c:
@@ -336,7 +185,7 @@ class ClientAbuseTest(AbuseCase):
                 c.send(line[i:i + 1])
                 if i + 1 < len(line):
                     # The pacing under test: a byte every FAST_GAP seconds.
-                    time.sleep(self.FAST_GAP)
+                    time.sleep(self.FAST_GAP)  # drip pacing, well inside the server's idle deadline
                     self.assertEqual(c.pending, b"")
             reply = c.recv_line(REQ_TIMEOUT)
             elapsed = time.monotonic() - start
@@ -349,12 +198,12 @@ class ClientAbuseTest(AbuseCase):
             # Still open after the answer; half-closing ends it cleanly.
             c.shutdown_write()
             self.assertEqual(c.read_to_eof(REQ_TIMEOUT), b"")
-        self.assertEqual(self.view("Bailey", cid), reply[:-1])
-        log = self.since("Bailey", mark)
+        self.assertEqual(self.stored_at(self.herd, "Bailey", cid), reply[:-1])
+        log = self.herd.log_since("Bailey", mark)
         self.assertNotIn("idle timeout", log)
         self.assertRegex(log, r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): client done$"
                          % c.local_port)
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_a_drip_slower_than_the_idle_timeout_is_cut(self):
         self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
@@ -363,7 +212,7 @@ class ClientAbuseTest(AbuseCase):
             # Two bytes FAST_GAP apart; the next would come SLOW_GAP later,
             # but the server cuts it IDLE_MS after the last one.
             c.send(b"I")
-            time.sleep(self.FAST_GAP)
+            time.sleep(self.FAST_GAP)  # drip pacing, well inside the server's idle deadline
             c.send(b"A")
             sent = time.monotonic()
             self.assertTrue(c.closed(self.SLOW_GAP), "not cut before its next byte was due")
@@ -373,12 +222,12 @@ class ClientAbuseTest(AbuseCase):
         self.herd.wait_log("Bailey", re.compile(
             r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): idle timeout$" % c.local_port))
         self.assertServes("Bailey", "after the idle cut")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_a_client_that_does_not_read_is_cut_at_max_output_bytes(self):
         self.herd = self.make_herd(servers=["Bailey"], limits={"max_output_bytes": 65536})
         self.herd.start("Bailey")
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         cid = uid("flood")
         line = iamat_line(cid) + b"\n"
         chunk = line * 1000
@@ -408,7 +257,7 @@ class ClientAbuseTest(AbuseCase):
         self.wait_since("Bailey", mark, r"^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): "
                         r"unsent output passed limits\.max_output_bytes$" % port)
         # Its first IAMAT was stored; the server serves the rest of the world.
-        self.assertIsNotNone(self.view("Bailey", cid))
+        self.assertIsNotNone(self.stored_at(self.herd, "Bailey", cid))
         self.assertServes("Bailey", "after the flooder was cut")
 
         # The contrast: a client that reads late, but whose unsent answers
@@ -422,7 +271,7 @@ class ClientAbuseTest(AbuseCase):
         late.sendall(b"".join(l + b"\n" for l in lines))
         last = lines[-1].split(b" ")[1]
         # The last one stored means all 300 were answered (and are waiting).
-        wait_until(lambda: self.view("Bailey", last), REQ_TIMEOUT, msg="the 300th IAMAT")
+        wait_until(lambda: self.stored_at(self.herd, "Bailey", last), REQ_TIMEOUT, msg="the 300th IAMAT")
         late.shutdown(socket.SHUT_WR)
         data = b""
         while True:
@@ -437,9 +286,9 @@ class ClientAbuseTest(AbuseCase):
             m = AT_RE_B.match(reply)
             self.assertTrue(m, reply)
             self.assertEqual(b"IAMAT %s %s %s" % m.group(3, 4, 5), line)
-        self.assertNotRegex(self.since("Bailey", mark), r"\(127\.0\.0\.1:%d\): unsent output"
+        self.assertNotRegex(self.herd.log_since("Bailey", mark), r"\(127\.0\.0\.1:%d\): unsent output"
                             % late.getsockname()[1])
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_connections_past_max_clients_are_refused_and_logged(self):
         self.herd = self.make_herd(servers=["Bailey"], limits={"max_clients": 3})
@@ -459,14 +308,14 @@ class ClientAbuseTest(AbuseCase):
             self.timed_iamat(c, "Bailey", uid("still"))
 
         # One leaves; then a newcomer is let in.
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         clients[0].shutdown_write()
         self.assertEqual(clients[0].read_to_eof(REQ_TIMEOUT), b"")
         self.wait_since("Bailey", mark, r"^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): client done$"
                         % clients[0].local_port)
         with self.herd.connect("Bailey") as newcomer:
             self.timed_iamat(newcomer, "Bailey", uid("newcomer"))
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
 
 # -------------------------------------------------------------- peer port
@@ -481,11 +330,11 @@ class PeerAbuseTest(AbuseCase):
         self.bona = self.zmtp(b"Bona")
         # Two legitimate records: one from Bailey's own client, one flooded by "Bona".
         self.own = uid("own")
-        self.own_at = self.iamat("Bailey", self.own)
+        self.own_at = self.iamat_at(self.herd, "Bailey", self.own)
         self.flooded = uid("flooded")
         self.flooded_at = self.at_line(self.flooded)
         self.bona.send(mp_updates([self.flooded_at]))
-        wait_until(lambda: self.view("Bailey", self.flooded) == self.flooded_at, PEER_TIMEOUT,
+        wait_until(lambda: self.stored_at(self.herd, "Bailey", self.flooded) == self.flooded_at, PEER_TIMEOUT,
                    msg="a valid update from Bona was not stored")
 
     def zmtp(self, identity):
@@ -504,18 +353,18 @@ class PeerAbuseTest(AbuseCase):
         cid = uid("control")
         at = self.at_line(cid)
         (z or self.bona).send(mp_updates([at]))
-        wait_until(lambda: self.view("Bailey", cid) == at, PEER_TIMEOUT,
+        wait_until(lambda: self.stored_at(self.herd, "Bailey", cid) == at, PEER_TIMEOUT,
                    msg="the control update was not stored")
         return cid, at
 
     def assertTableRight(self, why):
         self.assertTrue(self.herd.running("Bailey"), "Bailey died: " + why)
-        self.assertEqual(self.view("Bailey", self.own), self.own_at, why)
-        self.assertEqual(self.view("Bailey", self.flooded), self.flooded_at, why)
+        self.assertEqual(self.stored_at(self.herd, "Bailey", self.own), self.own_at, why)
+        self.assertEqual(self.stored_at(self.herd, "Bailey", self.flooded), self.flooded_at, why)
         self.assertServes("Bailey", why)
 
     def dropped_lines(self, mark):
-        return re.findall(r"(?m)^\S+ (peer.*dropped.*)$", self.since("Bailey", mark))
+        return re.findall(r"(?m)^\S+ (peer.*dropped.*)$", self.herd.log_since("Bailey", mark))
 
     def test_raw_garbage_on_the_peer_port(self):
         cases = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -526,19 +375,15 @@ class PeerAbuseTest(AbuseCase):
                  zmtp_greeting() + b"\x06" + b"\xff" * 8]     # a command of 2**64-1 bytes
         for data in cases:
             with self.subTest(data=data[:30]):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    try:
-                        s.sendall(data)
-                    except (ConnectionResetError, BrokenPipeError):
-                        pass
+                with raw_connection(self.port, data):
                     self.assertTableRight("with %r open" % data[:30])
                 self.assertTableRight("after %r" % data[:30])
         self.control()
         self.assertTableRight("at the end")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_undecodable_messages_are_dropped_and_logged(self):
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         deep = b"\x93\x01\x02" + b"\x91" * 20 + b"\xc0"
         cases = [  # (frames, what the log line must say)
             ([b"\xc1garbage"], r"peer Bona: dropped a message: .*not an array"),
@@ -551,7 +396,7 @@ class PeerAbuseTest(AbuseCase):
             ([b"\x93\x01\x02\x91\x2a"], r"peer Bona: dropped a message: UPDATES line 0 is an "
                                         r"unsigned integer"),
             ([mp_updates([b"AT x"]) + b"\x00"], r"peer Bona: dropped a message: 1 trailing byte"),
-            ([b"\x96\x01\x01" + mp_str(b"Mallory") + b"\x01\x00\x00"],
+            ([mp_hello(b"Mallory", 1, 0, 0)],
              r"peer: dropped a HELLO whose name does not match its link: \"Mallory\"$"),
             ([mp_updates([self.at_line(uid("two"))]), b"second frame"],
              r"peer Bona: dropped a message of 2 frames \(expected 1\)"),
@@ -573,12 +418,12 @@ class PeerAbuseTest(AbuseCase):
         got = [line for line in got if "Mallory" not in line or "HELLO" in line]
         for (frames, want), line in zip(cases, got):
             self.assertRegex(line, "^" + want, "for %r" % frames[0][:40])
-        self.assertIsNone(self.view("Bailey", stranger))
+        self.assertIsNone(self.stored_at(self.herd, "Bailey", stranger))
         self.assertTableRight("after undecodable messages")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_oversized_messages(self):
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         ten_mb = 10 * 1024 * 1024
         big_id = uid("big") + b"x" * (1 << 20)
         self.bona.send(b"\x00" * ten_mb)                                   # not msgpack at all
@@ -592,19 +437,19 @@ class PeerAbuseTest(AbuseCase):
                                  r"longer than \d+$" % ten_mb)
         self.assertRegex(got[2], r"^peer Bona: dropped a message: UPDATES line 0 is %d bytes, "
                                  r"longer than \d+$" % len(self.at_line(big_id)))
-        self.assertIsNone(self.view("Bailey", big_id[:200]))
+        self.assertIsNone(self.stored_at(self.herd, "Bailey", big_id[:200]))
         self.assertTableRight("after 10 MB messages")
 
         # Past ZeroMQ's limit on the peer port the connection is closed as
         # soon as the frame header is read: the 64 MB are never sent.
-        self.bona.sock.sendall(Zmtp.frame_header(0, MAX_FRAME + 1) + b"\x93\x01\x02")
+        self.bona.sock.sendall(zmtp_frame_header(0, MAX_FRAME + 1) + b"\x93\x01\x02")
         self.assertTrue(self.bona.closed_by_peer(5), "a frame over 64 MB was not refused")
         self.assertTableRight("after a frame over 64 MB")
         self.control(self.zmtp(b"Bona"))      # Bona may come back
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_absurd_values_in_valid_updates(self):
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         now = time.time_ns()
         # 18-digit client time and the skew that makes the receive time now:
         # odd but consistent, so it is stored, byte for byte.
@@ -632,7 +477,7 @@ class PeerAbuseTest(AbuseCase):
                    self.at_line(self.flooded, t=later, server=b"Bad/Name"),
                    self.at_line(self.flooded, t=later) + b" extra",
                    self.at_line(self.flooded, t=later).replace(b" ", b"  ", 1),
-                   b"IAMAT " + self.flooded + b" " + POS + b" " + later]
+                   iamat_line(self.flooded, POS, later)]
         # One message with them all, valid lines among them: each line is judged alone.
         self.bona.send(mp_updates(future + invalid[:5] + ok + invalid[5:]))
         self.control()
@@ -644,11 +489,11 @@ class PeerAbuseTest(AbuseCase):
                           % at.decode("latin-1"), got)
         for at in invalid:
             self.assertIn('peer Bona: dropped an invalid AT line: "%s"' % at.decode("latin-1"), got)
-        self.assertEqual(self.view("Bailey", huge), huge_at)
-        self.assertEqual(self.view("Bailey", ahead), ahead_at)
-        self.assertIsNone(self.view("Bailey", b"i" * 255), "a cut-down id was stored")
+        self.assertEqual(self.stored_at(self.herd, "Bailey", huge), huge_at)
+        self.assertEqual(self.stored_at(self.herd, "Bailey", ahead), ahead_at)
+        self.assertIsNone(self.stored_at(self.herd, "Bailey", b"i" * 255), "a cut-down id was stored")
         self.assertTableRight("after absurd AT lines")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
     def test_many_lines_in_one_message(self):
         tag = uuid.uuid4().hex[:8].encode()
@@ -657,7 +502,7 @@ class PeerAbuseTest(AbuseCase):
         def batch(n, what):
             return [b"AT Bona +0.000000001 %s-%s-%d %s %s" % (what, tag, i, POS, t)
                     for i in range(n)]
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         # Past the limit: the whole message is dropped, none of its lines stored.
         too_many = batch(MAX_UPDATES + 1, b"over")
         self.bona.send(mp_updates(too_many))
@@ -674,11 +519,11 @@ class PeerAbuseTest(AbuseCase):
                          % (MAX_UPDATES + 1, MAX_UPDATES))
         self.assertRegex(got[1], r"^peer Bona: dropped a message: .*more than \d+ ")
         for at in (too_many[0], too_many[-1], way_too_many[0], way_too_many[-1]):
-            self.assertIsNone(self.view("Bailey", at.split(b" ")[3]), at)
+            self.assertIsNone(self.stored_at(self.herd, "Bailey", at.split(b" ")[3]), at)
         for at in (full[0], full[1], full[MAX_UPDATES // 2], full[-1]):
-            self.assertEqual(self.view("Bailey", at.split(b" ")[3]), at)
+            self.assertEqual(self.stored_at(self.herd, "Bailey", at.split(b" ")[3]), at)
         self.assertTableRight("after 65536 lines in one message")
-        self.assertCleanExit("Bailey")
+        self.assertCleanExit(self.herd, "Bailey")
 
 
 if __name__ == "__main__":

@@ -19,22 +19,17 @@ import time
 import unittest
 import uuid
 
-from herdtest import AT_RE_B, Herd, HerdTestCase, PLACES_KEY_ENV, free_ports, wait_until
+from herdtest import (AT_RE_B, PLACES_KEY_ENV, POS, Herd, HerdTestCase, free_ports, iamat_line,
+                      now_text, ns_text, wait_until)
 
 S = "Bailey"
 KEY = "dummy-key-3f9a1c77"  # must never appear in a reply or in the log
-POS = b"+34.068930-118.445127"
 SLACK_NS = 1_000_000_000  # clock tolerance when bracketing the server's receive time
 
 
 def uid(prefix="c"):
     """A client id no other test uses."""
     return ("%s-%s" % (prefix, uuid.uuid4().hex[:12])).encode()
-
-
-def ns_text(ns):
-    """POSIX time text with nine fraction digits for a time in nanoseconds."""
-    return b"%d.%09d" % divmod(ns, 10**9)
 
 
 def time_ns_of(text):
@@ -48,12 +43,6 @@ def skew_ns_of(skew):
     sign = -1 if skew[:1] == b"-" else 1
     sec, _, frac = skew[1:].partition(b".")
     return sign * (int(sec) * 10**9 + int(frac))
-
-
-def iamat(cid, pos=POS, t=None):
-    if t is None:
-        t = ns_text(time.time_ns())
-    return b"IAMAT " + cid + b" " + pos + b" " + t
 
 
 def closed_url():
@@ -104,9 +93,9 @@ class ProtocolCase(HerdTestCase):
     def iamat_ok(self, cid, pos=POS, t=None):
         """Sends one IAMAT, checks the reply, returns the AT line (with LF)."""
         if t is None:
-            t = ns_text(time.time_ns())
+            t = now_text()
         before = time.time_ns()
-        reply = self.send(iamat(cid, pos, t) + b"\n")
+        reply = self.send(iamat_line(cid, pos, t) + b"\n")
         after = time.time_ns()
         self.assertEqual(reply.count(b"\n"), 1, reply)
         self.assertAt(reply, cid, pos, t, before, after)
@@ -149,9 +138,9 @@ class ClientProtocolTest(ProtocolCase):
         self.assertAt(reply, b"kiwi.cs.ucla.edu", POS, t, before, after)
 
     def test_skew_for_time_near_now(self):
-        cid, t = uid(), ns_text(time.time_ns())
+        cid, t = uid(), now_text()
         before = time.time_ns()
-        reply = self.send(iamat(cid, POS, t) + b"\n")
+        reply = self.send(iamat_line(cid, POS, t) + b"\n")
         after = time.time_ns()
         skew = self.assertAt(reply, cid, POS, t, before, after)
         self.assertTrue(skew.startswith(b"+"), skew)
@@ -160,7 +149,7 @@ class ClientProtocolTest(ProtocolCase):
     def test_skew_negative_for_future_time(self):
         cid, t = uid(), ns_text(time.time_ns() + 1000 * 10**9 + 123456789)
         before = time.time_ns()
-        reply = self.send(iamat(cid, POS, t) + b"\n")
+        reply = self.send(iamat_line(cid, POS, t) + b"\n")
         after = time.time_ns()
         skew = self.assertAt(reply, cid, POS, t, before, after)
         self.assertTrue(skew.startswith(b"-"), skew)
@@ -183,7 +172,7 @@ class ClientProtocolTest(ProtocolCase):
     def test_client_id_limits(self):
         self.iamat_ok(b"i" * 255)
         self.iamat_ok(b"x" * 200 + uid()[:55])
-        self.assertInvalid(iamat(b"j" * 256, POS, b"1621464827.5"))
+        self.assertInvalid(iamat_line(b"j" * 256, POS, b"1621464827.5"))
         # Any byte that is not white space belongs to the id.
         self.iamat_ok(b"\x00\x01\x7f\x80\xff" + uid(), POS)
         self.iamat_ok(b"IAMAT", POS)
@@ -243,9 +232,9 @@ class ClientProtocolTest(ProtocolCase):
                 self.assertInvalid(line)
 
     def test_invalid_command_stores_nothing(self):
-        for bad in (lambda c: iamat(c, b"+91+0"), lambda c: iamat(c) + b" extra",
+        for bad in (lambda c: iamat_line(c, b"+91+0"), lambda c: iamat_line(c) + b" extra",
                     lambda c: b"AT Bailey +0.000000001 " + c + b" +1+1 5",
-                    lambda c: iamat(c, POS, b"-5")):
+                    lambda c: iamat_line(c, POS, b"-5")):
             cid = uid("nostore")
             with self.subTest(line=bad(cid)):
                 self.assertInvalid(bad(cid))
@@ -294,11 +283,11 @@ class ClientProtocolTest(ProtocolCase):
         self.assertEqual(self.send(b"FOO\r\r\n"), b"? FOO\r\n")
         self.assertEqual(self.send(b"  FOO  \t\n"), b"?   FOO  \t\n")
         self.assertEqual(self.send(b"\x0bFOO\x0c\r\n"), b"? \x0bFOO\x0c\n")
-        cid, t = uid(), ns_text(time.time_ns())
+        cid, t = uid(), now_text()
         self.assertAt(self.send(b"IAMAT " + cid + b" " + POS + b" " + t + b"\r\n"), cid, POS, t)
 
     def test_white_space_separators(self):
-        t = ns_text(time.time_ns())
+        t = now_text()
         for fmt in (b"IAMAT\t%s\x0b%s\x0c%s\n", b"IAMAT\r%s\r%s\r%s\n",
                     b" \t\x0b\x0cIAMAT %s %s %s \t\x0c\x0b\r\n",
                     b"IAMAT \t\x0b\x0c\r %s \t %s\t\t\t%s\n", b"\r\rIAMAT %s %s %s\r\r\n"):
@@ -307,9 +296,10 @@ class ClientProtocolTest(ProtocolCase):
                 self.assertAt(self.send(fmt % (cid, POS, t)), cid, POS, t)
 
     def test_blank_lines_get_no_reply(self):
-        cid, t = uid(), ns_text(time.time_ns())
+        cid, t = uid(), now_text()
         with self.herd.connect(S) as c:
-            c.send(b"\n" + b"   \t\x0b\x0c\r\n" + b"\r\n" + b"\r\r\r\n" + iamat(cid, POS, t) + b"\n")
+            c.send(b"\n" + b"   \t\x0b\x0c\r\n" + b"\r\n" + b"\r\r\r\n"
+                   + iamat_line(cid, POS, t) + b"\n")
             self.assertAt(c.recv_line(), cid, POS, t)
             c.send(b" \t \n\n\nFOO\n")
             self.assertEqual(c.recv_line(), b"? FOO\n")
@@ -323,8 +313,8 @@ class ClientProtocolTest(ProtocolCase):
 
     def test_pipelining_iamat(self):
         ids = [uid("pipe") for _ in range(200)]
-        t = ns_text(time.time_ns())
-        reply = self.send(b"".join(iamat(cid, POS, t) + b"\n" for cid in ids))
+        t = now_text()
+        reply = self.send(b"".join(iamat_line(cid, POS, t) + b"\n" for cid in ids))
         lines = reply.split(b"\n")
         self.assertEqual(lines[-1], b"", reply[-200:])
         self.assertEqual(len(lines) - 1, len(ids))
@@ -336,8 +326,8 @@ class ClientProtocolTest(ProtocolCase):
         at = self.iamat_ok(known)
         data, expect = [], []
         for i in range(50):
-            cid, t = uid("mix"), ns_text(time.time_ns())
-            data.append(iamat(cid, POS, t) + b"\n")
+            cid, t = uid("mix"), now_text()
+            data.append(iamat_line(cid, POS, t) + b"\n")
             expect.append((cid, t))
             bad = b"BAD %d\t x" % i
             data.append(bad + b"\r\n")
@@ -372,10 +362,10 @@ class ClientProtocolTest(ProtocolCase):
         self.assertTrue(self.herd.running(S))
 
     def test_byte_by_byte(self):
-        cid, t = uid("slow"), ns_text(time.time_ns())
+        cid, t = uid("slow"), now_text()
         with self.herd.connect(S) as c:
             c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for b in iamat(cid, POS, t) + b"\r\nNOPE\n":
+            for b in iamat_line(cid, POS, t) + b"\r\nNOPE\n":
                 c.send(bytes([b]))
             self.assertAt(c.recv_line(), cid, POS, t)
             self.assertEqual(c.recv_line(), b"? NOPE\n")
@@ -383,8 +373,8 @@ class ClientProtocolTest(ProtocolCase):
     def test_many_commands_one_connection(self):
         with self.herd.connect(S) as c:
             for i in range(300):
-                cid, t = uid("seq"), ns_text(time.time_ns())
-                c.send(iamat(cid, POS, t) + b"\n")
+                cid, t = uid("seq"), now_text()
+                c.send(iamat_line(cid, POS, t) + b"\n")
                 self.assertAt(c.recv_line(), cid, POS, t)
 
     # --------------------------------------------------------------- EOF
@@ -409,8 +399,8 @@ class ClientProtocolTest(ProtocolCase):
             s.close()
 
     def test_eof_terminated_command(self):
-        cid, t = uid("eof"), ns_text(time.time_ns())
-        self.assertAt(self.single_read_after_half_close(iamat(cid, POS, t)), cid, POS, t)
+        cid, t = uid("eof"), now_text()
+        self.assertAt(self.single_read_after_half_close(iamat_line(cid, POS, t)), cid, POS, t)
         self.assertEqual(self.single_read_after_half_close(b"FOO bar"), b"? FOO bar\n")
         self.assertEqual(self.send(b"NOPE\nFOO"), b"? NOPE\n? FOO\n")
 
@@ -428,8 +418,8 @@ class ClientProtocolTest(ProtocolCase):
         with self.herd.connect(S) as c:
             c.send(line + b"\n")
             self.assertEqual(c.recv_line(), b"? " + line + b"\n")
-            cid, t = uid(), ns_text(time.time_ns())
-            c.send(iamat(cid, POS, t) + b"\n")
+            cid, t = uid(), now_text()
+            c.send(iamat_line(cid, POS, t) + b"\n")
             self.assertAt(c.recv_line(), cid, POS, t)
 
     def test_line_of_4096_bytes_with_crlf_is_processed(self):
@@ -446,12 +436,12 @@ class ClientProtocolTest(ProtocolCase):
 
     def test_longest_valid_iamat(self):
         cid = b"L" * 255
-        t = ns_text(time.time_ns())
+        t = now_text()
         room = 4096 - len(b"IAMAT  ") - len(cid) - len(t) - 1
         lat_digits = room // 2 - len(b"+1.")
         lng_digits = room - room // 2 - len(b"+1.")
         pos = b"+1." + b"0" * lat_digits + b"+1." + b"0" * lng_digits
-        line = iamat(cid, pos, t)
+        line = iamat_line(cid, pos, t)
         self.assertEqual(len(line), 4096)
         self.assertAt(self.send(line + b"\n"), cid, pos, t)
 
@@ -462,9 +452,9 @@ class ClientProtocolTest(ProtocolCase):
             self.assertEqual(c.read_to_eof(), b"? " + line[:4096] + b"\n")
 
     def test_overlong_line_after_command(self):
-        cid, t = uid(), ns_text(time.time_ns())
+        cid, t = uid(), now_text()
         with self.herd.connect(S) as c:
-            c.send(iamat(cid, POS, t) + b"\n" + b"C" * 5000 + b"\n" + b"IAMAT x +1+1 5\n")
+            c.send(iamat_line(cid, POS, t) + b"\n" + b"C" * 5000 + b"\n" + b"IAMAT x +1+1 5\n")
             self.assertAt(c.recv_line(), cid, POS, t)
             self.assertEqual(c.read_to_eof(), b"? " + b"C" * 4096 + b"\n")
 
@@ -484,7 +474,7 @@ class ClientProtocolTest(ProtocolCase):
 
     def test_log_input_reply_and_connections(self):
         cid = uid("log") + b"\x01\xff"
-        t = ns_text(time.time_ns())
+        t = now_text()
         with self.herd.connect(S) as c:
             port = c.local_port
             c.send(b"IAMAT\t" + cid + b" +1+1 " + t + b"\n")
@@ -538,8 +528,8 @@ class ClientProtocolTest(ProtocolCase):
                 with self.herd.connect(S, timeout=30) as c:
                     barrier.wait()
                     for r in range(rounds):
-                        cid, t = b"conc-%d-%d-" % (i, r) + uid(), ns_text(time.time_ns())
-                        c.send(iamat(cid, POS, t) + b"\n")
+                        cid, t = b"conc-%d-%d-" % (i, r) + uid(), now_text()
+                        c.send(iamat_line(cid, POS, t) + b"\n")
                         line = c.recv_line(timeout=30)
                         m = AT_RE_B.match(line[:-1])
                         if not m or m.group(3) != cid or m.group(5) != t:
@@ -668,9 +658,9 @@ class MaxOutputTest(ProtocolCase):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect((self.herd.host(S), self.herd.port(S)))
         s.setblocking(False)
-        t = ns_text(time.time_ns())
+        t = now_text()
         pos = b"+1." + b"0" * 1800 + b"+1." + b"0" * 1800
-        chunk = b"".join(iamat(b"o" * 200 + b"%03d" % i, pos, t) + b"\n" for i in range(64))
+        chunk = b"".join(iamat_line(b"o" * 200 + b"%03d" % i, pos, t) + b"\n" for i in range(64))
         todo = memoryview(b"")
         sent, cut = 0, None
         deadline = time.monotonic() + 60

@@ -28,16 +28,14 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
-import time
 import unittest
 import uuid
 
-from herdtest import (AT_RE_B, HerdTestCase, HerdTimeout, run_server, server_binary,
-                      wait_until)
+from herdtest import (AT_RE_B, POS, HerdTestCase, HerdTimeout, iamat_line, now_text, run_server,
+                      server_binary, wait_until)
+from peerwire import mp_updates, raw_connection, zmtp_frame_header, zmtp_greeting, zmtp_ready
 
-POS = b"+34.068930-118.445127"
 REQ_TIMEOUT = 5    # one client exchange
 LINK_TIMEOUT = 10  # links retry every 50 ms; a CURVE handshake takes milliseconds
 
@@ -75,10 +73,6 @@ def key_files(keys_dir, name):
 
 def uid(tag):
     return ("curve-%s-%s" % (tag, uuid.uuid4().hex[:10])).encode()
-
-
-def now_text():
-    return b"%d.%09d" % divmod(time.time_ns(), 10**9)
 
 
 class CurveCase(HerdTestCase):
@@ -121,68 +115,28 @@ class CurveCase(HerdTestCase):
 
     # ------------------------------------------------------------ logs
 
-    def mark(self, herd, name):
-        return len(herd.log_bytes(name))
-
-    def since(self, herd, name, mark):
-        return herd.log_bytes(name)[mark:].decode("latin-1")
-
     def wait_lines(self, herd, name, pattern, count, mark=0, timeout=LINK_TIMEOUT):
         """Waits until the log of `name` (from byte `mark`) holds at least
         `count` lines matching the regex `pattern`; returns how many it holds."""
         rx = re.compile(pattern, re.M)
         try:
-            return wait_until(lambda: len(rx.findall(self.since(herd, name, mark))) >= count
-                              and len(rx.findall(self.since(herd, name, mark))), timeout,
+            return wait_until(lambda: len(rx.findall(herd.log_since(name, mark))) >= count
+                              and len(rx.findall(herd.log_since(name, mark))), timeout,
                               interval=0.02)
         except HerdTimeout:
             self.fail("%s.log has fewer than %d lines matching %r after %gs; since the mark:\n%s"
-                      % (name, count, pattern, timeout, self.since(herd, name, mark)[-3000:]))
+                      % (name, count, pattern, timeout, herd.log_since(name, mark)[-3000:]))
 
     def wait_link_up(self, herd, a, b):
         herd.wait_log(a, re.compile(r"(?m)^\S+ link to %s up$" % re.escape(b)), LINK_TIMEOUT)
 
-    def assertCleanExit(self, herd, *names):
-        """SIGTERM: each exits 0 with no sanitizer report: it never crashed."""
-        for name in names:
-            code = herd.stop(name)
-            err = herd.stderr_text(name)
-            self.assertEqual(code, 0, "%s: exit status after SIGTERM; stderr tail %r"
-                             % (name, err[-2000:]))
-            self.assertNotRegex(err, r"AddressSanitizer|LeakSanitizer|runtime error", name)
-
     # ---------------------------------------------------------- clients
-
-    def iamat(self, herd, name, cid, t=None):
-        """IAMAT at `name`; checks the reply is `name`'s AT line for these
-        fields and returns it without its LF."""
-        t = now_text() if t is None else t
-        line = b"IAMAT " + cid + b" " + POS + b" " + t
-        reply = herd.send(name, line + b"\n", REQ_TIMEOUT)
-        m = AT_RE_B.match(reply[:-1])
-        self.assertTrue(m and reply.endswith(b"\n") and reply.count(b"\n") == 1,
-                        "%s: not one AT line: %r" % (name, reply))
-        self.assertEqual((m.group(1), m.group(3), m.group(4), m.group(5)),
-                         (name.encode(), cid, POS, t), reply)
-        return reply[:-1]
-
-    def view(self, herd, name, cid):
-        """The AT line `name` stores for cid, or None ("? WHATSAT ..." reply)."""
-        line = b"WHATSAT " + cid + b" 10 5"
-        reply = herd.send(name, line + b"\n", REQ_TIMEOUT)
-        if reply.startswith(b"? "):
-            self.assertEqual(reply, b"? " + line + b"\n", name)
-            return None
-        at, sep, rest = reply.partition(b"\n")
-        self.assertTrue(sep and AT_RE_B.match(at) and rest.endswith(b"}\n\n"),
-                        "%s: not an AT line and a JSON body: %r" % (name, reply[:500]))
-        return at
 
     def wait_seen(self, herd, names, cid, at, timeout=5):
         last = {}
 
         def check():
-            last.update({n: self.view(herd, n, cid) for n in names if last.get(n) != at})
+            last.update({n: self.stored_at(herd, n, cid) for n in names if last.get(n) != at})
             return all(last[n] == at for n in names)
         try:
             wait_until(check, timeout)
@@ -190,7 +144,8 @@ class CurveCase(HerdTestCase):
             self.fail("%r: want %r at %s within %gs; hold %r" % (cid, at, names, timeout, last))
 
     def assertUnknown(self, herd, names, cid, why):
-        self.assertEqual({n: self.view(herd, n, cid) for n in names}, {n: None for n in names}, why)
+        self.assertEqual({n: self.stored_at(herd, n, cid) for n in names},
+                         {n: None for n in names}, why)
 
 
 class CurveTest(CurveCase):
@@ -209,7 +164,7 @@ class CurveTest(CurveCase):
         for origin, far in (("Alpha", "Gamma"), ("Gamma", "Alpha"), ("Beta", "Alpha")):
             with self.subTest(origin=origin):
                 cid = uid("line-" + origin)
-                at = self.iamat(herd, origin, cid)
+                at = self.iamat_at(herd, origin, cid)
                 self.wait_seen(herd, names, cid, at)
 
         for name in names:
@@ -226,7 +181,7 @@ class CurveTest(CurveCase):
         self.wait_link_up(herd, "Alpha", "Beta")
         self.wait_link_up(herd, "Beta", "Alpha")
         cid = uid("plain")
-        self.wait_seen(herd, ["Alpha", "Beta"], cid, self.iamat(herd, "Alpha", cid))
+        self.wait_seen(herd, ["Alpha", "Beta"], cid, self.iamat_at(herd, "Alpha", cid))
         for name in ("Alpha", "Beta"):
             log = herd.log_text(name)
             want = "links are NOT authenticated: the topology gives %s no public_key" % name
@@ -299,20 +254,14 @@ class CurveTest(CurveCase):
         is never stored."""
         herd, keys, kdir = self.keyed_herd(["Alpha", "Beta"], [("Alpha", "Beta")])
         herd.start("Alpha")
-        s = socket.create_connection(("127.0.0.1", herd.peer_port("Alpha")), timeout=5)
-        self.addCleanup(s.close)
         cid = uid("null")
         at = b"AT Beta +0.000000001 " + cid + b" " + POS + b" " + now_text()
-        body = b"\x93\x01\x02\x91\xd9" + bytes([len(at)]) + at
-        props = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
-        props += b"\x08Identity" + struct.pack(">I", 4) + b"Beta"
-        ready = b"\x05READY" + props
-        try:
-            s.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
-                      + b"\x00" * 32 + bytes([0x04, len(ready)]) + ready
-                      + bytes([0x00, len(body)]) + body)
-        except (ConnectionResetError, BrokenPipeError):
-            pass
+        body = mp_updates([at])
+        ready = zmtp_ready(b"DEALER", b"Beta")
+        s = raw_connection(herd.peer_port("Alpha"),
+                           zmtp_greeting() + zmtp_frame_header(0x04, len(ready)) + ready
+                           + zmtp_frame_header(0x00, len(body)) + body)
+        self.addCleanup(s.close)
         got = bytearray()
 
         def closed():
@@ -329,7 +278,7 @@ class CurveTest(CurveCase):
         # (A reset may come before even the signature: got may be empty.)
         self.assertTrue(b"READY" not in got and len(got) < 64,
                         "Alpha went past the greeting with a NULL peer: %r" % bytes(got))
-        self.assertIsNone(self.view(herd, "Alpha", cid))
+        self.assertIsNone(self.stored_at(herd, "Alpha", cid))
         self.assertCleanExit(herd, "Alpha")
 
     def test_an_impostor_with_a_key_not_in_the_topology_is_refused(self):
@@ -351,12 +300,11 @@ class CurveTest(CurveCase):
         self.assertEqual(herd.stop("Beta"), 0)
         imp.start("Gamma")
         cid = uid("impostor")
-        reply = imp.send("Gamma", b"IAMAT " + cid + b" " + POS + b" " + now_text() + b"\n",
-                         REQ_TIMEOUT)
+        reply = imp.send("Gamma", iamat_line(cid) + b"\n", REQ_TIMEOUT)
         self.assertTrue(AT_RE_B.match(reply[:-1]), reply)
-        self.assertEqual(self.view(imp, "Gamma", cid), reply[:-1])
+        self.assertEqual(self.stored_at(imp, "Gamma", cid), reply[:-1])
 
-        mark = self.mark(herd, "Beta")
+        mark = herd.log_size("Beta")
         herd.start("Beta")
         self.wait_lines(herd, "Beta", REFUSED_RE, 1, mark)
         # The real links come back and the rejoin exchange runs on them.
@@ -364,14 +312,14 @@ class CurveTest(CurveCase):
             self.wait_lines(herd, "Beta", r"^\S+ link to %s up$" % nb, 1, mark)
             self.wait_lines(herd, "Beta", r"^\S+ rejoin: %s sent its table" % nb, 1, mark)
         marker = uid("marker")
-        self.wait_seen(herd, names, marker, self.iamat(herd, "Gamma", marker))
+        self.wait_seen(herd, names, marker, self.iamat_at(herd, "Gamma", marker))
         self.assertUnknown(herd, names, cid, "the impostor's update reached the herd")
 
         self.assertNotRegex(imp.log_text("Gamma"), r"(?m)link to Beta up$",
                             "the impostor's link came up")
         # The real Gamma holds no client yet; the impostor holds one. Every
         # HELLO that Beta heard under Gamma's name is the real one's.
-        beta_log = self.since(herd, "Beta", mark)
+        beta_log = herd.log_since("Beta", mark)
         hellos = re.findall(r"rejoin: HELLO from Gamma \(incarnation \w+, (\d+) clients\)",
                             beta_log)
         self.assertTrue(hellos and set(hellos) == {"0"}, "HELLOs from Gamma: %r" % hellos)
@@ -389,7 +337,7 @@ class CurveTest(CurveCase):
         herd.start_all(["Beta", "Gamma"])
         self.wait_link_up(herd, "Beta", "Gamma")
         self.wait_link_up(herd, "Gamma", "Beta")
-        mark = self.mark(herd, "Beta")
+        mark = herd.log_size("Beta")
         claims = (r"(?m)^\S+ peer: dropped a message that claims to be from Alpha "
                   r"but comes with the key of Gamma$")
 
@@ -402,19 +350,18 @@ class CurveTest(CurveCase):
         self.assertEqual(n, 1, "a link-up sends one HELLO")
 
         cid = uid("thief")
-        reply = imp.send("Alpha", b"IAMAT " + cid + b" " + POS + b" " + now_text() + b"\n",
-                         REQ_TIMEOUT)
+        reply = imp.send("Alpha", iamat_line(cid) + b"\n", REQ_TIMEOUT)
         self.assertTrue(AT_RE_B.match(reply[:-1]), reply)
         # Its UPDATES is the second message, dropped the same way.
         self.wait_lines(herd, "Beta", claims, 2, mark)
         self.assertUnknown(herd, ["Beta", "Gamma"], cid, "the thief's update was stored")
 
-        beta_log = self.since(herd, "Beta", mark)
+        beta_log = herd.log_since("Beta", mark)
         self.assertNotIn("rejoin: HELLO from Alpha", beta_log)
         self.assertNotRegex(beta_log, r"(?m)link to Gamma down$")
         # Beta and Gamma still flood to each other.
         marker = uid("marker")
-        self.wait_seen(herd, ["Beta", "Gamma"], marker, self.iamat(herd, "Gamma", marker))
+        self.wait_seen(herd, ["Beta", "Gamma"], marker, self.iamat_at(herd, "Gamma", marker))
         self.assertCleanExit(imp, "Alpha")
         self.assertCleanExit(herd, "Beta", "Gamma")
 
@@ -430,29 +377,28 @@ class CurveTest(CurveCase):
         herd.start_all()
         for a, b in (("Alpha", "Beta"), ("Beta", "Alpha"), ("Beta", "Gamma"), ("Gamma", "Beta")):
             self.wait_link_up(herd, a, b)
-        marks = {n: self.mark(herd, n) for n in names}
+        marks = {n: herd.log_size(n) for n in names}
 
         imp = self.impostor("Alpha", herd, "Beta", keys["Gamma"],
                             key_files(kdir, "Gamma"))
         self.wait_link_up(imp, "Alpha", "Beta")
         fake = uid("thief")
-        reply = imp.send("Alpha", b"IAMAT " + fake + b" " + POS + b" " + now_text() + b"\n",
-                         REQ_TIMEOUT)
+        reply = imp.send("Alpha", iamat_line(fake) + b"\n", REQ_TIMEOUT)
         self.assertTrue(AT_RE_B.match(reply[:-1]), reply)
 
         # A flooded update normally arrives in milliseconds; 2 s is well
         # under the 3 s heartbeat timeout that would hide a cut link.
         cid = uid("real-alpha")
-        at = self.iamat(herd, "Alpha", cid)
+        at = self.iamat_at(herd, "Alpha", cid)
         self.wait_seen(herd, names, cid, at, timeout=2)
         self.assertUnknown(herd, names, fake, "the thief's update was stored")
-        self.assertNotRegex(self.since(herd, "Alpha", marks["Alpha"]), r"(?m)link to Beta down$",
+        self.assertNotRegex(herd.log_since("Alpha", marks["Alpha"]), r"(?m)link to Beta down$",
                             "the impostor cut the real Alpha's link to Beta")
         # Every HELLO Beta took under Alpha's name came from the real Alpha
         # (the incarnation it announced before the impostor came).
         hello = r"rejoin: HELLO from Alpha \(incarnation (\w+),"
         real = set(re.findall(hello, herd.log_text("Beta")[:marks["Beta"]]))
-        beta_log = self.since(herd, "Beta", marks["Beta"])
+        beta_log = herd.log_since("Beta", marks["Beta"])
         self.assertEqual(len(real), 1, real)
         self.assertLessEqual(set(re.findall(hello, beta_log)), real,
                              "Beta took the impostor's HELLO")

@@ -26,19 +26,16 @@ import json
 import os
 import re
 import signal
-import socket
-import struct
-import sys
 import time
 import unittest
 import uuid
 
-from herdtest import (AT_RE_B, DEFAULT_LINKS, DEFAULT_SERVERS, HerdTestCase, HerdTimeout,
-                      wait_until)
+from herdtest import (AT_RE_B, DEFAULT_LINKS, DEFAULT_SERVERS, POS, HerdTestCase, HerdTimeout,
+                      now_text, ns_text, wait_until)
+from peerwire import Zmtp, mp_updates, raw_connection, zmtp_greeting
 
 NAMES = DEFAULT_SERVERS
 LINKS = DEFAULT_LINKS
-POS = b"+34.068930-118.445127"
 POS2 = b"-33.8688+151.2093"
 SEEN_TIMEOUT = 5     # a flooded update crosses the herd in milliseconds
 LINK_TIMEOUT = 10    # reconnect back-off is at most 1 s; heartbeat timeout 3 s
@@ -48,15 +45,6 @@ REQ_TIMEOUT = 5      # one WHATSAT / IAMAT exchange
 def uid(tag):
     """A client id no other test uses."""
     return ("flood-%s-%s" % (tag, uuid.uuid4().hex[:10])).encode()
-
-
-def ns_text(ns):
-    """POSIX time text with nine fraction digits for a time in nanoseconds."""
-    return b"%d.%09d" % divmod(ns, 10**9)
-
-
-def now_text():
-    return ns_text(time.time_ns())
 
 
 def neighbours(name, links=LINKS):
@@ -82,20 +70,6 @@ def whatsat_line(cid):
 class FloodCase(HerdTestCase):
     """A five-server herd plus helpers that read tables and link states."""
 
-    def make_herd(self, **kw):
-        herd = super().make_herd(**kw)
-        self.addCleanup(self._report_if_failed, herd)  # runs before the herd is closed
-        return herd
-
-    def _report_if_failed(self, herd):
-        """Prints the herd's log tails and stderr when this test failed. (On
-        Python 3.11 HerdTestCase cannot tell: _Outcome.success stays True.)"""
-        result = getattr(getattr(self, "_outcome", None), "result", None)
-        failed = [t for t, _ in getattr(result, "failures", []) + getattr(result, "errors", [])
-                  if t is self or getattr(t, "test_case", None) is self]
-        if failed:
-            herd.report(sys.stderr)
-
     def boot(self, **kw):
         self.herd = self.make_herd(**kw)
         self.run_start = {}  # server -> offset of its current run in its log
@@ -108,7 +82,7 @@ class FloodCase(HerdTestCase):
     def start(self, *names):
         """Starts servers (all at once), remembering where their new run's log begins."""
         for name in names:
-            self.run_start[name] = len(self.herd.log_bytes(name))
+            self.run_start[name] = self.herd.log_size(name)
             self.herd.start(name, wait_ready=False)
         for name in names:
             self.herd.wait_ready(name)
@@ -132,13 +106,7 @@ class FloodCase(HerdTestCase):
 
     def run_log(self, name):
         """The log written by the current (or last) run of `name`."""
-        return self.herd.log_bytes(name)[self.run_start.get(name, 0):].decode("latin-1")
-
-    def mark(self, name):
-        return len(self.herd.log_bytes(name))
-
-    def log_since(self, name, mark):
-        return self.herd.log_bytes(name)[mark:].decode("latin-1")
+        return self.herd.log_since(name, self.run_start.get(name, 0))
 
     def link_state(self, name, nb):
         """'up', 'down' or None: the last thing this run of `name` logged about its link to nb."""
@@ -187,20 +155,6 @@ class FloodCase(HerdTestCase):
                          else "exited with status %s" % proc.returncode,
                          self.herd.stderr_text(name)[-500:]))
 
-    def iamat(self, name, cid, pos=POS, t=None):
-        """Sends IAMAT to `name`; checks the reply is `name`'s AT line for exactly
-        these fields; returns that line without its LF."""
-        if t is None:
-            t = now_text()
-        reply = self.talk(name, b"IAMAT " + cid + b" " + pos + b" " + t + b"\n")
-        self.assertTrue(reply.endswith(b"\n") and reply.count(b"\n") == 1,
-                        "%s: IAMAT reply is not one line: %r" % (name, reply))
-        m = AT_RE_B.match(reply[:-1])
-        self.assertIsNotNone(m, "%s: not an AT line: %r" % (name, reply))
-        self.assertEqual((m.group(1), m.group(3), m.group(4), m.group(5)),
-                         (name.encode(), cid, pos, t), reply)
-        return reply[:-1]
-
     def view(self, name, cid):
         """What `name` holds for cid: its stored AT line, or None when it answers
         "? WHATSAT ...". Fails on any other reply shape."""
@@ -243,7 +197,8 @@ class FloodCase(HerdTestCase):
         """Sends a fresh client through `name` and waits until every running
         server holds it, so anything `name` flooded before has arrived too."""
         cid = uid("marker")
-        self.wait_seen(self.reachable_from(name), cid, self.iamat(name, cid), why=why or "marker")
+        at = self.iamat_at(self.herd, name, cid)
+        self.wait_seen(self.reachable_from(name), cid, at, why=why or "marker")
 
     def reachable_from(self, name):
         return reachable(name, self.alive())
@@ -259,7 +214,7 @@ class FloodTest(FloodCase):
                "Jaquez": b"L" * 255}                                # the longest id
         for origin in NAMES:
             cid = odd.get(origin, uid("each-" + origin))
-            at = self.iamat(origin, cid)
+            at = self.iamat_at(self.herd, origin, cid)
             # The origin stored it before replying: no waiting there.
             self.assertEqual(self.view(origin, cid), at, "%s right after its AT reply" % origin)
             self.wait_seen(NAMES, cid, at, why="IAMAT at %s" % origin)
@@ -268,14 +223,14 @@ class FloodTest(FloodCase):
         cid = uid("order")
         base = time.time_ns() - 100 * 10**9
         t2 = ns_text(base)
-        newest = self.iamat("Bailey", cid, POS, t2)
+        newest = self.iamat_at(self.herd, "Bailey", cid, POS, t2)
         self.wait_seen(NAMES, cid, newest, why="first report at Bailey")
 
         # Older at another server: answered with that server's own AT line,
         # but neither stored there nor flooded.
         for t in (ns_text(base - 10**9), ns_text(base - 1), b"%d" % (base // 10**9)):
             with self.subTest(older=t):
-                self.iamat("Jaquez", cid, POS2, t)
+                self.iamat_at(self.herd, "Jaquez", cid, POS2, t)
                 self.barrier("Jaquez", "marker after older time %s" % t.decode())
                 self.assertHolds(NAMES, cid, newest, "after older time %s at Jaquez" % t.decode())
 
@@ -283,12 +238,12 @@ class FloodTest(FloodCase):
         for name, t in (("Campbell", t2), ("Clark", t2 + b"000"), ("Bona", t2 + b"999"),
                         ("Bailey", t2)):
             with self.subTest(equal=t, at=name):
-                self.iamat(name, cid, POS2, t)
+                self.iamat_at(self.herd, name, cid, POS2, t)
                 self.barrier(name, "marker after equal time %s at %s" % (t.decode(), name))
                 self.assertHolds(NAMES, cid, newest, "after equal time %s at %s" % (t.decode(), name))
 
         # Control: one nanosecond newer does replace it everywhere.
-        newer = self.iamat("Clark", cid, POS2, ns_text(base + 1))
+        newer = self.iamat_at(self.herd, "Clark", cid, POS2, ns_text(base + 1))
         self.wait_seen(NAMES, cid, newer, why="one nanosecond newer at Clark")
 
     def test_kill_each_pair(self):
@@ -298,7 +253,7 @@ class FloodTest(FloodCase):
         every = {}  # cid -> the AT line every server must end up holding
         for origin in NAMES:
             cid = uid("seed-" + origin)
-            every[cid] = self.iamat(origin, cid)
+            every[cid] = self.iamat_at(self.herd, origin, cid)
         for cid, at in every.items():
             self.wait_seen(NAMES, cid, at, why="seed")
 
@@ -310,7 +265,7 @@ class FloodTest(FloodCase):
             fresh, cut = {}, False
             for origin in sorted(survivors):
                 cid = uid("pair-%s-%s-at-%s" % (pair + (origin,)))
-                fresh[cid] = (origin, self.iamat(origin, cid))
+                fresh[cid] = (origin, self.iamat_at(self.herd, origin, cid))
             for cid, (origin, at) in fresh.items():
                 near = reachable(origin, survivors)
                 far = survivors - near
@@ -336,17 +291,17 @@ class FloodTest(FloodCase):
         before = {}
         for origin in ("Clark", "Bailey", "Jaquez"):
             cid = uid("before-" + origin)
-            before[cid] = self.iamat(origin, cid)
+            before[cid] = self.iamat_at(self.herd, origin, cid)
             self.wait_seen(NAMES, cid, before[cid], why="before the kill")
 
         self.stop("Clark", kill=True)
         during = {}
         for origin in ("Bailey", "Bona", "Jaquez"):
             cid = uid("during-" + origin)
-            during[cid] = self.iamat(origin, cid)
+            during[cid] = self.iamat_at(self.herd, origin, cid)
         # A newer report, during the downtime, of a client Clark had.
         cid_clark = next(iter(before))
-        during[cid_clark] = self.iamat("Jaquez", cid_clark, POS2)
+        during[cid_clark] = self.iamat_at(self.herd, "Jaquez", cid_clark, POS2)
         for cid, at in during.items():
             self.wait_seen(self.alive(), cid, at, why="while Clark is down")
         self.assertEqual(self.alive(), set(NAMES) - {"Clark"})
@@ -363,17 +318,18 @@ class FloodTest(FloodCase):
         every = {}
         for origin in ("Bona", "Clark"):
             cid = uid("pre-" + origin)
-            every[cid] = self.iamat(origin, cid)
+            every[cid] = self.iamat_at(self.herd, origin, cid)
             self.wait_seen(NAMES, cid, every[cid], why="before the cut")
 
         self.stop("Bona")
         # Clark's only way to the others is now through Jaquez and Campbell.
         cid = uid("cut-Clark")
-        every[cid] = self.iamat("Clark", cid)
+        every[cid] = self.iamat_at(self.herd, "Clark", cid)
         cid = uid("cut-Bailey")
-        every[cid] = self.iamat("Bailey", cid)
+        every[cid] = self.iamat_at(self.herd, "Bailey", cid)
         pre_bona = next(iter(every))
-        every[pre_bona] = self.iamat("Bailey", pre_bona, POS2)   # newer than Bona's own report
+        # A newer report than Bona's own.
+        every[pre_bona] = self.iamat_at(self.herd, "Bailey", pre_bona, POS2)
         for cid, at in every.items():
             self.wait_seen(self.alive(), cid, at, why="while Bona is down")
 
@@ -389,7 +345,7 @@ class FloodTest(FloodCase):
         every = {}
         for origin in ("Campbell", "Bailey"):
             cid = uid("pre-" + origin)
-            every[cid] = self.iamat(origin, cid)
+            every[cid] = self.iamat_at(self.herd, origin, cid)
             self.wait_seen(NAMES, cid, every[cid], why="before the freeze")
 
         pid = self.herd.pid("Campbell")
@@ -399,9 +355,9 @@ class FloodTest(FloodCase):
 
         others = set(NAMES) - {"Campbell"}
         cid = uid("frozen-Jaquez")        # reaches Bailey only by Clark and Bona
-        every[cid] = self.iamat("Jaquez", cid)
+        every[cid] = self.iamat_at(self.herd, "Jaquez", cid)
         for cid_old in list(every)[:2]:    # newer reports of both older clients
-            every[cid_old] = self.iamat("Bona", cid_old, POS2)
+            every[cid_old] = self.iamat_at(self.herd, "Bona", cid_old, POS2)
         for cid, at in every.items():
             self.wait_seen(others, cid, at, why="while Campbell is frozen")
 
@@ -422,21 +378,21 @@ class FloodTest(FloodCase):
         every = {}
         for origin in ("Bailey", "Bona", "Clark"):
             cid = uid("log-" + origin)
-            every[cid] = self.iamat(origin, cid)
+            every[cid] = self.iamat_at(self.herd, origin, cid)
             self.wait_seen(NAMES, cid, every[cid], why="before the stop")
         nbs = neighbours("Jaquez")
         self.assertEqual(nbs, ["Campbell", "Clark"])
-        marks = {nb: self.mark(nb) for nb in nbs}
+        marks = {nb: self.herd.log_size(nb) for nb in nbs}
 
         self.assertEqual(self.herd.stop("Jaquez"), 0)
         for nb in nbs:
             self.herd.wait_log(nb, re.compile(r"\blink to Jaquez down$", re.M), LINK_TIMEOUT)
-            self.assertRegex(self.log_since(nb, marks[nb]),
+            self.assertRegex(self.herd.log_since(nb, marks[nb]),
                              re.compile(r"^\S+ link to Jaquez down$", re.M))
         self.start("Jaquez")
         self.wait_mesh()
         for nb in nbs:
-            self.assertRegex(self.log_since(nb, marks[nb]),
+            self.assertRegex(self.herd.log_since(nb, marks[nb]),
                              re.compile(r"^\S+ link to Jaquez down$[\s\S]*^\S+ link to Jaquez up$",
                                         re.M), "%s.log" % nb)
             self.assertRegex(self.run_log("Jaquez"), re.compile(r"^\S+ link to %s up$" % nb, re.M))
@@ -448,7 +404,7 @@ class FloodTest(FloodCase):
         total = len(every)
         fulls = 0
         for nb in nbs:
-            since = lambda nb=nb: self.log_since(nb, marks[nb])
+            since = lambda nb=nb: self.herd.log_since(nb, marks[nb])
             m = self.wait_text(since, "%s.log" % nb, re.compile(
                 r"rejoin: HELLO from Jaquez \(incarnation [0-9a-f]+, (\d+) clients\)"))
             if int(m.group(1)) != total:
@@ -467,71 +423,6 @@ class FloodTest(FloodCase):
 
 # ------------------------------------------------------------- the peer port
 
-class Zmtp:
-    """Just enough ZMTP 3.0 (NULL mechanism) by hand to act as a DEALER peer."""
-
-    def __init__(self, port, identity, socket_type=b"DEALER", timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
-                          + b"\x00" + b"\x00" * 31)
-        greeting = self._recv(64)
-        if greeting[0] != 0xff or greeting[9] != 0x7f or greeting[10] != 3:
-            raise AssertionError("not a ZMTP 3 greeting: %r" % greeting)
-        props = self._prop(b"Socket-Type", socket_type) + self._prop(b"Identity", identity)
-        self._frame(0x04, b"\x05READY" + props)
-        flags, body = self._read_frame()
-        if not flags & 0x04 or not body.startswith(b"\x05READY"):
-            raise AssertionError("no READY from the server: %r %r" % (flags, body))
-
-    @staticmethod
-    def _prop(name, value):
-        return bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
-
-    def _frame(self, flags, body):
-        if len(body) > 255:
-            self.sock.sendall(bytes([flags | 0x02]) + struct.pack(">Q", len(body)) + body)
-        else:
-            self.sock.sendall(bytes([flags, len(body)]) + body)
-
-    def _recv(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise AssertionError("the server closed the ZMTP connection")
-            out += chunk
-        return out
-
-    def _read_frame(self):
-        flags = self._recv(1)[0]
-        size = struct.unpack(">Q", self._recv(8))[0] if flags & 0x02 else self._recv(1)[0]
-        return flags, self._recv(size)
-
-    def send(self, *frames):
-        """One message of these frames."""
-        for i, frame in enumerate(frames):
-            self._frame(0x01 if i + 1 < len(frames) else 0x00, frame)
-
-    def close(self):
-        self.sock.close()
-
-
-def mp_str(b):
-    """msgpack str of bytes b."""
-    n = len(b)
-    if n < 32:
-        return bytes([0xa0 | n]) + b
-    if n < 256:
-        return b"\xd9" + bytes([n]) + b
-    return b"\xda" + struct.pack(">H", n) + b
-
-
-def mp_updates(*ats):
-    """The UPDATES message of herd's wire: [1, 2, [at_line, ...]] (include/herd_wire.h)."""
-    assert len(ats) < 16
-    return b"\x93\x01\x02" + bytes([0x90 | len(ats)]) + b"".join(mp_str(a) for a in ats)
-
-
 class PeerPortTest(FloodCase):
     """Bytes on Bailey's peer port from processes that are not its neighbours
     (and a hand-made ZMTP peer) never crash it, and a stranger's update is not
@@ -547,7 +438,7 @@ class PeerPortTest(FloodCase):
     def assertAnswers(self, why):
         self.assertTrue(self.herd.running("Bailey"), "Bailey died: %s" % why)
         cid = uid("alive")
-        at = self.iamat("Bailey", cid)
+        at = self.iamat_at(self.herd, "Bailey", cid)
         self.assertEqual(self.view("Bailey", cid), at, why)
 
     def assertSurvived(self):
@@ -556,14 +447,13 @@ class PeerPortTest(FloodCase):
         self.assertEqual(self.herd.stop("Bailey"), 0, "Bailey's exit status after SIGTERM")
 
     def test_garbage_bytes_on_the_peer_port(self):
-        zmtp_null = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
-                     + b"\x00" * 32)
+        zmtp_null = zmtp_greeting()
         cases = [
             b"",
             b"GET / HTTP/1.0\r\n\r\n",
             b"IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n",
             bytes(range(256)) * 64,
-            b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"EVIL".ljust(20, b"\x00") + b"\x00" * 32,
+            zmtp_greeting(b"EVIL"),
             b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x09\x09" + b"\xff" * 52,
             zmtp_null + b"\x04\xff" + b"\x05READY" + b"\xff" * 300,             # READY, bad properties
             zmtp_null + b"\x06" + b"\xff" * 8 + b"\x05READY",                    # a 2**64-1 byte command
@@ -574,17 +464,13 @@ class PeerPortTest(FloodCase):
                 # The server may close such a connection or keep waiting for
                 # more; either way it must go on serving while it is open and
                 # after it is gone.
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    try:
-                        s.sendall(data)
-                    except (ConnectionResetError, BrokenPipeError):
-                        pass
+                with raw_connection(self.port, data):
                     self.assertAnswers("with %r open on the peer port" % data[:40])
                 self.assertAnswers("after %r on the peer port" % data[:40])
         self.assertSurvived()
 
     def test_zmtp_messages_from_strangers_and_bad_messages(self):
-        mark = self.mark("Bailey")
+        mark = self.herd.log_size("Bailey")
         bona = Zmtp(self.port, b"Bona")
         self.addCleanup(bona.close)
 
@@ -592,27 +478,27 @@ class PeerPortTest(FloodCase):
         bad_cid = uid("bad")
         bad_at = b"AT Bona +0.000000001 " + bad_cid + b" " + POS + b" " + now_text()
         for frames in ([b"\xc1"], [b""], [b"\x93\x01\x02"], [b"\x93\x09\x02\x90"],
-                       [mp_updates(bad_at), b"second frame"],
-                       [mp_updates(b"AT Bona nonsense " + bad_cid)],
-                       [mp_updates(bad_at) + b"trailing"]):
+                       [mp_updates([bad_at]), b"second frame"],
+                       [mp_updates([b"AT Bona nonsense " + bad_cid])],
+                       [mp_updates([bad_at]) + b"trailing"]):
             bona.send(*frames)
         # A stranger's well-formed update: not heard.
         stranger_cid = uid("stranger")
         mallory = Zmtp(self.port, b"Mallory")
         self.addCleanup(mallory.close)
-        mallory.send(mp_updates(b"AT Mallory +0.000000001 " + stranger_cid + b" " + POS + b" "
-                                + now_text()))
+        mallory.send(mp_updates([b"AT Mallory +0.000000001 " + stranger_cid + b" " + POS + b" "
+                                 + now_text()]))
 
         # Control: a well-formed update from Bona's identity is stored, which
         # also shows everything Bona's connection sent before it was handled.
         good_cid = uid("good")
         good_at = b"AT Bona +0.000000001 " + good_cid + b" " + POS + b" " + now_text()
-        bona.send(mp_updates(good_at))
+        bona.send(mp_updates([good_at]))
         self.wait_seen(["Bailey"], good_cid, good_at, why="update from a peer speaking as Bona")
         self.assertIsNone(self.view("Bailey", bad_cid), "a malformed message was stored")
         # Mallory's message came on another connection: wait until Bailey has
         # handled it (its log names the sender, or it stored the update), then look.
-        wait_until(lambda: "Mallory" in self.log_since("Bailey", mark)
+        wait_until(lambda: "Mallory" in self.herd.log_since("Bailey", mark)
                    or self.view("Bailey", stranger_cid) is not None, LINK_TIMEOUT,
                    msg="Bailey neither logged nor stored the message from Mallory")
         self.assertIsNone(self.view("Bailey", stranger_cid), "an update from a stranger was stored")

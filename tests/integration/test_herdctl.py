@@ -28,7 +28,7 @@ import time
 import unittest
 import uuid
 
-from herdtest import AT_RE, HerdTestCase, free_ports, server_binary, wait_until
+from herdtest import AT_RE, HerdTestCase, free_ports, now_text, server_binary, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 HERDCTL = os.path.join(ROOT, "deploy", "herdctl")
@@ -68,10 +68,6 @@ def gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (FileNotFoundError, ProcessLookupError):
         return True
-
-
-def now_text():
-    return "%d.%09d" % divmod(time.time_ns(), 10**9)
 
 
 class HerdctlCase(HerdTestCase):
@@ -138,7 +134,7 @@ class HerdctlCase(HerdTestCase):
         return self.herdctl("send", name, command, check=check)
 
     def iamat(self, name, cid):
-        out = self.send(name, "IAMAT %s %s %s" % (cid, POS, now_text())).stdout
+        out = self.send(name, "IAMAT %s %s %s" % (cid, POS, now_text().decode())).stdout
         self.assertTrue(out.endswith("\n") and out.count("\n") == 1, repr(out))
         m = AT_RE.match(out[:-1])
         self.assertTrue(m, out)

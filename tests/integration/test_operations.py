@@ -32,10 +32,10 @@ import time
 import unittest
 import uuid
 
-from herdtest import AT_RE_B, HOST, HerdTestCase, free_ports, wait_until
+from herdtest import (AT_RE_B, HOST, POS, HerdTestCase, free_ports, iamat_line, now_text,
+                      wait_until)
 
 A, B, C, D = "Aspen", "Birch", "Cedar", "Dogwood"
-POS = b"+34.068930-118.445127"
 SEEN_TIMEOUT = 5   # a flooded update crosses a link in milliseconds
 LINK_TIMEOUT = 10  # a DEALER retries every 50 ms
 
@@ -43,10 +43,6 @@ LINK_TIMEOUT = 10  # a DEALER retries every 50 ms
 def uid(tag):
     """A client id no other test uses."""
     return ("ops-%s-%s" % (tag, uuid.uuid4().hex[:10])).encode()
-
-
-def now_text():
-    return b"%d.%09d" % divmod(time.time_ns(), 10**9)
 
 
 # ------------------------------------------------------------------ HTTP
@@ -165,7 +161,7 @@ class OpsCase(HerdTestCase):
 
     def iamat(self, herd, name, cid, t=None):
         t = now_text() if t is None else t
-        reply = herd.send(name, b"IAMAT " + cid + b" " + POS + b" " + t + b"\n")
+        reply = herd.send(name, iamat_line(cid, POS, t) + b"\n")
         m = AT_RE_B.match(reply[:-1])
         self.assertTrue(m and reply.endswith(b"\n"), reply)
         self.assertEqual((m.group(1), m.group(3)), (name.encode(), cid), reply)
@@ -186,18 +182,10 @@ class OpsCase(HerdTestCase):
                    msg="%s never stored %r; it answers %r"
                    % (name, at, self.first_line(herd, name, cid)))
 
-    @staticmethod
-    def log_size(herd, name):
-        return len(herd.log_bytes(name))
-
-    @staticmethod
-    def log_after(herd, name, offset):
-        return herd.log_bytes(name)[offset:].decode("latin-1")
-
     def wait_log_after(self, herd, name, offset, text, timeout=LINK_TIMEOUT):
         """The first line written at or after `offset` that holds `text`."""
         def look():
-            for line in self.log_after(herd, name, offset).split("\n"):
+            for line in herd.log_since(name, offset).split("\n"):
                 if text in line:
                     return line
             return None
@@ -205,13 +193,13 @@ class OpsCase(HerdTestCase):
             return wait_until(look, timeout, interval=0.02)
         except AssertionError:
             self.fail("%s.log has no %r after byte %d; it says:\n%s"
-                      % (name, text, offset, self.log_after(herd, name, offset)[-3000:]))
+                      % (name, text, offset, herd.log_since(name, offset)[-3000:]))
 
     def sighup(self, herd, *names):
         """SIGHUP to each; returns {name: log size just before its signal}."""
         offsets = {}
         for name in names:
-            offsets[name] = self.log_size(herd, name)
+            offsets[name] = herd.log_size(name)
             os.kill(herd.pid(name), signal.SIGHUP)
         return offsets
 
@@ -219,7 +207,7 @@ class OpsCase(HerdTestCase):
         want = "reload: topology applied (%d servers, %d links)" % (n_servers, n_links)
         for name, offset in offsets.items():
             self.wait_log_after(herd, name, offset, want)
-            self.assertNotIn("keeping the running topology", self.log_after(herd, name, offset))
+            self.assertNotIn("keeping the running topology", herd.log_since(name, offset))
 
 
 # ------------------------------------------------------------------ reload
@@ -314,7 +302,7 @@ class ReloadTest(OpsCase):
         self.assertIn('names unknown server "Ghost"; keeping the running topology', line)
 
         for offset in offsets.values():
-            text = self.log_after(herd, A, offset)
+            text = herd.log_since(A, offset)
             self.assertNotIn("removed by the topology", text)
             self.assertNotIn("topology applied", text)
         self.assertEqual(metrics(herd, A).peers("herd_link_up"), {B: 1})
@@ -326,7 +314,7 @@ class ReloadTest(OpsCase):
         herd.write_topology()
         offsets = self.sighup(herd, A)
         self.wait_applied(herd, offsets, 2, 1)
-        self.assertNotIn("by the topology", self.log_after(herd, A, offsets[A]))
+        self.assertNotIn("by the topology", herd.log_since(A, offsets[A]))
 
     def test_own_port_change_takes_a_restart(self):
         herd = self.herd_with_admin([A])
@@ -342,7 +330,7 @@ class ReloadTest(OpsCase):
         self.wait_applied(herd, offsets, 1, 0)
         cid = uid("port")
         with socket.create_connection((HOST, old_port), timeout=5) as s:
-            s.sendall(b"IAMAT " + cid + b" " + POS + b" " + now_text() + b"\n")
+            s.sendall(iamat_line(cid) + b"\n")
             s.shutdown(socket.SHUT_WR)
             reply = b""
             while not reply.endswith(b"\n"):
@@ -379,7 +367,7 @@ class ReloadTest(OpsCase):
         self.wait_applied(herd, offsets, 4, 3)
         self.wait_log_after(herd, C, offsets[C], "link to %s added by the topology" % D)
         for name in (A, B):
-            self.assertNotIn("by the topology", self.log_after(herd, name, offsets[name]))
+            self.assertNotIn("by the topology", herd.log_since(name, offsets[name]))
 
         herd.start(D)
         self.wait_log_after(herd, C, offsets[C], "link to %s up" % D)
@@ -459,12 +447,12 @@ class MetricsTest(OpsCase):
         with herd.connect(A) as c:
             wait_until(lambda: metrics(herd, A).get("herd_client_connections") == 1, 5,
                        msg="herd_client_connections never 1 with one client open")
-            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_new + b"\n")
+            c.send(iamat_line(cid, POS, t_new) + b"\n")
             at = c.recv_line()[:-1]
             self.assertTrue(AT_RE_B.match(at), at)
-            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_new + b"\n")  # same time
+            c.send(iamat_line(cid, POS, t_new) + b"\n")  # same time
             c.recv_line()
-            c.send(b"IAMAT " + cid + b" " + POS + b" " + t_old + b"\n")  # older
+            c.send(iamat_line(cid, POS, t_old) + b"\n")  # older
             c.recv_line()
             c.send(b"WHATSAT " + cid + b" 10 5\n")
             self.assertEqual(c.recv_until(b"\n\n").split(b"\n", 1)[0], at)

@@ -23,7 +23,8 @@ import unittest
 import uuid
 from urllib.parse import unquote
 
-from herdtest import AT_RE_B, Herd, HerdTestCase, HerdTimeout, PLACES_KEY_ENV, wait_until
+from herdtest import (AT_RE_B, PLACES_KEY_ENV, Herd, HerdTestCase, HerdTimeout, iamat_line, ns_text,
+                      wait_until)
 from places_standin import NEARBY_PATH, PlacesStandIn, google_error_body, nearby_body
 
 S = "Bailey"
@@ -45,7 +46,7 @@ def uid(prefix="p"):
 
 def next_time():
     """A client time text newer than every earlier one."""
-    return b"%d.%09d" % divmod(_T0 + next(_serial) * 1000, 10**9)
+    return ns_text(_T0 + next(_serial) * 1000)
 
 
 def fresh_position():
@@ -207,7 +208,7 @@ class PlacesCase(HerdTestCase):
     def iamat(self, cid, pos):
         """Sends an IAMAT with a fresh time; returns the AT line (with LF)."""
         t = next_time()
-        reply = self.send(b"IAMAT " + cid + b" " + pos + b" " + t + b"\n")
+        reply = self.send(iamat_line(cid, pos, t) + b"\n")
         m = AT_RE_B.match(reply[:-1])
         self.assertTrue(m and reply.endswith(b"\n") and m.group(3) == cid and m.group(4) == pos
                         and m.group(5) == t, "bad IAMAT reply %r" % reply)
@@ -610,7 +611,7 @@ class NoKeyTest(PlacesCase):
         for name in (S, "Bona"):
             with self.subTest(server=name):
                 cid, pos, t = uid(), fresh_position()[0], next_time()
-                at = self.herd.send(name, b"IAMAT " + cid + b" " + pos + b" " + t + b"\n")
+                at = self.herd.send(name, iamat_line(cid, pos, t) + b"\n")
                 self.assertTrue(AT_RE_B.match(at[:-1]), at)
                 for radius, bound in (("10", 5), ("1.5", 1), ("10", 5)):
                     reply = self.herd.send(name, b"WHATSAT %s %s %d\n" % (cid, radius.encode(), bound))
@@ -648,7 +649,7 @@ class KeyNotLoggedTest(HerdTestCase):
                               places={"timeout_ms": 300})
         herd.start(S)
         cid, pos, t = uid(), fresh_position()[0], next_time()
-        at = herd.send(S, b"IAMAT " + cid + b" " + pos + b" " + t + b"\n")
+        at = herd.send(S, iamat_line(cid, pos, t) + b"\n")
         self.assertTrue(AT_RE_B.match(at[:-1]), at)
         loc = location_of(pos)
         modes = ((("normal",), {}), (("http_error",), {"status": 503}), (("drop",), {}),

@@ -12,10 +12,9 @@ import os
 import re
 import signal
 import socket
-import time
 import unittest
 
-from herdtest import AT_RE_B, HerdTestCase, run_server
+from herdtest import AT_RE_B, HerdTestCase, iamat_line, run_server
 
 S = "Bailey"
 
@@ -34,8 +33,7 @@ class LifecycleTest(HerdTestCase):
         return self.make_herd(servers=[S], **kw)
 
     def iamat(self, herd, cid):
-        t = b"%d.%09d" % divmod(time.time_ns(), 10**9)
-        reply = herd.send(S, b"IAMAT " + cid + b" +1.5-2.5 " + t + b"\n")
+        reply = herd.send(S, iamat_line(cid, b"+1.5-2.5") + b"\n")
         m = AT_RE_B.match(reply[:-1])
         self.assertIsNotNone(m, reply)
         self.assertEqual(m.group(3), cid, reply)
