@@ -69,7 +69,8 @@ void herd_places_reply_free(herd_places_reply_t *reply);
 /* Cuts a Places body as PROTOCOL.md section 4 says: keeps at most `bound`
  * entries of the top-level "results" array (removing the bytes from the end of
  * entry `bound` to the end of the last entry), then turns every run of two or
- * more LF into one LF and drops leading and trailing LFs. Every other byte is
+ * more line ends (LF, or CR LF) into the first one and drops leading and
+ * trailing ones. Every other byte is
  * kept. Returns 0 and a malloc'd *out (NUL-terminated), or -1 when the body
  * is not one valid JSON object (with a reason in err). When status_ok is not
  * NULL it is set to whether the top-level "status" is the string "OK". */

@@ -470,6 +470,22 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     return 0;
 }
 
+/* Copies jansson's error text into buf with control bytes written as \xNN:
+ * the text quotes the bytes near the error ("near '...'"), which may hold a
+ * raw line end, and the message must stay one line. */
+static const char *escape_controls(const char *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *) s; *p && o + 5 < cap; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            o += (size_t) snprintf(buf + o, cap - o, "\\x%02x", *p);
+        else
+            buf[o++] = (char) *p;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 /* Reads the file. Opening it ourselves (rather than json_load_file) gives a
  * precise message for a missing, unreadable or directory path. */
 static json_t *read_json(ctx_t *c, const char *path)
@@ -492,8 +508,11 @@ static json_t *read_json(ctx_t *c, const char *path)
     if (root == NULL) {
         if (ferror(fp))
             fail(c, "cannot read: %s", strerror(errno));
-        else
-            snprintf(c->err, c->errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        else {
+            char text[4 * JSON_ERROR_TEXT_LENGTH + 1];
+            snprintf(c->err, c->errlen, "%s:%d:%d: %s", path, je.line, je.column,
+                     escape_controls(je.text, text, sizeof text));
+        }
     } else if (!json_is_object(root)) {
         fail(c, "the top level must be an object");
         json_decref(root);

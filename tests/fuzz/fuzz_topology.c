@@ -16,7 +16,9 @@
  * - a refusal has a non-empty one-line reason; the same input refused with
  *   a tiny error buffer gives the start of that reason, and nothing is
  *   written past the buffer. */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create */
+#endif
 #include "fuzz_target.h"
 
 #include <stdbool.h>

@@ -490,6 +490,15 @@ static void test_syntax_errors(void **state)
              "%s:1:36: \\u0000 is not allowed without JSON_ALLOW_NUL near '\"a\\u0000\"'",
              tmpfile_path);
     expect_raw_error(tmpfile_path, want);
+
+    /* Found by fuzz_topology: jansson quotes the bytes near the error, here a
+     * backslash and a raw LF; the message must stay one line. */
+    write_file(tmpfile_path, "{\"a\": \"x\\\ny\"}", 0);
+    snprintf(want, sizeof want, "%s:2:0: invalid escape near '\"x\\\\x0a'", tmpfile_path);
+    expect_raw_error(tmpfile_path, want);
+    write_file(tmpfile_path, "{\"b\": \"\\\t\"}", 0);
+    snprintf(want, sizeof want, "%s:1:9: invalid escape near '\"\\\\x09'", tmpfile_path);
+    expect_raw_error(tmpfile_path, want);
 }
 
 static void test_file_errors(void **state)
