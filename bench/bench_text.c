@@ -108,10 +108,39 @@ void hb_hist_kv(const hb_hist_t *h, const char *name, char *buf, size_t cap)
 
 /* ---- command text ---- */
 
+/* Decimal digits of v at p; returns the count. (snprintf costs several
+ * times more, and the client formats a command for every one it sends.) */
+static size_t put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Exactly `width` digits, zero-padded. */
+static void put_fixed(char *p, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 size_t hb_fmt_id(const hb_opts_t *o, uint64_t key, char *buf, size_t cap)
 {
-    int n = snprintf(buf, cap, "%s%" PRIu64, o->prefix, key);
-    return n < 0 ? 0 : (size_t)n;
+    size_t pl = strlen(o->prefix);
+    if (pl + 21 > cap)
+        return 0;
+    memcpy(buf, o->prefix, pl);
+    size_t n = pl + put_u64(buf + pl, key);
+    buf[n] = '\0';
+    return n;
 }
 
 /* splitmix64: a good spread from consecutive keys. */
@@ -123,28 +152,40 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* Writes a signed decimal with six fraction digits from millionths. */
-static size_t put_micro(char *buf, size_t cap, int64_t micro)
+/* A signed decimal with six fraction digits, from millionths. */
+static size_t put_micro(char *p, int64_t micro)
 {
-    char sign = micro < 0 ? '-' : '+';
+    p[0] = micro < 0 ? '-' : '+';
     uint64_t a = (uint64_t)(micro < 0 ? -micro : micro);
-    int n = snprintf(buf, cap, "%c%" PRIu64 ".%06" PRIu64, sign, a / 1000000u, a % 1000000u);
-    return n < 0 ? 0 : (size_t)n;
+    size_t n = 1 + put_u64(p + 1, a / 1000000u);
+    p[n++] = '.';
+    put_fixed(p + n, a % 1000000u, 6);
+    return n + 6;
 }
 
 size_t hb_fmt_pos(const hb_opts_t *o, uint64_t key, char *buf, size_t cap)
 {
-    uint64_t h = mix(mix(o->seed) ^ key);
-    int64_t lat = (int64_t)(h % 179999999u) - 89999999;        /* within (-90, 90) */
+    if (cap < 40)
+        return 0;
+    uint64_t h = mix(mix(o->seed) ^ (o->fixed_pos ? 0 : key));
+    int64_t lat = (int64_t)(h % 179999999u) - 89999999;          /* within (-90, 90) */
     int64_t lng = (int64_t)((h >> 28) % 359999999u) - 179999999; /* within (-180, 180) */
-    size_t n = put_micro(buf, cap, lat);
-    return n + put_micro(buf + n, cap - n, lng);
+    size_t n = put_micro(buf, lat);
+    n += put_micro(buf + n, lng);
+    buf[n] = '\0';
+    return n;
 }
 
 size_t hb_fmt_time(herd_time_t t, char *buf, size_t cap)
 {
-    int n = snprintf(buf, cap, "%" PRId64 ".%09" PRId32, t.sec, t.nsec);
-    return n < 0 ? 0 : (size_t)n;
+    if (cap < 32)
+        return 0;
+    size_t n = put_u64(buf, (uint64_t)t.sec);
+    buf[n++] = '.';
+    put_fixed(buf + n, (uint64_t)t.nsec, 9);
+    n += 9;
+    buf[n] = '\0';
+    return n;
 }
 
 herd_time_t hb_next_time(void)
@@ -162,19 +203,19 @@ herd_time_t hb_next_time(void)
     return t;
 }
 
-size_t hb_fmt_iamat(const hb_opts_t *o, uint64_t key, herd_time_t t, char *buf, size_t cap, char *tail,
-                    size_t tail_cap, size_t *tail_len)
+size_t hb_fmt_iamat(const hb_opts_t *o, uint64_t key, herd_time_t t, char *buf, size_t cap)
 {
-    char id[300], pos[64], tm[48];
-    hb_fmt_id(o, key, id, sizeof id);
-    hb_fmt_pos(o, key, pos, sizeof pos);
-    hb_fmt_time(t, tm, sizeof tm);
-    int n = snprintf(buf, cap, "IAMAT %s %s %s\n", id, pos, tm);
-    if (tail) {
-        int m = snprintf(tail, tail_cap, " %s %s %s", id, pos, tm);
-        *tail_len = m < 0 ? 0 : (size_t)m;
-    }
-    return n < 0 ? 0 : (size_t)n;
+    size_t pl = strlen(o->prefix);
+    if (pl + 6 + 21 + 1 + 40 + 1 + 32 + 1 > cap)
+        return 0;
+    memcpy(buf, "IAMAT ", 6);
+    size_t n = 6 + hb_fmt_id(o, key, buf + 6, cap - 6);
+    buf[n++] = ' ';
+    n += hb_fmt_pos(o, key, buf + n, cap - n);
+    buf[n++] = ' ';
+    n += hb_fmt_time(t, buf + n, cap - n);
+    buf[n++] = '\n';
+    return n;
 }
 
 size_t hb_fmt_whatsat(const hb_opts_t *o, uint64_t key, char *buf, size_t cap)
@@ -183,6 +224,18 @@ size_t hb_fmt_whatsat(const hb_opts_t *o, uint64_t key, char *buf, size_t cap)
     hb_fmt_id(o, key, id, sizeof id);
     int n = snprintf(buf, cap, "WHATSAT %s %s %d\n", id, o->radius, o->bound);
     return n < 0 ? 0 : (size_t)n;
+}
+
+size_t hb_cmd_id(const char *cmd, size_t len, const char **id)
+{
+    const char *sp = memchr(cmd, ' ', len);
+    if (!sp) {
+        *id = cmd;
+        return 0;
+    }
+    *id = sp + 1;
+    const char *end = memchr(*id, ' ', len - (size_t)(*id - cmd));
+    return end ? (size_t)(end - *id) : 0;
 }
 
 /* ---- replies ---- */
@@ -280,4 +333,21 @@ bool hb_check_whatsat(const char *r, size_t len, const char *expect_name, const 
         }
     }
     return true;
+}
+
+bool hb_check_reply(const hb_opts_t *o, const char *cmd, size_t cmd_len, const char *r, size_t len, char *status,
+                    size_t status_cap)
+{
+    const char *id;
+    size_t idl = hb_cmd_id(cmd, cmd_len, &id);
+    status[0] = '\0';
+    if (cmd_len > 6 && !memcmp(cmd, "IAMAT ", 6)) {
+        /* The AT line must end with " <id> <pos> <time>", the command's own
+         * bytes after "IAMAT" (without its LF). */
+        const char *tail = cmd + 5;
+        size_t tl = cmd_len - 6;
+        return len > tl + 1 && r[len - 1] == '\n' && !memcmp(r + len - 1 - tl, tail, tl) &&
+               hb_check_at(r, len - 1, o->expect_name, id, idl);
+    }
+    return hb_check_whatsat(r, len, o->expect_name, id, idl, status, status_cap);
 }

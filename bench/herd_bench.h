@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "herd_time.h"
@@ -31,6 +32,7 @@ typedef struct {
     double warmup;           /* seconds of load before measuring starts */
     uint64_t count;          /* commands to send (0: by duration) */
     double rate;             /* commands per second, open loop (0: closed loop) */
+    double tick_us;          /* open loop: least time between two sending rounds */
     const char *workload;    /* iamat, whatsat or mix */
     double mix;              /* fraction of WHATSAT in the mix */
     uint64_t keys;           /* client ids in use (0 in prop: a new id per update) */
@@ -39,6 +41,7 @@ typedef struct {
     const char *expect_name; /* server name the AT lines must carry (NULL: any valid name) */
     bool oneshot;            /* one connection per command, half-closed */
     bool no_fill;            /* whatsat/mix: the keys are already stored */
+    bool fixed_pos;          /* every client at one position (one Places call, then cache hits) */
     const char *radius;      /* WHATSAT radius text */
     int bound;               /* WHATSAT bound */
     uint64_t sample_every;   /* prop: watch every Nth update */
@@ -47,7 +50,8 @@ typedef struct {
     double timeout;          /* seconds before an unanswered or unseen thing counts as lost */
     const char *server_bin;  /* rejoin: the herd-server binary */
     const char *log_dir;     /* rejoin: --log-dir for the started server */
-    pid_t pid;               /* mem, conns: the server process to read VmRSS from */
+    pid_t pids[16];          /* --pid: server processes; the first is the target (VmRSS, CPU) */
+    int npids;
     const char *steps;       /* mem: comma-separated client counts */
     const char *label;       /* echoed in the RESULT line */
     bool quiet;              /* only RESULT lines */
@@ -89,19 +93,20 @@ void hb_hist_kv(const hb_hist_t *h, const char *name, char *buf, size_t cap);
 
 /* The id of client number `key`: "<prefix><key>". Returns its length. */
 size_t hb_fmt_id(const hb_opts_t *o, uint64_t key, char *buf, size_t cap);
-/* A position, distinct per (seed, key): "+DD.dddddd+DDD.dddddd". */
+/* A position "+DD.dddddd+DDD.dddddd", distinct per (seed, key), or one per
+ * seed when o->fixed_pos. */
 size_t hb_fmt_pos(const hb_opts_t *o, uint64_t key, char *buf, size_t cap);
 /* "sec.nnnnnnnnn", always 9 fraction digits. */
 size_t hb_fmt_time(herd_time_t t, char *buf, size_t cap);
 /* The wall clock, strictly later than the last value it returned. */
 herd_time_t hb_next_time(void);
 
-/* "IAMAT <id> <pos> <time>\n"; returns its length. `tail` (may be NULL) gets
- * " <id> <pos> <time>", what the AT reply must end with. */
-size_t hb_fmt_iamat(const hb_opts_t *o, uint64_t key, herd_time_t t, char *buf, size_t cap, char *tail,
-                    size_t tail_cap, size_t *tail_len);
+/* "IAMAT <id> <pos> <time>\n"; returns its length. */
+size_t hb_fmt_iamat(const hb_opts_t *o, uint64_t key, herd_time_t t, char *buf, size_t cap);
 /* "WHATSAT <id> <radius> <bound>\n". */
 size_t hb_fmt_whatsat(const hb_opts_t *o, uint64_t key, char *buf, size_t cap);
+/* The client id in a command's text (its second field); returns its length. */
+size_t hb_cmd_id(const char *cmd, size_t len, const char **id);
 
 /* Reply kinds, by the command that asked. */
 enum { HB_IAMAT = 1, HB_WHATSAT = 2 };
@@ -122,6 +127,12 @@ bool hb_check_at(const char *line, size_t len, const char *expect_name, const ch
 bool hb_check_whatsat(const char *r, size_t len, const char *expect_name, const char *id, size_t id_len,
                       char *status, size_t status_cap);
 
+/* Checks a reply against the text of the command it answers: an IAMAT gets
+ * one AT line ending with the command's own three fields; a WHATSAT gets
+ * hb_check_whatsat for its id (status as there). Returns true when it fits. */
+bool hb_check_reply(const hb_opts_t *o, const char *cmd, size_t cmd_len, const char *r, size_t len, char *status,
+                    size_t status_cap);
+
 /* ---- connections ---- */
 
 /* A growable byte buffer. */
@@ -131,6 +142,8 @@ typedef struct {
 } hb_buf_t;
 
 void hb_buf_put(hb_buf_t *b, const char *data, size_t n);
+/* Makes room for n more bytes at p + len. */
+void hb_buf_room(hb_buf_t *b, size_t n);
 void hb_buf_free(hb_buf_t *b);
 
 /* One outstanding command. */
@@ -140,6 +153,7 @@ typedef struct {
     herd_time_t tm;  /* IAMAT: the time sent */
     uint32_t kind;   /* HB_IAMAT or HB_WHATSAT */
     uint32_t tag;    /* mode-specific (prop: sample or probe number) */
+    uint32_t cmd_len; /* bytes of its text in the connection's sent buffer */
 } hb_req_t;
 
 typedef struct hb_conn {
@@ -147,12 +161,17 @@ typedef struct hb_conn {
     int idx;         /* number within its mode */
     hb_buf_t in;     /* received, not yet consumed */
     hb_buf_t out;    /* queued, not yet written */
+    hb_buf_t sent;   /* the text of every outstanding command, in order */
     hb_req_t *q;     /* ring of outstanding commands */
     size_t qh, qn, qcap;
     uint32_t ev;     /* epoll events registered */
     bool eof;        /* the server closed */
     bool dead;       /* an error: no longer used */
 } hb_conn_t;
+
+/* epoll_wait with a nanosecond timeout (<0: none), so pacing is not held to
+ * whole milliseconds. */
+int hb_wait(int epfd, void *events, int max, int64_t timeout_ns);
 
 /* Raises RLIMIT_NOFILE to at least `want` descriptors (to the hard limit, or
  * beyond it when allowed). Returns the soft limit now in force. */
@@ -169,19 +188,21 @@ int hb_connect(const char *host, int port);
 hb_conn_t *hb_conn_new(int epfd, int fd, int idx);
 void hb_conn_free(int epfd, hb_conn_t **c);
 
-/* Queues a command and remembers it. */
+/* Queues a command and remembers it (and its text, for checking the reply). */
 void hb_conn_send(hb_conn_t *c, const char *cmd, size_t len, const hb_req_t *req);
 /* Writes what it can and keeps EPOLLOUT registered while output is left.
  * Returns -1 (and marks the connection dead) on a write error. */
 int hb_conn_flush(int epfd, hb_conn_t *c);
-/* Reads what is available. Returns bytes read, 0 at EOF, -1 on error (dead). */
+/* Reads what is available. Returns bytes read, 0 at EOF, -2 when nothing
+ * is there yet, -1 on error (the connection is marked dead). */
 ssize_t hb_conn_read(hb_conn_t *c);
 /* The oldest outstanding command, or NULL. */
 hb_req_t *hb_conn_head(hb_conn_t *c);
 /* When the reply to the oldest command is complete: returns 1 and points
- * *r / *len at it (valid until the next read); the caller then calls
- * hb_conn_pop. Returns 0 otherwise. */
-int hb_conn_reply(hb_conn_t *c, const char **r, size_t *len);
+ * *r / *len at it and *cmd / *cmd_len at the command's text (both valid
+ * until the next read or send); the caller then calls hb_conn_pop. Returns 0
+ * otherwise. */
+int hb_conn_reply(hb_conn_t *c, const char **r, size_t *len, const char **cmd, size_t *cmd_len);
 /* Drops the oldest command and its reply of `len` bytes. */
 void hb_conn_pop(hb_conn_t *c, size_t len);
 
@@ -203,6 +224,10 @@ pid_t hb_start_server(const hb_opts_t *o, const char *name, uint64_t *t_start, u
 void hb_stop_server(pid_t pid, bool hard);
 /* VmRSS of a process in KiB, or -1. */
 long hb_rss_kb(pid_t pid);
+/* CPU seconds (user + system) a process has used so far, or -1. */
+double hb_proc_cpu_s(pid_t pid);
+/* CPU seconds this process has used so far. */
+double hb_self_cpu_s(void);
 
 /* ---- output ---- */
 
@@ -221,10 +246,12 @@ int hb_mode_mem(const hb_opts_t *o);
 
 /* Stores keys [first, first+n) at host:port with one IAMAT each over a few
  * pipelined connections, and waits for every reply. When ats is not NULL,
- * ats[key - first] gets a malloc'd copy of each AT line (without LF).
+ * ats[key - first] gets a malloc'd copy of each AT line (without LF), and
+ * *at_bytes (when not NULL) the total length of those lines.
  * Returns the number of bad or missing replies (0 on success), -1 when no
  * connection could be made. */
-long hb_fill(const hb_opts_t *o, const char *host, int port, uint64_t first, uint64_t n, char **ats);
+long hb_fill(const hb_opts_t *o, const char *host, int port, uint64_t first, uint64_t n, char **ats,
+             uint64_t *at_bytes);
 
 /* Asks host:port for each of `n` ids (keys[i]) with WHATSAT, over one
  * pipelined connection, and sets found[i] when the reply carries exactly
