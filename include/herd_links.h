@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "herd_log.h"
+#include "herd_proto.h"
 #include "herd_loop.h"
 #include "herd_table.h"
 #include "herd_topology.h"
@@ -42,9 +43,10 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
 void herd_links_destroy(herd_links_t **p);
 
 /* Queues an AT line for every neighbour except the link `except` (the
- * `from` of an update being passed on; -1: none).
+ * `from` of an update being passed on; -1: none) and the server `origin`
+ * (the AT line's own server field: it made the line, so it has it).
  * Sent at the end of this reactor turn. */
-void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except);
+void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except, herd_span_t origin);
 
 /* Sends what is queued now (normally done at the end of the turn). */
 void herd_links_flush(herd_links_t *links);

@@ -55,6 +55,8 @@ typedef struct conn_t {
     bool paused;          /* too many lines owed: not reading */
     bool dead;            /* closed, waiting to be freed at the end of the turn */
     char peer[56];        /* the client's address:port, for the log */
+    char tag[24];         /* "conn N ", the start of its log lines */
+    uint8_t tag_len;      /* bytes of tag */
 } conn_t;
 
 struct herd_frontend_t {
@@ -154,6 +156,16 @@ static void conn_update_watch(conn_t *c)
     herd_loop_rewatch(c->fe->loop, &c->watch, ev);
 }
 
+/* Logs client bytes: "conn N in ..." or "conn N out ...". The prefix is
+ * put together by hand: this runs twice per command. */
+static void log_io(conn_t *c, const char *dir, size_t dir_len, const char *data, size_t len)
+{
+    char prefix[sizeof c->tag + 8];
+    memcpy(prefix, c->tag, c->tag_len);
+    memcpy(prefix + c->tag_len, dir, dir_len + 1);
+    herd_log_data(c->fe->log, prefix, data, len);
+}
+
 /* ---- answers ---- */
 
 static void out_append(conn_t *c, const char *data, size_t len)
@@ -168,11 +180,8 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     conn_t *c = fd < fe->by_fd_cap ? fe->by_fd[fd] : NULL;
     if (!c || c->id != t.conn || c->dead || t.seq < c->done_seq || t.seq >= c->next_seq)
         return -1;
-    if (len) {
-        char prefix[48];
-        snprintf(prefix, sizeof prefix, "conn %llu out ", (unsigned long long)c->serial);
-        herd_log_data(fe->log, prefix, data, len);
-    }
+    if (len)
+        log_io(c, "out ", 4, data, len);
     bool was_blocked = unsent(c) > 0 || c->held_bytes > 0;
     if (t.seq == c->done_seq) {
         out_append(c, data, len);
@@ -220,9 +229,7 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
 static void conn_line(conn_t *c, const char *line, size_t len)
 {
     herd_frontend_t *fe = c->fe;
-    char prefix[48];
-    snprintf(prefix, sizeof prefix, "conn %llu in ", (unsigned long long)c->serial);
-    herd_log_data(fe->log, prefix, line, len);
+    log_io(c, "in ", 3, line, len);
     herd_ticket_t t = {.conn = c->id, .seq = c->next_seq++};
     size_t i = 0;
     while (i < len && herd_proto_is_space((unsigned char)line[i]))
@@ -543,6 +550,7 @@ static void accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         c->fe = fe;
         memcpy(c->peer, peer, sizeof c->peer);
         c->serial = ++fe->next_serial;
+        c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
         c->id = (c->serial << 32) | (uint32_t)fd;
         c->watch = (herd_watch_t){.fd = fd, .fn = conn_event, .arg = c};
         c->last_in_ms = herd_loop_now_ms(loop);

@@ -196,11 +196,11 @@ static int batch_add(neighbour_t *nb, const char *at, size_t len)
     return 0;
 }
 
-void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except)
+void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except, herd_span_t origin)
 {
     for (size_t i = 0; i < links->n_nb; i++) {
         neighbour_t *nb = links->nb[i];
-        if ((long)i == except)
+        if ((long)i == except || (nb->name_len == origin.len && !memcmp(nb->name, origin.p, origin.len)))
             continue;
         if (batch_add(nb, at, len) != 0) {
             nb->dropped++;
@@ -457,6 +457,7 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    nb->name_len = strlen(nb->name);
     nb->links = links;
     bool ipv6;
     if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &ipv6, err, errlen) != 0) {

@@ -16,6 +16,7 @@
 typedef struct {
     struct herd_links_t *links; /* owner */
     char *name;            /* its server name (owned: outlives a reloaded topology) */
+    size_t name_len;       /* strlen(name) */
     void *dealer;          /* our DEALER, connected to its ROUTER */
     void *monitor;         /* PAIR receiving the DEALER's connection events */
     bool up;               /* the DEALER's connection is established */

@@ -202,38 +202,46 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
     log->buf[log->len++] = '\n';
 }
 
+/* For each byte: 0 when it is written as is, else the letter of its
+ * two-character escape, or 'x' for \xNN. */
+static const char escape_kind[256] = {
+    [0 ... 8] = 'x', ['\t'] = 't', ['\n'] = 'n', [11 ... 12] = 'x', ['\r'] = 'r', [14 ... 31] = 'x',
+    ['"'] = '"', ['\\'] = '\\', [127 ... 255] = 'x',
+};
+
 size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
+    size_t o = 0, i = 0;
+    while (i < len) {
+        /* Copy the run of plain bytes in one go: most log data is plain. */
+        size_t run = i;
+        while (run < len && !escape_kind[(unsigned char)data[run]])
+            run++;
+        size_t n = run - i;
+        if (n > cap - o)
+            n = cap - o;
+        memcpy(buf + o, data + i, n);
+        o += n;
+        i += n;
+        if (i < run || i == len)
+            break; /* out of room, or done */
         unsigned char c = (unsigned char)data[i];
-        char e = 0;
-        switch (c) {
-        case '\\': e = '\\'; break;
-        case '"': e = '"'; break;
-        case '\t': e = 't'; break;
-        case '\r': e = 'r'; break;
-        case '\n': e = 'n'; break;
-        default: break;
-        }
-        if (e) {
+        char e = escape_kind[c];
+        if (e != 'x') {
             if (o + 2 > cap)
                 break;
             buf[o++] = '\\';
             buf[o++] = e;
-        } else if (c < 0x20 || c >= 0x7f) {
+        } else {
             if (o + 4 > cap)
                 break;
             buf[o++] = '\\';
             buf[o++] = 'x';
             buf[o++] = hex[c >> 4];
             buf[o++] = hex[c & 15];
-        } else {
-            if (o + 1 > cap)
-                break;
-            buf[o++] = (char)c;
         }
+        i++;
     }
     return o;
 }

@@ -112,7 +112,7 @@ static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *l
     herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
                                         (size_t)(at->pos.p - line), at->pos.len, NULL);
     if (u == HERD_UPDATE_NEWER)
-        herd_links_flood(node->links, line, len, from);
+        herd_links_flood(node->links, line, len, from, at->server);
     else if (u == HERD_UPDATE_ERROR)
         herd_log_event(node->log, "could not store a location: out of memory");
     return u;
@@ -124,7 +124,7 @@ static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd)
     if (!r)
         return;
     size_t n = herd_proto_format_at(r, HERD_AT_MAX, node->name, node->name_len, herd_time_now(), cmd);
-    herd_at_t at = {.id = cmd->id, .time = cmd->time};
+    herd_at_t at = {.id = cmd->id, .time = cmd->time, .server = {node->name, node->name_len}};
     at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
     at.pos.len = cmd->pos.len;
     at.id.p = at.pos.p - 1 - cmd->id.len;
@@ -218,11 +218,42 @@ static bool plausible(const herd_at_t *at, herd_time_t now)
     return sec <= now.sec + MAX_CLOCK_AHEAD_SEC;
 }
 
+/* The id and time of what looks like an AT line (six fields, one space
+ * apart), without validating the rest; false when it does not look like one. */
+static bool quick_id_time(const char *line, size_t len, herd_span_t *id, herd_time_t *time)
+{
+    const char *f[6], *end = line + len, *p = line;
+    f[0] = line;
+    for (int i = 1; i < 6; i++) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        if (!sp)
+            return false;
+        f[i] = p = sp + 1;
+    }
+    if (memchr(p, ' ', (size_t)(end - p)))
+        return false;
+    id->p = f[3];
+    id->len = (size_t)(f[4] - f[3] - 1);
+    return herd_time_parse(f[5], (size_t)(end - f[5]), time) == 0;
+}
+
 /* An AT line flooded by a neighbour. */
 static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len)
 {
     herd_node_t *node = arg;
     herd_at_t at;
+    /* Most of what neighbours flood is already here (each update comes in
+     * once per path). A line that could not replace what we hold is dropped
+     * before the full validation, which costs several times more. */
+    herd_span_t qid;
+    herd_time_t qtime;
+    if (quick_id_time(line, len, &qid, &qtime)) {
+        const herd_record_t *rec = herd_table_find(node->table, qid.p, qid.len);
+        if (rec && herd_time_cmp(qtime, rec->time) <= 0) {
+            node->n.peer_duplicates++;
+            return;
+        }
+    }
     const char *why = herd_proto_parse_at(line, len, &at) != 0 ? "an invalid AT line"
                       : !plausible(&at, herd_time_now())      ? "an AT line received in the future"
                                                               : NULL;
