@@ -181,19 +181,6 @@ static size_t ref_metres(const ref_dec_t *d, char *out)
     return w;
 }
 
-static bool ref_name(const uint8_t *s, size_t n)
-{
-    if (n < 1 || n > HERD_MAX_NAME)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-              || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* `[+-]D+.DDDDDDDDD`, shorter than HERD_TIME_DIFF_MAX. */
 static bool ref_skew(const uint8_t *s, size_t n)
 {
@@ -222,7 +209,7 @@ static bool ref_at(const uint8_t *s, size_t n, herd_span_t f[6], herd_time_t *t)
     const uint8_t *p[6];
     for (size_t i = 0; i < 6 && i < k; i++)
         p[i] = (const uint8_t *) f[i].p;
-    return k == 6 && span_eq(f[0], (const uint8_t *) "AT", 2) && ref_name(p[1], f[1].len)
+    return k == 6 && span_eq(f[0], (const uint8_t *) "AT", 2) && fuzz_ref_name(p[1], f[1].len)
            && ref_skew(p[2], f[2].len) && f[3].len <= HERD_MAX_CLIENT_ID
            && ref_position(p[4], f[4].len, &lat_len) && ref_time(p[5], f[5].len, t);
 }

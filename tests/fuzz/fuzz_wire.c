@@ -103,19 +103,6 @@ static bool rd_array(rd_t *r, uint64_t *count)
     return false;
 }
 
-static bool ref_name_ok(const uint8_t *s, size_t n)
-{
-    if (n < 1 || n > HERD_MAX_NAME)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-              || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* A message as the reference reads it; lines are stored up to `cap`. */
 typedef struct {
     uint64_t type, incarnation, count, digest;
@@ -136,7 +123,7 @@ static bool ref_decode(const uint8_t *p, size_t n, ref_msg_t *m)
     switch (m->type) {
     case HERD_MSG_HELLO:
         if (elems != 6 || !rd_raw(&r, false, &m->name, &m->name_len)
-            || !ref_name_ok(m->name, m->name_len) || !rd_uint(&r, &m->incarnation)
+            || !fuzz_ref_name(m->name, m->name_len) || !rd_uint(&r, &m->incarnation)
             || !rd_uint(&r, &m->count) || !rd_uint(&r, &m->digest))
             return false;
         break;
