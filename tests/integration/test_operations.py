@@ -482,8 +482,10 @@ class MetricsTest(OpsCase):
         self.assertGreaterEqual(delta(m, "herd_flood_messages_total", A, direction="out", peer=B), 1)
 
         # A triangle: A sends to B and C; each of them stores it once and
-        # floods it to the other, who already has it. So, in all: 4 AT lines
-        # sent, 4 received, 2 stored from peers, 2 duplicates dropped.
+        # floods it on to the other (never back to A, who made it). If B's
+        # copy reaches C before A's, C stores B's and has no one left to send
+        # to. So, in all: 4 AT lines sent and received (3 in that order),
+        # 2 stored from peers, the rest dropped as duplicates.
         def settled():
             ms = {name: metrics(herd, name) for name in names}
 
@@ -495,12 +497,13 @@ class MetricsTest(OpsCase):
                    total("herd_peer_updates_stored_total"),
                    total("herd_duplicates_dropped_total"),
                    [ms[n].get("herd_clients") - base[n].get("herd_clients") for n in names])
-            return got if got == (4, 4, 2, 2, [1, 1, 1]) else None
+            ok = got[0] in (3, 4) and got[1] == got[0] and got[2] == 2 and got[3] == got[1] - 2
+            return got if ok and got[4] == [1, 1, 1] else None
         try:
             wait_until(settled, SEEN_TIMEOUT)
         except AssertionError:
             ms = {name: metrics(herd, name).text for name in names}
-            self.fail("the flood counters never settled at 4 out, 4 in, 2 stored, 2 dropped:\n"
+            self.fail("the flood counters never settled at 4 (or 3) out and in, 2 stored, the rest dropped:\n"
                       + "\n".join("--- %s\n%s" % kv for kv in ms.items()))
         for name in (B, C):
             self.assertEqual(self.first_line(herd, name, cid), at)
