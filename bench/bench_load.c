@@ -250,6 +250,20 @@ static void result_line(load_t *L, double secs, double tput, bool paced)
     hb_result(o, kv);
 }
 
+/* The measured window: from now (a --count run with no --duration) or after
+ * the warm-up, for --duration seconds. */
+static void set_window(load_t *L, const hb_opts_t *o, uint64_t now)
+{
+    L->t0 = now;
+    if (L->limit != UINT64_MAX && o->duration <= 0) {
+        L->t_measure = now;
+        L->t_end = UINT64_MAX;
+    } else {
+        L->t_measure = now + (uint64_t)(o->warmup * 1e9);
+        L->t_end = L->t_measure + (uint64_t)(o->duration * 1e9);
+    }
+}
+
 static int run_persistent(load_t *L)
 {
     const hb_opts_t *o = L->o;
@@ -274,14 +288,7 @@ static int run_persistent(load_t *L)
             L->period_ns = 1;
     }
     uint64_t now = hb_now_ns();
-    L->t0 = now;
-    if (L->limit != UINT64_MAX && o->duration <= 0) {
-        L->t_measure = now;
-        L->t_end = UINT64_MAX;
-    } else {
-        L->t_measure = now + (uint64_t)(o->warmup * 1e9);
-        L->t_end = L->t_measure + (uint64_t)(o->duration * 1e9);
-    }
+    set_window(L, o, now);
     if (paced)
         pace(L, now);
     else
@@ -477,14 +484,7 @@ static int run_oneshot(load_t *L)
     L->nc = o->conns;
     slot_t *slots = calloc((size_t)o->conns, sizeof *slots);
     uint64_t now = hb_now_ns();
-    L->t0 = now;
-    if (L->limit != UINT64_MAX && o->duration <= 0) {
-        L->t_measure = now;
-        L->t_end = UINT64_MAX;
-    } else {
-        L->t_measure = now + (uint64_t)(o->warmup * 1e9);
-        L->t_end = L->t_measure + (uint64_t)(o->duration * 1e9);
-    }
+    set_window(L, o, now);
     for (int i = 0; i < o->conns; i++) {
         slots[i].fd = -1;
         slot_start(L, &slots[i], (struct sockaddr *)&ss, sl, now);
