@@ -16,7 +16,16 @@ typedef struct {
     int peer_port;    /* inter-server ROUTER port, 1..65535 */
     int admin_port;   /* operators' HTTP port, or 0 when not configured */
     char *public_key; /* CURVE public key (Z85, 40 chars), or NULL */
+    char *admin_host; /* where admin_port binds; default "127.0.0.1" */
+    long frontend_threads; /* client front-end threads; 0 = the topology's default */
 } herd_server_conf_t;
+
+/* When an update is on disk before its AT reply is written (PROTOCOL §9). */
+typedef enum {
+    HERD_FSYNC_EVERYSEC = 0, /* default: all but at most the last second's */
+    HERD_FSYNC_ALWAYS,       /* the reply waits for the group commit */
+    HERD_FSYNC_NEVER,        /* left to the kernel */
+} herd_fsync_t;
 
 /* One two-way link, as indexes into servers[]. */
 typedef struct {
@@ -39,17 +48,31 @@ typedef struct {
     long idle_timeout_ms;       /* limits.idle_timeout_ms, default 300000 */
     long max_output_bytes;      /* limits.max_output_bytes, default 1048576 */
     long max_clients;           /* limits.max_clients, default 50000 */
+    long long max_records;      /* limits.max_records, default 10000000 */
+    long long record_ttl_s;     /* limits.record_ttl_s, default 0 = never */
+    long long max_future_s;     /* limits.max_future_s, default 86400 */
+    long places_max_in_flight;  /* places.max_in_flight, default 64 */
+    long places_max_queued;     /* places.max_queued, default 4096 */
+    bool insecure_links;        /* insecure_links, default false */
+    char *state_dir;            /* state_dir resolved like log_dir (default "state"), NULL = keep nothing */
+    herd_fsync_t fsync;         /* fsync, default everysec */
+    long frontend_threads;      /* frontend_threads at the top level; 0 = chosen by the server */
 } herd_topology_t;
 
 /* Loads and validates a topology file. Returns NULL and writes one line
  * (no newline) into err on any problem: unreadable file, JSON syntax error
  * (with line and column), missing field or wrong type, bad server name, port
  * out of range, link to an unknown server or to itself, duplicate link, two
- * servers sharing an address and port. Unknown fields are ignored. */
+ * servers sharing an address and port, a link with a public_key at one end
+ * only, unauthenticated links between hosts that are not all loopback
+ * without "insecure_links": true (PROTOCOL §7). Unknown fields are ignored. */
 herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen);
 
 /* Frees everything; sets *p to NULL. NULL-safe. */
 void herd_topology_destroy(herd_topology_t **p);
+
+/* True when host names this machine's loopback (127.0.0.0/8, ::1, localhost). */
+bool herd_topology_is_loopback(const char *host);
 
 /* Index of the server called `name`, or -1. */
 long herd_topology_find(const herd_topology_t *t, const char *name);

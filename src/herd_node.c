@@ -450,7 +450,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     if (!node->frontend)
         goto fail;
     if (me->admin_port) {
-        node->admin = herd_admin_new(loop, me->host, me->admin_port, render_metrics, is_ready, node, err, errlen);
+        node->admin = herd_admin_new(loop, me->admin_host, me->admin_port, render_metrics, is_ready, node, err, errlen);
         if (!node->admin)
             goto fail;
     }

@@ -24,6 +24,13 @@
 #define DEFAULT_IDLE_TIMEOUT     300000L
 #define DEFAULT_MAX_OUTPUT       1048576L
 #define DEFAULT_MAX_CLIENTS      50000L
+#define DEFAULT_MAX_RECORDS      10000000LL
+#define DEFAULT_MAX_FUTURE_S     86400LL
+#define DEFAULT_MAX_IN_FLIGHT    64L
+#define DEFAULT_MAX_QUEUED       4096L
+#define DEFAULT_STATE_DIR        "state"
+#define DEFAULT_ADMIN_HOST       "127.0.0.1"
+#define FRONTEND_THREADS_MAX     64L
 
 /* Millisecond and byte limits stop at INT32_MAX so that every consumer
  * (timers, poll timeouts, libcurl) can hold them in an int without thinking. */
@@ -106,6 +113,11 @@ static bool valid_host(const char *s)
     return true;
 }
 
+static bool valid_fsync(const char *s)
+{
+    return !strcmp(s, "always") || !strcmp(s, "everysec") || !strcmp(s, "never");
+}
+
 static int z85_value(char ch)
 {
     static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -168,6 +180,37 @@ static int get_int(ctx_t *c, json_t *obj, const char *prefix, const char *key, b
         return -1;
     }
     *out = (long) json_integer_value(v);
+    return 0;
+}
+
+/* As get_int, for counts and seconds that may pass 2^31. */
+static int get_ll(ctx_t *c, json_t *obj, const char *prefix, const char *key, long long lo,
+                  long long hi, const char *what, long long *out)
+{
+    char path[HERD_MAX_NAME + 64];
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        fail(c, "%s: must be %s", field_path(prefix, key, path, sizeof path), what);
+        return -1;
+    }
+    *out = (long long) json_integer_value(v);
+    return 0;
+}
+
+/* An optional boolean field; *out keeps its default when absent. */
+static int get_bool(ctx_t *c, json_t *obj, const char *prefix, const char *key, bool *out)
+{
+    char path[HERD_MAX_NAME + 64];
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_boolean(v)) {
+        fail(c, "%s: must be true or false", field_path(prefix, key, path, sizeof path));
+        return -1;
+    }
+    *out = json_is_true(v);
     return 0;
 }
 
@@ -234,6 +277,7 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
         return -1;
     }
     long client = 0, peer = 0, admin = 0;
+    s->frontend_threads = 0;
     static const char port[] = "an integer from 1 to 65535";
     if (get_string(c, v, prefix, "host", true, NULL, valid_host,
                    "a non-empty string without spaces or control characters", &s->host) < 0
@@ -242,7 +286,11 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
         || get_int(c, v, prefix, "admin_port", false, 0, 65535,
                    "an integer from 1 to 65535, or 0 for none", &admin) < 0
         || get_string(c, v, prefix, "public_key", false, NULL, valid_z85_key,
-                      "a CURVE public key of 40 Z85 characters", &s->public_key) < 0)
+                      "a CURVE public key of 40 Z85 characters", &s->public_key) < 0
+        || get_string(c, v, prefix, "admin_host", false, DEFAULT_ADMIN_HOST, valid_host,
+                      "a non-empty string without spaces or control characters", &s->admin_host) < 0
+        || get_int(c, v, prefix, "frontend_threads", false, 1, FRONTEND_THREADS_MAX,
+                   "an integer from 1 to 64", &s->frontend_threads) < 0)
         return -1;
     s->client_port = (int) client;
     s->peer_port = (int) peer;
@@ -408,6 +456,8 @@ static int parse_places(ctx_t *c, json_t *root, herd_topology_t *t)
         return -1;
     t->places_timeout_ms = DEFAULT_PLACES_TIMEOUT;
     t->places_cache_ttl_ms = DEFAULT_PLACES_CACHE_TTL;
+    t->places_max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    t->places_max_queued = DEFAULT_MAX_QUEUED;
     /* json_object_get on a NULL section finds nothing, so an absent section
      * takes every default through the same code. */
     if (get_string(c, p, "places", "url", false, DEFAULT_PLACES_URL, valid_nonempty,
@@ -417,7 +467,11 @@ static int parse_places(ctx_t *c, json_t *root, herd_topology_t *t)
         || get_int(c, p, "places", "timeout_ms", false, 1, LIMIT_MAX,
                    "an integer from 1 to 2147483647", &t->places_timeout_ms) < 0
         || get_int(c, p, "places", "cache_ttl_ms", false, 0, LIMIT_MAX,
-                   "an integer from 0 to 2147483647 (0 = off)", &t->places_cache_ttl_ms) < 0)
+                   "an integer from 0 to 2147483647 (0 = off)", &t->places_cache_ttl_ms) < 0
+        || get_int(c, p, "places", "max_in_flight", false, 1, LIMIT_MAX,
+                   "an integer from 1 to 2147483647", &t->places_max_in_flight) < 0
+        || get_int(c, p, "places", "max_queued", false, 0, LIMIT_MAX,
+                   "an integer from 0 to 2147483647", &t->places_max_queued) < 0)
         return -1;
     return 0;
 }
@@ -467,6 +521,74 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
                    &t->max_output_bytes) < 0
         || get_int(c, l, "limits", "max_clients", false, 1, LIMIT_MAX, what, &t->max_clients) < 0)
         return -1;
+    t->max_records = DEFAULT_MAX_RECORDS;
+    t->record_ttl_s = 0;
+    t->max_future_s = DEFAULT_MAX_FUTURE_S;
+    if (get_ll(c, l, "limits", "max_records", 1, 1000000000000LL, "an integer from 1 to 10^12",
+               &t->max_records) < 0
+        || get_ll(c, l, "limits", "record_ttl_s", 0, 100000000000LL,
+                  "an integer from 0 (never) to 10^11 seconds", &t->record_ttl_s) < 0
+        || get_ll(c, l, "limits", "max_future_s", 0, 100000000000LL,
+                  "an integer from 0 to 10^11 seconds", &t->max_future_s) < 0)
+        return -1;
+
+    /* state_dir: a string, or null to keep nothing on disk. */
+    json_t *sd = json_object_get(root, "state_dir");
+    if (sd == NULL || json_is_string(sd)) {
+        const char *state = sd ? json_string_value(sd) : DEFAULT_STATE_DIR;
+        if (!valid_nonempty(state)) {
+            fail(c, "state_dir: must be a non-empty string, or null to keep nothing on disk");
+            return -1;
+        }
+        if (resolve_log_dir(c, t->path, state, &t->state_dir) < 0)
+            return -1;
+    } else if (!json_is_null(sd)) {
+        fail(c, "state_dir: must be a non-empty string, or null to keep nothing on disk");
+        return -1;
+    }
+    const char *fs = "everysec";
+    if (get_str_view(c, root, "", "fsync", false, valid_fsync, "\"always\", \"everysec\" or \"never\"",
+                     &fs) < 0)
+        return -1;
+    t->fsync = !strcmp(fs, "always") ? HERD_FSYNC_ALWAYS : !strcmp(fs, "never") ? HERD_FSYNC_NEVER
+                                                                             : HERD_FSYNC_EVERYSEC;
+    t->frontend_threads = 0;
+    if (get_bool(c, root, "", "insecure_links", &t->insecure_links) < 0
+        || get_int(c, root, "", "frontend_threads", false, 1, FRONTEND_THREADS_MAX,
+                   "an integer from 1 to 64", &t->frontend_threads) < 0)
+        return -1;
+    return 0;
+}
+
+/* PROTOCOL §7: a link is authenticated at both ends or at neither, and
+ * unauthenticated links are only for a herd that never leaves this machine,
+ * unless the operator says otherwise. */
+static int check_security(ctx_t *c, const herd_topology_t *t)
+{
+    for (size_t i = 0; i < t->n_links; i++) {
+        const herd_server_conf_t *a = &t->servers[t->links[i].a], *b = &t->servers[t->links[i].b];
+        if (!a->public_key != !b->public_key) {
+            fail(c, "servers.%s has a public_key but servers.%s has none: a link is authenticated at "
+                    "both ends or at neither", a->public_key ? a->name : b->name,
+                 a->public_key ? b->name : a->name);
+            return -1;
+        }
+    }
+    if (t->insecure_links)
+        return 0;
+    for (size_t i = 0; i < t->n_servers; i++) {
+        if (t->servers[i].public_key || herd_topology_is_loopback(t->servers[i].host))
+            continue;
+        bool linked = false;
+        for (size_t k = 0; k < t->n_links && !linked; k++)
+            linked = t->links[k].a == i || t->links[k].b == i;
+        if (!linked && t->n_servers == 1)
+            continue;
+        fail(c, "servers.%s: host %s is not a loopback address and has no public_key: links "
+                "must be authenticated (herdctl keys), or set \"insecure_links\": true",
+             t->servers[i].name, t->servers[i].host);
+        return -1;
+    }
     return 0;
 }
 
@@ -546,7 +668,7 @@ herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen)
     }
     if (parse_servers(&c, root, t) < 0 || check_addresses(&c, t) < 0
         || parse_links(&c, root, t) < 0 || parse_places(&c, root, t) < 0
-        || parse_rest(&c, root, t) < 0)
+        || parse_rest(&c, root, t) < 0 || check_security(&c, t) < 0)
         herd_topology_destroy(&t);
     json_decref(root);
     return t;
@@ -563,6 +685,7 @@ void herd_topology_destroy(herd_topology_t **p)
         free(t->servers[i].name);
         free(t->servers[i].host);
         free(t->servers[i].public_key);
+        free(t->servers[i].admin_host);
     }
     free(t->servers);
     free(t->links);
@@ -571,8 +694,24 @@ void herd_topology_destroy(herd_topology_t **p)
     free(t->places_key_env);
     free(t->log_dir);
     free(t->keys_dir);
+    free(t->state_dir);
     free(t);
     *p = NULL;
+}
+
+/*  --------------------------------------------------------------------------
+ *  True when host names this machine's loopback: an IPv4 address in
+ *  127.0.0.0/8, ::1 (with or without brackets), or "localhost". */
+bool herd_topology_is_loopback(const char *host)
+{
+    if (host == NULL)
+        return false;
+    if (!strcmp(host, "localhost") || !strcmp(host, "::1") || !strcmp(host, "[::1]"))
+        return true;
+    unsigned a, b, cc, d;
+    char tail;
+    return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &cc, &d, &tail) == 4 && a == 127 && b < 256 && cc < 256
+           && d < 256;
 }
 
 /*  --------------------------------------------------------------------------

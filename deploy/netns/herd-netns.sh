@@ -264,6 +264,10 @@ write_topology() {
     # No key is ever set (the variable is removed from the servers' environment),
     # so WHATSAT answers REQUEST_DENIED and nothing leaves the namespaces.
     printf '  "places": { "url": "http://127.0.0.1:9/places", "key_env": "HERD_NETNS_NO_PLACES_KEY", "timeout_ms": 1000 },\n'
+    # The namespaces' addresses are not loopback: links between them would need
+    # keys (PROTOCOL section 7); this throw-away herd says so explicitly instead.
+    printf '  "insecure_links": true,\n'
+    printf '  "state_dir": null,\n'
     printf '  "log_dir": "%s"\n}\n' "$TMP/logs"
   } >"$TMP/topology.json"
 }

@@ -232,7 +232,7 @@ class CurveTest(CurveCase):
         self.assertEqual(r.returncode, 2, err)
         self.assertEqual(r.stdout, b"")
         self.assertEqual(err.count("\n"), 1, "not one line: %r" % err)
-        self.assertIn("Gamma has no valid public_key", err)
+        self.assertIn("servers.Beta has a public_key but servers.Gamma has none", err)
         # Alpha's only neighbour has a key: it starts.
         herd.start("Alpha")
 
@@ -246,7 +246,7 @@ class CurveTest(CurveCase):
         err = r.stderr.decode("latin-1")
         self.assertEqual(r.returncode, 2, err)
         self.assertEqual(err.count("\n"), 1, "not one line: %r" % err)
-        self.assertIn("Beta has a public_key but Gamma has none", err)
+        self.assertIn("servers.Beta has a public_key but servers.Gamma has none", err)
 
     def test_a_plain_zmtp_peer_cannot_talk_to_an_authenticated_server(self):
         """A NULL-mechanism peer (what a server without keys speaks) is

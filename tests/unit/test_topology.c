@@ -199,6 +199,16 @@ static void test_defaults_and_order(void **state)
     assert_int_equal(t->idle_timeout_ms, 300000);
     assert_int_equal(t->max_output_bytes, 1048576);
     assert_int_equal(t->max_clients, 50000);
+    assert_true(t->max_records == 10000000LL);
+    assert_true(t->record_ttl_s == 0);
+    assert_true(t->max_future_s == 86400);
+    assert_int_equal(t->places_max_in_flight, 64);
+    assert_int_equal(t->places_max_queued, 4096);
+    assert_string_equal(t->state_dir, HERD_TEST_DATA "/topology/state");
+    assert_int_equal(t->fsync, HERD_FSYNC_EVERYSEC);
+    assert_false(t->insecure_links);
+    assert_int_equal(t->frontend_threads, 0);
+    assert_string_equal(t->servers[0].admin_host, "127.0.0.1");
     herd_topology_destroy(&t);
 }
 
@@ -215,7 +225,20 @@ static void test_full(void **state)
     assert_string_equal(t->servers[0].public_key, "6Jo=X]znAWe@FqGEN-%IXlwGOdd(:JeOus@A$Io>");
     assert_string_equal(t->servers[1].name, "south_2");
     assert_int_equal(t->servers[1].admin_port, 0);
-    assert_null(t->servers[1].public_key);
+    assert_string_equal(t->servers[1].public_key, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
+    assert_string_equal(t->servers[0].admin_host, "127.0.0.1");
+    assert_string_equal(t->servers[1].admin_host, "0.0.0.0");
+    assert_int_equal(t->servers[0].frontend_threads, 0);
+    assert_int_equal(t->servers[1].frontend_threads, 3);
+    assert_int_equal(t->frontend_threads, 2);
+    assert_null(t->state_dir);
+    assert_int_equal(t->fsync, HERD_FSYNC_ALWAYS);
+    assert_false(t->insecure_links);
+    assert_int_equal(t->places_max_in_flight, 7);
+    assert_int_equal(t->places_max_queued, 0);
+    assert_true(t->max_records == 100000000000LL);
+    assert_true(t->record_ttl_s == 3600);
+    assert_true(t->max_future_s == 0);
     assert_int_equal(t->n_links, 1);
     assert_int_equal(t->links[0].a, 1);
     assert_int_equal(t->links[0].b, 0);
@@ -355,6 +378,30 @@ static const bad_case_t bad_cases[] = {
      "servers.Bona.public_key: must be a CURVE public key of 40 Z85 characters"},
     {BONA_WITH("'host': 'h', 'client_port': 1, 'peer_port': 2, 'public_key': 40"),
      "servers.Bona.public_key: must be a CURVE public key of 40 Z85 characters"},
+    /* state, fsync, new limits and places bounds */
+    {WITH("'state_dir': 5"), "state_dir: must be a non-empty string, or null to keep nothing on disk"},
+    {WITH("'state_dir': ''"), "state_dir: must be a non-empty string, or null to keep nothing on disk"},
+    {WITH("'fsync': 'sometimes'"), "fsync: must be \"always\", \"everysec\" or \"never\""},
+    {WITH("'insecure_links': 'yes'"), "insecure_links: must be true or false"},
+    {WITH("'frontend_threads': 0"), "frontend_threads: must be an integer from 1 to 64"},
+    {WITH("'limits': {'max_records': 0}"), "limits.max_records: must be an integer from 1 to 10^12"},
+    {WITH("'limits': {'record_ttl_s': -1}"),
+     "limits.record_ttl_s: must be an integer from 0 (never) to 10^11 seconds"},
+    {WITH("'limits': {'max_future_s': 1.5}"), "limits.max_future_s: must be an integer from 0 to 10^11 seconds"},
+    {WITH("'places': {'max_in_flight': 0}"), "places.max_in_flight: must be an integer from 1 to 2147483647"},
+    {WITH("'places': {'max_queued': -1}"), "places.max_queued: must be an integer from 0 to 2147483647"},
+    {BONA_WITH("'host': '127.0.0.1', 'client_port': 10001, 'peer_port': 11001, 'admin_host': ''"),
+     "servers.Bona.admin_host: must be a non-empty string without spaces or control characters"},
+    /* PROTOCOL section 7: keys at both ends of a link, and no unauthenticated
+     * links off this machine unless the topology says so */
+    {"{'servers': {'A': {'host': '127.0.0.1', 'client_port': 1, 'peer_port': 2, "
+     "'public_key': '6Jo=X]znAWe@FqGEN-%IXlwGOdd(:JeOus@A$Io>'}, "
+     "'B': {'host': '127.0.0.1', 'client_port': 3, 'peer_port': 4}}, 'links': [['B', 'A']]}",
+     "servers.A has a public_key but servers.B has none: a link is authenticated at both ends or at neither"},
+    {"{'servers': {'A': {'host': '10.1.1.1', 'client_port': 1, 'peer_port': 2}, "
+     "'B': {'host': '127.0.0.1', 'client_port': 3, 'peer_port': 4}}, 'links': [['B', 'A']]}",
+     "servers.A: host 10.1.1.1 is not a loopback address and has no public_key: links must be "
+     "authenticated (herdctl keys), or set \"insecure_links\": true"},
     /* address clashes */
     {"{'servers': {" S_BONA ", 'Clark': {'host': '127.0.0.1', 'client_port': 10001, "
      "'peer_port': 11003}}, 'links': []}",
@@ -501,6 +548,29 @@ static void test_syntax_errors(void **state)
     expect_raw_error(tmpfile_path, want);
 }
 
+/* Loopback hosts, and insecure_links as the operator's explicit choice. */
+static void test_link_security(void **state)
+{
+    (void) state;
+    assert_true(herd_topology_is_loopback("127.0.0.1"));
+    assert_true(herd_topology_is_loopback("127.255.3.9"));
+    assert_true(herd_topology_is_loopback("::1"));
+    assert_true(herd_topology_is_loopback("[::1]"));
+    assert_true(herd_topology_is_loopback("localhost"));
+    assert_false(herd_topology_is_loopback("128.0.0.1"));
+    assert_false(herd_topology_is_loopback("127.0.0.1.example.com"));
+    assert_false(herd_topology_is_loopback("10.0.0.1"));
+    assert_false(herd_topology_is_loopback("0.0.0.0"));
+    herd_topology_t *t = expect_ok_text("{'servers': {'A': {'host': '10.1.1.1', 'client_port': 1, 'peer_port': 2}, "
+                                        "'B': {'host': '10.1.1.2', 'client_port': 3, 'peer_port': 4}}, "
+                                        "'links': [['B', 'A']], 'insecure_links': true}");
+    assert_true(t->insecure_links);
+    herd_topology_destroy(&t);
+    /* A lone server off loopback has no links to secure. */
+    t = expect_ok_text("{'servers': {'A': {'host': '10.1.1.1', 'client_port': 1, 'peer_port': 2}}, 'links': []}");
+    herd_topology_destroy(&t);
+}
+
 static void test_file_errors(void **state)
 {
     (void) state;
@@ -579,7 +649,7 @@ int main(void)
         cmocka_unit_test(test_unknown_fields),   cmocka_unit_test(test_accepted_edges),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_first_error_wins),
         cmocka_unit_test(test_syntax_errors),    cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_log_dir),
+        cmocka_unit_test(test_log_dir),          cmocka_unit_test(test_link_security),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
