@@ -233,8 +233,11 @@ class CurveTest(CurveCase):
         self.assertEqual(r.stdout, b"")
         self.assertEqual(err.count("\n"), 1, "not one line: %r" % err)
         self.assertIn("servers.Beta has a public_key but servers.Gamma has none", err)
-        # Alpha's only neighbour has a key: it starts.
-        herd.start("Alpha")
+        # The topology as a whole is invalid, so every server refuses it (one
+        # validator: a herd never runs half on one reading and half on another).
+        r = run_server(["--config", herd.topology_path, "Alpha"], cwd=herd.tmpdir)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(b"servers.Beta has a public_key but servers.Gamma has none", r.stderr)
 
     def test_a_server_without_a_key_next_to_one_with_a_key_is_fatal(self):
         """Gamma has no key but its neighbour Beta has one: the link could
