@@ -1,63 +1,137 @@
-/* herd_table: client id -> newest known location record.
+/* herd_table: client id -> the highest-ranked known location record.
  *
  * One allocation per client holds the record and its strings; the index is an
- * open-addressing hash table. Merging is last-writer-wins on the client time:
- * an update is kept only when strictly newer. */
+ * open-addressing hash table. Records rank by one total order (PROTOCOL.md
+ * section 3): the client's time, then the origin server's name, then the
+ * position text (bytes), then the whole AT line (bytes), the greater winning.
+ * Every server ranks the same way, so replays, duplicates and ties all end
+ * with the same record everywhere.
+ *
+ * For anti-entropy the table keeps, incrementally, a digest per bucket
+ * (HERD_TABLE_BUCKETS buckets chosen by an unseeded hash of the client id,
+ * the same on every server), per group of buckets, and for the whole table:
+ * two servers compare the whole digest, then the groups that differ, then
+ * the buckets, then the records' fingerprints, and exchange only what
+ * differs.
+ *
+ * Bounds (PROTOCOL.md section 6): past max_records the lowest-ranked record
+ * is dropped; with a ttl, a record whose client time is older than that is
+ * dropped. Both depend only on the records and the clock. */
 #ifndef HERD_TABLE_H
 #define HERD_TABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "herd_proto.h"
 #include "herd_time.h"
+
+#define HERD_TABLE_BUCKETS 65536u /* digest buckets (a power of two) */
+#define HERD_TABLE_GROUPS  256u   /* groups of HERD_TABLE_BUCKETS / HERD_TABLE_GROUPS buckets */
+#define HERD_TABLE_GROUP_SIZE (HERD_TABLE_BUCKETS / HERD_TABLE_GROUPS)
 
 typedef struct herd_table_t herd_table_t;
 
 /* One stored location. Read-only for callers; valid until the next update of
- * the same client or the table's destruction. */
+ * the same client, its removal, or the table's destruction. */
 typedef struct {
-    herd_time_t time;  /* the client's time, the merge key */
+    herd_time_t time;  /* the client's time, the first rank key */
+    uint64_t digest;   /* fingerprint of the AT line (unseeded: the same on every server) */
     uint16_t id_len;   /* bytes of the client id */
     uint16_t at_len;   /* bytes of the AT line (no newline) */
     uint16_t pos_off;  /* offset of the position field inside the AT line */
     uint16_t pos_len;  /* bytes of the position field */
+    uint16_t origin_len; /* bytes of the origin server's name (it starts at at + 3) */
     const char *id;    /* the client id (not NUL-terminated) */
     const char *at;    /* the AT line as made by the origin server (NUL-terminated) */
 } herd_record_t;
 
 typedef enum {
-    HERD_UPDATE_NEWER, /* stored: the time was strictly newer (or the client new) */
-    HERD_UPDATE_SAME,  /* not stored: the same time was already known */
-    HERD_UPDATE_OLDER, /* not stored: a newer time is already known */
-    HERD_UPDATE_ERROR, /* not stored: out of memory */
+    HERD_UPDATE_NEWER,   /* stored: it ranks above the stored record (or the client is new) */
+    HERD_UPDATE_SAME,    /* not stored: this very record is already held */
+    HERD_UPDATE_OLDER,   /* not stored: a higher-ranked record is held */
+    HERD_UPDATE_REFUSED, /* not stored: outside the bounds (expired, or lowest of a full table) */
+    HERD_UPDATE_ERROR,   /* not stored: out of memory or malformed lengths */
 } herd_update_t;
 
-/* A new, empty table, or NULL when out of memory. */
+/* Called for every record the table drops by its bounds, just before it is
+ * freed (not for records replaced by a higher-ranked one). */
+typedef void(herd_table_drop_fn)(void *arg, const herd_record_t *r);
+
+/* A new, empty table, or NULL when out of memory. No bounds until
+ * herd_table_set_limits. */
 herd_table_t *herd_table_new(void);
 
 /* Frees the table and every record; sets *p to NULL. NULL-safe. */
 void herd_table_destroy(herd_table_t **p);
 
-/* Offers a location: stores it when `time` is strictly newer than the stored
- * one (or the client is new). `at` is the whole AT line; the position field
- * is at [pos_off, pos_off + pos_len). On HERD_UPDATE_NEWER, *stored (if not
- * NULL) points to the new record; otherwise to the record kept (or NULL). */
+/* Sets the bounds: at most max_records records (0 = no bound) and, with
+ * ttl_s > 0, no record whose client time is more than ttl_s seconds before
+ * the `now` given to herd_table_expire. Lowering max_records below the size
+ * drops the lowest-ranked records at once. drop (may be NULL) hears of every
+ * record dropped by a bound. Returns 0, or -1 when out of memory. */
+int herd_table_set_limits(herd_table_t *t, uint64_t max_records, int64_t ttl_s, herd_table_drop_fn *drop,
+                          void *arg);
+
+/* Drops every record older than the ttl at `now` (POSIX seconds); records
+ * offered later with such a time are refused. Returns how many were dropped. */
+size_t herd_table_expire(herd_table_t *t, int64_t now);
+
+/* Offers a location: stores it when it ranks above the stored one (or the
+ * client is new) and the bounds allow. `at` is the whole AT line, whose
+ * origin name is its second field; the position field is at
+ * [pos_off, pos_off + pos_len). On HERD_UPDATE_NEWER, *stored (if not NULL)
+ * points to the new record; otherwise to the record kept (or NULL). */
 herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored);
 
+/* Would a record with this rank be stored? (Cheap: no allocation.) True when
+ * the client is unknown or the stored record ranks below it; the bounds are
+ * not considered. Used to drop repeats before validating them fully. */
+bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                           const char *at, size_t at_len, size_t pos_off, size_t pos_len);
+
+/* Removes a client's record. Returns true when there was one. */
+bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len);
+
 /* The record of a client, or NULL when unknown. */
 const herd_record_t *herd_table_find(const herd_table_t *t, const char *id, size_t id_len);
 
-/* Number of clients held. */
+/* Number of clients held, and records dropped by the bounds so far. */
 size_t herd_table_size(const herd_table_t *t);
+uint64_t herd_table_dropped(const herd_table_t *t);
 
-/* An order-independent digest of every (id, time) held: two tables with the
- * same contents have the same digest. Maintained incrementally, O(1). */
+/* The digest of the whole table: the XOR of every record's fingerprint.
+ * Equal contents give equal digests in any process. O(1). */
 uint64_t herd_table_digest(const herd_table_t *t);
 
-/* Iteration: start with *cursor = 0; each call returns the next record and
- * advances *cursor, or NULL at the end. The table must not change meanwhile. */
+/* The digest of each group (HERD_TABLE_GROUPS values) and of each bucket
+ * (HERD_TABLE_BUCKETS values, group g holding buckets g*GROUP_SIZE onward).
+ * The arrays belong to the table and change with it. */
+const uint64_t *herd_table_group_digests(const herd_table_t *t);
+const uint64_t *herd_table_bucket_digests(const herd_table_t *t);
+
+/* The bucket a client id falls in (the same on every server). */
+uint32_t herd_table_bucket_of(const char *id, size_t id_len);
+
+/* Iterates one bucket: start with *cursor = NULL; each call returns the next
+ * record of bucket b, or NULL at the end. The table must not change meanwhile. */
+const herd_record_t *herd_table_bucket_next(const herd_table_t *t, uint32_t b, const void **cursor);
+
+/* Iteration over every record: start with *cursor = 0; each call returns the
+ * next record and advances *cursor, or NULL at the end. The table must not
+ * change meanwhile. */
 const herd_record_t *herd_table_next(const herd_table_t *t, size_t *cursor);
+
+/* The rank order of PROTOCOL.md section 3, for two AT lines with their
+ * client times and position spans: < 0, 0 or > 0 as a ranks below, the
+ * same as, or above b. */
+int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
+                  herd_span_t pos_b);
+
+/* The fingerprint of an AT line, as herd_record_t.digest holds it. */
+uint64_t herd_table_fingerprint(const char *at, size_t at_len);
 
 #endif

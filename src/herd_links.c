@@ -15,6 +15,7 @@
 
 #include <czmq.h>
 
+#include "herd_repair.h"
 #include "herd_wire.h"
 
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
@@ -25,7 +26,14 @@
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
 #define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
-#define RESYNC_GAP_MS   5000               /* at most one repairing table per neighbour this often */
+#define REPAIR_TICK_MS  100                /* how often the anti-entropy timer looks */
+#define CHECK_MS        1000               /* an exchange with each neighbour at least this often */
+#define ROUND_MS        5000               /* an exchange not ended by then is given up (and retried) */
+#define ANSWER_WAIT_MS  300                /* ... and one whose first message got no answer by then */
+#define ANSWER_MS       10000              /* how long its WANTs are accepted after our FPRINTS */
+#define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
+#define REDIAL_MIN_MS   250                /* first wait before a refused DEALER is made anew */
+#define REDIAL_MAX_MS   5000               /* longest wait between redials */
 
 /* Resolves host to a ZeroMQ tcp endpoint "tcp://ADDR:PORT" (brackets for IPv6). */
 static int endpoint(const char *host, int port, char *out, size_t cap, bool *ipv6, char *err, size_t errlen)
@@ -84,9 +92,7 @@ static int send_to(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
         nb->msgs_out++;
         return 0;
     }
-    nb->dropped++;
-    if (nb->up)
-        nb->resync = true; /* a slow neighbour, not a gone one: repair once its queue drains */
+    nb->dropped++; /* the periodic exchange repairs what it missed */
     if (!nb->drop_logged) {
         herd_log_event(links->log, "link to %s: queue full or closed, dropping updates until it is back (%s)",
                        nb->name, zmq_strerror(errno));
@@ -123,34 +129,6 @@ static void send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
     size_t len;
     if (herd_wire_encode_sync_end(links->incarnation, sent, &data, &len) == 0)
         send_to(links, nb, data, len);
-}
-
-/* Sends every record we hold to a neighbour, then SYNC_END. */
-static void send_snapshot(herd_links_t *links, neighbour_t *nb)
-{
-    herd_span_t *ats = malloc(SNAPSHOT_BATCH * sizeof *ats);
-    if (!ats)
-        return;
-    size_t cursor = 0, n = 0, total = 0;
-    bool ok = true;
-    const herd_record_t *r;
-    while ((r = herd_table_next(links->table, &cursor))) {
-        ats[n++] = (herd_span_t){r->at, r->at_len};
-        if (n == SNAPSHOT_BATCH) {
-            ok = send_updates(links, nb, ats, n) == 0 && ok;
-            total += n;
-            n = 0;
-        }
-    }
-    if (n) {
-        ok = send_updates(links, nb, ats, n) == 0 && ok;
-        total += n;
-    }
-    free(ats);
-    send_sync_end(links, nb, total);
-    nb->snapshots++;
-    herd_log_event(links->log, "rejoin: sent %zu records to %s%s", total, nb->name,
-                   ok ? "" : " (some were dropped: queue full)");
 }
 
 static void batch_send(herd_links_t *links, neighbour_t *nb)
@@ -242,39 +220,117 @@ bool herd_links_ready(herd_links_t *links)
     return links->ready;
 }
 
-/* A neighbour whose queue overflowed while its link stayed up missed some
- * updates and no rejoin will tell it so: once its queue has room again, send
- * it our whole table (newest-wins makes the repeats harmless). */
-static void repair_dropped(herd_links_t *links)
-{
-    int64_t now = herd_loop_now_ms(links->loop);
-    for (size_t i = 0; i < links->n_nb; i++) {
-        neighbour_t *nb = links->nb[i];
-        if (!nb->resync || !nb->up || now - nb->resync_ms < RESYNC_GAP_MS)
-            continue;
-        uint32_t ev = 0;
-        size_t len = sizeof ev;
-        if (zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) != 0 || !(ev & ZMQ_POLLOUT))
-            continue;
-        nb->resync = false;
-        nb->resync_ms = now;
-        herd_log_event(links->log, "link to %s: sending our table to repair the updates it missed", nb->name);
-        send_snapshot(links, nb);
-    }
-}
-
 static void flush_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_links_flush(arg);
-    repair_dropped(arg);
     herd_links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
-/* Connection events of one DEALER: the link going up or down. */
+/* The send callback of an exchange: one message to one neighbour. */
+static int repair_send(void *arg, char *data, size_t len)
+{
+    neighbour_t *nb = arg;
+    nb->repair_bytes_out += len;
+    return send_to(nb->links, nb, data, len);
+}
+
+static herd_repair_io_t repair_io(neighbour_t *nb)
+{
+    return (herd_repair_io_t){.send = repair_send, .arg = nb};
+}
+
+/* Opens an exchange with a neighbour: HELLO the first time after its link
+ * came up (it is logged, and tells our incarnation), DIGEST after that. */
+static void round_open(herd_links_t *links, neighbour_t *nb, bool hello)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    nb->round_ms = now;
+    nb->round_answered = false;
+    nb->round_records = 0;
+    nb->rounds++;
+    herd_links_flush(links); /* updates queued before go first */
+    if (hello) {
+        send_hello(links, nb);
+        return;
+    }
+    herd_repair_io_t io = repair_io(nb);
+    herd_repair_start(links->table, &io);
+}
+
+static void round_close(herd_links_t *links, neighbour_t *nb)
+{
+    nb->round_ms = 0;
+    nb->round_end_ms = herd_loop_now_ms(links->loop);
+}
+
+/* Whether the DEALER can take a message now: connected and below its
+ * high-water mark (the DEALERs queue nothing for a neighbour that is away). */
+static bool writable(neighbour_t *nb)
+{
+    uint32_t ev = 0;
+    size_t len = sizeof ev;
+    return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
+}
+
+static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen);
+static void dealer_close(herd_links_t *links, neighbour_t *nb);
+
+/* The anti-entropy timer: opens an exchange with every neighbour that had
+ * none for CHECK_MS (or whose open one is overdue), and redials DEALERs
+ * that libzmq gave up on. */
+static void repair_tick(herd_loop_t *loop, void *arg)
+{
+    herd_links_t *links = arg;
+    int64_t now = herd_loop_now_ms(loop);
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = links->nb[i];
+        if (nb->redial_at_ms && now >= nb->redial_at_ms) {
+            char err[256];
+            nb->redial_at_ms = 0;
+            dealer_close(links, nb);
+            if (dealer_open(links, nb, err, sizeof err) != 0) {
+                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, err);
+                nb->redial_at_ms = now + nb->redial_backoff_ms;
+            } else {
+                nb->redials++;
+            }
+            continue;
+        }
+        /* Its answer can be lost (its link to us not up yet when it answered):
+         * an unanswered exchange is opened again soon, a stuck one later. */
+        if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
+            continue;
+        if (nb->answer_until_ms > now)
+            continue; /* its exchange with us is under way: that one repairs both sides */
+        if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
+            continue;
+        /* Up by the monitor, or able to take a message (the handshake event
+         * can be missed); the answer marks the link up. */
+        if (!writable(nb))
+            continue;
+        round_open(links, nb, !nb->up);
+    }
+}
+
+/* Why a handshake failed, for the log. */
+static const char *handshake_why(uint16_t event, uint32_t value, char *buf, size_t cap)
+{
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        snprintf(buf, cap, "it refused our key (ZAP status %u)", (unsigned)value);
+    else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        snprintf(buf, cap, "a ZMTP protocol error (code 0x%x): are the keys on both ends right?", (unsigned)value);
+    else
+        snprintf(buf, cap, "%s", zmq_strerror((int)value));
+    return buf;
+}
+
+/* Connection events of one DEALER: the link going up or down, or its
+ * handshake failing. libzmq does not reconnect a DEALER whose handshake was
+ * refused (a wrong or unknown key), so that DEALER is made anew after a
+ * back-off, for as long as both ends run. */
 static void monitor_ready(herd_loop_t *loop, void *arg)
 {
-    (void)loop;
     neighbour_t *nb = arg;
     herd_links_t *links = nb->links;
     for (;;) {
@@ -285,8 +341,11 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
             return;
         }
         uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 2)
+        uint32_t value = 0;
+        if (zmq_msg_size(&ev) >= 6) {
             memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
+        }
         bool more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
         if (more) { /* second frame: the endpoint */
@@ -296,17 +355,89 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
         }
         /* Only a finished handshake counts: a TCP connect alone also succeeds
          * against a frozen process. */
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !nb->up) {
-            nb->up = true;
-            nb->synced = false;
-            nb->drop_logged = false;
-            herd_log_event(links->log, "link to %s up", nb->name);
-            send_hello(links, nb);
-        } else if (event == ZMQ_EVENT_DISCONNECTED && nb->up) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            nb->redial_backoff_ms = REDIAL_MIN_MS;
+            if (!nb->up) {
+                nb->up = true;
+                nb->synced = false;
+                nb->drop_logged = false;
+                herd_log_event(links->log, "link to %s up", nb->name);
+                round_open(links, nb, true);
+            }
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            if (nb->up) {
+                nb->up = false;
+                herd_log_event(links->log, "link to %s down", nb->name);
+            }
+            round_close(links, nb);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            char why[160];
             nb->up = false;
-            herd_log_event(links->log, "link to %s down", nb->name);
+            round_close(links, nb);
+            if (!nb->redial_at_ms) {
+                herd_log_event(links->log, "link to %s down: the handshake failed: %s; retrying in %ld ms",
+                               nb->name, handshake_why(event, value, why, sizeof why), nb->redial_backoff_ms);
+                nb->redial_at_ms = herd_loop_now_ms(loop) + nb->redial_backoff_ms;
+                nb->redial_backoff_ms = nb->redial_backoff_ms * 2 > REDIAL_MAX_MS ? REDIAL_MAX_MS
+                                                                                  : nb->redial_backoff_ms * 2;
+            }
         }
     }
+}
+
+/* Marks our link to nb up on an answer to our own request: our DEALER's
+ * connection works even if its handshake event never reached us. */
+static void answered(herd_links_t *links, neighbour_t *nb)
+{
+    if (!nb->up) {
+        nb->up = true;
+        nb->drop_logged = false;
+        herd_log_event(links->log, "link to %s up", nb->name);
+    }
+}
+
+/* Our exchange with nb is done: we hold what it holds. */
+static void round_done(herd_links_t *links, neighbour_t *nb, uint64_t received)
+{
+    answered(links, nb);
+    if (!nb->synced || received)
+        herd_log_event(links->log, "repair: exchange with %s done (%" PRIu64 " records sent to us)", nb->name,
+                       received);
+    nb->synced = true;
+    round_close(links, nb);
+}
+
+/* Whether a BUCKETS request from nb may be answered now (HEAVY_PER_SEC). */
+static bool heavy_allowed(herd_links_t *links, neighbour_t *nb)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    if (now - nb->heavy_window_ms >= 1000) {
+        nb->heavy_window_ms = now;
+        nb->heavy_count = 0;
+    }
+    return ++nb->heavy_count <= HEAVY_PER_SEC;
+}
+
+static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
+{
+    if (nb->repair_refused++ % 100 == 0)
+        herd_log_event(links->log, "repair: refused %s from %s (%" PRIu64 " refused so far)", what, nb->name,
+                       nb->repair_refused);
+}
+
+/* B's side: answers a DIGEST or HELLO with SYNC_END or GROUPS. */
+static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, uint64_t digest, bool hello)
+{
+    herd_repair_io_t io = repair_io(nb);
+    herd_links_flush(links);
+    int rc = herd_repair_on_digest(links->table, count, digest, &io);
+    if (rc == 1)
+        send_sync_end(links, nb, 0);
+    else
+        nb->answer_records = 0; /* a new exchange of its begins */
+    if (rc == 1 && hello)
+        herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
 }
 
 static void handle_message(herd_links_t *links, size_t from, const char *data, size_t len)
@@ -320,29 +451,86 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         return;
     }
     nb->msgs_in++;
-    switch (msg.type) {
-    case HERD_MSG_HELLO:
+    int64_t now = herd_loop_now_ms(links->loop);
+    herd_repair_io_t io = repair_io(nb);
+    /* An exchange message we cannot answer now (our link to it is not up
+     * yet) is left unanswered: its sender opens the exchange again soon. */
+    if (msg.type == HERD_MSG_HELLO) {
         if (msg.name.len != strlen(nb->name) || memcmp(msg.name.p, nb->name, msg.name.len) != 0) {
             links->rejected++;
             herd_log_data(links->log, "peer: dropped a HELLO whose name does not match its link: ", msg.name.p,
                           msg.name.len);
-            break;
+            herd_wire_msg_free(&msg);
+            return;
         }
         herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
                        nb->name, msg.incarnation, msg.count);
-        if (msg.count == herd_table_size(links->table) && msg.digest == herd_table_digest(links->table)) {
-            herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
-            send_sync_end(links, nb, 0);
-        } else {
-            herd_links_flush(links); /* updates queued before the snapshot go first */
-            send_snapshot(links, nb);
+    }
+    if (msg.type != HERD_MSG_UPDATES && msg.type != HERD_MSG_SYNC_END && !writable(nb)) {
+        herd_wire_msg_free(&msg);
+        return;
+    }
+    switch (msg.type) {
+    case HERD_MSG_HELLO:
+        answer_digest(links, nb, msg.count, msg.digest, true);
+        /* Its exchange repairs both sides; ours waits until that one is
+         * done (answer_until_ms), unless our link has not said HELLO yet. */
+        if (!nb->hello_ms || (now - nb->hello_ms > HELLO_QUIET_MS && !nb->round_ms))
+            if (writable(nb))
+                round_open(links, nb, true);
+        break;
+    case HERD_MSG_DIGEST:
+        answer_digest(links, nb, msg.count, msg.digest, false);
+        break;
+    case HERD_MSG_GROUPS:
+        if (!nb->round_ms) {
+            refuse(links, nb, "GROUPS we did not ask for");
+            break;
         }
-        /* The exchange goes both ways: if we have not said HELLO to it lately
-         * (our own link-up event may not have come yet, or at all), say it now,
-         * so that it sends us what we lack. Its answer to our HELLO is not
-         * answered again, since we just sent one. */
-        if (herd_loop_now_ms(links->loop) - nb->hello_ms > HELLO_QUIET_MS || !nb->hello_ms)
-            send_hello(links, nb);
+        answered(links, nb);
+        nb->round_answered = true;
+        if (herd_repair_on_groups(links->table, &msg, &io) == 1)
+            round_done(links, nb, 0);
+        break;
+    case HERD_MSG_BUCKETS:
+        if (!heavy_allowed(links, nb)) {
+            refuse(links, nb, "BUCKETS past the rate limit");
+            break;
+        }
+        herd_links_flush(links);
+        nb->answer_until_ms = now + ANSWER_MS;
+        herd_repair_on_buckets(links->table, &msg, &io);
+        nb->repair_records_out += io.records;
+        nb->answer_records += io.records;
+        break;
+    case HERD_MSG_FPRINTS:
+        if (!nb->round_ms) {
+            refuse(links, nb, "FPRINTS we did not ask for");
+            break;
+        }
+        herd_repair_on_fprints(links->table, &msg, &io);
+        nb->repair_records_out += io.records;
+        nb->round_records += io.records;
+        if (msg.last && nb->round_records)
+            herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records, nb->name,
+                           io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+        break;
+    case HERD_MSG_WANT:
+        if (nb->answer_until_ms <= now) {
+            refuse(links, nb, "WANT we did not offer");
+            break;
+        }
+        herd_repair_on_want(links->table, &msg, &io);
+        nb->repair_records_out += io.records;
+        nb->answer_records += io.records;
+        if (msg.last) {
+            nb->answer_until_ms = 0;
+            send_sync_end(links, nb, nb->answer_records);
+            if (nb->answer_records)
+                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
+                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+            nb->answer_records = 0;
+        }
         break;
     case HERD_MSG_UPDATES:
         nb->updates_in += msg.n_updates;
@@ -350,15 +538,8 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
             links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len);
         break;
     case HERD_MSG_SYNC_END:
-        /* It answers our HELLO, so our DEALER's connection works even if its
-         * handshake event never reached us. */
-        if (!nb->up) {
-            nb->up = true;
-            nb->drop_logged = false;
-            herd_log_event(links->log, "link to %s up", nb->name);
-        }
-        nb->synced = true;
-        herd_log_event(links->log, "rejoin: %s sent its table (%" PRIu64 " records)", nb->name, msg.count);
+        /* It answers our HELLO or DIGEST: the exchange is over. */
+        round_done(links, nb, msg.count);
         break;
     }
     herd_wire_msg_free(&msg);
@@ -430,25 +611,79 @@ static void router_ready(herd_loop_t *loop, void *arg)
     }
 }
 
+/* Closes a neighbour's DEALER and its monitor (the neighbour stays). */
+static void dealer_close(herd_links_t *links, neighbour_t *nb)
+{
+    if (nb->monitor) {
+        herd_loop_remove_zmq(links->loop, nb->monitor);
+        if (nb->dealer)
+            zmq_socket_monitor(nb->dealer, NULL, 0);
+        zmq_close(nb->monitor);
+        nb->monitor = NULL;
+    }
+    if (nb->dealer) {
+        zmq_close(nb->dealer);
+        nb->dealer = NULL;
+    }
+    nb->up = false;
+}
+
+/* Makes a neighbour's DEALER (our name as identity, its CURVE key when links
+ * are authenticated) and the monitor that reports its connection events, and
+ * starts connecting. Returns 0, or -1 with err filled. */
+static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen)
+{
+    void *ctx = zsys_init();
+    char mon[96];
+    snprintf(mon, sizeof mon, "inproc://herd-links-%p-%u", (void *)links, links->monitor_seq++);
+    nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
+    nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
+    if (!nb->dealer || !nb->monitor) {
+        snprintf(err, errlen, "cannot make the link to %s: %s", nb->name, zmq_strerror(errno));
+        dealer_close(links, nb);
+        return -1;
+    }
+    link_options(nb->dealer, nb->ipv6);
+    /* Queue only on a finished connection: nothing piles up for a neighbour
+     * that is away (the exchange after it is back repairs that), and
+     * ZMQ_EVENTS tells whether the link can take a message. */
+    set_int(nb->dealer, ZMQ_IMMEDIATE, 1);
+    zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
+    if (links->cert && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
+        dealer_close(links, nb);
+        return -1;
+    }
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+    if (zmq_socket_monitor(nb->dealer, mon, events) != 0 || zmq_connect(nb->monitor, mon) != 0 ||
+        herd_loop_add_zmq(links->loop, nb->monitor, monitor_ready, nb) != 0) {
+        snprintf(err, errlen, "cannot watch the link to %s: %s", nb->name, zmq_strerror(errno));
+        zmq_socket_monitor(nb->dealer, NULL, 0);
+        zmq_close(nb->monitor);
+        nb->monitor = NULL;
+        dealer_close(links, nb);
+        return -1;
+    }
+    if (zmq_connect(nb->dealer, nb->endpoint) != 0) {
+        snprintf(err, errlen, "cannot connect to %s at %s: %s", nb->name, nb->endpoint, zmq_strerror(errno));
+        dealer_close(links, nb);
+        return -1;
+    }
+    return 0;
+}
+
 static void neighbour_close(herd_links_t *links, neighbour_t *nb)
 {
     if (!nb)
         return;
-    if (nb->monitor) {
-        herd_loop_remove_zmq(links->loop, nb->monitor);
-        zmq_socket_monitor(nb->dealer, NULL, 0);
-        zmq_close(nb->monitor);
-    }
-    if (nb->dealer)
-        zmq_close(nb->dealer);
+    dealer_close(links, nb);
     free(nb->name);
     free(nb->batch);
     free(nb->offs);
     free(nb);
 }
 
-/* Makes the link to one neighbour: a DEALER with our name as identity,
- * watched by a socket monitor. The connection itself comes up later. */
+/* Makes the link to one neighbour. The connection itself comes up later. */
 static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t *peer, char *err, size_t errlen)
 {
     neighbour_t *nb = calloc(1, sizeof *nb);
@@ -459,36 +694,21 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
     }
     nb->name_len = strlen(nb->name);
     nb->links = links;
-    bool ipv6;
-    if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &ipv6, err, errlen) != 0) {
+    nb->redial_backoff_ms = REDIAL_MIN_MS;
+    if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &nb->ipv6, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
     }
-    void *ctx = zsys_init();
-    char mon[96];
-    snprintf(mon, sizeof mon, "inproc://herd-links-%p-%u", (void *)links, links->monitor_seq++);
-    nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
-    nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
-    if (!nb->dealer || !nb->monitor) {
-        snprintf(err, errlen, "cannot make the link to %s: %s", peer->name, zmq_strerror(errno));
-        neighbour_close(links, nb);
-        return NULL;
+    if (links->cert) {
+        if (!peer->public_key || strlen(peer->public_key) >= sizeof nb->key) {
+            snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology",
+                     peer->name);
+            neighbour_close(links, nb);
+            return NULL;
+        }
+        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
     }
-    link_options(nb->dealer, ipv6);
-    zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
-    if (links->cert && herd_links_auth_dealer(links, nb, peer, err, errlen) != 0) {
-        neighbour_close(links, nb);
-        return NULL;
-    }
-    if (zmq_socket_monitor(nb->dealer, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-        zmq_connect(nb->monitor, mon) != 0 || herd_loop_add_zmq(links->loop, nb->monitor, monitor_ready, nb) != 0) {
-        snprintf(err, errlen, "cannot watch the link to %s: %s", peer->name, zmq_strerror(errno));
-        herd_loop_remove_zmq(links->loop, nb->monitor);
-        neighbour_close(links, nb);
-        return NULL;
-    }
-    if (zmq_connect(nb->dealer, nb->endpoint) != 0) {
-        snprintf(err, errlen, "cannot connect to %s at %s: %s", peer->name, nb->endpoint, zmq_strerror(errno));
+    if (dealer_open(links, nb, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
     }
@@ -540,15 +760,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
             goto fail;
         herd_log_event(log, "links are authenticated (CURVE): only the neighbours' keys are let in");
     } else {
-        size_t nbr[topo->n_servers + 1];
-        size_t n = herd_topology_neighbours(topo, self, nbr, topo->n_servers);
-        for (size_t i = 0; i < n; i++) {
-            if (topo->servers[nbr[i]].public_key) {
-                snprintf(err, errlen, "%s has a public_key but %s has none: links are authenticated at both "
-                         "ends or at neither", topo->servers[nbr[i]].name, me->name);
-                goto fail;
-            }
-        }
+        /* The topology loader has checked that no neighbour has a key. */
         herd_log_event(log, "links are NOT authenticated: the topology gives %s no public_key", me->name);
     }
     links->router = zmq_socket(ctx, ZMQ_ROUTER);
@@ -571,7 +783,8 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     }
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
-    if (herd_loop_add_tick(loop, flush_tick, links) != 0) {
+    if (herd_loop_add_tick(loop, flush_tick, links) != 0 ||
+        (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, repair_tick, links)) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -666,8 +879,17 @@ void herd_links_render(herd_links_t *links, FILE *f)
                 links->nb[i]->name, links->nb[i]->msgs_out, links->nb[i]->name, links->nb[i]->msgs_in);
     PEER_METRIC(f, links, "herd_flood_dropped_total", "Messages to a neighbour that could not be queued.",
                 "counter", dropped);
-    PEER_METRIC(f, links, "herd_rejoin_exchanges_total", "Full tables sent to a neighbour after its HELLO.",
-                "counter", snapshots);
+    PEER_METRIC(f, links, "herd_repair_rounds_total", "Anti-entropy exchanges opened with a neighbour.",
+                "counter", rounds);
+    PEER_METRIC(f, links, "herd_repair_records_sent_total", "AT lines sent to a neighbour by anti-entropy exchanges.",
+                "counter", repair_records_out);
+    PEER_METRIC(f, links, "herd_repair_bytes_sent_total", "Bytes of anti-entropy messages sent to a neighbour.",
+                "counter", repair_bytes_out);
+    PEER_METRIC(f, links, "herd_repair_refused_total",
+                "Anti-entropy requests from a neighbour refused (rate limit, or not asked for).", "counter",
+                repair_refused);
+    PEER_METRIC(f, links, "herd_link_redials_total", "Links made anew after a refused handshake.", "counter",
+                redials);
     fprintf(f, "# HELP herd_peer_rejected_total Peer messages rejected (malformed, or from a stranger).\n"
                "# TYPE herd_peer_rejected_total counter\nherd_peer_rejected_total %" PRIu64 "\n",
             links->rejected);
@@ -678,6 +900,8 @@ void herd_links_destroy(herd_links_t **p)
     if (!p || !*p)
         return;
     herd_links_t *links = *p;
+    if (links->repair_timer > 0)
+        herd_loop_remove_timer(links->loop, links->repair_timer);
     for (size_t i = 0; i < links->n_nb; i++)
         neighbour_close(links, links->nb[i]);
     if (links->router) {

@@ -104,14 +104,17 @@ void herd_links_auth_router(herd_links_t *links, void *router)
     zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "herd", 4);
 }
 
-int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const herd_server_conf_t *peer, char *err,
-                           size_t errlen)
+int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
+                           char *err, size_t errlen)
 {
-    if (!peer->public_key || !zmq_z85_decode(nb->key_bin, peer->public_key)) {
-        snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", peer->name);
+    uint8_t bin[32];
+    if (!public_key || strlen(public_key) != 40 || !zmq_z85_decode(bin, public_key)) {
+        snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", name);
         return -1;
     }
-    snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
+    memcpy(nb->key_bin, bin, sizeof bin);
+    if (nb->key != public_key)
+        snprintf(nb->key, sizeof nb->key, "%s", public_key);
     zmq_setsockopt(nb->dealer, ZMQ_CURVE_SERVERKEY, nb->key, 41);
     zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(links->cert), 32);
     zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);

@@ -23,6 +23,7 @@ typedef struct {
     bool synced;           /* it sent SYNC_END since our link to it last came up */
     bool drop_logged;      /* a "dropped" line was logged since the link last came up */
     char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
+    bool ipv6;             /* the endpoint is an IPv6 address */
     char key[41];          /* its CURVE public key (Z85), "" when links are not authenticated */
     uint8_t key_bin[32];   /* the same, binary, as ZAP hands it to us */
     char *batch;           /* AT lines waiting, back to back */
@@ -32,10 +33,25 @@ typedef struct {
     uint64_t msgs_out, msgs_in;       /* ZeroMQ messages sent to it / received from it */
     uint64_t updates_out, updates_in; /* AT lines sent to it / received from it */
     uint64_t dropped;      /* messages that could not be queued */
-    uint64_t snapshots;    /* full tables sent to it */
     int64_t hello_ms;      /* when we last sent it HELLO */
-    bool resync;           /* updates to it were dropped while the link was up: send it our table */
-    int64_t resync_ms;     /* when we last sent it a table for that reason */
+    /* Anti-entropy (herd_repair): */
+    int64_t round_ms;      /* when our open exchange with it started; 0 = none open */
+    int64_t round_end_ms;  /* when our last exchange with it ended */
+    bool round_answered;   /* it answered the open exchange's first message */
+    uint64_t round_records; /* AT lines we sent it in our open exchange */
+    int64_t answer_until_ms; /* its exchange is open on our side (we sent FPRINTS) until then */
+    int64_t heavy_window_ms; /* start of the current one-second window of BUCKETS requests */
+    unsigned heavy_count;  /* BUCKETS requests from it in that window */
+    uint64_t rounds;       /* exchanges we opened with it */
+    uint64_t rounds_equal; /* ... that found the tables equal at once */
+    uint64_t repair_records_out; /* AT lines sent to it by exchanges */
+    uint64_t repair_bytes_out;   /* bytes of exchange messages sent to it */
+    uint64_t repair_refused; /* its requests refused (rate, or not asked for) */
+    uint64_t answer_records; /* AT lines sent in answer to its open exchange so far */
+    /* Redialling a DEALER that libzmq gave up on (a refused handshake): */
+    int64_t redial_at_ms;  /* when to make the DEALER anew; 0 = not scheduled */
+    long redial_backoff_ms; /* the wait before the next redial */
+    uint64_t redials;      /* DEALERs made anew */
 } neighbour_t;
 
 struct herd_links_t {
@@ -54,6 +70,7 @@ struct herd_links_t {
     bool ready;            /* the first rejoin exchange is done (latched) */
     unsigned monitor_seq;  /* makes each monitor endpoint unique */
     bool configured;       /* the first topology was applied */
+    int repair_timer;      /* the anti-entropy timer's id */
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
     void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
 };
@@ -68,9 +85,9 @@ int herd_links_auth_setup(herd_links_t *links, const herd_topology_t *topo, cons
 /* Sets the CURVE options of our ROUTER. */
 void herd_links_auth_router(herd_links_t *links, void *router);
 
-/* Sets the CURVE options of a neighbour's DEALER from its public_key. */
-int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const herd_server_conf_t *peer, char *err,
-                           size_t errlen);
+/* Sets the CURVE options of a neighbour's DEALER from its public key (Z85). */
+int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
+                           char *err, size_t errlen);
 
 /* Whether the key a message came with belongs to `name`. */
 bool herd_links_auth_matches(zmq_msg_t *msg, const char *name);

@@ -24,6 +24,8 @@ static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 /* What the node counts, for /metrics. Only the reactor thread touches it. */
 typedef struct {
     uint64_t iamat_stored, iamat_not_newer;        /* IAMATs by outcome */
+    uint64_t iamat_refused;                        /* IAMATs answered '?' because they cannot be held */
+    uint64_t peer_refused;                         /* updates from neighbours outside the bounds */
     uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
     uint64_t invalid;                              /* lines answered with "?" */
     uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
@@ -60,6 +62,7 @@ struct herd_node_t {
     uint64_t next_req_id;
     char *reply;                  /* scratch buffer for building replies */
     size_t reply_cap;
+    int expire_timer;             /* drops records past limits.record_ttl_s */
 };
 
 /* Grows the scratch reply buffer to hold n bytes. */
@@ -118,20 +121,69 @@ static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *l
     return u;
 }
 
-static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd)
+/* Whether a client time lies more than `slack` seconds past the allowed
+ * future (limits.max_future_s) of our clock. */
+static bool too_far_ahead(const herd_node_t *node, herd_time_t t, herd_time_t now, int64_t slack)
 {
-    char *r = reply_buf(node, HERD_AT_MAX + 1);
-    if (!r)
+    return t.sec > now.sec + node->topo->max_future_s + slack ||
+           (t.sec == now.sec + node->topo->max_future_s + slack && t.nsec > now.nsec);
+}
+
+/* Whether the record held for this client is a report of the same time and
+ * position made by this server. */
+static bool same_report(const herd_node_t *node, const herd_cmd_t *cmd)
+{
+    const herd_record_t *rec = herd_table_find(node->table, cmd->id.p, cmd->id.len);
+    return rec && herd_time_cmp(rec->time, cmd->time) == 0 && rec->origin_len == node->name_len &&
+           !memcmp(rec->at + 3, node->name, node->name_len) && rec->pos_len == cmd->pos.len &&
+           !memcmp(rec->at + rec->pos_off, cmd->pos.p, cmd->pos.len);
+}
+
+static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, const char *line, size_t len)
+{
+    herd_time_t now = herd_time_now();
+    if (too_far_ahead(node, cmd->time, now, 0)) {
+        node->n.iamat_refused++;
+        answer_invalid(node, t, line, len);
         return;
-    size_t n = herd_proto_format_at(r, HERD_AT_MAX, node->name, node->name_len, herd_time_now(), cmd);
+    }
+    char *r = reply_buf(node, HERD_AT_MAX + 1);
+    if (!r) {
+        herd_log_event(node->log, "out of memory answering an IAMAT");
+        answer_invalid(node, t, line, len);
+        return;
+    }
+    size_t n = herd_proto_format_at(r, HERD_AT_MAX, node->name, node->name_len, now, cmd);
+    if (same_report(node, cmd)) {
+        /* The same time, origin and position as the record held: it does
+         * not rank above it (PROTOCOL section 3), though its AT line (a new
+         * skew) would win the table's last tie-break on the line's bytes. */
+        node->n.iamat_not_newer++;
+        r[n] = '\n';
+        herd_frontend_answer(node->frontend, t, r, n + 1);
+        return;
+    }
     herd_at_t at = {.id = cmd->id, .time = cmd->time, .server = {node->name, node->name_len}};
     at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
     at.pos.len = cmd->pos.len;
     at.id.p = at.pos.p - 1 - cmd->id.len;
-    if (store(node, &at, r, n, -1) == HERD_UPDATE_NEWER)
+    switch (store(node, &at, r, n, -1)) {
+    case HERD_UPDATE_NEWER:
         node->n.iamat_stored++;
-    else
+        break;
+    case HERD_UPDATE_SAME:
+    case HERD_UPDATE_OLDER:
         node->n.iamat_not_newer++;
+        break;
+    case HERD_UPDATE_REFUSED:
+    case HERD_UPDATE_ERROR:
+    default:
+        /* Not held (expired, the lowest of a full table, or no memory): an
+         * AT reply would say it is (PROTOCOL section 6). */
+        node->n.iamat_refused++;
+        answer_invalid(node, t, line, len);
+        return;
+    }
     r[n] = '\n';
     herd_frontend_answer(node->frontend, t, r, n + 1);
 }
@@ -179,7 +231,7 @@ static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
     herd_proto_parse(line, len, &cmd);
     switch (cmd.kind) {
     case HERD_CMD_IAMAT:
-        do_iamat(node, t, &cmd);
+        do_iamat(node, t, &cmd, line, len);
         break;
     case HERD_CMD_WHATSAT:
         do_whatsat(node, t, &cmd, line, len);
@@ -194,33 +246,15 @@ static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
     }
 }
 
-/* Servers' clocks may disagree a little; an AT line whose origin says it
- * received the IAMAT later than this past our own clock is not believed. */
-#define MAX_CLOCK_AHEAD_SEC 60
+/* Servers' clocks may disagree a little: a neighbour's record is refused as
+ * from the future only past limits.max_future_s plus this much, so that a
+ * record one server accepted is not refused by the next for a clock step. */
+#define PEER_CLOCK_SLACK_SEC 60
 
-/* Whether the origin's receive time (client time + skew) is not in the
- * future. A valid AT line's skew is "[+-]S.NNNNNNNNN", which herd_time_parse
- * reads once the sign is off. */
-static bool plausible(const herd_at_t *at, herd_time_t now)
-{
-    herd_time_t skew;
-    if (at->skew.len < 2 || herd_time_parse(at->skew.p + 1, at->skew.len - 1, &skew) != 0)
-        return false;
-    int64_t sec = at->time.sec, nsec = at->time.nsec;
-    if (at->skew.p[0] == '-') {
-        sec -= skew.sec;
-        nsec -= skew.nsec;
-    } else {
-        sec += skew.sec;
-        nsec += skew.nsec;
-    }
-    sec += nsec / 1000000000 - (nsec < 0); /* only the seconds matter at this tolerance */
-    return sec <= now.sec + MAX_CLOCK_AHEAD_SEC;
-}
-
-/* The id and time of what looks like an AT line (six fields, one space
- * apart), without validating the rest; false when it does not look like one. */
-static bool quick_id_time(const char *line, size_t len, herd_span_t *id, herd_time_t *time)
+/* The id, position and time of what looks like an AT line (six fields, one
+ * space apart), without validating the rest; false when it does not look
+ * like one. */
+static bool quick_fields(const char *line, size_t len, herd_span_t *id, herd_span_t *pos, herd_time_t *time)
 {
     const char *f[6], *end = line + len, *p = line;
     f[0] = line;
@@ -234,40 +268,62 @@ static bool quick_id_time(const char *line, size_t len, herd_span_t *id, herd_ti
         return false;
     id->p = f[3];
     id->len = (size_t)(f[4] - f[3] - 1);
+    pos->p = f[4];
+    pos->len = (size_t)(f[5] - f[4] - 1);
     return herd_time_parse(f[5], (size_t)(end - f[5]), time) == 0;
 }
 
-/* An AT line flooded by a neighbour. */
+/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
+ * lines made by a server of the herd are accepted). */
+static bool is_server(const herd_topology_t *topo, herd_span_t name)
+{
+    for (size_t i = 0; i < topo->n_servers; i++)
+        if (strlen(topo->servers[i].name) == name.len && !memcmp(topo->servers[i].name, name.p, name.len))
+            return true;
+    return false;
+}
+
+/* An AT line from a neighbour (a flood or an anti-entropy exchange). */
 static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len)
 {
     herd_node_t *node = arg;
     herd_at_t at;
-    /* Most of what neighbours flood is already here (each update comes in
+    /* Most of what neighbours send is already here (each update comes in
      * once per path). A line that could not replace what we hold is dropped
      * before the full validation, which costs several times more. */
-    herd_span_t qid;
+    herd_span_t qid, qpos;
     herd_time_t qtime;
-    if (quick_id_time(line, len, &qid, &qtime)) {
-        const herd_record_t *rec = herd_table_find(node->table, qid.p, qid.len);
-        if (rec && herd_time_cmp(qtime, rec->time) <= 0) {
-            node->n.peer_duplicates++;
-            return;
-        }
+    if (quick_fields(line, len, &qid, &qpos, &qtime) &&
+        !herd_table_would_take(node->table, qid.p, qid.len, qtime, line, len, (size_t)(qpos.p - line), qpos.len)) {
+        node->n.peer_duplicates++;
+        return;
     }
-    const char *why = herd_proto_parse_at(line, len, &at) != 0 ? "an invalid AT line"
-                      : !plausible(&at, herd_time_now())      ? "an AT line received in the future"
-                                                              : NULL;
+    const char *why = NULL;
+    if (herd_proto_parse_at(line, len, &at) != 0)
+        why = "an invalid AT line";
+    else if (!is_server(node->topo, at.server))
+        why = "an AT line whose origin is not a server of the topology";
+    else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
+        why = "an AT line whose client time is too far in the future";
     if (why) {
-        char prefix[160];
+        char prefix[200];
         node->n.peer_invalid++;
         snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, why);
         herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
         return;
     }
-    if (store(node, &at, line, len, from) == HERD_UPDATE_NEWER)
+    switch (store(node, &at, line, len, from)) {
+    case HERD_UPDATE_NEWER:
         node->n.peer_stored++;
-    else
+        break;
+    case HERD_UPDATE_REFUSED:
+    case HERD_UPDATE_ERROR:
+        node->n.peer_refused++;
+        break;
+    default:
         node->n.peer_duplicates++;
+        break;
+    }
 }
 
 /* Counts one finished Places request. */
@@ -319,6 +375,7 @@ static char *render_metrics(void *arg, size_t *len)
             "herd_commands_total{command=\"IAMAT\",outcome=\"not_newer\"} %" PRIu64 "\n"
             "herd_commands_total{command=\"WHATSAT\",outcome=\"answered\"} %" PRIu64 "\n"
             "herd_commands_total{command=\"WHATSAT\",outcome=\"unknown_client\"} %" PRIu64 "\n"
+            "herd_commands_total{command=\"IAMAT\",outcome=\"refused\"} %" PRIu64 "\n"
             "# HELP herd_invalid_lines_total Client lines answered with '?'.\n"
             "# TYPE herd_invalid_lines_total counter\nherd_invalid_lines_total %" PRIu64 "\n"
             "# HELP herd_peer_updates_stored_total Updates from neighbours that were newer and stored.\n"
@@ -326,9 +383,14 @@ static char *render_metrics(void *arg, size_t *len)
             "# HELP herd_duplicates_dropped_total Updates from neighbours that were not newer.\n"
             "# TYPE herd_duplicates_dropped_total counter\nherd_duplicates_dropped_total %" PRIu64 "\n"
             "# HELP herd_peer_invalid_updates_total AT lines from neighbours that did not parse.\n"
-            "# TYPE herd_peer_invalid_updates_total counter\nherd_peer_invalid_updates_total %" PRIu64 "\n",
-            n->iamat_stored, n->iamat_not_newer, n->whatsat_answered, n->whatsat_unknown, n->invalid,
-            n->peer_stored, n->peer_duplicates, n->peer_invalid);
+            "# TYPE herd_peer_invalid_updates_total counter\nherd_peer_invalid_updates_total %" PRIu64 "\n"
+            "# HELP herd_peer_updates_refused_total Updates from neighbours outside the table's bounds.\n"
+            "# TYPE herd_peer_updates_refused_total counter\nherd_peer_updates_refused_total %" PRIu64 "\n"
+            "# HELP herd_records_dropped_total Records dropped by limits.max_records or limits.record_ttl_s.\n"
+            "# TYPE herd_records_dropped_total counter\nherd_records_dropped_total %" PRIu64 "\n",
+            n->iamat_stored, n->iamat_not_newer, n->whatsat_answered, n->whatsat_unknown, n->iamat_refused,
+            n->invalid, n->peer_stored, n->peer_duplicates, n->peer_invalid, n->peer_refused,
+            herd_table_dropped(node->table));
     herd_links_render(node->links, f);
     fprintf(f,
             "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
@@ -395,6 +457,23 @@ static void places_ready(herd_loop_t *loop, void *arg)
     }
 }
 
+/* A record dropped by limits.max_records or limits.record_ttl_s. */
+static void on_drop(void *arg, const herd_record_t *r)
+{
+    (void)arg;
+    (void)r; /* counted by the table (herd_table_dropped) */
+}
+
+/* How often records past limits.record_ttl_s are looked for. */
+#define EXPIRE_MS 1000
+
+static void expire_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    herd_table_expire(node->table, herd_time_now().sec);
+}
+
 herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
                            char *err, size_t errlen)
 {
@@ -410,7 +489,9 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     node->name = strdup(me->name);
     node->name_len = strlen(me->name);
     node->table = herd_table_new();
-    if (!node->table || !node->name) {
+    if (!node->table || !node->name ||
+        herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0 ||
+        (node->expire_timer = herd_loop_add_timer(loop, EXPIRE_MS, expire_tick, node)) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -478,6 +559,8 @@ void herd_node_destroy(herd_node_t **p)
             free(q);
         }
     }
+    if (node->expire_timer > 0)
+        herd_loop_remove_timer(node->loop, node->expire_timer);
     herd_table_destroy(&node->table);
     free(node->name);
     free(node->reply);
@@ -521,6 +604,8 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
         return -1;
     herd_frontend_set_limits(node->frontend, topo->max_clients, topo->idle_timeout_ms, topo->max_output_bytes);
+    if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
+        herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;
     return 0;
 }

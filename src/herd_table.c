@@ -1,35 +1,60 @@
-/* herd_table: client id -> newest known location record.
+/* herd_table: client id -> the highest-ranked known location record.
  *
- * The index is a power-of-two array of record pointers with linear probing.
- * Nothing is ever removed (a client's record is only replaced), so there are
- * no tombstones and a probe stops at the first empty slot.
+ * The index is a power-of-two array of record pointers with linear probing;
+ * removal uses backward-shift deletion, so there are no tombstones and a
+ * probe stops at the first empty slot.
  *
- * Memory per client: one malloc holding the 40-byte herd_record_t followed by
- * the id bytes and the AT line with its NUL, plus one 8-byte slot at a load of
- * 0.375 to 0.75 (11 to 21 bytes a client). With glibc's chunk header and
- * rounding, 100k to 400k clients measured 74 to 82 bytes beyond the strings. */
+ * Anti-entropy digests: every record has a fingerprint (a 64-bit hash of its
+ * AT line, unseeded so every server computes the same one); a bucket's digest
+ * is the XOR of its records' fingerprints, a group's the XOR of its buckets',
+ * the table's the XOR of all. Each record also sits on its bucket's chain,
+ * so a bucket's records can be listed without a scan.
+ *
+ * Bounds: a binary min-heap by rank finds the lowest-ranked record. It is
+ * only kept while a bound can bite (a ttl is set, or the table has reached
+ * max_records), so an unbounded table pays nothing for it on the hot path.
+ *
+ * Memory per client: one malloc holding the 72-byte rec_t followed by the id
+ * bytes and the AT line with its NUL, one 8-byte index slot at a load of
+ * 0.375 to 0.75 (11 to 21 bytes a client), and, when the heap is on, 8 bytes
+ * of heap. The bucket arrays are a fixed 1.5 MiB. */
 #include "herd_table.h"
 
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
 #define INITIAL_CAPACITY 16
+#define NO_HEAP          UINT32_MAX
 
 /* One client's record and its bytes, in a single allocation. */
-typedef struct {
-    herd_record_t r; /* what callers see; r.id and r.at point into data */
-    char data[];     /* the id bytes, then the AT line and a NUL */
+typedef struct rec_t {
+    herd_record_t r;        /* what callers see; r.id and r.at point into data */
+    struct rec_t *bnext;    /* next record in the same digest bucket */
+    uint32_t bucket;        /* its digest bucket */
+    uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
+    char data[];            /* the id bytes, then the AT line and a NUL */
 } rec_t;
 
 struct herd_table_t {
-    rec_t **slots;   /* capacity entries, NULL when empty */
-    size_t mask;     /* capacity - 1; capacity is a power of two */
-    size_t size;     /* records held */
-    uint64_t seed;   /* random per table, so clients cannot aim ids at one chain */
-    uint64_t digest; /* XOR of entry_digest() over every record */
+    rec_t **slots;          /* capacity entries, NULL when empty */
+    size_t mask;            /* capacity - 1; capacity is a power of two */
+    size_t size;            /* records held */
+    uint64_t seed;          /* random per table, so clients cannot aim ids at one chain */
+    uint64_t digest;        /* XOR of every record's fingerprint */
+    uint64_t *bucket_digest; /* HERD_TABLE_BUCKETS digests */
+    rec_t **bucket_head;    /* HERD_TABLE_BUCKETS chains */
+    uint64_t group_digest[HERD_TABLE_GROUPS];
+    uint64_t max_records;   /* 0 = no bound */
+    int64_t ttl_s;          /* 0 = no expiry */
+    int64_t floor_sec;      /* records with a client time below this are expired */
+    herd_table_drop_fn *drop; /* told of every record dropped by a bound */
+    void *drop_arg;
+    uint64_t dropped;       /* records dropped by a bound so far */
+    rec_t **heap;           /* min-heap by rank, when heap_on */
+    size_t heap_cap;
+    bool heap_on;           /* every record is in the heap */
 };
 
 /* A bijective 64-bit finaliser: every input bit affects every output bit. */
@@ -48,15 +73,23 @@ static uint64_t rotl64(uint64_t x, unsigned r)
     return (x << r) | (x >> (64 - r));
 }
 
-/* The index hash: eight bytes a step, keyed by the table's seed. */
-static uint64_t hash_id(uint64_t seed, const char *p, size_t n)
+/* Eight bytes little-endian, whatever the machine's byte order, so that the
+ * unseeded hashes agree between servers. */
+static uint64_t load_le64(const char *p)
+{
+    const unsigned char *u = (const unsigned char *) p;
+    return (uint64_t) u[0] | (uint64_t) u[1] << 8 | (uint64_t) u[2] << 16 | (uint64_t) u[3] << 24
+           | (uint64_t) u[4] << 32 | (uint64_t) u[5] << 40 | (uint64_t) u[6] << 48 | (uint64_t) u[7] << 56;
+}
+
+/* A keyed 64-bit hash, eight bytes a step. With a random seed it is the
+ * index hash; with a fixed seed it is the digest and bucket hash. */
+static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
 {
     const uint64_t k1 = 0x87c37b91114253d5ULL, k2 = 0xff51afd7ed558ccdULL;
     uint64_t h = seed ^ ((uint64_t) n * k2);
     while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = rotl64(h ^ (w * k1), 31) * k2;
+        h = rotl64(h ^ (load_le64(p) * k1), 31) * k2;
         p += 8;
         n -= 8;
     }
@@ -67,41 +100,65 @@ static uint64_t hash_id(uint64_t seed, const char *p, size_t n)
     return mix64(h ^ seed);
 }
 
-/* FNV-1a over a byte run; used for the digest, which must come out the same
- * in every process and on every machine, so it is unseeded and byte-wise. */
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+#define FINGERPRINT_SEED 0x6865726466707231ULL /* fixed: every server must agree */
+#define BUCKET_SEED      0x6865726462756b31ULL
+
+uint64_t herd_table_fingerprint(const char *at, size_t at_len)
 {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    uint64_t h = hash_bytes(FINGERPRINT_SEED, at, at_len);
+    return h ? h : 1; /* 0 means "empty" in a bucket digest exchange */
 }
 
-/* The digest term of one (id, time): FNV-1a over the id bytes, then the
- * seconds (8 bytes) and nanoseconds (4 bytes) little-endian. The fixed-size
- * tail makes the byte string unambiguous. */
-static uint64_t entry_digest(const char *id, size_t id_len, herd_time_t t)
+uint32_t herd_table_bucket_of(const char *id, size_t id_len)
 {
-    unsigned char tail[12];
-    uint64_t s = (uint64_t) t.sec;
-    uint32_t ns = (uint32_t) t.nsec;
-    for (int i = 0; i < 8; i++)
-        tail[i] = (unsigned char) (s >> (8 * i));
-    for (int i = 0; i < 4; i++)
-        tail[8 + i] = (unsigned char) (ns >> (8 * i));
-    uint64_t h = fnv1a(0xcbf29ce484222325ULL, id, id_len);
-    return mix64(fnv1a(h, tail, sizeof tail));
+    return (uint32_t) (hash_bytes(BUCKET_SEED, id, id_len) >> 48) & (HERD_TABLE_BUCKETS - 1);
 }
 
-static int time_cmp(herd_time_t a, herd_time_t b)
+/* Byte-wise comparison of two runs, the shorter first when one is a prefix. */
+static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
 {
-    if (a.sec != b.sec)
-        return a.sec < b.sec ? -1 : 1;
-    if (a.nsec != b.nsec)
-        return a.nsec < b.nsec ? -1 : 1;
-    return 0;
+    int c = memcmp(a, b, na < nb ? na : nb);
+    if (c != 0)
+        return c;
+    return na < nb ? -1 : na > nb;
+}
+
+/* The origin name of an AT line: its second field, from byte 3 to the next
+ * space (the whole rest when malformed, which still orders consistently). */
+static herd_span_t origin_of(herd_span_t at)
+{
+    if (at.len < 3)
+        return (herd_span_t) {at.p, 0};
+    const char *sp = memchr(at.p + 3, ' ', at.len - 3);
+    return (herd_span_t) {at.p + 3, sp ? (size_t) (sp - at.p - 3) : at.len - 3};
+}
+
+int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
+                  herd_span_t pos_b)
+{
+    int c = herd_time_cmp(ta, tb);
+    if (c != 0)
+        return c;
+    herd_span_t oa = origin_of(at_a), ob = origin_of(at_b);
+    if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
+        return c;
+    if ((c = bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len)) != 0)
+        return c;
+    return bytes_cmp(at_a.p, at_a.len, at_b.p, at_b.len);
+}
+
+/* The rank order between two stored records. */
+static int rec_cmp(const rec_t *a, const rec_t *b)
+{
+    int c = herd_time_cmp(a->r.time, b->r.time);
+    if (c != 0)
+        return c;
+    const char *aa = a->r.at, *ba = b->r.at;
+    if ((c = bytes_cmp(aa + 3, a->r.origin_len, ba + 3, b->r.origin_len)) != 0)
+        return c;
+    if ((c = bytes_cmp(aa + a->r.pos_off, a->r.pos_len, ba + b->r.pos_off, b->r.pos_len)) != 0)
+        return c;
+    return bytes_cmp(aa, a->r.at_len, ba, b->r.at_len);
 }
 
 static uint64_t make_seed(const herd_table_t *t)
@@ -124,7 +181,7 @@ static bool same_id(const rec_t *r, const char *id, size_t id_len)
  * never full, so the probe always ends. */
 static size_t probe(const herd_table_t *t, const char *id, size_t id_len)
 {
-    size_t i = (size_t) hash_id(t->seed, id, id_len) & t->mask;
+    size_t i = (size_t) hash_bytes(t->seed, id, id_len) & t->mask;
     while (t->slots[i] != NULL && !same_id(t->slots[i], id, id_len))
         i = (i + 1) & t->mask;
     return i;
@@ -140,7 +197,7 @@ static int grow(herd_table_t *t)
         rec_t *r = t->slots[i];
         if (r == NULL)
             continue;
-        size_t j = (size_t) hash_id(t->seed, r->data, r->r.id_len) & (cap - 1);
+        size_t j = (size_t) hash_bytes(t->seed, r->data, r->r.id_len) & (cap - 1);
         while (slots[j] != NULL)
             j = (j + 1) & (cap - 1);
         slots[j] = r;
@@ -149,6 +206,27 @@ static int grow(herd_table_t *t)
     t->slots = slots;
     t->mask = cap - 1;
     return 0;
+}
+
+/* Empties slot i and shifts the entries after it back, so that every probe
+ * still finds its record without tombstones. */
+static void slot_delete(herd_table_t *t, size_t i)
+{
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        rec_t *r = t->slots[j];
+        if (r == NULL)
+            break;
+        size_t home = (size_t) hash_bytes(t->seed, r->data, r->r.id_len) & t->mask;
+        /* r may move to i when i lies on its probe path from home to j. */
+        bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
+        if (movable) {
+            t->slots[i] = r;
+            i = j;
+        }
+    }
+    t->slots[i] = NULL;
 }
 
 static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const char *at,
@@ -162,16 +240,158 @@ static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const cha
     if (at_len > 0)
         memcpy(r->data + id_len, at, at_len);
     r->data[id_len + at_len] = '\0';
+    herd_span_t origin = origin_of((herd_span_t) {at, at_len});
     r->r = (herd_record_t) {
         .time = time,
+        .digest = herd_table_fingerprint(at, at_len),
         .id_len = (uint16_t) id_len,
         .at_len = (uint16_t) at_len,
         .pos_off = (uint16_t) pos_off,
         .pos_len = (uint16_t) pos_len,
+        .origin_len = (uint16_t) origin.len,
         .id = r->data,
         .at = r->data + id_len,
     };
+    r->bnext = NULL;
+    r->bucket = herd_table_bucket_of(id, id_len);
+    r->heap = NO_HEAP;
     return r;
+}
+
+/* ---- digests and bucket chains ---- */
+
+static void digest_flip(herd_table_t *t, const rec_t *r)
+{
+    t->digest ^= r->r.digest;
+    t->bucket_digest[r->bucket] ^= r->r.digest;
+    t->group_digest[r->bucket / HERD_TABLE_GROUP_SIZE] ^= r->r.digest;
+}
+
+static void chain_add(herd_table_t *t, rec_t *r)
+{
+    r->bnext = t->bucket_head[r->bucket];
+    t->bucket_head[r->bucket] = r;
+    digest_flip(t, r);
+}
+
+static void chain_del(herd_table_t *t, rec_t *r)
+{
+    rec_t **p = &t->bucket_head[r->bucket];
+    while (*p != r)
+        p = &(*p)->bnext;
+    *p = r->bnext;
+    digest_flip(t, r);
+}
+
+/* ---- the min-heap by rank ---- */
+
+static void heap_set(herd_table_t *t, size_t i, rec_t *r)
+{
+    t->heap[i] = r;
+    r->heap = (uint32_t) i;
+}
+
+static void sift_up(herd_table_t *t, size_t i)
+{
+    rec_t *r = t->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (rec_cmp(t->heap[parent], r) <= 0)
+            break;
+        heap_set(t, i, t->heap[parent]);
+        i = parent;
+    }
+    heap_set(t, i, r);
+}
+
+static void sift_down(herd_table_t *t, size_t i, size_t n)
+{
+    rec_t *r = t->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && rec_cmp(t->heap[c + 1], t->heap[c]) < 0)
+            c++;
+        if (rec_cmp(r, t->heap[c]) <= 0)
+            break;
+        heap_set(t, i, t->heap[c]);
+        i = c;
+    }
+    heap_set(t, i, r);
+}
+
+/* Makes room for n records in the heap array. */
+static int heap_reserve(herd_table_t *t, size_t n)
+{
+    if (n <= t->heap_cap)
+        return 0;
+    size_t cap = t->heap_cap ? t->heap_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    rec_t **h = realloc(t->heap, cap * sizeof *h);
+    if (h == NULL)
+        return -1;
+    t->heap = h;
+    t->heap_cap = cap;
+    return 0;
+}
+
+/* Puts every record into the heap (O(n)); from now on it is kept. */
+static int heap_build(herd_table_t *t)
+{
+    if (t->heap_on)
+        return 0;
+    if (heap_reserve(t, t->size + 1) != 0)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i <= t->mask; i++)
+        if (t->slots[i] != NULL)
+            heap_set(t, n++, t->slots[i]);
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(t, i, n);
+    t->heap_on = true;
+    return 0;
+}
+
+static void heap_remove(herd_table_t *t, rec_t *r)
+{
+    size_t i = r->heap, last = t->size - 1; /* the size still counts r */
+    r->heap = NO_HEAP;
+    if (i == last)
+        return;
+    rec_t *moved = t->heap[last];
+    heap_set(t, i, moved);
+    sift_down(t, i, last);
+    if (moved->heap == i)
+        sift_up(t, i);
+}
+
+/* ---- removal ---- */
+
+/* Takes r out of every structure and frees it. `bound`: dropped by a bound
+ * (counted, and the drop callback hears of it). */
+static void rec_delete(herd_table_t *t, rec_t *r, bool bound)
+{
+    size_t i = probe(t, r->data, r->r.id_len);
+    if (t->heap_on)
+        heap_remove(t, r);
+    chain_del(t, r);
+    slot_delete(t, i);
+    t->size--;
+    if (bound) {
+        t->dropped++;
+        if (t->drop)
+            t->drop(t->drop_arg, &r->r);
+    }
+    free(r);
+}
+
+/* Drops lowest-ranked records until the size is within max_records. */
+static void enforce_max(herd_table_t *t)
+{
+    while (t->max_records && t->size > t->max_records && t->heap_on && t->size > 0)
+        rec_delete(t, t->heap[0], true);
 }
 
 /*  --------------------------------------------------------------------------
@@ -182,12 +402,18 @@ herd_table_t *herd_table_new(void)
     if (t == NULL)
         return NULL;
     t->slots = calloc(INITIAL_CAPACITY, sizeof *t->slots);
-    if (t->slots == NULL) {
+    t->bucket_digest = calloc(HERD_TABLE_BUCKETS, sizeof *t->bucket_digest);
+    t->bucket_head = calloc(HERD_TABLE_BUCKETS, sizeof *t->bucket_head);
+    if (t->slots == NULL || t->bucket_digest == NULL || t->bucket_head == NULL) {
+        free(t->slots);
+        free(t->bucket_digest);
+        free(t->bucket_head);
         free(t);
         return NULL;
     }
     t->mask = INITIAL_CAPACITY - 1;
     t->seed = make_seed(t);
+    t->floor_sec = INT64_MIN;
     return t;
 }
 
@@ -201,23 +427,80 @@ void herd_table_destroy(herd_table_t **p)
     for (size_t i = 0; i <= t->mask; i++)
         free(t->slots[i]);
     free(t->slots);
+    free(t->bucket_digest);
+    free(t->bucket_head);
+    free(t->heap);
     free(t);
     *p = NULL;
 }
 
 /*  --------------------------------------------------------------------------
- *  Offers a location; stores it only when strictly newer than the stored one
- *  (or the client is new). Lengths that do not fit the record's uint16
- *  fields, or a position outside the AT line, are refused with
- *  HERD_UPDATE_ERROR, as is running out of memory. */
+ *  Sets the bounds; a lower max_records takes effect at once. */
+int herd_table_set_limits(herd_table_t *t, uint64_t max_records, int64_t ttl_s, herd_table_drop_fn *drop,
+                          void *arg)
+{
+    t->max_records = max_records;
+    t->ttl_s = ttl_s > 0 ? ttl_s : 0;
+    if (t->ttl_s == 0)
+        t->floor_sec = INT64_MIN;
+    t->drop = drop;
+    t->drop_arg = arg;
+    if ((t->ttl_s > 0 || (max_records && t->size >= max_records)) && heap_build(t) != 0)
+        return -1;
+    enforce_max(t);
+    return 0;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Drops every record whose client time is older than the ttl at `now`. */
+size_t herd_table_expire(herd_table_t *t, int64_t now)
+{
+    if (t->ttl_s <= 0)
+        return 0;
+    t->floor_sec = now - t->ttl_s;
+    if (!t->heap_on && heap_build(t) != 0)
+        return 0;
+    size_t n = 0;
+    while (t->size > 0 && t->heap[0]->r.time.sec < t->floor_sec) {
+        rec_delete(t, t->heap[0], true);
+        n++;
+    }
+    return n;
+}
+
+/* The checks common to update and would_take. */
+static bool lengths_ok(size_t id_len, size_t at_len, size_t pos_off, size_t pos_len)
+{
+    return id_len <= UINT16_MAX && at_len <= UINT16_MAX && pos_off <= at_len && pos_len <= at_len - pos_off;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Whether a record of this rank would replace what is held. */
+bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                           const char *at, size_t at_len, size_t pos_off, size_t pos_len)
+{
+    if (!lengths_ok(id_len, at_len, pos_off, pos_len))
+        return false;
+    const rec_t *old = t->slots[probe(t, id, id_len)];
+    if (old == NULL)
+        return true;
+    herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
+    herd_span_t oa = {old->r.at, old->r.at_len}, op = {old->r.at + old->r.pos_off, old->r.pos_len};
+    return herd_rank_cmp(time, a, p, old->r.time, oa, op) > 0;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Offers a location; stores it only when it ranks above the stored one (or
+ *  the client is new) and the bounds allow. Lengths that do not fit the
+ *  record's uint16 fields, or a position outside the AT line, are refused
+ *  with HERD_UPDATE_ERROR, as is running out of memory. */
 herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored)
 {
     if (stored != NULL)
         *stored = NULL;
-    if (id_len > UINT16_MAX || at_len > UINT16_MAX || pos_off > at_len
-        || pos_len > at_len - pos_off)
+    if (!lengths_ok(id_len, at_len, pos_off, pos_len))
         return HERD_UPDATE_ERROR;
 
     size_t i = probe(t, id, id_len);
@@ -225,30 +508,69 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
     if (old != NULL) {
         if (stored != NULL)
             *stored = &old->r;
-        int c = time_cmp(time, old->r.time);
+        herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
+        herd_span_t oa = {old->r.at, old->r.at_len}, op = {old->r.at + old->r.pos_off, old->r.pos_len};
+        int c = herd_rank_cmp(time, a, p, old->r.time, oa, op);
         if (c <= 0)
             return c == 0 ? HERD_UPDATE_SAME : HERD_UPDATE_OLDER;
-    } else if (t->size + 1 > (t->mask + 1) - (t->mask + 1) / 4) {
-        /* Grow before inserting so that a probe always finds an empty slot. */
-        if (grow(t) < 0)
-            return HERD_UPDATE_ERROR;
-        i = probe(t, id, id_len);
     }
+    if (time.sec < t->floor_sec)
+        return HERD_UPDATE_REFUSED; /* expired already: it would be dropped at once */
 
     rec_t *r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len);
     if (r == NULL)
         return HERD_UPDATE_ERROR;
-    if (old != NULL) {
-        t->digest ^= entry_digest(old->data, old->r.id_len, old->r.time);
-        free(old);
-    } else {
+    if (old == NULL) {
+        bool full = t->max_records && t->size >= t->max_records;
+        if (full && heap_build(t) != 0) {
+            free(r);
+            return HERD_UPDATE_ERROR;
+        }
+        if (full && t->size > 0 && rec_cmp(r, t->heap[0]) < 0) {
+            free(r); /* it would be the lowest-ranked record of a full table */
+            return HERD_UPDATE_REFUSED;
+        }
+        if ((t->size + 1 > (t->mask + 1) - (t->mask + 1) / 4 && grow(t) < 0)
+            || (t->heap_on && heap_reserve(t, t->size + 1) != 0)) {
+            free(r);
+            return HERD_UPDATE_ERROR;
+        }
+        i = probe(t, id, id_len);
+        t->slots[i] = r;
+        chain_add(t, r);
         t->size++;
+        if (t->heap_on) {
+            heap_set(t, t->size - 1, r);
+            sift_up(t, t->size - 1);
+        }
+        enforce_max(t);
+    } else {
+        chain_del(t, old);
+        chain_add(t, r);
+        t->slots[i] = r;
+        if (t->heap_on) {
+            size_t h = old->heap;
+            heap_set(t, h, r);
+            sift_down(t, h, t->size); /* it ranks higher than before */
+        }
+        free(old);
     }
-    t->slots[i] = r;
-    t->digest ^= entry_digest(id, id_len, time);
     if (stored != NULL)
         *stored = &r->r;
     return HERD_UPDATE_NEWER;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Removes a client's record. */
+bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len)
+{
+    if (id_len > UINT16_MAX)
+        return false;
+    rec_t *r = t->slots[probe(t, id, id_len)];
+    if (r == NULL)
+        return false;
+    rec_delete(t, r, false);
+    return true;
 }
 
 /*  --------------------------------------------------------------------------
@@ -261,19 +583,39 @@ const herd_record_t *herd_table_find(const herd_table_t *t, const char *id, size
     return r != NULL ? &r->r : NULL;
 }
 
-/*  --------------------------------------------------------------------------
- *  Number of clients held. */
 size_t herd_table_size(const herd_table_t *t)
 {
     return t->size;
 }
 
-/*  --------------------------------------------------------------------------
- *  An order-independent digest of every (id, time) held, kept up to date on
- *  each update. Equal contents give equal digests in any process. */
+uint64_t herd_table_dropped(const herd_table_t *t)
+{
+    return t->dropped;
+}
+
 uint64_t herd_table_digest(const herd_table_t *t)
 {
     return t->digest;
+}
+
+const uint64_t *herd_table_group_digests(const herd_table_t *t)
+{
+    return t->group_digest;
+}
+
+const uint64_t *herd_table_bucket_digests(const herd_table_t *t)
+{
+    return t->bucket_digest;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Iterates bucket b's chain. */
+const herd_record_t *herd_table_bucket_next(const herd_table_t *t, uint32_t b, const void **cursor)
+{
+    const rec_t *r = *cursor == NULL ? t->bucket_head[b & (HERD_TABLE_BUCKETS - 1)]
+                                     : ((const rec_t *) *cursor)->bnext;
+    *cursor = r;
+    return r != NULL ? &r->r : NULL;
 }
 
 /*  --------------------------------------------------------------------------

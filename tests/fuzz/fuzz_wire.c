@@ -185,6 +185,8 @@ static void check_same(const herd_msg_t *a, const herd_msg_t *b)
         FUZZ_CHECK(a->incarnation == b->incarnation && a->count == b->count,
                    "SYNC_END content differs");
         break;
+    default:
+        break;
     }
 }
 
@@ -207,6 +209,8 @@ static void check_reencode(const herd_msg_t *msg)
         break;
     case HERD_MSG_SYNC_END:
         rc = herd_wire_encode_sync_end(msg->incarnation, msg->count, &out, &len);
+        break;
+    default:
         break;
     }
     FUZZ_CHECK(rc == 0 && out != NULL && len > 0, "a decoded message must re-encode");
@@ -261,6 +265,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case HERD_MSG_SYNC_END:
             FUZZ_CHECK(msg.incarnation == ref.incarnation && msg.count == ref.count,
                        "SYNC_END differs from the reference");
+            break;
+        default:
             break;
         }
         check_reencode(&msg);

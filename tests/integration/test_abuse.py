@@ -451,22 +451,24 @@ class PeerAbuseTest(AbuseCase):
     def test_absurd_values_in_valid_updates(self):
         mark = self.herd.log_size("Bailey")
         now = time.time_ns()
-        # 18-digit client time and the skew that makes the receive time now:
-        # odd but consistent, so it is stored, byte for byte.
-        huge = uid("huge-time")
-        t_huge = 999999999999999999 * 10**9 + 123456789
-        huge_at = self.at_line(huge, skew=b"-" + ns_text(t_huge - now), t=ns_text(t_huge))
-        # A receive time 30 s ahead is within the 60 s tolerance for clocks.
+        # PROTOCOL section 6: a client time more than limits.max_future_s (one
+        # day here) ahead is refused on the peer path too (with a minute of
+        # slack for clocks). The origin's receive time (client time + skew)
+        # plays no part: ranking goes by the client's time.
+        day = 86400 * 10**9
         ahead = uid("ahead")
         ahead_at = self.at_line(ahead, t=ns_text(now + 30 * 10**9))
-        ok = [huge_at, ahead_at]
+        skewed = uid("skewed")
+        skewed_at = self.at_line(skewed, skew=b"+999999999.000000000", t=ns_text(now + 3600 * 10**9))
+        ok = [ahead_at, skewed_at]
 
         # Each of these claims a NEWER report of a client Bailey holds, so a
         # wrong acceptance would show in the table.
         later = ns_text(now + 1)
-        future = [self.at_line(self.flooded, t=ns_text(now + 3600 * 10**9)),
-                  self.at_line(self.own, skew=b"+999999999.000000000", t=later),
-                  self.at_line(self.flooded, skew=b"+90.000000000", t=later)]
+        t_huge = 999999999999999999 * 10**9 + 123456789
+        future = [self.at_line(self.flooded, t=ns_text(now + day + 3600 * 10**9)),
+                  self.at_line(self.own, t=b"253402300799.999999999"),
+                  self.at_line(self.flooded, skew=b"-" + ns_text(t_huge - now), t=ns_text(t_huge))]
         invalid = [self.at_line(self.own, pos=b"+90.000001+0", t=later),
                    self.at_line(self.own, pos=b"+0-180.5", t=later),
                    self.at_line(self.flooded, pos=b"+9999999999999999999999+0", t=later),
@@ -485,12 +487,12 @@ class PeerAbuseTest(AbuseCase):
         got = self.dropped_lines(mark)
         self.assertEqual(len(got), len(future) + len(invalid), "\n".join(got))
         for at in future:
-            self.assertIn('peer Bona: dropped an AT line received in the future: "%s"'
+            self.assertIn('peer Bona: dropped an AT line whose client time is too far in the future: "%s"'
                           % at.decode("latin-1"), got)
         for at in invalid:
             self.assertIn('peer Bona: dropped an invalid AT line: "%s"' % at.decode("latin-1"), got)
-        self.assertEqual(self.stored_at(self.herd, "Bailey", huge), huge_at)
         self.assertEqual(self.stored_at(self.herd, "Bailey", ahead), ahead_at)
+        self.assertEqual(self.stored_at(self.herd, "Bailey", skewed), skewed_at)
         self.assertIsNone(self.stored_at(self.herd, "Bailey", b"i" * 255), "a cut-down id was stored")
         self.assertTableRight("after absurd AT lines")
         self.assertCleanExit(self.herd, "Bailey")

@@ -191,14 +191,23 @@ class ClientProtocolTest(ProtocolCase):
         self.iamat_ok(cid, b"+20+20", ns_text(base - 1))
         self.assertWhatsatReply(self.send(whatsat), at2)
 
-        # Equal, exactly (trailing zeros, digits past the ninth): not stored.
+        # Equal, exactly (trailing zeros, digits past the ninth), from the same
+        # server: PROTOCOL section 3 ranks by position text (bytes) next, the
+        # greater winning. A smaller position is not stored...
         for t in (t2, t2 + b"000", t2 + b"999"):
-            with self.subTest(t=t):
-                self.iamat_ok(cid, b"+30+30", t)
+            with self.subTest(t=t, pos="smaller"):
+                self.iamat_ok(cid, b"+05+05", t)
                 self.assertWhatsatReply(self.send(whatsat), at2)
+        # ... a greater one is, once; the same position again is not.
+        at_eq = self.iamat_ok(cid, b"+30+30", t2 + b"000")
+        self.assertWhatsatReply(self.send(whatsat), at_eq)
+        for t in (t2, t2 + b"999"):
+            with self.subTest(t=t, pos="same"):
+                self.iamat_ok(cid, b"+30+30", t)
+                self.assertWhatsatReply(self.send(whatsat), at_eq)
 
-        # One nanosecond newer: stored.
-        at3 = self.iamat_ok(cid, b"+40+40", ns_text(base + 1))
+        # One nanosecond newer: stored, whatever its position.
+        at3 = self.iamat_ok(cid, b"+01+01", ns_text(base + 1))
         self.assertWhatsatReply(self.send(whatsat), at3)
 
     # ---------------------------------------------------------- invalid

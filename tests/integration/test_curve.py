@@ -313,7 +313,7 @@ class CurveTest(CurveCase):
         # The real links come back and the rejoin exchange runs on them.
         for nb in ("Alpha", "Gamma"):
             self.wait_lines(herd, "Beta", r"^\S+ link to %s up$" % nb, 1, mark)
-            self.wait_lines(herd, "Beta", r"^\S+ rejoin: %s sent its table" % nb, 1, mark)
+            self.wait_lines(herd, "Beta", r"^\S+ repair: exchange with %s done" % nb, 1, mark)
         marker = uid("marker")
         self.wait_seen(herd, names, marker, self.iamat_at(herd, "Gamma", marker))
         self.assertUnknown(herd, names, cid, "the impostor's update reached the herd")

@@ -375,7 +375,7 @@ class ReloadTest(OpsCase):
             self.wait_seen(herd, D, cid, at)
         m = metrics(herd, C)
         self.assertEqual(m.get("herd_link_up", peer=D), 1)
-        self.assertGreaterEqual(m.get("herd_rejoin_exchanges_total", peer=D), 1)
+        self.assertGreaterEqual(m.get("herd_repair_rounds_total", peer=D), 1)
         # And D's own clients reach the far end of the herd.
         cid = uid("from-d")
         self.wait_seen(herd, A, cid, self.iamat(herd, D, cid))
@@ -401,7 +401,7 @@ CONTRACT = [
     ("herd_places_upstream_seconds_bucket", {"le": "+Inf"}),
     ("herd_places_upstream_seconds_sum", None), ("herd_places_upstream_seconds_count", None),
 ]
-PER_PEER = ["herd_link_up", "herd_flood_dropped_total", "herd_rejoin_exchanges_total"]
+PER_PEER = ["herd_link_up", "herd_flood_dropped_total", "herd_repair_rounds_total"]
 PER_PEER_DIRECTION = ["herd_flood_updates_total", "herd_flood_messages_total"]
 
 
@@ -560,7 +560,7 @@ class HealthzTest(OpsCase):
         self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
         log = herd.log_text(A)
         self.assertIn("ready: first rejoin exchange done", log)
-        self.assertLess(log.index("rejoin: %s sent its table" % B),
+        self.assertLess(log.index("repair: exchange with %s done" % B),
                         log.index("ready: first rejoin exchange done"))
 
     def test_lone_server_is_ready_within_a_second(self):

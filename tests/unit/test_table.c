@@ -1,4 +1,5 @@
-/* Unit tests for herd_table: the merge rule, growth, iteration and the digest. */
+/* Unit tests for herd_table: the ranking, growth, iteration, removal, the
+ * anti-entropy digests and the bounds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -78,9 +79,12 @@ static void test_merge_rule(void **state)
     assert_ptr_equal(herd_table_find(t, id, strlen(id)), r);
     assert_int_equal(herd_table_size(t), 1);
 
-    /* The same time from another server: kept as it was, the record handed back. */
+    /* The same record again: SAME, the record handed back. */
     const herd_record_t *kept = NULL;
-    assert_int_equal(offer(t, id, tm(1621464827, 959498503), "Bona", &kept), HERD_UPDATE_SAME);
+    assert_int_equal(offer(t, id, tm(1621464827, 959498503), "Clark", &kept), HERD_UPDATE_SAME);
+    assert_ptr_equal(kept, r);
+    /* The same time from a server whose name is smaller: it ranks below. */
+    assert_int_equal(offer(t, id, tm(1621464827, 959498503), "Bona", &kept), HERD_UPDATE_OLDER);
     assert_ptr_equal(kept, r);
     check_record(kept, id, tm(1621464827, 959498503), "Clark");
 
@@ -267,22 +271,22 @@ static void test_digest(void **state)
         many_id(id, sizeof id, i);
         offer(a, id, tm(5000 + (int64_t) i, 7), "A", NULL);
         many_id(id, sizeof id, N - 1 - i);
-        offer(b, id, tm(5000 + (int64_t) (N - 1 - i), 7), "B", NULL);
+        offer(b, id, tm(5000 + (int64_t) (N - 1 - i), 7), "A", NULL);
     }
-    /* Same (id, time) pairs in another order, with other AT lines: equal. */
+    /* The same records in another order: equal. */
     uint64_t d = herd_table_digest(a);
     assert_int_not_equal(d, 0);
     assert_int_equal(herd_table_digest(b), d);
 
     /* SAME and OLDER offers leave it alone. */
     many_id(id, sizeof id, 42);
-    assert_int_equal(offer(b, id, tm(5042, 7), "B", NULL), HERD_UPDATE_SAME);
+    assert_int_equal(offer(b, id, tm(5042, 7), "A", NULL), HERD_UPDATE_SAME);
     assert_int_equal(offer(b, id, tm(5042, 6), "B", NULL), HERD_UPDATE_OLDER);
     assert_int_equal(herd_table_digest(b), d);
 
     /* A nanosecond newer changes it; the same update on the other table
      * brings them together again. */
-    assert_int_equal(offer(b, id, tm(5042, 8), "B", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(offer(b, id, tm(5042, 8), "A", NULL), HERD_UPDATE_NEWER);
     assert_int_not_equal(herd_table_digest(b), d);
     assert_int_equal(offer(a, id, tm(5042, 8), "A", NULL), HERD_UPDATE_NEWER);
     assert_int_equal(herd_table_digest(a), herd_table_digest(b));
@@ -300,8 +304,13 @@ static void test_digest(void **state)
     offer(a, "x", tm(1, 0), "A", NULL);
     offer(a, "x", tm(2, 0), "A", NULL);
     offer(a, "x", tm(3, 500), "A", NULL);
-    offer(b, "x", tm(3, 500), "B", NULL);
+    offer(b, "x", tm(3, 500), "A", NULL);
     assert_int_equal(herd_table_digest(a), herd_table_digest(b));
+    /* The same (id, time) from another origin is another record. */
+    herd_table_t *g = herd_table_new();
+    offer(g, "x", tm(3, 500), "B", NULL);
+    assert_int_not_equal(herd_table_digest(g), herd_table_digest(a));
+    herd_table_destroy(&g);
     /* The id and the time both count, seconds and nanoseconds apart. */
     herd_table_t *c = herd_table_new(), *e = herd_table_new(), *f = herd_table_new();
     offer(c, "y", tm(3, 500), "A", NULL);
@@ -317,12 +326,251 @@ static void test_digest(void **state)
     herd_table_destroy(&f);
 }
 
+/* Offers an AT line made from every part, for the tie-break tests. */
+static herd_update_t offer_full(herd_table_t *t, const char *id, herd_time_t time, const char *server,
+                                const char *skew, const char *pos, const herd_record_t **stored)
+{
+    char at[512];
+    int n = snprintf(at, sizeof at, "AT %s %s %s %s %lld.%09d", server, skew, id, pos, (long long) time.sec,
+                     (int) time.nsec);
+    size_t pos_off = (size_t) (strstr(at + 3 + strlen(server) + strlen(skew) + strlen(id), pos) - at);
+    return herd_table_update(t, id, strlen(id), time, at, (size_t) n, pos_off, strlen(pos), stored);
+}
+
+/* herd_table_would_take for a whole AT line (position: its fifth field). */
+static bool would(herd_table_t *t, const char *id, herd_time_t time, const char *at)
+{
+    const char *p = at;
+    for (int i = 0; i < 4; i++)
+        p = strchr(p, ' ') + 1;
+    size_t pos_len = (size_t) (strchr(p, ' ') - p);
+    return herd_table_would_take(t, id, strlen(id), time, at, strlen(at), (size_t) (p - at), pos_len);
+}
+
+/* PROTOCOL section 3: equal times rank by origin name, then position text,
+ * both as bytes; this table adds the whole AT line last, so the order is
+ * total. Any arrival order ends with the same record. */
+static void test_ties(void **state)
+{
+    (void) state;
+    struct {
+        const char *server, *skew, *pos;
+    } offers[] = {
+        {"Bona", "+0.1", "+1+1"},     {"Clark", "+0.1", "+1+1"},  {"Clark", "+0.1", "+2+1"},
+        {"Clark", "+0.1", "+10+1"},   {"Clark", "-0.5", "+2+1"},  {"Bailey", "+9.9", "+9+9"},
+        {"Clar", "+0.1", "+99+99"},   {"Clark", "+0.2", "+2+1"},  {"Clark\xff", "+0.1", "+0+0"},
+    };
+    enum { N = sizeof offers / sizeof offers[0] };
+    /* The winner: greatest origin bytes ("Clark\xff"), whatever else. */
+    const herd_time_t t0 = tm(1700000000, 5);
+    uint64_t digest = 0;
+    for (unsigned perm = 0; perm < 200; perm++) {
+        herd_table_t *t = herd_table_new();
+        unsigned order[N];
+        for (unsigned i = 0; i < N; i++)
+            order[i] = i;
+        unsigned x = perm * 2654435761u + 1;
+        for (unsigned i = N - 1; i > 0; i--) {
+            x = x * 1103515245u + 12345u;
+            unsigned j = (x >> 16) % (i + 1), tmp = order[i];
+            order[i] = order[j];
+            order[j] = tmp;
+        }
+        for (unsigned i = 0; i < N; i++)
+            offer_full(t, "tie", t0, offers[order[i]].server, offers[order[i]].skew, offers[order[i]].pos, NULL);
+        const herd_record_t *r = herd_table_find(t, "tie", 3);
+        assert_non_null(r);
+        assert_string_equal(r->at, "AT Clark\xff +0.1 tie +0+0 1700000000.000000005");
+        if (perm == 0)
+            digest = herd_table_digest(t);
+        assert_true(herd_table_digest(t) == digest);
+        herd_table_destroy(&t);
+    }
+    /* Without it: "Clark" wins; among Clark's, position "+2+1" > "+10+1" > "+1+1" as bytes; among the
+     * three "+2+1" lines, the greatest AT line ('-' is 0x2d, above '+', 0x2b). */
+    herd_table_t *t = herd_table_new();
+    for (unsigned i = 0; i < N - 1; i++)
+        offer_full(t, "tie", t0, offers[i].server, offers[i].skew, offers[i].pos, NULL);
+    assert_string_equal(herd_table_find(t, "tie", 3)->at, "AT Clark -0.5 tie +2+1 1700000000.000000005");
+    /* would_take agrees with update. */
+    assert_false(would(t, "tie", t0, "AT Clark +0.2 tie +2+1 1700000000.000000005"));
+    assert_false(would(t, "tie", t0, "AT Clark -0.5 tie +2+1 1700000000.000000005"));
+    assert_true(would(t, "tie", t0, "AT Clark -0.5 tie +3+1 1700000000.000000005"));
+    assert_true(would(t, "tie", tm(1700000000, 6), "AT A +0 tie +0+0 1700000000.000000006"));
+    assert_true(would(t, "other", tm(1, 0), "AT A +0 other +0+0 1"));
+    herd_table_destroy(&t);
+}
+
+/* Removal keeps every other record findable (backward-shift deletion), and
+ * the digests follow. */
+static void test_remove(void **state)
+{
+    (void) state;
+    enum { N = 20000 };
+    herd_table_t *t = herd_table_new(), *ref = herd_table_new();
+    char id[64];
+    for (size_t i = 0; i < N; i++) {
+        many_id(id, sizeof id, i);
+        offer(t, id, tm(100 + (int64_t) i, 0), "A", NULL);
+        if (i % 3 != 0)
+            offer(ref, id, tm(100 + (int64_t) i, 0), "A", NULL);
+    }
+    for (size_t i = 0; i < N; i += 3) {
+        many_id(id, sizeof id, i);
+        assert_true(herd_table_remove(t, id, strlen(id)));
+        assert_false(herd_table_remove(t, id, strlen(id)));
+    }
+    assert_int_equal(herd_table_size(t), herd_table_size(ref));
+    assert_true(herd_table_digest(t) == herd_table_digest(ref));
+    assert_memory_equal(herd_table_group_digests(t), herd_table_group_digests(ref),
+                        HERD_TABLE_GROUPS * sizeof(uint64_t));
+    assert_memory_equal(herd_table_bucket_digests(t), herd_table_bucket_digests(ref),
+                        HERD_TABLE_BUCKETS * sizeof(uint64_t));
+    for (size_t i = 0; i < N; i++) {
+        many_id(id, sizeof id, i);
+        const herd_record_t *r = herd_table_find(t, id, strlen(id));
+        if (i % 3 == 0)
+            assert_null(r);
+        else
+            check_record(r, id, tm(100 + (int64_t) i, 0), "A");
+    }
+    assert_int_equal(herd_table_dropped(t), 0);
+    herd_table_destroy(&t);
+    herd_table_destroy(&ref);
+}
+
+/* Buckets: the same id falls in the same bucket everywhere; a bucket lists
+ * exactly its records; bucket, group and table digests agree. */
+static void test_buckets(void **state)
+{
+    (void) state;
+    enum { N = 30000 };
+    herd_table_t *t = herd_table_new();
+    char id[64];
+    for (size_t i = 0; i < N; i++) {
+        many_id(id, sizeof id, i);
+        offer(t, id, tm(100 + (int64_t) i, 0), i % 2 ? "A" : "B", NULL);
+    }
+    assert_int_equal(herd_table_bucket_of("kiwi.cs.ucla.edu", 16), herd_table_bucket_of("kiwi.cs.ucla.edu", 16));
+    const uint64_t *bd = herd_table_bucket_digests(t), *gd = herd_table_group_digests(t);
+    uint64_t all = 0;
+    size_t listed = 0;
+    for (uint32_t g = 0; g < HERD_TABLE_GROUPS; g++) {
+        uint64_t x = 0;
+        for (uint32_t b = g * HERD_TABLE_GROUP_SIZE; b < (g + 1) * HERD_TABLE_GROUP_SIZE; b++) {
+            uint64_t y = 0;
+            const void *cur = NULL;
+            const herd_record_t *r;
+            while ((r = herd_table_bucket_next(t, b, &cur)) != NULL) {
+                assert_int_equal(herd_table_bucket_of(r->id, r->id_len), b);
+                assert_true(r->digest == herd_table_fingerprint(r->at, r->at_len));
+                y ^= r->digest;
+                listed++;
+            }
+            assert_true(y == bd[b]);
+            x ^= y;
+        }
+        assert_true(x == gd[g]);
+        all ^= x;
+    }
+    assert_int_equal(listed, N);
+    assert_true(all == herd_table_digest(t));
+    /* Fingerprints are fixed across processes: a known value. */
+    assert_true(herd_table_fingerprint("", 0) != 0);
+    assert_true(herd_table_fingerprint("AT A +0 x +0+0 1", 16) != herd_table_fingerprint("AT A +0 x +0+0 2", 16));
+    herd_table_destroy(&t);
+}
+
+static uint64_t drops_seen;
+static int64_t last_drop_sec;
+static void on_drop(void *arg, const herd_record_t *r)
+{
+    (void) arg;
+    drops_seen++;
+    last_drop_sec = r->time.sec;
+}
+
+/* max_records drops the lowest-ranked record; a new record that would be
+ * the lowest of a full table is refused; the ttl drops old records; the
+ * same offers in any order leave the same records. */
+static void test_bounds(void **state)
+{
+    (void) state;
+    herd_table_t *t = herd_table_new();
+    drops_seen = 0;
+    assert_int_equal(herd_table_set_limits(t, 3, 0, on_drop, NULL), 0);
+    assert_int_equal(offer(t, "a", tm(10, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(offer(t, "b", tm(30, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(offer(t, "c", tm(20, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(offer(t, "d", tm(40, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(herd_table_size(t), 3);
+    assert_null(herd_table_find(t, "a", 1)); /* the oldest went */
+    assert_int_equal(drops_seen, 1);
+    assert_int_equal(last_drop_sec, 10);
+    /* Lower than everything held: refused, nothing dropped. */
+    assert_int_equal(offer(t, "e", tm(5, 0), "A", NULL), HERD_UPDATE_REFUSED);
+    assert_null(herd_table_find(t, "e", 1));
+    assert_int_equal(herd_table_size(t), 3);
+    /* An update of a held client never drops anyone. */
+    assert_int_equal(offer(t, "c", tm(50, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_int_equal(herd_table_size(t), 3);
+    assert_int_equal(drops_seen, 1);
+    /* Now b (30) is the lowest. */
+    assert_int_equal(offer(t, "f", tm(35, 0), "A", NULL), HERD_UPDATE_NEWER);
+    assert_null(herd_table_find(t, "b", 1));
+    assert_non_null(herd_table_find(t, "c", 1));
+    assert_non_null(herd_table_find(t, "d", 1));
+    assert_non_null(herd_table_find(t, "f", 1));
+    assert_int_equal(herd_table_dropped(t), 2);
+    /* Lowering the bound drops at once. */
+    assert_int_equal(herd_table_set_limits(t, 1, 0, on_drop, NULL), 0);
+    assert_int_equal(herd_table_size(t), 1);
+    assert_non_null(herd_table_find(t, "c", 1));
+    herd_table_destroy(&t);
+
+    /* ttl */
+    t = herd_table_new();
+    assert_int_equal(herd_table_set_limits(t, 0, 100, on_drop, NULL), 0);
+    for (int i = 0; i < 50; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "t%d", i);
+        assert_int_equal(offer(t, id, tm(1000 + i * 10, 0), "A", NULL), HERD_UPDATE_NEWER);
+    }
+    /* At 1300, records older than 1200 go: t0..t19. */
+    assert_int_equal(herd_table_expire(t, 1300), 20);
+    assert_int_equal(herd_table_size(t), 30);
+    assert_null(herd_table_find(t, "t19", 3));
+    assert_non_null(herd_table_find(t, "t20", 3));
+    assert_int_equal(offer(t, "late", tm(1100, 0), "A", NULL), HERD_UPDATE_REFUSED);
+    herd_table_destroy(&t);
+
+    /* Order independence at the bound: 2000 offers, bound 500, two orders. */
+    herd_table_t *x = herd_table_new(), *y = herd_table_new();
+    herd_table_set_limits(x, 500, 0, NULL, NULL);
+    herd_table_set_limits(y, 500, 0, NULL, NULL);
+    char id[64];
+    for (size_t i = 0; i < 2000; i++) {
+        size_t j = (i * 7919) % 2000;
+        many_id(id, sizeof id, i % 1300);
+        offer(x, id, tm((int64_t) ((i * 31) % 997), 0), "A", NULL);
+        many_id(id, sizeof id, j % 1300);
+        offer(y, id, tm((int64_t) ((j * 31) % 997), 0), "A", NULL);
+    }
+    assert_int_equal(herd_table_size(x), 500);
+    assert_int_equal(herd_table_size(y), 500);
+    assert_true(herd_table_digest(x) == herd_table_digest(y));
+    herd_table_destroy(&x);
+    herd_table_destroy(&y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),           cmocka_unit_test(test_merge_rule),
         cmocka_unit_test(test_ids_are_bytes),   cmocka_unit_test(test_long_ids_and_bad_lengths),
         cmocka_unit_test(test_many_clients),    cmocka_unit_test(test_digest),
+        cmocka_unit_test(test_ties),            cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_buckets),         cmocka_unit_test(test_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
