@@ -26,7 +26,7 @@ class ManPages(unittest.TestCase):
             self.skipTest("man not found (Debian package man-db)")
         pages = sorted(glob.glob(os.path.join(SOURCE, "man", "*.[1-8]")))
         names = sorted(os.path.basename(p) for p in pages)
-        self.assertEqual(names, ["herd-server.8", "herd-topology.json.5", "herdctl.8"])
+        self.assertEqual(names, ["herd-keygen.8", "herd-server.8", "herd-topology.json.5", "herdctl.8"])
         env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
         env.pop("MANPAGER", None)
         env.pop("PAGER", None)

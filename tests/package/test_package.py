@@ -48,6 +48,7 @@ EXPECTED_FILES = {
     "/etc/logrotate.d/herd": 0o644,
     "/usr/share/man/man8/herd-server.8.gz": 0o644,
     "/usr/share/man/man8/herdctl.8.gz": 0o644,
+    "/usr/share/man/man8/herd-keygen.8.gz": 0o644,
     "/usr/share/man/man5/herd-topology.json.5.gz": 0o644,
 }
 CONFFILES = ["/etc/herd/topology.json", "/etc/logrotate.d/herd"]
