@@ -325,6 +325,25 @@ class PackageTest(unittest.TestCase):
         with open(log, "rb") as f:
             self.assertIn(b"package-test", f.read())
 
+    def test_5_reinstall_keeps_edits(self):
+        """Installing again (as an upgrade does) keeps an edited conffile and
+        the folders, and makes no second user."""
+        topology = self.path("/etc/herd/topology.json")
+        with open(topology, encoding="utf-8") as f:
+            edited = f.read().replace('"fsync": "everysec"', '"fsync": "always"')
+        with open(topology, "w", encoding="utf-8") as f:
+            f.write(edited)
+        before = {d: os.stat(self.path(d)) for d in ("/var/lib/herd", "/var/log/herd")}
+        self.dpkg("--force-confold", "--install", self.deb)
+        with open(topology, encoding="utf-8") as f:
+            self.assertEqual(f.read(), edited)
+        for d, st in before.items():
+            now = os.stat(self.path(d))
+            self.assertEqual((now.st_ino, now.st_uid, now.st_gid, now.st_mode),
+                             (st.st_ino, st.st_uid, st.st_gid, st.st_mode), d)
+        with open(self.path("/etc/passwd"), encoding="utf-8") as f:
+            self.assertEqual([l.split(":")[0] for l in f], ["root", "herd"])
+
     # ------------------------------------------------------------ remove, purge
 
     def test_6_remove_then_purge(self):
