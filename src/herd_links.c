@@ -21,8 +21,8 @@
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
 #define BATCH_BYTES     (256u * 1024u)     /* flush a batch early past this many AT-line bytes */
 #define SNAPSHOT_BATCH  2048               /* records per UPDATES message in a snapshot */
-#define HEARTBEAT_MS    1000               /* ZMTP PING interval */
-#define HEARTBEAT_TO_MS 3000               /* link declared dead without traffic this long */
+#define LIVENESS_MS     5000               /* a link whose neighbour answers no exchange this long is redialled */
+#define HANDSHAKE_MS    3000               /* a connection must finish its ZMTP handshake this soon */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
 #define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
@@ -68,9 +68,17 @@ static void link_options(void *sock, bool ipv6)
     set_int(sock, ZMQ_SNDHWM, SEND_HWM);
     set_int(sock, ZMQ_RCVHWM, SEND_HWM);
     set_int(sock, ZMQ_SNDTIMEO, 0);
-    set_int(sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_MS);
-    set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TO_MS);
-    set_int(sock, ZMQ_HEARTBEAT_TTL, HEARTBEAT_TO_MS);
+    /* No ZMTP heartbeats: libzmq 4.3.4 can abort on an assertion in its
+     * heartbeat path under a flood of connections (zeromq/libzmq#4364,
+     * #4841). Liveness is the application's instead: the exchange that runs
+     * every second must be answered (LIVENESS_MS), and the kernel's TCP
+     * keepalive finds a peer host that vanished. A connection that does not
+     * finish its handshake soon is dropped, so idle strangers cannot pile up. */
+    set_int(sock, ZMQ_TCP_KEEPALIVE, 1);
+    set_int(sock, ZMQ_TCP_KEEPALIVE_IDLE, 5);
+    set_int(sock, ZMQ_TCP_KEEPALIVE_INTVL, 1);
+    set_int(sock, ZMQ_TCP_KEEPALIVE_CNT, 3);
+    set_int(sock, ZMQ_HANDSHAKE_IVL, HANDSHAKE_MS);
     /* A fixed, short retry: a restarted neighbour is reached within 50 ms,
      * and a failed connect on a dead port costs next to nothing. (Forcing a
      * reconnect with zmq_disconnect + zmq_connect instead was tried: it can
@@ -240,12 +248,21 @@ static herd_repair_io_t repair_io(neighbour_t *nb)
     return (herd_repair_io_t){.send = repair_send, .arg = nb};
 }
 
+/* Notes a request sent to nb: its answer is awaited (liveness) and accepted. */
+static void asked(neighbour_t *nb, int64_t now)
+{
+    nb->asked_ms = now;
+    if (!nb->waiting_ms)
+        nb->waiting_ms = now;
+}
+
 /* Opens an exchange with a neighbour: HELLO the first time after its link
  * came up (it is logged, and tells our incarnation), DIGEST after that. */
 static void round_open(herd_links_t *links, neighbour_t *nb, bool hello)
 {
     int64_t now = herd_loop_now_ms(links->loop);
     nb->round_ms = now;
+    asked(nb, now);
     nb->round_answered = false;
     nb->round_records = 0;
     nb->rounds++;
@@ -299,9 +316,21 @@ static void repair_tick(herd_loop_t *loop, void *arg)
         }
         /* Its answer can be lost (its link to us not up yet when it answered):
          * an unanswered exchange is opened again soon, a stuck one later. */
+        if (nb->up && nb->waiting_ms && now - nb->waiting_ms > LIVENESS_MS) {
+            /* Connected but silent (a frozen process, a cut path): make the
+             * DEALER anew, so a fresh connection replaces the dead one. */
+            herd_log_event(links->log, "link to %s: no answer for %lld ms: making the link anew", nb->name,
+                           (long long)(now - nb->waiting_ms));
+            herd_log_event(links->log, "link to %s down", nb->name);
+            nb->waiting_ms = 0;
+            nb->up = false;
+            round_close(links, nb);
+            nb->redial_at_ms = now;
+            continue;
+        }
         if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
             continue;
-        if (nb->answer_until_ms > now)
+        if (nb->answering_ms && now - nb->answering_ms < 2 * CHECK_MS)
             continue; /* its exchange with us is under way: that one repairs both sides */
         if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
             continue;
@@ -361,6 +390,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
                 nb->up = true;
                 nb->synced = false;
                 nb->drop_logged = false;
+                nb->waiting_ms = 0;
                 herd_log_event(links->log, "link to %s up", nb->name);
                 round_open(links, nb, true);
             }
@@ -373,11 +403,13 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             char why[160];
+            if (nb->up)
+                herd_log_event(links->log, "link to %s down", nb->name);
             nb->up = false;
             round_close(links, nb);
             if (!nb->redial_at_ms) {
-                herd_log_event(links->log, "link to %s down: the handshake failed: %s; retrying in %ld ms",
-                               nb->name, handshake_why(event, value, why, sizeof why), nb->redial_backoff_ms);
+                herd_log_event(links->log, "link to %s: the handshake failed: %s; retrying in %ld ms", nb->name,
+                               handshake_why(event, value, why, sizeof why), nb->redial_backoff_ms);
                 nb->redial_at_ms = herd_loop_now_ms(loop) + nb->redial_backoff_ms;
                 nb->redial_backoff_ms = nb->redial_backoff_ms * 2 > REDIAL_MAX_MS ? REDIAL_MAX_MS
                                                                                   : nb->redial_backoff_ms * 2;
@@ -390,6 +422,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
  * connection works even if its handshake event never reached us. */
 static void answered(herd_links_t *links, neighbour_t *nb)
 {
+    nb->waiting_ms = 0;
     if (!nb->up) {
         nb->up = true;
         nb->drop_logged = false;
@@ -474,7 +507,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     case HERD_MSG_HELLO:
         answer_digest(links, nb, msg.count, msg.digest, true);
         /* Its exchange repairs both sides; ours waits until that one is
-         * done (answer_until_ms), unless our link has not said HELLO yet. */
+         * done (answering_ms), unless our link has not said HELLO yet. */
         if (!nb->hello_ms || (now - nb->hello_ms > HELLO_QUIET_MS && !nb->round_ms))
             if (writable(nb))
                 round_open(links, nb, true);
@@ -483,7 +516,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         answer_digest(links, nb, msg.count, msg.digest, false);
         break;
     case HERD_MSG_GROUPS:
-        if (!nb->round_ms) {
+        if (now - nb->asked_ms > ROUND_MS) {
             refuse(links, nb, "GROUPS we did not ask for");
             break;
         }
@@ -491,6 +524,8 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         nb->round_answered = true;
         if (herd_repair_on_groups(links->table, &msg, &io) == 1)
             round_done(links, nb, 0);
+        else
+            asked(nb, now);
         break;
     case HERD_MSG_BUCKETS:
         if (!heavy_allowed(links, nb)) {
@@ -498,25 +533,30 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
             break;
         }
         herd_links_flush(links);
-        nb->answer_until_ms = now + ANSWER_MS;
+        nb->answering_ms = now;
         herd_repair_on_buckets(links->table, &msg, &io);
         nb->repair_records_out += io.records;
         nb->answer_records += io.records;
         break;
     case HERD_MSG_FPRINTS:
-        if (!nb->round_ms) {
+        if (now - nb->asked_ms > ROUND_MS) {
             refuse(links, nb, "FPRINTS we did not ask for");
             break;
         }
+        answered(links, nb);
         herd_repair_on_fprints(links->table, &msg, &io);
         nb->repair_records_out += io.records;
         nb->round_records += io.records;
-        if (msg.last && nb->round_records)
-            herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records, nb->name,
-                           io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+        if (msg.last) {
+            asked(nb, now); /* its SYNC_END closes the exchange */
+            if (nb->round_records)
+                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records,
+                               nb->name,
+                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+        }
         break;
     case HERD_MSG_WANT:
-        if (nb->answer_until_ms <= now) {
+        if (!nb->answering_ms || now - nb->answering_ms > ANSWER_MS) {
             refuse(links, nb, "WANT we did not offer");
             break;
         }
@@ -524,7 +564,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         nb->repair_records_out += io.records;
         nb->answer_records += io.records;
         if (msg.last) {
-            nb->answer_until_ms = 0;
+            nb->answering_ms = 0;
             send_sync_end(links, nb, nb->answer_records);
             if (nb->answer_records)
                 herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
@@ -765,12 +805,12 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     }
     links->router = zmq_socket(ctx, ZMQ_ROUTER);
     link_options(links->router, ipv6);
-    /* A restarted neighbour takes its name over from its old, dying
-     * connection at once. With CURVE the name a connection claims is only
-     * checked per message, after the fact, so a connection holding some other
-     * neighbour's key could take a name over too: there the old connection
-     * keeps the name until it is found dead (at most the heartbeat time). */
-    set_int(links->router, ZMQ_ROUTER_HANDOVER, me->public_key ? 0 : 1);
+    /* No handover: a connection that claims a name already connected is
+     * refused, so a stranger cannot knock a real neighbour's link off by
+     * claiming its name. A restarted neighbour's old connection closes with
+     * the old process (the kernel sends FIN), and its DEALER retries every
+     * 50 ms until the name is free. */
+    set_int(links->router, ZMQ_ROUTER_HANDOVER, 0);
     if (links->cert)
         herd_links_auth_router(links, links->router);
     if (zmq_bind(links->router, ep) != 0) {

@@ -38,8 +38,10 @@ typedef struct {
     int64_t round_ms;      /* when our open exchange with it started; 0 = none open */
     int64_t round_end_ms;  /* when our last exchange with it ended */
     bool round_answered;   /* it answered the open exchange's first message */
+    int64_t asked_ms;      /* when we last sent it an exchange request (HELLO, DIGEST, BUCKETS) */
+    int64_t waiting_ms;    /* when the oldest of our requests it has not answered was sent; 0 = none */
     uint64_t round_records; /* AT lines we sent it in our open exchange */
-    int64_t answer_until_ms; /* its exchange is open on our side (we sent FPRINTS) until then */
+    int64_t answering_ms;  /* when we answered its exchange with FPRINTS; 0 = its exchange is not open */
     int64_t heavy_window_ms; /* start of the current one-second window of BUCKETS requests */
     unsigned heavy_count;  /* BUCKETS requests from it in that window */
     uint64_t rounds;       /* exchanges we opened with it */
