@@ -102,6 +102,29 @@ static size_t restart_needed(const server_t *s, const herd_topology_t *cur, cons
     return n;
 }
 
+/* Appends ", link to X added" / "removed" for each neighbour of ours that
+ * `next` adds to or drops from `cur`. */
+static void link_changes(const server_t *s, const herd_topology_t *cur, const herd_topology_t *next, char *out,
+                         size_t cap)
+{
+    const herd_topology_t *from[2] = {cur, next}, *to[2] = {next, cur};
+    static const char *verb[2] = {"added", "removed"};
+    size_t used = strlen(out);
+    for (int k = 0; k < 2; k++) {
+        size_t me = (size_t)herd_topology_find(to[k], s->name), other = (size_t)herd_topology_find(from[k], s->name);
+        for (size_t j = 0; j < to[k]->n_servers; j++) {
+            if (!herd_topology_linked(to[k], me, j))
+                continue;
+            long there = herd_topology_find(from[k], to[k]->servers[j].name);
+            if (there >= 0 && herd_topology_linked(from[k], other, (size_t)there))
+                continue;
+            if (used < cap)
+                used += (size_t)snprintf(out + used, cap - used, ", link to %s %s", to[k]->servers[j].name,
+                                         verb[k]);
+        }
+    }
+}
+
 /* Logs a reload's outcome and hands it to /config and /metrics. */
 static void reload_outcome(server_t *s, bool ok, const char *reason, const char **restart, size_t n)
 {
@@ -156,10 +179,11 @@ static void reload(server_t *s)
         herd_topology_destroy(&next);
         return;
     }
+    char applied[512];
+    snprintf(applied, sizeof applied, "topology applied (%zu servers, %zu links)", next->n_servers, next->n_links);
+    link_changes(s, s->topo, next, applied, sizeof applied);
     herd_topology_destroy(&s->topo);
     s->topo = next;
-    char applied[96];
-    snprintf(applied, sizeof applied, "topology applied (%zu servers, %zu links)", next->n_servers, next->n_links);
     reload_outcome(s, true, applied, restart, n);
 }
 

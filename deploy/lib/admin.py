@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
 """herdctl's helper: ask servers how they are, over their admin endpoints.
 
-    admin.py status HOST CLIENT_PORT ADMIN_PORT [HOST CLIENT_PORT ADMIN_PORT ...]
+    admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT [...]
 
 prints one line per server, in argument order, with five TAB-separated
 fields (ADMIN_PORT "-" means the server has none):
 
     ANSWERS   "yes" if the client port accepts a TCP connection, else "no"
-    READY     from GET /healthz: "yes" (200), "starting" (503); "?" when the
-              server answers on its client port but not on its admin port;
-              "-" without an admin port or when the server is not there
+    READY     from GET /healthz: "yes" (200); on 503 the state it names:
+              "starting", "draining", "not-durable"; "?" when the server
+              answers on its client port but not on its admin port; "-"
+              without an admin port or when the server is not there
     CLIENTS   herd_clients from GET /metrics, or "-"
     CONNS     herd_client_connections from GET /metrics, or "-"
     LINKS     herd_link_up per neighbour, by name: "Bona:up Clark:down";
               "none" for a server without neighbours; "-" without metrics
+
+    admin.py config ADMIN_HOST ADMIN_PORT
+
+prints GET /config as one TAB-separated line: GENERATION, LAST_OK ("yes",
+"no", or "-" before any reload), NEEDS_RESTART (comma-separated settings,
+or "-"), LOG_DIR, REASON ("-" before any reload); exit status 3 when the
+endpoint does not answer.
 
 Every server is asked at the same time, so a herd of servers that do not
 answer costs one time-out, not one per server. HTTP goes straight to the
@@ -23,6 +31,7 @@ request for 127.0.0.1 to a proxy).
 Usage errors go to stderr as one line, exit status 2.
 """
 
+import json
 import re
 import sys
 import threading
@@ -92,16 +101,25 @@ def _count(value):
     return str(int(value)) if value == int(value) else str(value)
 
 
-def server_status(host, client_port, admin_port):
+def health_word(status, body):
+    """READY of the status table from a /healthz reply."""
+    if status == 200:
+        return "yes"
+    if status == 503 and ":" in body:
+        return body.split(":", 1)[0].strip().replace(" ", "-")
+    return f"HTTP-{status}"
+
+
+def server_status(host, client_port, admin_host, admin_port):
     """The five fields of one status line (see the module text)."""
     answers = "yes" if probe(host, client_port) else "no"
     if admin_port == "-":
         return [answers, "-", "-", "-", "-"]
     ready = clients = conns = links = "-"
     try:
-        status, _ = http_get(host, admin_port, "/healthz")
-        ready = {200: "yes", 503: "starting"}.get(status, f"HTTP {status}")
-        status, body = http_get(host, admin_port, "/metrics")
+        status, body = http_get(admin_host, admin_port, "/healthz")
+        ready = health_word(status, body)
+        status, body = http_get(admin_host, admin_port, "/metrics")
         if status == 200:
             samples = parse_metrics(body)
             peers = []
@@ -120,14 +138,14 @@ def server_status(host, client_port, admin_port):
 
 
 def status(args):
-    if not args or len(args) % 3 != 0:
-        print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_PORT ...", file=sys.stderr)
+    if not args or len(args) % 4 != 0:
+        print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT ...", file=sys.stderr)
         return 2
-    triples = [args[i:i + 3] for i in range(0, len(args), 3)]
+    triples = [args[i:i + 4] for i in range(0, len(args), 4)]
     rows = [None] * len(triples)
 
-    def ask(i, host, client_port, admin_port):
-        rows[i] = server_status(host, client_port, admin_port)
+    def ask(i, host, client_port, admin_host, admin_port):
+        rows[i] = server_status(host, client_port, admin_host, admin_port)
 
     threads = [threading.Thread(target=ask, args=(i, *t), daemon=True) for i, t in enumerate(triples)]
     for t in threads:
@@ -139,10 +157,29 @@ def status(args):
     return 0
 
 
+def config(host, port):
+    try:
+        status, body = http_get(host, port, "/config")
+        if status != 200:
+            return 3
+        doc = json.loads(body)
+    except (OSError, ValueError):
+        return 3
+    last = doc.get("last_reload") or {}
+    ok = "-" if not last else ("yes" if last.get("ok") else "no")
+    restart = ",".join(last.get("needs_restart") or []) or "-"
+    reason = " ".join(str(last.get("reason") or "-").split())
+    print("\t".join([str(doc.get("generation", 0)), ok, restart, str(doc.get("log_dir") or "-"), reason]))
+    return 0
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "status":
         return status(argv[2:])
-    print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_PORT ...", file=sys.stderr)
+    if len(argv) == 4 and argv[1] == "config":
+        return config(argv[2], argv[3])
+    print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT ... | "
+          "admin.py config ADMIN_HOST ADMIN_PORT", file=sys.stderr)
     return 2
 
 
