@@ -32,53 +32,17 @@ Usage errors go to stderr as one line, exit status 2.
 """
 
 import json
-import re
 import sys
 import threading
 import urllib.error
 import urllib.request
 
+from metrics import Metrics
 from topology import WILDCARD_HOSTS, probe
 
 HTTP_TIMEOUT_S = 2.0
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-# One sample line of the Prometheus text format (version 0.0.4):
-# name, optional {labels}, value, optional timestamp.
-_SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?\Z")
-_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def parse_metrics(text):
-    """The samples of a /metrics body: a list of (name, {label: value},
-    float). Raises ValueError naming the first line that is not a comment,
-    a blank line or a sample."""
-    samples = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
-            raise ValueError(f"line {number} is not a sample: {line!r}")
-        labels = {}
-        body = (m.group(2) or "{}")[1:-1]
-        pos = 0
-        while pos < len(body):
-            lm = _LABEL_RE.match(body, pos)
-            if not lm:
-                raise ValueError(f"line {number} has malformed labels: {line!r}")
-            labels[lm.group(1)] = re.sub(r"\\.", lambda e: _UNESCAPE.get(e.group(0), e.group(0)),
-                                         lm.group(2))
-            pos = lm.end()
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            raise ValueError(f"line {number} has no number for a value: {line!r}") from None
-        samples.append((m.group(1), labels, value))
-    return samples
-
 
 def http_get(host, port, path):
     """(status, body text) of GET http://host:port/path; OSError when the
@@ -98,6 +62,8 @@ def http_get(host, port, path):
 
 
 def _count(value):
+    if value is None:
+        return "-"
     return str(int(value)) if value == int(value) else str(value)
 
 
@@ -121,15 +87,10 @@ def server_status(host, client_port, admin_host, admin_port):
         ready = health_word(status, body)
         status, body = http_get(admin_host, admin_port, "/metrics")
         if status == 200:
-            samples = parse_metrics(body)
-            peers = []
-            for name, labels, value in samples:
-                if name == "herd_clients":
-                    clients = _count(value)
-                elif name == "herd_client_connections":
-                    conns = _count(value)
-                elif name == "herd_link_up" and "peer" in labels:
-                    peers.append(f"{labels['peer']}:{'up' if value else 'down'}")
+            m = Metrics(body)
+            clients = _count(m.get("herd_clients"))
+            conns = _count(m.get("herd_client_connections"))
+            peers = [f"{peer}:{'up' if up else 'down'}" for peer, up in m.peers("herd_link_up").items()]
             links = " ".join(sorted(peers)) if peers else "none"
     except (OSError, ValueError):
         if answers == "yes":

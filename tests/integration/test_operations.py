@@ -25,9 +25,9 @@ Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v 
 import http.client
 import json
 import os
-import re
 import signal
 import socket
+import sys
 import time
 import unittest
 import uuid
@@ -35,6 +35,10 @@ import uuid
 from herdtest import (AT_RE_B, HOST, PLACES_KEY_ENV, POS, HerdTestCase, free_ports, iamat_line,
                       now_text, wait_until)
 from places_standin import PlacesStandIn
+
+# herdctl's own parser of /metrics (deploy/lib/metrics.py): one parser for both.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "lib"))
+from metrics import Metrics  # noqa: E402
 
 A, B, C, D = "Aspen", "Birch", "Cedar", "Dogwood"
 SEEN_TIMEOUT = 5   # a flooded update crosses a link in milliseconds
@@ -59,74 +63,6 @@ def http_request(herd, name, method="GET", path="/metrics", timeout=5):
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
     finally:
         conn.close()
-
-
-# One sample line of the Prometheus text format, version 0.0.4.
-SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z")
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')
-VALUE_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z|[+-]Inf\Z|NaN\Z")
-TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
-
-
-class Metrics:
-    """A /metrics body, parsed strictly; a format error is an AssertionError
-    that names the line."""
-
-    def __init__(self, text):
-        self.text = text
-        self.samples = {}  # (name, frozenset of label pairs) -> float
-        self.types = {}    # family -> type
-        for number, line in enumerate(text.split("\n"), 1):
-            where = "line %d %r of:\n%s" % (number, line, text)
-            if line == "":
-                continue
-            if line.startswith("#"):
-                parts = line.split(" ", 3)
-                if len(parts) >= 3 and parts[1] == "TYPE":
-                    assert len(parts) == 4 and parts[3] in TYPES, "bad TYPE " + where
-                    assert parts[2] not in self.types, "TYPE given twice, " + where
-                    self.types[parts[2]] = parts[3]
-                elif len(parts) >= 3 and parts[1] == "HELP":
-                    pass
-                continue
-            m = SAMPLE_RE.match(line)
-            assert m, "not a sample: " + where
-            name, body, value = m.groups()
-            labels = []
-            pos = 0
-            while body is not None and pos < len(body):
-                lm = LABEL_RE.match(body, pos)
-                assert lm, "bad labels: " + where
-                labels.append((lm.group(1), lm.group(2)))
-                pos = lm.end()
-            assert VALUE_RE.match(value), "bad value: " + where
-            key = (name, frozenset(labels))
-            assert key not in self.samples, "sample given twice: " + where
-            family = self.family(name)
-            assert family in self.types, "sample before (or without) its TYPE: " + where
-            self.samples[key] = float(value)
-
-    def family(self, name):
-        for suffix in ("_bucket", "_sum", "_count"):
-            base = name[:-len(suffix)] if name.endswith(suffix) else None
-            if base and self.types.get(base) == "histogram":
-                return base
-        return name
-
-    def get(self, name, **labels):
-        """The value of one sample, or None when there is no such sample."""
-        return self.samples.get((name, frozenset(labels.items())))
-
-    def peers(self, name):
-        """{peer: value} of a per-neighbour metric."""
-        return {dict(k[1])["peer"]: v for k, v in self.samples.items()
-                if k[0] == name and dict(k[1]).get("peer") is not None
-                and len(k[1]) == 1}
-
-    def total(self, name, **labels):
-        """Sum of the samples of `name` whose labels include `labels`."""
-        want = set(labels.items())
-        return sum(v for k, v in self.samples.items() if k[0] == name and want <= set(k[1]))
 
 
 def config(herd, name):
