@@ -1,10 +1,17 @@
-/* herd_admin: the operators' HTTP endpoint (`/metrics`, `/healthz`).
+/* herd_admin: the operators' HTTP endpoint (`/metrics`, `/healthz`, `/config`).
  *
  * libmicrohttpd serves HTTP on its own thread, so a slow or hostile HTTP
  * client never touches the reactor. To answer, that thread asks the reactor
  * over an inproc socket; the reactor renders the few kilobytes of text in one
  * step and hands them back. No state is shared between the threads, so no
- * counter needs a lock or an atomic. */
+ * counter needs a lock or an atomic.
+ *
+ * Hostile HTTP clients are bounded three ways: the endpoint binds admin_host
+ * (loopback by default), every connection has an absolute deadline from its
+ * accept (a client dripping a byte at a time is cut when it expires, however
+ * often it sends), and connections are capped in total and per client
+ * address, the total well above the per-address cap, so one address cannot
+ * take every slot and blind the probes of another. */
 #ifndef HERD_ADMIN_H
 #define HERD_ADMIN_H
 
@@ -13,19 +20,47 @@
 
 #include "herd_loop.h"
 
+#define HERD_ADMIN_DEADLINE_MS 2000  /* a connection's whole life, from accept to the last byte */
+#define HERD_ADMIN_MAX_CONNS 256     /* connections at once, all addresses together */
+#define HERD_ADMIN_MAX_PER_ADDR 32   /* connections at once from one client address */
+
 typedef struct herd_admin_t herd_admin_t;
+
+/* What /healthz says, in the order a server goes through them. */
+typedef enum {
+    HERD_HEALTH_STARTING,    /* 503: its first exchange with a neighbour is not done yet */
+    HERD_HEALTH_READY,       /* 200: it holds what the herd holds (or has no one to ask) */
+    HERD_HEALTH_NOT_DURABLE, /* 503: it answers, but its durable state cannot be written */
+    HERD_HEALTH_DRAINING,    /* 503: stopping after SIGTERM, finishing owed replies */
+} herd_health_t;
 
 /* Renders the Prometheus text (malloc'd; *len its length). Reactor thread. */
 typedef char *(herd_admin_metrics_fn)(void *arg, size_t *len);
-/* Whether the server is ready (its first rejoin exchange done). Reactor thread. */
-typedef bool(herd_admin_ready_fn)(void *arg);
+/* The server's health, with a one-line reason written into `reason` (the
+ * text after "STATE: " in the /healthz body). Reactor thread. */
+typedef herd_health_t(herd_admin_health_fn)(void *arg, char *reason, size_t cap);
 
 /* Serves HTTP on host:port. Returns NULL and fills err (naming the address)
  * when the port cannot be bound. */
 herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd_admin_metrics_fn *metrics,
-                             herd_admin_ready_fn *ready, void *arg, char *err, size_t errlen);
+                             herd_admin_health_fn *health, void *arg, char *err, size_t errlen);
 
 /* Stops the HTTP thread and frees everything; *p = NULL. NULL-safe. */
 void herd_admin_destroy(herd_admin_t **p);
+
+/* The configuration in force, for /config: the topology file, and the log
+ * and state folders the server really uses (NULL state_dir: none). Copied.
+ * Reactor thread. NULL-safe on a. */
+void herd_admin_set_config(herd_admin_t *a, const char *path, const char *log_dir, const char *state_dir);
+
+/* Records the outcome of one reload (SIGHUP): the generation goes up by one
+ * whatever the outcome, so a caller that read it before signalling knows
+ * when its own reload is done. `reason` is one line; `restart[0..n)` name
+ * the settings that changed in the file but take a restart (the rest of the
+ * file was applied). Reactor thread. NULL-safe on a. */
+void herd_admin_reload_done(herd_admin_t *a, bool ok, const char *reason, const char *const *restart, size_t n);
+
+/* Name of a health state as /healthz writes it ("ready", "starting", ...). */
+const char *herd_health_name(herd_health_t h);
 
 #endif

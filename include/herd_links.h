@@ -59,6 +59,10 @@ size_t herd_links_up(const herd_links_t *links);
  * within a second of start, or there are none. Once true, stays true. */
 bool herd_links_ready(herd_links_t *links);
 
+/* Number of neighbours whose link is up and whose rejoin exchange is done
+ * (they sent their table, or we hold what they hold). */
+size_t herd_links_synced(const herd_links_t *links);
+
 /* Applies a new topology: links to neighbours that are gone (or moved) are
  * closed, links to new neighbours are made; the others stay as they are.
  * Our own name must still be in it. Returns 0, or -1 with err filled (links

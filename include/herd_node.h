@@ -10,11 +10,16 @@
 
 #include <stddef.h>
 
+#include "herd_admin.h"
 #include "herd_log.h"
 #include "herd_loop.h"
 #include "herd_topology.h"
 
 typedef struct herd_node_t herd_node_t;
+
+/* Default of herd_node_set_ready_wait: how long a server with neighbours
+ * waits for a first exchange with one before /healthz says ready anyway. */
+#define HERD_NODE_READY_WAIT_MS 30000
 
 /* Builds server number `self` of `topo` on `loop`: binds the client and peer
  * ports, starts the Places worker, connects to the neighbours. The topology
@@ -25,16 +30,24 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
 /* Stops everything and frees it; *p = NULL. NULL-safe. */
 void herd_node_destroy(herd_node_t **p);
 
-/* Shutdown, first step: stop accepting clients and reading commands. */
+/* Shutdown, first step: stop accepting clients and reading commands;
+ * /healthz says draining from now on. */
 void herd_node_drain(herd_node_t *node);
 
 /* Applies a reloaded topology without a restart and without touching the
  * table: links to removed neighbours close (their messages are no longer
- * accepted), links to new ones open, client limits change. A change to our
- * own address or ports, or to the Places settings, is logged as needing a
- * restart. On success the node uses `topo` from now on (the caller keeps it
+ * accepted), links to new ones open, client limits change. What takes a
+ * restart (our own address, ports or key, the Places settings, the folders)
+ * is left as it runs; the caller reports it (main.c). On success the node uses `topo` from now on (the caller keeps it
  * alive and may free the old one); returns -1 with err filled otherwise. */
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
+
+/* The node's admin endpoint (to report reloads), or NULL without admin_port. */
+herd_admin_t *herd_node_admin(herd_node_t *node);
+
+/* Sets how long the node waits for a first exchange with a neighbour
+ * before it says ready without one (default HERD_NODE_READY_WAIT_MS). */
+void herd_node_set_ready_wait(herd_node_t *node, long ms);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

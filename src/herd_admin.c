@@ -1,7 +1,10 @@
-/* herd_admin: /metrics and /healthz over libmicrohttpd. See herd_admin.h. */
+/* herd_admin: /metrics, /healthz and /config over libmicrohttpd. See
+ * herd_admin.h. */
+#define _GNU_SOURCE /* asprintf */
 #include "herd_admin.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -9,11 +12,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <czmq.h>
+#include <jansson.h>
 #include <microhttpd.h>
 
-#define ASK_TIMEOUT_MS 2000 /* the reactor answers in microseconds; this is for a wedged one */
+#define ASK_TIMEOUT_MS 1500 /* the reactor answers in microseconds; this is for a wedged one */
+#define SWEEP_MS 100        /* how often connections past their deadline are looked for */
+#define REASON_MAX 256      /* longest health reason */
+
+/* One open HTTP connection, from libmicrohttpd's accept to its close. */
+typedef struct conn_t {
+    struct conn_t *prev, *next;
+    int fd;           /* its socket: open for as long as the conn_t is listed */
+    int64_t start_ms; /* accepted at (zclock_mono) */
+    bool cut;         /* its deadline passed and its socket was shut down */
+} conn_t;
+
+/* The configuration in force and the last reload. Reactor thread only. */
+typedef struct {
+    char *path, *log_dir, *state_dir; /* state_dir NULL: none */
+    uint64_t generation;              /* reloads handled since start */
+    bool reloaded;                    /* whether there was one */
+    bool ok;                          /* the last one's outcome (true before any) */
+    char *reason;                     /* its one-line reason */
+    char at[32];                      /* when it was handled, UTC */
+    char **restart;                   /* settings that changed but take a restart */
+    size_t n_restart;
+} config_t;
 
 struct herd_admin_t {
     herd_loop_t *loop;
@@ -23,9 +50,115 @@ struct herd_admin_t {
     pthread_mutex_t ask_lock;      /* one question at a time on http_side */
     uint64_t seq;                  /* number of the last question (HTTP thread) */
     herd_admin_metrics_fn *metrics;
-    herd_admin_ready_fn *ready;
+    herd_admin_health_fn *health;
     void *arg;
+    config_t conf;                 /* reactor thread only */
+
+    pthread_mutex_t conns_lock;    /* guards conns and cut_total (HTTP and sweeper threads) */
+    conn_t *conns;                 /* open connections, newest first */
+    uint64_t cut_total;            /* connections cut at their deadline */
+    pthread_t sweeper;             /* cuts connections past their deadline */
+    bool sweeper_running;
+    pthread_mutex_t stop_lock;     /* guards stop; with stop_cond, wakes the sweeper */
+    pthread_cond_t stop_cond;
+    bool stop;
 };
+
+const char *herd_health_name(herd_health_t h)
+{
+    switch (h) {
+    case HERD_HEALTH_READY:
+        return "ready";
+    case HERD_HEALTH_DRAINING:
+        return "draining";
+    case HERD_HEALTH_NOT_DURABLE:
+        return "not durable";
+    case HERD_HEALTH_STARTING:
+    default:
+        return "starting";
+    }
+}
+
+/* ------------------------------------------------------------ reactor side */
+
+/* The gauges of the configuration, appended to the node's metrics. */
+static char *render_metrics(herd_admin_t *a, size_t *len)
+{
+    size_t node_len = 0;
+    char *node = a->metrics(a->arg, &node_len);
+    uint64_t cut;
+    pthread_mutex_lock(&a->conns_lock);
+    cut = a->cut_total;
+    pthread_mutex_unlock(&a->conns_lock);
+    char *text = NULL;
+    int n = asprintf(&text,
+                     "%s"
+                     "# HELP herd_config_generation Reloads (SIGHUP) handled since start.\n"
+                     "# TYPE herd_config_generation gauge\nherd_config_generation %" PRIu64 "\n"
+                     "# HELP herd_config_last_reload_success Whether the last reload was applied (1 before any).\n"
+                     "# TYPE herd_config_last_reload_success gauge\nherd_config_last_reload_success %d\n"
+                     "# HELP herd_config_restart_needed Whether the last reload left settings that take a restart.\n"
+                     "# TYPE herd_config_restart_needed gauge\nherd_config_restart_needed %d\n"
+                     "# HELP herd_admin_connections_cut_total Admin connections closed at their deadline.\n"
+                     "# TYPE herd_admin_connections_cut_total counter\nherd_admin_connections_cut_total %" PRIu64
+                     "\n",
+                     node ? node : "", a->conf.generation, a->conf.ok ? 1 : 0, a->conf.n_restart > 0 ? 1 : 0, cut);
+    free(node);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return text;
+}
+
+/* "2ready: reason\n" or "5starting: reason\n": the first byte is the class
+ * of the HTTP status. */
+static char *render_health(herd_admin_t *a, size_t *len)
+{
+    char reason[REASON_MAX] = "";
+    herd_health_t h = a->health(a->arg, reason, sizeof reason);
+    char *text = NULL;
+    int n = asprintf(&text, "%c%s: %s\n", h == HERD_HEALTH_READY ? '2' : '5', herd_health_name(h), reason);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return text;
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+/* The /config JSON document. */
+static char *render_config(herd_admin_t *a, size_t *len)
+{
+    const config_t *c = &a->conf;
+    json_t *last = json_null();
+    if (c->reloaded) {
+        json_t *restart = json_array();
+        for (size_t i = 0; i < c->n_restart; i++)
+            json_array_append_new(restart, json_string(c->restart[i]));
+        last = json_pack("{s:b, s:o, s:s, s:o}", "ok", c->ok, "reason", string_or_null(c->reason), "at", c->at,
+                         "needs_restart", restart);
+    }
+    json_t *doc = json_pack("{s:I, s:o, s:o, s:o, s:o}", "generation", (json_int_t)c->generation, "topology",
+                            string_or_null(c->path), "log_dir", string_or_null(c->log_dir), "state_dir",
+                            string_or_null(c->state_dir), "last_reload", last ? last : json_null());
+    char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    char *out = realloc(text, n + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n';
+    out[n + 1] = '\0';
+    *len = n + 1;
+    return out;
+}
 
 /* Reactor side: answer each question [seq][kind] with [seq][text]. */
 static void questions_ready(herd_loop_t *loop, void *arg)
@@ -41,17 +174,63 @@ static void questions_ready(herd_loop_t *loop, void *arg)
             continue;
         char *text = NULL;
         size_t len = 0;
-        if (q[8] == 'M') {
-            text = a->metrics(a->arg, &len);
-        } else {
-            text = strdup(a->ready(a->arg) ? "1" : "0");
-            len = text ? 1 : 0;
-        }
+        if (q[8] == 'M')
+            text = render_metrics(a, &len);
+        else if (q[8] == 'C')
+            text = render_config(a, &len);
+        else
+            text = render_health(a, &len);
         zmq_send(a->reactor_side, q, 8, ZMQ_DONTWAIT | ZMQ_SNDMORE);
-        zmq_send(a->reactor_side, text ? text : "", len, ZMQ_DONTWAIT);
+        zmq_send(a->reactor_side, text ? text : "", text ? len : 0, ZMQ_DONTWAIT);
         free(text);
     }
 }
+
+static void free_restart(config_t *c)
+{
+    for (size_t i = 0; i < c->n_restart; i++)
+        free(c->restart[i]);
+    free(c->restart);
+    c->restart = NULL;
+    c->n_restart = 0;
+}
+
+void herd_admin_set_config(herd_admin_t *a, const char *path, const char *log_dir, const char *state_dir)
+{
+    if (!a)
+        return;
+    free(a->conf.path);
+    free(a->conf.log_dir);
+    free(a->conf.state_dir);
+    a->conf.path = path ? strdup(path) : NULL;
+    a->conf.log_dir = log_dir ? strdup(log_dir) : NULL;
+    a->conf.state_dir = state_dir ? strdup(state_dir) : NULL;
+}
+
+void herd_admin_reload_done(herd_admin_t *a, bool ok, const char *reason, const char *const *restart, size_t n)
+{
+    if (!a)
+        return;
+    config_t *c = &a->conf;
+    c->generation++;
+    c->reloaded = true;
+    c->ok = ok;
+    free(c->reason);
+    c->reason = reason ? strdup(reason) : NULL;
+    free_restart(c);
+    if (n && (c->restart = calloc(n, sizeof *c->restart))) {
+        for (size_t i = 0; i < n; i++)
+            if ((c->restart[c->n_restart] = strdup(restart[i])))
+                c->n_restart++;
+    }
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(c->at, sizeof c->at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ------------------------------------------------------------ HTTP side */
 
 /* HTTP side: asks the reactor; returns malloc'd text or NULL on time-out. */
 static char *ask(herd_admin_t *a, char kind, size_t *len)
@@ -75,7 +254,7 @@ static char *ask(herd_admin_t *a, char kind, size_t *len)
             bool ok = zmq_msg_recv(&head, a->http_side, 0) >= 0 && zmq_msg_more(&head) &&
                       zmq_msg_recv(&body, a->http_side, 0) >= 0;
             bool match = ok && zmq_msg_size(&head) == 8 && memcmp(zmq_msg_data(&head), &seq, 8) == 0;
-            if (match && (text = malloc(zmq_msg_size(&body) + 1))) {
+            if (match && zmq_msg_size(&body) > 0 && (text = malloc(zmq_msg_size(&body) + 1))) {
                 *len = zmq_msg_size(&body);
                 memcpy(text, zmq_msg_data(&body), *len);
                 text[*len] = '\0';
@@ -99,6 +278,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, char 
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, "Allow", "GET, HEAD");
     enum MHD_Result rc = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -123,27 +304,96 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_len = 0;
         return MHD_YES;
     }
+    char kind = !strcmp(url, "/metrics") ? 'M' : !strcmp(url, "/healthz") ? 'H' : !strcmp(url, "/config") ? 'C' : 0;
+    if (!kind)
+        return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics, /healthz or /config\n");
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-        return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET is served here\n");
+        return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
     size_t len = 0;
-    if (!strcmp(url, "/metrics")) {
-        char *text = ask(a, 'M', &len);
-        if (!text)
-            return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the server did not answer in time\n");
+    char *text = ask(a, kind, &len);
+    if (!text)
+        return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the server did not answer in time\n");
+    if (kind == 'M')
         return reply(conn, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4; charset=utf-8");
+    if (kind == 'C')
+        return reply(conn, MHD_HTTP_OK, text, len, "application/json");
+    /* Health: the first byte is the status class, the rest is the body. */
+    unsigned status = text[0] == '2' ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+    memmove(text, text + 1, len);
+    return reply(conn, status, text, len - 1, "text/plain; charset=utf-8");
+}
+
+/* Keeps the list of open connections for the sweeper. libmicrohttpd reports
+ * CLOSED before it closes the socket, so a listed fd is always still ours. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    herd_admin_t *a = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_t *k = calloc(1, sizeof *k);
+        if (!k || !info) {
+            free(k); /* not tracked: the idle time-out still bounds it */
+            return;
+        }
+        k->fd = info->connect_fd;
+        k->start_ms = zclock_mono();
+        pthread_mutex_lock(&a->conns_lock);
+        k->next = a->conns;
+        if (a->conns)
+            a->conns->prev = k;
+        a->conns = k;
+        pthread_mutex_unlock(&a->conns_lock);
+        *socket_context = k;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        conn_t *k = *socket_context;
+        pthread_mutex_lock(&a->conns_lock);
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            a->conns = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        pthread_mutex_unlock(&a->conns_lock);
+        free(k);
+        *socket_context = NULL;
     }
-    if (!strcmp(url, "/healthz")) {
-        char *text = ask(a, 'H', &len);
-        bool ready = text && text[0] == '1';
-        free(text);
-        return ready ? reply_text(conn, MHD_HTTP_OK, "ready\n")
-                     : reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
+}
+
+/* The sweeper thread: a connection past its deadline gets its socket shut
+ * down, which libmicrohttpd sees as the client going away and closes. The
+ * idle time-out alone would let a client that sends a byte now and then
+ * keep a slot for ever. */
+static void *sweep(void *arg)
+{
+    herd_admin_t *a = arg;
+    pthread_mutex_lock(&a->stop_lock);
+    while (!a->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += SWEEP_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&a->stop_cond, &a->stop_lock, &until);
+        if (a->stop)
+            break;
+        int64_t now = zclock_mono();
+        pthread_mutex_lock(&a->conns_lock);
+        for (conn_t *k = a->conns; k; k = k->next) {
+            if (!k->cut && now - k->start_ms >= HERD_ADMIN_DEADLINE_MS) {
+                shutdown(k->fd, SHUT_RDWR);
+                k->cut = true;
+                a->cut_total++;
+            }
+        }
+        pthread_mutex_unlock(&a->conns_lock);
     }
-    return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics or /healthz\n");
+    pthread_mutex_unlock(&a->stop_lock);
+    return NULL;
 }
 
 herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd_admin_metrics_fn *metrics,
-                             herd_admin_ready_fn *ready, void *arg, char *err, size_t errlen)
+                             herd_admin_health_fn *health, void *arg, char *err, size_t errlen)
 {
     herd_admin_t *a = calloc(1, sizeof *a);
     if (!a) {
@@ -152,9 +402,13 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
     }
     a->loop = loop;
     a->metrics = metrics;
-    a->ready = ready;
+    a->health = health;
     a->arg = arg;
+    a->conf.ok = true;
     pthread_mutex_init(&a->ask_lock, NULL);
+    pthread_mutex_init(&a->conns_lock, NULL);
+    pthread_mutex_init(&a->stop_lock, NULL);
+    pthread_cond_init(&a->stop_cond, NULL);
 
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "inproc://herd-admin-%p", (void *)a);
@@ -187,9 +441,12 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD;
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    a->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR,
-                                 res->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+    errno = 0;
+    a->daemon = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, res->ai_addr,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((HERD_ADMIN_DEADLINE_MS + 999) / 1000), MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)HERD_ADMIN_MAX_CONNS, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HERD_ADMIN_MAX_PER_ADDR,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, a, MHD_OPTION_END);
     int saved = errno;
     freeaddrinfo(res);
     if (!a->daemon) {
@@ -198,6 +455,12 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
         herd_admin_destroy(&a);
         return NULL;
     }
+    if (pthread_create(&a->sweeper, NULL, sweep, a) != 0) {
+        snprintf(err, errlen, "cannot start the admin endpoint's sweeper thread");
+        herd_admin_destroy(&a);
+        return NULL;
+    }
+    a->sweeper_running = true;
     return a;
 }
 
@@ -206,6 +469,13 @@ void herd_admin_destroy(herd_admin_t **p)
     if (!p || !*p)
         return;
     herd_admin_t *a = *p;
+    if (a->sweeper_running) {
+        pthread_mutex_lock(&a->stop_lock);
+        a->stop = true;
+        pthread_cond_signal(&a->stop_cond);
+        pthread_mutex_unlock(&a->stop_lock);
+        pthread_join(a->sweeper, NULL);
+    }
     if (a->daemon)
         MHD_stop_daemon(a->daemon); /* joins the HTTP thread: nothing uses http_side after this */
     if (a->reactor_side) {
@@ -214,7 +484,15 @@ void herd_admin_destroy(herd_admin_t **p)
     }
     if (a->http_side)
         zmq_close(a->http_side);
+    free(a->conf.path);
+    free(a->conf.log_dir);
+    free(a->conf.state_dir);
+    free(a->conf.reason);
+    free_restart(&a->conf);
     pthread_mutex_destroy(&a->ask_lock);
+    pthread_mutex_destroy(&a->conns_lock);
+    pthread_mutex_destroy(&a->stop_lock);
+    pthread_cond_destroy(&a->stop_cond);
     free(a);
     *p = NULL;
 }

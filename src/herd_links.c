@@ -211,6 +211,14 @@ size_t herd_links_up(const herd_links_t *links)
     return n;
 }
 
+size_t herd_links_synced(const herd_links_t *links)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < links->n_nb; i++)
+        n += links->nb[i]->up && links->nb[i]->synced;
+    return n;
+}
+
 bool herd_links_ready(herd_links_t *links)
 {
     if (links->ready)

@@ -16,6 +16,7 @@
 #include "herd_table.h"
 
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
+#define HEALTH_TICK_MS 100    /* how often readiness is looked at, so a brief exchange is not missed */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram. */
 static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -55,7 +56,13 @@ struct herd_node_t {
     herd_frontend_t *frontend;    /* client connections */
     herd_places_t *places;        /* the Places worker */
     herd_links_t *links;          /* the neighbours */
-    herd_admin_t *admin;          /* /metrics and /healthz, or NULL without admin_port */
+    herd_admin_t *admin;          /* /metrics, /healthz, /config, or NULL without admin_port */
+    int health_timer;             /* timer id of health_tick, or 0 */
+    int64_t start_ms;             /* when the node was made: the wait for a neighbour starts here */
+    long ready_wait_ms;           /* how long to wait for a first exchange before ready anyway */
+    bool ready;                   /* latched: ready once, ready until stopped */
+    bool draining;                /* SIGTERM seen: /healthz says draining */
+    char ready_reason[96];        /* why it is ready (or what it waits for) */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
     size_t n_pending;
@@ -349,6 +356,8 @@ static void count_places(herd_node_t *node, const herd_places_reply_t *r)
     }
 }
 
+static bool node_ready(herd_node_t *node);
+
 /* /metrics, rendered on the reactor thread when the admin thread asks. */
 static char *render_metrics(void *arg, size_t *len)
 {
@@ -360,13 +369,13 @@ static char *render_metrics(void *arg, size_t *len)
     const counters_t *n = &node->n;
     fprintf(f,
             "# HELP herd_info The server's name.\n# TYPE herd_info gauge\nherd_info{server=\"%s\"} 1\n"
-            "# HELP herd_ready Whether the first rejoin exchange is done.\n# TYPE herd_ready gauge\n"
+            "# HELP herd_ready Whether /healthz says ready (see README: health).\n# TYPE herd_ready gauge\n"
             "herd_ready %d\n"
             "# HELP herd_clients Clients held in the location table.\n# TYPE herd_clients gauge\n"
             "herd_clients %zu\n"
             "# HELP herd_client_connections Open client connections.\n# TYPE herd_client_connections gauge\n"
             "herd_client_connections %zu\n",
-            node->name, herd_links_ready(node->links) ? 1 : 0, herd_table_size(node->table),
+            node->name, node_ready(node) ? 1 : 0, herd_table_size(node->table),
             herd_frontend_connections(node->frontend));
     fprintf(f,
             "# HELP herd_commands_total Client commands by kind and outcome.\n"
@@ -420,10 +429,54 @@ static char *render_metrics(void *arg, size_t *len)
     return text;
 }
 
-static bool is_ready(void *arg)
+/* Readiness, latched: ready once the first rejoin exchange with a
+ * neighbour is done, at once for a server without neighbours, or when
+ * ready_wait_ms pass without any exchange (a herd must be able to start
+ * from nothing). Until then a restarted server would answer "?" for
+ * clients the herd knows, so probes must not route clients to it. */
+static bool node_ready(herd_node_t *node)
+{
+    if (node->ready)
+        return true;
+    size_t self = (size_t)herd_topology_find(node->topo, node->name);
+    if (herd_topology_neighbours(node->topo, self, NULL, 0) == 0)
+        snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour in the topology");
+    else if (herd_links_synced(node->links) > 0)
+        snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
+    else if (herd_loop_now_ms(node->loop) - node->start_ms >= node->ready_wait_ms)
+        snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour answered within %ld s",
+                 node->ready_wait_ms / 1000);
+    else
+        return false;
+    node->ready = true;
+    herd_log_event(node->log, "health: ready: %s", node->ready_reason);
+    return true;
+}
+
+static void health_tick(herd_loop_t *loop, void *arg)
 {
     herd_node_t *node = arg;
-    return herd_links_ready(node->links);
+    if (node_ready(node) && node->health_timer > 0) {
+        herd_loop_remove_timer(loop, node->health_timer);
+        node->health_timer = 0;
+    }
+}
+
+/* /healthz: draining beats everything; then starting or ready. */
+static herd_health_t node_health(void *arg, char *reason, size_t cap)
+{
+    herd_node_t *node = arg;
+    if (node->draining) {
+        snprintf(reason, cap, "stopping after SIGTERM, finishing owed replies");
+        return HERD_HEALTH_DRAINING;
+    }
+    if (!node_ready(node)) {
+        snprintf(reason, cap, "waiting for the first exchange with a neighbour (at most %ld s)",
+                 node->ready_wait_ms / 1000);
+        return HERD_HEALTH_STARTING;
+    }
+    snprintf(reason, cap, "%s", node->ready_reason);
+    return HERD_HEALTH_READY;
 }
 
 /* Replies from the Places worker. */
@@ -530,8 +583,16 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     node->frontend = herd_frontend_new(loop, log, &fc, err, errlen);
     if (!node->frontend)
         goto fail;
+    node->start_ms = herd_loop_now_ms(loop);
+    node->ready_wait_ms = HERD_NODE_READY_WAIT_MS;
+    node->health_timer = herd_loop_add_timer(loop, HEALTH_TICK_MS, health_tick, node);
+    if (node->health_timer < 0) {
+        snprintf(err, errlen, "cannot set up the health timer");
+        goto fail;
+    }
     if (me->admin_port) {
-        node->admin = herd_admin_new(loop, me->admin_host, me->admin_port, render_metrics, is_ready, node, err, errlen);
+        node->admin =
+            herd_admin_new(loop, me->admin_host, me->admin_port, render_metrics, node_health, node, err, errlen);
         if (!node->admin)
             goto fail;
     }
@@ -547,6 +608,8 @@ void herd_node_destroy(herd_node_t **p)
         return;
     herd_node_t *node = *p;
     herd_admin_destroy(&node->admin);
+    if (node->health_timer > 0)
+        herd_loop_remove_timer(node->loop, node->health_timer);
     herd_frontend_destroy(&node->frontend);
     if (node->places)
         herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
@@ -570,6 +633,7 @@ void herd_node_destroy(herd_node_t **p)
 
 void herd_node_drain(herd_node_t *node)
 {
+    node->draining = true;
     herd_frontend_drain(node->frontend);
 }
 
@@ -578,10 +642,14 @@ size_t herd_node_busy(const herd_node_t *node)
     return herd_frontend_busy(node->frontend);
 }
 
-/* NULL-safe string equality. */
-static bool same(const char *a, const char *b)
+herd_admin_t *herd_node_admin(herd_node_t *node)
 {
-    return (!a && !b) || (a && b && !strcmp(a, b));
+    return node->admin;
+}
+
+void herd_node_set_ready_wait(herd_node_t *node, long ms)
+{
+    node->ready_wait_ms = ms;
 }
 
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
@@ -591,16 +659,8 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
         snprintf(err, errlen, "%s has no server named \"%s\"", topo->path, node->name);
         return -1;
     }
-    const herd_server_conf_t *old = &node->topo->servers[herd_topology_find(node->topo, node->name)];
-    const herd_server_conf_t *me = &topo->servers[self];
-    if (strcmp(old->host, me->host) || old->client_port != me->client_port || old->peer_port != me->peer_port ||
-        old->admin_port != me->admin_port || !same(old->public_key, me->public_key))
-        herd_log_event(node->log, "reload: this server's own address, ports or key changed: "
-                                  "that takes a restart; the running ones stay");
-    if (!same(node->topo->places_url, topo->places_url) || !same(node->topo->places_key_env, topo->places_key_env) ||
-        node->topo->places_timeout_ms != topo->places_timeout_ms ||
-        node->topo->places_cache_ttl_ms != topo->places_cache_ttl_ms)
-        herd_log_event(node->log, "reload: the places settings changed: that takes a restart");
+    /* What takes a restart (own address, ports, key, Places settings) is
+     * found and reported by the caller (main.c, herd_node_restart_needed). */
     if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
         return -1;
     herd_frontend_set_limits(node->frontend, topo->max_clients, topo->idle_timeout_ms, topo->max_output_bytes);

@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
 """herdctl's helper: ask servers how they are, over their admin endpoints.
 
-    admin.py status HOST CLIENT_PORT ADMIN_PORT [HOST CLIENT_PORT ADMIN_PORT ...]
+    admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT [...]
 
 prints one line per server, in argument order, with five TAB-separated
 fields (ADMIN_PORT "-" means the server has none):
 
     ANSWERS   "yes" if the client port accepts a TCP connection, else "no"
-    READY     from GET /healthz: "yes" (200), "starting" (503); "?" when the
-              server answers on its client port but not on its admin port;
-              "-" without an admin port or when the server is not there
+    READY     from GET /healthz: "yes" (200); on 503 the state it names:
+              "starting", "draining", "not-durable"; "?" when the server
+              answers on its client port but not on its admin port; "-"
+              without an admin port or when the server is not there
     CLIENTS   herd_clients from GET /metrics, or "-"
     CONNS     herd_client_connections from GET /metrics, or "-"
     LINKS     herd_link_up per neighbour, by name: "Bona:up Clark:down";
               "none" for a server without neighbours; "-" without metrics
+
+    admin.py config ADMIN_HOST ADMIN_PORT
+
+prints GET /config as one TAB-separated line: GENERATION, LAST_OK ("yes",
+"no", or "-" before any reload), NEEDS_RESTART (comma-separated settings,
+or "-"), LOG_DIR, REASON ("-" before any reload); exit status 3 when the
+endpoint does not answer.
 
 Every server is asked at the same time, so a herd of servers that do not
 answer costs one time-out, not one per server. HTTP goes straight to the
@@ -23,53 +31,18 @@ request for 127.0.0.1 to a proxy).
 Usage errors go to stderr as one line, exit status 2.
 """
 
-import re
+import json
 import sys
 import threading
 import urllib.error
 import urllib.request
 
+from metrics import Metrics
 from topology import WILDCARD_HOSTS, probe
 
 HTTP_TIMEOUT_S = 2.0
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-# One sample line of the Prometheus text format (version 0.0.4):
-# name, optional {labels}, value, optional timestamp.
-_SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?\Z")
-_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\Z)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def parse_metrics(text):
-    """The samples of a /metrics body: a list of (name, {label: value},
-    float). Raises ValueError naming the first line that is not a comment,
-    a blank line or a sample."""
-    samples = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
-            raise ValueError(f"line {number} is not a sample: {line!r}")
-        labels = {}
-        body = (m.group(2) or "{}")[1:-1]
-        pos = 0
-        while pos < len(body):
-            lm = _LABEL_RE.match(body, pos)
-            if not lm:
-                raise ValueError(f"line {number} has malformed labels: {line!r}")
-            labels[lm.group(1)] = re.sub(r"\\.", lambda e: _UNESCAPE.get(e.group(0), e.group(0)),
-                                         lm.group(2))
-            pos = lm.end()
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            raise ValueError(f"line {number} has no number for a value: {line!r}") from None
-        samples.append((m.group(1), labels, value))
-    return samples
-
 
 def http_get(host, port, path):
     """(status, body text) of GET http://host:port/path; OSError when the
@@ -89,29 +62,35 @@ def http_get(host, port, path):
 
 
 def _count(value):
+    if value is None:
+        return "-"
     return str(int(value)) if value == int(value) else str(value)
 
 
-def server_status(host, client_port, admin_port):
+def health_word(status, body):
+    """READY of the status table from a /healthz reply."""
+    if status == 200:
+        return "yes"
+    if status == 503 and ":" in body:
+        return body.split(":", 1)[0].strip().replace(" ", "-")
+    return f"HTTP-{status}"
+
+
+def server_status(host, client_port, admin_host, admin_port):
     """The five fields of one status line (see the module text)."""
     answers = "yes" if probe(host, client_port) else "no"
     if admin_port == "-":
         return [answers, "-", "-", "-", "-"]
     ready = clients = conns = links = "-"
     try:
-        status, _ = http_get(host, admin_port, "/healthz")
-        ready = {200: "yes", 503: "starting"}.get(status, f"HTTP {status}")
-        status, body = http_get(host, admin_port, "/metrics")
+        status, body = http_get(admin_host, admin_port, "/healthz")
+        ready = health_word(status, body)
+        status, body = http_get(admin_host, admin_port, "/metrics")
         if status == 200:
-            samples = parse_metrics(body)
-            peers = []
-            for name, labels, value in samples:
-                if name == "herd_clients":
-                    clients = _count(value)
-                elif name == "herd_client_connections":
-                    conns = _count(value)
-                elif name == "herd_link_up" and "peer" in labels:
-                    peers.append(f"{labels['peer']}:{'up' if value else 'down'}")
+            m = Metrics(body)
+            clients = _count(m.get("herd_clients"))
+            conns = _count(m.get("herd_client_connections"))
+            peers = [f"{peer}:{'up' if up else 'down'}" for peer, up in m.peers("herd_link_up").items()]
             links = " ".join(sorted(peers)) if peers else "none"
     except (OSError, ValueError):
         if answers == "yes":
@@ -120,14 +99,14 @@ def server_status(host, client_port, admin_port):
 
 
 def status(args):
-    if not args or len(args) % 3 != 0:
-        print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_PORT ...", file=sys.stderr)
+    if not args or len(args) % 4 != 0:
+        print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT ...", file=sys.stderr)
         return 2
-    triples = [args[i:i + 3] for i in range(0, len(args), 3)]
+    triples = [args[i:i + 4] for i in range(0, len(args), 4)]
     rows = [None] * len(triples)
 
-    def ask(i, host, client_port, admin_port):
-        rows[i] = server_status(host, client_port, admin_port)
+    def ask(i, host, client_port, admin_host, admin_port):
+        rows[i] = server_status(host, client_port, admin_host, admin_port)
 
     threads = [threading.Thread(target=ask, args=(i, *t), daemon=True) for i, t in enumerate(triples)]
     for t in threads:
@@ -139,10 +118,29 @@ def status(args):
     return 0
 
 
+def config(host, port):
+    try:
+        status, body = http_get(host, port, "/config")
+        if status != 200:
+            return 3
+        doc = json.loads(body)
+    except (OSError, ValueError):
+        return 3
+    last = doc.get("last_reload") or {}
+    ok = "-" if not last else ("yes" if last.get("ok") else "no")
+    restart = ",".join(last.get("needs_restart") or []) or "-"
+    reason = " ".join(str(last.get("reason") or "-").split())
+    print("\t".join([str(doc.get("generation", 0)), ok, restart, str(doc.get("log_dir") or "-"), reason]))
+    return 0
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "status":
         return status(argv[2:])
-    print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_PORT ...", file=sys.stderr)
+    if len(argv) == 4 and argv[1] == "config":
+        return config(argv[2], argv[3])
+    print("herdctl: usage: admin.py status HOST CLIENT_PORT ADMIN_HOST ADMIN_PORT ... | "
+          "admin.py config ADMIN_HOST ADMIN_PORT", file=sys.stderr)
     return 2
 
 

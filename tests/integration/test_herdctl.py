@@ -2,13 +2,11 @@
 
 Each test writes a private topology on free ports in a temporary folder and
 runs `herdctl --config FILE ...` with HERD_SERVER_BIN set to the server
-under test (so herdctl neither checks packages nor builds). herdctl keeps
-run/NAME.pid at the repo root, keyed by server name, so the servers here
-have names nobody else uses ("T1x" and a random tag): a developer's own
-herd in the same tree is never touched. Every command names its servers
-explicitly (a bare `herdctl down` would stop every herd that herdctl
-started), and cleanup runs `down` for them and then kills whatever is left
-and removes their run/ files.
+under test (so herdctl neither checks packages nor builds) and HERD_RUN_DIR
+set to a private folder. herdctl keeps RUN/ID/NAME.pid, ID named after the
+topology file's real path, so two herds never touch each other; the tests
+check that with two topologies that name a server alike. Cleanup runs
+`down` and then kills whatever is left.
 
 Waits are conditions with deadlines (herdctl's own waits included); no
 fixed sleeps.
@@ -18,7 +16,11 @@ Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v 
 
 import atexit
 import contextlib
+import glob
+import hashlib
 import json
+import shutil
+import stat
 import os
 import re
 import select
@@ -32,33 +34,35 @@ from herdtest import AT_RE, HerdTestCase, free_ports, now_text, server_binary, w
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 HERDCTL = os.path.join(ROOT, "deploy", "herdctl")
-RUN_DIR = os.path.join(ROOT, "run")
 POS = "+34.068930-118.445127"
 COMMAND_TIMEOUT = 60  # one herdctl command; its own waits are shorter
 
-_STARTED = set()  # names whose run/ files this module may have made
+_STARTED = set()  # run folders this module may have filled
 
 
-def _kill_leftovers(name):
-    """SIGKILL the server herdctl recorded for `name` if it still runs, and
-    remove its run/ files. Checks the process really is that server."""
-    pid_file = os.path.join(RUN_DIR, name + ".pid")
-    with contextlib.suppress(OSError, ValueError):
-        with open(pid_file) as f:
-            pid = int(f.read().strip())
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            args = f.read().split(b"\0")
-        if name.encode() in args and any(b"herd-server" in a for a in args):
-            os.kill(pid, signal.SIGKILL)
-    for suffix in (".pid", ".out", ".err"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(RUN_DIR, name + suffix))
+def run_dir(run_base, config):
+    """herdctl's folder for the topology file `config` (README: herdctl)."""
+    digest = hashlib.sha256(os.path.realpath(config).encode()).hexdigest()
+    return os.path.join(run_base, digest[:16])
+
+
+def _kill_leftovers(folder):
+    """SIGKILL every server herdctl recorded in `folder` that still runs.
+    Checks the process really is a herd-server first."""
+    for pid_file in glob.glob(os.path.join(folder, "*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                args = f.read().split(b"\0")
+            if any(b"herd-server" in a for a in args):
+                os.kill(pid, signal.SIGKILL)
 
 
 @atexit.register
 def _last_resort():
-    for name in list(_STARTED):
-        _kill_leftovers(name)
+    for folder in list(_STARTED):
+        _kill_leftovers(folder)
 
 
 def gone(pid):
@@ -87,23 +91,24 @@ class HerdctlCase(HerdTestCase):
             self.herd.topology["servers"][name]["admin_port"] = port
         self.herd.write_topology()
         self.config = self.herd.topology_path
-        _STARTED.update(self.names)
-        self.addCleanup(self.cleanup_servers)
-        self.env = dict(os.environ, HERD_SERVER_BIN=server_binary())
+        self.run_base = os.path.join(self.herd.tmpdir, "run")
+        self.run_dir = run_dir(self.run_base, self.config)
+        _STARTED.add(self.run_dir)
+        self.addCleanup(self.cleanup_servers, self.config, self.run_dir)
+        self.env = dict(os.environ, HERD_SERVER_BIN=server_binary(), HERD_RUN_DIR=self.run_base)
         for key in ("HERD_PLACES_URL", "HERD_TEST_PLACES_KEY"):
             self.env.pop(key, None)
 
-    def cleanup_servers(self):
+    def cleanup_servers(self, config, folder):
         with contextlib.suppress(Exception):
-            self.herdctl("down", *self.names, check=None)
-        for name in self.names:
-            _kill_leftovers(name)
-            _STARTED.discard(name)
+            self.herdctl("down", check=None, config=config)
+        _kill_leftovers(folder)
+        _STARTED.discard(folder)
 
-    def herdctl(self, *args, check=0):
+    def herdctl(self, *args, check=0, config=None, herdctl=HERDCTL, env=None):
         """Runs herdctl --config FILE ARGS; checks its exit status unless
         check is None. Returns the CompletedProcess (text)."""
-        r = subprocess.run([HERDCTL, "--config", self.config] + list(args), env=self.env,
+        r = subprocess.run([herdctl, "--config", config or self.config] + list(args), env=env or self.env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=COMMAND_TIMEOUT, cwd=ROOT)
         if check is not None:
@@ -112,8 +117,8 @@ class HerdctlCase(HerdTestCase):
                              % (" ".join(args), r.returncode, r.stdout, r.stderr))
         return r
 
-    def pid(self, name):
-        with open(os.path.join(RUN_DIR, name + ".pid")) as f:
+    def pid(self, name, folder=None):
+        with open(os.path.join(folder or self.run_dir, name + ".pid")) as f:
             return int(f.read())
 
     def status(self, *names):
@@ -189,10 +194,11 @@ class HerdctlOperations(HerdctlCase):
         self.herd.write_topology()
         r = self.herdctl("reload")
         self.assertIn("herdctl: %s: topology applied (3 servers, 2 links)\n" % t1, r.stdout)
-        self.assertIn("herdctl: %s: topology applied (3 servers, 2 links)\n"
-                      "    link to %s added by the topology\n" % (t2, t3), r.stdout)
-        self.assertIn("herdctl: %s: topology applied (3 servers, 2 links)\n"
-                      "    link to %s added by the topology\n" % (t3, t2), r.stdout)
+        self.assertIn("herdctl: %s: topology applied (3 servers, 2 links), link to %s added\n"
+                      % (t2, t3), r.stdout)
+        # T3 has no admin port: signalled, and herdctl says it cannot tell more.
+        self.assertIn("herdctl: %s: signalled; it has no admin_port" % t3, r.stdout)
+        self.herd.wait_log(t3, "reload: topology applied (3 servers, 2 links), link to %s added" % t2, 10)
         self.wait_seen(t3, cid, at)
         wait_until(lambda: self.status(t2)[1][t2]["LINKS"] == "%s:up %s:up" % tuple(sorted((t1, t3))),
                    10, msg="status never showed both links of %s up" % t2)
@@ -231,8 +237,8 @@ class HerdctlOperations(HerdctlCase):
         r = self.herdctl("reload")
         self.assertIn("%s (pid %d) was started with %s but is no longer in it: not signalled"
                       % (t3, self.pid(t3), self.config), r.stderr)
-        self.assertIn("herdctl: %s: topology applied (2 servers, 1 links)\n"
-                      "    link to %s removed by the topology\n" % (t2, t3), r.stdout)
+        self.assertIn("herdctl: %s: topology applied (2 servers, 1 links), link to %s removed\n"
+                      % (t2, t3), r.stdout)
         self.assertNotIn("herdctl: %s:" % t3, r.stdout)
 
         # down: every one stopped, pid files gone.
@@ -240,7 +246,7 @@ class HerdctlOperations(HerdctlCase):
         r = self.herdctl("down", t1, t2, t3)
         for name in self.names:
             self.assertIn("herdctl: stopped %s (pid %d)\n" % (name, pids[name]), r.stdout)
-            self.assertFalse(os.path.exists(os.path.join(RUN_DIR, name + ".pid")))
+            self.assertFalse(os.path.exists(os.path.join(self.run_dir, name + ".pid")))
             self.assertTrue(gone(pids[name]), name)
 
     def test_logs_follows_the_log(self):
@@ -290,9 +296,13 @@ class HerdctlMistakes(HerdctlCase):
     def test_usage_errors(self):
         for args in (("send", self.t1), ("send", self.t1, "a\nb"), ("logs",),
                      ("logs", self.t1, self.t2), ("restart",), ("reload", "--timeout", "x"),
-                     ("frobnicate",), ("status", "--bogus")):
+                     ("frobnicate",), ("status", "--bogus"), ("send", self.t1, "")):
             r = self.herdctl(*args, check=2)
-            self.assertTrue(r.stderr.strip(), args)
+            # One line that says what is wrong and where help is, no usage dump.
+            self.assertEqual(len(r.stderr.splitlines()), 1, (args, r.stderr))
+            self.assertIn("see herdctl --help", r.stderr, args)
+        self.assertIn("unknown command 'frobnicate'", self.herdctl("frobnicate", check=2).stderr)
+        self.assertIn("send: the command is empty", self.herdctl("send", self.t1, "", check=2).stderr)
 
     def test_server_not_running(self):
         t1 = self.t1
@@ -321,6 +331,176 @@ class HerdctlMistakes(HerdctlCase):
         self.assertIn("reload refused", r.stderr)
         r = self.herdctl("restart", self.t1, check=2)
         self.assertIn("restart refused", r.stderr)
+
+
+# A valid CURVE public key (Z85, 40 characters): the libzmq test vector.
+SOME_KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+class HerdctlHerds(HerdctlCase):
+    """Issue 14: one validator (the server's), herds kept apart, honest
+    reload outcomes, and the small things."""
+
+    def other_topology(self, name):
+        """A second topology, in another folder, with one server `name`."""
+        folder = os.path.join(self.herd.tmpdir, "other")
+        os.mkdir(folder)
+        used = {p for conf in self.herd.topology["servers"].values() for p in conf.values()
+                if isinstance(p, int)}
+        ports = [p for p in free_ports(6) if p not in used][:3]
+        path = os.path.join(folder, "topology.json")
+        with open(path, "w") as f:
+            json.dump({"servers": {name: {"host": "127.0.0.1", "client_port": ports[0],
+                                          "peer_port": ports[1], "admin_port": ports[2]}},
+                       "links": [], "state_dir": None}, f)
+        other_dir = run_dir(self.run_base, path)
+        _STARTED.add(other_dir)
+        self.addCleanup(self.cleanup_servers, path, other_dir)
+        return path, other_dir
+
+    def test_two_topologies_with_a_server_named_alike(self):
+        t1 = self.t1
+        other, other_dir = self.other_topology(t1)
+        self.assertNotEqual(other_dir, self.run_dir)
+        r = self.herdctl("up", t1)
+        mine = self.pid(t1)
+        self.assertIn("started %s (pid %d)" % (t1, mine), r.stdout)
+        # The other herd's T1 is not "already running": it is another server.
+        r = self.herdctl("up", config=other)
+        theirs = self.pid(t1, other_dir)
+        self.assertIn("started %s (pid %d)" % (t1, theirs), r.stdout)
+        self.assertNotEqual(mine, theirs)
+        code, rows = self.status(t1)
+        self.assertEqual(rows[t1]["PID"], str(mine))
+        # down with the other file and no names stops only its own servers.
+        r = self.herdctl("down", config=other)
+        self.assertEqual(r.stdout, "herdctl: stopped %s (pid %d)\n" % (t1, theirs))
+        wait_until(lambda: gone(theirs), 10)
+        self.assertFalse(gone(mine))
+        self.assertEqual(self.status(t1)[1][t1]["STATE"], "running")
+        r = self.herdctl("down")
+        self.assertIn("stopped %s (pid %d)" % (t1, mine), r.stdout)
+        self.assertTrue(gone(mine))
+
+    def test_half_keyed_topology_is_refused_before_anything_is_signalled(self):
+        t1, t2 = self.t1, self.t2
+        self.herdctl("up", t1, t2)
+        pids = {n: self.pid(n) for n in (t1, t2)}
+        sizes = {n: len(self.herd.log_bytes(n)) for n in (t1, t2)}
+        self.herd.topology["servers"][t1]["public_key"] = SOME_KEY
+        self.herd.write_topology()
+        # The server's own check, as a start would do it.
+        r = subprocess.run([server_binary(), "--check-config", "--config", self.config],
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        self.assertEqual(r.returncode, 2, r)
+        reason = r.stderr.strip()
+        self.assertTrue(reason.startswith("herd-server: ") and "public_key" in reason, reason)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        # herdctl gives the same reason and signals, stops nothing.
+        for args in (("reload",), ("restart", t1)):
+            r = self.herdctl(*args, check=2)
+            self.assertIn(reason.replace("herd-server: ", "herdctl: "), r.stderr, args)
+            self.assertIn("%s refused" % args[0], r.stderr)
+        for name in (t1, t2):
+            self.assertEqual(self.pid(name), pids[name])
+            self.assertFalse(gone(pids[name]))
+            self.assertNotIn("SIGHUP", self.herd.log_text(name)[sizes[name]:])
+
+    def test_check_config_json(self):
+        r = subprocess.run([server_binary(), "--check-config", "--json", "--config", self.config, self.t1],
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["topology"], os.path.realpath(self.config))
+        by_name = {s["name"]: s for s in doc["servers"]}
+        self.assertEqual(list(by_name), self.names)
+        conf = self.herd.topology["servers"][self.t1]
+        self.assertEqual((by_name[self.t1]["client_port"], by_name[self.t1]["admin_port"],
+                          by_name[self.t1]["admin_host"], by_name[self.t1]["public_key"]),
+                         (conf["client_port"], conf["admin_port"], "127.0.0.1", False))
+        self.assertIsNone(by_name[self.t3]["admin_port"])
+        self.assertEqual(by_name[self.t1]["log_file"],
+                         os.path.join(os.path.realpath(self.herd.tmpdir), "logs", self.t1 + ".log"))
+        r = subprocess.run([server_binary(), "--check-config", "--config", self.config, "Nope"],
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        self.assertEqual((r.returncode, r.stderr), (2, 'herd-server: %s has no server named "Nope"\n'
+                                                       % self.config))
+        r = subprocess.run([server_binary(), "--config"], capture_output=True, text=True,
+                           timeout=COMMAND_TIMEOUT)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("option --config needs a value", r.stderr)
+
+    def test_reload_of_log_dir_needs_a_restart_and_logs_follows_the_server(self):
+        t1 = self.t1
+        self.herdctl("up", t1)
+        running_log = self.herd.log_text(t1)
+        self.herd.topology["log_dir"] = "logs-new"
+        self.herd.write_topology()
+        r = self.herdctl("reload", t1, check=4)
+        self.assertIn("herdctl: %s: topology applied" % t1, r.stdout)
+        self.assertIn("herdctl: %s: needs a restart for: log_dir" % t1, r.stderr)
+        # logs reads the folder the running server writes to, not the file's.
+        r = self.herdctl("logs", "--no-follow", t1)
+        self.assertTrue(r.stdout.startswith(running_log), r.stdout[:300])
+        self.assertIn("needs a restart for: log_dir", r.stdout)
+        r = self.herdctl("logs", "--no-follow", "-n", "3", t1)
+        self.assertEqual(len(r.stdout.splitlines()), 3, r.stdout)
+        # The last three lines when it ran (the log may have grown since).
+        self.assertIn("\n" + r.stdout, self.herdctl("logs", "--no-follow", t1).stdout)
+        self.assertNotIn("server %s starting" % t1, r.stdout)
+
+    def test_keys_edits_only_the_keys_in_place(self):
+        # The topology is a symlink to a hand-formatted file of mode 0640.
+        real = os.path.join(self.herd.tmpdir, "real-topology.json")
+        with open(self.config) as f:
+            doc = json.load(f)
+        names = list(doc["servers"])
+        text = "{\n  \"servers\": {\n" + ",\n".join(
+            "    %s:   %s" % (json.dumps(n), json.dumps(doc["servers"][n])) for n in names) + "\n  },\n"
+        text += "  \"links\": %s,\n  \"keys_dir\": \"k\"\n}\n" % json.dumps(doc["links"])
+        with open(real, "w") as f:
+            f.write(text)
+        os.chmod(real, 0o640)
+        os.unlink(self.config)
+        os.symlink(real, self.config)
+        r = self.herdctl("keys", self.t1)
+        self.assertTrue(os.path.islink(self.config))
+        self.assertEqual(stat.S_IMODE(os.stat(real).st_mode), 0o640)
+        with open(real) as f:
+            after = f.read()
+        with open(os.path.join(self.herd.tmpdir, "k", self.t1 + ".key")) as f:
+            key = re.search(r'public-key = "(.{40})"', f.read()).group(1)
+        self.assertEqual(after, text.replace('"%s":   {' % self.t1,
+                                             '"%s":   {"public_key": %s, ' % (self.t1, json.dumps(key))))
+        # Half-keyed now: the server's loader says so, and herdctl passes it on.
+        self.assertIn("the topology is not yet valid", r.stderr)
+
+    def test_installed_layout(self):
+        # /usr/bin/herdctl, helpers in /usr/lib/herd, binaries beside herdctl,
+        # no source tree: it neither builds nor looks for build/.
+        prefix = os.path.join(self.herd.tmpdir, "usr")
+        os.makedirs(os.path.join(prefix, "bin"))
+        shutil.copytree(os.path.join(ROOT, "deploy", "lib"), os.path.join(prefix, "lib", "herd"))
+        herdctl = os.path.join(prefix, "bin", "herdctl")
+        shutil.copy2(HERDCTL, herdctl)
+        os.symlink(server_binary(), os.path.join(prefix, "bin", "herd-server"))
+        env = dict(self.env)
+        del env["HERD_SERVER_BIN"]
+        r = self.herdctl("--help", herdctl=herdctl, env=env)
+        self.assertIn("/etc/herd/topology.json when installed", r.stdout)
+        r = self.herdctl("build", herdctl=herdctl, env=env, check=1)
+        self.assertIn("works in a source tree only", r.stderr)
+        r = self.herdctl("up", self.t3, herdctl=herdctl, env=env)
+        self.assertIn("started %s" % self.t3, r.stdout)
+        r = self.herdctl("status", self.t3, herdctl=herdctl, env=env)
+        self.assertRegex(r.stdout, r"%s\s+running\s+%d" % (self.t3, self.pid(self.t3)))
+        # A server started by someone else (systemd, say) is running, pid unknown.
+        self.herd.start(self.t2)
+        r = self.herdctl("status", self.t2, herdctl=herdctl, env=env, check=None)
+        self.assertRegex(r.stdout, r"%s\s+running\s+\?\s" % self.t2)
+        self.assertIn("was not started by herdctl", r.stdout)
+        self.herdctl("down", herdctl=herdctl, env=env)
+        self.herd.stop(self.t2)
 
 
 if __name__ == "__main__":

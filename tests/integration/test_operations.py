@@ -25,15 +25,20 @@ Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v 
 import http.client
 import json
 import os
-import re
 import signal
 import socket
+import sys
 import time
 import unittest
 import uuid
 
-from herdtest import (AT_RE_B, HOST, POS, HerdTestCase, free_ports, iamat_line, now_text,
-                      wait_until)
+from herdtest import (AT_RE_B, HOST, PLACES_KEY_ENV, POS, HerdTestCase, free_ports, iamat_line,
+                      now_text, wait_until)
+from places_standin import PlacesStandIn
+
+# herdctl's own parser of /metrics (deploy/lib/metrics.py): one parser for both.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "lib"))
+from metrics import Metrics  # noqa: E402
 
 A, B, C, D = "Aspen", "Birch", "Cedar", "Dogwood"
 SEEN_TIMEOUT = 5   # a flooded update crosses a link in milliseconds
@@ -60,72 +65,18 @@ def http_request(herd, name, method="GET", path="/metrics", timeout=5):
         conn.close()
 
 
-# One sample line of the Prometheus text format, version 0.0.4.
-SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z")
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')
-VALUE_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z|[+-]Inf\Z|NaN\Z")
-TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+def config(herd, name):
+    """The /config document of `name` (a dict)."""
+    status, headers, body = http_request(herd, name, path="/config")
+    assert status == 200, "/config of %s: HTTP %d %r" % (name, status, body)
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    return json.loads(body)
 
 
-class Metrics:
-    """A /metrics body, parsed strictly; a format error is an AssertionError
-    that names the line."""
-
-    def __init__(self, text):
-        self.text = text
-        self.samples = {}  # (name, frozenset of label pairs) -> float
-        self.types = {}    # family -> type
-        for number, line in enumerate(text.split("\n"), 1):
-            where = "line %d %r of:\n%s" % (number, line, text)
-            if line == "":
-                continue
-            if line.startswith("#"):
-                parts = line.split(" ", 3)
-                if len(parts) >= 3 and parts[1] == "TYPE":
-                    assert len(parts) == 4 and parts[3] in TYPES, "bad TYPE " + where
-                    assert parts[2] not in self.types, "TYPE given twice, " + where
-                    self.types[parts[2]] = parts[3]
-                elif len(parts) >= 3 and parts[1] == "HELP":
-                    pass
-                continue
-            m = SAMPLE_RE.match(line)
-            assert m, "not a sample: " + where
-            name, body, value = m.groups()
-            labels = []
-            pos = 0
-            while body is not None and pos < len(body):
-                lm = LABEL_RE.match(body, pos)
-                assert lm, "bad labels: " + where
-                labels.append((lm.group(1), lm.group(2)))
-                pos = lm.end()
-            assert VALUE_RE.match(value), "bad value: " + where
-            key = (name, frozenset(labels))
-            assert key not in self.samples, "sample given twice: " + where
-            family = self.family(name)
-            assert family in self.types, "sample before (or without) its TYPE: " + where
-            self.samples[key] = float(value)
-
-    def family(self, name):
-        for suffix in ("_bucket", "_sum", "_count"):
-            base = name[:-len(suffix)] if name.endswith(suffix) else None
-            if base and self.types.get(base) == "histogram":
-                return base
-        return name
-
-    def get(self, name, **labels):
-        """The value of one sample, or None when there is no such sample."""
-        return self.samples.get((name, frozenset(labels.items())))
-
-    def peers(self, name):
-        """{peer: value} of a per-neighbour metric."""
-        return {dict(k[1])["peer"]: v for k, v in self.samples.items()
-                if k[0] == name and dict(k[1]).get("peer") is not None
-                and len(k[1]) == 1}
-
-    def total(self, name, **labels):
-        """Sum of the samples of `name` whose labels include `labels`."""
-        want = set(labels.items())
-        return sum(v for k, v in self.samples.items() if k[0] == name and want <= set(k[1]))
+def wait_generation(herd, name, generation, timeout=LINK_TIMEOUT):
+    """The /config of `name` once its generation reached `generation`."""
+    return wait_until(lambda: (lambda c: c if c["generation"] >= generation else None)(config(herd, name)),
+                      timeout, msg="%s never reached config generation %d" % (name, generation))
 
 
 def metrics(herd, name):
@@ -289,11 +240,21 @@ class ReloadTest(OpsCase):
         herd.wait_log(A, "link to %s up" % B, LINK_TIMEOUT)
         good = json.loads(json.dumps(herd.topology))
 
+        before = config(herd, A)
+        self.assertEqual((before["generation"], before["last_reload"]), (0, None))
+        self.assertEqual(metrics(herd, A).get("herd_config_last_reload_success"), 1)
         with open(herd.topology_path, "w") as f:
             f.write("{ this is not a topology\n")
         offsets = self.sighup(herd, A)
         line = self.wait_log_after(herd, A, offsets[A], "keeping the running topology")
         self.assertRegex(line, r"reload: .*topology\.json:1:\d+: .+; keeping the running topology$")
+        # The outcome, from the server itself rather than from the log's wording.
+        last = wait_generation(herd, A, 1)["last_reload"]
+        self.assertFalse(last["ok"])
+        self.assertRegex(last["reason"], r"topology\.json:1:\d+: ")
+        self.assertEqual(last["needs_restart"], [])
+        m = metrics(herd, A)
+        self.assertEqual((m.get("herd_config_generation"), m.get("herd_config_last_reload_success")), (1, 0))
 
         herd.topology["links"].append([A, "Ghost"])
         herd.write_topology()
@@ -315,6 +276,10 @@ class ReloadTest(OpsCase):
         offsets = self.sighup(herd, A)
         self.wait_applied(herd, offsets, 2, 1)
         self.assertNotIn("by the topology", herd.log_since(A, offsets[A]))
+        last = wait_generation(herd, A, 3)["last_reload"]
+        self.assertEqual((last["ok"], last["reason"], last["needs_restart"]),
+                         (True, "topology applied (2 servers, 1 links)", []))
+        self.assertEqual(metrics(herd, A).get("herd_config_last_reload_success"), 1)
 
     def test_own_port_change_takes_a_restart(self):
         herd = self.herd_with_admin([A])
@@ -324,10 +289,12 @@ class ReloadTest(OpsCase):
         herd.topology["servers"][A]["client_port"] = new_port
         herd.write_topology()
         offsets = self.sighup(herd, A)
-        self.wait_log_after(herd, A, offsets[A],
-                            "reload: this server's own address, ports or key changed: "
-                            "that takes a restart; the running ones stay")
+        self.wait_log_after(herd, A, offsets[A], "reload: topology applied (1 servers, 0 links); "
+                            "needs a restart for: client_port (these keep their running values)")
         self.wait_applied(herd, offsets, 1, 0)
+        last = wait_generation(herd, A, 1)["last_reload"]
+        self.assertEqual((last["ok"], last["needs_restart"]), (True, ["client_port"]))
+        self.assertEqual(metrics(herd, A).get("herd_config_restart_needed"), 1)
         cid = uid("port")
         with socket.create_connection((HOST, old_port), timeout=5) as s:
             s.sendall(iamat_line(cid) + b"\n")
@@ -341,6 +308,24 @@ class ReloadTest(OpsCase):
         self.assertTrue(AT_RE_B.match(reply[:-1]), reply)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection((HOST, new_port), timeout=5).close()
+
+    def test_log_dir_change_takes_a_restart(self):
+        # The server keeps its log where it is, says the change needs a
+        # restart, and /config names the folder it really writes to.
+        herd = self.herd_with_admin([A])
+        herd.start(A)
+        old_dir = config(herd, A)["log_dir"]
+        self.assertEqual(old_dir, os.path.join(os.path.realpath(herd.tmpdir), "logs"))
+        herd.topology["log_dir"] = "elsewhere"
+        herd.topology["limits"] = dict(herd.topology.get("limits", {}), max_clients=77)
+        herd.write_topology()
+        self.sighup(herd, A)
+        doc = wait_generation(herd, A, 1)
+        self.assertEqual(doc["log_dir"], old_dir)
+        self.assertEqual((doc["last_reload"]["ok"], doc["last_reload"]["needs_restart"]), (True, ["log_dir"]))
+        with open(os.path.join(old_dir, A + ".log")) as f:
+            self.assertIn("needs a restart for: log_dir", f.read())
+        self.assertFalse(os.path.exists(os.path.join(herd.tmpdir, "elsewhere", A + ".log")))
 
     def test_server_added_by_reload_joins_and_gets_the_table(self):
         herd = self.herd_with_admin([A, B, C], links=[(A, B), (B, C)], admin=[C])
@@ -540,11 +525,14 @@ class MetricsTest(OpsCase):
 # ------------------------------------------------------------------ healthz
 
 class HealthzTest(OpsCase):
+    """/healthz: "STATE: reason", 200 for ready, 503 for starting and
+    draining (README: health)."""
 
     def healthz(self, herd, name):
         status, _, body = http_request(herd, name, path="/healthz")
-        self.assertIn((status, body), ((200, b"ready\n"), (503, b"starting\n")))
-        return status
+        self.assertRegex(body, rb"\A(ready|starting|draining|not durable): [^\n]+\n\Z")
+        self.assertEqual(status, 200 if body.startswith(b"ready:") else 503, body)
+        return status, body.decode()
 
     def test_ready_comes_after_the_exchange_with_a_neighbour(self):
         herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
@@ -552,51 +540,156 @@ class HealthzTest(OpsCase):
         cid = uid("held")
         at = self.iamat(herd, B, cid)
         herd.start(A)
-        self.healthz(herd, A)  # 503 or 200, nothing else
-        wait_until(lambda: self.healthz(herd, A) == 200, LINK_TIMEOUT,
+        wait_until(lambda: self.healthz(herd, A)[0] == 200, LINK_TIMEOUT,
                    msg="%s never became ready" % A)
+        self.assertEqual(self.healthz(herd, A)[1], "ready: first exchange with a neighbour done\n")
         # Ready means the exchange is done: A holds B's table at once.
         self.assertEqual(self.first_line(herd, A, cid), at)
         self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
         log = herd.log_text(A)
-        self.assertIn("ready: first rejoin exchange done", log)
         self.assertLess(log.index("repair: exchange with %s done" % B),
-                        log.index("ready: first rejoin exchange done"))
+                        log.index("health: ready: first exchange with a neighbour done"))
 
-    def test_lone_server_is_ready_within_a_second(self):
-        # Its neighbour is in the topology but never started.
+    def test_not_ready_while_no_neighbour_answers(self):
+        # Its neighbour is in the topology but never started: a restarted
+        # server that says ready now would answer "?" for clients the herd
+        # knows. It stays "starting" past the old one-second rule...
         herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
         herd.start(A)
-        started = time.monotonic()  # it printed READY: its 1 s wait has begun
-        first = self.healthz(herd, A)
+        started = time.monotonic()
+        wait_until(lambda: time.monotonic() - started >= 1.5, 3, interval=0.05)
+        status, body = self.healthz(herd, A)
+        self.assertEqual((status, body),
+                         (503, "starting: waiting for the first exchange with a neighbour (at most 30 s)\n"))
+        self.assertEqual(metrics(herd, A).get("herd_ready"), 0)
+        # ...and becomes ready as soon as the neighbour comes and they exchange.
+        herd.start(B)
+        wait_until(lambda: self.healthz(herd, A)[0] == 200, LINK_TIMEOUT, msg="never ready")
+        self.assertEqual(self.healthz(herd, A)[1], "ready: first exchange with a neighbour done\n")
+
+    def test_ready_when_the_configured_wait_expires(self):
+        herd = self.herd_with_admin([A, B], links=[(A, B)], admin=[A])
+        herd.start(A, extra_args=("--ready-wait", "1"))
+        started = time.monotonic()
+        status, body = self.healthz(herd, A)
         if time.monotonic() - started < 0.5:  # otherwise a slow machine may be past it
-            self.assertEqual(first, 503, "ready before the 1 s wait for a neighbour")
-        wait_until(lambda: self.healthz(herd, A) == 200, 2.0,
-                   msg="a server with no neighbour up not ready within ~1 s")
-        self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
-        herd.wait_log(A, "ready: no neighbour is up", 2)
+            self.assertEqual((status, body),
+                             (503, "starting: waiting for the first exchange with a neighbour (at most 1 s)\n"))
+        wait_until(lambda: self.healthz(herd, A)[0] == 200, 3.0, msg="not ready after its 1 s wait")
+        self.assertEqual(self.healthz(herd, A)[1], "ready: no neighbour answered within 1 s\n")
+        herd.wait_log(A, "health: ready: no neighbour answered within 1 s", 2)
 
     def test_server_without_neighbours_is_ready_at_once(self):
         herd = self.herd_with_admin([A])
         herd.start(A)
-        self.assertEqual(self.healthz(herd, A), 200)
+        self.assertEqual(self.healthz(herd, A), (200, "ready: no neighbour in the topology\n"))
+
+    def test_draining_after_sigterm(self):
+        with PlacesStandIn() as places:
+            places.set_mode("hold")
+            herd = self.herd_with_admin([A], env={"HERD_PLACES_URL": places.url, PLACES_KEY_ENV: "k"})
+            herd.start(A)
+            cid = uid("drain")
+            self.iamat(herd, A, cid)
+            # A WHATSAT held upstream: the server owes a reply, so it drains.
+            c = socket.create_connection((HOST, herd.port(A)), timeout=10)
+            self.addCleanup(c.close)
+            c.sendall(b"WHATSAT " + cid + b" 10 5\n")
+            self.assertTrue(places.wait_for_count(1, timeout=5))
+            os.kill(herd.pid(A), signal.SIGTERM)
+            wait_until(lambda: self.healthz(herd, A)[0] == 503, 5, msg="never said draining")
+            self.assertEqual(self.healthz(herd, A),
+                             (503, "draining: stopping after SIGTERM, finishing owed replies\n"))
+            places.release()
+            self.assertTrue(c.recv(65536).startswith(b"AT "))
+            self.assertEqual(herd.wait_exit(A, 10), 0)
 
     def test_methods_and_paths(self):
         herd = self.herd_with_admin([A])
         herd.start(A)
         status, headers, body = http_request(herd, A, path="/healthz")
-        self.assertEqual((status, body), (200, b"ready\n"))
+        self.assertEqual(status, 200)
         self.assertTrue(headers["content-type"].startswith("text/plain"), headers)
-        for method in ("POST", "PUT", "DELETE", "PATCH"):
-            for path in ("/metrics", "/healthz"):
-                status, _, _ = http_request(herd, A, method=method, path=path)
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            for path in ("/metrics", "/healthz", "/config"):
+                status, headers, _ = http_request(herd, A, method=method, path=path)
                 self.assertEqual(status, 405, (method, path))
-        for path in ("/", "/nope", "/metrics/x", "/healthzz", "/METRICS"):
-            status, _, _ = http_request(herd, A, path=path)
-            self.assertEqual(status, 404, path)
+                self.assertEqual(headers.get("allow"), "GET, HEAD", (method, path))
+        for method in ("GET", "OPTIONS", "POST"):
+            for path in ("/", "/nope", "/metrics/x", "/healthzz", "/METRICS"):
+                status, headers, _ = http_request(herd, A, method=method, path=path)
+                self.assertEqual(status, 404, (method, path))
+                self.assertNotIn("allow", headers)
+        doc = config(herd, A)
+        self.assertEqual(doc["topology"], os.path.realpath(herd.topology_path))
+        self.assertEqual(doc["generation"], 0)
         # The server is still whole.
         cid = uid("after-http")
         self.assertEqual(self.first_line(herd, A, cid), b"? WHATSAT " + cid + b" 10 5")
+
+
+class AdminAbuseTest(OpsCase):
+    """The admin endpoint against slow and many clients (issue 11)."""
+
+    def test_drip_feeders_cannot_blind_healthz(self):
+        herd = self.herd_with_admin([A])
+        herd.start(A)
+        port = herd.topology["servers"][A]["admin_port"]
+        drippers = []
+        self.addCleanup(lambda: [d.close() for d in drippers])
+        for _ in range(70):
+            d = socket.socket()
+            d.settimeout(5)
+            try:
+                d.connect((HOST, port))
+                d.sendall(b"G")
+            except OSError:
+                d.close()
+                continue
+            drippers.append(d)
+        self.assertGreaterEqual(len(drippers), 30)
+
+        def probe(source):
+            s = socket.create_connection((HOST, port), timeout=3, source_address=(source, 0))
+            with s:
+                s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return data
+                    data += chunk
+
+        # Another address is not held back by the per-address cap at all.
+        t0 = time.monotonic()
+        self.assertIn(b"ready: ", probe("127.0.0.2"))
+        self.assertLess(time.monotonic() - t0, 2.0)
+
+        # The same address: the drippers are cut at their deadline however
+        # often they send, so the probe gets a slot within a couple of seconds.
+        def drip_and_probe():
+            for d in drippers:
+                try:
+                    d.sendall(b"E")
+                except OSError:
+                    pass
+            try:
+                return b"ready: " in probe(HOST)
+            except OSError:
+                return False
+        wait_until(drip_and_probe, 4, interval=0.2, msg="/healthz blinded by 70 drip-feeding connections")
+        self.assertGreater(metrics(herd, A).get("herd_admin_connections_cut_total"), 0)
+
+    def test_admin_binds_admin_host(self):
+        herd = self.herd_with_admin([A])
+        herd.topology["servers"][A]["admin_host"] = "127.0.0.2"
+        herd.write_topology()
+        herd.start(A)
+        port = herd.topology["servers"][A]["admin_port"]
+        with socket.create_connection(("127.0.0.2", port), timeout=5):
+            pass
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((HOST, port), timeout=5).close()
 
 
 if __name__ == "__main__":

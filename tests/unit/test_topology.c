@@ -21,7 +21,8 @@
 #endif
 
 #define FIXTURE(name) HERD_TEST_DATA "/topology/" name
-#define DEFAULT_TOPOLOGY HERD_TEST_DATA "/../../topology.json"
+/* A copy of the repo's topology.json: the working file may carry keys (herdctl keys). */
+#define DEFAULT_TOPOLOGY HERD_TEST_DATA "/topology/default.json"
 #define PLACES_URL "https://maps.googleapis.com/maps/api/place/nearbysearch/json"
 
 static char tmpdir[PATH_MAX]; /* made by group_setup, one per run */
@@ -126,8 +127,8 @@ static void test_default_topology(void **state)
     assert_string_equal(t->places_key_env, "GOOGLE_PLACES_API_KEY");
     assert_int_equal(t->places_timeout_ms, 5000);
     assert_int_equal(t->places_cache_ttl_ms, 60000);
-    assert_string_equal(t->log_dir, HERD_TEST_DATA "/../../logs");
-    assert_string_equal(t->keys_dir, HERD_TEST_DATA "/../../keys");
+    assert_string_equal(t->log_dir, HERD_TEST_DATA "/topology/logs");
+    assert_string_equal(t->keys_dir, HERD_TEST_DATA "/topology/keys");
     assert_int_equal(t->idle_timeout_ms, 300000);
     assert_int_equal(t->max_output_bytes, 1048576);
     assert_int_equal(t->max_clients, 50000);
