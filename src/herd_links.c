@@ -571,7 +571,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     }
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
-    if (herd_loop_add_tick(loop, flush_tick, links) != 0) {
+    if (herd_loop_add_tick(loop, HERD_PHASE_LINKS, flush_tick, links) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
