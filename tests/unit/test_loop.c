@@ -320,8 +320,9 @@ static void fd_unwatched_while_its_event_is_pending(void **state)
 
 /* ---------------------------------------------------------------------- */
 /* The pass over the ZeroMQ sockets while a handler removes entries: X removes
- * itself and Y; Z must still be called in the same pass, before the pipe's
- * handler (which runs between the pass before epoll_wait and the one after). */
+ * itself and Z; Y must still be called in the same pass, before the pipe's
+ * handler (which runs between the pass before epoll_wait and the one after),
+ * and Z never. */
 
 typedef struct {
     pair_t x, y, z;
@@ -337,8 +338,8 @@ static void zpass_x(herd_loop_t *loop, void *arg)
     drain(t->x.in);
     herd_loop_remove_zmq(loop, t->x.in);
     pair_close(&t->x);
-    herd_loop_remove_zmq(loop, t->y.in);
-    pair_close(&t->y);
+    herd_loop_remove_zmq(loop, t->z.in);
+    pair_close(&t->z);
 }
 
 static void zpass_y(herd_loop_t *loop, void *arg)
@@ -388,12 +389,12 @@ static void zmq_pass_survives_removals(void **state)
 
     assert_int_equal(herd_loop_run(loop), 0);
     assert_false(timed_out);
-    assert_string_equal(t.trace.s, "XZP");
+    assert_string_equal(t.trace.s, "XYP");
 
     /* Removing what is gone already is ignored. */
     herd_loop_remove_zmq(loop, t.x.in);
-    herd_loop_remove_zmq(loop, t.z.in);
-    pair_close(&t.z);
+    herd_loop_remove_zmq(loop, t.y.in);
+    pair_close(&t.y);
     herd_loop_unwatch(loop, &t.marker);
     close(t.pipe[0]);
     close(t.pipe[1]);
@@ -605,6 +606,173 @@ static void ticks_removed_and_added_by_ticks(void **state)
     herd_loop_destroy(&loop);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Timers */
+
+typedef struct {
+    int a_id, b_id, c_id;  /* A and B each remove both; C counts */
+    int a_calls, b_calls, c_calls;
+    int added_ids[ADDED];  /* timers added by a timer */
+    int added_calls[ADDED];
+    int added_total;
+} timers_t;
+
+static timers_t *timers_of;
+
+static void timer_a(herd_loop_t *loop, void *arg)
+{
+    timers_t *t = arg;
+    t->a_calls++;
+    herd_loop_remove_timer(loop, t->b_id);
+    herd_loop_remove_timer(loop, t->a_id);
+}
+
+static void timer_b(herd_loop_t *loop, void *arg)
+{
+    timers_t *t = arg;
+    t->b_calls++;
+    herd_loop_remove_timer(loop, t->a_id);
+    herd_loop_remove_timer(loop, t->b_id);
+}
+
+static void timer_c(herd_loop_t *loop, void *arg)
+{
+    timers_t *t = arg;
+    if (++t->c_calls == 3)
+        herd_loop_stop(loop);
+}
+
+/* Waits (on the clock, not for a fixed time) until timers of 1 ms added
+ * before the call are due. */
+static void let_1ms_timers_fall_due(void)
+{
+    int64_t start = herd_clock_ms();
+    while (herd_clock_ms() < start + 2)
+        poll(NULL, 0, 1);
+}
+
+static void timers_removed_by_timers(void **state)
+{
+    (void)state;
+    herd_loop_t *loop = new_loop();
+    timers_t t = {0};
+    t.a_id = herd_loop_add_timer(loop, 1, timer_a, &t);
+    t.b_id = herd_loop_add_timer(loop, 1, timer_b, &t);
+    t.c_id = herd_loop_add_timer(loop, 1, timer_c, &t);
+    assert_true(t.a_id > 0 && t.b_id > 0 && t.c_id > 0);
+    assert_true(t.a_id != t.b_id && t.b_id != t.c_id && t.a_id != t.c_id);
+    let_1ms_timers_fall_due(); /* A, B and C run in the same pass */
+
+    assert_int_equal(herd_loop_run(loop), 0);
+    assert_false(timed_out);
+    assert_int_equal(t.a_calls, 1); /* removed itself */
+    assert_int_equal(t.b_calls, 0); /* removed by A earlier in the pass */
+    assert_int_equal(t.c_calls, 3);
+    herd_loop_remove_timer(loop, t.a_id); /* gone already: ignored */
+    herd_loop_remove_timer(loop, t.c_id);
+    herd_loop_destroy(&loop);
+}
+
+static void timer_added(herd_loop_t *loop, void *arg)
+{
+    int *id = arg;
+    size_t i = (size_t)(id - timers_of->added_ids);
+    timers_of->added_calls[i]++;
+    herd_loop_remove_timer(loop, *id);
+    if (++timers_of->added_total == ADDED)
+        herd_loop_stop(loop);
+}
+
+static void timer_adding(herd_loop_t *loop, void *arg)
+{
+    timers_t *t = arg;
+    t->a_calls++;
+    for (size_t i = 0; i < ADDED; i++) {
+        t->added_ids[i] = herd_loop_add_timer(loop, 1, timer_added, &t->added_ids[i]);
+        assert_true(t->added_ids[i] > 0);
+    }
+    herd_loop_remove_timer(loop, t->a_id);
+}
+
+static void timers_added_by_a_timer(void **state)
+{
+    (void)state;
+    herd_loop_t *loop = new_loop();
+    timers_t t = {0};
+    timers_of = &t;
+    t.a_id = herd_loop_add_timer(loop, 1, timer_adding, &t);
+
+    assert_int_equal(herd_loop_run(loop), 0);
+    assert_false(timed_out);
+    assert_int_equal(t.a_calls, 1);
+    assert_int_equal(t.added_total, ADDED);
+    for (size_t i = 0; i < ADDED; i++)
+        assert_int_equal(t.added_calls[i], 1);
+    herd_loop_destroy(&loop);
+}
+
+/* A timer added by a tick must bound the wait that follows: with nothing else
+ * to wake the loop, it would sleep until the watchdog. */
+static void timer_stop(herd_loop_t *loop, void *arg)
+{
+    (void)arg;
+    herd_loop_stop(loop);
+}
+
+static void tick_adding_timer(herd_loop_t *loop, void *arg)
+{
+    int *id = arg;
+    if (!*id)
+        *id = herd_loop_add_timer(loop, 1, timer_stop, NULL);
+}
+
+static void timer_added_by_a_tick_wakes_the_loop(void **state)
+{
+    (void)state;
+    herd_loop_t *loop = new_loop();
+    int id = 0;
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_LOG, tick_adding_timer, &id) > 0);
+    assert_int_equal(herd_loop_run(loop), 0);
+    assert_true(id > 0);
+    assert_false(timed_out);
+    herd_loop_destroy(&loop);
+}
+
+/* ---------------------------------------------------------------------- */
+/* herd_loop_stop from a descriptor's handler: the turn's ticks still run. */
+
+static void stop_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+{
+    (void)w, (void)events;
+    herd_loop_stop(loop);
+}
+
+static void count_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    (*(int *)arg)++;
+}
+
+static void stop_still_ends_the_turn(void **state)
+{
+    (void)state;
+    herd_loop_t *loop = new_loop();
+    int fds[2];
+    open_pipe(fds);
+    poke(fds[1]);
+    herd_watch_t w = {.fd = fds[0], .fn = stop_ready};
+    assert_int_equal(herd_loop_watch(loop, &w, EPOLLIN), 0);
+    int ticks = 0;
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_LOG, count_tick, &ticks) > 0);
+    assert_int_equal(herd_loop_run(loop), 0);
+    assert_false(timed_out);
+    assert_int_equal(ticks, 2); /* before the wait, and to end the turn */
+    herd_loop_unwatch(loop, &w);
+    close(fds[0]);
+    close(fds[1]);
+    herd_loop_destroy(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -614,6 +782,10 @@ int main(void)
         cmocka_unit_test(zmq_added_from_a_handler),
         cmocka_unit_test(ticks_run_in_phase_order),
         cmocka_unit_test(ticks_removed_and_added_by_ticks),
+        cmocka_unit_test(timers_removed_by_timers),
+        cmocka_unit_test(timers_added_by_a_timer),
+        cmocka_unit_test(timer_added_by_a_tick_wakes_the_loop),
+        cmocka_unit_test(stop_still_ends_the_turn),
     };
     return cmocka_run_group_tests(tests, setup_ctx, teardown_ctx);
 }
