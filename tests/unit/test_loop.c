@@ -413,7 +413,8 @@ typedef struct {
     int total;        /* all of them */
 } zadd_t;
 
-/* The handler of an added socket; arg points at its slot in added[]. */
+/* The running test's state: an added socket's handler gets its slot in
+ * added[] as arg. */
 static zadd_t *zadd_of;
 
 static void zadd_one(herd_loop_t *loop, void *arg)
@@ -495,11 +496,11 @@ typedef struct {
     trace_t trace;
     int turns;      /* LOG ticks seen */
     int stop_after; /* stop at this many turns */
-    int ids[8];     /* tick ids, by letter */
+    int ids[8];     /* tick ids, by role in the test */
     int state_id;   /* the tick added from a tick */
 } ticks_t;
 
-static ticks_t *ticks_of;
+static ticks_t *ticks_of; /* the running test's state */
 
 #define TICK(name, letter)                                                                                    \
     static void name(herd_loop_t *loop, void *arg)                                                            \
@@ -617,7 +618,7 @@ typedef struct {
     int added_total;
 } timers_t;
 
-static timers_t *timers_of;
+static timers_t *timers_of; /* the running test's state */
 
 static void timer_a(herd_loop_t *loop, void *arg)
 {
