@@ -655,7 +655,7 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
-    if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, frontend_tick, fe) != 0 ||
+    if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe) < 0 ||
         (fe->idle_timer = herd_loop_add_timer(loop, sweep, idle_sweep, fe)) < 0) {
         snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
         herd_frontend_destroy(&fe);

@@ -831,7 +831,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     }
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
-    if (herd_loop_add_tick(loop, flush_tick, links) != 0 ||
+    if ((links->flush_tick = herd_loop_add_tick(loop, HERD_PHASE_LINKS, flush_tick, links)) < 0 ||
         (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, repair_tick, links)) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -950,6 +950,8 @@ void herd_links_destroy(herd_links_t **p)
     herd_links_t *links = *p;
     if (links->repair_timer > 0)
         herd_loop_remove_timer(links->loop, links->repair_timer);
+    if (links->flush_tick > 0)
+        herd_loop_remove_tick(links->loop, links->flush_tick);
     for (size_t i = 0; i < links->n_nb; i++)
         neighbour_close(links, links->nb[i]);
     if (links->router) {

@@ -73,6 +73,7 @@ struct herd_links_t {
     unsigned monitor_seq;  /* makes each monitor endpoint unique */
     bool configured;       /* the first topology was applied */
     int repair_timer;      /* the anti-entropy timer's id */
+    int flush_tick;        /* the end-of-turn flush's tick id */
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
     void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
 };

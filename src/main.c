@@ -417,7 +417,7 @@ int main(int argc, char **argv)
     }
     /* Registered after the node's ticks, so each turn's events are written
      * once that turn's replies are out. */
-    herd_loop_add_tick(s.loop, log_tick, s.log);
+    herd_loop_add_tick(s.loop, HERD_PHASE_LOG, log_tick, s.log);
     herd_log_event(s.log, "server %s ready", name);
     herd_log_flush(s.log);
     printf("READY %s\n", name);
