@@ -562,10 +562,14 @@ class Herd:
         return "<Herd %s in %s>" % (",".join(self.names), self.tmpdir)
 
     def write_topology(self):
-        """(Re)writes topology.json from self.topology."""
-        with open(self.topology_path, "w") as f:
+        """(Re)writes topology.json from self.topology. The new file replaces
+        the old one at once (rename), so a server reloading meanwhile reads
+        one or the other, never half of one."""
+        tmp = self.topology_path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(self.topology, f, indent=2)
             f.write("\n")
+        os.replace(tmp, self.topology_path)
 
     def report(self, out=sys.stderr):
         """Prints the folder and the tail of every log and stderr (for failures)."""
