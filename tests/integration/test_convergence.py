@@ -32,6 +32,7 @@ Run: cd tests/integration && HERD_SERVER=.../herd-server HERD_BUILD_DIR=.../buil
      python3 -m unittest -v test_convergence
 """
 
+import datetime
 import json
 import os
 import re
@@ -49,9 +50,21 @@ from test_curve import REFUSED_RE, key_files, keygen
 
 CONVERGE_S = 10   # all up and connected -> the same records everywhere
 LINK_S = 15       # a refused or broken link is retried (back-off included)
+RETRY_SPAN_S = 5  # a refused link is still being retried this long after
+# Alpha's log line for a refused handshake, with its time stamp as group 1.
+REFUSED_TS_RE = re.compile(REFUSED_RE.replace(r"^\S+ ", r"^(\S+) ", 1), re.M)
+assert REFUSED_TS_RE.pattern != REFUSED_RE
 NO_STATE = {"state_dir": None}
 POS_LO = b"+10.000000-020.000000"  # POS_LO < POS_HI as bytes
 POS_HI = b"+20.000000-020.000000"
+
+
+def log_time(stamp):
+    """Seconds since the epoch of a log time stamp (2026-12-06T20:51:39.990750Z)."""
+    when = datetime.datetime.fromisoformat(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 def uid(tag):
@@ -308,18 +321,28 @@ class CurveRetryTest(ConvergenceCase):
         herd.write_topology()  # Alpha is not told yet
         mark = herd.log_size("Alpha")
         herd.start("Beta")
-        # Refused, and refused again: Beta keeps trying.
-        rx = re.compile(REFUSED_RE, re.M)
-        try:
-            wait_until(lambda: len(rx.findall(herd.log_since("Alpha", mark))) >= 2, LINK_S,
-                       interval=0.05)
-        except HerdTimeout:
-            self.fail("Alpha refused Beta's new key fewer than twice in %gs: the refused link "
-                      "is not retried; Alpha.log since Beta's restart:\n%s"
-                      % (LINK_S, herd.log_since("Alpha", mark)[-2000:]))
+        # Refused, and still refused RETRY_SPAN_S later: Beta keeps trying.
+        first = self.refusals(herd, mark, 1, LINK_S)[0]
+        self.refusals(herd, mark, 1, RETRY_SPAN_S + LINK_S, after=first + RETRY_SPAN_S)
         during = uid("c4-during")
         expect[during] = self.report(herd, "Beta", during)
         return herd, expect
+
+    def refusals(self, herd, mark, count, timeout, after=0.0):
+        """Waits until Alpha's log (from mark) holds `count` refusals of a
+        link logged at or after the epoch time `after`; returns their times."""
+        def times():
+            return [ts for ts in (log_time(m.group(1)) for m in
+                                  REFUSED_TS_RE.finditer(herd.log_since("Alpha", mark)))
+                    if ts >= after]
+        try:
+            return wait_until(lambda: len(times()) >= count and times(), timeout, interval=0.05)
+        except HerdTimeout:
+            self.fail("Alpha logged %s within %gs: the refused link is not retried for as "
+                      "long as both run; Alpha.log since Beta's restart:\n%s"
+                      % ("no refusal of Beta's new key %gs or more after the first" % RETRY_SPAN_S
+                         if after else "no refusal of Beta's new key", timeout,
+                         herd.log_since("Alpha", mark)[-2000:]))
 
     def flows_both_ways(self, herd, expect, beta_pid):
         for name in self.NAMES:
