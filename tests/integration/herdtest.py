@@ -34,6 +34,10 @@ Quick reference
 ``iamat_line(cid, pos=POS, t=None)``
     ``IAMAT cid pos t`` (bytes, no LF); ``t`` defaults to ``now_text()``.
 
+``at_rank(at)``
+    The PROTOCOL section 3 rank of an AT line (bytes) as a comparable tuple:
+    client time, origin name, position text, then the whole line.
+
 ``run_server(args, env=None, cwd=None, timeout=15)``
     Runs herd-server with ``args`` to completion (for start-up errors) and
     returns ``subprocess.CompletedProcess`` (stdout/stderr as bytes).
@@ -95,6 +99,22 @@ Quick reference
         or a compiled regex (searched in the whole text); returns the first
         matching line (substring) or the re.Match (regex).
 
+    Faults and operations
+        ``pause(name)`` / ``resume(name)``: SIGSTOP / SIGCONT (``stop`` and
+        ``close`` resume a paused server so that SIGTERM can reach it).
+        ``kill_many(names)``: SIGKILL every one first, then wait for each, so
+        they die together. ``set_links(links)``: rewrites the topology's link
+        set (and ``links``). ``reload(names, links=None)``: optionally
+        ``set_links``, then SIGHUP each running name in that order; returns
+        {name: log mark just before its signal}.
+        ``add_admin_ports(names=None)``: gives each (default every) server an
+        ``admin_port`` apart from the herd's own ports and rewrites the file.
+        ``metrics(name)`` -> {(sample name, frozenset of (label, value)):
+        float} from GET /metrics; ``link_up(name)`` -> {peer: bool} from its
+        ``herd_link_up`` samples.
+        ``records(name, cids, timeout=10)`` -> {cid: the AT line it holds
+        (bytes) or None}: pipelined WHATSATs on one connection per batch.
+
     Talking to a server
         ``send(name, data, timeout=10)`` -> bytes: connect, sendall,
         shutdown(SHUT_WR), read until EOF.
@@ -134,6 +154,7 @@ import atexit
 import contextlib
 import copy
 import ctypes
+import http.client
 import json
 import os
 import re
@@ -150,12 +171,16 @@ import unittest
 __all__ = [
     "AT_RE", "AT_RE_B", "DEFAULT_LINKS", "DEFAULT_SERVERS", "HOST", "PLACES_KEY_ENV", "POS",
     "Client", "Herd", "HerdError", "HerdTestCase", "HerdTimeout",
-    "free_ports", "iamat_line", "now_text", "ns_text", "run_server", "server_binary",
+    "at_rank", "free_ports", "iamat_line", "now_text", "ns_text", "run_server", "server_binary",
     "wait_until",
 ]
 
 AT_RE = re.compile(r"^AT (\S+) ([+-]\d+\.\d{9}) (\S+) (\S+) (\S+)$")
 AT_RE_B = re.compile(rb"^AT (\S+) ([+-]\d+\.\d{9}) (\S+) (\S+) (\S+)$")
+
+# One /metrics sample line (Prometheus text format), and one of its labels.
+_SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
 
 DEFAULT_SERVERS = ("Bailey", "Bona", "Campbell", "Clark", "Jaquez")
 DEFAULT_LINKS = (("Bailey", "Bona"), ("Bailey", "Campbell"), ("Bona", "Campbell"),
@@ -232,6 +257,20 @@ def ns_text(ns):
 def now_text():
     """The client time text of now."""
     return ns_text(time.time_ns())
+
+
+def at_rank(at):
+    """The rank of an AT line (bytes) under PROTOCOL section 3, as a tuple that
+    Python compares in the same order: the client time exactly (seconds,
+    nanoseconds; fraction digits past the ninth ignored), then the origin
+    server's name, then the position text, both as bytes; then the whole line,
+    the last tie-break, so that two different lines never rank equal."""
+    m = AT_RE_B.match(at)
+    if not m:
+        raise ValueError("not an AT line: %r" % (at,))
+    sec, _, frac = m.group(5).partition(b".")
+    nsec = int((frac[:9] + b"000000000")[:9])
+    return (int(sec), nsec, m.group(1), m.group(4), at)
 
 
 def iamat_line(cid, pos=POS, t=None):
@@ -523,10 +562,14 @@ class Herd:
         return "<Herd %s in %s>" % (",".join(self.names), self.tmpdir)
 
     def write_topology(self):
-        """(Re)writes topology.json from self.topology."""
-        with open(self.topology_path, "w") as f:
+        """(Re)writes topology.json from self.topology. The new file replaces
+        the old one at once (rename), so a server reloading meanwhile reads
+        one or the other, never half of one."""
+        tmp = self.topology_path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(self.topology, f, indent=2)
             f.write("\n")
+        os.replace(tmp, self.topology_path)
 
     def report(self, out=sys.stderr):
         """Prints the folder and the tail of every log and stderr (for failures)."""
@@ -699,6 +742,7 @@ class Herd:
         if proc.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.popen.send_signal(sig)
+                proc.popen.send_signal(signal.SIGCONT)  # a paused server must see it
         try:
             code = proc.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -728,6 +772,7 @@ class Herd:
             for p in live:
                 with contextlib.suppress(ProcessLookupError):
                     p.popen.send_signal(signal.SIGTERM)
+                    p.popen.send_signal(signal.SIGCONT)  # a paused server must see it
             deadline = time.monotonic() + grace
             for p in live:
                 try:
@@ -747,6 +792,118 @@ class Herd:
                     print("herdtest: kept %s" % self.tmpdir, file=sys.stderr)
                 elif self._own_tmp:
                     shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    # -- faults and operations
+    def pause(self, name):
+        """SIGSTOP: the process freezes, its sockets stay open."""
+        self._procs[name].popen.send_signal(signal.SIGSTOP)
+
+    def resume(self, name):
+        """SIGCONT after pause()."""
+        self._procs[name].popen.send_signal(signal.SIGCONT)
+
+    def kill_many(self, names):
+        """SIGKILL every one of `names` first, then waits for each: they die
+        together, none outlives another by the time a wait takes."""
+        procs = [self._procs[name] for name in names]
+        for proc in procs:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.kill()
+        for proc in procs:
+            proc.popen.wait()
+            proc.join_readers()
+
+    def set_links(self, links):
+        """Rewrites the topology file with this link set."""
+        self.links = [tuple(link) for link in links]
+        self.topology["links"] = [list(link) for link in self.links]
+        self.write_topology()
+
+    def reload(self, names, links=None):
+        """set_links(links) when given, then SIGHUP to each running server of
+        `names`, in that order. Returns {name: log mark just before its signal}."""
+        if links is not None:
+            self.set_links(links)
+        marks = {}
+        for name in names:
+            if self.running(name):
+                marks[name] = self.log_size(name)
+                self._procs[name].popen.send_signal(signal.SIGHUP)
+        return marks
+
+    def add_admin_ports(self, names=None):
+        """Gives each server of `names` (default: all) an admin_port, apart
+        from every port of the topology, and rewrites the file."""
+        used = {p for conf in self.topology["servers"].values()
+                for key, p in conf.items() if key.endswith("_port")}
+        for name in (self.names if names is None else names):
+            port = next(p for p in iter(lambda: free_ports(1)[0], None) if p not in used)
+            used.add(port)
+            self.topology["servers"][name]["admin_port"] = port
+        self.write_topology()
+
+    def metrics(self, name, timeout=5):
+        """GET /metrics on the admin port: {(sample name, frozenset of
+        (label, value) pairs): value}. Raises HerdError on an HTTP error."""
+        conf = self._conf(name)
+        conn = http.client.HTTPConnection(conf.get("admin_host", HOST), conf["admin_port"],
+                                          timeout=timeout)
+        try:
+            conn.request("GET", "/metrics")
+            r = conn.getresponse()
+            body = r.read().decode("utf-8")
+        finally:
+            conn.close()
+        if r.status != 200:
+            raise HerdError("/metrics of %s: HTTP %d %r" % (name, r.status, body[:300]))
+        samples = {}
+        for line in body.split("\n"):
+            m = _SAMPLE_RE.match(line)
+            if m:
+                labels = frozenset(_LABEL_RE.findall(m.group(2) or ""))
+                samples[(m.group(1), labels)] = float(m.group(3))
+        return samples
+
+    def link_up(self, name):
+        """{peer: bool} from the herd_link_up samples of `name`'s /metrics."""
+        return {dict(labels)["peer"]: value == 1
+                for (metric, labels), value in self.metrics(name).items()
+                if metric == "herd_link_up" and "peer" in dict(labels)}
+
+    def records(self, name, cids, timeout=10, batch=256):
+        """{cid: the AT line `name` holds for cid (bytes, no LF), or None when
+        it answers "? WHATSAT ..."}: WHATSATs pipelined on one connection per
+        batch. A reply of any other shape raises HerdError."""
+        cids = list(cids)
+        out = {}
+        for i in range(0, len(cids), batch):
+            part = cids[i:i + batch]
+            data = b"".join(b"WHATSAT " + cid + b" 10 1\n" for cid in part)
+            replies = self.send(name, data, timeout)
+            pos = 0
+            for cid in part:
+                if replies.startswith(b"? ", pos):
+                    end = replies.find(b"\n", pos)
+                    line = replies[pos:end]
+                    if end < 0 or line != b"? WHATSAT " + cid + b" 10 1":
+                        raise HerdError("%s: bad WHATSAT reply for %r: %r"
+                                        % (name, cid, replies[pos:pos + 300]))
+                    out[cid] = None
+                    pos = end + 1
+                    continue
+                end = replies.find(b"\n\n", pos)
+                at = replies[pos:replies.find(b"\n", pos)]
+                m = AT_RE_B.match(at)
+                if end < 0 or not m or m.group(3) != cid:
+                    raise HerdError("%s: bad WHATSAT reply for %r: %r"
+                                    % (name, cid, replies[pos:pos + 300]))
+                out[cid] = at
+                pos = end + 2
+            if pos != len(replies):
+                raise HerdError("%s: bytes after the last WHATSAT reply: %r"
+                                % (name, replies[pos:pos + 300]))
+        return out
 
     @staticmethod
     def _keep():
