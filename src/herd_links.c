@@ -32,6 +32,7 @@
 #define ANSWER_WAIT_MS  300                /* ... and one whose first message got no answer by then */
 #define ANSWER_MS       10000              /* how long its WANTs are accepted after our FPRINTS */
 #define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
+#define LIGHT_PER_SEC   20                 /* HELLO and DIGEST answered (and logged) per neighbour per second */
 #define REDIAL_MIN_MS   250                /* first wait before a refused DEALER is made anew */
 #define REDIAL_MAX_MS   5000               /* longest wait between redials */
 
@@ -449,15 +450,16 @@ static void round_done(herd_links_t *links, neighbour_t *nb, uint64_t received)
     round_close(links, nb);
 }
 
-/* Whether a BUCKETS request from nb may be answered now (HEAVY_PER_SEC). */
-static bool heavy_allowed(herd_links_t *links, neighbour_t *nb)
+/* Whether one more request fits a per-second budget (a fixed one-second
+ * window per neighbour and kind). */
+static bool within_rate(herd_links_t *links, int64_t *window_ms, unsigned *count, unsigned per_sec)
 {
     int64_t now = herd_loop_now_ms(links->loop);
-    if (now - nb->heavy_window_ms >= 1000) {
-        nb->heavy_window_ms = now;
-        nb->heavy_count = 0;
+    if (now - *window_ms >= 1000) {
+        *window_ms = now;
+        *count = 0;
     }
-    return ++nb->heavy_count <= HEAVY_PER_SEC;
+    return ++*count <= per_sec;
 }
 
 static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
@@ -496,6 +498,14 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     herd_repair_io_t io = repair_io(nb);
     /* An exchange message we cannot answer now (our link to it is not up
      * yet) is left unanswered: its sender opens the exchange again soon. */
+    /* HELLO and DIGEST cost an answer (and HELLO a log line): a neighbour
+     * that sends them faster than any exchange needs is not answered. */
+    if ((msg.type == HERD_MSG_HELLO || msg.type == HERD_MSG_DIGEST) &&
+        !within_rate(links, &nb->light_window_ms, &nb->light_count, LIGHT_PER_SEC)) {
+        refuse(links, nb, msg.type == HERD_MSG_HELLO ? "HELLO past the rate limit" : "DIGEST past the rate limit");
+        herd_wire_msg_free(&msg);
+        return;
+    }
     if (msg.type == HERD_MSG_HELLO) {
         if (msg.name.len != strlen(nb->name) || memcmp(msg.name.p, nb->name, msg.name.len) != 0) {
             links->rejected++;
@@ -536,7 +546,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
             asked(nb, now);
         break;
     case HERD_MSG_BUCKETS:
-        if (!heavy_allowed(links, nb)) {
+        if (!within_rate(links, &nb->heavy_window_ms, &nb->heavy_count, HEAVY_PER_SEC)) {
             refuse(links, nb, "BUCKETS past the rate limit");
             break;
         }

@@ -44,6 +44,8 @@ typedef struct {
     int64_t answering_ms;  /* when we answered its exchange with FPRINTS; 0 = its exchange is not open */
     int64_t heavy_window_ms; /* start of the current one-second window of BUCKETS requests */
     unsigned heavy_count;  /* BUCKETS requests from it in that window */
+    int64_t light_window_ms; /* start of the current one-second window of HELLO and DIGEST */
+    unsigned light_count;  /* HELLO and DIGEST from it in that window */
     uint64_t rounds;       /* exchanges we opened with it */
     uint64_t rounds_equal; /* ... that found the tables equal at once */
     uint64_t repair_records_out; /* AT lines sent to it by exchanges */
