@@ -75,8 +75,9 @@ static uint64_t log_stamp_ns(const char *s)
     return (uint64_t)timegm(&tm) * 1000000000u + (uint64_t)us * 1000u;
 }
 
-/* Reads the victim's log for "sent its table" lines after `since` (realtime
- * ns) and appends their times relative to it to kv. */
+/* Reads the victim's log for "repair: exchange with X done (N records sent
+ * to us)" lines after `since` (realtime ns) and appends their times relative
+ * to it to kv. */
 static void log_tables(const hb_opts_t *o, const char *name, uint64_t since, char *kv, size_t cap)
 {
     char path[1024];
@@ -95,16 +96,16 @@ static void log_tables(const hb_opts_t *o, const char *name, uint64_t since, cha
     char line[2048];
     int k = 0;
     while (fgets(line, sizeof line, f)) {
-        const char *m = strstr(line, "sent its table (");
-        const char *who = strstr(line, "rejoin: ");
-        if (!m || !who)
+        const char *who = strstr(line, "repair: exchange with ");
+        const char *m = who ? strstr(who, " done (") : NULL;
+        if (!m)
             continue;
         uint64_t ts = log_stamp_ns(line);
         if (ts < since)
             continue;
-        unsigned long long recs = strtoull(m + 16, NULL, 10);
+        unsigned long long recs = strtoull(m + 7, NULL, 10);
         char nb[80] = "";
-        sscanf(who + 8, "%79s", nb);
+        sscanf(who + 22, "%79s", nb);
         size_t n = strlen(kv);
         snprintf(kv + n, cap - n, " table%d_from=%s table%d_records=%llu table%d_ms=%.1f", k, nb, k, recs, k,
                  (double)(ts - since) / 1e6);

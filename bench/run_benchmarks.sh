@@ -31,7 +31,8 @@
 #   conns    10,000 connections open on one server, one IAMAT each
 #   places   100 WHATSATs at once against a stand-in that answers in 1 s
 #   mem      VmRSS at 0, 100,000 and 1,000,000 stored clients
-#   rejoin   SIGKILL + restart: time until whole, 10,000 and 100,000 clients
+#   rejoin   SIGKILL + restart: time until whole, 10,000, 100,000 and 1,000,000
+#            clients (REJOIN_KEYS), with no state on disk: the exchange does it all
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -148,7 +149,9 @@ write_topology() {
         echo '  "links": [ ["Bailey", "Bona"], ["Bailey", "Campbell"], ["Bona", "Campbell"],'
         echo '             ["Bona", "Clark"], ["Campbell", "Jaquez"], ["Clark", "Jaquez"] ],'
         echo '  "places": { "url": "http://127.0.0.1:1/unused", "key_env": "HERD_BENCH_PLACES_KEY", "timeout_ms": 5000 },'
-        echo '  "log_dir": "logs"'
+        echo '  "log_dir": "logs",'
+        echo "  \"state_dir\": ${STATE_DIR_JSON:-null},"
+        echo "  \"fsync\": \"${FSYNC:-everysec}\""
         echo '}'
     } >"$TMP/topology.json"
 }
@@ -421,14 +424,14 @@ bench_mem() {
 
 bench_rejoin() {
     local k r R runs=$(( RUNS < 3 ? RUNS : 3 ))
-    for k in 10000 100000; do
+    for k in ${REJOIN_KEYS:-10000 100000 1000000}; do
         R=$OUT_DIR/rejoin_$k
         say "== rejoin with $k clients: Jaquez SIGKILLed and restarted, $runs runs (a fresh herd each)"
         for ((r = 1; r <= runs; r++)); do
             stop_herd
             start_herd Bailey Bona Campbell Clark
             bench "$R" rejoin --config "$TMP/topology.json" --server Jaquez --fill Bailey --server-bin "$SERVER" \
-                --keys "$k" --prefix rj$r- --timeout 50 --label run$r
+                --keys "$k" --prefix rj$r- --timeout 120 --label run$r
         done
         row "rejoin, $k clients: whole after (ms)" "$(fmt "$(med "$R" whole_ms)" 1)" "" ""
         row "  READY after (ms) / neighbour tables in (ms)" "$(fmt "$(med "$R" ready_ms)" 1) / $(fmt "$(med "$R" table0_ms)" 1), $(fmt "$(med "$R" table1_ms)" 1)" "" ""

@@ -28,8 +28,10 @@
 typedef struct herd_links_t herd_links_t;
 
 /* Called for each AT line a neighbour sent. `from` names the link for
- * herd_links_flood's `except` (valid during the call only). */
-typedef void(herd_links_update_fn)(void *arg, const char *from_name, long from, const char *at, size_t len);
+ * herd_links_flood's `except` (valid during the call only); `flood` is false
+ * for records an anti-entropy exchange sent (stored, not flooded on). */
+typedef void(herd_links_update_fn)(void *arg, const char *from_name, long from, const char *at, size_t len,
+                                   bool flood);
 
 /* Binds the peer port and connects to every neighbour of server `self`.
  * `table` is read (never written) to answer HELLOs. The topology is not

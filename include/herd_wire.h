@@ -22,7 +22,11 @@
  * differ; B answers with the records of buckets A has none of (UPDATES) and
  * FPRINTS for the other differing buckets; A answers with the records B
  * lacks (UPDATES) and WANT for the ones it lacks; B answers those (UPDATES)
- * and, after the last WANT, SYNC_END. Binary arrays are little-endian. */
+ * and, after the last WANT, SYNC_END. Binary arrays are little-endian.
+ * Records an exchange sends go as RECORDS, not UPDATES: the receiver stores
+ * them but does not flood them on (its own exchanges with its other
+ * neighbours carry them further), so a restarted server that is sent the
+ * whole table does not send it all again to every other neighbour. */
 typedef enum {
     HERD_MSG_HELLO = 1,    /* [1, 1, name, incarnation, count, digest] */
     HERD_MSG_UPDATES = 2,  /* [1, 2, [at_line, ...]] */
@@ -33,6 +37,7 @@ typedef enum {
     HERD_MSG_FPRINTS = 7,  /* [1, 7, last, bin(k x u16 buckets, increasing), bin(k x u32 counts),
                               bin(sum(counts) x u64 fingerprints)] */
     HERD_MSG_WANT = 8,     /* [1, 8, last, bin(m x u16 buckets), bin(m x u64 fingerprints)] */
+    HERD_MSG_RECORDS = 9,  /* [1, 9, [at_line, ...]]: UPDATES sent by an exchange, not flooded on */
 } herd_msg_type_t;
 
 /* A decoded message. Spans point into the buffer given to herd_wire_decode,
@@ -43,7 +48,7 @@ typedef struct {
     uint64_t incarnation;  /* HELLO, SYNC_END: the sender's incarnation id */
     uint64_t count;        /* HELLO: clients the sender holds; SYNC_END: records sent */
     uint64_t digest;       /* HELLO: the sender's table digest */
-    herd_span_t *updates;  /* UPDATES: the AT lines (owned array; free with herd_wire_msg_free) */
+    herd_span_t *updates;  /* UPDATES, RECORDS: the AT lines (owned array; free with herd_wire_msg_free) */
     size_t n_updates;
     bool last;             /* FPRINTS, WANT: the last of its exchange */
     const unsigned char *groups;    /* BUCKETS: n_items group numbers (u8) */
@@ -77,6 +82,7 @@ static inline uint16_t herd_wire_u16(const unsigned char *p, size_t i)
 int herd_wire_encode_hello(const char *name, uint64_t incarnation, uint64_t count, uint64_t digest,
                            char **out, size_t *len);
 int herd_wire_encode_updates(const herd_span_t *ats, size_t n, char **out, size_t *len);
+int herd_wire_encode_records(const herd_span_t *ats, size_t n, char **out, size_t *len);
 int herd_wire_encode_sync_end(uint64_t incarnation, uint64_t sent, char **out, size_t *len);
 int herd_wire_encode_digest(uint64_t count, uint64_t digest, char **out, size_t *len);
 /* digests: 256 group digests. */

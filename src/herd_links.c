@@ -517,7 +517,8 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
                        nb->name, msg.incarnation, msg.count);
     }
-    if (msg.type != HERD_MSG_UPDATES && msg.type != HERD_MSG_SYNC_END && !writable(nb)) {
+    if (msg.type != HERD_MSG_UPDATES && msg.type != HERD_MSG_RECORDS && msg.type != HERD_MSG_SYNC_END &&
+        !writable(nb)) {
         herd_wire_msg_free(&msg);
         return;
     }
@@ -591,9 +592,11 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         }
         break;
     case HERD_MSG_UPDATES:
+    case HERD_MSG_RECORDS:
         nb->updates_in += msg.n_updates;
         for (size_t i = 0; i < msg.n_updates; i++)
-            links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len);
+            links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len,
+                             msg.type == HERD_MSG_UPDATES);
         break;
     case HERD_MSG_SYNC_END:
         /* It answers our HELLO or DIGEST: the exchange is over. */

@@ -115,13 +115,14 @@ static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, s
     herd_frontend_answer(node->frontend, t, r, at_len + json_len + 3);
 }
 
-/* Offers an AT line to the table; floods it when stored. `from` is the
- * link it came from, or -1 for our own client. */
-static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from)
+/* Offers an AT line to the table; floods it when stored and `flood`. `from`
+ * is the link it came from, or -1 for our own client. */
+static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from,
+                           bool flood)
 {
     herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
                                         (size_t)(at->pos.p - line), at->pos.len, NULL);
-    if (u == HERD_UPDATE_NEWER)
+    if (u == HERD_UPDATE_NEWER && flood)
         herd_links_flood(node->links, line, len, from, at->server);
     else if (u == HERD_UPDATE_ERROR)
         herd_log_event(node->log, "could not store a location: out of memory");
@@ -174,7 +175,7 @@ static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, 
     at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
     at.pos.len = cmd->pos.len;
     at.id.p = at.pos.p - 1 - cmd->id.len;
-    switch (store(node, &at, r, n, -1)) {
+    switch (store(node, &at, r, n, -1, true)) {
     case HERD_UPDATE_NEWER:
         node->n.iamat_stored++;
         break;
@@ -291,7 +292,7 @@ static bool is_server(const herd_topology_t *topo, herd_span_t name)
 }
 
 /* An AT line from a neighbour (a flood or an anti-entropy exchange). */
-static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len)
+static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len, bool flood)
 {
     herd_node_t *node = arg;
     herd_at_t at;
@@ -319,7 +320,7 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
         herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
         return;
     }
-    switch (store(node, &at, line, len, from)) {
+    switch (store(node, &at, line, len, from, flood)) {
     case HERD_UPDATE_NEWER:
         node->n.peer_stored++;
         break;

@@ -38,7 +38,7 @@ static int batch_flush(batch_t *b, herd_repair_io_t *io)
         return 0;
     char *data;
     size_t len;
-    int rc = herd_wire_encode_updates(b->ats, b->n, &data, &len);
+    int rc = herd_wire_encode_records(b->ats, b->n, &data, &len);
     size_t n = b->n;
     b->n = 0;
     if (send_msg(io, rc, data, len) != 0)

@@ -141,7 +141,8 @@ int herd_wire_encode_hello(const char *name, uint64_t incarnation, uint64_t coun
     return wire_finish(&sb, rc, out, len);
 }
 
-int herd_wire_encode_updates(const herd_span_t *ats, size_t n, char **out, size_t *len)
+/* UPDATES and RECORDS share one layout: [1, type, [at_line, ...]]. */
+static int wire_encode_lines(uint64_t type, const herd_span_t *ats, size_t n, char **out, size_t *len)
 {
     assert(out != NULL && len != NULL);
     assert(ats != NULL || n == 0);
@@ -172,7 +173,7 @@ int herd_wire_encode_updates(const herd_span_t *ats, size_t n, char **out, size_
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int rc = msgpack_pack_array(&pk, WIRE_UPDATES_ELEMS);
     rc = rc ? rc : msgpack_pack_uint64(&pk, HERD_WIRE_VERSION);
-    rc = rc ? rc : msgpack_pack_uint64(&pk, HERD_MSG_UPDATES);
+    rc = rc ? rc : msgpack_pack_uint64(&pk, type);
     rc = rc ? rc : msgpack_pack_array(&pk, n);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = msgpack_pack_str(&pk, ats[i].len);
@@ -180,6 +181,16 @@ int herd_wire_encode_updates(const herd_span_t *ats, size_t n, char **out, size_
     }
     assert(rc != 0 || sb.size == size);
     return wire_finish(&sb, rc, out, len);
+}
+
+int herd_wire_encode_updates(const herd_span_t *ats, size_t n, char **out, size_t *len)
+{
+    return wire_encode_lines(HERD_MSG_UPDATES, ats, n, out, len);
+}
+
+int herd_wire_encode_records(const herd_span_t *ats, size_t n, char **out, size_t *len)
+{
+    return wire_encode_lines(HERD_MSG_RECORDS, ats, n, out, len);
 }
 
 int herd_wire_encode_sync_end(uint64_t incarnation, uint64_t sent, char **out, size_t *len)
@@ -485,6 +496,7 @@ static const char *wire_msg_name(uint64_t type)
     switch (type) {
     case HERD_MSG_HELLO: return "HELLO";
     case HERD_MSG_UPDATES: return "UPDATES";
+    case HERD_MSG_RECORDS: return "RECORDS";
     case HERD_MSG_SYNC_END: return "SYNC_END";
     case HERD_MSG_DIGEST: return "DIGEST";
     case HERD_MSG_GROUPS: return "GROUPS";
@@ -704,7 +716,8 @@ static int wire_decode_object(const msgpack_object *root, herd_msg_t *msg, char 
     size_t want;
     switch (type) {
     case HERD_MSG_HELLO: want = WIRE_HELLO_ELEMS; break;
-    case HERD_MSG_UPDATES: want = WIRE_UPDATES_ELEMS; break;
+    case HERD_MSG_UPDATES:
+    case HERD_MSG_RECORDS: want = WIRE_UPDATES_ELEMS; break;
     case HERD_MSG_SYNC_END: want = WIRE_SYNC_END_ELEMS; break;
     case HERD_MSG_DIGEST: want = WIRE_DIGEST_ELEMS; break;
     case HERD_MSG_GROUPS: want = WIRE_GROUPS_ELEMS; break;
@@ -720,7 +733,8 @@ static int wire_decode_object(const msgpack_object *root, herd_msg_t *msg, char 
     msg->type = (herd_msg_type_t)type;
     switch (msg->type) {
     case HERD_MSG_HELLO: return wire_decode_hello(e, msg, err, errlen);
-    case HERD_MSG_UPDATES: return wire_decode_updates(e, msg, err, errlen);
+    case HERD_MSG_UPDATES:
+    case HERD_MSG_RECORDS: return wire_decode_updates(e, msg, err, errlen);
     case HERD_MSG_SYNC_END:
         if (wire_uint(&e[2], "SYNC_END incarnation", &msg->incarnation, err, errlen) != 0 ||
             wire_uint(&e[3], "SYNC_END sent", &msg->count, err, errlen) != 0)
