@@ -1,12 +1,8 @@
 /* herd_places: the Places worker thread (PROTOCOL.md sections 4 and 10).
  *
  * The node and the worker share nothing but the actor pipe (an inproc PAIR).
- * Requests and replies are single msgpack frames:
- *
- *   request: [req_id, lat, lng, radius_km, bound]
- *   reply:   [req_id, json, note | nil, cache_hit, shared, upstream, upstream_ms]
- *
- * plus the plain strings "$STOP" / "$STOPPED" used by herd_places_destroy and
+ * Requests, cancels and replies are single frames of herd_places_msg, plus
+ * the plain strings "$STOP" / "$STOPPED" used by herd_places_destroy and
  * the actor's "$TERM".
  *
  * The worker sleeps in curl_multi_wait() with the pipe's ZMQ_FD as an extra
@@ -17,11 +13,11 @@
  * worker never blocks on the node. */
 #include "herd_places.h"
 #include "herd_places_cache.h"
-#include "herd_places_pipe.h"
+#include "herd_places_msg.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <msgpack.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,19 +31,33 @@
 #define MAX_CACHE_BYTES      (64u << 20) /* all cached bodies together */
 #define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
 #define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
+#define DEFAULT_IN_FLIGHT    64L        /* places.max_in_flight when unset */
+#define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
+/* Idle upstream connections: libcurl drops one older than MAXAGE_CONN_S
+ * when it looks for one to reuse, and the whole pool is closed once no call
+ * has run for POOL_IDLE_MS (libcurl keeps idle connections open otherwise). */
+#define MAXAGE_CONN_S        30L
+#define POOL_IDLE_MS         30000
+
+struct flight_t;
 
 /* One request waiting for an upstream call. */
 typedef struct waiter_t {
-    uint64_t req_id;       /* the node's id */
-    uint32_t bound;        /* its own bound: each waiter gets its own cut */
-    bool first;            /* it started the call (the others share it) */
-    struct waiter_t *next; /* next waiter of the same call */
+    uint64_t req_id;         /* the node's id */
+    uint32_t bound;          /* its own bound: each waiter gets its own cut */
+    bool first;              /* answered from the cache: counted as neither upstream nor shared */
+    struct flight_t *flight; /* the call it waits for */
+    struct waiter_t *next;   /* next waiter of the same call */
 } waiter_t;
 
-/* One upstream call in flight. */
-typedef struct {
+/* One upstream call, running or queued for a slot. */
+typedef struct flight_t {
     char *key;                     /* dedupe and cache key: "lat,lng metres" */
     char *what;                    /* "location=LAT,LNG radius=M" for notes (no API key) */
+    char *url;                     /* the request URL (with the key: never logged) */
+    bool running;                  /* started (else waiting in the queue) */
+    size_t n_waiters;              /* requests in waiters */
+    struct flight_t *q_prev, *q_next; /* the queue, while not running */
     CURL *easy;                    /* the transfer */
     char *body;                    /* bytes received so far */
     size_t len, cap;               /* used and allocated size of body */
@@ -72,8 +82,16 @@ typedef struct {
     char *key;                    /* API key, NULL when none is configured */
     char *key_escaped;            /* the key as it appears in a URL, for scrubbing */
     long timeout_ms;              /* deadline of one call */
-    CURLM *multi;                 /* all transfers */
-    zhashx_t *flights;            /* key -> flight_t */
+    long max_in_flight;           /* calls running at once */
+    long max_queued;              /* requests waiting for a slot */
+    CURLM *multi;                 /* all transfers, and the connection pool */
+    bool pool_used;               /* the pool may hold idle connections */
+    int64_t idle_since;           /* when the last call ended (zclock_mono) */
+    zhashx_t *flights;            /* key -> flight_t, running and queued */
+    zhashx_t *waiters;            /* req_id ("%" PRIx64) -> waiter_t, for cancels */
+    size_t in_flight;             /* running flights */
+    size_t queued;                /* waiters of queued flights */
+    flight_t *q_head, *q_tail;    /* queued flights, oldest first */
     herd_places_cache_t *cache;   /* OK bodies by key */
     outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
     bool stopping;                /* "$STOP" seen: nothing new is started */
@@ -146,7 +164,7 @@ static void queue_frame(worker_t *w, char *data, size_t len)
 {
     outmsg_t *m = malloc(sizeof *m);
     if (!m) {
-        free(data);
+        free(data); /* the node answers that request on its own deadline */
         return;
     }
     m->data = data;
@@ -159,27 +177,18 @@ static void queue_frame(worker_t *w, char *data, size_t len)
     w->out_tail = m;
 }
 
-/* Queues one reply; `json` and `note` are copied. */
+/* Queues one reply; `json` and `note` are copied. Out of memory, nothing is
+ * sent and the node answers that request on its own deadline. */
 static void reply(worker_t *w, uint64_t req_id, const char *json, size_t json_len, const char *note,
                   bool cache_hit, bool shared, bool upstream, double upstream_ms)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, REPLY_FIELDS);
-    msgpack_pack_uint64(&pk, req_id);
-    pack_string(&pk, json, json_len);
-    if (note)
-        pack_string(&pk, note, strlen(note));
-    else
-        msgpack_pack_nil(&pk);
-    cache_hit ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    shared ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    upstream ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    msgpack_pack_double(&pk, upstream_ms);
-    if (sb.data)
-        queue_frame(w, sb.data, sb.size); /* takes the buffer */
+    herd_places_reply_t r = {.req_id = req_id, .json = (char *)json, .json_len = json_len, .note = (char *)note,
+                             .cache_hit = cache_hit, .shared = shared, .upstream = upstream,
+                             .upstream_ms = upstream_ms};
+    size_t len = 0;
+    char *frame = herd_places_msg_encode_reply(&r, &len);
+    if (frame)
+        queue_frame(w, frame, len);
 }
 
 /* Queues an error object with its note for one request. `message` must
@@ -198,21 +207,21 @@ static void reply_error(worker_t *w, uint64_t req_id, const char *status, const 
 
 /* Cuts a body for one request and queues the answer; a body that is not a
  * JSON object becomes an error object. Returns whether the status is "OK". */
-static bool reply_cut(worker_t *w, const waiter_t *wt, const char *body, size_t len, const char *what,
-                      bool cache_hit, double upstream_ms)
+static bool reply_cut(worker_t *w, uint64_t req_id, uint32_t bound, const char *body, size_t len, const char *what,
+                      bool cache_hit, bool first, double upstream_ms)
 {
     char *out = NULL;
     size_t out_len = 0;
     bool ok = false;
     char err[200];
-    bool shared = !cache_hit && !wt->first, upstream = !cache_hit && wt->first;
-    if (herd_places_cut(body, len, wt->bound, &out, &out_len, &ok, err, sizeof err) == 0) {
-        reply(w, wt->req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
+    bool shared = !cache_hit && !first, upstream = !cache_hit && first;
+    if (herd_places_cut(body, len, bound, &out, &out_len, &ok, err, sizeof err) == 0) {
+        reply(w, req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
         free(out);
         return ok;
     }
     char *msg = xstrdup_printf("Places service sent a body that is not a JSON object (%s)", err);
-    reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
+    reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
                 what, shared, upstream, upstream_ms);
     free(msg);
     return false;
@@ -248,6 +257,36 @@ static void drop_replies(worker_t *w)
 }
 
 /* ---------------------------------------------------------------------- */
+/* The connection pool */
+
+/* A multi handle whose pool holds at most max_in_flight connections. */
+static CURLM *multi_new(long max_in_flight)
+{
+    CURLM *m = curl_multi_init();
+    if (m && (curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_in_flight) != CURLM_OK ||
+              curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, max_in_flight) != CURLM_OK)) {
+        curl_multi_cleanup(m);
+        m = NULL;
+    }
+    return m;
+}
+
+/* Closes every idle upstream connection once no call has run for
+ * POOL_IDLE_MS, by replacing the multi handle (no transfer is attached to
+ * it then). */
+static void pool_prune(worker_t *w)
+{
+    if (!w->pool_used || w->in_flight || zclock_mono() - w->idle_since < POOL_IDLE_MS)
+        return;
+    CURLM *fresh = multi_new(w->max_in_flight);
+    if (!fresh)
+        return;
+    curl_multi_cleanup(w->multi);
+    w->multi = fresh;
+    w->pool_used = false;
+}
+
+/* ---------------------------------------------------------------------- */
 /* Upstream calls */
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
@@ -273,37 +312,63 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-static void flight_free(flight_t *f)
+static void id_text(uint64_t id, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%" PRIx64, id);
+}
+
+/* Removes a waiter from the cancel index and frees it. */
+static void waiter_forget(worker_t *w, waiter_t *wt)
+{
+    char k[24];
+    id_text(wt->req_id, k, sizeof k);
+    zhashx_delete(w->waiters, k);
+    free(wt);
+}
+
+/* Frees a flight that is in no table, queue or multi handle any more; its
+ * waiters are forgotten unanswered. */
+static void flight_free(worker_t *w, flight_t *f)
 {
     while (f->waiters) {
         waiter_t *n = f->waiters->next;
-        free(f->waiters);
+        waiter_forget(w, f->waiters);
         f->waiters = n;
     }
     if (f->easy)
         curl_easy_cleanup(f->easy);
+    if (f->url)
+        memset(f->url, 0, strlen(f->url)); /* it holds the key */
+    free(f->url);
     free(f->key);
     free(f->what);
     free(f->body);
     free(f);
 }
 
-static bool flight_add_waiter(flight_t *f, uint64_t req_id, uint32_t bound)
+static bool flight_add_waiter(worker_t *w, flight_t *f, uint64_t req_id, uint32_t bound)
 {
     waiter_t *wt = calloc(1, sizeof *wt);
-    if (!wt)
+    char k[24];
+    id_text(req_id, k, sizeof k);
+    if (!wt || zhashx_insert(w->waiters, k, wt) != 0) {
+        free(wt); /* out of memory, or an id already waiting: refused */
         return false;
+    }
     wt->req_id = req_id;
     wt->bound = bound;
-    wt->first = f->waiters == NULL;
+    wt->flight = f;
     *f->tail = wt;
     f->tail = &wt->next;
+    f->n_waiters++;
+    if (!f->running)
+        w->queued++;
     return true;
 }
 
-/* Starts one upstream call. Returns NULL when it could not be started. */
-static flight_t *flight_start(worker_t *w, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
-                              herd_span_t radius_km)
+/* A flight, not yet running, in the table. Returns NULL when out of memory. */
+static flight_t *flight_new(worker_t *w, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
+                            herd_span_t radius_km)
 {
     flight_t *f = calloc(1, sizeof *f);
     if (!f)
@@ -311,16 +376,46 @@ static flight_t *flight_start(worker_t *w, const char *key, const char *what, he
     f->tail = &f->waiters;
     f->key = strdup(key);
     f->what = strdup(what);
-    f->easy = curl_easy_init();
-    char *url = herd_places_url(w->url, lat, lng, radius_km, w->key);
-    if (!f->key || !f->what || !f->easy || !url) {
-        free(url);
-        flight_free(f);
+    f->url = herd_places_url(w->url, lat, lng, radius_km, w->key);
+    if (!f->key || !f->what || !f->url || zhashx_insert(w->flights, key, f) != 0) {
+        flight_free(w, f);
         return NULL;
     }
-    CURL *e = f->easy;
+    return f;
+}
+
+static void queue_unlink(worker_t *w, flight_t *f)
+{
+    if (f->q_prev)
+        f->q_prev->q_next = f->q_next;
+    else
+        w->q_head = f->q_next;
+    if (f->q_next)
+        f->q_next->q_prev = f->q_prev;
+    else
+        w->q_tail = f->q_prev;
+    f->q_prev = f->q_next = NULL;
+}
+
+static void queue_push(worker_t *w, flight_t *f)
+{
+    f->q_prev = w->q_tail;
+    f->q_next = NULL;
+    if (w->q_tail)
+        w->q_tail->q_next = f;
+    else
+        w->q_head = f;
+    w->q_tail = f;
+}
+
+/* Starts the transfer of a flight. Returns -1 when it could not start. */
+static int flight_run(worker_t *w, flight_t *f)
+{
+    CURL *e = f->easy = curl_easy_init();
+    if (!e)
+        return -1;
     int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK; /* libcurl keeps its own copy */
+    bad |= curl_easy_setopt(e, CURLOPT_URL, f->url) != CURLE_OK; /* libcurl keeps its own copy */
     bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
@@ -330,20 +425,52 @@ static flight_t *flight_start(worker_t *w, const char *key, const char *what, he
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
 #endif
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, w->timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, MAXAGE_CONN_S) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "herd/0.1") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, f) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, f) != CURLE_OK;
-    free(url);
-    if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK) {
-        flight_free(f);
-        return NULL;
-    }
+    if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK)
+        return -1;
     clock_gettime(CLOCK_MONOTONIC, &f->start);
-    zhashx_insert(w->flights, key, f);
-    return f;
+    f->running = true;
+    w->in_flight++;
+    w->pool_used = true;
+    return 0;
+}
+
+/* Answers every waiter of a flight that could not start, and frees it. */
+static void flight_fail(worker_t *w, flight_t *f, const char *message)
+{
+    zhashx_delete(w->flights, f->key);
+    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+        reply_error(w, wt->req_id, "UNKNOWN_ERROR", message, f->what, false, false, 0);
+    flight_free(w, f);
+}
+
+/* Starts queued flights while there are free slots. */
+static void start_queued(worker_t *w)
+{
+    while (w->q_head && (long)w->in_flight < w->max_in_flight) {
+        flight_t *f = w->q_head;
+        queue_unlink(w, f);
+        w->queued -= f->n_waiters;
+        if (flight_run(w, f) != 0)
+            flight_fail(w, f, "could not start the Places request");
+    }
+}
+
+/* A running flight leaves the multi handle (done or cancelled). */
+static void flight_stop(worker_t *w, flight_t *f)
+{
+    curl_multi_remove_handle(w->multi, f->easy);
+    zhashx_delete(w->flights, f->key);
+    f->running = false;
+    w->in_flight--;
+    if (!w->in_flight)
+        w->idle_since = zclock_mono();
 }
 
 /* Answers every waiter of a finished call, caches a good body, frees it. */
@@ -352,8 +479,7 @@ static void flight_done(worker_t *w, flight_t *f, CURLcode result)
     double ms = ms_since(&f->start);
     long code = 0;
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(w->multi, f->easy);
-    zhashx_delete(w->flights, f->key);
+    flight_stop(w, f);
 
     bool failed = result != CURLE_OK || f->too_large || code < 200 || code > 299;
     if (failed) {
@@ -368,26 +494,28 @@ static void flight_done(worker_t *w, flight_t *f, CURLcode result)
             msg = xstrdup_printf("Places service answered with HTTP status %ld", code);
         scrub_key(w, &msg);
         for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-            reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what, !wt->first,
-                        wt->first, ms);
+            reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what,
+                        wt != f->waiters, wt == f->waiters, ms);
         free(msg);
-        flight_free(f);
+        flight_free(w, f);
         return;
     }
     bool status_ok = false;
     for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-        status_ok = reply_cut(w, wt, f->body ? f->body : "", f->len, f->what, false, ms);
+        status_ok = reply_cut(w, wt->req_id, wt->bound, f->body ? f->body : "", f->len, f->what, false,
+                              wt == f->waiters, ms);
     if (status_ok && f->waiters) {
         herd_places_cache_put(w->cache, f->key, f->body, f->len, zclock_mono());
         f->body = NULL;
     }
-    flight_free(f);
+    flight_free(w, f);
 }
 
 static void collect_done(worker_t *w)
 {
     CURLMsg *m;
     int left;
+    bool any = false;
     while ((m = curl_multi_info_read(w->multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE)
             continue;
@@ -395,32 +523,62 @@ static void collect_done(worker_t *w)
         CURLcode result = m->data.result; /* m is invalid once the handle is removed */
         char *priv = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-        if (priv)
+        if (priv) {
             flight_done(w, (flight_t *)priv, result);
+            any = true;
+        }
+    }
+    if (any)
+        start_queued(w);
+}
+
+/* The node no longer wants req_id's answer: forget it, and stop its call
+ * (or take it out of the queue) when nobody else waits for it. */
+static void handle_cancel(worker_t *w, uint64_t req_id)
+{
+    char k[24];
+    id_text(req_id, k, sizeof k);
+    waiter_t *wt = zhashx_lookup(w->waiters, k);
+    if (!wt)
+        return; /* already answered */
+    flight_t *f = wt->flight;
+    waiter_t **at = &f->waiters;
+    while (*at != wt)
+        at = &(*at)->next;
+    *at = wt->next;
+    if (f->tail == &wt->next)
+        f->tail = at;
+    f->n_waiters--;
+    if (!f->running)
+        w->queued--;
+    waiter_forget(w, wt);
+    if (f->waiters)
+        return;
+    if (f->running) {
+        flight_stop(w, f);
+        flight_free(w, f);
+        start_queued(w);
+    } else {
+        queue_unlink(w, f);
+        zhashx_delete(w->flights, f->key);
+        flight_free(w, f);
     }
 }
 
 static void abandon_flights(worker_t *w)
 {
     for (flight_t *f = zhashx_first(w->flights); f; f = zhashx_next(w->flights)) {
-        curl_multi_remove_handle(w->multi, f->easy);
-        flight_free(f);
+        if (f->running)
+            curl_multi_remove_handle(w->multi, f->easy);
+        flight_free(w, f);
     }
     zhashx_purge(w->flights);
+    w->q_head = w->q_tail = NULL;
+    w->in_flight = w->queued = 0;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Requests from the node */
-
-static herd_span_t obj_span(const msgpack_object *o)
-{
-    herd_span_t s = {NULL, 0};
-    if (o->type == MSGPACK_OBJECT_STR) {
-        s.p = o->via.str.ptr;
-        s.len = o->via.str.size;
-    }
-    return s;
-}
 
 static herd_span_t strip_plus(herd_span_t v)
 {
@@ -429,6 +587,41 @@ static herd_span_t strip_plus(herd_span_t v)
         v.len--;
     }
     return v;
+}
+
+/* Finds or makes the flight for a request that the cache did not answer,
+ * and adds the request to it; answers it with an error object when the
+ * bounds refuse it or memory runs out. */
+static void join_flight(worker_t *w, uint64_t req_id, const char *key, const char *what, herd_span_t lat,
+                        herd_span_t lng, herd_span_t radius, uint32_t bound)
+{
+    flight_t *f = zhashx_lookup(w->flights, key); /* an identical call answers this one too */
+    bool full = (!f || !f->running) && (long)w->queued >= w->max_queued &&
+                !(!f && (long)w->in_flight < w->max_in_flight);
+    if (full) {
+        char *msg = xstrdup_printf("too many Places requests are waiting (places.max_queued is %ld)", w->max_queued);
+        reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "too many Places requests are waiting", what, false,
+                    false, 0);
+        free(msg);
+        return;
+    }
+    bool fresh = !f;
+    if (fresh && !(f = flight_new(w, key, what, lat, lng, radius))) {
+        reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        return;
+    }
+    if (!flight_add_waiter(w, f, req_id, bound)) {
+        reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        if (fresh) {
+            zhashx_delete(w->flights, key);
+            flight_free(w, f);
+        }
+        return;
+    }
+    if (fresh) {
+        queue_push(w, f);
+        start_queued(w);
+    }
 }
 
 static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_span_t lng, herd_span_t radius,
@@ -440,6 +633,8 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;
     char *what = mlen ? xstrdup_printf("location=%.*s,%.*s radius=%s", (int)la.len, la.p, (int)lo.len, lo.p, metres)
                       : NULL;
+    /* The radius in metres, not its text: "10", "10.0" and "10.000" are one
+     * request, one call and one cache entry. */
     char *key = mlen ? xstrdup_printf("%.*s,%.*s %s", (int)la.len, la.p, (int)lo.len, lo.p, metres) : NULL;
     if (!w->key)
         reply_error(w, req_id, "REQUEST_DENIED", "no Places API key is configured", what, false, false, 0);
@@ -450,42 +645,31 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     else {
         size_t cached_len = 0;
         const char *cached = herd_places_cache_get(w->cache, key, zclock_mono(), &cached_len);
-        if (cached) {
-            waiter_t self = {.req_id = req_id, .bound = bound};
-            reply_cut(w, &self, cached, cached_len, what, true, 0);
-        } else {
-            /* An identical call in flight answers this request too. */
-            flight_t *f = zhashx_lookup(w->flights, key);
-            if (!f)
-                f = flight_start(w, key, what, lat, lng, radius);
-            if (!f || !flight_add_waiter(f, req_id, bound))
-                reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
-        }
+        if (cached)
+            reply_cut(w, req_id, bound, cached, cached_len, what, true, false, 0);
+        else
+            join_flight(w, req_id, key, what, lat, lng, radius, bound);
     }
     free(metres);
     free(key);
     free(what);
 }
 
-/* Decodes one request frame; a malformed one is answered when its id can be read. */
+/* Decodes one frame from the node; a malformed one is answered when its id
+ * can be read. */
 static void handle_frame(worker_t *w, const char *data, size_t len)
 {
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == REQUEST_FIELDS) {
-        const msgpack_object *a = u.data.via.array.ptr;
-        if (a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            uint64_t id = a[0].via.u64;
-            if (a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR && a[3].type == MSGPACK_OBJECT_STR &&
-                a[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].via.u64 <= UINT32_MAX)
-                handle_request(w, id, obj_span(&a[1]), obj_span(&a[2]), obj_span(&a[3]), (uint32_t)a[4].via.u64);
-            else
-                reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
-        }
+    herd_places_msg_t m;
+    uint64_t id = 0;
+    if (herd_places_msg_decode_to_worker(data, len, &m, &id) != 0) {
+        if (id)
+            reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
+        return;
     }
-    msgpack_unpacked_destroy(&u);
+    if (m.kind == HERD_PLACES_MSG_CANCEL)
+        handle_cancel(w, m.req_id);
+    else
+        handle_request(w, m.req_id, m.lat, m.lng, m.radius_km, m.bound);
 }
 
 static bool frame_is(const zmq_msg_t *m, const char *word)
@@ -551,6 +735,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         curl_multi_perform(w->multi, &running);
         collect_done(w);
         flush_replies(w, sock);
+        pool_prune(w);
 
         /* ZMQ_FD is edge-like: only sleep when ZMQ_EVENTS, read after the
          * last send and receive above, says there is nothing to do. */
@@ -590,6 +775,7 @@ static void worker_free(worker_t *w)
         abandon_flights(w);
         zhashx_destroy(&w->flights);
     }
+    zhashx_destroy(&w->waiters);
     herd_places_cache_destroy(&w->cache);
     drop_replies(w);
     if (w->multi)
@@ -632,12 +818,15 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
             goto oom;
     }
     w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
-    w->multi = curl_multi_init();
+    w->max_in_flight = conf->max_in_flight > 0 ? conf->max_in_flight : DEFAULT_IN_FLIGHT;
+    w->max_queued = conf->max_queued >= 0 ? conf->max_queued : DEFAULT_QUEUED;
+    w->multi = multi_new(w->max_in_flight);
     w->flights = zhashx_new();
+    w->waiters = zhashx_new();
     w->cache = herd_places_cache_new(conf->cache_ttl_ms,
                                      conf->cache_max_entries ? conf->cache_max_entries : DEFAULT_CACHE_MAX,
                                      MAX_CACHE_BYTES);
-    if (!w->multi || !w->flights || !w->cache)
+    if (!w->multi || !w->flights || !w->waiters || !w->cache)
         goto oom;
     self->actor = zactor_new(worker_actor, w);
     if (!self->actor) {
