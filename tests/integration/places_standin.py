@@ -212,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json; charset=UTF-8",
               headers: Optional[Dict[str, str]] = None):
+        # A request stops counting as active before its answer goes out: the
+        # client may start its next request as soon as it has the answer.
+        self._done_active()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -261,10 +264,16 @@ class _Handler(BaseHTTPRequestHandler):
         mode = si._take_mode(query.get("location"))
         si._record(PlacesRequest(path, query, raw_query, mode.mode))
         si._enter()
+        self._counted = True  # counted as active until its answer starts (see _send)
         try:
             self._answer(si, mode, path, query)
         finally:
-            si._leave()
+            self._done_active()
+
+    def _done_active(self):
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.server.standin._leave()
 
     def _answer(self, si, mode, path, query):
         if mode.hold and not si._hold(self._peer_gone):
@@ -390,6 +399,13 @@ class PlacesStandIn:
         """The most Places requests answered at once since start or reset()."""
         with self._lock:
             return self._peak
+
+    def reset_peak(self) -> None:
+        """Starts measuring the peak again from the requests active now (a
+        client that leaves is seen up to 20 ms late, so a peak across a
+        cancel may count one call twice)."""
+        with self._lock:
+            self._peak = self._active
 
     @property
     def gone(self) -> int:
