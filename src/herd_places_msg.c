@@ -51,6 +51,57 @@ char *herd_places_msg_encode_to_worker(const herd_places_msg_t *m, size_t *len)
     return take(&sb, bad == 0, len);
 }
 
+static uint64_t be(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Whether a frame is one small array of scalars and nothing else, checked
+ * before msgpack-c sees it: msgpack-c allocates room for a container's
+ * declared size before it looks for its elements, so a few bytes announcing
+ * 2^32 entries would make it ask for tens of gigabytes. */
+static bool flat_frame(const uint8_t *p, size_t len)
+{
+    if (len == 0 || p[0] < 0x90 || p[0] > 0x9f)
+        return false;
+    size_t n = p[0] & 0x0f, off = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (off >= len)
+            return false;
+        uint8_t b = p[off];
+        uint64_t size; /* bytes of the element, header included */
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            size = 1;
+        else if (b >= 0xa0 && b <= 0xbf)
+            size = 1u + (b & 0x1f);
+        else if (b >= 0xcc && b <= 0xd3) /* uint and int 8..64 */
+            size = 1u + (1u << ((b - 0xcc) & 3));
+        else if (b == 0xca || b == 0xcb)
+            size = b == 0xca ? 5 : 9;
+        else if (b >= 0xd4 && b <= 0xd8) /* fixext 1..16 */
+            size = 2u + (1u << (b - 0xd4));
+        else if (b == 0xc4 || b == 0xd9 || b == 0xc5 || b == 0xda || b == 0xc6 || b == 0xdb) {
+            size_t w = (b == 0xc4 || b == 0xd9) ? 1 : (b == 0xc5 || b == 0xda) ? 2 : 4;
+            if (len - off < 1 + w)
+                return false;
+            size = 1 + w + be(p + off + 1, w);
+        } else if (b >= 0xc7 && b <= 0xc9) { /* ext 8/16/32: length, type, data */
+            size_t w = (size_t)1 << (b - 0xc7);
+            if (len - off < 1 + w)
+                return false;
+            size = 2 + w + be(p + off + 1, w);
+        } else
+            return false; /* a container, or 0xc1 */
+        if (size > len - off)
+            return false;
+        off += (size_t)size;
+    }
+    return off == len;
+}
+
 static herd_span_t obj_span(const msgpack_object *o)
 {
     herd_span_t s = {o->via.str.ptr, o->via.str.size};
@@ -71,7 +122,8 @@ int herd_places_msg_decode_to_worker(const char *data, size_t len, herd_places_m
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int rc = -1;
-    if (msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
+    if (flat_frame((const uint8_t *)data, len) &&
+        msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
         u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 2) {
         const msgpack_object *a = u.data.via.array.ptr;
         uint32_t n = u.data.via.array.size;
@@ -141,7 +193,8 @@ int herd_places_msg_decode_reply(const char *data, size_t len, herd_places_reply
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int rc = -1;
-    if (msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
+    if (flat_frame((const uint8_t *)data, len) &&
+        msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
         u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 1 && is_id(&u.data.via.array.ptr[0])) {
         const msgpack_object *a = u.data.via.array.ptr;
         out->req_id = a[0].via.u64;
