@@ -705,7 +705,8 @@ class BoundsTest(PlacesCase):
                 self.places.set_location_mode(bar_loc, "normal")
                 self.whatsat(bar_cid, "10", 2)
                 self.assertEqual(self.places.gone, 0, "the call stopped while b still waited")
-        wait_until(lambda: self.places.gone == 1, msg="the call was not cancelled")
+        # Well before the call's own timeout (5 s), which would also end it.
+        wait_until(lambda: self.places.gone == 1, timeout=2, msg="the call was not cancelled")
         self.assertEqual(len(self.requests_for(loc)), 1)
 
 
