@@ -32,6 +32,7 @@
 #define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
 #define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
 #define DEFAULT_IN_FLIGHT    64L        /* places.max_in_flight when unset */
+#define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
 #define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
 /* Idle upstream connections: libcurl drops one older than MAXAGE_CONN_S
  * when it looks for one to reuse, and the whole pool is closed once no call
@@ -828,7 +829,14 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
                                      MAX_CACHE_BYTES);
     if (!w->multi || !w->flights || !w->waiters || !w->cache)
         goto oom;
+    /* The pipe must not refuse a request the bounds would let wait: its
+     * high-water mark (CZMQ's global pipe setting, restored at once) leaves
+     * room for every call and queued request, plus a burst of cache hits,
+     * shared requests and cancels the worker has not read yet. */
+    size_t old_hwm = zsys_pipehwm();
+    zsys_set_pipehwm((size_t)(w->max_in_flight + w->max_queued) + PIPE_SLACK);
     self->actor = zactor_new(worker_actor, w);
+    zsys_set_pipehwm(old_hwm);
     if (!self->actor) {
         snprintf(err, errlen, "places: the worker thread could not be started");
         goto fail;
