@@ -627,8 +627,12 @@ class BoundsTest(PlacesCase):
             obj = self.assertErrorReply(reply, at)
             self.assertIn("places.max_queued", obj["error_message"])
         # Every request has reached the worker now (the refused ones came
-        # after the others in its order): the calls are final for now.
+        # after the others in its order), and its calls are started; they
+        # reach the stand-in a moment later. A fifth call would show in the
+        # final count (12 = the 4 first calls and the 8 queued).
+        wait_until(lambda: self.places.count >= 4, msg="calls: %d" % self.places.count)
         self.assertEqual(self.places.count, 4, [r.query["radius"] for r in self.places.requests])
+        wait_until(lambda: self.places.active == 4, msg="active calls: %d" % self.places.active)
         self.assertEqual(self.places.peak, 4)
         running = {str(int(r.query["radius"]) // 1000) for r in self.places.requests}
         self.assertFalse(running & {radii[i] for i in refused}, "a refused WHATSAT made a call")
