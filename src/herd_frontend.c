@@ -1,27 +1,21 @@
-/* herd_frontend: client connections, line framing, ordered answers and
- * limits. See herd_frontend.h. */
-#define _GNU_SOURCE /* accept4 */
-#include "herd_frontend.h"
+/* herd_frontend: client connections, line framing, ordered answers,
+ * limits and lingering close. See herd_frontend.h; the listener is in
+ * herd_frontend_accept.c. */
+#include "herd_frontend_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "herd_proto.h"
 
 #define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
-#define ACCEPT_BURST   256           /* connections accepted per turn */
 #define MAX_UNANSWERED 256           /* lines owed an answer before input is paused */
 #define RESUME_BELOW   64            /* resume reading once fewer are owed */
 #define KEEP_OUT_CAP   (16u * 1024u) /* an empty output buffer larger than this is freed */
@@ -33,73 +27,8 @@
 #define LINGER_MS        2000L
 #define LINGER_MAX_BYTES (4u << 20)
 
-/* An answer that came before an earlier line's answer: held until its turn. */
-typedef struct slot_t {
-    struct slot_t *next; /* next held answer, in seq order */
-    uint64_t seq;        /* the line it answers */
-    size_t len;          /* bytes of data */
-    char data[];         /* the answer */
-} slot_t;
-
-typedef struct conn_t {
-    herd_watch_t watch;   /* fd and epoll registration (watch.arg = this) */
-    herd_frontend_t *fe;  /* owner */
-    uint64_t id;          /* serial << 32 | fd */
-    uint64_t serial;      /* the number the log calls it by */
-    char *in;             /* unprocessed input: a partial line, or lines held while paused */
-    size_t in_len, in_cap;
-    char *out;            /* answers not yet written */
-    size_t out_off, out_len, out_cap;
-    uint64_t next_seq;    /* number of the next line read */
-    uint64_t done_seq;    /* number of the next answer to write */
-    slot_t *slots;        /* answers held for order */
-    size_t held_bytes;    /* bytes in slots */
-    int64_t last_in_ms;   /* when the client last completed a non-empty line, or got an answer */
-    int64_t linger_until; /* lingering: when to give up waiting for the client's end */
-    size_t linger_left;   /* lingering: bytes still to discard before giving up */
-    struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
-    struct conn_t *dirty_next;          /* list of connections to flush this turn */
-    bool dirty;           /* on the dirty list */
-    bool eof;             /* the client half-closed */
-    bool closing;         /* read no more; close once everything owed is written */
-    bool paused;          /* too many lines owed: not reading */
-    bool dead;            /* closed, waiting to be freed at the end of the turn */
-    bool lingering;       /* answered and shut down for writing: discarding input until EOF */
-    char peer[56];        /* the client's address:port, for the log */
-    char tag[24];         /* "conn N ", the start of its log lines */
-    uint8_t tag_len;      /* bytes of tag */
-} conn_t;
-
-/* A list of connections through lru_prev / lru_next, oldest first. */
-typedef struct {
-    conn_t *head, *tail;
-} conn_list_t;
-
-struct herd_frontend_t {
-    herd_loop_t *loop;
-    herd_log_t *log;
-    herd_frontend_conf_t conf;
-    herd_watch_t listener;   /* the listening socket (fd -1 once drained) */
-    int reserve_fd;          /* spare descriptor, given up to shed a connection at EMFILE */
-    conn_t **by_fd;          /* open connections by descriptor */
-    size_t by_fd_cap;
-    size_t n_conns;          /* open connections */
-    uint64_t next_serial;    /* serial for the next connection */
-    conn_list_t idle;        /* open connections by idle time, oldest first */
-    conn_list_t linger;      /* lingering connections, by when they give up, soonest first */
-    conn_t *dirty;           /* connections with output or resumable input */
-    conn_t *dead;            /* closed connections to free at the end of the turn */
-    char *rbuf;              /* the read buffer shared by all connections */
-    int idle_timer;          /* timer id of the idle sweep */
-    bool draining;           /* shutting down */
-    bool accept_paused;      /* out of descriptors with no spare: not accepting for now */
-    uint64_t refused_max_clients; /* connections closed at accept: limits.max_clients */
-    uint64_t refused_descriptors; /* connections closed at accept: out of descriptors */
-};
-
 static void conn_close(conn_t *c, const char *why);
 static void conn_linger(conn_t *c);
-static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
 
 /* ---- small buffers ---- */
 
@@ -136,7 +65,7 @@ static void list_unlink(conn_list_t *l, conn_t *c)
     c->lru_prev = c->lru_next = NULL;
 }
 
-static void list_push(conn_list_t *l, conn_t *c)
+void fe_list_push(conn_list_t *l, conn_t *c)
 {
     c->lru_prev = l->tail;
     c->lru_next = NULL;
@@ -156,7 +85,7 @@ static void conn_touch(conn_t *c)
         return;
     c->last_in_ms = herd_loop_now_ms(c->fe->loop);
     list_unlink(&c->fe->idle, c);
-    list_push(&c->fe->idle, c);
+    fe_list_push(&c->fe->idle, c);
 }
 
 static void mark_dirty(conn_t *c)
@@ -483,7 +412,7 @@ static void conn_linger(conn_t *c)
     c->lingering = true;
     c->linger_until = herd_loop_now_ms(fe->loop) + LINGER_MS;
     c->linger_left = LINGER_MAX_BYTES;
-    list_push(&fe->linger, c);
+    fe_list_push(&fe->linger, c);
     herd_loop_rewatch(fe->loop, &c->watch, EPOLLIN);
 }
 
@@ -532,7 +461,7 @@ static void conn_free(conn_t *c)
     free(c);
 }
 
-static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)loop;
     conn_t *c = w->arg;
@@ -553,128 +482,6 @@ static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
     }
     if (!c->dead && (events & EPOLLOUT))
         mark_dirty(c);
-}
-
-/* Formats a peer address for the log. */
-static void describe_peer(const struct sockaddr_storage *ss, char *buf, size_t cap)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-        port = ntohs(a->sin6_port);
-    }
-    snprintf(buf, cap, "%s:%d", host, port);
-}
-
-static int index_conn(herd_frontend_t *fe, conn_t *c)
-{
-    size_t fd = (size_t)c->watch.fd;
-    if (fd >= fe->by_fd_cap) {
-        size_t ncap = fe->by_fd_cap ? fe->by_fd_cap : 1024;
-        while (ncap <= fd)
-            ncap *= 2;
-        conn_t **p = realloc(fe->by_fd, ncap * sizeof *p);
-        if (!p)
-            return -1;
-        memset(p + fe->by_fd_cap, 0, (ncap - fe->by_fd_cap) * sizeof *p);
-        fe->by_fd = p;
-        fe->by_fd_cap = ncap;
-    }
-    fe->by_fd[fd] = c;
-    return 0;
-}
-
-/* accept4 failed with EMFILE or ENFILE (error e): gives up the spare
- * descriptor to accept and close one waiting connection, so the listener
- * does not stay readable forever, and logs it with the limit. Without a
- * spare, accepting pauses until the idle sweep can make one again. */
-static void refuse_no_descriptors(herd_frontend_t *fe, int e)
-{
-    if (fe->reserve_fd >= 0) {
-        close(fe->reserve_fd);
-        fe->reserve_fd = -1;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int shed = accept4(fe->listener.fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-        if (shed >= 0) {
-            close(shed);
-            char peer[sizeof ((conn_t *)0)->peer];
-            describe_peer(&ss, peer, sizeof peer);
-            fe->refused_descriptors++;
-            struct rlimit rl;
-            if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-                herd_log_event(fe->log, "refused connection from %s: out of file descriptors "
-                                        "(the process limit RLIMIT_NOFILE, %llu, is reached)",
-                               peer, (unsigned long long)rl.rlim_cur);
-            else
-                herd_log_event(fe->log, "refused connection from %s: out of file descriptors "
-                                        "(the system's file table, fs.file-max, is full)", peer);
-        }
-        fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
-    if (fe->reserve_fd < 0 && !fe->accept_paused) {
-        fe->accept_paused = true;
-        herd_loop_rewatch(fe->loop, &fe->listener, 0);
-        herd_log_event(fe->log, "not accepting connections: out of file descriptors with none to spare");
-    }
-}
-
-static void accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
-{
-    (void)events;
-    herd_frontend_t *fe = w->arg;
-    for (int i = 0; i < ACCEPT_BURST && fe->listener.fd >= 0; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(fe->listener.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE)
-                refuse_no_descriptors(fe, errno);
-            break;
-        }
-        char peer[sizeof ((conn_t *)0)->peer];
-        describe_peer(&ss, peer, sizeof peer);
-        if ((long)fe->n_conns >= fe->conf.max_clients) {
-            fe->refused_max_clients++;
-            herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,
-                           fe->conf.max_clients);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn_t *c = calloc(1, sizeof *c);
-        if (!c) {
-            herd_log_event(fe->log, "refused connection from %s: out of memory", peer);
-            close(fd);
-            continue;
-        }
-        c->fe = fe;
-        memcpy(c->peer, peer, sizeof c->peer);
-        c->serial = ++fe->next_serial;
-        c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
-        c->id = (c->serial << 32) | (uint32_t)fd;
-        c->watch = (herd_watch_t){.fd = fd, .fn = conn_event, .arg = c};
-        c->last_in_ms = herd_loop_now_ms(loop);
-        if (index_conn(fe, c) != 0 || herd_loop_watch(loop, &c->watch, EPOLLIN) != 0) {
-            if ((size_t)fd < fe->by_fd_cap)
-                fe->by_fd[fd] = NULL;
-            close(fd);
-            free(c);
-            continue;
-        }
-        list_push(&fe->idle, c);
-        fe->n_conns++;
-        herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
-    }
 }
 
 /* End of turn: settle every touched connection, then free the closed ones. */
@@ -727,38 +534,6 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
     }
 }
 
-static int bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", conf->port);
-    int gai = getaddrinfo(conf->host, port, &hints, &res);
-    if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve client address %s: %s", conf->host, gai_strerror(gai));
-        return -1;
-    }
-    int fd = -1, saved = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
-            break;
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        snprintf(err, errlen, "cannot bind client port %s:%d: %s", conf->host, conf->port, strerror(saved));
-    return fd;
-}
-
 herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const herd_frontend_conf_t *conf,
                                    char *err, size_t errlen)
 {
@@ -772,13 +547,13 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     fe->log = log;
     fe->conf = *conf;
     fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd = bind_listener(conf, err, errlen);
+    int fd = fe_bind_listener(conf, err, errlen);
     if (fd < 0) {
         herd_frontend_destroy(&fe);
         return NULL;
     }
     fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
-    fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
+    fe->listener = (herd_watch_t){.fd = fd, .fn = fe_accept_ready, .arg = fe};
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
     if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, frontend_tick, fe) != 0 ||
