@@ -256,18 +256,22 @@ class ClientAbuseTest(AbuseCase):
         self.assertNotIn("idle timeout", self.herd.log_since("Bailey", mark))
         self.assertCleanExit(self.herd, "Bailey")
 
-    def test_a_drip_slower_than_the_idle_timeout_is_cut(self):
+    def test_a_partial_command_after_a_command_is_cut_at_the_idle_timeout(self):
+        """Idle time counts from the last command: a command, then two bytes
+        of the next FAST_GAP apart (the next would come SLOW_GAP later): the
+        connection is cut IDLE_MS after the command's answer, not after the
+        last byte."""
         self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
         self.herd.start("Bailey")
         with self.herd.connect("Bailey") as c:
-            # Two bytes FAST_GAP apart; the next would come SLOW_GAP later,
-            # but the server cuts it IDLE_MS after the last one.
+            c.send(b"HELLO\n")
+            self.assertEqual(c.recv_line(REQ_TIMEOUT), b"? HELLO\n")
+            answered = time.monotonic()
             c.send(b"I")
             time.sleep(self.FAST_GAP)  # drip pacing, well inside the server's idle deadline
             c.send(b"A")
-            sent = time.monotonic()
             self.assertTrue(c.closed(self.SLOW_GAP), "not cut before its next byte was due")
-            waited = time.monotonic() - sent
+            waited = time.monotonic() - answered
             self.assertEqual(c.pending, b"", "a partial command got an answer")
         self.assertGreaterEqual(waited, self.IDLE_MS / 1000 - 0.01, "cut before the idle timeout")
         self.herd.wait_log("Bailey", re.compile(
