@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "herd_log.h"
 #include "herd_loop.h"
@@ -27,6 +28,11 @@ typedef struct {
  * white space are answered here with nothing and never reach the handler). */
 typedef void(herd_line_fn)(void *arg, herd_ticket_t ticket, const char *line, size_t len);
 
+/* Called at the end of the turn in which a connection closed while tickets
+ * of it were still owed (conn is herd_ticket_t.conn): the handler can give up
+ * the work it started for them. Answering those tickets is then a no-op. */
+typedef void(herd_closed_fn)(void *arg, uint64_t conn);
+
 typedef struct {
     const char *host;        /* address to bind */
     int port;                /* client port */
@@ -34,7 +40,8 @@ typedef struct {
     long idle_timeout_ms;    /* close a connection silent this long */
     long max_output_bytes;   /* cut a client whose unsent answers pass this */
     herd_line_fn *on_line;   /* the command handler */
-    void *arg;               /* its context */
+    herd_closed_fn *on_closed; /* told of connections closed while owed answers (NULL: not told) */
+    void *arg;               /* context of both */
 } herd_frontend_conf_t;
 
 /* Binds the client port and starts accepting on `loop`. Returns NULL and
@@ -49,6 +56,15 @@ void herd_frontend_destroy(herd_frontend_t **p);
  * answers with nothing). A ticket whose connection has gone is ignored.
  * Returns 0, or -1 when the connection is gone. */
 int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t ticket, const char *data, size_t len);
+
+/* Closes the connection of a ticket at once, with `why` in the log: for an
+ * internal failure (out of memory) that leaves the handler unable to answer.
+ * A ticket whose connection has gone is ignored. */
+void herd_frontend_close(herd_frontend_t *fe, herd_ticket_t ticket, const char *why);
+
+/* Writes the front end's own /metrics lines (connections refused at accept,
+ * by reason) to f. */
+void herd_frontend_render(const herd_frontend_t *fe, FILE *f);
 
 /* Changes the limits (after a topology reload). Connections already open
  * over a new max_clients stay open. */

@@ -1,10 +1,14 @@
 /* herd_places: the Places worker (PROTOCOL.md sections 4 and 10).
  *
- * A thread behind a CZMQ actor pipe. The node hands it requests (msgpack,
- * each with a request id) and never waits: it polls the pipe for replies.
- * The worker runs every request at once with libcurl's multi interface,
- * shares one upstream call between identical requests in flight, answers
- * repeats from a TTL cache, cuts `results` to the bound and collapses
+ * A thread behind a CZMQ actor pipe. The node hands it requests and cancels
+ * (herd_places_msg, each with a request id) and never waits: it polls the
+ * pipe for replies. The worker runs at most max_in_flight upstream calls at
+ * once with libcurl's multi interface over a bounded connection pool, keeps
+ * at most max_queued requests waiting for a slot (refusing more with an
+ * error object), makes one upstream call per distinct request (position
+ * text and radius in metres) and shares it among identical requests,
+ * answers repeats from a TTL cache, cancels a call once every request
+ * waiting on it is cancelled, cuts `results` to the bound and collapses
  * newlines. It never touches the location table or the log. */
 #ifndef HERD_PLACES_H
 #define HERD_PLACES_H
@@ -25,6 +29,8 @@ typedef struct {
     long timeout_ms;         /* deadline of one upstream call */
     long cache_ttl_ms;       /* response cache lifetime, 0 = no cache */
     size_t cache_max_entries; /* bound on cached bodies (0 = a sane default) */
+    long max_in_flight;      /* upstream calls at once (places.max_in_flight; <= 0: 64) */
+    long max_queued;         /* requests waiting for a call slot (places.max_queued; 0: none wait, < 0: 4096) */
 } herd_places_conf_t;
 
 /* One finished request, as handed back to the node. */
@@ -56,9 +62,17 @@ zsock_t *herd_places_sock(herd_places_t *p);
 int herd_places_request(herd_places_t *p, uint64_t req_id, herd_span_t lat, herd_span_t lng,
                         herd_span_t radius_km, uint32_t bound);
 
+/* Tells the worker that the answer to req_id is no longer wanted (its client
+ * left, or the node answered it on its own deadline): it is dropped, and an
+ * upstream call nobody else waits for is stopped. No reply follows. Never
+ * blocks. Returns 0, or -1 when the pipe did not take it. */
+int herd_places_cancel(herd_places_t *p, uint64_t req_id);
+
 /* Takes one finished request without blocking. Returns 1 and fills *reply
  * (free it with herd_places_reply_free), 0 when none is ready, -1 on a
- * malformed message from the pipe (logged by the caller, never fatal). */
+ * malformed message from the pipe or out of memory (logged by the caller,
+ * never fatal; reply->req_id is then the request's id when it could be
+ * read, else 0). */
 int herd_places_recv(herd_places_t *p, herd_places_reply_t *reply);
 
 /* Frees the owned parts of a reply. */

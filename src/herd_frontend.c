@@ -1,14 +1,10 @@
-/* herd_frontend: client connections, line framing, ordered answers and
- * limits. See herd_frontend.h. */
-#define _GNU_SOURCE /* accept4 */
-#include "herd_frontend.h"
+/* herd_frontend: client connections, line framing, ordered answers,
+ * limits and lingering close. See herd_frontend.h; the listener is in
+ * herd_frontend_accept.c. */
+#include "herd_frontend_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,65 +16,19 @@
 #include "herd_proto.h"
 
 #define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
-#define ACCEPT_BURST   256           /* connections accepted per turn */
 #define MAX_UNANSWERED 256           /* lines owed an answer before input is paused */
 #define RESUME_BELOW   64            /* resume reading once fewer are owed */
 #define KEEP_OUT_CAP   (16u * 1024u) /* an empty output buffer larger than this is freed */
-
-/* An answer that came before an earlier line's answer: held until its turn. */
-typedef struct slot_t {
-    struct slot_t *next; /* next held answer, in seq order */
-    uint64_t seq;        /* the line it answers */
-    size_t len;          /* bytes of data */
-    char data[];         /* the answer */
-} slot_t;
-
-typedef struct conn_t {
-    herd_watch_t watch;   /* fd and epoll registration (watch.arg = this) */
-    herd_frontend_t *fe;  /* owner */
-    uint64_t id;          /* serial << 32 | fd */
-    uint64_t serial;      /* the number the log calls it by */
-    char *in;             /* unprocessed input: a partial line, or lines held while paused */
-    size_t in_len, in_cap;
-    char *out;            /* answers not yet written */
-    size_t out_off, out_len, out_cap;
-    uint64_t next_seq;    /* number of the next line read */
-    uint64_t done_seq;    /* number of the next answer to write */
-    slot_t *slots;        /* answers held for order */
-    size_t held_bytes;    /* bytes in slots */
-    int64_t last_in_ms;   /* when the client last sent something */
-    struct conn_t *lru_prev, *lru_next; /* idle order, oldest first */
-    struct conn_t *dirty_next;          /* list of connections to flush this turn */
-    bool dirty;           /* on the dirty list */
-    bool eof;             /* the client half-closed */
-    bool closing;         /* read no more; close once everything owed is written */
-    bool paused;          /* too many lines owed: not reading */
-    bool dead;            /* closed, waiting to be freed at the end of the turn */
-    char peer[56];        /* the client's address:port, for the log */
-    char tag[24];         /* "conn N ", the start of its log lines */
-    uint8_t tag_len;      /* bytes of tag */
-} conn_t;
-
-struct herd_frontend_t {
-    herd_loop_t *loop;
-    herd_log_t *log;
-    herd_frontend_conf_t conf;
-    herd_watch_t listener;   /* the listening socket (fd -1 once drained) */
-    int reserve_fd;          /* spare descriptor, given up to shed a connection at EMFILE */
-    conn_t **by_fd;          /* open connections by descriptor */
-    size_t by_fd_cap;
-    size_t n_conns;          /* open connections */
-    uint64_t next_serial;    /* serial for the next connection */
-    conn_t *lru_head, *lru_tail;
-    conn_t *dirty;           /* connections with output or resumable input */
-    conn_t *dead;            /* closed connections to free at the end of the turn */
-    char *rbuf;              /* the read buffer shared by all connections */
-    int idle_timer;          /* timer id of the idle sweep */
-    bool draining;           /* shutting down */
-};
+/* Lingering close (as nginx's lingering_time): after answering a line that
+ * ends the connection, the server stops writing and reads and discards what
+ * the client still sends, so that closing with unread input (which makes the
+ * kernel send a reset that can destroy the answer before the client reads
+ * it) only happens past these bounds. */
+#define LINGER_MS        2000L
+#define LINGER_MAX_BYTES (4u << 20)
 
 static void conn_close(conn_t *c, const char *why);
-static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
+static void conn_linger(conn_t *c);
 
 /* ---- small buffers ---- */
 
@@ -102,28 +52,40 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, si
 
 /* ---- bookkeeping lists ---- */
 
-static void lru_unlink(herd_frontend_t *fe, conn_t *c)
+static void list_unlink(conn_list_t *l, conn_t *c)
 {
     if (c->lru_prev)
         c->lru_prev->lru_next = c->lru_next;
-    else if (fe->lru_head == c)
-        fe->lru_head = c->lru_next;
+    else if (l->head == c)
+        l->head = c->lru_next;
     if (c->lru_next)
         c->lru_next->lru_prev = c->lru_prev;
-    else if (fe->lru_tail == c)
-        fe->lru_tail = c->lru_prev;
+    else if (l->tail == c)
+        l->tail = c->lru_prev;
     c->lru_prev = c->lru_next = NULL;
 }
 
-static void lru_push(herd_frontend_t *fe, conn_t *c)
+void fe_list_push(conn_list_t *l, conn_t *c)
 {
-    c->lru_prev = fe->lru_tail;
+    c->lru_prev = l->tail;
     c->lru_next = NULL;
-    if (fe->lru_tail)
-        fe->lru_tail->lru_next = c;
+    if (l->tail)
+        l->tail->lru_next = c;
     else
-        fe->lru_head = c;
-    fe->lru_tail = c;
+        l->head = c;
+    l->tail = c;
+}
+
+/* The connection completed something: its idle time starts again. Only a
+ * complete, non-empty line or an answer to one counts (PROTOCOL.md section
+ * 6), so trickled bytes and empty lines do not keep a connection. */
+static void conn_touch(conn_t *c)
+{
+    if (c->lingering || c->dead)
+        return;
+    c->last_in_ms = herd_loop_now_ms(c->fe->loop);
+    list_unlink(&c->fe->idle, c);
+    fe_list_push(&c->fe->idle, c);
 }
 
 static void mark_dirty(conn_t *c)
@@ -180,8 +142,10 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     conn_t *c = fd < fe->by_fd_cap ? fe->by_fd[fd] : NULL;
     if (!c || c->id != t.conn || c->dead || t.seq < c->done_seq || t.seq >= c->next_seq)
         return -1;
-    if (len)
+    if (len) {
         log_io(c, "out ", 4, data, len);
+        conn_touch(c);
+    }
     bool was_blocked = unsent(c) > 0 || c->held_bytes > 0;
     if (t.seq == c->done_seq) {
         out_append(c, data, len);
@@ -238,6 +202,7 @@ static void conn_line(conn_t *c, const char *line, size_t len)
         herd_frontend_answer(fe, t, NULL, 0);
         return;
     }
+    conn_touch(c);
     fe->conf.on_line(fe->conf.arg, t, line, len);
 }
 
@@ -365,9 +330,6 @@ static void conn_read(conn_t *c)
     herd_frontend_t *fe = c->fe;
     ssize_t n = recv(c->watch.fd, fe->rbuf, READ_CHUNK, 0);
     if (n > 0) {
-        c->last_in_ms = herd_loop_now_ms(fe->loop);
-        lru_unlink(fe, c);
-        lru_push(fe, c);
         conn_feed(c, fe->rbuf, (size_t)n);
         if (!c->dead)
             mark_dirty(c);
@@ -424,10 +386,51 @@ static void conn_settle(conn_t *c)
     if (c->dead)
         return;
     if ((c->eof || c->closing) && unanswered(c) == 0 && !unsent(c)) {
-        conn_close(c, c->eof ? "client done" : c->fe->draining ? "server shutting down" : "closed after error");
+        if (c->eof || c->fe->draining)
+            conn_close(c, c->eof ? "client done" : "server shutting down");
+        else
+            conn_linger(c);
         return;
     }
     conn_update_watch(c);
+}
+
+/* Everything owed is written and the connection must end (an over-long
+ * line): stop writing, then read and discard until the client's EOF, for at
+ * most LINGER_MS and LINGER_MAX_BYTES. */
+static void conn_linger(conn_t *c)
+{
+    herd_frontend_t *fe = c->fe;
+    if (shutdown(c->watch.fd, SHUT_WR) != 0) {
+        conn_close(c, "closed after error");
+        return;
+    }
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+    list_unlink(&fe->idle, c);
+    c->lingering = true;
+    c->linger_until = herd_loop_now_ms(fe->loop) + LINGER_MS;
+    c->linger_left = LINGER_MAX_BYTES;
+    fe_list_push(&fe->linger, c);
+    herd_loop_rewatch(fe->loop, &c->watch, EPOLLIN);
+}
+
+/* Reads and discards a lingering connection's input; closes at its EOF or
+ * past the byte bound. */
+static void linger_read(conn_t *c)
+{
+    herd_frontend_t *fe = c->fe;
+    ssize_t n = recv(c->watch.fd, fe->rbuf, READ_CHUNK, 0);
+    if (n > 0) {
+        if ((size_t)n >= c->linger_left)
+            conn_close(c, "closed after error (the client went on sending)");
+        else
+            c->linger_left -= (size_t)n;
+    } else if (n == 0)
+        conn_close(c, "closed after error");
+    else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        conn_close(c, "closed after error");
 }
 
 static void conn_close(conn_t *c, const char *why)
@@ -439,7 +442,7 @@ static void conn_close(conn_t *c, const char *why)
     herd_loop_unwatch(fe->loop, &c->watch);
     close(c->watch.fd);
     fe->by_fd[c->watch.fd] = NULL;
-    lru_unlink(fe, c);
+    list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
     fe->n_conns--;
     c->dead = true;
     c->dirty_next = fe->dead; /* freed at the end of the turn: events may still name it */
@@ -458,12 +461,19 @@ static void conn_free(conn_t *c)
     free(c);
 }
 
-static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)loop;
     conn_t *c = w->arg;
     if (c->dead)
         return;
+    if (c->lingering) {
+        if (events & EPOLLIN)
+            linger_read(c);
+        else if (events & (EPOLLHUP | EPOLLERR))
+            conn_close(c, "closed after error");
+        return;
+    }
     if (events & EPOLLIN)
         conn_read(c);
     else if (events & (EPOLLHUP | EPOLLERR)) {
@@ -472,99 +482,6 @@ static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
     }
     if (!c->dead && (events & EPOLLOUT))
         mark_dirty(c);
-}
-
-/* Formats a peer address for the log. */
-static void describe_peer(const struct sockaddr_storage *ss, char *buf, size_t cap)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-        port = ntohs(a->sin6_port);
-    }
-    snprintf(buf, cap, "%s:%d", host, port);
-}
-
-static int index_conn(herd_frontend_t *fe, conn_t *c)
-{
-    size_t fd = (size_t)c->watch.fd;
-    if (fd >= fe->by_fd_cap) {
-        size_t ncap = fe->by_fd_cap ? fe->by_fd_cap : 1024;
-        while (ncap <= fd)
-            ncap *= 2;
-        conn_t **p = realloc(fe->by_fd, ncap * sizeof *p);
-        if (!p)
-            return -1;
-        memset(p + fe->by_fd_cap, 0, (ncap - fe->by_fd_cap) * sizeof *p);
-        fe->by_fd = p;
-        fe->by_fd_cap = ncap;
-    }
-    fe->by_fd[fd] = c;
-    return 0;
-}
-
-static void accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
-{
-    (void)events;
-    herd_frontend_t *fe = w->arg;
-    for (int i = 0; i < ACCEPT_BURST && fe->listener.fd >= 0; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(fe->listener.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if ((errno == EMFILE || errno == ENFILE) && fe->reserve_fd >= 0) {
-                /* Out of descriptors: accept and drop one so the listener
-                 * does not stay readable forever. */
-                close(fe->reserve_fd);
-                int shed = accept(fe->listener.fd, NULL, NULL);
-                if (shed >= 0)
-                    close(shed);
-                fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                herd_log_event(fe->log, "refused a connection: out of file descriptors");
-            }
-            break;
-        }
-        char peer[sizeof ((conn_t *)0)->peer];
-        describe_peer(&ss, peer, sizeof peer);
-        if ((long)fe->n_conns >= fe->conf.max_clients) {
-            herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,
-                           fe->conf.max_clients);
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn_t *c = calloc(1, sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->fe = fe;
-        memcpy(c->peer, peer, sizeof c->peer);
-        c->serial = ++fe->next_serial;
-        c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
-        c->id = (c->serial << 32) | (uint32_t)fd;
-        c->watch = (herd_watch_t){.fd = fd, .fn = conn_event, .arg = c};
-        c->last_in_ms = herd_loop_now_ms(loop);
-        if (index_conn(fe, c) != 0 || herd_loop_watch(loop, &c->watch, EPOLLIN) != 0) {
-            if ((size_t)fd < fe->by_fd_cap)
-                fe->by_fd[fd] = NULL;
-            close(fd);
-            free(c);
-            continue;
-        }
-        lru_push(fe, c);
-        fe->n_conns++;
-        herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
-    }
 }
 
 /* End of turn: settle every touched connection, then free the closed ones. */
@@ -582,55 +499,39 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
     while (fe->dead) {
         conn_t *c = fe->dead;
         fe->dead = c->dirty_next;
+        if (unanswered(c) && fe->conf.on_closed)
+            fe->conf.on_closed(fe->conf.arg, c->id);
         conn_free(c);
     }
 }
 
-/* Closes connections that have sent nothing for limits.idle_timeout_ms. A
- * connection still owed an answer is waiting on us, not idle. */
+/* Closes connections that completed no command for limits.idle_timeout_ms
+ * and lingering ones past their time; resumes accepting once a spare
+ * descriptor can be had again. A connection still owed an answer is waiting
+ * on us, not idle: the handler answers every ticket by a deadline (the node
+ * answers a WHATSAT by places.timeout_ms plus a margin), and the answer
+ * starts its idle time again. */
 static void idle_sweep(herd_loop_t *loop, void *arg)
 {
     herd_frontend_t *fe = arg;
     int64_t now = herd_loop_now_ms(loop);
-    conn_t *c = fe->lru_head;
+    conn_t *c = fe->idle.head;
     while (c && now - c->last_in_ms >= fe->conf.idle_timeout_ms) {
         conn_t *next = c->lru_next;
         if (unanswered(c) == 0)
             conn_close(c, "idle timeout");
         c = next;
     }
-}
-
-static int bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", conf->port);
-    int gai = getaddrinfo(conf->host, port, &hints, &res);
-    if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve client address %s: %s", conf->host, gai_strerror(gai));
-        return -1;
-    }
-    int fd = -1, saved = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
+    while (fe->linger.head && now >= fe->linger.head->linger_until)
+        conn_close(fe->linger.head, "closed after error (no end from the client)");
+    if (fe->accept_paused && !fe->draining && fe->listener.fd >= 0) {
+        if (fe->reserve_fd < 0)
+            fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fe->reserve_fd >= 0 && herd_loop_rewatch(loop, &fe->listener, EPOLLIN) == 0) {
+            fe->accept_paused = false;
+            herd_log_event(fe->log, "accepting connections again");
         }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
-            break;
-        saved = errno;
-        close(fd);
-        fd = -1;
     }
-    freeaddrinfo(res);
-    if (fd < 0)
-        snprintf(err, errlen, "cannot bind client port %s:%d: %s", conf->host, conf->port, strerror(saved));
-    return fd;
 }
 
 herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const herd_frontend_conf_t *conf,
@@ -646,13 +547,13 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     fe->log = log;
     fe->conf = *conf;
     fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd = bind_listener(conf, err, errlen);
+    int fd = fe_bind_listener(conf, err, errlen);
     if (fd < 0) {
         herd_frontend_destroy(&fe);
         return NULL;
     }
     fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
-    fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
+    fe->listener = (herd_watch_t){.fd = fd, .fn = fe_accept_ready, .arg = fe};
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
     if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe) < 0 ||
@@ -662,6 +563,24 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
         return NULL;
     }
     return fe;
+}
+
+void herd_frontend_close(herd_frontend_t *fe, herd_ticket_t t, const char *why)
+{
+    size_t fd = (size_t)(uint32_t)t.conn;
+    conn_t *c = fd < fe->by_fd_cap ? fe->by_fd[fd] : NULL;
+    if (c && c->id == t.conn)
+        conn_close(c, why);
+}
+
+void herd_frontend_render(const herd_frontend_t *fe, FILE *f)
+{
+    fprintf(f,
+            "# HELP herd_connections_refused_total Client connections closed at accept, by reason.\n"
+            "# TYPE herd_connections_refused_total counter\n"
+            "herd_connections_refused_total{reason=\"max_clients\"} %llu\n"
+            "herd_connections_refused_total{reason=\"descriptors\"} %llu\n",
+            (unsigned long long)fe->refused_max_clients, (unsigned long long)fe->refused_descriptors);
 }
 
 void herd_frontend_set_limits(herd_frontend_t *fe, long max_clients, long idle_timeout_ms, long max_output_bytes)

@@ -17,6 +17,11 @@
 
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
 #define HEALTH_TICK_MS 100    /* how often readiness is looked at, so a brief exchange is not missed */
+/* A WHATSAT is answered by places.timeout_ms plus this margin even if the
+ * worker never answers (a reply lost, a request queued too long): every
+ * ticket is answered, and a client is never owed an answer for ever. */
+#define PLACES_MARGIN_MS 1000
+#define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram. */
 static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -32,6 +37,7 @@ typedef struct {
     uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
     uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
     uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
+    uint64_t places_deadline, places_client_gone;  /* WHATSATs given up: by the node's deadline, client gone */
     uint64_t latency_buckets[N_LATENCY];           /* upstream calls per latency bucket (not cumulative) */
     uint64_t latency_count;                        /* upstream calls timed */
     double latency_sum;                            /* their total seconds */
@@ -40,8 +46,10 @@ typedef struct {
 /* A WHATSAT waiting for its Places reply. */
 typedef struct pending_t {
     struct pending_t *next; /* next in the bucket */
+    struct pending_t *older, *newer; /* arrival order, which is deadline order */
     uint64_t req_id;        /* the id given to the worker */
     herd_ticket_t ticket;   /* the line to answer */
+    int64_t deadline_ms;    /* when the node answers it itself (herd_loop_now_ms) */
     size_t at_len;          /* bytes of the AT line */
     char at[];              /* the AT line the query was made from */
 } pending_t;
@@ -65,7 +73,9 @@ struct herd_node_t {
     char ready_reason[96];        /* why it is ready (or what it waits for) */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
+    pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
     size_t n_pending;
+    int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     char *reply;                  /* scratch buffer for building replies */
     size_t reply_cap;
@@ -89,8 +99,11 @@ static void answer_invalid(herd_node_t *node, herd_ticket_t t, const char *line,
 {
     node->n.invalid++;
     char *r = reply_buf(node, len + 3);
-    if (!r)
+    if (!r) {
+        herd_log_event(node->log, "out of memory answering a line with '?'");
+        herd_frontend_close(node->frontend, t, "out of memory for its answer");
         return;
+    }
     r[0] = '?';
     r[1] = ' ';
     memcpy(r + 2, line, len);
@@ -105,6 +118,7 @@ static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, s
     char *r = reply_buf(node, at_len + json_len + 3);
     if (!r) {
         herd_log_event(node->log, "out of memory answering a WHATSAT");
+        herd_frontend_close(node->frontend, t, "out of memory for its answer");
         return;
     }
     memcpy(r, at, at_len);
@@ -113,6 +127,92 @@ static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, s
     r[at_len + 1 + json_len] = '\n';
     r[at_len + 2 + json_len] = '\n';
     herd_frontend_answer(node->frontend, t, r, at_len + json_len + 3);
+}
+
+/* The error object used when even the error object cannot be made. */
+static const char OOM_ERROR_JSON[] = "{\"html_attributions\": [], \"results\": [], \"status\": \"UNKNOWN_ERROR\", "
+                                     "\"error_message\": \"out of memory\"}";
+
+/* Answers a WHATSAT with an UNKNOWN_ERROR object saying `message`. */
+static void answer_places_error(herd_node_t *node, herd_ticket_t t, const char *at, size_t at_len,
+                                const char *message)
+{
+    char *err = herd_places_error_json("UNKNOWN_ERROR", message);
+    answer_whatsat(node, t, at, at_len, err ? err : OOM_ERROR_JSON, err ? strlen(err) : strlen(OOM_ERROR_JSON));
+    free(err);
+}
+
+/* Takes a pending WHATSAT out of both lists. */
+static void pending_unlink(herd_node_t *node, pending_t *p)
+{
+    pending_t **b = &node->pending[p->req_id % PENDING_BUCKETS];
+    while (*b != p)
+        b = &(*b)->next;
+    *b = p->next;
+    if (p->older)
+        p->older->newer = p->newer;
+    else
+        node->oldest = p->newer;
+    if (p->newer)
+        p->newer->older = p->older;
+    else
+        node->newest = p->older;
+    node->n_pending--;
+}
+
+/* The pending WHATSAT with that request id, or NULL. */
+static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
+{
+    pending_t *p = node->pending[req_id % PENDING_BUCKETS];
+    while (p && p->req_id != req_id)
+        p = p->next;
+    return p;
+}
+
+/* Gives up a pending WHATSAT: the worker is told to drop it (and to stop
+ * its upstream call when nobody else waits), and it is freed. */
+static void pending_drop(herd_node_t *node, pending_t *p)
+{
+    pending_unlink(node, p);
+    if (herd_places_cancel(node->places, p->req_id) != 0)
+        herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
+                       (unsigned long long)p->req_id);
+    free(p);
+}
+
+/* Answers every WHATSAT past its deadline with an error object. */
+static void pending_sweep(herd_loop_t *loop, void *arg)
+{
+    herd_node_t *node = arg;
+    int64_t now = herd_loop_now_ms(loop);
+    while (node->oldest && now >= node->oldest->deadline_ms) {
+        pending_t *p = node->oldest;
+        char msg[96];
+        snprintf(msg, sizeof msg, "the Places request was not answered within %ld ms",
+                 node->topo->places_timeout_ms + PLACES_MARGIN_MS);
+        herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)p->req_id, msg);
+        node->n.places_deadline++;
+        pending_unlink(node, p);
+        herd_places_cancel(node->places, p->req_id);
+        answer_places_error(node, p->ticket, p->at, p->at_len, msg);
+        free(p);
+    }
+}
+
+/* The front end closed a connection that was owed answers: its WHATSATs
+ * are given up, so that no upstream call runs for nobody. */
+static void on_closed(void *arg, uint64_t conn)
+{
+    herd_node_t *node = arg;
+    pending_t *p = node->oldest;
+    while (p) {
+        pending_t *next = p->newer;
+        if (p->ticket.conn == conn) {
+            node->n.places_client_gone++;
+            pending_drop(node, p);
+        }
+        p = next;
+    }
 }
 
 /* Offers an AT line to the table; floods it when stored and `flood`. `from`
@@ -213,21 +313,27 @@ static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd
     pending_t *p = malloc(sizeof *p + rec->at_len);
     uint64_t req_id = ++node->next_req_id;
     if (!p || herd_places_request(node->places, req_id, lat, lng, cmd->radius, cmd->bound) != 0) {
-        char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
-        herd_log_event(node->log, "places: request %llu could not be queued", (unsigned long long)req_id);
-        if (err)
-            answer_whatsat(node, t, rec->at, rec->at_len, err, strlen(err));
-        free(err);
+        herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
+                       p ? "" : " (out of memory)");
+        answer_places_error(node, t, rec->at, rec->at_len, "the Places worker could not take the request");
         free(p);
         return;
     }
     p->req_id = req_id;
     p->ticket = t;
+    p->deadline_ms = herd_loop_now_ms(node->loop) + node->topo->places_timeout_ms + PLACES_MARGIN_MS;
     p->at_len = rec->at_len;
     memcpy(p->at, rec->at, rec->at_len);
     pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
     p->next = *b;
     *b = p;
+    p->newer = NULL;
+    p->older = node->newest;
+    if (node->newest)
+        node->newest->newer = p;
+    else
+        node->oldest = p;
+    node->newest = p;
     node->n_pending++;
 }
 
@@ -402,6 +508,7 @@ static char *render_metrics(void *arg, size_t *len)
             n->invalid, n->peer_stored, n->peer_duplicates, n->peer_invalid, n->peer_refused,
             herd_table_dropped(node->table));
     herd_links_render(node->links, f);
+    herd_frontend_render(node->frontend, f);
     fprintf(f,
             "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
             "# TYPE herd_places_requests_total counter\n"
@@ -413,10 +520,16 @@ static char *render_metrics(void *arg, size_t *len)
             "# TYPE herd_places_errors_total counter\nherd_places_errors_total %" PRIu64 "\n"
             "# HELP herd_places_cache_hits_total Places lookups answered from the cache.\n"
             "# TYPE herd_places_cache_hits_total counter\nherd_places_cache_hits_total %" PRIu64 "\n"
+            "# HELP herd_places_abandoned_total WHATSATs whose Places lookup was given up, by reason.\n"
+            "# TYPE herd_places_abandoned_total counter\n"
+            "herd_places_abandoned_total{reason=\"deadline\"} %" PRIu64 "\n"
+            "herd_places_abandoned_total{reason=\"client_gone\"} %" PRIu64 "\n"
+            "# HELP herd_places_pending WHATSATs waiting for their Places answer.\n"
+            "# TYPE herd_places_pending gauge\nherd_places_pending %zu\n"
             "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
             "# TYPE herd_places_upstream_seconds histogram\n",
             n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_errors,
-            n->places_cache_hits);
+            n->places_cache_hits, n->places_deadline, n->places_client_gone, node->n_pending);
     uint64_t cumulative = 0;
     for (size_t b = 0; b < N_LATENCY; b++) {
         cumulative += n->latency_buckets[b];
@@ -491,19 +604,25 @@ static void places_ready(herd_loop_t *loop, void *arg)
         if (rc == 0)
             break;
         if (rc < 0) {
-            herd_log_event(node->log, "places: dropped a malformed message from the worker");
+            /* Undecodable, or no memory to hold it: its WHATSAT (when the id
+             * could be read) is answered now, else by its deadline. */
+            pending_t *p = reply.req_id ? pending_find(node, reply.req_id) : NULL;
+            herd_log_event(node->log, "places: dropped a malformed message from the worker%s",
+                           p ? ", answering its request with an error" : "");
+            if (p) {
+                pending_unlink(node, p);
+                node->n.places_errors++;
+                answer_places_error(node, p->ticket, p->at, p->at_len, "the Places worker's reply could not be read");
+                free(p);
+            }
             continue;
         }
-        pending_t **at = &node->pending[reply.req_id % PENDING_BUCKETS];
-        while (*at && (*at)->req_id != reply.req_id)
-            at = &(*at)->next;
-        pending_t *p = *at;
+        pending_t *p = pending_find(node, reply.req_id);
         count_places(node, &reply);
         if (reply.note)
             herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
         if (p) {
-            *at = p->next;
-            node->n_pending--;
+            pending_unlink(node, p);
             answer_whatsat(node, p->ticket, p->at, p->at_len, reply.json, reply.json_len);
             free(p);
         }
@@ -562,11 +681,17 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         .key = key,
         .timeout_ms = topo->places_timeout_ms,
         .cache_ttl_ms = topo->places_cache_ttl_ms,
+        .max_in_flight = topo->places_max_in_flight,
+        .max_queued = topo->places_max_queued,
     };
     node->places = herd_places_new(&pc, err, errlen);
     if (!node->places || herd_loop_add_zmq(loop, herd_places_sock(node->places), places_ready, node) != 0) {
         if (node->places)
             snprintf(err, errlen, "cannot watch the Places worker");
+        goto fail;
+    }
+    if ((node->pending_timer = herd_loop_add_timer(loop, PENDING_SWEEP_MS, pending_sweep, node)) < 0) {
+        snprintf(err, errlen, "cannot start the Places deadline timer");
         goto fail;
     }
     if (!key || !*key)
@@ -579,6 +704,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         .idle_timeout_ms = topo->idle_timeout_ms,
         .max_output_bytes = topo->max_output_bytes,
         .on_line = on_line,
+        .on_closed = on_closed,
         .arg = node,
     };
     node->frontend = herd_frontend_new(loop, log, &fc, err, errlen);
@@ -612,6 +738,8 @@ void herd_node_destroy(herd_node_t **p)
     if (node->health_timer > 0)
         herd_loop_remove_timer(node->loop, node->health_timer);
     herd_frontend_destroy(&node->frontend);
+    if (node->pending_timer > 0)
+        herd_loop_remove_timer(node->loop, node->pending_timer);
     if (node->places)
         herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
     herd_places_destroy(&node->places);

@@ -1,12 +1,8 @@
 /* herd_places: the Places worker thread (PROTOCOL.md sections 4 and 10).
  *
  * The node and the worker share nothing but the actor pipe (an inproc PAIR).
- * Requests and replies are single msgpack frames:
- *
- *   request: [req_id, lat, lng, radius_km, bound]
- *   reply:   [req_id, json, note | nil, cache_hit, shared, upstream, upstream_ms]
- *
- * plus the plain strings "$STOP" / "$STOPPED" used by herd_places_destroy and
+ * Requests, cancels and replies are single frames of herd_places_msg, plus
+ * the plain strings "$STOP" / "$STOPPED" used by herd_places_destroy and
  * the actor's "$TERM".
  *
  * The worker sleeps in curl_multi_wait() with the pipe's ZMQ_FD as an extra
@@ -14,14 +10,15 @@
  * reads the pipe until EAGAIN (or a batch), and goes to sleep only when
  * ZMQ_EVENTS, read after its last send and receive, has nothing for it. Replies are sent with ZMQ_DONTWAIT; what
  * the pipe does not take is queued and sent when it has room again, so the
- * worker never blocks on the node. */
+ * worker never blocks on the node. The upstream calls themselves (bounds,
+ * queue, sharing, cancels, the connection pool) are in herd_places_flight.c. */
 #include "herd_places.h"
 #include "herd_places_cache.h"
-#include "herd_places_pipe.h"
+#include "herd_places_msg.h"
+#include "herd_places_worker.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,53 +28,12 @@
 
 #define DEFAULT_TIMEOUT_MS   5000L
 #define DEFAULT_CACHE_MAX    1024       /* cached bodies when the configuration says 0 */
-#define MAX_BODY_BYTES       (16u << 20) /* an upstream body past this is an error */
 #define MAX_CACHE_BYTES      (64u << 20) /* all cached bodies together */
 #define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
 #define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
-
-/* One request waiting for an upstream call. */
-typedef struct waiter_t {
-    uint64_t req_id;       /* the node's id */
-    uint32_t bound;        /* its own bound: each waiter gets its own cut */
-    bool first;            /* it started the call (the others share it) */
-    struct waiter_t *next; /* next waiter of the same call */
-} waiter_t;
-
-/* One upstream call in flight. */
-typedef struct {
-    char *key;                     /* dedupe and cache key: "lat,lng metres" */
-    char *what;                    /* "location=LAT,LNG radius=M" for notes (no API key) */
-    CURL *easy;                    /* the transfer */
-    char *body;                    /* bytes received so far */
-    size_t len, cap;               /* used and allocated size of body */
-    bool too_large;                /* the body passed MAX_BODY_BYTES and was abandoned */
-    waiter_t *waiters;             /* everyone who gets this call's answer, first one first */
-    waiter_t **tail;               /* where the next waiter is linked */
-    struct timespec start;         /* when the call started, for upstream_ms */
-    char errbuf[CURL_ERROR_SIZE];  /* libcurl's own error text */
-} flight_t;
-
-/* One reply the pipe has not taken yet. */
-typedef struct outmsg_t {
-    char *data;            /* the frame */
-    size_t len;            /* its size */
-    struct outmsg_t *next; /* next in sending order */
-} outmsg_t;
-
-/* Everything the worker thread owns. Created and freed by the caller's
- * thread, used only by the worker in between. */
-typedef struct {
-    char *url;                    /* base Nearby Search URL */
-    char *key;                    /* API key, NULL when none is configured */
-    char *key_escaped;            /* the key as it appears in a URL, for scrubbing */
-    long timeout_ms;              /* deadline of one call */
-    CURLM *multi;                 /* all transfers */
-    zhashx_t *flights;            /* key -> flight_t */
-    herd_places_cache_t *cache;   /* OK bodies by key */
-    outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
-    bool stopping;                /* "$STOP" seen: nothing new is started */
-} worker_t;
+#define DEFAULT_IN_FLIGHT    64L        /* places.max_in_flight when unset */
+#define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
+#define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
 
 struct herd_places_t {
     zactor_t *actor; /* the worker thread and its pipe */
@@ -87,8 +43,7 @@ struct herd_places_t {
 /* ---------------------------------------------------------------------- */
 /* Small helpers */
 
-static char *xstrdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xstrdup_printf(const char *fmt, ...)
+char *places_printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -103,7 +58,7 @@ static char *xstrdup_printf(const char *fmt, ...)
     return s;
 }
 
-static double ms_since(const struct timespec *t0)
+double places_ms_since(const struct timespec *t0)
 {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -119,7 +74,7 @@ static void scrub_one(char **s, const char *needle)
     char *hit = strstr(*s, needle);
     while (hit) {
         size_t at = (size_t)(hit - *s);
-        char *t = xstrdup_printf("%.*s***%s", (int)at, *s, hit + nlen);
+        char *t = places_printf("%.*s***%s", (int)at, *s, hit + nlen);
         if (!t) {
             /* Out of memory: better no text than one with the key. */
             free(*s);
@@ -133,7 +88,7 @@ static void scrub_one(char **s, const char *needle)
 }
 
 /* The key never leaves the worker in a message or a note. */
-static void scrub_key(const worker_t *w, char **s)
+void places_scrub_key(const worker_t *w, char **s)
 {
     scrub_one(s, w->key);
     scrub_one(s, w->key_escaped);
@@ -146,7 +101,7 @@ static void queue_frame(worker_t *w, char *data, size_t len)
 {
     outmsg_t *m = malloc(sizeof *m);
     if (!m) {
-        free(data);
+        free(data); /* the node answers that request on its own deadline */
         return;
     }
     m->data = data;
@@ -159,60 +114,47 @@ static void queue_frame(worker_t *w, char *data, size_t len)
     w->out_tail = m;
 }
 
-/* Queues one reply; `json` and `note` are copied. */
+/* Queues one reply; `json` and `note` are copied. Out of memory, nothing is
+ * sent and the node answers that request on its own deadline. */
 static void reply(worker_t *w, uint64_t req_id, const char *json, size_t json_len, const char *note,
                   bool cache_hit, bool shared, bool upstream, double upstream_ms)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, REPLY_FIELDS);
-    msgpack_pack_uint64(&pk, req_id);
-    pack_string(&pk, json, json_len);
-    if (note)
-        pack_string(&pk, note, strlen(note));
-    else
-        msgpack_pack_nil(&pk);
-    cache_hit ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    shared ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    upstream ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    msgpack_pack_double(&pk, upstream_ms);
-    if (sb.data)
-        queue_frame(w, sb.data, sb.size); /* takes the buffer */
+    herd_places_reply_t r = {.req_id = req_id, .json = (char *)json, .json_len = json_len, .note = (char *)note,
+                             .cache_hit = cache_hit, .shared = shared, .upstream = upstream,
+                             .upstream_ms = upstream_ms};
+    size_t len = 0;
+    char *frame = herd_places_msg_encode_reply(&r, &len);
+    if (frame)
+        queue_frame(w, frame, len);
 }
 
-/* Queues an error object with its note for one request. `message` must
- * already be free of the key. */
-static void reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
+void places_reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
                         bool shared, bool upstream, double upstream_ms)
 {
     char *json = herd_places_error_json(status, message);
-    char *note = xstrdup_printf("Places call for %s: %s", what ? what : "a request", message);
-    scrub_key(w, &note);
+    char *note = places_printf("Places call for %s: %s", what ? what : "a request", message);
+    places_scrub_key(w, &note);
     if (json)
         reply(w, req_id, json, strlen(json), note, false, shared, upstream, upstream_ms);
     free(json);
     free(note);
 }
 
-/* Cuts a body for one request and queues the answer; a body that is not a
- * JSON object becomes an error object. Returns whether the status is "OK". */
-static bool reply_cut(worker_t *w, const waiter_t *wt, const char *body, size_t len, const char *what,
-                      bool cache_hit, double upstream_ms)
+bool places_reply_cut(worker_t *w, uint64_t req_id, uint32_t bound, const char *body, size_t len, const char *what,
+                      bool cache_hit, bool first, double upstream_ms)
 {
     char *out = NULL;
     size_t out_len = 0;
     bool ok = false;
     char err[200];
-    bool shared = !cache_hit && !wt->first, upstream = !cache_hit && wt->first;
-    if (herd_places_cut(body, len, wt->bound, &out, &out_len, &ok, err, sizeof err) == 0) {
-        reply(w, wt->req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
+    bool shared = !cache_hit && !first, upstream = !cache_hit && first;
+    if (herd_places_cut(body, len, bound, &out, &out_len, &ok, err, sizeof err) == 0) {
+        reply(w, req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
         free(out);
         return ok;
     }
-    char *msg = xstrdup_printf("Places service sent a body that is not a JSON object (%s)", err);
-    reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
+    char *msg = places_printf("Places service sent a body that is not a JSON object (%s)", err);
+    places_reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
                 what, shared, upstream, upstream_ms);
     free(msg);
     return false;
@@ -247,181 +189,6 @@ static void drop_replies(worker_t *w)
     w->out_tail = NULL;
 }
 
-/* ---------------------------------------------------------------------- */
-/* Upstream calls */
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
-{
-    flight_t *f = userp;
-    size_t n = size * nmemb;
-    if (n > MAX_BODY_BYTES - f->len) {
-        f->too_large = true;
-        return 0; /* makes libcurl end the transfer with CURLE_WRITE_ERROR */
-    }
-    if (f->len + n + 1 > f->cap) {
-        size_t cap = f->cap ? f->cap : 16384;
-        while (cap < f->len + n + 1)
-            cap *= 2;
-        char *p = realloc(f->body, cap);
-        if (!p)
-            return 0;
-        f->body = p;
-        f->cap = cap;
-    }
-    memcpy(f->body + f->len, data, n);
-    f->len += n;
-    return n;
-}
-
-static void flight_free(flight_t *f)
-{
-    while (f->waiters) {
-        waiter_t *n = f->waiters->next;
-        free(f->waiters);
-        f->waiters = n;
-    }
-    if (f->easy)
-        curl_easy_cleanup(f->easy);
-    free(f->key);
-    free(f->what);
-    free(f->body);
-    free(f);
-}
-
-static bool flight_add_waiter(flight_t *f, uint64_t req_id, uint32_t bound)
-{
-    waiter_t *wt = calloc(1, sizeof *wt);
-    if (!wt)
-        return false;
-    wt->req_id = req_id;
-    wt->bound = bound;
-    wt->first = f->waiters == NULL;
-    *f->tail = wt;
-    f->tail = &wt->next;
-    return true;
-}
-
-/* Starts one upstream call. Returns NULL when it could not be started. */
-static flight_t *flight_start(worker_t *w, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
-                              herd_span_t radius_km)
-{
-    flight_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return NULL;
-    f->tail = &f->waiters;
-    f->key = strdup(key);
-    f->what = strdup(what);
-    f->easy = curl_easy_init();
-    char *url = herd_places_url(w->url, lat, lng, radius_km, w->key);
-    if (!f->key || !f->what || !f->easy || !url) {
-        free(url);
-        flight_free(f);
-        return NULL;
-    }
-    CURL *e = f->easy;
-    int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK; /* libcurl keeps its own copy */
-    bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-#if LIBCURL_VERSION_NUM >= 0x075500
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
-#else
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
-#endif
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, w->timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "herd/0.1") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, f) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, f) != CURLE_OK;
-    free(url);
-    if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK) {
-        flight_free(f);
-        return NULL;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &f->start);
-    zhashx_insert(w->flights, key, f);
-    return f;
-}
-
-/* Answers every waiter of a finished call, caches a good body, frees it. */
-static void flight_done(worker_t *w, flight_t *f, CURLcode result)
-{
-    double ms = ms_since(&f->start);
-    long code = 0;
-    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(w->multi, f->easy);
-    zhashx_delete(w->flights, f->key);
-
-    bool failed = result != CURLE_OK || f->too_large || code < 200 || code > 299;
-    if (failed) {
-        char *msg = NULL;
-        if (result == CURLE_OPERATION_TIMEDOUT)
-            msg = xstrdup_printf("Places request timed out after %ld ms", w->timeout_ms);
-        else if (f->too_large)
-            msg = xstrdup_printf("Places response is larger than %u bytes", MAX_BODY_BYTES);
-        else if (result != CURLE_OK)
-            msg = xstrdup_printf("Places request failed: %s", f->errbuf[0] ? f->errbuf : curl_easy_strerror(result));
-        else
-            msg = xstrdup_printf("Places service answered with HTTP status %ld", code);
-        scrub_key(w, &msg);
-        for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-            reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what, !wt->first,
-                        wt->first, ms);
-        free(msg);
-        flight_free(f);
-        return;
-    }
-    bool status_ok = false;
-    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-        status_ok = reply_cut(w, wt, f->body ? f->body : "", f->len, f->what, false, ms);
-    if (status_ok && f->waiters) {
-        herd_places_cache_put(w->cache, f->key, f->body, f->len, zclock_mono());
-        f->body = NULL;
-    }
-    flight_free(f);
-}
-
-static void collect_done(worker_t *w)
-{
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(w->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *e = m->easy_handle;
-        CURLcode result = m->data.result; /* m is invalid once the handle is removed */
-        char *priv = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-        if (priv)
-            flight_done(w, (flight_t *)priv, result);
-    }
-}
-
-static void abandon_flights(worker_t *w)
-{
-    for (flight_t *f = zhashx_first(w->flights); f; f = zhashx_next(w->flights)) {
-        curl_multi_remove_handle(w->multi, f->easy);
-        flight_free(f);
-    }
-    zhashx_purge(w->flights);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Requests from the node */
-
-static herd_span_t obj_span(const msgpack_object *o)
-{
-    herd_span_t s = {NULL, 0};
-    if (o->type == MSGPACK_OBJECT_STR) {
-        s.p = o->via.str.ptr;
-        s.len = o->via.str.size;
-    }
-    return s;
-}
-
 static herd_span_t strip_plus(herd_span_t v)
 {
     if (v.len > 0 && v.p[0] == '+') {
@@ -438,54 +205,45 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     size_t mcap = radius.len + 16; /* times 1000 adds at most three digits */
     char *metres = malloc(mcap);
     size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;
-    char *what = mlen ? xstrdup_printf("location=%.*s,%.*s radius=%s", (int)la.len, la.p, (int)lo.len, lo.p, metres)
+    char *what = mlen ? places_printf("location=%.*s,%.*s radius=%s", (int)la.len, la.p, (int)lo.len, lo.p, metres)
                       : NULL;
-    char *key = mlen ? xstrdup_printf("%.*s,%.*s %s", (int)la.len, la.p, (int)lo.len, lo.p, metres) : NULL;
+    /* The radius in metres, not its text: "10", "10.0" and "10.000" are one
+     * request, one call and one cache entry. */
+    char *key = mlen ? places_printf("%.*s,%.*s %s", (int)la.len, la.p, (int)lo.len, lo.p, metres) : NULL;
     if (!w->key)
-        reply_error(w, req_id, "REQUEST_DENIED", "no Places API key is configured", what, false, false, 0);
+        places_reply_error(w, req_id, "REQUEST_DENIED", "no Places API key is configured", what, false, false, 0);
     else if (!mlen)
-        reply_error(w, req_id, "UNKNOWN_ERROR", "invalid radius", NULL, false, false, 0);
+        places_reply_error(w, req_id, "UNKNOWN_ERROR", "invalid radius", NULL, false, false, 0);
     else if (!what || !key)
-        reply_error(w, req_id, "UNKNOWN_ERROR", "out of memory", NULL, false, false, 0);
+        places_reply_error(w, req_id, "UNKNOWN_ERROR", "out of memory", NULL, false, false, 0);
     else {
         size_t cached_len = 0;
         const char *cached = herd_places_cache_get(w->cache, key, zclock_mono(), &cached_len);
-        if (cached) {
-            waiter_t self = {.req_id = req_id, .bound = bound};
-            reply_cut(w, &self, cached, cached_len, what, true, 0);
-        } else {
-            /* An identical call in flight answers this request too. */
-            flight_t *f = zhashx_lookup(w->flights, key);
-            if (!f)
-                f = flight_start(w, key, what, lat, lng, radius);
-            if (!f || !flight_add_waiter(f, req_id, bound))
-                reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
-        }
+        if (cached)
+            places_reply_cut(w, req_id, bound, cached, cached_len, what, true, false, 0);
+        else
+            places_join(w, req_id, key, what, lat, lng, radius, bound);
     }
     free(metres);
     free(key);
     free(what);
 }
 
-/* Decodes one request frame; a malformed one is answered when its id can be read. */
+/* Decodes one frame from the node; a malformed one is answered when its id
+ * can be read. */
 static void handle_frame(worker_t *w, const char *data, size_t len)
 {
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == REQUEST_FIELDS) {
-        const msgpack_object *a = u.data.via.array.ptr;
-        if (a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            uint64_t id = a[0].via.u64;
-            if (a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR && a[3].type == MSGPACK_OBJECT_STR &&
-                a[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[4].via.u64 <= UINT32_MAX)
-                handle_request(w, id, obj_span(&a[1]), obj_span(&a[2]), obj_span(&a[3]), (uint32_t)a[4].via.u64);
-            else
-                reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
-        }
+    herd_places_msg_t m;
+    uint64_t id = 0;
+    if (herd_places_msg_decode_to_worker(data, len, &m, &id) != 0) {
+        if (id)
+            places_reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
+        return;
     }
-    msgpack_unpacked_destroy(&u);
+    if (m.kind == HERD_PLACES_MSG_CANCEL)
+        places_cancel(w, m.req_id);
+    else
+        handle_request(w, m.req_id, m.lat, m.lng, m.radius_km, m.bound);
 }
 
 static bool frame_is(const zmq_msg_t *m, const char *word)
@@ -523,7 +281,7 @@ static bool drain_pipe(worker_t *w, void *sock)
             end = true;
         else if (frame_is(&m, "$STOP")) {
             w->stopping = true;
-            abandon_flights(w);
+            places_abandon(w);
             drop_replies(w);
             char *ack = strdup("$STOPPED");
             if (ack)
@@ -549,8 +307,9 @@ static void worker_actor(zsock_t *pipe, void *args)
     while (!drain_pipe(w, sock)) {
         int running = 0;
         curl_multi_perform(w->multi, &running);
-        collect_done(w);
+        places_collect(w);
         flush_replies(w, sock);
+        places_pool_prune(w);
 
         /* ZMQ_FD is edge-like: only sleep when ZMQ_EVENTS, read after the
          * last send and receive above, says there is nothing to do. */
@@ -575,7 +334,7 @@ static void worker_actor(zsock_t *pipe, void *args)
             curl_multi_wait(w->multi, &extra, 1, (int)wait_ms, NULL);
         }
     }
-    abandon_flights(w);
+    places_abandon(w);
     drop_replies(w);
 }
 
@@ -587,9 +346,10 @@ static void worker_free(worker_t *w)
     if (!w)
         return;
     if (w->flights) {
-        abandon_flights(w);
+        places_abandon(w);
         zhashx_destroy(&w->flights);
     }
+    zhashx_destroy(&w->waiters);
     herd_places_cache_destroy(&w->cache);
     drop_replies(w);
     if (w->multi)
@@ -632,14 +392,24 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
             goto oom;
     }
     w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
-    w->multi = curl_multi_init();
+    w->max_in_flight = conf->max_in_flight > 0 ? conf->max_in_flight : DEFAULT_IN_FLIGHT;
+    w->max_queued = conf->max_queued >= 0 ? conf->max_queued : DEFAULT_QUEUED;
+    w->multi = places_multi_new(w->max_in_flight);
     w->flights = zhashx_new();
+    w->waiters = zhashx_new();
     w->cache = herd_places_cache_new(conf->cache_ttl_ms,
                                      conf->cache_max_entries ? conf->cache_max_entries : DEFAULT_CACHE_MAX,
                                      MAX_CACHE_BYTES);
-    if (!w->multi || !w->flights || !w->cache)
+    if (!w->multi || !w->flights || !w->waiters || !w->cache)
         goto oom;
+    /* The pipe must not refuse a request the bounds would let wait: its
+     * high-water mark (CZMQ's global pipe setting, restored at once) leaves
+     * room for every call and queued request, plus a burst of cache hits,
+     * shared requests and cancels the worker has not read yet. */
+    size_t old_hwm = zsys_pipehwm();
+    zsys_set_pipehwm((size_t)(w->max_in_flight + w->max_queued) + PIPE_SLACK);
     self->actor = zactor_new(worker_actor, w);
+    zsys_set_pipehwm(old_hwm);
     if (!self->actor) {
         snprintf(err, errlen, "places: the worker thread could not be started");
         goto fail;

@@ -15,6 +15,8 @@ As a module::
         assert places.wait_for_count(1, timeout=5)
         req = places.requests[0]             # PlacesRequest(path, query, raw_query, mode)
         assert req.query["radius"] == "10000"
+        places.peak                          # most Places requests being answered at once
+        places.gone                          # requests whose client left before the answer
 
 As a program (for tests in another language or process)::
 
@@ -29,7 +31,8 @@ until SIGTERM or SIGINT (exit status 0). It is then driven over HTTP:
     POST /__control/release   let every request held by the "hold" mode answer
     POST /__control/reset     forget requests, one-shot and location modes, release
                               held requests; default mode normal
-    GET  /__control/requests  {"count": N, "requests": [{"path", "query", "raw_query", "mode"}]}
+    GET  /__control/requests  {"count": N, "requests": [{"path", "query", "raw_query", "mode"}],
+                               "active": N, "peak": N, "gone": N}
 
 Modes and their parameters (every mode also takes "delay", seconds to wait
 before answering, and "hold": true, to wait for release() first):
@@ -56,9 +59,12 @@ and answer REQUEST_DENIED (HTTP 200, like Google) when it differs.
 import argparse
 import base64
 import json
+import select
 import signal
+import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, NamedTuple, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -206,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json; charset=UTF-8",
               headers: Optional[Dict[str, str]] = None):
+        # A request stops counting as active before its answer goes out: the
+        # client may start its next request as soon as it has the answer.
+        self._done_active()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -220,7 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
             obj = json.loads(payload.decode("utf-8")) if payload else {}
             if path == "/__control/requests":
                 reqs = [r._asdict() for r in si.requests]
-                self._send(200, json.dumps({"count": len(reqs), "requests": reqs}).encode())
+                self._send(200, json.dumps({"count": len(reqs), "requests": reqs, "active": si.active,
+                                            "peak": si.peak, "gone": si.gone}).encode())
                 return
             if path == "/__control/mode":
                 si._set_mode(Mode.from_json(obj))
@@ -240,17 +250,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, b'{"ok": true}')
 
+    def _peer_gone(self) -> bool:
+        """Whether the client closed its connection (it gave up on the answer)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _places(self, path: str, raw_query: str):
         si = self.server.standin
         query = {k: v[-1] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
         mode = si._take_mode(query.get("location"))
         si._record(PlacesRequest(path, query, raw_query, mode.mode))
+        si._enter()
+        self._counted = True  # counted as active until its answer starts (see _send)
+        try:
+            self._answer(si, mode, path, query)
+        finally:
+            self._done_active()
 
-        if mode.hold and not si._hold():
-            self.close_connection = True  # stopping: give up on the answer
+    def _done_active(self):
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.server.standin._leave()
+
+    def _answer(self, si, mode, path, query):
+        if mode.hold and not si._hold(self._peer_gone):
+            self.close_connection = True  # stopping, or the client left: give up on the answer
             return
-        if mode.delay > 0 and si._stopping.wait(mode.delay):
-            self.close_connection = True  # stopping: give up on the answer
+        if mode.delay > 0 and not si._delay(mode.delay, self._peer_gone):
+            self.close_connection = True  # stopping, or the client left: give up on the answer
             return
 
         if mode.mode == "drop":
@@ -296,6 +326,9 @@ class PlacesStandIn:
         self._queue: List[Mode] = []
         self._by_location: Dict[str, Mode] = {}
         self._release_gen = 0
+        self._active = 0  # Places requests being answered now
+        self._peak = 0  # the most at once since the last reset
+        self._gone = 0  # requests whose client left while they were held or delayed
         self._stopping = threading.Event()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -355,6 +388,31 @@ class PlacesStandIn:
         with self._lock:
             return len(self._requests)
 
+    @property
+    def active(self) -> int:
+        """Places requests being answered (held, delayed or in progress) now."""
+        with self._lock:
+            return self._active
+
+    @property
+    def peak(self) -> int:
+        """The most Places requests answered at once since start or reset()."""
+        with self._lock:
+            return self._peak
+
+    def reset_peak(self) -> None:
+        """Starts measuring the peak again from the requests active now (a
+        client that leaves is seen up to 20 ms late, so a peak across a
+        cancel may count one call twice)."""
+        with self._lock:
+            self._peak = self._active
+
+    @property
+    def gone(self) -> int:
+        """Held or delayed requests whose client closed its connection first."""
+        with self._lock:
+            return self._gone
+
     def wait_for_count(self, n: int, timeout: float = 5.0) -> bool:
         """Waits until at least n Places requests have arrived."""
         with self._lock:
@@ -385,6 +443,8 @@ class PlacesStandIn:
         requests, and makes the default mode normal again."""
         with self._lock:
             self._requests.clear()
+            self._peak = self._active
+            self._gone = 0
             self._queue.clear()
             self._by_location.clear()
             self._default = Mode("normal", results=self._default_results)
@@ -418,12 +478,48 @@ class PlacesStandIn:
             self._requests.append(req)
             self._changed.notify_all()
 
-    def _hold(self) -> bool:
-        """Waits for release(); False when the stand-in is stopping."""
+    def _enter(self) -> None:
+        with self._lock:
+            self._active += 1
+            self._peak = max(self._peak, self._active)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._changed.notify_all()
+
+    def _client_left(self) -> bool:
+        with self._lock:
+            self._gone += 1
+            self._changed.notify_all()
+        return False
+
+    def _hold(self, peer_gone=lambda: False) -> bool:
+        """Waits for release(); False when the stand-in is stopping or the
+        client left (peer_gone() is asked every 20 ms)."""
         with self._lock:
             gen = self._release_gen
-            self._changed.wait_for(lambda: self._release_gen != gen or self._stopping.is_set())
+            while not self._changed.wait_for(lambda: self._release_gen != gen or self._stopping.is_set(),
+                                             0.02):
+                self._lock.release()
+                try:
+                    if peer_gone():
+                        return self._client_left()
+                finally:
+                    self._lock.acquire()
             return not self._stopping.is_set()
+
+    def _delay(self, seconds: float, peer_gone=lambda: False) -> bool:
+        """Waits `seconds`; False when the stand-in is stopping or the client left."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if self._stopping.wait(min(left, 0.02)):
+                return False
+            if peer_gone():
+                return self._client_left()
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,14 @@
 """Abuse of a server's two ports (PROTOCOL.md sections 6 and 7).
 
 Client port: a client blasting junk does not starve another client; the
-idle timer (limits.idle_timeout_ms) is reset by every byte received, so a
-drip faster than the timeout stays connected and its command is answered
-while a slower one is cut; a client that does not read is cut once its
-unsent output passes limits.max_output_bytes; connections past
-limits.max_clients are refused. Each is logged.
+idle time (limits.idle_timeout_ms) counts from the last complete, non-empty
+command line, so a connection trickling bytes or sending empty lines is cut
+while one sending commands stays; a client that does not read is cut once
+its unsent output passes limits.max_output_bytes; connections past
+limits.max_clients, or past the process's descriptor limit, are refused,
+logged with the peer and the limit, and counted in /metrics; a line of
+100 KB without a newline gets its "? " answer and a clean close (lingering
+close), not a reset.
 
 Peer port: raw garbage, undecodable and oversized ZeroMQ messages, and
 well-formed UPDATES carrying absurd AT lines, sent by a hand-made ZMTP 3.0
@@ -22,16 +25,19 @@ pacing of a deliberately slow client.
 Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v test_abuse
 """
 
+import os
 import random
 import re
+import resource
 import socket
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 
-from herdtest import (AT_RE_B, POS, HerdTestCase, HerdTimeout, iamat_line, now_text, ns_text,
-                      wait_until)
+from herdtest import (AT_RE_B, POS, HerdTestCase, HerdTimeout, free_ports, iamat_line, now_text,
+                      ns_text, wait_until)
 from peerwire import (Zmtp, mp_hello, mp_updates, raw_connection, zmtp_frame_header,
                       zmtp_greeting)
 
@@ -91,6 +97,15 @@ class AbuseCase(HerdTestCase):
                 times.append(took)
                 self.assertLess(took, PROMPT, "IAMAT #%d took %.3fs %s" % (len(times), took, what))
         return times
+
+
+def refused_counts(herd, name):
+    """herd_connections_refused_total by reason, from `name`'s /metrics."""
+    port = herd.topology["servers"][name]["admin_port"]
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=REQ_TIMEOUT) as r:
+        text = r.read().decode()
+    found = dict(re.findall(r'(?m)^herd_connections_refused_total\{reason="(\w+)"\} (\d+)$', text))
+    return {k: int(v) for k, v in found.items()}
 
 
 class Pump(threading.Thread):
@@ -173,50 +188,90 @@ class ClientAbuseTest(AbuseCase):
     FAST_GAP = 0.05
     SLOW_GAP = 2.0
 
-    def test_a_drip_faster_than_the_idle_timeout_stays_and_is_answered(self):
+    def trickle_until_cut(self, c, data):
+        """Sends `data` a few bytes at a time, FAST_GAP apart, until the
+        server closes the connection; returns the seconds that took, or fails
+        when all of it went out first."""
+        start = time.monotonic()
+        for i in range(0, len(data), 2):
+            try:
+                c.send(data[i:i + 2])
+            except OSError:  # already closed: the reset of a write after the close
+                break
+            # The pacing under test, and the wait for the server's close.
+            if c.closed(self.FAST_GAP):
+                break
+        else:
+            self.fail("sent %d bytes over %.1fs without being cut" % (len(data), time.monotonic() - start))
+        return time.monotonic() - start
+
+    def test_a_command_trickled_byte_by_byte_is_idle(self):
+        """Bytes that never complete a line do not keep a connection: it is
+        cut IDLE_MS after it opened, before its command is complete."""
+        self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
+        self.herd.start("Bailey")
+        cid = b"drip" + uuid.uuid4().hex[:6].encode()
+        line = iamat_line(cid, b"+1+1", b"1621464827") + b" " * 200 + b"\n"
+        with self.herd.connect("Bailey") as c:
+            took = self.trickle_until_cut(c, line)
+            self.assertEqual(c.pending, b"", "a partial command got an answer")
+        self.assertGreaterEqual(took, self.IDLE_MS / 1000 - 0.05, "cut before the idle timeout")
+        self.herd.wait_log("Bailey", re.compile(
+            r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): idle timeout$" % c.local_port))
+        self.assertEqual(self.stored_at(self.herd, "Bailey", cid), None)
+        self.assertServes("Bailey", "after the idle cut")
+
+    def test_empty_lines_do_not_keep_a_connection(self):
+        """Lines of only white space are no commands: a connection sending
+        them every FAST_GAP is cut at the idle timeout, after one command."""
+        self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
+        self.herd.start("Bailey")
+        with self.herd.connect("Bailey") as c:
+            c.send(b"HELLO\n")
+            self.assertEqual(c.recv_line(REQ_TIMEOUT), b"? HELLO\n")
+            took = self.trickle_until_cut(c, b"\n \r\n\t\n" * 40)
+            self.assertEqual(c.pending, b"")
+        self.assertGreaterEqual(took, self.IDLE_MS / 1000 - 0.05, "cut before the idle timeout")
+        self.herd.wait_log("Bailey", re.compile(
+            r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): idle timeout$" % c.local_port))
+
+    def test_commands_faster_than_the_idle_timeout_keep_a_connection(self):
+        """Complete commands, each well inside the idle timeout, keep a
+        connection for several timeouts; every one is answered."""
         self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
         self.herd.start("Bailey")
         mark = self.herd.log_size("Bailey")
-        cid = b"drip" + uuid.uuid4().hex[:6].encode()
-        line = iamat_line(cid, b"+1+1", b"1621464827") + b"\n"
         with self.herd.connect("Bailey") as c:
             start = time.monotonic()
-            for i in range(len(line)):
-                c.send(line[i:i + 1])
-                if i + 1 < len(line):
-                    # The pacing under test: a byte every FAST_GAP seconds.
-                    time.sleep(self.FAST_GAP)  # drip pacing, well inside the server's idle deadline
-                    self.assertEqual(c.pending, b"")
-            reply = c.recv_line(REQ_TIMEOUT)
-            elapsed = time.monotonic() - start
-            self.assertGreater(elapsed, 2 * self.IDLE_MS / 1000,
-                               "the drip did not outlast the timeout")
-            m = AT_RE_B.match(reply[:-1])
-            self.assertTrue(m, reply)
-            self.assertEqual(b"IAMAT " + m.group(3) + b" " + m.group(4) + b" " + m.group(5) + b"\n",
-                             line)
-            # Still open after the answer; half-closing ends it cleanly.
+            n = 0
+            while time.monotonic() - start < 4 * self.IDLE_MS / 1000:
+                self.timed_iamat(c, "Bailey", uid("steady%d" % n))
+                n += 1
+                # The pacing under test: a command every 2 * FAST_GAP.
+                self.assertFalse(c.closed(2 * self.FAST_GAP), "cut after %d commands" % n)
             c.shutdown_write()
             self.assertEqual(c.read_to_eof(REQ_TIMEOUT), b"")
-        self.assertEqual(self.stored_at(self.herd, "Bailey", cid), reply[:-1])
-        log = self.herd.log_since("Bailey", mark)
-        self.assertNotIn("idle timeout", log)
-        self.assertRegex(log, r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): client done$"
-                         % c.local_port)
+        self.wait_since("Bailey", mark, r"^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): client done$"
+                        % c.local_port)
+        self.assertNotIn("idle timeout", self.herd.log_since("Bailey", mark))
         self.assertCleanExit(self.herd, "Bailey")
 
-    def test_a_drip_slower_than_the_idle_timeout_is_cut(self):
+    def test_a_partial_command_after_a_command_is_cut_at_the_idle_timeout(self):
+        """Idle time counts from the last command: a command, then two bytes
+        of the next FAST_GAP apart (the next would come SLOW_GAP later): the
+        connection is cut IDLE_MS after the command's answer, not after the
+        last byte."""
         self.herd = self.make_herd(servers=["Bailey"], limits={"idle_timeout_ms": self.IDLE_MS})
         self.herd.start("Bailey")
         with self.herd.connect("Bailey") as c:
-            # Two bytes FAST_GAP apart; the next would come SLOW_GAP later,
-            # but the server cuts it IDLE_MS after the last one.
+            c.send(b"HELLO\n")
+            self.assertEqual(c.recv_line(REQ_TIMEOUT), b"? HELLO\n")
+            answered = time.monotonic()
             c.send(b"I")
             time.sleep(self.FAST_GAP)  # drip pacing, well inside the server's idle deadline
             c.send(b"A")
-            sent = time.monotonic()
             self.assertTrue(c.closed(self.SLOW_GAP), "not cut before its next byte was due")
-            waited = time.monotonic() - sent
+            waited = time.monotonic() - answered
             self.assertEqual(c.pending, b"", "a partial command got an answer")
         self.assertGreaterEqual(waited, self.IDLE_MS / 1000 - 0.01, "cut before the idle timeout")
         self.herd.wait_log("Bailey", re.compile(
@@ -290,9 +345,17 @@ class ClientAbuseTest(AbuseCase):
                             % late.getsockname()[1])
         self.assertCleanExit(self.herd, "Bailey")
 
+    def admin_herd(self, **kw):
+        """One server, Bailey, with an admin port."""
+        herd = self.make_herd(servers=["Bailey"], **kw)
+        herd.topology["servers"]["Bailey"]["admin_port"] = free_ports(1)[0]
+        herd.write_topology()
+        return herd
+
     def test_connections_past_max_clients_are_refused_and_logged(self):
-        self.herd = self.make_herd(servers=["Bailey"], limits={"max_clients": 3})
+        self.herd = self.admin_herd(limits={"max_clients": 3})
         self.herd.start("Bailey")
+        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 0, "descriptors": 0})
         clients = [self.herd.connect("Bailey") for _ in range(3)]
         for c in clients:
             self.addCleanup(c.close)
@@ -306,6 +369,7 @@ class ClientAbuseTest(AbuseCase):
             % extra.local_port))
         for c in clients:   # the three are unharmed
             self.timed_iamat(c, "Bailey", uid("still"))
+        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 1, "descriptors": 0})
 
         # One leaves; then a newcomer is let in.
         mark = self.herd.log_size("Bailey")
@@ -315,6 +379,70 @@ class ClientAbuseTest(AbuseCase):
                         % clients[0].local_port)
         with self.herd.connect("Bailey") as newcomer:
             self.timed_iamat(newcomer, "Bailey", uid("newcomer"))
+        self.assertCleanExit(self.herd, "Bailey")
+
+
+    def test_connections_past_the_descriptor_limit_are_refused_logged_and_counted(self):
+        """With the server's RLIMIT_NOFILE lowered to a few more than it has
+        open, clients connect until one is refused: it is closed at once (not
+        left in the backlog), the log names its address and the limit, the
+        metric counts it, and the server serves again once descriptors free."""
+        self.herd = self.admin_herd()
+        self.herd.start("Bailey")
+        pid = self.herd.pid("Bailey")
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        limit = len(os.listdir("/proc/%d/fd" % pid)) + 3
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+        held, refused = [], None
+        for i in range(20):
+            c = self.herd.connect("Bailey")
+            self.addCleanup(c.close)
+            c.send(iamat_line(uid("fd%d" % i)) + b"\n")
+            try:
+                c.recv_line(REQ_TIMEOUT)
+            except HerdTimeout:
+                self.assertTrue(c.eof, "connection %d neither answered nor closed" % i)
+                self.assertEqual(c.pending, b"")
+                refused = c
+                break
+            held.append(c)
+        self.assertIsNotNone(refused, "20 connections at a limit of %d descriptors" % limit)
+        self.assertGreaterEqual(len(held), 1)
+        self.herd.wait_log("Bailey", re.compile(
+            r"(?m)^\S+ refused connection from 127\.0\.0\.1:%d: out of file descriptors "
+            r"\(the process limit RLIMIT_NOFILE, %d, is reached\)$" % (refused.local_port, limit)))
+        for c in held:
+            self.timed_iamat(c, "Bailey", uid("still"))   # the held ones are unharmed
+            c.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        wait_until(lambda: refused_counts(self.herd, "Bailey").get("descriptors", 0) >= 1,
+                   REQ_TIMEOUT, msg="herd_connections_refused_total{reason=\"descriptors\"}")
+        self.assertEqual(refused_counts(self.herd, "Bailey")["max_clients"], 0)
+        self.assertServes("Bailey", "after running out of descriptors")
+        self.assertCleanExit(self.herd, "Bailey")
+
+    def test_a_100_kb_line_gets_its_answer_and_a_clean_close(self):
+        """A line of 100 KB without a newline (and 1 MB, sent while the
+        server answers) gets "? ", its first 4096 bytes and LF, then a clean
+        end of stream: the server stops writing and drains what is left
+        before it closes, so no reset destroys the answer."""
+        self.herd = self.make_herd(servers=["Bailey"])
+        self.herd.start("Bailey")
+        for size in (100 * 1024, 1024 * 1024):
+            with self.subTest(size=size):
+                line = bytes(random.Random(size).choice(b"abcdefghij") for _ in range(size))
+                with self.herd.connect("Bailey") as c:
+                    sender = Pump(lambda: c.sock.sendall(line))
+                    sender.start()
+                    got = c.read_to_eof(REQ_TIMEOUT)
+                    self.assertFalse(c.reset, "the connection was reset after %d bytes" % len(got))
+                    sender.join(REQ_TIMEOUT)
+                    self.assertIsNone(sender.error, "the client could not send its line: %r"
+                                      % sender.error)
+                self.assertEqual(got, b"? " + line[:4096] + b"\n")
+                self.herd.wait_log("Bailey", re.compile(
+                    r"(?m)^\S+ conn \d+ closed \(127\.0\.0\.1:%d\): closed after error$" % c.local_port))
+        self.assertServes("Bailey", "after the long lines")
         self.assertCleanExit(self.herd, "Bailey")
 
 

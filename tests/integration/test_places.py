@@ -583,6 +583,166 @@ class WhatsatTest(PlacesCase):
         self.assertEqual(self.herd.state(S, settle=0.05), "")
 
 
+def replies_of(clients, want, timeout=10):
+    """Waits until `want` of `clients` have a whole reply (through its blank
+    line); returns {client index: reply}."""
+    got = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < want:
+        if time.monotonic() > deadline:
+            raise HerdTimeout("%d of %d replies after %gs" % (len(got), want, timeout))
+        for i, c in enumerate(clients):
+            if i not in got:
+                try:
+                    got[i] = c.recv_until(b"\n\n", timeout=0.01)
+                except HerdTimeout:
+                    if c.eof:
+                        raise
+    return got
+
+
+class BoundsTest(PlacesCase):
+    """places.max_in_flight = 4, places.max_queued = 8 (PROTOCOL.md section 6)."""
+
+    herd_kw = {"places": {"max_in_flight": 4, "max_queued": 8}}
+
+    def ask_all(self, cid, radii):
+        clients = [self.herd.connect(S) for _ in radii]
+        for c, r in zip(clients, radii):
+            self.addCleanup(c.close)
+            c.send(b"WHATSAT %s %s 2\n" % (cid, r.encode()))
+        return clients
+
+    def test_in_flight_and_queue_bounds(self):
+        """20 different WHATSATs while the service holds every call: 4 calls
+        run, 8 wait, 8 are answered at once with UNKNOWN_ERROR. A client of a
+        running call leaving lets a queued call start; the rest are answered
+        in full, never more than 4 calls at once."""
+        cid, pos, loc, at = self.located("bounds")
+        self.places.set_mode("hold")
+        radii = [str(i + 1) for i in range(20)]
+        clients = self.ask_all(cid, radii)
+        refused = replies_of(clients, 8)
+        for i, reply in refused.items():
+            obj = self.assertErrorReply(reply, at)
+            self.assertIn("places.max_queued", obj["error_message"])
+        # Every request has reached the worker now (the refused ones came
+        # after the others in its order), and its calls are started; they
+        # reach the stand-in a moment later. A fifth call would show in the
+        # final count (12 = the 4 first calls and the 8 queued).
+        wait_until(lambda: self.places.count >= 4, msg="calls: %d" % self.places.count)
+        self.assertEqual(self.places.count, 4, [r.query["radius"] for r in self.places.requests])
+        wait_until(lambda: self.places.active == 4, msg="active calls: %d" % self.places.active)
+        self.assertEqual(self.places.peak, 4)
+        running = {str(int(r.query["radius"]) // 1000) for r in self.places.requests}
+        self.assertFalse(running & {radii[i] for i in refused}, "a refused WHATSAT made a call")
+
+        # The client of one running call leaves: its call is stopped and a
+        # queued one takes the slot.
+        leaver = next(i for i, r in enumerate(radii) if r in running)
+        clients[leaver].sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        clients[leaver].close()
+        wait_until(lambda: self.places.gone == 1 and self.places.count == 5,
+                   msg="gone %d, calls %d" % (self.places.gone, self.places.count))
+        wait_until(lambda: self.places.active == 4, msg="active calls %d" % self.places.active)
+        self.places.reset_peak()
+
+        rest = [i for i in range(20) if i not in refused and i != leaver]
+        deadline = time.monotonic() + 20
+        answered = {}
+        while len(answered) < len(rest):
+            self.assertLess(time.monotonic(), deadline, "answered %d of %d" % (len(answered), len(rest)))
+            self.places.release()
+            for i in rest:
+                if i not in answered:
+                    try:
+                        answered[i] = clients[i].recv_until(b"\n\n", timeout=0.01)
+                    except HerdTimeout:
+                        if clients[i].eof:
+                            raise
+        for k, reply in answered.items():
+            r = radii[k]
+            self.assertEqual(reply, whatsat_reply(at, standin_body(loc, r + "000"), 2), "radius " + r)
+        self.assertEqual(self.places.count, 12)
+        self.assertLessEqual(self.places.peak, 4)
+
+    def test_radius_texts_of_the_same_metres_share_one_call(self):
+        """10, 10.0, 10.000 and 010 km are one request: one call, one answer."""
+        cid, pos, loc, at = self.located("metres")
+        bar_cid, bar_pos, bar_loc, bar_at = self.located("barrier")
+        self.places.set_mode("hold")
+        self.places.set_location_mode(bar_loc, "normal")
+        radii = ["10", "10.0", "10.000", "010"]
+        clients = self.ask_all(cid, radii)
+        self.assertTrue(self.places.wait_for_count(1), "no Places call")
+        wait_until(lambda: all(self.log_count("WHATSAT %s %s 2" % (cid.decode(), r)) for r in radii),
+                   msg="the server did not log the four WHATSATs")
+        # A barrier, as in test_identical_concurrent_whatsats_make_one_call.
+        self.assertEqual(self.whatsat(bar_cid, "10", 2), whatsat_reply(bar_at, standin_body(bar_loc, "10000"), 2))
+        first = self.release_and_recv(clients[0])
+        replies = [first] + [c.recv_until(b"\n\n") for c in clients[1:]]
+        for reply in replies:
+            self.assertEqual(reply, whatsat_reply(at, standin_body(loc, "10000"), 2))
+        self.assertEqual(len(self.requests_for(loc)), 1)
+        # And one cache entry: a later "10.00" is a cache hit.
+        self.assertEqual(self.whatsat(cid, "10.00", 2), whatsat_reply(at, standin_body(loc, "10000"), 2))
+        self.assertEqual(len(self.requests_for(loc)), 1)
+
+    def test_a_call_nobody_waits_for_is_cancelled(self):
+        """Two clients wait on one call: the first leaving does not stop it;
+        the second leaving does (the service sees its client go)."""
+        cid, pos, loc, at = self.located("cancel")
+        self.places.set_mode("hold")
+        a, b = self.ask_all(cid, ["7", "7.0"])
+        self.assertTrue(self.places.wait_for_count(1), "no Places call")
+        wait_until(lambda: self.log_count("WHATSAT %s 7.0 2" % cid.decode()) >= 1, msg="the second WHATSAT")
+        for c in (a, b):
+            port = c.local_port
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            wait_until(lambda: re.search(r"closed[^\n]*:%d\b" % port, self.herd.log_text(S)),
+                       msg="the server did not log port %d closing" % port)
+            if c is a:
+                # The call goes on for b: a later WHATSAT barrier shows the
+                # worker has handled a's cancel by the time it is answered.
+                bar_cid, bar_pos, bar_loc, bar_at = self.located("barrier")
+                self.places.set_location_mode(bar_loc, "normal")
+                self.whatsat(bar_cid, "10", 2)
+                self.assertEqual(self.places.gone, 0, "the call stopped while b still waited")
+        # Well before the call's own timeout (5 s), which would also end it.
+        wait_until(lambda: self.places.gone == 1, timeout=2, msg="the call was not cancelled")
+        self.assertEqual(len(self.requests_for(loc)), 1)
+
+
+class DeadlineTest(PlacesCase):
+    """places.timeout_ms = 1500, max_in_flight = 1: a WHATSAT waiting in the
+    queue is answered by the node's own deadline (timeout + 1 s)."""
+
+    herd_kw = {"places": {"timeout_ms": 1500, "max_in_flight": 1}}
+
+    def test_every_whatsat_is_answered_by_its_deadline(self):
+        cid, pos, loc, at = self.located("deadline")
+        self.places.set_mode("hold")  # never released during the test
+        clients = [self.herd.connect(S) for _ in range(3)]
+        t0 = time.monotonic()
+        for i, c in enumerate(clients):
+            self.addCleanup(c.close)
+            c.send(b"WHATSAT %s %d 2\n" % (cid, i + 1))
+        replies = replies_of(clients, 3, timeout=10)
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 1.5 + 1.0 + 0.8, "the last answer came after %.2fs" % elapsed)
+        messages = [self.assertErrorReply(r, at)["error_message"] for r in replies.values()]
+        self.assertEqual(messages.count("the Places request was not answered within 2500 ms"), 2, messages)
+        self.assertEqual(len([m for m in messages if "timed out after 1500 ms" in m]), 1, messages)
+        # The first call timed out upstream (libcurl left it); the second
+        # started then and was cancelled at the deadline; the third never
+        # left the queue.
+        wait_until(lambda: self.places.gone == 2, msg="the second call was not cancelled")
+        self.assertEqual(self.places.count, 2)
+        self.places.set_mode("normal")
+        self.assertEqual(self.whatsat(cid, "9", 2), whatsat_reply(at, standin_body(loc, "9000"), 2))
+
+
 class NoCacheTest(PlacesCase):
     """places.cache_ttl_ms = 0: every WHATSAT is asked upstream."""
 

@@ -270,14 +270,26 @@ static void wait_count(size_t n, int timeout_ms)
 /* ---------------------------------------------------------------------- */
 /* The worker */
 
-static void start_worker(const char *url, const char *key, long timeout_ms, long ttl_ms, size_t cache_max)
+static void start_bounded_worker(const char *url, const char *key, long timeout_ms, long ttl_ms, size_t cache_max,
+                                 long max_in_flight, long max_queued)
 {
-    herd_places_conf_t conf = {
-        .url = url, .key = key, .timeout_ms = timeout_ms, .cache_ttl_ms = ttl_ms, .cache_max_entries = cache_max};
+    herd_places_conf_t conf = {.url = url,
+                               .key = key,
+                               .timeout_ms = timeout_ms,
+                               .cache_ttl_ms = ttl_ms,
+                               .cache_max_entries = cache_max,
+                               .max_in_flight = max_in_flight,
+                               .max_queued = max_queued};
     char err[256] = "";
     places = herd_places_new(&conf, err, sizeof err);
     if (!places)
         fail_msg("herd_places_new: %s", err);
+}
+
+/* A worker with the default bounds (64 calls, 4096 waiting). */
+static void start_worker(const char *url, const char *key, long timeout_ms, long ttl_ms, size_t cache_max)
+{
+    start_bounded_worker(url, key, timeout_ms, ttl_ms, cache_max, 0, -1);
 }
 
 static void request(uint64_t id, const char *lat, const char *lng, const char *radius, uint32_t bound)
@@ -814,6 +826,55 @@ static void test_destroy_with_calls_in_flight(void **state)
     assert_true(now_ms() - t0 < 1000);
 }
 
+/* Two calls at once, two requests waiting, the rest refused at once; a
+ * cancel stops a running call (a queued one takes its slot) or takes a
+ * request out of the queue, and a cancelled request gets no reply. */
+static void test_bounds_and_cancels(void **state)
+{
+    (void)state;
+    control_post("mode", "{\"mode\": \"hold\"}");
+    start_bounded_worker(standin_url, KEY, 30000, 0, 0, 2, 2);
+    for (uint64_t id = 1; id <= 6; id++) {
+        char radius[8];
+        snprintf(radius, sizeof radius, "%u", (unsigned)id);
+        request(id, "+1", "+1", radius, 1);
+    }
+    herd_places_reply_t r[2];
+    assert_int_equal(collect(r, 2, 5000), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(r[i].req_id, 5 + i);
+        assert_non_null(strstr(r[i].json, "places.max_queued is 2"));
+        assert_false(r[i].upstream);
+        herd_places_reply_free(&r[i]);
+    }
+    wait_count(2, 5000);
+    assert_int_equal(herd_places_cancel(places, 1), 0); /* running: stopped, 3 starts */
+    wait_count(3, 5000);
+    assert_int_equal(herd_places_cancel(places, 4), 0); /* queued: never called */
+    assert_int_equal(herd_places_cancel(places, 99), 0); /* unknown: ignored */
+    herd_places_reply_t got[2];
+    size_t n = 0;
+    int64_t deadline = now_ms() + 5000;
+    while (n < 2 && now_ms() < deadline) {
+        control_post("release", "{}");
+        n += collect(got + n, 2 - n, 50);
+    }
+    assert_int_equal(n, 2);
+    uint64_t ids = 0;
+    for (size_t i = 0; i < 2; i++) {
+        assert_null(got[i].note);
+        ids |= 1u << got[i].req_id;
+        herd_places_reply_free(&got[i]);
+    }
+    assert_int_equal(ids, (1u << 2) | (1u << 3));
+    /* A barrier: the next reply is this one's, not one for 1 or 4. */
+    request(8, "+1", "+1", "ten", 1);
+    one_reply(&r[0], 5000);
+    assert_int_equal(r[0].req_id, 8);
+    herd_places_reply_free(&r[0]);
+    assert_int_equal(standin_count(), 3);
+}
+
 /* A radius that is not a number gets an error object, and no call. */
 static void test_invalid_radius(void **state)
 {
@@ -861,6 +922,7 @@ int main(void)
         T(test_worker_never_blocks_on_the_pipe),
         T(test_destroy_with_calls_in_flight),
         T(test_invalid_radius),
+        T(test_bounds_and_cancels),
         T(test_new_rejects_missing_url),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,0 +1,373 @@
+/* herd_places_flight: the Places worker's upstream calls: at most
+ * max_in_flight at once over a bounded libcurl pool, a queue of at most
+ * max_queued requests for a free slot, one call per distinct request shared
+ * by every request that waits for it, and cancels that stop a call nobody
+ * waits for any more. Runs on the worker thread; see herd_places_worker.h. */
+#include "herd_places_worker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd_places.h"
+
+/* Idle upstream connections: libcurl drops one older than MAXAGE_CONN_S
+ * when it looks for one to reuse, and the whole pool is closed once no call
+ * has run for POOL_IDLE_MS (libcurl keeps idle connections open otherwise). */
+#define MAXAGE_CONN_S 30L
+#define POOL_IDLE_MS  30000
+
+/* ---------------------------------------------------------------------- */
+/* The connection pool */
+
+/* A multi handle whose pool holds at most max_in_flight connections. */
+CURLM *places_multi_new(long max_in_flight)
+{
+    CURLM *m = curl_multi_init();
+    if (m && (curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_in_flight) != CURLM_OK ||
+              curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, max_in_flight) != CURLM_OK)) {
+        curl_multi_cleanup(m);
+        m = NULL;
+    }
+    return m;
+}
+
+/* Closes every idle upstream connection once no call has run for
+ * POOL_IDLE_MS, by replacing the multi handle (no transfer is attached to
+ * it then). */
+void places_pool_prune(worker_t *w)
+{
+    if (!w->pool_used || w->in_flight || zclock_mono() - w->idle_since < POOL_IDLE_MS)
+        return;
+    CURLM *fresh = places_multi_new(w->max_in_flight);
+    if (!fresh)
+        return;
+    curl_multi_cleanup(w->multi);
+    w->multi = fresh;
+    w->pool_used = false;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Upstream calls */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    flight_t *f = userp;
+    size_t n = size * nmemb;
+    if (n > MAX_BODY_BYTES - f->len) {
+        f->too_large = true;
+        return 0; /* makes libcurl end the transfer with CURLE_WRITE_ERROR */
+    }
+    if (f->len + n + 1 > f->cap) {
+        size_t cap = f->cap ? f->cap : 16384;
+        while (cap < f->len + n + 1)
+            cap *= 2;
+        char *p = realloc(f->body, cap);
+        if (!p)
+            return 0;
+        f->body = p;
+        f->cap = cap;
+    }
+    memcpy(f->body + f->len, data, n);
+    f->len += n;
+    return n;
+}
+
+static void id_text(uint64_t id, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%" PRIx64, id);
+}
+
+/* Removes a waiter from the cancel index and frees it. */
+static void waiter_forget(worker_t *w, waiter_t *wt)
+{
+    char k[24];
+    id_text(wt->req_id, k, sizeof k);
+    zhashx_delete(w->waiters, k);
+    free(wt);
+}
+
+/* Frees a flight that is in no table, queue or multi handle any more; its
+ * waiters are forgotten unanswered. */
+static void flight_free(worker_t *w, flight_t *f)
+{
+    while (f->waiters) {
+        waiter_t *n = f->waiters->next;
+        waiter_forget(w, f->waiters);
+        f->waiters = n;
+    }
+    if (f->easy)
+        curl_easy_cleanup(f->easy);
+    if (f->url)
+        memset(f->url, 0, strlen(f->url)); /* it holds the key */
+    free(f->url);
+    free(f->key);
+    free(f->what);
+    free(f->body);
+    free(f);
+}
+
+static bool flight_add_waiter(worker_t *w, flight_t *f, uint64_t req_id, uint32_t bound)
+{
+    waiter_t *wt = calloc(1, sizeof *wt);
+    char k[24];
+    id_text(req_id, k, sizeof k);
+    if (!wt || zhashx_insert(w->waiters, k, wt) != 0) {
+        free(wt); /* out of memory, or an id already waiting: refused */
+        return false;
+    }
+    wt->req_id = req_id;
+    wt->bound = bound;
+    wt->flight = f;
+    *f->tail = wt;
+    f->tail = &wt->next;
+    f->n_waiters++;
+    if (!f->running)
+        w->queued++;
+    return true;
+}
+
+/* A flight, not yet running, in the table. Returns NULL when out of memory. */
+static flight_t *flight_new(worker_t *w, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
+                            herd_span_t radius_km)
+{
+    flight_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->tail = &f->waiters;
+    f->key = strdup(key);
+    f->what = strdup(what);
+    f->url = herd_places_url(w->url, lat, lng, radius_km, w->key);
+    if (!f->key || !f->what || !f->url || zhashx_insert(w->flights, key, f) != 0) {
+        flight_free(w, f);
+        return NULL;
+    }
+    return f;
+}
+
+static void queue_unlink(worker_t *w, flight_t *f)
+{
+    if (f->q_prev)
+        f->q_prev->q_next = f->q_next;
+    else
+        w->q_head = f->q_next;
+    if (f->q_next)
+        f->q_next->q_prev = f->q_prev;
+    else
+        w->q_tail = f->q_prev;
+    f->q_prev = f->q_next = NULL;
+}
+
+static void queue_push(worker_t *w, flight_t *f)
+{
+    f->q_prev = w->q_tail;
+    f->q_next = NULL;
+    if (w->q_tail)
+        w->q_tail->q_next = f;
+    else
+        w->q_head = f;
+    w->q_tail = f;
+}
+
+/* Starts the transfer of a flight. Returns -1 when it could not start. */
+static int flight_run(worker_t *w, flight_t *f)
+{
+    CURL *e = f->easy = curl_easy_init();
+    if (!e)
+        return -1;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, f->url) != CURLE_OK; /* libcurl keeps its own copy */
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+#else
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
+#endif
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, w->timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, MAXAGE_CONN_S) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "herd/0.1") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, f) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, f->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, f) != CURLE_OK;
+    if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &f->start);
+    f->running = true;
+    w->in_flight++;
+    w->pool_used = true;
+    return 0;
+}
+
+/* Answers every waiter of a flight that could not start, and frees it. */
+static void flight_fail(worker_t *w, flight_t *f, const char *message)
+{
+    zhashx_delete(w->flights, f->key);
+    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+        places_reply_error(w, wt->req_id, "UNKNOWN_ERROR", message, f->what, false, false, 0);
+    flight_free(w, f);
+}
+
+/* Starts queued flights while there are free slots. */
+static void start_queued(worker_t *w)
+{
+    while (w->q_head && (long)w->in_flight < w->max_in_flight) {
+        flight_t *f = w->q_head;
+        queue_unlink(w, f);
+        w->queued -= f->n_waiters;
+        if (flight_run(w, f) != 0)
+            flight_fail(w, f, "could not start the Places request");
+    }
+}
+
+/* A running flight leaves the multi handle (done or cancelled). */
+static void flight_stop(worker_t *w, flight_t *f)
+{
+    curl_multi_remove_handle(w->multi, f->easy);
+    zhashx_delete(w->flights, f->key);
+    f->running = false;
+    w->in_flight--;
+    if (!w->in_flight)
+        w->idle_since = zclock_mono();
+}
+
+/* Answers every waiter of a finished call, caches a good body, frees it. */
+static void flight_done(worker_t *w, flight_t *f, CURLcode result)
+{
+    double ms = places_ms_since(&f->start);
+    long code = 0;
+    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
+    flight_stop(w, f);
+
+    bool failed = result != CURLE_OK || f->too_large || code < 200 || code > 299;
+    if (failed) {
+        char *msg = NULL;
+        if (result == CURLE_OPERATION_TIMEDOUT)
+            msg = places_printf("Places request timed out after %ld ms", w->timeout_ms);
+        else if (f->too_large)
+            msg = places_printf("Places response is larger than %u bytes", MAX_BODY_BYTES);
+        else if (result != CURLE_OK)
+            msg = places_printf("Places request failed: %s", f->errbuf[0] ? f->errbuf : curl_easy_strerror(result));
+        else
+            msg = places_printf("Places service answered with HTTP status %ld", code);
+        places_scrub_key(w, &msg);
+        for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+            places_reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what,
+                        wt != f->waiters, wt == f->waiters, ms);
+        free(msg);
+        flight_free(w, f);
+        return;
+    }
+    bool status_ok = false;
+    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
+        status_ok = places_reply_cut(w, wt->req_id, wt->bound, f->body ? f->body : "", f->len, f->what, false,
+                              wt == f->waiters, ms);
+    if (status_ok && f->waiters) {
+        herd_places_cache_put(w->cache, f->key, f->body, f->len, zclock_mono());
+        f->body = NULL;
+    }
+    flight_free(w, f);
+}
+
+void places_collect(worker_t *w)
+{
+    CURLMsg *m;
+    int left;
+    bool any = false;
+    while ((m = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode result = m->data.result; /* m is invalid once the handle is removed */
+        char *priv = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+        if (priv) {
+            flight_done(w, (flight_t *)priv, result);
+            any = true;
+        }
+    }
+    if (any)
+        start_queued(w);
+}
+
+/* The node no longer wants req_id's answer: forget it, and stop its call
+ * (or take it out of the queue) when nobody else waits for it. */
+void places_cancel(worker_t *w, uint64_t req_id)
+{
+    char k[24];
+    id_text(req_id, k, sizeof k);
+    waiter_t *wt = zhashx_lookup(w->waiters, k);
+    if (!wt)
+        return; /* already answered */
+    flight_t *f = wt->flight;
+    waiter_t **at = &f->waiters;
+    while (*at != wt)
+        at = &(*at)->next;
+    *at = wt->next;
+    if (f->tail == &wt->next)
+        f->tail = at;
+    f->n_waiters--;
+    if (!f->running)
+        w->queued--;
+    waiter_forget(w, wt);
+    if (f->waiters)
+        return;
+    if (f->running) {
+        flight_stop(w, f);
+        flight_free(w, f);
+        start_queued(w);
+    } else {
+        queue_unlink(w, f);
+        zhashx_delete(w->flights, f->key);
+        flight_free(w, f);
+    }
+}
+
+void places_abandon(worker_t *w)
+{
+    for (flight_t *f = zhashx_first(w->flights); f; f = zhashx_next(w->flights)) {
+        if (f->running)
+            curl_multi_remove_handle(w->multi, f->easy);
+        flight_free(w, f);
+    }
+    zhashx_purge(w->flights);
+    w->q_head = w->q_tail = NULL;
+    w->in_flight = w->queued = 0;
+}
+
+void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what, herd_span_t lat,
+                        herd_span_t lng, herd_span_t radius, uint32_t bound)
+{
+    flight_t *f = zhashx_lookup(w->flights, key); /* an identical call answers this one too */
+    bool full = (!f || !f->running) && (long)w->queued >= w->max_queued &&
+                !(!f && (long)w->in_flight < w->max_in_flight);
+    if (full) {
+        char *msg = places_printf("too many Places requests are waiting (places.max_queued is %ld)", w->max_queued);
+        places_reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "too many Places requests are waiting", what, false,
+                    false, 0);
+        free(msg);
+        return;
+    }
+    bool fresh = !f;
+    if (fresh && !(f = flight_new(w, key, what, lat, lng, radius))) {
+        places_reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        return;
+    }
+    if (!flight_add_waiter(w, f, req_id, bound)) {
+        places_reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        if (fresh) {
+            zhashx_delete(w->flights, key);
+            flight_free(w, f);
+        }
+        return;
+    }
+    if (fresh) {
+        queue_push(w, f);
+        start_queued(w);
+    }
+}
+

@@ -1,0 +1,124 @@
+/* herd_places_worker.h: the Places worker's state, private to
+ * herd_places.c (the thread, the pipe, replies) and herd_places_flight.c
+ * (upstream calls, their queue, the connection pool). Used by the worker
+ * thread only, between herd_places_new and herd_places_destroy. */
+#ifndef HERD_PLACES_WORKER_H
+#define HERD_PLACES_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <czmq.h>
+
+#include "herd_places_cache.h"
+#include "herd_proto.h"
+
+#define MAX_BODY_BYTES (16u << 20) /* an upstream body past this is an error */
+
+struct flight_t;
+struct outmsg_t;
+
+/* One request waiting for an upstream call. */
+typedef struct waiter_t {
+    uint64_t req_id;         /* the node's id */
+    uint32_t bound;          /* its own bound: each waiter gets its own cut */
+    struct flight_t *flight; /* the call it waits for */
+    struct waiter_t *next;   /* next waiter of the same call */
+} waiter_t;
+
+/* One upstream call, running or queued for a slot. */
+typedef struct flight_t {
+    char *key;                     /* dedupe and cache key: "lat,lng metres" */
+    char *what;                    /* "location=LAT,LNG radius=M" for notes (no API key) */
+    char *url;                     /* the request URL (with the key: never logged) */
+    bool running;                  /* started (else waiting in the queue) */
+    size_t n_waiters;              /* requests in waiters */
+    struct flight_t *q_prev, *q_next; /* the queue, while not running */
+    CURL *easy;                    /* the transfer */
+    char *body;                    /* bytes received so far */
+    size_t len, cap;               /* used and allocated size of body */
+    bool too_large;                /* the body passed MAX_BODY_BYTES and was abandoned */
+    waiter_t *waiters;             /* everyone who gets this call's answer, first one first */
+    waiter_t **tail;               /* where the next waiter is linked */
+    struct timespec start;         /* when the call started, for upstream_ms */
+    char errbuf[CURL_ERROR_SIZE];  /* libcurl's own error text */
+} flight_t;
+
+/* One reply the pipe has not taken yet. */
+typedef struct outmsg_t {
+    char *data;            /* the frame */
+    size_t len;            /* its size */
+    struct outmsg_t *next; /* next in sending order */
+} outmsg_t;
+
+/* Everything the worker thread owns. Created and freed by the caller's
+ * thread, used only by the worker in between. */
+typedef struct {
+    char *url;                    /* base Nearby Search URL */
+    char *key;                    /* API key, NULL when none is configured */
+    char *key_escaped;            /* the key as it appears in a URL, for scrubbing */
+    long timeout_ms;              /* deadline of one call */
+    long max_in_flight;           /* calls running at once */
+    long max_queued;              /* requests waiting for a slot */
+    CURLM *multi;                 /* all transfers, and the connection pool */
+    bool pool_used;               /* the pool may hold idle connections */
+    int64_t idle_since;           /* when the last call ended (zclock_mono) */
+    zhashx_t *flights;            /* key -> flight_t, running and queued */
+    zhashx_t *waiters;            /* req_id ("%" PRIx64) -> waiter_t, for cancels */
+    size_t in_flight;             /* running flights */
+    size_t queued;                /* waiters of queued flights */
+    flight_t *q_head, *q_tail;    /* queued flights, oldest first */
+    herd_places_cache_t *cache;   /* OK bodies by key */
+    outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
+    bool stopping;                /* "$STOP" seen: nothing new is started */
+} worker_t;
+
+/* ---- herd_places.c ---- */
+
+/* printf into a malloc'd string, or NULL. */
+char *places_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Milliseconds since t0 (CLOCK_MONOTONIC). */
+double places_ms_since(const struct timespec *t0);
+
+/* Replaces the key, raw or URL-escaped, in the malloc'd *s by "***". */
+void places_scrub_key(const worker_t *w, char **s);
+
+/* Queues an error object with its note for one request. `message` must
+ * already be free of the key. */
+void places_reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
+                        bool shared, bool upstream, double upstream_ms);
+
+/* Cuts a body for one request and queues the answer (upstream when first,
+ * else shared, unless cache_hit); a body that is not a JSON object becomes
+ * an error object. Returns whether the status is "OK". */
+bool places_reply_cut(worker_t *w, uint64_t req_id, uint32_t bound, const char *body, size_t len, const char *what,
+                      bool cache_hit, bool first, double upstream_ms);
+
+/* ---- herd_places_flight.c ---- */
+
+/* A multi handle whose pool holds at most max_in_flight connections, or NULL. */
+CURLM *places_multi_new(long max_in_flight);
+
+/* Closes the idle upstream connections once no call has run for a while. */
+void places_pool_prune(worker_t *w);
+
+/* Adds a request the cache did not answer to the call for `key` (starting
+ * it, or queueing it for a slot), or answers it with an error object when
+ * the bounds refuse it or memory runs out. */
+void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what, herd_span_t lat, herd_span_t lng,
+                 herd_span_t radius, uint32_t bound);
+
+/* Forgets req_id, stopping (or unqueueing) its call when nobody else waits. */
+void places_cancel(worker_t *w, uint64_t req_id);
+
+/* Answers the waiters of finished calls and starts queued ones. */
+void places_collect(worker_t *w);
+
+/* Drops every call and waiter, unanswered. */
+void places_abandon(worker_t *w);
+
+#endif
