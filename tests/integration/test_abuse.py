@@ -518,7 +518,7 @@ class PeerAbuseTest(AbuseCase):
             ([b""], r"peer Bona: dropped a message: empty message"),
             ([b"\x93\x01\x02"], r"peer Bona: dropped a message: truncated"),
             ([b"\x93\x02\x02\x90"], r"peer Bona: dropped a message: unknown wire version 2"),
-            ([b"\x93\x01\x09\x90"], r"peer Bona: dropped a message: unknown message type 9"),
+            ([b"\x93\x01\x0a\x90"], r"peer Bona: dropped a message: unknown message type 10"),
             ([b"\xdd\xff\xff\xff\xff\x01\x02"], r"peer Bona: dropped a message: .*4294967295"),
             ([deep], r"peer Bona: dropped a message: .*nested deeper"),
             ([b"\x93\x01\x02\x91\x2a"], r"peer Bona: dropped a message: UPDATES line 0 is an "
