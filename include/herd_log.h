@@ -93,10 +93,11 @@ int herd_log_sync(herd_log_t *log);
  * line reads the clock. */
 void herd_log_set_now(herd_log_t *log, const struct timespec *now);
 
-/* Per-turn time stamps: when on, the first line after each herd_log_flush
- * reads the clock and the lines after it, until the next flush, reuse that
- * reading. Lines of one turn then share the time of its first line (they
- * are late by at most the turn's length). Off by default. */
+/* Per-turn time stamps: when on, a line reads the clock only when the last
+ * reading is from before the last herd_log_flush or 32 lines old: one reading
+ * per turn when turns are short, one per 32 lines (16 commands, about 20 us
+ * at full load, where a turn may last a millisecond) when they are long. A
+ * stamp is late by at most that. Off by default: a reading per line. */
 void herd_log_set_turn_clock(herd_log_t *log, bool on);
 
 /* Sets the cap on bytes queued to the writer for the whole log (at least

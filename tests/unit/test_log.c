@@ -213,6 +213,10 @@ static void test_time_stamps(void **state)
     herd_log_flush(log);
     spin_us(20);
     herd_log_event(log, "f");
+    for (int i = 0; i < 40; i++) { /* a long turn: a new reading after 32 lines */
+        herd_log_event(log, "long %d", i);
+        spin_us(2);
+    }
     herd_log_set_turn_clock(log, false);
     herd_log_flush(log);
     spin_us(20);
@@ -223,11 +227,18 @@ static void test_time_stamps(void **state)
 
     char *s = slurp(path);
     assert_non_null(s);
-    assert_int_equal(count_lines(s), 8);
-    char *line[8];
+    assert_int_equal(count_lines(s), 48);
+    char *line[48];
     line[0] = s;
-    for (int i = 1; i < 8; i++)
+    for (int i = 1; i < 48; i++)
         line[i] = strchr(line[i - 1], '\n') + 1;
+    /* "f" and "long 0".."long 39" are lines 5..45: readings at 5 and 37. */
+    for (int i = 6; i < 37; i++)
+        assert_memory_equal(line[i], line[5], 27);
+    assert_true(memcmp(line[37], line[36], 27) > 0);
+    for (int i = 38; i < 46; i++)
+        assert_memory_equal(line[i], line[37], 27);
+    memmove(&line[6], &line[46], 2 * sizeof line[0]); /* "g" and "h" as 6 and 7 below */
     assert_memory_equal(line[0], "2001-09-09T01:46:40.123456Z a\n", 30);
     assert_memory_equal(line[1], "2001-09-09T01:46:40.123456Z b\n", 30);
     assert_memory_equal(line[2], "20", 2);
