@@ -44,6 +44,43 @@ static void test_escape(void **state)
     check_escape("~ !", 3, "~ !");
 }
 
+/* The escape of one byte, the slow and obvious way. */
+static size_t escape_byte(char *out, unsigned char c)
+{
+    switch (c) {
+    case '\t': return (size_t)sprintf(out, "\\t");
+    case '\n': return (size_t)sprintf(out, "\\n");
+    case '\r': return (size_t)sprintf(out, "\\r");
+    case '"': return (size_t)sprintf(out, "\\\"");
+    case '\\': return (size_t)sprintf(out, "\\\\");
+    default:
+        if (c < 0x20 || c >= 0x7f)
+            return (size_t)sprintf(out, "\\x%02x", c);
+        out[0] = (char)c;
+        return 1;
+    }
+}
+
+/* Every byte value at every offset of a plain 40-byte line (the fast path
+ * reads eight bytes at a time) is escaped as the slow way says. */
+static void test_escape_every_byte_everywhere(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        for (size_t at = 0; at < 40; at++) {
+            char in[40], want[200], got[200];
+            memset(in, 'a' + (int)(at % 26), sizeof in);
+            in[at] = (char)c;
+            size_t n = 0;
+            for (size_t i = 0; i < sizeof in; i++)
+                n += escape_byte(want + n, (unsigned char)in[i]);
+            size_t m = herd_log_escape(got, sizeof got, in, sizeof in);
+            assert_int_equal(m, n);
+            assert_memory_equal(got, want, n);
+        }
+    }
+}
+
 static void test_escape_stops_at_capacity(void **state)
 {
     (void)state;
@@ -535,6 +572,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_escape_every_byte_everywhere),
         cmocka_unit_test(test_escape_stops_at_capacity),
         cmocka_unit_test(test_lines_in_the_file),
         cmocka_unit_test(test_big_event_in_order),
