@@ -352,7 +352,8 @@ static void drop_pending(herd_log_t *log)
 /* Hands the pending lines to the writer, preceded by the marker line if
  * lines were dropped since the last one. Over the cap they are dropped
  * instead (unless forced). A small remainder (the end of a turn) is copied
- * out so the buffer is reused; a fuller one goes as it is. Returns 0, or -1
+ * out so the buffer is reused; a fuller one goes as it is, and one grown for
+ * a big event goes cut to its size. Returns 0, or -1
  * when the lines were dropped. */
 static int hand_over(herd_log_t *log, bool force)
 {
@@ -369,8 +370,9 @@ static int hand_over(herd_log_t *log, bool force)
                          (unsigned long long)log->gap_lines, (unsigned long long)log->gap_bytes);
         mlen = LOG_STAMP_LEN + (size_t)n;
     }
-    bool copy = log->len <= log->cap / 4;
-    size_t cost = (copy ? log->len : log->cap) + LOG_MSG_COST;
+    bool big = log->cap > LOG_BUF_CAP; /* made for one big event: goes, cut to its size */
+    bool copy = !big && log->len <= log->cap / 4;
+    size_t cost = (copy || big ? log->len : log->cap) + LOG_MSG_COST;
     size_t mcost = mlen ? mlen + LOG_MSG_COST : 0;
     if (!queue_reserve(log->w, cost + mcost, force)) {
         drop_pending(log);
@@ -400,6 +402,11 @@ static int hand_over(herd_log_t *log, bool force)
         }
         memcpy(out, log->buf, log->len);
     } else {
+        if (big) {
+            char *cut = realloc(out, log->len);
+            if (cut)
+                out = cut;
+        }
         log->buf = NULL;
         log->cap = 0;
     }
