@@ -67,6 +67,10 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...) __attribute__((format
  * ("..." with \\, \", \t, \r, \n and \xNN for other non-printable bytes). */
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len);
 
+/* herd_log_data with the prefix's length given (`prefix` need not end in a
+ * NUL): for the per-command lines, where the caller knows it. */
+void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len);
+
 /* Hands what is buffered to the writer (call it once per reactor turn) and
  * ends the time stamp set by herd_log_set_now. Never waits on the disk.
  * Returns 0, or -1 when the lines were dropped (over the queue cap). */

@@ -731,9 +731,8 @@ size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
     return o;
 }
 
-void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
+void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len)
 {
-    size_t plen = strlen(prefix);
     size_t need = LOG_STAMP_LEN + plen + 3 + 4 * len + 1;
     if (!reserve(log, need))
         return;
@@ -745,4 +744,9 @@ void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t
     log->buf[log->len++] = '"';
     log->buf[log->len++] = '\n';
     log->lines++;
+}
+
+void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
+{
+    herd_log_data_n(log, prefix, strlen(prefix), data, len);
 }

@@ -175,6 +175,7 @@ static void test_lines_in_the_file(void **state)
     assert_non_null(log);
     herd_log_event(log, "conn %d opened", 7);
     herd_log_data(log, "conn 7 in ", "WHATSAT\tx\n", 10);
+    herd_log_data_n(log, "conn 8 out ...", 11, "AT", 2);
     herd_log_close(&log);
     assert_null(log);
 
@@ -191,6 +192,8 @@ static void test_lines_in_the_file(void **state)
     assert_string_equal(line + 28, "conn 7 opened\n");
     assert_non_null(fgets(line, sizeof line, f));
     assert_string_equal(line + 28, "conn 7 in \"WHATSAT\\tx\\n\"\n");
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_string_equal(line + 28, "conn 8 out \"AT\"\n");
     assert_null(fgets(line, sizeof line, f));
     fclose(f);
     rm_tree(dir);
