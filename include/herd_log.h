@@ -1,36 +1,115 @@
 /* herd_log: the per-server event log, NAME.log.
  *
- * One event per line, prefixed with a UTC timestamp with microseconds.
- * Output is buffered and written in large chunks; callers flush once per
- * reactor turn and at exit. Client bytes are written escaped, so any byte
- * value (NUL, CR, invalid UTF-8) is safe in the log. */
+ * One event per line, prefixed with a UTC timestamp with microseconds. Client
+ * bytes are written escaped, so any byte value (NUL, CR, invalid UTF-8) is
+ * safe in the log.
+ *
+ * Threads. The file belongs to a writer thread, which does every write(2);
+ * the threads that log never wait on the disk. A herd_log_t is a producer
+ * handle used by one thread: it formats lines into its own buffer and hands
+ * the buffer to the writer when it fills and at every herd_log_flush (the
+ * end of each reactor turn). Handles share nothing with the writer but an
+ * inproc ZeroMQ socket: a message carries a buffer's pointer and the buffer
+ * belongs to whoever holds the message. herd_log_open makes the writer and a
+ * first handle; herd_log_attach makes one more handle for another thread.
+ * Lines of one handle reach the file in the order they were logged.
+ *
+ * When the disk does not keep up. The bytes handed to the writer and not yet
+ * written are capped (herd_log_set_queue_cap, 64 MiB by default). A buffer
+ * that would go past the cap is dropped whole, never waited for: the server
+ * keeps its speed, memory stays bounded, and the lines are counted
+ * (herd_log_stats). The first buffer of that handle that fits again is
+ * preceded by the line
+ *     N log lines dropped: the disk did not keep up (B bytes)
+ * at the place of the gap. Write errors (a full disk) are reported once on
+ * stderr and their lines counted as dropped too. */
 #ifndef HERD_LOG_H
 #define HERD_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 typedef struct herd_log_t herd_log_t;
 
-/* Opens (appends to) `path`, making its folder if missing. Returns NULL and
- * fills err on failure. */
+/* Totals of one log (all its handles), for /metrics. */
+typedef struct {
+    uint64_t lines_written; /* lines written to the file */
+    uint64_t bytes_written; /* bytes written to the file */
+    uint64_t lines_dropped; /* lines dropped: over the queue cap, or a write error */
+    uint64_t bytes_dropped; /* bytes of those lines */
+    uint64_t queue_bytes;   /* handed to the writer and not yet written (gauge) */
+    uint64_t queue_cap;     /* the cap on queue_bytes */
+} herd_log_stats_t;
+
+/* Opens (appends to) `path`, making its folder if missing, and starts the
+ * writer thread. Returns the first handle (for the calling thread), or NULL
+ * and fills err on failure. */
 herd_log_t *herd_log_open(const char *path, char *err, size_t errlen);
 
-/* Flushes and closes; sets *p to NULL. NULL-safe. */
+/* Makes another handle on the same log, for another thread (make it on that
+ * thread, or hand it over before its first use). It must be closed before
+ * the handle herd_log_open returned. Returns NULL and fills err on failure. */
+herd_log_t *herd_log_attach(herd_log_t *log, char *err, size_t errlen);
+
+/* Hands over what is buffered and waits until the writer has written every
+ * line of this handle; the handle of herd_log_open then also stops the
+ * writer and closes the file. Sets *p to NULL. NULL-safe. Lines still
+ * buffered at close are written even past the queue cap. */
 void herd_log_close(herd_log_t **p);
 
-/* Logs one event: timestamp, a space, the formatted text, a newline. */
+/* Logs one event: timestamp, a space, the formatted text (cut at 1022
+ * bytes), a newline. */
 void herd_log_event(herd_log_t *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Logs `prefix` followed by the bytes `data` quoted and escaped
  * ("..." with \\, \", \t, \r, \n and \xNN for other non-printable bytes). */
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len);
 
-/* Writes out everything buffered. Returns 0 or -1 (the error is reported
- * on stderr once). */
+/* herd_log_data with the prefix's length given (`prefix` need not end in a
+ * NUL): for the per-command lines, where the caller knows it. */
+void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len);
+
+/* Hands what is buffered to the writer (call it once per reactor turn) and
+ * ends the time stamp set by herd_log_set_now. Never waits on the disk.
+ * Returns 0, or -1 when the lines were dropped (over the queue cap). */
 int herd_log_flush(herd_log_t *log);
 
-/* Reopens the file by name (after logrotate moved it). Returns 0 or -1. */
+/* Hands over what is buffered, then asks the writer to reopen the file by
+ * name (after logrotate or `mv NAME.log x` moved it), making its folder if it
+ * was removed. The writer does it in order: lines logged before go to the old
+ * file, lines after to the new one. If the writer cannot reopen, it says so
+ * in the old file and on stderr and keeps writing there. Returns 0 once
+ * asked, -1 if the request could not be sent. */
 int herd_log_reopen(herd_log_t *log);
+
+/* Hands over what is buffered and waits until the writer has written every
+ * line of this handle. Blocks on the disk: for shutdown and tests. Returns 0,
+ * or -1 if the writer could not be reached. */
+int herd_log_sync(herd_log_t *log);
+
+/* Time stamps without a clock read per line. With `now`, the lines of this
+ * handle carry that time until the next herd_log_set_now or herd_log_flush;
+ * with NULL, the clock is read once now for them. Call it where one reading
+ * stays true to the microsecond for the lines that follow (after each read(2)
+ * of a batch of client input, or as the reactor wakes). Without it, each
+ * line reads the clock. */
+void herd_log_set_now(herd_log_t *log, const struct timespec *now);
+
+/* Per-turn time stamps: when on, a line reads the clock only when the last
+ * reading is from before the last herd_log_flush or 32 lines old: one reading
+ * per turn when turns are short, one per 32 lines (16 commands, about 20 us
+ * at full load, where a turn may last a millisecond) when they are long. A
+ * stamp is late by at most that. Off by default: a reading per line. */
+void herd_log_set_turn_clock(herd_log_t *log, bool on);
+
+/* Sets the cap on bytes queued to the writer for the whole log (at least
+ * 4 KiB is used). */
+void herd_log_set_queue_cap(herd_log_t *log, size_t bytes);
+
+/* Fills *out with the log's totals (every handle). Any thread. */
+void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out);
 
 /* Appends `data` escaped as in herd_log_data to buf (no quotes); returns the
  * number of bytes written, at most cap. Exposed for tests. */

@@ -1,29 +1,88 @@
-/* herd_log: buffered, timestamped event log. See herd_log.h. */
+/* herd_log: timestamped event log written by its own thread. See herd_log.h.
+ *
+ * Shape. A writer (log_writer_t) owns the file descriptor, a ROUTER socket
+ * bound to a private inproc endpoint, and a zactor thread that reads that
+ * socket and does the writes. Every handle (herd_log_t) owns a DEALER socket
+ * connected to it and a buffer. A message is one log_msg_t: for a buffer it
+ * carries the pointer, and the buffer belongs to whoever holds the message
+ * (the writer frees it once written). Both sockets have no ZeroMQ high-water
+ * mark: the queue is bounded by bytes instead (see queue_reserve), which is
+ * the only state the threads share besides the /metrics totals, all atomics.
+ *
+ * Closing. herd_log_close sends SYNC after the last buffer and waits for
+ * SYNCED: the ROUTER's pipe from one DEALER is FIFO, so the reply means every
+ * line of that handle is written. The first handle then stops the actor. */
 #include "herd_log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
-#include <stdbool.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#define LOG_BUF_CAP   (256u * 1024u) /* flush early once this much is pending */
-#define LOG_STAMP_LEN 27             /* "2026-11-26T05:31:50.123456Z" */
+#include <czmq.h>
+
+#define LOG_BUF_CAP   (64u * 1024u)          /* a handle's buffer: hand it over once this full */
+#define LOG_QUEUE_CAP (64ull * 1024u * 1024u) /* default cap on bytes queued to the writer */
+#define LOG_QUEUE_MIN 4096u                   /* the least cap herd_log_set_queue_cap sets */
+#define LOG_MSG_COST  128u                    /* bytes counted per queued buffer beyond its own (message, malloc) */
+#define LOG_STAMP_LEN 28                      /* "2026-11-26T05:31:50.123456Z " */
+#define LOG_BATCH     64                      /* buffers written with one writev */
+#define LOG_TURN_REUSE 32                     /* turn clock: lines per clock reading, at most (about
+                                                 16 commands, some 20 us at full load) */
+
+enum { MSG_BUF = 1, MSG_REOPEN, MSG_SYNC, MSG_SYNCED };
+
+/* One message between a handle and the writer (small enough that ZeroMQ
+ * keeps it inside the message, no allocation). */
+typedef struct {
+    uint32_t type;  /* MSG_* */
+    uint32_t lines; /* MSG_BUF: lines in buf */
+    char *buf;      /* MSG_BUF: the bytes; the holder of the message owns them */
+    size_t len;     /* MSG_BUF: bytes in buf */
+    size_t cost;    /* MSG_BUF: bytes it counts for in the queue */
+} log_msg_t;
+
+/* The part of a log shared by its handles; the thread and the file. */
+typedef struct {
+    char *path;                           /* the file name, kept for reopen */
+    int fd;                               /* append-only descriptor; the writer thread's once started */
+    bool write_failed;                    /* writer thread: a write error was reported on stderr */
+    zsock_t *in;                          /* ROUTER the handles send to; the writer thread's */
+    zactor_t *actor;                      /* the writer thread */
+    char endpoint[64];                    /* inproc endpoint of `in` */
+    atomic_uint_fast64_t queued;          /* bytes handed over and not yet written (with LOG_MSG_COST each) */
+    atomic_uint_fast64_t cap;             /* the cap on queued */
+    atomic_uint_fast64_t lines_written;   /* totals for herd_log_stats */
+    atomic_uint_fast64_t bytes_written;
+    atomic_uint_fast64_t lines_dropped;
+    atomic_uint_fast64_t bytes_dropped;
+    atomic_int attached;                  /* handles from herd_log_attach still open */
+} log_writer_t;
 
 struct herd_log_t {
-    char *path;         /* the file name, kept for reopen */
-    int fd;             /* append-only descriptor */
-    char *buf;          /* pending bytes */
-    size_t cap;         /* bytes allocated for buf */
-    size_t len;         /* bytes pending in buf */
-    time_t stamp_sec;   /* second the cached stamp prefix is for */
-    char stamp[LOG_STAMP_LEN + 1]; /* cached "YYYY-MM-DDTHH:MM:SS" prefix, rest filled per event */
-    bool write_failed;  /* a write error was already reported on stderr */
+    log_writer_t *w;             /* the log; owned by the handle of herd_log_open */
+    bool first;                  /* this is the handle of herd_log_open */
+    zsock_t *out;                /* DEALER to the writer */
+    char *buf;                   /* pending lines (NULL after a hand-over, until the next line) */
+    size_t cap;                  /* bytes allocated for buf */
+    size_t len;                  /* bytes pending in buf */
+    uint32_t lines;              /* lines pending in buf */
+    time_t date_sec;             /* second the cached date is for */
+    char date[20];               /* cached "YYYY-MM-DDTHH:MM:SS" */
+    bool fixed;                  /* lines use fixed_stamp (herd_log_set_now, or the turn clock) */
+    uint32_t fixed_left;         /* turn clock: lines that may still reuse fixed_stamp */
+    bool turn_clock;             /* herd_log_set_turn_clock: fix the stamp at the first line after a flush */
+    char fixed_stamp[LOG_STAMP_LEN]; /* the stamp in force while fixed */
+    uint64_t gap_lines;          /* lines dropped since the last marker line */
+    uint64_t gap_bytes;          /* their bytes */
 };
 
 /* Makes every missing folder on the way to `dir` (like mkdir -p). */
@@ -47,49 +106,478 @@ static int make_dirs(const char *dir)
     return rc;
 }
 
+/* Makes the folder `path` is in, if it has one. Returns 0, or -1 with errno
+ * set and the folder's name in dir (dirlen bytes). */
+static int make_parent(const char *path, char *dir, size_t dirlen)
+{
+    const char *slash = strrchr(path, '/');
+    if (dirlen)
+        dir[0] = '\0';
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n == 0)
+        return 0;
+    if (n >= dirlen) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return make_dirs(dir);
+}
+
 static int open_file(const char *path)
 {
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
-herd_log_t *herd_log_open(const char *path, char *err, size_t errlen)
+/* Formats "YYYY-MM-DDTHH:MM:SS.uuuuuuZ " (LOG_STAMP_LEN bytes, no NUL) into
+ * out. The date part is cached per second in date/date_sec. */
+static void format_stamp(char *out, const struct timespec *ts, time_t *date_sec, char *date)
 {
-    char *dir = strdup(path);
-    if (!dir) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
+    if (ts->tv_sec != *date_sec) {
+        struct tm tm;
+        gmtime_r(&ts->tv_sec, &tm);
+        strftime(date, 20, "%Y-%m-%dT%H:%M:%S", &tm);
+        *date_sec = ts->tv_sec;
     }
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        if (make_dirs(dir) != 0) {
-            snprintf(err, errlen, "cannot make log folder %s: %s", dir, strerror(errno));
-            free(dir);
-            return NULL;
-        }
+    memcpy(out, date, 19);
+    long us = ts->tv_nsec / 1000;
+    out[19] = '.';
+    for (int i = 25; i >= 20; i--) {
+        out[i] = (char)('0' + us % 10);
+        us /= 10;
     }
-    free(dir);
+    out[26] = 'Z';
+    out[27] = ' ';
+}
 
-    herd_log_t *log = calloc(1, sizeof *log);
-    if (!log || !(log->path = strdup(path)) || !(log->buf = malloc(LOG_BUF_CAP))) {
-        snprintf(err, errlen, "out of memory");
-        if (log) {
-            free(log->path);
-            free(log);
+/* ---- the writer thread ---- */
+
+/* Writes a batch of buffers with writev, frees them and counts them. A
+ * buffer not fully written when a write fails is counted as dropped. */
+static void write_batch(log_writer_t *w, log_msg_t *b, size_t n)
+{
+    if (n == 0)
+        return;
+    struct iovec iov[LOG_BATCH];
+    for (size_t i = 0; i < n; i++)
+        iov[i] = (struct iovec){.iov_base = b[i].buf, .iov_len = b[i].len};
+    size_t done = 0; /* buffers fully written */
+    int err = 0;
+    while (done < n) {
+        ssize_t k = writev(w->fd, iov + done, (int)(n - done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            err = k < 0 ? errno : EIO;
+            break;
         }
+        size_t left = (size_t)k;
+        while (done < n && left >= iov[done].iov_len)
+            left -= iov[done++].iov_len;
+        if (left) {
+            iov[done].iov_base = (char *)iov[done].iov_base + left;
+            iov[done].iov_len -= left;
+        }
+    }
+    uint64_t wl = 0, wb = 0, dl = 0, db = 0, cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i < done) {
+            wl += b[i].lines;
+            wb += b[i].len;
+        } else {
+            dl += b[i].lines;
+            db += b[i].len;
+        }
+        cost += b[i].cost;
+        free(b[i].buf);
+    }
+    atomic_fetch_add(&w->lines_written, wl);
+    atomic_fetch_add(&w->bytes_written, wb);
+    if (dl)
+        atomic_fetch_add(&w->lines_dropped, dl);
+    if (db)
+        atomic_fetch_add(&w->bytes_dropped, db);
+    atomic_fetch_sub(&w->queued, cost);
+    if (err && !w->write_failed)
+        fprintf(stderr, "herd: cannot write log %s: %s (dropping lines until it works again)\n", w->path,
+                strerror(err));
+    w->write_failed = err != 0;
+}
+
+/* Reopens the file by name, making its folder first (it may have been
+ * removed with the file). On failure the old file stays in use and gets a
+ * line saying so. */
+static void writer_reopen(log_writer_t *w)
+{
+    char dir[4096];
+    int fd = make_parent(w->path, dir, sizeof dir) == 0 ? open_file(w->path) : -1;
+    if (fd >= 0) {
+        close(w->fd);
+        w->fd = fd;
+        w->write_failed = false;
+        return;
+    }
+    int e = errno;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t sec = (time_t)-1;
+    char date[20], line[4400];
+    format_stamp(line, &ts, &sec, date);
+    int n = snprintf(line + LOG_STAMP_LEN, sizeof line - LOG_STAMP_LEN,
+                     "cannot reopen the log file %s: %s; still writing to the old file\n", w->path, strerror(e));
+    size_t len = LOG_STAMP_LEN + ((size_t)n < sizeof line - LOG_STAMP_LEN ? (size_t)n : 0);
+    log_msg_t m = {.type = MSG_BUF, .lines = 1, .buf = malloc(len), .len = len};
+    if (m.buf) {
+        memcpy(m.buf, line, len);
+        atomic_fetch_add(&w->queued, (uint64_t)len);
+        m.cost = len;
+        write_batch(w, &m, 1);
+    }
+    fprintf(stderr, "herd: cannot reopen log %s: %s\n", w->path, strerror(e));
+}
+
+/* Reads every message waiting on the ROUTER, in order: buffers are written
+ * in batches, and a batch is written before any command after it. */
+static void writer_drain(log_writer_t *w)
+{
+    void *in = zsock_resolve(w->in);
+    log_msg_t batch[LOG_BATCH];
+    size_t n = 0;
+    for (;;) {
+        unsigned char id[256];
+        int idlen = zmq_recv(in, id, sizeof id, ZMQ_DONTWAIT);
+        if (idlen < 0)
+            break; /* EAGAIN: nothing more for now */
+        log_msg_t m;
+        if (zmq_recv(in, &m, sizeof m, 0) != (int)sizeof m)
+            continue; /* cannot happen: only our own handles know the endpoint */
+        if (m.type == MSG_BUF) {
+            batch[n++] = m;
+            if (n == LOG_BATCH) {
+                write_batch(w, batch, n);
+                n = 0;
+            }
+            continue;
+        }
+        write_batch(w, batch, n);
+        n = 0;
+        if (m.type == MSG_REOPEN) {
+            writer_reopen(w);
+        } else if (m.type == MSG_SYNC) {
+            m.type = MSG_SYNCED;
+            zmq_send(in, id, (size_t)idlen, ZMQ_SNDMORE);
+            zmq_send(in, &m, sizeof m, 0);
+        }
+    }
+    write_batch(w, batch, n);
+}
+
+/* The writer thread: writes what arrives until the owner's $TERM. Every
+ * handle has synced by then, so the last drain finds nothing of theirs. */
+static void writer_actor(zsock_t *pipe, void *arg)
+{
+    log_writer_t *w = arg;
+    prctl(PR_SET_NAME, "herd-log"); /* its CPU time shows under this name in /proc/PID/task */
+    zsock_signal(pipe, 0);
+    zmq_pollitem_t items[] = {
+        {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(w->in), 0, ZMQ_POLLIN, 0},
+    };
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break; /* the context is ending */
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            writer_drain(w);
+        if (items[0].revents & ZMQ_POLLIN) {
+            char *cmd = zstr_recv(pipe);
+            bool term = !cmd || !strcmp(cmd, "$TERM");
+            zstr_free(&cmd);
+            if (term)
+                break;
+        }
+    }
+    writer_drain(w);
+}
+
+/* ---- handles ---- */
+
+/* Counts `cost` bytes into the writer's queue if that stays within the cap
+ * (always, when forced). Lock-free: concurrent handles never pass the cap. */
+static bool queue_reserve(log_writer_t *w, uint64_t cost, bool force)
+{
+    uint_fast64_t q = atomic_load_explicit(&w->queued, memory_order_relaxed);
+    uint64_t cap = atomic_load_explicit(&w->cap, memory_order_relaxed);
+    do {
+        if (!force && q + cost > cap)
+            return false;
+    } while (!atomic_compare_exchange_weak(&w->queued, &q, q + cost));
+    return true;
+}
+
+/* Sends one buffer (ownership goes with it). On failure the buffer is freed
+ * and its lines counted as dropped. */
+static int send_buf(herd_log_t *log, char *buf, size_t len, uint32_t lines, size_t cost)
+{
+    log_msg_t m = {.type = MSG_BUF, .lines = lines, .buf = buf, .len = len, .cost = cost};
+    if (zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m)
+        return 0;
+    free(buf);
+    atomic_fetch_sub(&log->w->queued, cost);
+    atomic_fetch_add(&log->w->lines_dropped, lines);
+    atomic_fetch_add(&log->w->bytes_dropped, len);
+    return -1;
+}
+
+/* Drops the pending lines (over the cap, or out of memory), counting them;
+ * the buffer is kept for the next lines unless it was grown for a big one. */
+static void drop_pending(herd_log_t *log)
+{
+    log->gap_lines += log->lines;
+    log->gap_bytes += log->len;
+    atomic_fetch_add(&log->w->lines_dropped, log->lines);
+    atomic_fetch_add(&log->w->bytes_dropped, log->len);
+    log->len = 0;
+    log->lines = 0;
+    if (log->cap > LOG_BUF_CAP) {
+        free(log->buf);
+        log->buf = NULL;
+        log->cap = 0;
+    }
+}
+
+/* Hands the pending lines to the writer, preceded by the marker line if
+ * lines were dropped since the last one. Over the cap they are dropped
+ * instead (unless forced). A small remainder (the end of a turn) is copied
+ * out so the buffer is reused; a fuller one goes as it is, and one grown for
+ * a big event goes cut to its size. Returns 0, or -1
+ * when the lines were dropped. */
+static int hand_over(herd_log_t *log, bool force)
+{
+    if (log->len == 0 && !(force && log->gap_lines))
+        return 0;
+    char marker[160];
+    size_t mlen = 0;
+    if (log->gap_lines) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        format_stamp(marker, &ts, &log->date_sec, log->date);
+        int n = snprintf(marker + LOG_STAMP_LEN, sizeof marker - LOG_STAMP_LEN,
+                         "%llu log lines dropped: the disk did not keep up (%llu bytes)\n",
+                         (unsigned long long)log->gap_lines, (unsigned long long)log->gap_bytes);
+        mlen = LOG_STAMP_LEN + (size_t)n;
+    }
+    bool big = log->cap > LOG_BUF_CAP; /* made for one big event: goes, cut to its size */
+    bool copy = !big && log->len <= log->cap / 4;
+    size_t cost = (copy || big ? log->len : log->cap) + LOG_MSG_COST;
+    size_t mcost = mlen ? mlen + LOG_MSG_COST : 0;
+    if (!queue_reserve(log->w, cost + mcost, force)) {
+        drop_pending(log);
+        return -1;
+    }
+    if (mlen) {
+        char *m = malloc(mlen);
+        if (m) {
+            memcpy(m, marker, mlen);
+            send_buf(log, m, mlen, 1, mcost);
+            log->gap_lines = log->gap_bytes = 0;
+        } else {
+            atomic_fetch_sub(&log->w->queued, mcost);
+        }
+    }
+    if (log->len == 0) {
+        atomic_fetch_sub(&log->w->queued, cost);
+        return 0;
+    }
+    char *out = log->buf;
+    if (copy) {
+        out = malloc(log->len);
+        if (!out) {
+            atomic_fetch_sub(&log->w->queued, cost);
+            drop_pending(log);
+            return -1;
+        }
+        memcpy(out, log->buf, log->len);
+    } else {
+        if (big) {
+            char *cut = realloc(out, log->len);
+            if (cut)
+                out = cut;
+        }
+        log->buf = NULL;
+        log->cap = 0;
+    }
+    int rc = send_buf(log, out, log->len, log->lines, cost);
+    log->len = 0;
+    log->lines = 0;
+    return rc;
+}
+
+/* Makes room for `need` more bytes, handing the buffer over first when it
+ * is full. A single event larger than the buffer (a multi-megabyte Places
+ * reply) gets a buffer of its own size. */
+static bool reserve(herd_log_t *log, size_t need)
+{
+    if (log->buf && log->len + need <= log->cap)
+        return true;
+    if (log->len)
+        hand_over(log, false);
+    if (log->buf && log->len + need <= log->cap)
+        return true;
+    size_t size = need > LOG_BUF_CAP ? need : LOG_BUF_CAP;
+    char *grown = realloc(log->buf, size);
+    if (!grown) {
+        log->gap_lines++;
+        atomic_fetch_add(&log->w->lines_dropped, 1);
+        return false;
+    }
+    log->buf = grown;
+    log->cap = size;
+    return true;
+}
+
+/* Appends the time stamp of a line (LOG_STAMP_LEN bytes). */
+static void put_stamp(herd_log_t *log)
+{
+    char *p = log->buf + log->len;
+    log->len += LOG_STAMP_LEN;
+    if (log->fixed && log->fixed_left) {
+        log->fixed_left--;
+        memcpy(p, log->fixed_stamp, LOG_STAMP_LEN);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    format_stamp(p, &ts, &log->date_sec, log->date);
+    if (log->turn_clock) {
+        memcpy(log->fixed_stamp, p, LOG_STAMP_LEN);
+        log->fixed = true;
+        log->fixed_left = LOG_TURN_REUSE - 1;
+    }
+}
+
+static herd_log_t *new_handle(log_writer_t *w, char *err, size_t errlen)
+{
+    herd_log_t *log = calloc(1, sizeof *log);
+    if (!log) {
+        snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    log->fd = open_file(path);
-    if (log->fd < 0) {
-        snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
-        free(log->buf);
-        free(log->path);
+    log->w = w;
+    log->date_sec = (time_t)-1;
+    log->out = zsock_new(ZMQ_DEALER);
+    if (!log->out) {
+        snprintf(err, errlen, "cannot make the log's socket");
         free(log);
         return NULL;
     }
-    log->cap = LOG_BUF_CAP;
-    log->stamp_sec = (time_t)-1;
+    zsock_set_sndhwm(log->out, 0); /* bounded by bytes (queue_reserve), not by messages */
+    zsock_set_rcvhwm(log->out, 0);
+    if (zsock_connect(log->out, "%s", w->endpoint) != 0) {
+        snprintf(err, errlen, "cannot connect the log's socket: %s", zmq_strerror(zmq_errno()));
+        zsock_destroy(&log->out);
+        free(log);
+        return NULL;
+    }
     return log;
+}
+
+static void writer_free(log_writer_t *w)
+{
+    zactor_destroy(&w->actor);
+    zsock_destroy(&w->in);
+    if (w->fd >= 0)
+        close(w->fd);
+    free(w->path);
+    free(w);
+}
+
+herd_log_t *herd_log_open(const char *path, char *err, size_t errlen)
+{
+    char dir[4096];
+    if (make_parent(path, dir, sizeof dir) != 0) {
+        snprintf(err, errlen, "cannot make log folder %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    log_writer_t *w = calloc(1, sizeof *w);
+    if (!w || !(w->path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        free(w);
+        return NULL;
+    }
+    atomic_init(&w->queued, 0);
+    atomic_init(&w->cap, LOG_QUEUE_CAP);
+    atomic_init(&w->lines_written, 0);
+    atomic_init(&w->bytes_written, 0);
+    atomic_init(&w->lines_dropped, 0);
+    atomic_init(&w->bytes_dropped, 0);
+    atomic_init(&w->attached, 0);
+    w->fd = open_file(path);
+    if (w->fd < 0) {
+        snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
+        writer_free(w);
+        return NULL;
+    }
+    snprintf(w->endpoint, sizeof w->endpoint, "inproc://herd-log-%p", (void *)w);
+    w->in = zsock_new(ZMQ_ROUTER);
+    if (!w->in) {
+        snprintf(err, errlen, "cannot make the log writer's socket");
+        writer_free(w);
+        return NULL;
+    }
+    zsock_set_rcvhwm(w->in, 0);
+    zsock_set_sndhwm(w->in, 0);
+    if (zsock_bind(w->in, "%s", w->endpoint) != 0) {
+        snprintf(err, errlen, "cannot bind the log writer's socket: %s", zmq_strerror(zmq_errno()));
+        writer_free(w);
+        return NULL;
+    }
+    herd_log_t *log = new_handle(w, err, errlen);
+    if (!log) {
+        writer_free(w);
+        return NULL;
+    }
+    log->first = true;
+    /* The ROUTER passes to the writer thread here and is not touched by this
+     * thread again until the thread has ended. */
+    w->actor = zactor_new(writer_actor, w);
+    if (!w->actor) {
+        snprintf(err, errlen, "cannot start the log writer thread");
+        zsock_destroy(&log->out);
+        free(log);
+        writer_free(w);
+        return NULL;
+    }
+    return log;
+}
+
+herd_log_t *herd_log_attach(herd_log_t *log, char *err, size_t errlen)
+{
+    herd_log_t *h = new_handle(log->w, err, errlen);
+    if (h)
+        atomic_fetch_add(&log->w->attached, 1);
+    return h;
+}
+
+int herd_log_sync(herd_log_t *log)
+{
+    hand_over(log, false);
+    void *out = zsock_resolve(log->out);
+    log_msg_t m = {.type = MSG_SYNC};
+    if (zmq_send(out, &m, sizeof m, 0) != (int)sizeof m)
+        return -1;
+    for (;;) {
+        int n = zmq_recv(out, &m, sizeof m, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == (int)sizeof m && m.type == MSG_SYNCED)
+            return 0;
+    }
 }
 
 void herd_log_close(herd_log_t **p)
@@ -97,97 +585,72 @@ void herd_log_close(herd_log_t **p)
     if (!p || !*p)
         return;
     herd_log_t *log = *p;
-    herd_log_flush(log);
-    close(log->fd);
+    hand_over(log, true);
+    herd_log_sync(log);
+    zsock_destroy(&log->out);
+    if (log->first) {
+        /* Every other handle must be closed first: it would send to a writer
+         * that is gone. */
+        assert(atomic_load(&log->w->attached) == 0);
+        writer_free(log->w);
+    } else {
+        atomic_fetch_sub(&log->w->attached, 1);
+    }
     free(log->buf);
-    free(log->path);
     free(log);
     *p = NULL;
 }
 
 int herd_log_flush(herd_log_t *log)
 {
-    size_t off = 0;
-    while (off < log->len) {
-        ssize_t n = write(log->fd, log->buf + off, log->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (!log->write_failed)
-                fprintf(stderr, "herd: cannot write log %s: %s\n", log->path, strerror(errno));
-            log->write_failed = true;
-            log->len = 0; /* drop rather than grow without bound */
-            return -1;
-        }
-        off += (size_t)n;
-    }
-    log->len = 0;
-    return 0;
+    int rc = hand_over(log, false);
+    log->fixed = false;
+    return rc;
 }
 
 int herd_log_reopen(herd_log_t *log)
 {
-    herd_log_flush(log);
-    int fd = open_file(log->path);
-    if (fd < 0)
-        return -1;
-    close(log->fd);
-    log->fd = fd;
-    log->write_failed = false;
-    return 0;
+    hand_over(log, false);
+    log_msg_t m = {.type = MSG_REOPEN};
+    return zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m ? 0 : -1;
 }
 
-/* Makes room for `need` more bytes, flushing first when the buffer is full.
- * A single event larger than the buffer (a multi-megabyte Places reply)
- * grows it; it shrinks back once written. */
-static char *reserve(herd_log_t *log, size_t need)
-{
-    if (log->len + need > log->cap)
-        herd_log_flush(log);
-    if (need > log->cap) {
-        char *grown = realloc(log->buf, need);
-        if (!grown)
-            return NULL;
-        log->buf = grown;
-        log->cap = need;
-    } else if (log->len == 0 && log->cap > LOG_BUF_CAP && need <= LOG_BUF_CAP) {
-        char *shrunk = realloc(log->buf, LOG_BUF_CAP);
-        if (shrunk) {
-            log->buf = shrunk;
-            log->cap = LOG_BUF_CAP;
-        }
-    }
-    return log->buf + log->len;
-}
-
-/* Appends "YYYY-MM-DDTHH:MM:SS.uuuuuuZ " to the buffer (28 bytes). The date
- * part is formatted once per second; only the microseconds are per event. */
-static void put_stamp(herd_log_t *log)
+void herd_log_set_now(herd_log_t *log, const struct timespec *now)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != log->stamp_sec) {
-        struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(log->stamp, sizeof log->stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-        log->stamp_sec = ts.tv_sec;
+    if (!now) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = &ts;
     }
-    char *p = log->buf + log->len;
-    memcpy(p, log->stamp, 19);
-    long us = ts.tv_nsec / 1000;
-    p[19] = '.';
-    for (int i = 25; i >= 20; i--) {
-        p[i] = (char)('0' + us % 10);
-        us /= 10;
-    }
-    p[26] = 'Z';
-    p[27] = ' ';
-    log->len += 28;
+    format_stamp(log->fixed_stamp, now, &log->date_sec, log->date);
+    log->fixed = true;
+    log->fixed_left = UINT32_MAX; /* the caller's time holds until the flush */
+}
+
+void herd_log_set_turn_clock(herd_log_t *log, bool on)
+{
+    log->turn_clock = on;
+}
+
+void herd_log_set_queue_cap(herd_log_t *log, size_t bytes)
+{
+    atomic_store(&log->w->cap, bytes < LOG_QUEUE_MIN ? LOG_QUEUE_MIN : (uint64_t)bytes);
+}
+
+void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out)
+{
+    log_writer_t *w = log->w;
+    out->lines_written = atomic_load(&w->lines_written);
+    out->bytes_written = atomic_load(&w->bytes_written);
+    out->lines_dropped = atomic_load(&w->lines_dropped);
+    out->bytes_dropped = atomic_load(&w->bytes_dropped);
+    out->queue_bytes = atomic_load(&w->queued);
+    out->queue_cap = atomic_load(&w->cap);
 }
 
 void herd_log_event(herd_log_t *log, const char *fmt, ...)
 {
-    if (!reserve(log, 28 + 1024))
+    if (!reserve(log, LOG_STAMP_LEN + 1024))
         return;
     put_stamp(log);
     va_list ap;
@@ -200,6 +663,7 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
         n = 1022; /* an over-long event is cut, never overflows */
     log->len += (size_t)n;
     log->buf[log->len++] = '\n';
+    log->lines++;
 }
 
 /* For each byte: 0 when it is written as is, else the letter of its
@@ -209,15 +673,36 @@ static const char escape_kind[256] = {
     ['"'] = '"', ['\\'] = '\\', [127 ... 255] = 'x',
 };
 
+/* The end of the run of plain bytes from data[i]: eight bytes at a time
+ * while none of them is below 0x20, 0x7f or above, '"' or '\\' (bit tricks:
+ * (x - 0x01..) & ~x has the top bit of a byte set where x had a zero byte,
+ * exactly when there is one), then byte by byte. Client lines are mostly
+ * plain, and scanning them was the largest cost of a logged line. */
+static size_t plain_run(const char *data, size_t i, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101ull, tops = 0x8080808080808080ull;
+    while (i + 8 <= len) {
+        uint64_t v;
+        memcpy(&v, data + i, 8);
+        uint64_t quote = v ^ (ones * '"'), slash = v ^ (ones * '\\'), del = v ^ (ones * 0x7f);
+        uint64_t hit = ((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+                       ((del - ones) & ~del) | v;
+        if (hit & tops)
+            break;
+        i += 8;
+    }
+    while (i < len && !escape_kind[(unsigned char)data[i]])
+        i++;
+    return i;
+}
+
 size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0, i = 0;
     while (i < len) {
         /* Copy the run of plain bytes in one go: most log data is plain. */
-        size_t run = i;
-        while (run < len && !escape_kind[(unsigned char)data[run]])
-            run++;
+        size_t run = plain_run(data, i, len);
         size_t n = run - i;
         if (n > cap - o)
             n = cap - o;
@@ -246,10 +731,9 @@ size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
     return o;
 }
 
-void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
+void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len)
 {
-    size_t plen = strlen(prefix);
-    size_t need = 28 + plen + 3 + 4 * len + 1;
+    size_t need = LOG_STAMP_LEN + plen + 3 + 4 * len + 1;
     if (!reserve(log, need))
         return;
     put_stamp(log);
@@ -259,4 +743,10 @@ void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t
     log->len += herd_log_escape(log->buf + log->len, 4 * len, data, len);
     log->buf[log->len++] = '"';
     log->buf[log->len++] = '\n';
+    log->lines++;
+}
+
+void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
+{
+    herd_log_data_n(log, prefix, strlen(prefix), data, len);
 }

@@ -1,0 +1,85 @@
+"""The server's log, NAME.log, written by its own thread (herd_log).
+
+- `mv NAME.log x`, the folder removed, then SIGHUP: the lines before the signal
+  are in x, the folder and a new NAME.log are made again, the lines after go
+  there, and no "cannot reopen" is logged on the way.
+- The writes happen on a thread of their own, named herd-log.
+- SIGTERM writes every line out before the exit, down to "stopped".
+
+Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v test_log
+"""
+
+import os
+import re
+import signal
+import unittest
+
+from herdtest import AT_RE_B, HerdTestCase, iamat_line, wait_until
+
+S = "Bailey"
+
+
+class LogTest(HerdTestCase):
+
+    def iamat(self, herd, cid):
+        reply = herd.send(S, iamat_line(cid, b"+1.5-2.5") + b"\n")
+        self.assertIsNotNone(AT_RE_B.match(reply[:-1]), reply)
+
+    def read(self, path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("latin-1")
+        except FileNotFoundError:
+            return ""
+
+    def test_sighup_after_mv_and_removed_folder(self):
+        herd = self.make_herd(servers=[S])
+        herd.start(S)
+        path = herd.log_path(S)
+        folder = os.path.dirname(path)
+        moved = os.path.join(herd.tmpdir, "x")
+        self.iamat(herd, b"before-rotation")
+        herd.wait_log(S, "before-rotation")
+        os.rename(path, moved)
+        os.rmdir(folder)
+        os.kill(herd.pid(S), signal.SIGHUP)
+        herd.wait_log(S, "SIGHUP: log reopened")
+        self.iamat(herd, b"after-rotation")
+        herd.wait_log(S, "after-rotation")
+        self.assertEqual(herd.stop(S), 0)
+
+        old, new = self.read(moved), herd.log_text(S)
+        self.assertIn("before-rotation", old)
+        self.assertNotIn("after-rotation", old)
+        self.assertNotIn("before-rotation", new)
+        self.assertNotIn("cannot reopen", old + new)
+        # The reload's lines follow the reopen, so they are in the new file.
+        self.assertRegex(new, r"(?m)^\S+ SIGHUP: log reopened")
+        self.assertRegex(new, r"(?m)^\S+ reload: topology applied")
+
+    def test_writer_thread_and_flush_on_sigterm(self):
+        herd = self.make_herd(servers=[S])
+        herd.start(S)
+        task = "/proc/%d/task" % herd.pid(S)
+
+        def names():
+            out = []
+            for tid in os.listdir(task):
+                try:
+                    with open(os.path.join(task, tid, "comm")) as f:
+                        out.append(f.read().strip())
+                except FileNotFoundError:
+                    pass  # a thread that just ended
+            return out
+        wait_until(lambda: "herd-log" in names(), timeout=5, msg="no herd-log thread")
+        for i in range(200):
+            self.iamat(herd, b"flush-%d" % i)
+        self.assertEqual(herd.stop(S, signal.SIGTERM), 0)
+        log = herd.log_text(S)
+        self.assertEqual(len(re.findall(r"(?m)^\S+ conn \d+ in \"IAMAT flush-\d+ ", log)), 200)
+        self.assertRegex(log, r"(?m)^\S+ SIGTERM: stopping")
+        self.assertTrue(log.endswith(" server Bailey stopped\n"), log[-300:])
+
+
+if __name__ == "__main__":
+    unittest.main()
