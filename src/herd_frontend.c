@@ -125,7 +125,7 @@ static void log_io(conn_t *c, const char *dir, size_t dir_len, const char *data,
     char prefix[sizeof c->tag + 8];
     memcpy(prefix, c->tag, c->tag_len);
     memcpy(prefix + c->tag_len, dir, dir_len + 1);
-    herd_log_data(c->fe->log, prefix, data, len);
+    herd_log_data_n(c->fe->log, prefix, c->tag_len + dir_len, data, len);
 }
 
 /* ---- answers ---- */
