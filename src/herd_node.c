@@ -508,6 +508,18 @@ static char *render_metrics(void *arg, size_t *len)
             n->invalid, n->peer_stored, n->peer_duplicates, n->peer_invalid, n->peer_refused,
             herd_table_dropped(node->table));
     herd_links_render(node->links, f);
+    herd_log_stats_t ls;
+    herd_log_stats(node->log, &ls);
+    fprintf(f,
+            "# HELP herd_log_lines_written_total Event log lines written to the file.\n"
+            "# TYPE herd_log_lines_written_total counter\nherd_log_lines_written_total %" PRIu64 "\n"
+            "# HELP herd_log_bytes_written_total Event log bytes written to the file.\n"
+            "# TYPE herd_log_bytes_written_total counter\nherd_log_bytes_written_total %" PRIu64 "\n"
+            "# HELP herd_log_dropped_lines_total Log lines dropped: the disk did not keep up, or a write failed.\n"
+            "# TYPE herd_log_dropped_lines_total counter\nherd_log_dropped_lines_total %" PRIu64 "\n"
+            "# HELP herd_log_queue_bytes Log bytes handed to the writer thread and not yet written.\n"
+            "# TYPE herd_log_queue_bytes gauge\nherd_log_queue_bytes %" PRIu64 "\n",
+            ls.lines_written, ls.bytes_written, ls.lines_dropped, ls.queue_bytes);
     herd_frontend_render(node->frontend, f);
     fprintf(f,
             "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
