@@ -8,6 +8,7 @@
 #ifndef HERD_NODE_H
 #define HERD_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "herd_log.h"
@@ -35,6 +36,10 @@ void herd_node_drain(herd_node_t *node);
  * restart. On success the node uses `topo` from now on (the caller keeps it
  * alive and may free the old one); returns -1 with err filled otherwise. */
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
+
+/* False when the topology has a state_dir and the table is no longer all on
+ * disk (a write or fsync failed): for /healthz. True without a state_dir. */
+bool herd_node_durable(const herd_node_t *node);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

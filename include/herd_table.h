@@ -6,6 +6,7 @@
 #ifndef HERD_TABLE_H
 #define HERD_TABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,5 +60,9 @@ uint64_t herd_table_digest(const herd_table_t *t);
 /* Iteration: start with *cursor = 0; each call returns the next record and
  * advances *cursor, or NULL at the end. The table must not change meanwhile. */
 const herd_record_t *herd_table_next(const herd_table_t *t, size_t *cursor);
+
+/* Removes a client's record; true when it was held. Records other than
+ * this one stay valid. */
+bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len);
 
 #endif

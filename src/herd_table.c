@@ -289,3 +289,34 @@ const herd_record_t *herd_table_next(const herd_table_t *t, size_t *cursor)
     *cursor = t->mask + 1;
     return NULL;
 }
+
+/*  --------------------------------------------------------------------------
+ *  Removes a client's record (a DROP replayed from the journal). Returns
+ *  true when it was held. Linear probing without tombstones: the records
+ *  after the hole that could live in it are shifted back, so every probe
+ *  still stops at the first empty slot. */
+bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len)
+{
+    if (id_len > UINT16_MAX)
+        return false;
+    size_t i = probe(t, id, id_len);
+    rec_t *r = t->slots[i];
+    if (r == NULL)
+        return false;
+    t->digest ^= entry_digest(r->data, r->r.id_len, r->r.time);
+    free(r);
+    t->slots[i] = NULL;
+    t->size--;
+    for (size_t j = (i + 1) & t->mask; t->slots[j] != NULL; j = (j + 1) & t->mask) {
+        rec_t *e = t->slots[j];
+        size_t home = (size_t) hash_id(t->seed, e->data, e->r.id_len) & t->mask;
+        /* e stays when its home lies cyclically in (i, j]. */
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            t->slots[i] = e;
+            t->slots[j] = NULL;
+            i = j;
+        }
+    }
+    return true;
+}
