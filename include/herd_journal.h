@@ -25,6 +25,7 @@
 
 #include "herd_frontend.h"
 #include "herd_log.h"
+#include "herd_loop.h"
 #include "herd_time.h"
 #include "herd_topology.h"
 
@@ -50,6 +51,9 @@ typedef struct {
     herd_fsync_t fsync;           /* when a record is on disk (PROTOCOL §9) */
     uint64_t compact_min_records; /* do not compact a journal shorter than this; 0 = default */
     herd_journal_load_fn *load;   /* receives what is on disk, before open returns */
+    herd_loop_t *loop;            /* the node's loop: without "always", turns are gathered
+                                     into hand-overs at most 10 ms apart (a timer there);
+                                     NULL = hand over at every commit */
     void *arg;                    /* its context */
 } herd_journal_conf_t;
 
@@ -73,10 +77,11 @@ uint64_t herd_journal_append(herd_journal_t *j, const char *at, size_t at_len);
  * limits and must not come back from disk. Returns its sequence number. */
 uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len);
 
-/* End of the node's turn: hands this turn's batch to the writer (never
- * blocks; if the writer's queue is full the batch keeps growing and goes
- * next turn). `live` is the table's size, which the writer compares with the
- * journal's length to decide when to compact. */
+/* End of the node's turn: hands the batch to the writer (never blocks; if
+ * the writer's queue is full the batch keeps growing and goes next turn).
+ * With "always" every turn's batch goes at once; otherwise once it is 10 ms
+ * old or 256 KiB large. `live` is the table's size, which the writer
+ * compares with the journal's length to decide when to compact. */
 void herd_journal_commit(herd_journal_t *j, size_t live);
 
 /* Asks the writer to compact now (tests, operators); it still skips when a

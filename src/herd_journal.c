@@ -17,6 +17,11 @@
 #include "herd_loop.h"
 
 #define BATCH_INITIAL 16384 /* bytes: a turn of a few hundred updates fits without a realloc */
+/* Without "always" nobody waits for the disk, so turns are gathered into
+ * fewer, larger hand-overs (one wake-up of the writer, one write): at most
+ * this old or this large. Small beside everysec's second. */
+#define HANDOVER_MS    10
+#define HANDOVER_BYTES (256u * 1024u)
 
 /* An AT reply waiting for its record to reach the disk. */
 typedef struct held_t {
@@ -33,6 +38,9 @@ struct herd_journal_t {
     zactor_t *writer;       /* the writer thread */
     void *sock;             /* its pipe, raw */
     hj_batch_t *batch;      /* this turn's records, or NULL */
+    int64_t batch_ms;       /* when the batch got its first record (monotonic ms) */
+    herd_loop_t *loop;      /* the node's loop, for the hand-over timer, or NULL */
+    int timer;              /* that timer's id, or 0 */
     uint64_t seq;           /* last sequence number given */
     size_t live;            /* the table's size at the last commit */
     hj_report_t rep;        /* the writer's last report */
@@ -172,13 +180,13 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
     char name[40];
     if (append_gen) {
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)append_gen);
-        c->fd = openat(c->dirfd, name, O_WRONLY | O_APPEND | O_CLOEXEC);
+        c->fd = openat(c->dirfd, name, O_WRONLY | O_CLOEXEC); /* written at offsets: see the writer */
         c->gen = append_gen;
     } else {
         /* No journal to go on with: a new generation. */
         c->gen = last + 1;
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)c->gen);
-        c->fd = openat(c->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        c->fd = openat(c->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         char head[HJ_HEADER];
         hj_header(head, HJ_MAGIC_JOURNAL, c->gen);
         if (c->fd >= 0 && (hj_write_all(c->fd, head, sizeof head) != 0 || fsync(c->fd) != 0 || fsync(c->dirfd) != 0)) {
@@ -193,6 +201,14 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
         return -1;
     }
     return 0;
+}
+
+/* Hands over what waited HANDOVER_MS when no turn did it. */
+static void handover_timer(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_journal_t *j = arg;
+    herd_journal_commit(j, j->live);
 }
 
 herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *log, char *err, size_t errlen)
@@ -253,6 +269,15 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
         goto fail;
     }
     j->sock = zsock_resolve(zactor_sock(j->writer));
+    if (conf->loop && j->mode != HERD_FSYNC_ALWAYS) {
+        j->timer = herd_loop_add_timer(conf->loop, HANDOVER_MS, handover_timer, j);
+        if (j->timer < 0) {
+            j->timer = 0;
+            snprintf(err, errlen, "cannot set the state writer's timer");
+            goto fail;
+        }
+        j->loop = conf->loop;
+    }
     return j;
 fail:
     if (c) {
@@ -290,6 +315,8 @@ void herd_journal_destroy(herd_journal_t **p)
     if (!p || !*p)
         return;
     herd_journal_t *j = *p;
+    if (j->timer)
+        herd_loop_remove_timer(j->loop, j->timer);
     if (j->writer) {
         if (j->batch)
             hand_over(j, true);
@@ -337,6 +364,8 @@ static uint64_t append(herd_journal_t *j, char kind, const char *data, size_t le
         j->lost = true;
         return j->seq;
     }
+    if (j->batch->len == 0)
+        j->batch_ms = herd_clock_ms();
     j->batch->len += hj_frame(out, kind, data, len);
     j->batch->last_seq = ++j->seq;
     return j->seq;
@@ -355,7 +384,10 @@ uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len)
 void herd_journal_commit(herd_journal_t *j, size_t live)
 {
     j->live = live;
-    if (j->batch && j->batch->len)
+    if (!j->batch || !j->batch->len)
+        return;
+    if (j->mode == HERD_FSYNC_ALWAYS || !j->loop || j->batch->len >= HANDOVER_BYTES ||
+        herd_clock_ms() - j->batch_ms >= HANDOVER_MS)
         hand_over(j, false);
 }
 

@@ -119,8 +119,35 @@ int hj_write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, c, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return -1;
+        }
+        c += w;
+        off += (uint64_t)w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Reading */
+
+static bool all_zero(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
 
 /* Whether a whole, good frame starts at off. */
 static bool frame_ok(const char *p, size_t n, size_t off, size_t *body)
@@ -183,6 +210,11 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
             st->end = off;
             continue;
         }
+        /* Zeros to the end: space the writer preallocated, not damage. */
+        if (all_zero(p + off, n - off)) {
+            st->zero_bytes = n - off;
+            break;
+        }
         /* Damage: find the next good frame. None means the tail is torn or
          * damaged: it is cut (or ignored), and appends go on from there. */
         size_t next = off + 1;
@@ -196,7 +228,7 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
         st->bad_bytes += next - off;
         off = next;
     }
-    if (st->torn_bytes && cut_tail && ftruncate(fd, (off_t)st->end) != 0) {
+    if ((st->torn_bytes || st->zero_bytes) && cut_tail && ftruncate(fd, (off_t)st->end) != 0) {
         snprintf(err, errlen, "cannot cut the torn tail of %s: %s", name, strerror(errno));
         rc = -1;
     }

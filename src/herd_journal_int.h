@@ -71,6 +71,7 @@ typedef struct {
     uint64_t bad;         /* frames skipped (bad CRC or length, unreadable AT line) */
     uint64_t bad_bytes;   /* bytes skipped with them */
     uint64_t torn_bytes;  /* bytes cut (or ignored) at the end */
+    uint64_t zero_bytes;  /* zeros at the end (preallocated, never written): cut silently */
     uint64_t end;         /* offset after the last good frame */
 } hj_scan_t;
 
@@ -98,6 +99,9 @@ int hj_parse_at(const char *at, size_t len, herd_journal_rec_t *rec);
 
 /* write(2) until done, across EINTR and short writes. Returns 0 or -1. */
 int hj_write_all(int fd, const void *p, size_t n);
+
+/* pwrite(2) at `off` until done. Returns 0 or -1. */
+int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 
 /* The generations of the journal.N files in the folder, sorted. Returns
  * the count (and a malloc'd array in *gens, NULL when 0) or -1. */

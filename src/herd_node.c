@@ -442,7 +442,8 @@ static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *er
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    herd_journal_conf_t jc = {.dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node};
+    herd_journal_conf_t jc = {
+        .dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node, .loop = node->loop};
     node->journal = herd_journal_open(&jc, node->log, err, errlen);
     free(dir);
     if (!node->journal)

@@ -227,6 +227,31 @@ static void test_torn_tail_cut(void **state)
     herd_journal_destroy(&j);
 }
 
+static void test_zero_tail_is_not_damage(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 5, HERD_FSYNC_ALWAYS);
+    off_t whole = file_size(c, "journal.1");
+    /* What a crash leaves with "always": the preallocated zeros. */
+    char path[160];
+    snprintf(path, sizeof path, "%s/journal.1", c->dir);
+    assert_int_equal(truncate(path, whole + (1 << 20)), 0);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 5);
+    assert_int_equal(file_size(c, "journal.1"), whole);
+    assert_int_equal(metric(j, "herd_state_damaged_records"), 0);
+    /* The writer preallocates again and a clean stop trims it off. */
+    uint64_t seq = put(c, j, "more", 9000);
+    herd_journal_commit(j, 6);
+    wait_done(j, seq);
+    assert_true(file_size(c, "journal.1") > whole + (1 << 20));
+    herd_journal_destroy(&j);
+    assert_int_equal(file_size(c, "journal.1"), whole + (off_t)strlen("AT Bailey +0.100000000 more " POS " 9000.000000000") + 9);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 6);
+    herd_journal_destroy(&j);
+}
+
 static void test_bad_checksum_skipped(void **state)
 {
     ctx_t *c = *state;
@@ -407,12 +432,14 @@ static void test_write_error_survived(void **state)
     uint64_t seq = put(c, j, "small", 1);
     herd_journal_commit(j, 1);
     wait_done(j, seq);
-    /* A file-size limit at the journal's size: the next write fails (EFBIG),
+    /* A file-size limit at the end of the journal's data (the file may
+     * reach further with preallocated zeros): the next write fails (EFBIG),
      * like a full disk. The writer thread inherits the process limit. */
     struct rlimit old, lim;
     getrlimit(RLIMIT_FSIZE, &old);
     lim = old;
-    lim.rlim_cur = (rlim_t)file_size(c, "journal.1");
+    lim.rlim_cur = (rlim_t)metric(j, "herd_state_journal_bytes");
+    assert_true(lim.rlim_cur > 16 && lim.rlim_cur < 4096);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     seq = put(c, j, "big", 2);
     herd_ticket_t t = {1, 2};
@@ -475,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_crc32c),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail_is_not_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_checksum_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_latest, setup, teardown),
