@@ -262,9 +262,16 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
     herd_log_event(log, "state: %s: loaded %" PRIu64 " records in %.3f s (snapshot up to journal.%llu, appending to journal.%llu, fsync %s)",
                    conf->dir, j->loaded, j->load_s, (unsigned long long)c->snap_gen, (unsigned long long)c->gen,
                    j->mode == HERD_FSYNC_ALWAYS ? "always" : j->mode == HERD_FSYNC_NEVER ? "never" : "everysec");
-    j->writer = zactor_new(hj_writer_actor, c); /* the writer owns c from here */
+    void *w = hj_writer_new(c);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    free(c); /* its contents belong to the writer now */
     c = NULL;
+    j->writer = zactor_new(hj_writer_actor, w);
     if (!j->writer) {
+        hj_writer_free(w);
         snprintf(err, errlen, "cannot start the state writer thread");
         goto fail;
     }
@@ -318,6 +325,8 @@ void herd_journal_destroy(herd_journal_t **p)
     if (j->timer)
         herd_loop_remove_timer(j->loop, j->timer);
     if (j->writer) {
+        /* Bounded, so a writer that is gone cannot hang the stop. */
+        zsock_set_sndtimeo(zactor_sock(j->writer), 10000);
         if (j->batch)
             hand_over(j, true);
         zactor_destroy(&j->writer); /* the writer writes and fsyncs what it took, then ends */

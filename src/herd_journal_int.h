@@ -115,7 +115,14 @@ long hj_list_journals(int dirfd, uint64_t **gens);
 int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
                char *err, size_t errlen);
 
-/* The writer thread (a zactor); args is a malloc'd hj_writer_conf_t it owns. */
+/* The writer's state made from conf (which it then owns: descriptors, dir),
+ * or NULL when out of memory. */
+void *hj_writer_new(const hj_writer_conf_t *conf);
+
+/* Frees a writer that was never started (closes what it owns). */
+void hj_writer_free(void *writer);
+
+/* The writer thread (a zactor); args is an hj_writer_new() result it owns. */
 void hj_writer_actor(zsock_t *pipe, void *args);
 
 #endif

@@ -107,10 +107,12 @@ static void send_report(writer_t *w, bool force)
         return;
     w->c.rep.durable = !w->failing && !w->lost;
     w->c.rep.backlog_bytes = w->pend_len;
+    /* A node that does not read (its queue full) is tried again later,
+     * not in a busy loop. */
+    w->last_report_ms = now;
     if (zmq_send(w->pipe, &w->c.rep, sizeof w->c.rep, ZMQ_DONTWAIT) == (int)sizeof w->c.rep) {
         w->c.rep.text[0] = '\0';
         w->report_due = false;
-        w->last_report_ms = now;
     }
 }
 
@@ -358,20 +360,32 @@ static bool drain(writer_t *w)
     }
 }
 
-void hj_writer_actor(zsock_t *pipe, void *args)
+void *hj_writer_new(const hj_writer_conf_t *conf)
 {
     writer_t *w = calloc(1, sizeof *w);
-    hj_writer_conf_t *conf = args;
-    if (w) {
-        w->c = *conf;
-        w->pipe = zsock_resolve(pipe);
-        w->last_fsync_ms = w->last_report_ms = now_ms();
-        w->alloc = w->c.rep.journal_bytes; /* load cut any tail */
-    }
-    free(conf);
-    zsock_signal(pipe, 0);
     if (!w)
-        return; /* the node sees no reports; zactor_destroy still works */
+        return NULL;
+    w->c = *conf;
+    w->last_fsync_ms = w->last_report_ms = now_ms();
+    w->alloc = w->c.rep.journal_bytes; /* loading cut any tail */
+    return w;
+}
+
+void hj_writer_free(void *arg)
+{
+    writer_t *w = arg;
+    close(w->c.fd);
+    close(w->c.dirfd);
+    free(w->c.dir);
+    free(w->pend);
+    free(w);
+}
+
+void hj_writer_actor(zsock_t *pipe, void *args)
+{
+    writer_t *w = args;
+    w->pipe = zsock_resolve(pipe);
+    zsock_signal(pipe, 0);
 
     bool term = false;
     while (!term) {
@@ -401,6 +415,11 @@ void hj_writer_actor(zsock_t *pipe, void *args)
         now = now_ms();
         if (!w->failing || now - w->last_try_ms >= RETRY_MS)
             flush(w);
+        else if (w->c.rep.done_seq != w->pend_seq) {
+            /* Waiting to retry: nobody waits for these records meanwhile. */
+            w->c.rep.done_seq = w->pend_seq;
+            w->report_due = true;
+        }
         if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC && now - w->last_fsync_ms >= 1000)
             do_fsync(w);
         if (n_items == 2 && (items[1].revents & ZMQ_POLLIN))
@@ -421,9 +440,5 @@ void hj_writer_actor(zsock_t *pipe, void *args)
         zactor_destroy(&w->compactor); /* abandons it, or waits for its end */
         free(w->job);
     }
-    close(w->c.fd);
-    close(w->c.dirfd);
-    free(w->c.dir);
-    free(w->pend);
-    free(w);
+    hj_writer_free(w);
 }
