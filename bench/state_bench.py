@@ -166,14 +166,14 @@ def startup():
         rows.append(("start with %d records in the journal: READY after (s)" % RECORDS,
                      "%.3f (min %.3f)" % (statistics.median(times), min(times))))
         rows.append(("  of which loading (s, server's log)", m[1] if m else "-"))
-        # The same table as a snapshot: compaction on the next start happens
-        # only past 2x the table, so write it by hand-off: start, ask nothing,
-        # and rewrite every client once more so the journal passes 2x.
+        # The same table as a snapshot: the writer compacts once the journal
+        # holds more records than the table, so every client is stored once
+        # more, then a few more updates push the journal past it.
         s.start()
         bench("mem", "--port", str(s.port), "--pid", str(s.proc.pid), "--steps", str(RECORDS), "--prefix",
               "st-", "--timeout", "60")
         # Then small bursts until the writer has compacted (the journal is
-        # past twice the table), so that little lands in the new journal.
+        # past the table), so that little lands in the new journal.
         deadline = time.monotonic() + 180
         while "compacted:" not in s.log() and time.monotonic() < deadline:
             bench("load", "--port", str(s.port), "--expect-name", "Bailey", "-c", "8", "-d", "16", "--keys",

@@ -318,7 +318,10 @@ static bool want_compaction(const writer_t *w)
     if (w->compact_asked)
         return true;
     uint64_t n = w->c.rep.journal_records;
-    return n >= w->c.compact_min && n > 2 * w->live;
+    /* Past the table's size (Redis's default rewrite at 100 % growth):
+     * the disk then holds at most twice the table, and so does a start-up
+     * read; rebuilding costs about two record reads per update. */
+    return n >= w->c.compact_min && n > w->live;
 }
 
 /* ---------------------------------------------------------------------- */

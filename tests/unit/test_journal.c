@@ -325,7 +325,7 @@ static void test_compaction_keeps_latest(void **state)
     herd_journal_t *j = open_j(c, HERD_FSYNC_EVERYSEC, 1000, err, sizeof err);
     assert_non_null(j);
     /* 50 clients, 100 reports each, then one dropped: 5,001 records for 49
-     * live ones in one batch, past twice the table and the minimum, so
+     * live ones in one batch, past the table's size and the minimum, so
      * the writer compacts by itself, once. */
     uint64_t seq = 0;
     for (int round = 0; round < 100; round++) {
