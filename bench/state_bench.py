@@ -4,6 +4,8 @@ a server comes back.
 
   bench/state_bench.py                       # 3 runs, 5 s each, 1,000,000 records
   RUNS=5 DURATION=5 RECORDS=1000000 bench/state_bench.py
+  RUNS=0 bench/state_bench.py                # start-up figures only
+  RECORDS=0 bench/state_bench.py             # throughput only
 
 1. IAMAT throughput of a lone server (no neighbours), 32 connections x 16
    pipelined, 1,000 clients (every IAMAT is stored, so every one is
@@ -154,16 +156,17 @@ def startup():
               "st-", "--timeout", "60")
         s.stop()
         files = s.state_bytes()
-        journal = sum(v for k, v in files.items() if k.startswith("journal."))
-        rows.append(("bytes on disk per record (journal)", "%.1f" % (journal / RECORDS)))
+        say("state files: %s" % files)
+        rows.append(("bytes on disk per live record (all files)", "%.1f" % (sum(files.values()) / RECORDS)))
         times = []
         for _ in range(3):
             s.trim_log()
             times.append(s.start())
             s.stop()
         m = re.findall(r"loaded (\d+) records in ([\d.]+) s", s.log())
+        say("last start: %s" % [l for l in s.log().splitlines() if "state:" in l])
         m = m[-1] if m else None
-        rows.append(("start with %d records in the journal: READY after (s)" % RECORDS,
+        rows.append(("start with %d clients on disk: READY after (s)" % RECORDS,
                      "%.3f (min %.3f)" % (statistics.median(times), min(times))))
         rows.append(("  of which loading (s, server's log)", m[1] if m else "-"))
         # The same table as a snapshot: the writer compacts once the journal
@@ -191,6 +194,7 @@ def startup():
                 times.append(s.start())
                 s.stop()
             m2 = re.findall(r"loaded (\d+) records in ([\d.]+) s", s.log())
+            say("last start: %s" % [l for l in s.log().splitlines() if "state:" in l])
             m2 = m2[-1] if m2 else ("?", "-")
             rows.append(("start from the snapshot (+ journal since: %s records loaded): READY after (s)" % m2[0],
                          "%.3f (min %.3f)" % (statistics.median(times), min(times))))
@@ -213,15 +217,20 @@ def main():
             raise SystemExit("%s missing: build first (cmake --build %s)" % (path, BUILD))
     say("machine: %d cores, load average %s" % (os.cpu_count(), open("/proc/loadavg").read().split()[:3]))
     res = throughput()
+    if RUNS > 0:
+        print_throughput(res)
+    if RECORDS > 0:
+        for k, v in startup():
+            print("%-62s %s" % (k, v))
+
+
+def print_throughput(res):
     print("IAMAT, lone server, 32 conns x 16, 1,000 clients, medians of %d runs of %s s" % (RUNS, DURATION))
     print("%-10s %12s %8s %10s %10s" % ("state", "cmd/s", "ratio", "p50 us", "p99 us"))
     base = med(res["null"], "tput")
     for mode in MODES:
         print("%-10s %12.0f %8.3f %10.1f %10.1f" % (mode, med(res[mode], "tput"), med(res[mode], "tput") / base,
                                                   med(res[mode], "lat_p50_us"), med(res[mode], "lat_p99_us")))
-    if RECORDS > 0:
-        for k, v in startup():
-            print("%-62s %s" % (k, v))
 
 
 if __name__ == "__main__":
