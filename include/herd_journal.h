@@ -14,7 +14,16 @@
  * generation), `LOCK` (one server per folder). Every record is framed with
  * its length and a CRC32C, so a torn tail is cut and a damaged record is
  * skipped on load. Replay is idempotent: each AT line is re-offered to the
- * table, whose ranking keeps the winner whatever the order or repetitions. */
+ * table, whose ranking keeps the winner whatever the order or repetitions.
+ *
+ * Why a journal and not LMDB (bench/state_lmdb.c, 1M records in turns of
+ * 64): a turn costs LMDB a B-tree write transaction and, synced, two
+ * fsyncs (pages, then meta page): 1.28 ms a turn against 0.63 ms for the
+ * journal's one write + one fdatasync; unsynced 36 us against 20 us. LMDB
+ * would still have to be read into the node's own table at start (0.7-1 s
+ * for 1M either way), and its 112 bytes a live record beat the journal only
+ * where clients update often, which compaction bounds (at most twice the
+ * table). Append-only suits a record whose replay is idempotent. */
 #ifndef HERD_JOURNAL_H
 #define HERD_JOURNAL_H
 
