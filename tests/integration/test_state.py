@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import threading
 import time
@@ -258,6 +259,34 @@ class DamageTest(HerdTestCase):
         lines = r.stderr.decode().splitlines()
         self.assertEqual(len(lines), 1, lines)
         self.assertRegex(lines[0], r"^herd-server: cannot make state folder .*blocker/state/Bailey: ")
+
+    def test_full_disk_is_survived_and_counted(self):
+        # A file-size limit stands in for a full disk: the server inherits it
+        # (the test process keeps it only while starting the server), and
+        # its journal writes fail with EFBIG once past it.
+        admin = free_ports(1)[0]
+        herd = self.make_herd(servers=["Bailey"], extra={
+            "state_dir": "state", "fsync": "everysec", "servers": {"Bailey": {"admin_port": admin}}})
+        old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, old[1]))
+        try:
+            herd.start("Bailey")
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        self.assertEqual(metrics(herd, "Bailey")["herd_state_durable"], 1)
+        cids = [("%s-%d" % (uid("full"), i)).encode() for i in range(600)]
+        with herd.connect("Bailey") as c:
+            c.send(b"".join(iamat_line(cid) + b"\n" for cid in cids))
+            for cid in cids:
+                m = AT_RE_B.match(c.recv_line()[:-1])
+                self.assertTrue(m and m.group(3) == cid)
+        wait_until(lambda: metrics(herd, "Bailey")["herd_state_durable"] == 0, timeout=10,
+                   msg="/metrics never said the state is not durable")
+        self.assertGreaterEqual(metrics(herd, "Bailey")["herd_state_write_errors_total"], 1)
+        # Still serving from memory, every update held.
+        held = held_times(herd, "Bailey", cids)
+        self.assertTrue(all(held[c] is not None for c in cids))
+        self.assertEqual(herd.stop("Bailey"), 0)
 
     def test_state_dir_null_keeps_nothing(self):
         herd = self.make_herd(servers=["Bailey"], extra={"state_dir": None})
