@@ -8,6 +8,7 @@
 #ifndef HERD_NODE_H
 #define HERD_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "herd_admin.h"
@@ -48,6 +49,10 @@ herd_admin_t *herd_node_admin(herd_node_t *node);
 /* Sets how long the node waits for a first exchange with a neighbour
  * before it says ready without one (default HERD_NODE_READY_WAIT_MS). */
 void herd_node_set_ready_wait(herd_node_t *node, long ms);
+
+/* False when the topology has a state_dir and the table is no longer all on
+ * disk (a write or fsync failed): for /healthz. True without a state_dir. */
+bool herd_node_durable(const herd_node_t *node);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

@@ -10,6 +10,7 @@
 
 #include "herd_admin.h"
 #include "herd_frontend.h"
+#include "herd_journal.h"
 #include "herd_links.h"
 #include "herd_places.h"
 #include "herd_proto.h"
@@ -71,6 +72,8 @@ struct herd_node_t {
     bool ready;                   /* latched: ready once, ready until stopped */
     bool draining;                /* SIGTERM seen: /healthz says draining */
     char ready_reason[96];        /* why it is ready (or what it waits for) */
+    herd_journal_t *journal;      /* the table on disk, or NULL without state_dir */
+    int journal_tick;             /* tick id of the per-turn group commit */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
     pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
@@ -222,6 +225,8 @@ static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *l
 {
     herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
                                         (size_t)(at->pos.p - line), at->pos.len, NULL);
+    if (u == HERD_UPDATE_NEWER && node->journal)
+        herd_journal_append(node->journal, line, len);
     if (u == HERD_UPDATE_NEWER && flood)
         herd_links_flood(node->links, line, len, from, at->server);
     else if (u == HERD_UPDATE_ERROR)
@@ -293,7 +298,9 @@ static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, 
         return;
     }
     r[n] = '\n';
-    herd_frontend_answer(node->frontend, t, r, n + 1);
+    /* fsync "always": the reply waits for the group commit, the node does not. */
+    if (!node->journal || !herd_journal_hold(node->journal, t, r, n + 1))
+        herd_frontend_answer(node->frontend, t, r, n + 1);
 }
 
 static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, const char *line, size_t len)
@@ -521,6 +528,11 @@ static char *render_metrics(void *arg, size_t *len)
             "# TYPE herd_log_queue_bytes gauge\nherd_log_queue_bytes %" PRIu64 "\n",
             ls.lines_written, ls.bytes_written, ls.lines_dropped, ls.queue_bytes);
     herd_frontend_render(node->frontend, f);
+    if (node->journal)
+        herd_journal_render(node->journal, f);
+    else
+        fprintf(f, "# HELP herd_state_durable Whether every record held is on disk as the fsync setting promises.\n"
+                   "# TYPE herd_state_durable gauge\nherd_state_durable 0\n");
     fprintf(f,
             "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
             "# TYPE herd_places_requests_total counter\n"
@@ -601,6 +613,11 @@ static herd_health_t node_health(void *arg, char *reason, size_t cap)
                  node->ready_wait_ms / 1000);
         return HERD_HEALTH_STARTING;
     }
+    if (!herd_node_durable(node)) {
+        snprintf(reason, cap, "serving from memory: the state in %s cannot be written (see the log)",
+                 node->topo->state_dir);
+        return HERD_HEALTH_NOT_DURABLE;
+    }
     snprintf(reason, cap, "%s", node->ready_reason);
     return HERD_HEALTH_READY;
 }
@@ -645,8 +662,11 @@ static void places_ready(herd_loop_t *loop, void *arg)
 /* A record dropped by limits.max_records or limits.record_ttl_s. */
 static void on_drop(void *arg, const herd_record_t *r)
 {
-    (void)arg;
-    (void)r; /* counted by the table (herd_table_dropped) */
+    herd_node_t *node = arg;
+    /* Counted by the table (herd_table_dropped); on disk, a DROP keeps it
+     * from coming back at the next start. */
+    if (node->journal)
+        herd_journal_drop(node->journal, r->id, r->id_len);
 }
 
 /* How often records past limits.record_ttl_s are looked for. */
@@ -657,6 +677,61 @@ static void expire_tick(herd_loop_t *loop, void *arg)
     (void)loop;
     herd_node_t *node = arg;
     herd_table_expire(node->table, herd_time_now().sec);
+}
+
+/* A record found on disk at start: offered to the table like any update
+ * (its ranking makes replay idempotent), or removed for a DROP. */
+static void load_record(void *arg, const herd_journal_rec_t *rec)
+{
+    herd_node_t *node = arg;
+    if (rec->kind == 'D')
+        herd_table_remove(node->table, rec->id, rec->id_len);
+    else
+        herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
+                          rec->pos_len, NULL);
+}
+
+/* End of every turn: this turn's records go to the writer in one batch. */
+static void journal_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    herd_journal_commit(node->journal, herd_table_size(node->table));
+}
+
+/* The writer's reports: held replies whose records are on disk go out. */
+static void journal_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    herd_journal_recv(node->journal, node->frontend);
+}
+
+/* Loads state_dir/NAME into the table and starts the writer. */
+static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
+{
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/%s", topo->state_dir, node->name) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    herd_journal_conf_t jc = {
+        .dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node, .loop = node->loop};
+    node->journal = herd_journal_open(&jc, node->log, err, errlen);
+    free(dir);
+    if (!node->journal)
+        return -1;
+    if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0 ||
+        (node->journal_tick = herd_loop_add_tick(node->loop, HERD_PHASE_STATE, journal_tick, node)) < 0) {
+        snprintf(err, errlen, "cannot watch the state writer");
+        return -1;
+    }
+    return 0;
+}
+
+bool herd_node_durable(const herd_node_t *node)
+{
+    return !node->journal || herd_journal_durable(node->journal);
 }
 
 herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
@@ -680,6 +755,8 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (topo->state_dir && open_journal(node, topo, err, errlen) != 0)
+        goto fail;
     /* Links first: their end-of-turn flush must run before the front end
      * writes replies, so that an update is on its way before the AT reply. */
     node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
@@ -756,6 +833,11 @@ void herd_node_destroy(herd_node_t **p)
         herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
     herd_places_destroy(&node->places);
     herd_links_destroy(&node->links);
+    if (node->journal_tick > 0)
+        herd_loop_remove_tick(node->loop, node->journal_tick);
+    if (node->journal)
+        herd_loop_remove_zmq(node->loop, herd_journal_sock(node->journal));
+    herd_journal_destroy(&node->journal);
     for (size_t i = 0; i < PENDING_BUCKETS; i++) {
         while (node->pending[i]) {
             pending_t *q = node->pending[i];

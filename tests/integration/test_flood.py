@@ -71,6 +71,9 @@ class FloodCase(HerdTestCase):
     """A five-server herd plus helpers that read tables and link states."""
 
     def boot(self, **kw):
+        # These tests are about what the links bring a restarted server: a
+        # table reloaded from disk (state_dir, test_state.py) would hide it.
+        kw.setdefault("extra", {}).setdefault("state_dir", None)
         self.herd = self.make_herd(**kw)
         self.run_start = {}  # server -> offset of its current run in its log
         self.start(*NAMES)

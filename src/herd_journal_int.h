@@ -1,0 +1,128 @@
+/* herd_journal internals shared by the node's side (herd_journal.c), the
+ * files (herd_journal_file.c) and the writer and compactor threads
+ * (herd_journal_writer.c). Not a public interface.
+ *
+ * File layout: a 16-byte header (8-byte magic, then the generation as a
+ * little-endian u64), then frames. A frame is the body's length (u32 LE),
+ * the CRC32C of the body (u32 LE), then the body: one kind byte ('A' + the
+ * AT line, or 'D' + the client id). */
+#ifndef HERD_JOURNAL_INT_H
+#define HERD_JOURNAL_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <czmq.h>
+
+#include "herd_journal.h"
+#include "herd_table.h"
+
+#define HJ_MAGIC_JOURNAL  "HERDJNL1"
+#define HJ_MAGIC_SNAPSHOT "HERDSNP1"
+#define HJ_HEADER         16      /* magic + generation */
+#define HJ_FRAME          8       /* length + CRC before each body */
+#define HJ_MAX_BODY       65536   /* an AT line is far shorter; anything longer is damage */
+#define HJ_SNAPSHOT       "snapshot"
+#define HJ_SNAPSHOT_TMP   "snapshot.tmp"
+#define HJ_DEFAULT_COMPACT_MIN 262144 /* records: below this a journal is never compacted */
+
+/* A turn's records, handed from the node to the writer (by pointer). */
+typedef struct {
+    uint64_t last_seq; /* sequence number of the last record inside */
+    uint64_t live;     /* the table's size when it was handed over */
+    size_t len;        /* bytes of frames in data */
+    size_t cap;        /* bytes allocated for data */
+    char data[];       /* the frames */
+} hj_batch_t;
+
+/* What the writer tells the node (one fixed-size message, cumulative). */
+typedef struct {
+    uint64_t done_seq;          /* every record up to here is on disk as promised, or failed */
+    bool durable;               /* false while what the table holds is not all on disk */
+    uint64_t write_errors;      /* failed write, fsync, rotate or compaction steps */
+    uint64_t fsyncs;            /* fsync calls on the journal */
+    uint64_t bytes_written;     /* journal bytes written */
+    uint64_t journal_bytes;     /* bytes in the current journal file */
+    uint64_t journal_records;   /* records appended since the last snapshot began */
+    uint64_t snapshot_bytes;    /* bytes of the last snapshot written (or found at start) */
+    uint64_t snapshot_records;  /* records in it */
+    uint64_t compactions;       /* snapshots written */
+    uint64_t backlog_bytes;     /* bytes waiting for a retry after a failed write */
+    double last_compaction_s;   /* seconds the last compaction took */
+    char text[320];             /* something to log, or "" */
+} hj_report_t;
+
+/* Everything the writer thread owns once started. */
+typedef struct {
+    char *dir;                 /* the state folder */
+    int dirfd;                 /* the folder, for fsync after create / rename */
+    int fd;                    /* current journal, O_APPEND */
+    uint64_t gen;              /* its generation */
+    uint64_t snap_gen;         /* generation the snapshot covers (0 = none) */
+    herd_fsync_t mode;         /* when to fsync */
+    uint64_t compact_min;      /* journal records below which no compaction starts */
+    hj_report_t rep;           /* the state reported to the node */
+} hj_writer_conf_t;
+
+/* Load statistics of one file scan. */
+typedef struct {
+    uint64_t records;     /* frames read whole with a good CRC */
+    uint64_t bad;         /* frames skipped (bad CRC or length, unreadable AT line) */
+    uint64_t bad_bytes;   /* bytes skipped with them */
+    uint64_t torn_bytes;  /* bytes cut (or ignored) at the end */
+    uint64_t zero_bytes;  /* zeros at the end (preallocated, never written): cut silently */
+    uint64_t end;         /* offset after the last good frame */
+} hj_scan_t;
+
+/* Called per good frame with its kind and data (without the kind byte). */
+typedef void(hj_frame_fn)(void *arg, char kind, const char *data, size_t len);
+
+/* Writes the frame for (kind, data) at out, which must hold HJ_FRAME + 1 +
+ * len bytes. Returns the bytes written. */
+size_t hj_frame(char *out, char kind, const char *data, size_t len);
+
+/* Writes a file header. */
+void hj_header(char out[HJ_HEADER], const char *magic, uint64_t gen);
+
+/* Reads the file at dir/name: checks the header (magic; fills *gen), calls
+ * fn per good frame, skips damaged frames, and with cut_tail truncates the
+ * file after the last good frame when its tail is torn or damaged. Returns
+ * 0, 1 when the header is missing or not ours (nothing read), or -1 with
+ * err filled when the file cannot be read. */
+int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool cut_tail, hj_frame_fn *fn,
+            void *arg, hj_scan_t *st, char *err, size_t errlen);
+
+/* Locates the fields of an AT line (six fields one space apart) for the
+ * table: id, position and time. Returns 0 or -1 when it is not one. */
+int hj_parse_at(const char *at, size_t len, herd_journal_rec_t *rec);
+
+/* write(2) until done, across EINTR and short writes. Returns 0 or -1. */
+int hj_write_all(int fd, const void *p, size_t n);
+
+/* pwrite(2) at `off` until done. Returns 0 or -1. */
+int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+
+/* The generations of the journal.N files in the folder, sorted. Returns
+ * the count (and a malloc'd array in *gens, NULL when 0) or -1. */
+long hj_list_journals(int dirfd, uint64_t **gens);
+
+/* Builds a table from the snapshot (if snap_gen > 0) and the journals of
+ * generations snap_gen+1..upto, writes it as a snapshot for `upto` (aside,
+ * fsync, rename, fsync the folder) and removes those journals. `stop`, when
+ * not NULL, is polled now and then: input there abandons the work. Returns
+ * 0 and fills *records / *bytes, or -1 with err filled (or 1 abandoned). */
+int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
+               char *err, size_t errlen);
+
+/* The writer's state made from conf (which it then owns: descriptors, dir),
+ * or NULL when out of memory. */
+void *hj_writer_new(const hj_writer_conf_t *conf);
+
+/* Frees a writer that was never started (closes what it owns). */
+void hj_writer_free(void *writer);
+
+/* The writer thread (a zactor); args is an hj_writer_new() result it owns. */
+void hj_writer_actor(zsock_t *pipe, void *args);
+
+#endif

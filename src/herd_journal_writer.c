@@ -1,0 +1,447 @@
+/* herd_journal_writer: the thread that writes the journal, and the one it
+ * starts to compact it. See herd_journal_int.h.
+ *
+ * The writer takes the node's batches in order, copies them into one
+ * pending buffer and writes that buffer with one write(2); with "always" it
+ * drains every batch already queued before the write, so one fsync covers
+ * them all (group commit). With "everysec" it fsyncs at most once a second,
+ * when something was written since the last one; with "never", only when it
+ * stops. A failed write leaves the bytes pending (the partial write is cut
+ * off the file) and is retried every second; past BACKLOG_MAX they are
+ * given up and the state stays "not durable" until a restart. A failed
+ * fsync is not retried (the kernel may have dropped the dirty pages), so it
+ * too leaves the state not durable.
+ *
+ * Compaction (Redis's AOF rewrite, done Bitcask's way: from the files, not
+ * from the live table): the writer closes journal.G, opens journal.G+1 for
+ * what comes next, and starts a compactor thread that rebuilds the table
+ * privately from the snapshot and journals up to G, writes the new snapshot
+ * aside, fsyncs and renames it, and removes those journals. The node never
+ * pauses for it; it costs the compactor one table's worth of memory while
+ * it runs. */
+#define _GNU_SOURCE
+#include "herd_journal_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKLOG_MAX (64u << 20)   /* bytes kept for a retry after failed writes */
+#define RETRY_MS 1000             /* between retries of a failed write */
+#define REPORT_MS 100             /* least time between reports, except with "always" */
+/* With "always" the journal is written ahead with zeros in chunks of this
+ * size: an fdatasync after writing into space that is already allocated and
+ * inside the file's size has no metadata to commit (no new size, no extent
+ * to convert), which measured half the latency of one after an append on
+ * ext4 -- and the group commit's latency is the reply's. The reader takes a
+ * tail of zeros for what it is. */
+#define PREALLOC_BYTES (4u << 20)
+
+/* A compaction under way. */
+typedef struct {
+    int dirfd;             /* the state folder (the writer's descriptor) */
+    uint64_t snap_gen;     /* the snapshot it starts from */
+    uint64_t upto;         /* the last journal generation it folds in */
+    int rc;                /* result: 0, -1 or 1 (abandoned) */
+    uint64_t records;      /* records in the new snapshot */
+    uint64_t bytes;        /* its size */
+    double secs;           /* how long it took */
+    char err[256];         /* why it failed */
+} job_t;
+
+typedef struct {
+    hj_writer_conf_t c;    /* files, mode and the report */
+    void *pipe;            /* to the node */
+    char *pend;            /* bytes not yet written */
+    size_t pend_len, pend_cap;
+    uint64_t pend_seq;     /* last sequence number in pend */
+    uint64_t live;         /* the table's size, from the last batch */
+    uint64_t alloc;        /* bytes in the journal file: data, then preallocated zeros */
+    bool dirty;            /* written since the last fsync */
+    bool failing;          /* the last write failed; retrying */
+    bool lost;             /* something is no longer going to reach the disk */
+    int64_t last_fsync_ms; /* monotonic */
+    int64_t last_try_ms;   /* last failed write */
+    int64_t last_report_ms;
+    bool report_due;       /* the report changed since it was last sent */
+    bool compact_asked;    /* the node asked for a compaction */
+    zactor_t *compactor;   /* the compaction under way, or NULL */
+    job_t *job;            /* its work */
+} writer_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Adds a line to the next report's text. */
+static void say(writer_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(writer_t *w, const char *fmt, ...)
+{
+    char *t = w->c.rep.text;
+    size_t used = strlen(t), cap = sizeof w->c.rep.text;
+    if (used && used + 2 < cap) {
+        memcpy(t + used, "; ", 3);
+        used += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    if (used < cap)
+        vsnprintf(t + used, cap - used, fmt, ap);
+    va_end(ap);
+    w->report_due = true;
+}
+
+static void send_report(writer_t *w, bool force)
+{
+    if (!w->report_due)
+        return;
+    int64_t now = now_ms();
+    if (!force && !w->c.rep.text[0] && now - w->last_report_ms < REPORT_MS)
+        return;
+    w->c.rep.durable = !w->failing && !w->lost;
+    w->c.rep.backlog_bytes = w->pend_len;
+    /* A node that does not read (its queue full) is tried again later,
+     * not in a busy loop. */
+    w->last_report_ms = now;
+    if (zmq_send(w->pipe, &w->c.rep, sizeof w->c.rep, ZMQ_DONTWAIT) == (int)sizeof w->c.rep) {
+        w->c.rep.text[0] = '\0';
+        w->report_due = false;
+    }
+}
+
+static void do_fsync(writer_t *w)
+{
+    if (!w->dirty)
+        return;
+    w->dirty = false;
+    w->last_fsync_ms = now_ms();
+    w->c.rep.fsyncs++;
+    if (fdatasync(w->c.fd) != 0) {
+        w->c.rep.write_errors++;
+        if (!w->lost)
+            say(w, "cannot fsync journal.%llu: %s; serving from memory, not durable until a restart",
+                (unsigned long long)w->c.gen, strerror(errno));
+        w->lost = true;
+    }
+    w->report_due = true;
+}
+
+/* "always": makes the file reach past end with zeros, in whole chunks. */
+static int preallocate(writer_t *w, uint64_t end)
+{
+    static const char zeros[65536];
+    if (w->c.mode != HERD_FSYNC_ALWAYS || end <= w->alloc)
+        return 0;
+    uint64_t from = w->alloc > w->c.rep.journal_bytes ? w->alloc : w->c.rep.journal_bytes;
+    uint64_t to = (end + PREALLOC_BYTES) & ~(uint64_t)4095;
+    while (from < to) {
+        size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+        if (hj_pwrite_all(w->c.fd, zeros, n, from) != 0)
+            return -1;
+        from += n;
+    }
+    w->alloc = to;
+    return 0;
+}
+
+/* Writes what is pending; with "always", fsyncs it too. Either way the
+ * records are done with afterwards (on disk, or failed and reported). */
+static void flush(writer_t *w)
+{
+    if (w->pend_len == 0)
+        return;
+    uint64_t off = w->c.rep.journal_bytes;
+    if (preallocate(w, off + w->pend_len) == 0 && hj_pwrite_all(w->c.fd, w->pend, w->pend_len, off) == 0) {
+        w->c.rep.bytes_written += w->pend_len;
+        w->c.rep.journal_bytes += w->pend_len;
+        w->pend_len = 0;
+        w->dirty = true;
+        if (w->failing) {
+            w->failing = false;
+            say(w, "journal.%llu is written again%s", (unsigned long long)w->c.gen,
+                w->lost ? " (but records were lost: not durable until a restart)" : "");
+        }
+        if (w->c.mode == HERD_FSYNC_ALWAYS)
+            do_fsync(w);
+    } else {
+        int e = errno;
+        w->c.rep.write_errors++;
+        w->last_try_ms = now_ms();
+        /* Cut what a short write left, so the next append starts whole. */
+        if (ftruncate(w->c.fd, (off_t)off) != 0)
+            w->lost = true;
+        w->alloc = off;
+        if (!w->failing)
+            say(w, "cannot write journal.%llu: %s; serving from memory, retrying", (unsigned long long)w->c.gen,
+                strerror(e));
+        w->failing = true;
+        if (w->pend_len > BACKLOG_MAX) {
+            say(w, "gave up %zu unwritten journal bytes: not durable until a restart", w->pend_len);
+            w->pend_len = 0;
+            w->lost = true;
+        }
+    }
+    w->c.rep.done_seq = w->pend_seq;
+    w->report_due = true;
+}
+
+static int take_batch(writer_t *w, hj_batch_t *b)
+{
+    if (w->pend_len + b->len > w->pend_cap) {
+        size_t cap = w->pend_cap ? w->pend_cap : 65536;
+        while (cap < w->pend_len + b->len)
+            cap *= 2;
+        char *p = realloc(w->pend, cap);
+        if (!p) {
+            w->c.rep.write_errors++;
+            if (!w->lost)
+                say(w, "out of memory in the journal writer: not durable until a restart");
+            w->lost = true;
+            w->pend_seq = b->last_seq;
+            w->c.rep.done_seq = b->last_seq;
+            free(b);
+            return -1;
+        }
+        w->pend = p;
+        w->pend_cap = cap;
+    }
+    memcpy(w->pend + w->pend_len, b->data, b->len);
+    w->pend_len += b->len;
+    w->pend_seq = b->last_seq;
+    w->live = b->live;
+    free(b);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Compaction */
+
+static void compactor_actor(zsock_t *pipe, void *args)
+{
+    job_t *job = args;
+    zsock_signal(pipe, 0);
+    int64_t t0 = now_ms();
+    job->rc = hj_compact(job->dirfd, job->snap_gen, job->upto, zsock_resolve(pipe), &job->records, &job->bytes,
+                         job->err, sizeof job->err);
+    job->secs = (double)(now_ms() - t0) / 1000.0;
+    if (job->rc == 1)
+        return; /* abandoned: a "$TERM" is waiting, which zactor's own end answers */
+    zstr_send(pipe, "DONE");
+    char *s;
+    while ((s = zstr_recv(pipe)) != NULL) {
+        bool term = !strcmp(s, "$TERM");
+        zstr_free(&s);
+        if (term)
+            break;
+    }
+}
+
+/* Starts a new journal generation and a compaction of the ones before. */
+static void start_compaction(writer_t *w)
+{
+    flush(w);
+    if (w->failing || w->lost)
+        return;
+    char name[40];
+    uint64_t next = w->c.gen + 1;
+    snprintf(name, sizeof name, "journal.%llu", (unsigned long long)next);
+    int fd = openat(w->c.dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    char head[HJ_HEADER];
+    hj_header(head, HJ_MAGIC_JOURNAL, next);
+    if (fd < 0 || hj_write_all(fd, head, sizeof head) != 0 || fsync(fd) != 0 || fsync(w->c.dirfd) != 0) {
+        w->c.rep.write_errors++;
+        say(w, "cannot start %s: %s; compaction put off", name, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(w->c.dirfd, name, 0);
+        }
+        return;
+    }
+    /* The old journal is fsynced with the rest when the mode asks for it;
+     * its records reach the snapshot through the page cache either way. */
+    if (w->c.mode != HERD_FSYNC_NEVER)
+        do_fsync(w);
+    close(w->c.fd);
+    w->c.fd = fd;
+    w->dirty = false;
+    uint64_t upto = w->c.gen;
+    w->c.gen = next;
+    w->c.rep.journal_bytes = HJ_HEADER;
+    w->alloc = HJ_HEADER;
+    w->c.rep.journal_records = 0;
+    w->job = calloc(1, sizeof *w->job);
+    if (!w->job)
+        return;
+    *w->job = (job_t){.dirfd = w->c.dirfd, .snap_gen = w->c.snap_gen, .upto = upto};
+    w->compactor = zactor_new(compactor_actor, w->job);
+    if (!w->compactor) {
+        free(w->job);
+        w->job = NULL;
+        say(w, "cannot start the compaction thread");
+    }
+}
+
+static void finish_compaction(writer_t *w)
+{
+    char *s = zstr_recv(w->compactor);
+    zstr_free(&s);
+    zactor_destroy(&w->compactor);
+    job_t *job = w->job;
+    w->job = NULL;
+    if (job->rc == 0) {
+        w->c.snap_gen = job->upto;
+        w->c.rep.compactions++;
+        w->c.rep.snapshot_bytes = job->bytes;
+        w->c.rep.snapshot_records = job->records;
+        w->c.rep.last_compaction_s = job->secs;
+        say(w, "compacted: snapshot of %llu records (%llu bytes) up to journal.%llu in %.3f s",
+            (unsigned long long)job->records, (unsigned long long)job->bytes, (unsigned long long)job->upto,
+            job->secs);
+    } else {
+        w->c.rep.write_errors++;
+        say(w, "%s; the journals are kept", job->err);
+    }
+    free(job);
+}
+
+static bool want_compaction(const writer_t *w)
+{
+    if (w->compactor || w->failing || w->lost)
+        return false;
+    if (w->compact_asked)
+        return true;
+    uint64_t n = w->c.rep.journal_records;
+    /* Past the table's size (Redis's default rewrite at 100 % growth):
+     * the disk then holds at most twice the table, and so does a start-up
+     * read; rebuilding costs about two record reads per update. */
+    return n >= w->c.compact_min && n > w->live;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The thread */
+
+/* Counts the frames of a batch (for the compaction rule). */
+static uint64_t count_frames(const hj_batch_t *b)
+{
+    uint64_t n = 0;
+    for (size_t off = 0; off + HJ_FRAME <= b->len; n++) {
+        const unsigned char *u = (const unsigned char *)b->data + off;
+        off += HJ_FRAME + ((size_t)u[0] | (size_t)u[1] << 8 | (size_t)u[2] << 16 | (size_t)u[3] << 24);
+    }
+    return n;
+}
+
+/* Reads every message queued from the node. Returns true on "$TERM". */
+static bool drain(writer_t *w)
+{
+    for (;;) {
+        char msg[16];
+        int n = zmq_recv(w->pipe, msg, sizeof msg, ZMQ_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == ETERM;
+        }
+        if (n == 1 + (int)sizeof(hj_batch_t *) && msg[0] == 'B') {
+            hj_batch_t *b;
+            memcpy(&b, msg + 1, sizeof b);
+            uint64_t frames = count_frames(b);
+            if (take_batch(w, b) == 0)
+                w->c.rep.journal_records += frames;
+        } else if (n == 1 && msg[0] == 'C') {
+            w->compact_asked = true;
+        } else if (n == 5 && !memcmp(msg, "$TERM", 5)) {
+            return true;
+        }
+    }
+}
+
+void *hj_writer_new(const hj_writer_conf_t *conf)
+{
+    writer_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->c = *conf;
+    w->last_fsync_ms = w->last_report_ms = now_ms();
+    w->alloc = w->c.rep.journal_bytes; /* loading cut any tail */
+    return w;
+}
+
+void hj_writer_free(void *arg)
+{
+    writer_t *w = arg;
+    close(w->c.fd);
+    close(w->c.dirfd);
+    free(w->c.dir);
+    free(w->pend);
+    free(w);
+}
+
+void hj_writer_actor(zsock_t *pipe, void *args)
+{
+    writer_t *w = args;
+    w->pipe = zsock_resolve(pipe);
+    zsock_signal(pipe, 0);
+
+    bool term = false;
+    while (!term) {
+        long timeout = -1;
+        int64_t now = now_ms();
+        if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC)
+            timeout = w->last_fsync_ms + 1000 - now;
+        if (w->failing && w->pend_len) {
+            long t = (long)(w->last_try_ms + RETRY_MS - now);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
+        if (w->report_due) {
+            long t = (long)(w->last_report_ms + REPORT_MS - now);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
+        if (timeout < -1)
+            timeout = 0;
+        zmq_pollitem_t items[2] = {{w->pipe, 0, ZMQ_POLLIN, 0}, {NULL, 0, ZMQ_POLLIN, 0}};
+        int n_items = 1;
+        if (w->compactor) {
+            items[1].socket = zsock_resolve(zactor_sock(w->compactor));
+            n_items = 2;
+        }
+        if (zmq_poll(items, n_items, timeout) < 0 && errno == ETERM)
+            break;
+        term = drain(w);
+        now = now_ms();
+        if (!w->failing || now - w->last_try_ms >= RETRY_MS)
+            flush(w);
+        else if (w->c.rep.done_seq != w->pend_seq) {
+            /* Waiting to retry: nobody waits for these records meanwhile. */
+            w->c.rep.done_seq = w->pend_seq;
+            w->report_due = true;
+        }
+        if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC && now - w->last_fsync_ms >= 1000)
+            do_fsync(w);
+        if (n_items == 2 && (items[1].revents & ZMQ_POLLIN))
+            finish_compaction(w);
+        if (!term && want_compaction(w)) {
+            w->compact_asked = false;
+            start_compaction(w);
+        }
+        send_report(w, w->c.mode == HERD_FSYNC_ALWAYS);
+    }
+    /* Stopping: everything taken is written and fsynced, in every mode. */
+    flush(w);
+    do_fsync(w);
+    /* A clean stop leaves the file exactly its records long. */
+    if (w->alloc > w->c.rep.journal_bytes && !w->failing)
+        (void)!ftruncate(w->c.fd, (off_t)w->c.rep.journal_bytes);
+    if (w->compactor) {
+        zactor_destroy(&w->compactor); /* abandons it, or waits for its end */
+        free(w->job);
+    }
+    hj_writer_free(w);
+}

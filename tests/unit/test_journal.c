@@ -1,0 +1,558 @@
+/* Unit tests for herd_journal: framing, recovery from damage, DROP records,
+ * compaction, idempotent replay, held replies and write failures. Each test
+ * works in a fresh folder under /tmp and waits on the writer's reports with
+ * a deadline. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "herd_journal.h"
+#include "herd_log.h"
+#include "herd_loop.h"
+#include "herd_table.h"
+
+#define POS "+34.068930-118.445127"
+
+/* One test's folder, log and the table records are loaded into. */
+typedef struct {
+    char tmp[64];        /* the test's folder */
+    char dir[96];        /* the state folder inside it */
+    herd_log_t *log;
+    herd_table_t *table; /* what a node would hold */
+    size_t loaded;       /* records handed to load() */
+    size_t drops;        /* of which DROPs */
+    char last_id[64];    /* id of the last record loaded */
+} ctx_t;
+
+static void load(void *arg, const herd_journal_rec_t *rec)
+{
+    ctx_t *c = arg;
+    c->loaded++;
+    snprintf(c->last_id, sizeof c->last_id, "%.*s", (int)rec->id_len, rec->id);
+    if (rec->kind == 'D') {
+        c->drops++;
+        herd_table_remove(c->table, rec->id, rec->id_len);
+        return;
+    }
+    assert_int_equal(rec->kind, 'A');
+    assert_memory_equal(rec->at + rec->pos_off, POS, rec->pos_len);
+    herd_table_update(c->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off, rec->pos_len,
+                      NULL);
+}
+
+static int setup(void **state)
+{
+    ctx_t *c = calloc(1, sizeof *c);
+    snprintf(c->tmp, sizeof c->tmp, "/tmp/herd-journal-XXXXXX");
+    assert_non_null(mkdtemp(c->tmp));
+    snprintf(c->dir, sizeof c->dir, "%s/state/Bailey", c->tmp);
+    char path[128], err[256];
+    snprintf(path, sizeof path, "%s/test.log", c->tmp);
+    c->log = herd_log_open(path, err, sizeof err);
+    assert_non_null(c->log);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx_t *c = *state;
+    herd_log_close(&c->log);
+    herd_table_destroy(&c->table);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->tmp);
+    assert_int_equal(system(cmd), 0);
+    free(c);
+    return 0;
+}
+
+/* Opens the journal with a fresh table; NULL (err filled) on failure. */
+static herd_journal_t *open_j(ctx_t *c, herd_fsync_t mode, uint64_t compact_min, char *err, size_t errlen)
+{
+    herd_table_destroy(&c->table);
+    c->table = herd_table_new();
+    c->loaded = c->drops = 0;
+    herd_journal_conf_t conf = {
+        .dir = c->dir, .fsync = mode, .compact_min_records = compact_min, .load = load, .arg = c};
+    return herd_journal_open(&conf, c->log, err, errlen);
+}
+
+static herd_journal_t *must_open(ctx_t *c, herd_fsync_t mode)
+{
+    char err[256] = "";
+    herd_journal_t *j = open_j(c, mode, 0, err, sizeof err);
+    if (!j)
+        fail_msg("open: %s", err);
+    return j;
+}
+
+/* Appends "AT Bailey +0.1 <id> POS <sec>.000000000" and stores it in c->table. */
+static uint64_t put(ctx_t *c, herd_journal_t *j, const char *id, long sec)
+{
+    char at[256];
+    int n = snprintf(at, sizeof at, "AT Bailey +0.100000000 %s %s %ld.000000000", id, POS, sec);
+    herd_table_update(c->table, id, strlen(id), (herd_time_t){sec, 0}, at, (size_t)n,
+                      (size_t)(strstr(at, POS) - at), strlen(POS), NULL);
+    return herd_journal_append(j, at, (size_t)n);
+}
+
+/* Reads reports until the writer is done with `seq` (5 s at most). */
+static void wait_done(herd_journal_t *j, uint64_t seq)
+{
+    int64_t deadline = herd_clock_ms() + 5000;
+    while (herd_journal_done(j) < seq) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        herd_journal_recv(j, NULL);
+    }
+}
+
+/* The value of a metric line of herd_journal_render. */
+static double metric(herd_journal_t *j, const char *name)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    herd_journal_render(j, f);
+    fclose(f);
+    char key[96];
+    snprintf(key, sizeof key, "\n%s ", name);
+    char *p = strstr(text, key);
+    assert_non_null(p);
+    double v = strtod(p + strlen(key), NULL);
+    free(text);
+    return v;
+}
+
+static void wait_metric(herd_journal_t *j, const char *name, double want)
+{
+    int64_t deadline = herd_clock_ms() + 10000;
+    while (metric(j, name) < want) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        herd_journal_recv(j, NULL);
+    }
+}
+
+static off_t file_size(ctx_t *c, const char *name)
+{
+    char path[160];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", c->dir, name);
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* Writes ids c0..c{n-1} at times 1000.. and closes the journal. */
+static void write_some(ctx_t *c, int n, herd_fsync_t mode)
+{
+    herd_journal_t *j = must_open(c, mode);
+    uint64_t seq = 0;
+    for (int i = 0; i < n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "c%d", i);
+        seq = put(c, j, id, 1000 + i);
+        if (i % 7 == 6)
+            herd_journal_commit(j, herd_table_size(c->table));
+    }
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    assert_null(j);
+}
+
+static void test_crc32c(void **state)
+{
+    (void)state;
+    /* The standard check value of CRC-32C (Castagnoli). */
+    assert_int_equal(herd_journal_crc32c(0, "123456789", 9), 0xE3069283u);
+    /* Continuation gives the same as one pass. */
+    uint32_t part = herd_journal_crc32c(0, "12345", 5);
+    assert_int_equal(herd_journal_crc32c(part, "6789", 4), 0xE3069283u);
+    assert_int_equal(herd_journal_crc32c(0, "", 0), 0);
+}
+
+static void test_roundtrip(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 100, HERD_FSYNC_ALWAYS);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_EVERYSEC);
+    assert_int_equal(c->loaded, 100);
+    assert_string_equal(c->last_id, "c99"); /* in the order appended */
+    assert_int_equal(herd_table_size(c->table), 100);
+    const herd_record_t *r = herd_table_find(c->table, "c42", 3);
+    assert_non_null(r);
+    assert_string_equal(r->at, "AT Bailey +0.100000000 c42 " POS " 1042.000000000");
+    assert_true(herd_journal_durable(j));
+    herd_journal_destroy(&j);
+}
+
+static void test_torn_tail_cut(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 20, HERD_FSYNC_NEVER);
+    off_t whole = file_size(c, "journal.1");
+    /* A crash mid-write: the first 30 bytes of a frame that claims 80. */
+    char torn[30] = {80, 0, 0, 0, 1, 2, 3, 4, 'A', 'A', 'T', ' '};
+    char path[160];
+    snprintf(path, sizeof path, "%s/journal.1", c->dir);
+    int fd = open(path, O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, torn, sizeof torn), (ssize_t)sizeof torn);
+    close(fd);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_NEVER);
+    assert_int_equal(c->loaded, 20);
+    assert_int_equal(file_size(c, "journal.1"), whole); /* cut back to the last whole record */
+    assert_int_equal(metric(j, "herd_state_damaged_records"), 0);
+    /* Appends go on after the cut and are read back. */
+    uint64_t seq = put(c, j, "after", 5000);
+    herd_journal_commit(j, 21);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_NEVER);
+    assert_int_equal(c->loaded, 21);
+    assert_non_null(herd_table_find(c->table, "after", 5));
+    herd_journal_destroy(&j);
+}
+
+static void test_zero_tail_is_not_damage(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 5, HERD_FSYNC_ALWAYS);
+    off_t whole = file_size(c, "journal.1");
+    /* What a crash leaves with "always": the preallocated zeros. */
+    char path[160];
+    snprintf(path, sizeof path, "%s/journal.1", c->dir);
+    assert_int_equal(truncate(path, whole + (1 << 20)), 0);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 5);
+    assert_int_equal(file_size(c, "journal.1"), whole);
+    assert_int_equal(metric(j, "herd_state_damaged_records"), 0);
+    /* The writer preallocates again and a clean stop trims it off. */
+    uint64_t seq = put(c, j, "more", 9000);
+    herd_journal_commit(j, 6);
+    wait_done(j, seq);
+    assert_true(file_size(c, "journal.1") > whole + (1 << 20));
+    herd_journal_destroy(&j);
+    assert_int_equal(file_size(c, "journal.1"), whole + (off_t)strlen("AT Bailey +0.100000000 more " POS " 9000.000000000") + 9);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 6);
+    herd_journal_destroy(&j);
+}
+
+static void test_bad_checksum_skipped(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 30, HERD_FSYNC_NEVER);
+    char path[160];
+    snprintf(path, sizeof path, "%s/journal.1", c->dir);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    char *p = memmem(buf, n, " c13 ", 5);
+    assert_non_null(p);
+    p[2] ^= 0x01; /* "c13" becomes "c03": a byte flipped on disk */
+    fseek(f, 0, SEEK_SET);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_NEVER);
+    assert_int_equal(c->loaded, 29);
+    assert_null(herd_table_find(c->table, "c13", 3));
+    assert_non_null(herd_table_find(c->table, "c14", 3));
+    assert_non_null(herd_table_find(c->table, "c29", 3));
+    assert_int_equal(metric(j, "herd_state_damaged_records"), 1);
+    herd_journal_destroy(&j);
+    /* A damaged length field: the reader finds the next frame. */
+    f = fopen(path, "r+b");
+    n = fread(buf, 1, sizeof buf, f);
+    p = memmem(buf, n, " c20 ", 5);
+    assert_non_null(p);
+    char *frame = p;
+    while (frame[0] != 'A' || frame[1] != 'T')
+        frame--;
+    frame[-9] = (char)0xff; /* the length's low byte, before CRC and kind */
+    fseek(f, 0, SEEK_SET);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
+    j = must_open(c, HERD_FSYNC_NEVER);
+    assert_int_equal(c->loaded, 28);
+    assert_null(herd_table_find(c->table, "c20", 3));
+    assert_non_null(herd_table_find(c->table, "c21", 3));
+    herd_journal_destroy(&j);
+}
+
+static void test_drop(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    put(c, j, "gone", 100);
+    put(c, j, "kept", 100);
+    uint64_t seq = herd_journal_drop(j, "gone", 4);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->drops, 1);
+    assert_null(herd_table_find(c->table, "gone", 4));
+    assert_non_null(herd_table_find(c->table, "kept", 4));
+    /* A newer report after the drop brings the client back. */
+    seq = put(c, j, "gone", 200);
+    herd_journal_commit(j, 2);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_non_null(herd_table_find(c->table, "gone", 4));
+    herd_journal_destroy(&j);
+}
+
+static void test_compaction_keeps_latest(void **state)
+{
+    ctx_t *c = *state;
+    char err[256];
+    herd_journal_t *j = open_j(c, HERD_FSYNC_EVERYSEC, 1000, err, sizeof err);
+    assert_non_null(j);
+    /* 50 clients, 100 reports each, then one dropped: 5,001 records for 49
+     * live ones in one batch, past the table's size and the minimum, so
+     * the writer compacts by itself, once. */
+    uint64_t seq = 0;
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < 50; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "k%d", i);
+            seq = put(c, j, id, 1000 + round);
+        }
+    }
+    herd_table_remove(c->table, "k7", 2);
+    seq = herd_journal_drop(j, "k7", 2);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_done(j, seq);
+    wait_metric(j, "herd_state_compactions_total", 1);
+    uint64_t digest = herd_table_digest(c->table);
+    /* More after the compaction, into the new journal. */
+    seq = put(c, j, "k1", 5000);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    assert_int_equal(file_size(c, "journal.1"), -1); /* folded into the snapshot */
+    assert_true(file_size(c, "snapshot") > 0);
+    assert_true(file_size(c, "journal.2") > 0);
+
+    herd_table_t *before = c->table;
+    c->table = NULL;
+    j = must_open(c, HERD_FSYNC_EVERYSEC);
+    assert_int_equal(c->loaded, 49 + 1); /* the snapshot's live records, then journal.2 */
+    assert_int_equal(herd_table_size(c->table), 49);
+    assert_null(herd_table_find(c->table, "k7", 2));
+    const herd_record_t *r = herd_table_find(c->table, "k3", 2);
+    assert_non_null(r);
+    assert_int_equal(r->time.sec, 1099);
+    r = herd_table_find(c->table, "k1", 2);
+    assert_int_equal(r->time.sec, 5000);
+    assert_int_equal(herd_table_digest(c->table), herd_table_digest(before));
+    assert_true(digest != herd_table_digest(before));
+    herd_table_destroy(&before);
+    /* Asked for by hand: the next generation is folded in as well. */
+    herd_journal_compact(j);
+    wait_metric(j, "herd_state_compactions_total", 1);
+    herd_journal_destroy(&j);
+    assert_int_equal(file_size(c, "journal.2"), -1);
+    j = must_open(c, HERD_FSYNC_EVERYSEC);
+    assert_int_equal(c->loaded, 49);
+    herd_journal_destroy(&j);
+}
+
+static void test_replay_idempotent(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_NEVER);
+    /* A newer record, then an older one and a repeat (as replays and
+     * floods can leave them): the table's ranking keeps the newest. */
+    put(c, j, "x", 300);
+    char at[128];
+    int n = snprintf(at, sizeof at, "AT Bona +0.100000000 x %s 200.000000000", POS);
+    herd_journal_append(j, at, (size_t)n);
+    uint64_t seq = put(c, j, "x", 300);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_NEVER);
+    herd_table_t *once = c->table;
+    assert_int_equal(herd_table_find(once, "x", 1)->time.sec, 300);
+    herd_journal_destroy(&j);
+    /* Loading the same files into a table that already holds them changes nothing. */
+    herd_journal_conf_t conf = {.dir = c->dir, .fsync = HERD_FSYNC_NEVER, .load = load, .arg = c};
+    char err[256];
+    j = herd_journal_open(&conf, c->log, err, sizeof err);
+    assert_non_null(j);
+    assert_int_equal(herd_table_size(once), 1);
+    assert_int_equal(herd_table_find(once, "x", 1)->time.sec, 300);
+    herd_journal_destroy(&j);
+}
+
+static void test_hold_until_fsync(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    herd_ticket_t t = {1, 1};
+    /* Nothing pending: answer at once. */
+    assert_false(herd_journal_hold(j, t, "AT x\n", 5));
+    uint64_t seq = put(c, j, "a", 1);
+    assert_true(herd_journal_hold(j, t, "AT a\n", 5));
+    assert_int_equal(herd_journal_held(j), 1);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    herd_journal_recv(j, NULL);
+    assert_int_equal(herd_journal_held(j), 0);
+    assert_true(metric(j, "herd_state_fsyncs_total") >= 1);
+    herd_journal_destroy(&j);
+    /* Other modes never hold. */
+    j = must_open(c, HERD_FSYNC_EVERYSEC);
+    put(c, j, "b", 1);
+    assert_false(herd_journal_hold(j, t, "AT b\n", 5));
+    herd_journal_destroy(&j);
+}
+
+static void test_write_error_survived(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    uint64_t seq = put(c, j, "small", 1);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    /* A file-size limit at the end of the journal's data (the file may
+     * reach further with preallocated zeros): the next write fails (EFBIG),
+     * like a full disk. The writer thread inherits the process limit. */
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = (rlim_t)metric(j, "herd_state_journal_bytes");
+    assert_true(lim.rlim_cur > 16 && lim.rlim_cur < 4096);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    seq = put(c, j, "big", 2);
+    herd_ticket_t t = {1, 2};
+    assert_true(herd_journal_hold(j, t, "AT big\n", 7));
+    herd_journal_commit(j, 2);
+    wait_done(j, seq); /* done with, though not on disk: the reply goes out */
+    herd_journal_recv(j, NULL);
+    assert_int_equal(herd_journal_held(j), 0);
+    assert_false(herd_journal_durable(j));
+    assert_true(metric(j, "herd_state_write_errors_total") >= 1);
+    assert_int_equal(metric(j, "herd_state_durable"), 0);
+    /* Not durable: replies are no longer held. */
+    put(c, j, "more", 3);
+    assert_false(herd_journal_hold(j, t, "AT more\n", 8));
+    /* Room again: the retry writes the backlog and the state is whole. */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    herd_journal_commit(j, 3);
+    int64_t deadline = herd_clock_ms() + 5000;
+    while (!herd_journal_durable(j)) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        herd_journal_recv(j, NULL);
+    }
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 3);
+    herd_journal_destroy(&j);
+}
+
+static void test_unusable_folder(void **state)
+{
+    ctx_t *c = *state;
+    char file[128], err[256] = "";
+    snprintf(file, sizeof file, "%s/state", c->tmp);
+    int fd = open(file, O_WRONLY | O_CREAT, 0644); /* a file where the folder should be */
+    close(fd);
+    assert_null(open_j(c, HERD_FSYNC_EVERYSEC, 0, err, sizeof err));
+    assert_non_null(strstr(err, "cannot make state folder"));
+    assert_non_null(strstr(err, c->dir));
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_one_server_per_folder(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_EVERYSEC);
+    char err[256] = "";
+    herd_table_t *keep = c->table;
+    c->table = NULL;
+    assert_null(open_j(c, HERD_FSYNC_EVERYSEC, 0, err, sizeof err));
+    assert_non_null(strstr(err, "in use"));
+    herd_table_destroy(&keep);
+    herd_journal_destroy(&j);
+}
+
+/* herd_table_remove (added for DROP replay): linear probing with backward
+ * shift, so every record after a hole must stay findable. */
+static void test_table_remove(void **state)
+{
+    (void)state;
+    herd_table_t *t = herd_table_new(), *kept = herd_table_new();
+    char id[32], at[160];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(id, sizeof id, "r%d", i);
+        int m = snprintf(at, sizeof at, "AT Bailey +0.100000000 %s %s %d.000000000", id, POS, 1000 + i);
+        size_t pos = (size_t)(strstr(at, POS) - at);
+        herd_table_update(t, id, (size_t)n, (herd_time_t){1000 + i, 0}, at, (size_t)m, pos, strlen(POS), NULL);
+        if (i % 3)
+            herd_table_update(kept, id, (size_t)n, (herd_time_t){1000 + i, 0}, at, (size_t)m, pos, strlen(POS),
+                              NULL);
+    }
+    for (int i = 0; i < 20000; i += 3) {
+        int n = snprintf(id, sizeof id, "r%d", i);
+        assert_true(herd_table_remove(t, id, (size_t)n));
+        assert_false(herd_table_remove(t, id, (size_t)n));
+    }
+    assert_int_equal(herd_table_size(t), herd_table_size(kept));
+    assert_int_equal(herd_table_digest(t), herd_table_digest(kept));
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(id, sizeof id, "r%d", i);
+        const herd_record_t *r = herd_table_find(t, id, (size_t)n);
+        if (i % 3 == 0)
+            assert_null(r);
+        else {
+            assert_non_null(r);
+            assert_int_equal(r->time.sec, 1000 + i);
+        }
+    }
+    size_t cursor = 0, seen = 0;
+    while (herd_table_next(t, &cursor))
+        seen++;
+    assert_int_equal(seen, herd_table_size(kept));
+    herd_table_destroy(&t);
+    herd_table_destroy(&kept);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c),
+        cmocka_unit_test(test_table_remove),
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_tail_is_not_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_checksum_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_latest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_until_fsync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_error_survived, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unusable_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_server_per_folder, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
