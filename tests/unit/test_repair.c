@@ -494,7 +494,7 @@ static void test_updates_on_both_sides(void **state)
 static void test_huge_bucket(void **state)
 {
     (void)state;
-    enum { N = 1500 };
+    enum { N = 800 };
     char (*ids)[24] = malloc(N * sizeof *ids);
     assert_non_null(ids);
     /* Ids "huge-" and 8 letters counting up (no snprintf: it would cost
@@ -554,11 +554,13 @@ static void test_chunked_messages(void **state)
         put_client(l.a.t, i, 1);
         put_client(l.b.t, i, 2);
     }
-    first_round(&l);
+    run_round(&l); /* no merged table to compare with: the counts below say the same, cheaper */
     assert_true(l.a.msgs_in[HERD_MSG_FPRINTS] >= 2);
     assert_true(l.b.msgs_in[HERD_MSG_WANT] >= 2);
     assert_int_equal(l.a.stored, n);
     assert_int_equal(l.b.not_stored, n); /* A's older records, sent because B did not list them */
+    assert_int_equal(l.b.stored, 0);
+    assert_tables_equal(l.a.t, l.b.t);
     second_round(&l);
     link_free(&l);
 }
