@@ -146,6 +146,7 @@ static void deliver_one(side_t *me, side_t *peer)
     char *out;
     size_t len;
     switch (m.type) {
+    case HERD_MSG_HELLO: /* a rejoin opens with HELLO: answered like DIGEST */
     case HERD_MSG_DIGEST: {
         int rc = herd_repair_on_digest(me->t, m.count, m.digest, &io);
         assert_int_not_equal(rc, -1);
@@ -182,9 +183,6 @@ static void deliver_one(side_t *me, side_t *peer)
     case HERD_MSG_SYNC_END:
         me->sync_ends++;
         break;
-    case HERD_MSG_HELLO:
-        fail_msg("%s got a HELLO", me->name);
-        break;
     }
     assert_false(io.failed);
     herd_wire_msg_free(&m);
@@ -192,12 +190,22 @@ static void deliver_one(side_t *me, side_t *peer)
     free(q);
 }
 
-/* One round: A opens, then the messages flow, one to each side in turn,
- * until neither has any waiting. */
-static void run_round(link_t *l)
+/* One round: A opens (with DIGEST, or with HELLO as after a restart), then
+ * the messages flow, one to each side in turn, until neither has any
+ * waiting. */
+static void run_round_with(link_t *l, bool hello)
 {
     herd_repair_io_t io = {.send = link_send, .arg = &l->b};
-    assert_int_equal(herd_repair_start(l->a.t, &io), 0);
+    if (hello) {
+        char *out;
+        size_t len;
+        assert_int_equal(herd_wire_encode_hello("Alfa", 7, herd_table_size(l->a.t), herd_table_digest(l->a.t), &out,
+                                                &len),
+                         0);
+        assert_int_equal(link_send(&l->b, out, len), 0);
+    } else {
+        assert_int_equal(herd_repair_start(l->a.t, &io), 0);
+    }
     while (l->a.head || l->b.head) {
         if (l->b.head)
             deliver_one(&l->b, &l->a);
@@ -206,10 +214,16 @@ static void run_round(link_t *l)
     }
     /* The round ended as the protocol says: B answered A's one DIGEST,
      * and the exchange closed with one SYNC_END (or A found nothing). */
-    assert_int_equal(l->b.msgs_in[HERD_MSG_DIGEST], 1);
-    assert_int_equal(l->a.msgs_in[HERD_MSG_DIGEST], 0);
+    assert_int_equal(l->b.msgs_in[hello ? HERD_MSG_HELLO : HERD_MSG_DIGEST], 1);
+    assert_int_equal(l->b.msgs_in[HERD_MSG_DIGEST] + l->b.msgs_in[HERD_MSG_HELLO], 1);
+    assert_int_equal(l->a.msgs_in[HERD_MSG_DIGEST] + l->a.msgs_in[HERD_MSG_HELLO], 0);
     assert_int_equal(l->b.sync_ends, 0);
     assert_int_equal(l->a.sync_ends + l->a.nothing_differs, 1);
+}
+
+static void run_round(link_t *l)
+{
+    run_round_with(l, false);
 }
 
 /* ------------------------------------------------------ records */
@@ -378,47 +392,65 @@ static void test_disjoint(void **state)
     link_free(&l);
 }
 
-/* 20000 clients; A lacks 1% of them and B another 1%: each receives exactly
- * the records it lacks, and nothing else. */
+/* 20000 clients; A lacks 1% of them, or B does, or each lacks another 1%:
+ * each side receives exactly the records it lacks, and nothing else. */
 static void test_one_percent_missing(void **state)
+{
+    (void)state;
+    const uint64_t n = 20000;
+    for (int mode = 0; mode < 3; mode++) { /* 0: A lacks, 1: B lacks, 2: both */
+        link_t l;
+        link_init(&l);
+        uint64_t a_lacks = 0, b_lacks = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t h = i * 0x9e3779b97f4a7c15u >> 32;
+            if (mode != 1 && h % 100 == 0)
+                a_lacks++;
+            else
+                put_client(l.a.t, i, 1);
+            if (mode != 0 && h % 100 == 1)
+                b_lacks++;
+            else
+                put_client(l.b.t, i, 1);
+        }
+        assert_true(mode == 1 || a_lacks > 100);
+        assert_true(mode == 0 || b_lacks > 100);
+        first_round(&l);
+        assert_int_equal(herd_table_size(l.a.t), n);
+        assert_int_equal(l.a.stored, a_lacks);
+        assert_int_equal(l.b.stored, b_lacks);
+        assert_int_equal(l.a.not_stored + l.b.not_stored, 0); /* not one record sent for nothing */
+        print_message("1%% missing (%s) of %llu: %llu bytes to A, %llu to B\n",
+                      mode == 0 ? "A" : mode == 1 ? "B" : "both", (unsigned long long)n,
+                      (unsigned long long)bytes_total(&l.a), (unsigned long long)bytes_total(&l.b));
+        second_round(&l);
+        link_free(&l);
+    }
+}
+
+/* A rejoining server opens with HELLO (its count and digest) instead of
+ * DIGEST; the answer and the repair are the same. */
+static void test_hello_opens(void **state)
 {
     (void)state;
     link_t l;
     link_init(&l);
-    const uint64_t n = 20000;
-    uint64_t a_lacks = 0, b_lacks = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t h = i * 0x9e3779b97f4a7c15u >> 32;
-        if (h % 100 != 0)
+    for (uint64_t i = 0; i < 3000; i++) {
+        if (i % 7 != 0)
             put_client(l.a.t, i, 1);
-        else
-            a_lacks++;
-        if (h % 100 != 1)
-            put_client(l.b.t, i, 1);
-        else
-            b_lacks++;
+        if (i % 11 != 0)
+            put_client(l.b.t, i, i % 13 == 0 ? 2 : 1);
     }
-    assert_true(a_lacks > 100 && b_lacks > 100);
-    exchange_and_check(&l);
-    assert_int_equal(herd_table_size(l.a.t), n);
-    link_free(&l);
-
-    /* The same again, counting what went over the link in the one round. */
-    link_init(&l);
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t h = i * 0x9e3779b97f4a7c15u >> 32;
-        if (h % 100 != 0)
-            put_client(l.a.t, i, 1);
-        if (h % 100 != 1)
-            put_client(l.b.t, i, 1);
-    }
-    run_round(&l);
-    assert_int_equal(l.a.stored, a_lacks);
-    assert_int_equal(l.b.stored, b_lacks);
-    assert_int_equal(l.a.not_stored + l.b.not_stored, 0); /* not one record sent for nothing */
-    print_message("1%% missing each way of %llu: %llu bytes to A, %llu to B\n", (unsigned long long)n,
-                  (unsigned long long)bytes_total(&l.a), (unsigned long long)bytes_total(&l.b));
-    assert_tables_equal(l.a.t, l.b.t);
+    herd_table_t *want = merged(l.a.t, l.b.t);
+    run_round_with(&l, true);
+    assert_tables_equal(l.a.t, want);
+    assert_tables_equal(l.b.t, want);
+    herd_table_destroy(&want);
+    /* And HELLO between equal tables is answered with SYNC_END alone. */
+    link_reset_counts(&l);
+    run_round_with(&l, true);
+    assert_int_equal(l.a.sync_ends, 1);
+    assert_int_equal(l.a.msgs_in[HERD_MSG_GROUPS], 0);
     link_free(&l);
 }
 
@@ -615,6 +647,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_one_side_empty),
         cmocka_unit_test(test_disjoint),
         cmocka_unit_test(test_one_percent_missing),
+        cmocka_unit_test(test_hello_opens),
         cmocka_unit_test(test_ties),
         cmocka_unit_test(test_updates_on_both_sides),
         cmocka_unit_test(test_huge_bucket),
