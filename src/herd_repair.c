@@ -288,13 +288,15 @@ int herd_repair_on_fprints(const herd_table_t *t, const herd_msg_t *msg, herd_re
         for (size_t j = 0; j < c; j++)
             theirs[j] = herd_wire_u64(msg->fps, off + j);
         off += c;
-        qsort(theirs, c, sizeof *theirs, cmp_u64);
+        if (c > 1) /* theirs and recs are NULL while nothing was listed: qsort must not see them */
+            qsort(theirs, c, sizeof *theirs, cmp_u64);
         long n = bucket_records(t, b, &recs, &cap);
         if (n < 0) {
             rc = -1;
             break;
         }
-        qsort(recs, (size_t) n, sizeof *recs, cmp_rec_digest);
+        if (n > 1)
+            qsort(recs, (size_t) n, sizeof *recs, cmp_rec_digest);
         /* Merge the two sorted lists. */
         size_t x = 0, y = 0;
         while (rc == 0 && (x < (size_t) n || y < c)) {

@@ -102,10 +102,12 @@ static size_t wire_array_header_size(size_t n)
     return 5;
 }
 
-/* Hands the packed bytes to the caller, or frees them when packing failed. */
+/* Hands the packed bytes to the caller, or frees them when packing failed
+ * or made a frame larger than the decoder takes (the encoders' cheap count
+ * checks leave out the few bytes of heads). */
 static int wire_finish(msgpack_sbuffer *sb, int rc, char **out, size_t *len)
 {
-    if (rc != 0) {
+    if (rc != 0 || sb->size > HERD_WIRE_MAX_FRAME) {
         msgpack_sbuffer_destroy(sb);
         return -1;
     }

@@ -4,9 +4,11 @@
  * Checks, besides the sanitizers:
  * - herd_wire_decode accepts a frame exactly when a small reference reader
  *   written here (it knows only the msgpack forms a valid message can use)
- *   reads it as a HELLO, UPDATES or SYNC_END of PROTOCOL.md section 7 and
- *   herd_wire.h, and then both read the same content;
- * - every span of a decoded message points into the frame;
+ *   reads it as one of the messages of PROTOCOL.md section 7 and herd_wire.h
+ *   (HELLO, UPDATES, SYNC_END and the anti-entropy DIGEST, GROUPS, BUCKETS,
+ *   FPRINTS and WANT), and then both read the same content, the binary
+ *   arrays at the same addresses;
+ * - every span and binary array of a decoded message points into the frame;
  * - a decoded message re-encodes, and the new frame decodes to the same
  *   content;
  * - a refusal leaves an empty message and a one-line reason, and the
@@ -103,14 +105,107 @@ static bool rd_array(rd_t *r, uint64_t *count)
     return false;
 }
 
-/* A message as the reference reads it; lines are stored up to `cap`. */
+/* A bin (never a str): the binary arrays of the anti-entropy messages. */
+static bool rd_bin(rd_t *r, const uint8_t **p, size_t *len)
+{
+    if (r->off >= r->n)
+        return false;
+    uint8_t b = r->p[r->off++];
+    uint64_t l;
+    if (b < 0xc4 || b > 0xc6 || !rd_be(r, (size_t) 1 << (b - 0xc4), &l) || l > r->n - r->off)
+        return false;
+    *p = r->p + r->off;
+    *len = (size_t) l;
+    r->off += (size_t) l;
+    return true;
+}
+
+/* The `last` flag of FPRINTS and WANT: the integer 0 or 1. */
+static bool rd_last(rd_t *r, bool *last)
+{
+    uint64_t v;
+    if (!rd_uint(r, &v) || v > 1)
+        return false;
+    *last = v == 1;
+    return true;
+}
+
+/* Little-endian reads, written out again here rather than taken from
+ * herd_wire.h so that the reference does not share the decoder's helpers. */
+static uint64_t ref_le(const uint8_t *p, size_t w)
+{
+    uint64_t v = 0;
+    for (size_t i = w; i-- > 0;)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A message as the reference reads it. */
 typedef struct {
     uint64_t type, incarnation, count, digest;
     const uint8_t *name;
     size_t name_len;
     herd_span_t *lines;
     size_t n_lines;
+    bool last;                                    /* FPRINTS, WANT */
+    const uint8_t *groups, *buckets, *counts;     /* BUCKETS; FPRINTS, WANT; FPRINTS */
+    const uint8_t *digests, *fps;                 /* GROUPS, BUCKETS; FPRINTS, WANT */
+    size_t n_items, n_fps;                        /* groups or buckets; fingerprints */
 } ref_msg_t;
+
+/* The anti-entropy messages (type 4 to 8), after version and type. */
+static bool ref_decode_repair(rd_t *r, uint64_t elems, ref_msg_t *m)
+{
+    size_t nb, nc, nf;
+    switch (m->type) {
+    case HERD_MSG_DIGEST:
+        return elems == 4 && rd_uint(r, &m->count) && rd_uint(r, &m->digest);
+    case HERD_MSG_GROUPS:
+        /* 256 group digests of 8 bytes. */
+        return elems == 3 && rd_bin(r, &m->digests, &nf) && nf == 256 * 8;
+    case HERD_MSG_BUCKETS:
+        /* n group numbers, strictly increasing, and 256 digests for each. */
+        if (elems != 4 || !rd_bin(r, &m->groups, &nb) || !rd_bin(r, &m->digests, &nf))
+            return false;
+        if (nb > 256 || nf != nb * 256 * 8)
+            return false;
+        for (size_t i = 1; i < nb; i++)
+            if (m->groups[i] <= m->groups[i - 1])
+                return false;
+        m->n_items = nb;
+        return true;
+    case HERD_MSG_FPRINTS: {
+        /* k u16 buckets, strictly increasing; k u32 counts; as many u64
+         * fingerprints as the counts add up to. */
+        if (elems != 6 || !rd_last(r, &m->last) || !rd_bin(r, &m->buckets, &nb)
+            || !rd_bin(r, &m->counts, &nc) || !rd_bin(r, &m->fps, &nf))
+            return false;
+        if (nb % 2 != 0 || nb / 2 > 65536 || nc != nb / 2 * 4 || nf % 8 != 0)
+            return false;
+        uint64_t sum = 0;
+        for (size_t i = 0; i < nb / 2; i++) {
+            if (i > 0 && ref_le(m->buckets + 2 * i, 2) <= ref_le(m->buckets + 2 * i - 2, 2))
+                return false;
+            sum += ref_le(m->counts + 4 * i, 4);
+        }
+        if (sum != nf / 8)
+            return false;
+        m->n_items = nb / 2;
+        m->n_fps = nf / 8;
+        return true;
+    }
+    case HERD_MSG_WANT:
+        /* m u16 buckets (any order) and m u64 fingerprints. */
+        if (elems != 5 || !rd_last(r, &m->last) || !rd_bin(r, &m->buckets, &nb) || !rd_bin(r, &m->fps, &nf))
+            return false;
+        if (nb % 2 != 0 || nf != nb / 2 * 8)
+            return false;
+        m->n_items = nb / 2;
+        return true;
+    default:
+        return false;
+    }
+}
 
 static bool ref_decode(const uint8_t *p, size_t n, ref_msg_t *m)
 {
@@ -127,7 +222,8 @@ static bool ref_decode(const uint8_t *p, size_t n, ref_msg_t *m)
             || !rd_uint(&r, &m->count) || !rd_uint(&r, &m->digest))
             return false;
         break;
-    case HERD_MSG_UPDATES: {
+    case HERD_MSG_UPDATES:
+    case HERD_MSG_RECORDS: {
         uint64_t k;
         if (elems != 3 || !rd_array(&r, &k) || k > HERD_WIRE_MAX_UPDATES || k > n)
             return false;
@@ -148,7 +244,9 @@ static bool ref_decode(const uint8_t *p, size_t n, ref_msg_t *m)
             return false;
         break;
     default:
-        return false;
+        if (!ref_decode_repair(&r, elems, m))
+            return false;
+        break;
     }
     return r.off == n;
 }
@@ -166,7 +264,29 @@ static bool inside(herd_span_t s, const uint8_t *data, size_t size)
     return s.len <= size && s.p >= lo && s.p + s.len <= hi;
 }
 
-/* The same content: type, the fields that type carries, the lines. */
+static bool bytes_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    return n == 0 || (a != NULL && b != NULL && memcmp(a, b, n) == 0);
+}
+
+/* Two readings of a binary array of n bytes agree: the same address, unless
+ * it is empty (msgpack-c gives no address for an empty bin; none is read). */
+static bool same_bin(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    return n == 0 || a == b;
+}
+
+/* A binary array of n bytes lies inside the frame (an empty one anywhere). */
+static bool bin_inside(const unsigned char *p, size_t n, const uint8_t *data, size_t size)
+{
+    if (n == 0)
+        return true;
+    const unsigned char *lo = data;
+    return p != NULL && n <= size && p >= lo && p + n <= lo + size;
+}
+
+/* The same content: type, the fields that type carries, the lines and the
+ * bytes of the binary arrays. */
 static void check_same(const herd_msg_t *a, const herd_msg_t *b)
 {
     FUZZ_CHECK(a->type == b->type, "type %d vs %d", (int) a->type, (int) b->type);
@@ -177,6 +297,7 @@ static void check_same(const herd_msg_t *a, const herd_msg_t *b)
                    "HELLO content differs");
         break;
     case HERD_MSG_UPDATES:
+    case HERD_MSG_RECORDS:
         FUZZ_CHECK(a->n_updates == b->n_updates, "%zu lines vs %zu", a->n_updates, b->n_updates);
         for (size_t i = 0; i < a->n_updates; i++)
             FUZZ_CHECK(spans_equal(a->updates[i], b->updates[i]), "line %zu differs", i);
@@ -185,9 +306,49 @@ static void check_same(const herd_msg_t *a, const herd_msg_t *b)
         FUZZ_CHECK(a->incarnation == b->incarnation && a->count == b->count,
                    "SYNC_END content differs");
         break;
-    default:
+    case HERD_MSG_DIGEST:
+        FUZZ_CHECK(a->count == b->count && a->digest == b->digest, "DIGEST content differs");
+        break;
+    case HERD_MSG_GROUPS:
+        FUZZ_CHECK(bytes_equal(a->digests, b->digests, 256 * 8), "GROUPS digests differ");
+        break;
+    case HERD_MSG_BUCKETS:
+        FUZZ_CHECK(a->n_items == b->n_items && bytes_equal(a->groups, b->groups, a->n_items)
+                       && bytes_equal(a->digests, b->digests, a->n_items * 256 * 8),
+                   "BUCKETS content differs");
+        break;
+    case HERD_MSG_FPRINTS:
+        FUZZ_CHECK(a->last == b->last && a->n_items == b->n_items && a->n_fps == b->n_fps
+                       && bytes_equal(a->buckets, b->buckets, a->n_items * 2)
+                       && bytes_equal(a->counts, b->counts, a->n_items * 4)
+                       && bytes_equal(a->fps, b->fps, a->n_fps * 8),
+                   "FPRINTS content differs");
+        break;
+    case HERD_MSG_WANT:
+        FUZZ_CHECK(a->last == b->last && a->n_items == b->n_items
+                       && bytes_equal(a->buckets, b->buckets, a->n_items * 2)
+                       && bytes_equal(a->fps, b->fps, a->n_items * 8),
+                   "WANT content differs");
         break;
     }
+}
+
+/* The n little-endian integers of width w at p, as a malloc'd array of
+ * uint16_t, uint32_t or uint64_t (w 2, 4, 8), for the public encoders. */
+static void *le_array(const unsigned char *p, size_t n, size_t w)
+{
+    void *a = malloc(n ? n * w : 1);
+    FUZZ_CHECK(a != NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = ref_le(p + i * w, w);
+        if (w == 2)
+            ((uint16_t *) a)[i] = (uint16_t) v;
+        else if (w == 4)
+            ((uint32_t *) a)[i] = (uint32_t) v;
+        else
+            ((uint64_t *) a)[i] = v;
+    }
+    return a;
 }
 
 /* Re-encodes a decoded message with the public encoders. */
@@ -196,6 +357,7 @@ static void check_reencode(const herd_msg_t *msg)
     char *out = NULL, *name = NULL;
     size_t len = 0;
     int rc = -1;
+    void *a1 = NULL, *a2 = NULL, *a3 = NULL; /* the binary arrays, unpacked */
     switch (msg->type) {
     case HERD_MSG_HELLO:
         name = malloc(msg->name.len + 1);
@@ -207,10 +369,33 @@ static void check_reencode(const herd_msg_t *msg)
     case HERD_MSG_UPDATES:
         rc = herd_wire_encode_updates(msg->updates, msg->n_updates, &out, &len);
         break;
+    case HERD_MSG_RECORDS:
+        rc = herd_wire_encode_records(msg->updates, msg->n_updates, &out, &len);
+        break;
     case HERD_MSG_SYNC_END:
         rc = herd_wire_encode_sync_end(msg->incarnation, msg->count, &out, &len);
         break;
-    default:
+    case HERD_MSG_DIGEST:
+        rc = herd_wire_encode_digest(msg->count, msg->digest, &out, &len);
+        break;
+    case HERD_MSG_GROUPS:
+        a1 = le_array(msg->digests, 256, 8);
+        rc = herd_wire_encode_groups(a1, &out, &len);
+        break;
+    case HERD_MSG_BUCKETS:
+        a1 = le_array(msg->digests, msg->n_items * 256, 8);
+        rc = herd_wire_encode_buckets(msg->groups, msg->n_items, a1, &out, &len);
+        break;
+    case HERD_MSG_FPRINTS:
+        a1 = le_array(msg->buckets, msg->n_items, 2);
+        a2 = le_array(msg->counts, msg->n_items, 4);
+        a3 = le_array(msg->fps, msg->n_fps, 8);
+        rc = herd_wire_encode_fprints(msg->last, a1, a2, msg->n_items, a3, msg->n_fps, &out, &len);
+        break;
+    case HERD_MSG_WANT:
+        a1 = le_array(msg->buckets, msg->n_items, 2);
+        a3 = le_array(msg->fps, msg->n_items, 8);
+        rc = herd_wire_encode_want(msg->last, a1, a3, msg->n_items, &out, &len);
         break;
     }
     FUZZ_CHECK(rc == 0 && out != NULL && len > 0, "a decoded message must re-encode");
@@ -223,6 +408,18 @@ static void check_reencode(const herd_msg_t *msg)
     herd_wire_msg_free(&again);
     free(out);
     free(name);
+    free(a1);
+    free(a2);
+    free(a3);
+}
+
+/* Nothing set: a refused frame, or one after herd_wire_msg_free. */
+static bool msg_empty(const herd_msg_t *m)
+{
+    return m->type == 0 && m->name.p == NULL && m->name.len == 0 && m->incarnation == 0 && m->count == 0
+           && m->digest == 0 && m->updates == NULL && m->n_updates == 0 && !m->last && m->groups == NULL
+           && m->buckets == NULL && m->counts == NULL && m->digests == NULL && m->fps == NULL
+           && m->n_items == 0 && m->n_fps == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -241,8 +438,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0'
                        && strchr(err, '\n') == NULL,
                    "a refusal needs a one-line reason");
-        FUZZ_CHECK(msg.updates == NULL && msg.n_updates == 0 && msg.name.len == 0,
-                   "a refused frame must leave an empty message");
+        FUZZ_CHECK(msg_empty(&msg), "a refused frame must leave an empty message");
     } else {
         FUZZ_CHECK(msg.type == ref.type, "type %d, reference %d", (int) msg.type, (int) ref.type);
         switch (msg.type) {
@@ -254,6 +450,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        "HELLO differs from the reference");
             break;
         case HERD_MSG_UPDATES:
+        case HERD_MSG_RECORDS:
             FUZZ_CHECK(msg.n_updates == ref.n_lines, "%zu lines, reference %zu", msg.n_updates,
                        ref.n_lines);
             for (size_t i = 0; i < msg.n_updates; i++)
@@ -266,14 +463,51 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(msg.incarnation == ref.incarnation && msg.count == ref.count,
                        "SYNC_END differs from the reference");
             break;
-        default:
+        case HERD_MSG_DIGEST:
+            FUZZ_CHECK(msg.count == ref.count && msg.digest == ref.digest,
+                       "DIGEST differs from the reference");
+            break;
+        case HERD_MSG_GROUPS:
+            FUZZ_CHECK(msg.digests == ref.digests && bin_inside(msg.digests, 256 * 8, data, size),
+                       "GROUPS differs from the reference");
+            break;
+        case HERD_MSG_BUCKETS:
+            FUZZ_CHECK(msg.n_items == ref.n_items && same_bin(msg.groups, ref.groups, msg.n_items)
+                           && same_bin(msg.digests, ref.digests, msg.n_items * 256 * 8)
+                           && bin_inside(msg.groups, msg.n_items, data, size)
+                           && bin_inside(msg.digests, msg.n_items * 256 * 8, data, size),
+                       "BUCKETS differs from the reference");
+            break;
+        case HERD_MSG_FPRINTS:
+            FUZZ_CHECK(msg.last == ref.last && msg.n_items == ref.n_items && msg.n_fps == ref.n_fps
+                           && same_bin(msg.buckets, ref.buckets, msg.n_items * 2)
+                           && same_bin(msg.counts, ref.counts, msg.n_items * 4)
+                           && same_bin(msg.fps, ref.fps, msg.n_fps * 8)
+                           && bin_inside(msg.buckets, msg.n_items * 2, data, size)
+                           && bin_inside(msg.counts, msg.n_items * 4, data, size)
+                           && bin_inside(msg.fps, msg.n_fps * 8, data, size),
+                       "FPRINTS differs from the reference");
+            for (size_t i = 0; i < msg.n_items; i++)
+                FUZZ_CHECK(herd_wire_u16(msg.buckets, i) == ref_le(ref.buckets + 2 * i, 2)
+                               && herd_wire_u32(msg.counts, i) == ref_le(ref.counts + 4 * i, 4),
+                           "FPRINTS bucket %zu reads differently", i);
+            for (size_t i = 0; i < msg.n_fps; i++)
+                FUZZ_CHECK(herd_wire_u64(msg.fps, i) == ref_le(ref.fps + 8 * i, 8),
+                           "FPRINTS fingerprint %zu reads differently", i);
+            break;
+        case HERD_MSG_WANT:
+            FUZZ_CHECK(msg.last == ref.last && msg.n_items == ref.n_items
+                           && same_bin(msg.buckets, ref.buckets, msg.n_items * 2)
+                           && same_bin(msg.fps, ref.fps, msg.n_items * 8) && bin_inside(msg.buckets, msg.n_items * 2, data, size)
+                           && bin_inside(msg.fps, msg.n_items * 8, data, size),
+                       "WANT differs from the reference");
             break;
         }
         check_reencode(&msg);
     }
     herd_wire_msg_free(&msg);
     herd_wire_msg_free(&msg); /* idempotent */
-    FUZZ_CHECK(msg.updates == NULL && msg.n_updates == 0, "msg_free must empty the message");
+    FUZZ_CHECK(msg_empty(&msg), "msg_free must empty the message");
     free(ref.lines);
 
     /* A short error buffer on the heap: a write past errlen is a report. */

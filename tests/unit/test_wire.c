@@ -70,7 +70,9 @@ static char *dup_exact(const void *data, size_t len)
 static bool msg_is_zero(const herd_msg_t *m)
 {
     return m->type == 0 && m->name.p == NULL && m->name.len == 0 && m->incarnation == 0 &&
-           m->count == 0 && m->digest == 0 && m->updates == NULL && m->n_updates == 0;
+           m->count == 0 && m->digest == 0 && m->updates == NULL && m->n_updates == 0 && !m->last &&
+           m->groups == NULL && m->buckets == NULL && m->counts == NULL && m->digests == NULL &&
+           m->fps == NULL && m->n_items == 0 && m->n_fps == 0;
 }
 
 /* Decodes data (copied into an exact-size buffer) and checks that it is
@@ -461,9 +463,15 @@ static void test_reject_version_and_type(void **state)
     expect_reject(RAW(0x92, 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0x01), "wire version is a float");
     expect_reject(RAW(0x92, 0x91, 0x01, 0x01), "wire version is an array");
 
+    /* Types 1 to 9 are known (the anti-entropy ones 4 to 8 are tested in
+     * test_wire_repair.c; 9, RECORDS, has the layout of UPDATES); 0 and
+     * everything from 10 up is not. */
     expect_reject(RAW(0x92, 0x01, 0x00), "unknown message type 0");
-    expect_reject(RAW(0x92, 0x01, 0x04), "unknown message type 4");
+    expect_reject(RAW(0x94, 0x01, 0x0a, 0x00, 0x00), "unknown message type 10");
     expect_reject(RAW(0x94, 0x01, 0x63, 0x00, 0x00), "unknown message type 99");
+    expect_reject(RAW(0x92, 0x01, 0xcd, 0x01, 0x04), "unknown message type 260"); /* 4 + 256 */
+    expect_reject(RAW(0x92, 0x01, 0xcf, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04),
+                  "unknown message type 4294967300"); /* 4 + 2^32: no truncation to 32 bits */
     expect_reject(RAW(0x92, 0x01, 0xc0), "message type is nil");
     expect_reject(RAW(0x92, 0x01, 0xc3), "message type is a boolean");
 }
@@ -698,39 +706,132 @@ static uint64_t xorshift64(uint64_t *s)
     return *s = x;
 }
 
-/* Checks a message the decoder accepted: limits hold, spans lie in the frame,
- * and encoding it again gives a frame that decodes to the same message. */
-static void check_accepted(const herd_msg_t *m, const char *buf, size_t len)
+/* The n little-endian integers of width w at p as a malloc'd array of
+ * uint16_t, uint32_t or uint64_t, for the public encoders. */
+static void *le_array(const unsigned char *p, size_t n, size_t w)
 {
-    const char *hi = buf + len;
-    assert_true(m->type == HERD_MSG_HELLO || m->type == HERD_MSG_UPDATES ||
-                m->type == HERD_MSG_SYNC_END);
-    char *out;
-    size_t olen;
-    if (m->type == HERD_MSG_HELLO) {
-        assert_true(m->name.len >= 1 && m->name.len <= HERD_MAX_NAME);
-        assert_true(m->name.p >= buf && m->name.p + m->name.len <= hi);
+    void *a = malloc(n ? n * w : 1);
+    assert_non_null(a);
+    for (size_t i = 0; i < n; i++) {
+        if (w == 2)
+            ((uint16_t *)a)[i] = herd_wire_u16(p, i);
+        else if (w == 4)
+            ((uint32_t *)a)[i] = herd_wire_u32(p, i);
+        else
+            ((uint64_t *)a)[i] = herd_wire_u64(p, i);
+    }
+    return a;
+}
+
+/* A binary array of n bytes of a decoded message lies inside the frame. */
+static void assert_bin_inside(const unsigned char *p, size_t n, const char *buf, size_t len)
+{
+    if (n == 0)
+        return;
+    const unsigned char *lo = (const unsigned char *)buf;
+    assert_true(p != NULL && n <= len && p >= lo && p + n <= lo + len);
+}
+
+static void assert_same_bin(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n > 0)
+        assert_memory_equal(a, b, n);
+}
+
+/* Encodes a decoded message again with the public encoders. */
+static void reencode(const herd_msg_t *m, char **out, size_t *olen)
+{
+    void *a1 = NULL, *a2 = NULL, *a3 = NULL;
+    int rc = -1;
+    switch (m->type) {
+    case HERD_MSG_HELLO: {
         char name[HERD_MAX_NAME + 1];
         memcpy(name, m->name.p, m->name.len);
         name[m->name.len] = '\0';
-        assert_int_equal(herd_wire_encode_hello(name, m->incarnation, m->count, m->digest, &out, &olen),
-                         0);
-    } else if (m->type == HERD_MSG_UPDATES) {
+        rc = herd_wire_encode_hello(name, m->incarnation, m->count, m->digest, out, olen);
+        break;
+    }
+    case HERD_MSG_UPDATES: rc = herd_wire_encode_updates(m->updates, m->n_updates, out, olen); break;
+    case HERD_MSG_RECORDS: rc = herd_wire_encode_records(m->updates, m->n_updates, out, olen); break;
+    case HERD_MSG_SYNC_END: rc = herd_wire_encode_sync_end(m->incarnation, m->count, out, olen); break;
+    case HERD_MSG_DIGEST: rc = herd_wire_encode_digest(m->count, m->digest, out, olen); break;
+    case HERD_MSG_GROUPS:
+        a1 = le_array(m->digests, 256, 8);
+        rc = herd_wire_encode_groups(a1, out, olen);
+        break;
+    case HERD_MSG_BUCKETS:
+        a1 = le_array(m->digests, m->n_items * 256, 8);
+        rc = herd_wire_encode_buckets(m->groups, m->n_items, a1, out, olen);
+        break;
+    case HERD_MSG_FPRINTS:
+        a1 = le_array(m->buckets, m->n_items, 2);
+        a2 = le_array(m->counts, m->n_items, 4);
+        a3 = le_array(m->fps, m->n_fps, 8);
+        rc = herd_wire_encode_fprints(m->last, a1, a2, m->n_items, a3, m->n_fps, out, olen);
+        break;
+    case HERD_MSG_WANT:
+        a1 = le_array(m->buckets, m->n_items, 2);
+        a3 = le_array(m->fps, m->n_items, 8);
+        rc = herd_wire_encode_want(m->last, a1, a3, m->n_items, out, olen);
+        break;
+    }
+    assert_int_equal(rc, 0);
+    free(a1);
+    free(a2);
+    free(a3);
+}
+
+/* Checks a message the decoder accepted: limits hold, spans and binary
+ * arrays lie in the frame, and encoding it again gives a frame that decodes
+ * to the same message. */
+static void check_accepted(const herd_msg_t *m, const char *buf, size_t len)
+{
+    const char *hi = buf + len;
+    assert_true(m->type >= HERD_MSG_HELLO && m->type <= HERD_MSG_RECORDS);
+    if (m->type == HERD_MSG_HELLO) {
+        assert_true(m->name.len >= 1 && m->name.len <= HERD_MAX_NAME);
+        assert_true(m->name.p >= buf && m->name.p + m->name.len <= hi);
+    } else if (m->type == HERD_MSG_UPDATES || m->type == HERD_MSG_RECORDS) {
         assert_true(m->n_updates <= HERD_WIRE_MAX_UPDATES);
         for (size_t i = 0; i < m->n_updates; i++) {
             assert_true(m->updates[i].len >= 1 && m->updates[i].len <= HERD_AT_MAX);
             assert_true(m->updates[i].p >= buf && m->updates[i].p + m->updates[i].len <= hi);
         }
-        assert_int_equal(herd_wire_encode_updates(m->updates, m->n_updates, &out, &olen), 0);
-    } else {
-        assert_int_equal(herd_wire_encode_sync_end(m->incarnation, m->count, &out, &olen), 0);
     }
+    /* The binary arrays: inside the frame, and what the layouts promise. */
+    size_t g_bytes = m->type == HERD_MSG_GROUPS ? 256 * 8 : m->n_items * 256 * 8;
+    if (m->type == HERD_MSG_GROUPS || m->type == HERD_MSG_BUCKETS)
+        assert_bin_inside(m->digests, g_bytes, buf, len);
+    if (m->type == HERD_MSG_BUCKETS) {
+        assert_bin_inside(m->groups, m->n_items, buf, len);
+        for (size_t i = 1; i < m->n_items; i++)
+            assert_true(m->groups[i] > m->groups[i - 1]);
+    }
+    if (m->type == HERD_MSG_FPRINTS) {
+        assert_bin_inside(m->buckets, m->n_items * 2, buf, len);
+        assert_bin_inside(m->counts, m->n_items * 4, buf, len);
+        assert_bin_inside(m->fps, m->n_fps * 8, buf, len);
+        uint64_t sum = 0;
+        for (size_t i = 0; i < m->n_items; i++) {
+            assert_true(i == 0 || herd_wire_u16(m->buckets, i) > herd_wire_u16(m->buckets, i - 1));
+            sum += herd_wire_u32(m->counts, i);
+        }
+        assert_true(sum == m->n_fps);
+    }
+    if (m->type == HERD_MSG_WANT) {
+        assert_bin_inside(m->buckets, m->n_items * 2, buf, len);
+        assert_bin_inside(m->fps, m->n_items * 8, buf, len);
+    }
+
+    char *out;
+    size_t olen;
+    reencode(m, &out, &olen);
     herd_msg_t again;
     char err[256];
     assert_int_equal(herd_wire_decode(out, olen, &again, err, sizeof err), 0);
     assert_int_equal(again.type, m->type);
     assert_true(again.incarnation == m->incarnation && again.count == m->count &&
-                again.digest == m->digest);
+                again.digest == m->digest && again.last == m->last);
     assert_int_equal(again.name.len, m->name.len);
     if (m->name.len)
         assert_memory_equal(again.name.p, m->name.p, m->name.len);
@@ -739,19 +840,33 @@ static void check_accepted(const herd_msg_t *m, const char *buf, size_t len)
         assert_int_equal(again.updates[i].len, m->updates[i].len);
         assert_memory_equal(again.updates[i].p, m->updates[i].p, m->updates[i].len);
     }
+    assert_int_equal(again.n_items, m->n_items);
+    assert_int_equal(again.n_fps, m->n_fps);
+    if (m->type == HERD_MSG_GROUPS || m->type == HERD_MSG_BUCKETS)
+        assert_same_bin(again.digests, m->digests, g_bytes);
+    if (m->type == HERD_MSG_BUCKETS)
+        assert_same_bin(again.groups, m->groups, m->n_items);
+    if (m->type == HERD_MSG_FPRINTS || m->type == HERD_MSG_WANT)
+        assert_same_bin(again.buckets, m->buckets, m->n_items * 2);
+    if (m->type == HERD_MSG_FPRINTS) {
+        assert_same_bin(again.counts, m->counts, m->n_items * 4);
+        assert_same_bin(again.fps, m->fps, m->n_fps * 8);
+    }
+    if (m->type == HERD_MSG_WANT)
+        assert_same_bin(again.fps, m->fps, m->n_items * 8);
     herd_wire_msg_free(&again);
     free(out);
 }
 
 #define FUZZ_ITERATIONS 200000
-#define FUZZ_MAX        2048
+#define FUZZ_MAX        4096 /* room for a BUCKETS of one group */
 
 static void test_fuzz_mutations(void **state)
 {
     (void)state;
     /* The seeds: one of each type, the layouts other encoders may use. */
-    char *seeds[8];
-    size_t seed_len[8];
+    char *seeds[16];
+    size_t seed_len[16];
     size_t n_seeds = 0;
     herd_span_t ats[4] = {{"AT Clark +0.263873386 kiwi +34.06-118.44 1621464827.959498503", 61},
                           {"\x00\x01\xff", 3},
@@ -774,6 +889,33 @@ static void test_fuzz_mutations(void **state)
                                  0x00, 0x01, 'B'};
     seeds[n_seeds] = dup_exact(odd, sizeof odd);
     seed_len[n_seeds++] = sizeof odd;
+    /* The anti-entropy messages, small enough for FUZZ_MAX. */
+    uint64_t digs[256];
+    for (size_t i = 0; i < 256; i++)
+        digs[i] = i * 0x0101010101010101u;
+    const uint16_t buckets[3] = {1, 0x1ff, 0xffff};
+    const uint32_t counts[3] = {2, 0, 1};
+    const uint64_t fps[3] = {7, UINT64_MAX, 1u << 20};
+    assert_int_equal(herd_wire_encode_digest(1000, 0xfeedu, &seeds[n_seeds], &seed_len[n_seeds]), 0);
+    n_seeds++;
+    assert_int_equal(herd_wire_encode_groups(digs, &seeds[n_seeds], &seed_len[n_seeds]), 0);
+    n_seeds++;
+    assert_int_equal(herd_wire_encode_buckets((const uint8_t[]){4}, 0, NULL, &seeds[n_seeds],
+                                              &seed_len[n_seeds]),
+                     0);
+    n_seeds++;
+    uint64_t group_digs[256] = {[0] = 1, [255] = UINT64_MAX};
+    assert_int_equal(herd_wire_encode_buckets((const uint8_t[]){200}, 1, group_digs, &seeds[n_seeds],
+                                              &seed_len[n_seeds]),
+                     0);
+    n_seeds++;
+    assert_int_equal(herd_wire_encode_fprints(true, buckets, counts, 3, fps, 3, &seeds[n_seeds],
+                                              &seed_len[n_seeds]),
+                     0);
+    n_seeds++;
+    assert_int_equal(herd_wire_encode_want(false, buckets, fps, 3, &seeds[n_seeds], &seed_len[n_seeds]),
+                     0);
+    n_seeds++;
 
     static const unsigned char interesting[] = {0x00, 0x01, 0x02, 0x03, 0x7f, 0x80, 0x8f, 0x90,
                                                 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc4, 0xc6, 0xc9,
@@ -782,6 +924,7 @@ static void test_fuzz_mutations(void **state)
     uint64_t rng = 0x9e3779b97f4a7c15u;
     unsigned char work[FUZZ_MAX];
     size_t accepted = 0, rejected = 0;
+    size_t accepted_type[HERD_MSG_WANT + 1] = {0}; /* by message type */
     for (size_t iter = 0; iter < FUZZ_ITERATIONS; iter++) {
         size_t s = xorshift64(&rng) % n_seeds;
         size_t len = seed_len[s];
@@ -845,6 +988,7 @@ static void test_fuzz_mutations(void **state)
         if (herd_wire_decode(buf, len, &m, err, sizeof err) == 0) {
             check_accepted(&m, buf, len);
             accepted++;
+            accepted_type[m.type]++;
         } else {
             assert_true(err[0] != '\0');
             assert_null(strchr(err, '\n'));
@@ -857,6 +1001,9 @@ static void test_fuzz_mutations(void **state)
     /* Both paths must have been exercised for the loop to mean anything. */
     assert_true(accepted > 1000);
     assert_true(rejected > 100000);
+    for (int t = HERD_MSG_HELLO; t <= HERD_MSG_WANT; t++)
+        if (accepted_type[t] == 0)
+            fail_msg("no mutation of type %d was accepted", t);
     for (size_t i = 0; i < n_seeds; i++)
         free(seeds[i]);
 }
