@@ -924,7 +924,7 @@ static void test_fuzz_mutations(void **state)
     uint64_t rng = 0x9e3779b97f4a7c15u;
     unsigned char work[FUZZ_MAX];
     size_t accepted = 0, rejected = 0;
-    size_t accepted_type[HERD_MSG_WANT + 1] = {0}; /* by message type */
+    size_t accepted_type[HERD_MSG_RECORDS + 1] = {0}; /* by message type */
     for (size_t iter = 0; iter < FUZZ_ITERATIONS; iter++) {
         size_t s = xorshift64(&rng) % n_seeds;
         size_t len = seed_len[s];
