@@ -271,7 +271,7 @@ static void check_equal(const side_t *a, const side_t *b, uint64_t want_size)
 static void print_round(const char *what, const side_t *a, const side_t *b, uint64_t full_bytes, span_t t)
 {
     static const char *const names[] = {"", "HELLO", "UPDATES", "SYNC_END", "DIGEST", "GROUPS", "BUCKETS",
-                                        "FPRINTS", "WANT"};
+                                        "FPRINTS", "WANT", "RECORDS"};
     uint64_t total = side_bytes(a) + side_bytes(b);
     printf("%s\n", what);
     printf("  bytes exchanged: %" PRIu64 " (%.3f%% of the full table's %" PRIu64 " AT-line bytes)\n", total,

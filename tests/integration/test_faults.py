@@ -255,8 +255,10 @@ class FaultTest(HerdTestCase):
                 self.undo(herd, work, names, full, rng, event)
             if self.kinds and len(self.events) < MAX_FAULTS and rng.random() < 0.35:
                 self.inject(herd, work, names, full, rng)
-            # The schedule's own pacing: the next step is due in 50-300 ms.
-            time.sleep(rng.uniform(0.05, 0.3))
+            # The schedule's own pacing: the next step is due in 50-300 ms,
+            # or at once if the workload stopped (it failed).
+            if work.stop.wait(rng.uniform(0.05, 0.3)):
+                break
         self.check_alive(herd, names)
 
         # Heal: the workload stops, paused servers resume, the full topology
