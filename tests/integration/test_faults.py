@@ -47,6 +47,8 @@ Environment
     HERD_FAULT_SECONDS  how long the faults run (default 40; the whole test
                         then takes about 45-60 s). Longer runs by hand.
     HERD_FAULT_KINDS    comma-separated subset of kill,group,pause,unlink,ties
+    HERD_FAULT_STATE    always | everysec: servers keep their table on disk
+                        (default: no state, so a killed server comes back empty)
                         (default all), to narrow down a failure by hand.
 
 Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v test_faults
@@ -228,7 +230,10 @@ class FaultTest(HerdTestCase):
         # One server is never killed (it may be paused), so that the check
         # of acknowledged updates always has a survivor to hold it to.
         self.keeper = rng.choice(list(DEFAULT_SERVERS))
-        herd = self.make_herd(extra={"state_dir": None})
+        # HERD_FAULT_STATE=always|everysec runs the same with durable state
+        # (killed servers then come back with their own table).
+        state = os.environ.get("HERD_FAULT_STATE")
+        herd = self.make_herd(extra={"fsync": state} if state else {"state_dir": None})
         self.herd = herd
         names = list(DEFAULT_SERVERS)
         full = [tuple(link) for link in DEFAULT_LINKS]
