@@ -2,15 +2,17 @@
  *
  * One ROUTER bound on the peer port receives from every neighbour; one
  * DEALER per neighbour (identity = our own name) sends to it. Sending never
- * blocks: a send high-water mark and a zero send timeout, and what cannot be
- * queued is dropped, because the rejoin exchange repairs it. Updates are
- * batched per neighbour and sent at the end of each reactor turn, before the
- * front end writes its replies.
+ * blocks: a send high-water mark, a zero send timeout, and queueing only on
+ * a live connection (ZMQ_IMMEDIATE); what cannot be queued is dropped,
+ * because the exchanges repair it. Updates are batched per neighbour and sent
+ * at the end of each reactor turn, before the front end writes its replies.
  *
- * Rejoin: when a DEALER's connection comes up, it sends HELLO (our
- * incarnation, table size and digest). A server that gets HELLO from a
- * neighbour whose digest differs from its own sends it every record it
- * holds, then SYNC_END. Both ends do this, so each gets what it lacks. */
+ * Anti-entropy (herd_links_repair.c, herd_repair.h): when a link comes up,
+ * and at least once a second after, each server opens an exchange with each
+ * neighbour; the exchange finds what the two tables hold differently and
+ * sends only that, both ways. A neighbour that answers no exchange for 5 s
+ * has its link made anew, and a DEALER whose handshake was refused (libzmq
+ * gives up on those) is made anew after a back-off. */
 #ifndef HERD_LINKS_H
 #define HERD_LINKS_H
 

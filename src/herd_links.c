@@ -1,5 +1,5 @@
-/* herd_links: DEALER/ROUTER links, batching, HELLO and the rejoin exchange.
- * See herd_links.h. */
+/* herd_links: DEALER/ROUTER links, batching, flooding, link state and
+ * redials; the exchanges are in herd_links_repair.c. See herd_links.h. */
 #include "herd_links.h"
 #include "herd_links_int.h"
 
@@ -15,24 +15,14 @@
 
 #include <czmq.h>
 
-#include "herd_repair.h"
 #include "herd_wire.h"
 
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
 #define BATCH_BYTES     (256u * 1024u)     /* flush a batch early past this many AT-line bytes */
-#define SNAPSHOT_BATCH  2048               /* records per UPDATES message in a snapshot */
-#define LIVENESS_MS     5000               /* a link whose neighbour answers no exchange this long is redialled */
 #define HANDSHAKE_MS    3000               /* a connection must finish its ZMTP handshake this soon */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
-#define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
 #define REPAIR_TICK_MS  100                /* how often the anti-entropy timer looks */
-#define CHECK_MS        1000               /* an exchange with each neighbour at least this often */
-#define ROUND_MS        5000               /* an exchange not ended by then is given up (and retried) */
-#define ANSWER_WAIT_MS  300                /* ... and one whose first message got no answer by then */
-#define ANSWER_MS       10000              /* how long its WANTs are accepted after our FPRINTS */
-#define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
-#define LIGHT_PER_SEC   20                 /* HELLO and DIGEST answered (and logged) per neighbour per second */
 #define REDIAL_MIN_MS   250                /* first wait before a refused DEALER is made anew */
 #define REDIAL_MAX_MS   5000               /* longest wait between redials */
 
@@ -93,7 +83,7 @@ static void link_options(void *sock, bool ipv6)
 }
 
 /* Sends one encoded message to a neighbour without blocking. */
-static int send_to(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
+int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
 {
     int rc = zmq_send(nb->dealer, data, len, ZMQ_DONTWAIT);
     free(data);
@@ -116,28 +106,28 @@ static int send_updates(herd_links_t *links, neighbour_t *nb, const herd_span_t 
     size_t len;
     if (herd_wire_encode_updates(ats, n, &data, &len) != 0)
         return -1;
-    if (send_to(links, nb, data, len) != 0)
+    if (links_send(links, nb, data, len) != 0)
         return -1;
     nb->updates_out += n;
     return 0;
 }
 
-static void send_hello(herd_links_t *links, neighbour_t *nb)
+void links_send_hello(herd_links_t *links, neighbour_t *nb)
 {
     char *data;
     size_t len;
     nb->hello_ms = herd_loop_now_ms(links->loop);
     if (herd_wire_encode_hello(links->self_name, links->incarnation, herd_table_size(links->table),
                                herd_table_digest(links->table), &data, &len) == 0)
-        send_to(links, nb, data, len);
+        links_send(links, nb, data, len);
 }
 
-static void send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
+void links_send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
 {
     char *data;
     size_t len;
     if (herd_wire_encode_sync_end(links->incarnation, sent, &data, &len) == 0)
-        send_to(links, nb, data, len);
+        links_send(links, nb, data, len);
 }
 
 static void batch_send(herd_links_t *links, neighbour_t *nb)
@@ -244,112 +234,6 @@ static void flush_tick(herd_loop_t *loop, void *arg)
     herd_links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
-/* The send callback of an exchange: one message to one neighbour. */
-static int repair_send(void *arg, char *data, size_t len)
-{
-    neighbour_t *nb = arg;
-    nb->repair_bytes_out += len;
-    return send_to(nb->links, nb, data, len);
-}
-
-static herd_repair_io_t repair_io(neighbour_t *nb)
-{
-    return (herd_repair_io_t){.send = repair_send, .arg = nb};
-}
-
-/* Notes a request sent to nb: its answer is awaited (liveness) and accepted. */
-static void asked(neighbour_t *nb, int64_t now)
-{
-    nb->asked_ms = now;
-    if (!nb->waiting_ms)
-        nb->waiting_ms = now;
-}
-
-/* Opens an exchange with a neighbour: HELLO the first time after its link
- * came up (it is logged, and tells our incarnation), DIGEST after that. */
-static void round_open(herd_links_t *links, neighbour_t *nb, bool hello)
-{
-    int64_t now = herd_loop_now_ms(links->loop);
-    nb->round_ms = now;
-    asked(nb, now);
-    nb->round_answered = false;
-    nb->round_records = 0;
-    nb->rounds++;
-    herd_links_flush(links); /* updates queued before go first */
-    if (hello) {
-        send_hello(links, nb);
-        return;
-    }
-    herd_repair_io_t io = repair_io(nb);
-    herd_repair_start(links->table, &io);
-}
-
-static void round_close(herd_links_t *links, neighbour_t *nb)
-{
-    nb->round_ms = 0;
-    nb->round_end_ms = herd_loop_now_ms(links->loop);
-}
-
-/* Whether the DEALER can take a message now: connected and below its
- * high-water mark (the DEALERs queue nothing for a neighbour that is away). */
-static bool writable(neighbour_t *nb)
-{
-    uint32_t ev = 0;
-    size_t len = sizeof ev;
-    return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
-}
-
-static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen);
-static void dealer_close(herd_links_t *links, neighbour_t *nb);
-
-/* The anti-entropy timer: opens an exchange with every neighbour that had
- * none for CHECK_MS (or whose open one is overdue), and redials DEALERs
- * that libzmq gave up on. */
-static void repair_tick(herd_loop_t *loop, void *arg)
-{
-    herd_links_t *links = arg;
-    int64_t now = herd_loop_now_ms(loop);
-    for (size_t i = 0; i < links->n_nb; i++) {
-        neighbour_t *nb = links->nb[i];
-        if (nb->redial_at_ms && now >= nb->redial_at_ms) {
-            char err[256];
-            nb->redial_at_ms = 0;
-            dealer_close(links, nb);
-            if (dealer_open(links, nb, err, sizeof err) != 0) {
-                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, err);
-                nb->redial_at_ms = now + nb->redial_backoff_ms;
-            } else {
-                nb->redials++;
-            }
-            continue;
-        }
-        /* Its answer can be lost (its link to us not up yet when it answered):
-         * an unanswered exchange is opened again soon, a stuck one later. */
-        if (nb->up && nb->waiting_ms && now - nb->waiting_ms > LIVENESS_MS) {
-            /* Connected but silent (a frozen process, a cut path): make the
-             * DEALER anew, so a fresh connection replaces the dead one. */
-            herd_log_event(links->log, "link to %s: no answer for %lld ms: making the link anew", nb->name,
-                           (long long)(now - nb->waiting_ms));
-            herd_log_event(links->log, "link to %s down", nb->name);
-            nb->waiting_ms = 0;
-            nb->up = false;
-            round_close(links, nb);
-            nb->redial_at_ms = now;
-            continue;
-        }
-        if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
-            continue;
-        if (nb->answering_ms && now - nb->answering_ms < 2 * CHECK_MS)
-            continue; /* its exchange with us is under way: that one repairs both sides */
-        if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
-            continue;
-        /* Up by the monitor, or able to take a message (the handshake event
-         * can be missed); the answer marks the link up. */
-        if (!writable(nb))
-            continue;
-        round_open(links, nb, !nb->up);
-    }
-}
 
 /* Why a handshake failed, for the log. */
 static const char *handshake_why(uint16_t event, uint32_t value, char *buf, size_t cap)
@@ -401,21 +285,21 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
                 nb->drop_logged = false;
                 nb->waiting_ms = 0;
                 herd_log_event(links->log, "link to %s up", nb->name);
-                round_open(links, nb, true);
+                links_round_open(links, nb, true);
             }
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
             if (nb->up) {
                 nb->up = false;
                 herd_log_event(links->log, "link to %s down", nb->name);
             }
-            round_close(links, nb);
+            links_round_close(links, nb);
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             char why[160];
             if (nb->up)
                 herd_log_event(links->log, "link to %s down", nb->name);
             nb->up = false;
-            round_close(links, nb);
+            links_round_close(links, nb);
             if (!nb->redial_at_ms) {
                 herd_log_event(links->log, "link to %s: the handshake failed: %s; retrying in %ld ms", nb->name,
                                handshake_why(event, value, why, sizeof why), nb->redial_backoff_ms);
@@ -425,62 +309,6 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
             }
         }
     }
-}
-
-/* Marks our link to nb up on an answer to our own request: our DEALER's
- * connection works even if its handshake event never reached us. */
-static void answered(herd_links_t *links, neighbour_t *nb)
-{
-    nb->waiting_ms = 0;
-    if (!nb->up) {
-        nb->up = true;
-        nb->drop_logged = false;
-        herd_log_event(links->log, "link to %s up", nb->name);
-    }
-}
-
-/* Our exchange with nb is done: we hold what it holds. */
-static void round_done(herd_links_t *links, neighbour_t *nb, uint64_t received)
-{
-    answered(links, nb);
-    if (!nb->synced || received)
-        herd_log_event(links->log, "repair: exchange with %s done (%" PRIu64 " records sent to us)", nb->name,
-                       received);
-    nb->synced = true;
-    round_close(links, nb);
-}
-
-/* Whether one more request fits a per-second budget (a fixed one-second
- * window per neighbour and kind). */
-static bool within_rate(herd_links_t *links, int64_t *window_ms, unsigned *count, unsigned per_sec)
-{
-    int64_t now = herd_loop_now_ms(links->loop);
-    if (now - *window_ms >= 1000) {
-        *window_ms = now;
-        *count = 0;
-    }
-    return ++*count <= per_sec;
-}
-
-static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
-{
-    if (nb->repair_refused++ % 100 == 0)
-        herd_log_event(links->log, "repair: refused %s from %s (%" PRIu64 " refused so far)", what, nb->name,
-                       nb->repair_refused);
-}
-
-/* B's side: answers a DIGEST or HELLO with SYNC_END or GROUPS. */
-static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, uint64_t digest, bool hello)
-{
-    herd_repair_io_t io = repair_io(nb);
-    herd_links_flush(links);
-    int rc = herd_repair_on_digest(links->table, count, digest, &io);
-    if (rc == 1)
-        send_sync_end(links, nb, 0);
-    else
-        nb->answer_records = 0; /* a new exchange of its begins */
-    if (rc == 1 && hello)
-        herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
 }
 
 static void handle_message(herd_links_t *links, size_t from, const char *data, size_t len)
@@ -494,114 +322,13 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         return;
     }
     nb->msgs_in++;
-    int64_t now = herd_loop_now_ms(links->loop);
-    herd_repair_io_t io = repair_io(nb);
-    /* An exchange message we cannot answer now (our link to it is not up
-     * yet) is left unanswered: its sender opens the exchange again soon. */
-    /* HELLO and DIGEST cost an answer (and HELLO a log line): a neighbour
-     * that sends them faster than any exchange needs is not answered. */
-    if ((msg.type == HERD_MSG_HELLO || msg.type == HERD_MSG_DIGEST) &&
-        !within_rate(links, &nb->light_window_ms, &nb->light_count, LIGHT_PER_SEC)) {
-        refuse(links, nb, msg.type == HERD_MSG_HELLO ? "HELLO past the rate limit" : "DIGEST past the rate limit");
-        herd_wire_msg_free(&msg);
-        return;
-    }
-    if (msg.type == HERD_MSG_HELLO) {
-        if (msg.name.len != strlen(nb->name) || memcmp(msg.name.p, nb->name, msg.name.len) != 0) {
-            links->rejected++;
-            herd_log_data(links->log, "peer: dropped a HELLO whose name does not match its link: ", msg.name.p,
-                          msg.name.len);
-            herd_wire_msg_free(&msg);
-            return;
-        }
-        herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
-                       nb->name, msg.incarnation, msg.count);
-    }
-    if (msg.type != HERD_MSG_UPDATES && msg.type != HERD_MSG_RECORDS && msg.type != HERD_MSG_SYNC_END &&
-        !writable(nb)) {
-        herd_wire_msg_free(&msg);
-        return;
-    }
-    switch (msg.type) {
-    case HERD_MSG_HELLO:
-        answer_digest(links, nb, msg.count, msg.digest, true);
-        /* Its exchange repairs both sides; ours waits until that one is
-         * done (answering_ms), unless our link has not said HELLO yet. */
-        if (!nb->hello_ms || (now - nb->hello_ms > HELLO_QUIET_MS && !nb->round_ms))
-            if (writable(nb))
-                round_open(links, nb, true);
-        break;
-    case HERD_MSG_DIGEST:
-        answer_digest(links, nb, msg.count, msg.digest, false);
-        break;
-    case HERD_MSG_GROUPS:
-        if (now - nb->asked_ms > ROUND_MS) {
-            refuse(links, nb, "GROUPS we did not ask for");
-            break;
-        }
-        answered(links, nb);
-        nb->round_answered = true;
-        if (herd_repair_on_groups(links->table, &msg, &io) == 1)
-            round_done(links, nb, 0);
-        else
-            asked(nb, now);
-        break;
-    case HERD_MSG_BUCKETS:
-        if (!within_rate(links, &nb->heavy_window_ms, &nb->heavy_count, HEAVY_PER_SEC)) {
-            refuse(links, nb, "BUCKETS past the rate limit");
-            break;
-        }
-        herd_links_flush(links);
-        nb->answering_ms = now;
-        herd_repair_on_buckets(links->table, &msg, &io);
-        nb->repair_records_out += io.records;
-        nb->answer_records += io.records;
-        break;
-    case HERD_MSG_FPRINTS:
-        if (now - nb->asked_ms > ROUND_MS) {
-            refuse(links, nb, "FPRINTS we did not ask for");
-            break;
-        }
-        answered(links, nb);
-        herd_repair_on_fprints(links->table, &msg, &io);
-        nb->repair_records_out += io.records;
-        nb->round_records += io.records;
-        if (msg.last) {
-            asked(nb, now); /* its SYNC_END closes the exchange */
-            if (nb->round_records)
-                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records,
-                               nb->name,
-                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
-        }
-        break;
-    case HERD_MSG_WANT:
-        if (!nb->answering_ms || now - nb->answering_ms > ANSWER_MS) {
-            refuse(links, nb, "WANT we did not offer");
-            break;
-        }
-        herd_repair_on_want(links->table, &msg, &io);
-        nb->repair_records_out += io.records;
-        nb->answer_records += io.records;
-        if (msg.last) {
-            nb->answering_ms = 0;
-            send_sync_end(links, nb, nb->answer_records);
-            if (nb->answer_records)
-                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
-                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
-            nb->answer_records = 0;
-        }
-        break;
-    case HERD_MSG_UPDATES:
-    case HERD_MSG_RECORDS:
+    if (msg.type == HERD_MSG_UPDATES || msg.type == HERD_MSG_RECORDS) {
         nb->updates_in += msg.n_updates;
         for (size_t i = 0; i < msg.n_updates; i++)
             links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len,
                              msg.type == HERD_MSG_UPDATES);
-        break;
-    case HERD_MSG_SYNC_END:
-        /* It answers our HELLO or DIGEST: the exchange is over. */
-        round_done(links, nb, msg.count);
-        break;
+    } else {
+        links_exchange(links, nb, &msg);
     }
     herd_wire_msg_free(&msg);
 }
@@ -673,7 +400,7 @@ static void router_ready(herd_loop_t *loop, void *arg)
 }
 
 /* Closes a neighbour's DEALER and its monitor (the neighbour stays). */
-static void dealer_close(herd_links_t *links, neighbour_t *nb)
+void links_dealer_close(herd_links_t *links, neighbour_t *nb)
 {
     if (nb->monitor) {
         herd_loop_remove_zmq(links->loop, nb->monitor);
@@ -692,7 +419,7 @@ static void dealer_close(herd_links_t *links, neighbour_t *nb)
 /* Makes a neighbour's DEALER (our name as identity, its CURVE key when links
  * are authenticated) and the monitor that reports its connection events, and
  * starts connecting. Returns 0, or -1 with err filled. */
-static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen)
+int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen)
 {
     void *ctx = zsys_init();
     char mon[96];
@@ -701,7 +428,7 @@ static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t e
     nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
     if (!nb->dealer || !nb->monitor) {
         snprintf(err, errlen, "cannot make the link to %s: %s", nb->name, zmq_strerror(errno));
-        dealer_close(links, nb);
+        links_dealer_close(links, nb);
         return -1;
     }
     link_options(nb->dealer, nb->ipv6);
@@ -711,7 +438,7 @@ static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t e
     set_int(nb->dealer, ZMQ_IMMEDIATE, 1);
     zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
     if (links->cert && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
-        dealer_close(links, nb);
+        links_dealer_close(links, nb);
         return -1;
     }
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
@@ -722,12 +449,12 @@ static int dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t e
         zmq_socket_monitor(nb->dealer, NULL, 0);
         zmq_close(nb->monitor);
         nb->monitor = NULL;
-        dealer_close(links, nb);
+        links_dealer_close(links, nb);
         return -1;
     }
     if (zmq_connect(nb->dealer, nb->endpoint) != 0) {
         snprintf(err, errlen, "cannot connect to %s at %s: %s", nb->name, nb->endpoint, zmq_strerror(errno));
-        dealer_close(links, nb);
+        links_dealer_close(links, nb);
         return -1;
     }
     return 0;
@@ -737,7 +464,7 @@ static void neighbour_close(herd_links_t *links, neighbour_t *nb)
 {
     if (!nb)
         return;
-    dealer_close(links, nb);
+    links_dealer_close(links, nb);
     free(nb->name);
     free(nb->batch);
     free(nb->offs);
@@ -769,7 +496,7 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
         }
         snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
     }
-    if (dealer_open(links, nb, err, errlen) != 0) {
+    if (links_dealer_open(links, nb, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
     }
@@ -845,7 +572,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
     if ((links->flush_tick = herd_loop_add_tick(loop, HERD_PHASE_LINKS, flush_tick, links)) < 0 ||
-        (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, repair_tick, links)) < 0) {
+        (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, links_repair_tick, links)) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

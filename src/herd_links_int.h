@@ -10,6 +10,7 @@
 #include <czmq.h>
 
 #include "herd_links.h"
+#include "herd_wire.h"
 
 /* One neighbour: our DEALER to it, its monitor, and the batch waiting to go.
  * Heap-allocated so the reactor can keep a pointer to it across reloads. */
@@ -79,6 +80,36 @@ struct herd_links_t {
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
     void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
 };
+
+/* Sockets and messages (herd_links.c). */
+
+/* Sends one encoded message to a neighbour without blocking; takes data.
+ * Returns 0, or -1 when it could not be queued (counted, logged once). */
+int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len);
+void links_send_hello(herd_links_t *links, neighbour_t *nb);
+void links_send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent);
+
+/* Makes, or closes, a neighbour's DEALER and its monitor. */
+int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen);
+void links_dealer_close(herd_links_t *links, neighbour_t *nb);
+
+/* Anti-entropy exchanges (herd_links_repair.c). */
+
+/* Whether nb's DEALER can take a message now (connected, below its HWM). */
+bool links_writable(neighbour_t *nb);
+
+/* Opens an exchange with nb (HELLO the first time after its link came up,
+ * DIGEST after that), or notes that ours ended. */
+void links_round_open(herd_links_t *links, neighbour_t *nb, bool hello);
+void links_round_close(herd_links_t *links, neighbour_t *nb);
+
+/* The timer: opens due exchanges, redials refused DEALERs, and makes anew a
+ * link whose neighbour answers nothing. */
+void links_repair_tick(herd_loop_t *loop, void *arg);
+
+/* Handles one exchange message (HELLO, DIGEST, GROUPS, BUCKETS, FPRINTS,
+ * WANT, SYNC_END) from nb. */
+void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg);
 
 /* Authenticated links (herd_links_auth.c). */
 

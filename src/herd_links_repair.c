@@ -1,0 +1,285 @@
+/* herd_links_repair: the anti-entropy exchanges of the links (which one to
+ * open and when, which answers to accept, rate limits), driving the pure
+ * steps of herd_repair. See herd_links.h and herd_repair.h. */
+#include "herd_links_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "herd_repair.h"
+#include "herd_wire.h"
+
+#define LIVENESS_MS     5000               /* a link whose neighbour answers no exchange this long is redialled */
+#define HELLO_QUIET_MS  1000               /* a HELLO is answered with ours unless we sent one this recently */
+#define CHECK_MS        1000               /* an exchange with each neighbour at least this often */
+#define ROUND_MS        5000               /* an exchange not ended by then is given up (and retried) */
+#define ANSWER_WAIT_MS  300                /* ... and one whose first message got no answer by then */
+#define ANSWER_MS       10000              /* how long its WANTs are accepted after our FPRINTS */
+#define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
+#define LIGHT_PER_SEC   20                 /* HELLO and DIGEST answered (and logged) per neighbour per second */
+
+/* The send callback of an exchange: one message to one neighbour. */
+static int repair_send(void *arg, char *data, size_t len)
+{
+    neighbour_t *nb = arg;
+    nb->repair_bytes_out += len;
+    return links_send(nb->links, nb, data, len);
+}
+
+static herd_repair_io_t repair_io(neighbour_t *nb)
+{
+    return (herd_repair_io_t){.send = repair_send, .arg = nb};
+}
+
+/* Notes a request sent to nb: its answer is awaited (liveness) and accepted. */
+static void asked(neighbour_t *nb, int64_t now)
+{
+    nb->asked_ms = now;
+    if (!nb->waiting_ms)
+        nb->waiting_ms = now;
+}
+
+/* Opens an exchange with a neighbour: HELLO the first time after its link
+ * came up (it is logged, and tells our incarnation), DIGEST after that. */
+void links_round_open(herd_links_t *links, neighbour_t *nb, bool hello)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    nb->round_ms = now;
+    asked(nb, now);
+    nb->round_answered = false;
+    nb->round_records = 0;
+    nb->rounds++;
+    herd_links_flush(links); /* updates queued before go first */
+    if (hello) {
+        links_send_hello(links, nb);
+        return;
+    }
+    herd_repair_io_t io = repair_io(nb);
+    herd_repair_start(links->table, &io);
+}
+
+void links_round_close(herd_links_t *links, neighbour_t *nb)
+{
+    nb->round_ms = 0;
+    nb->round_end_ms = herd_loop_now_ms(links->loop);
+}
+
+/* Whether the DEALER can take a message now: connected and below its
+ * high-water mark (the DEALERs queue nothing for a neighbour that is away). */
+bool links_writable(neighbour_t *nb)
+{
+    uint32_t ev = 0;
+    size_t len = sizeof ev;
+    return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
+}
+
+/* Marks our link to nb up on an answer to our own request: our DEALER's
+ * connection works even if its handshake event never reached us. */
+static void answered(herd_links_t *links, neighbour_t *nb)
+{
+    nb->waiting_ms = 0;
+    if (!nb->up) {
+        nb->up = true;
+        nb->drop_logged = false;
+        herd_log_event(links->log, "link to %s up", nb->name);
+    }
+}
+
+/* Our exchange with nb is done: we hold what it holds. */
+static void round_done(herd_links_t *links, neighbour_t *nb, uint64_t received)
+{
+    answered(links, nb);
+    if (!nb->synced || received)
+        herd_log_event(links->log, "repair: exchange with %s done (%" PRIu64 " records sent to us)", nb->name,
+                       received);
+    nb->synced = true;
+    links_round_close(links, nb);
+}
+
+/* Whether one more request fits a per-second budget (a fixed one-second
+ * window per neighbour and kind). */
+static bool within_rate(herd_links_t *links, int64_t *window_ms, unsigned *count, unsigned per_sec)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    if (now - *window_ms >= 1000) {
+        *window_ms = now;
+        *count = 0;
+    }
+    return ++*count <= per_sec;
+}
+
+static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
+{
+    if (nb->repair_refused++ % 100 == 0)
+        herd_log_event(links->log, "repair: refused %s from %s (%" PRIu64 " refused so far)", what, nb->name,
+                       nb->repair_refused);
+}
+
+/* B's side: answers a DIGEST or HELLO with SYNC_END or GROUPS. */
+static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, uint64_t digest, bool hello)
+{
+    herd_repair_io_t io = repair_io(nb);
+    herd_links_flush(links);
+    int rc = herd_repair_on_digest(links->table, count, digest, &io);
+    if (rc == 1)
+        links_send_sync_end(links, nb, 0);
+    else
+        nb->answer_records = 0; /* a new exchange of its begins */
+    if (rc == 1 && hello)
+        herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
+}
+
+/* The anti-entropy timer: opens an exchange with every neighbour that had
+ * none for CHECK_MS (or whose open one is overdue), and redials DEALERs
+ * that libzmq gave up on. */
+void links_repair_tick(herd_loop_t *loop, void *arg)
+{
+    herd_links_t *links = arg;
+    int64_t now = herd_loop_now_ms(loop);
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = links->nb[i];
+        if (nb->redial_at_ms && now >= nb->redial_at_ms) {
+            char err[256];
+            nb->redial_at_ms = 0;
+            links_dealer_close(links, nb);
+            if (links_dealer_open(links, nb, err, sizeof err) != 0) {
+                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, err);
+                nb->redial_at_ms = now + nb->redial_backoff_ms;
+            } else {
+                nb->redials++;
+            }
+            continue;
+        }
+        /* Its answer can be lost (its link to us not up yet when it answered):
+         * an unanswered exchange is opened again soon, a stuck one later. */
+        if (nb->up && nb->waiting_ms && now - nb->waiting_ms > LIVENESS_MS) {
+            /* Connected but silent (a frozen process, a cut path): make the
+             * DEALER anew, so a fresh connection replaces the dead one. */
+            herd_log_event(links->log, "link to %s: no answer for %lld ms: making the link anew", nb->name,
+                           (long long)(now - nb->waiting_ms));
+            herd_log_event(links->log, "link to %s down", nb->name);
+            nb->waiting_ms = 0;
+            nb->up = false;
+            links_round_close(links, nb);
+            nb->redial_at_ms = now;
+            continue;
+        }
+        if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
+            continue;
+        if (nb->answering_ms && now - nb->answering_ms < 2 * CHECK_MS)
+            continue; /* its exchange with us is under way: that one repairs both sides */
+        if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
+            continue;
+        /* Up by the monitor, or able to take a message (the handshake event
+         * can be missed); the answer marks the link up. */
+        if (!links_writable(nb))
+            continue;
+        links_round_open(links, nb, !nb->up);
+    }
+}
+
+/* Handles one exchange message from nb (anything but UPDATES and RECORDS). */
+void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
+{
+    int64_t now = herd_loop_now_ms(links->loop);
+    herd_repair_io_t io = repair_io(nb);
+    /* HELLO and DIGEST cost an answer (and HELLO a log line): a neighbour
+     * that sends them faster than any exchange needs is not answered. */
+    if ((msg->type == HERD_MSG_HELLO || msg->type == HERD_MSG_DIGEST) &&
+        !within_rate(links, &nb->light_window_ms, &nb->light_count, LIGHT_PER_SEC)) {
+        refuse(links, nb, msg->type == HERD_MSG_HELLO ? "HELLO past the rate limit" : "DIGEST past the rate limit");
+        return;
+    }
+    if (msg->type == HERD_MSG_HELLO) {
+        if (msg->name.len != strlen(nb->name) || memcmp(msg->name.p, nb->name, msg->name.len) != 0) {
+            links->rejected++;
+            herd_log_data(links->log, "peer: dropped a HELLO whose name does not match its link: ", msg->name.p,
+                          msg->name.len);
+            return;
+        }
+        herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
+                       nb->name, msg->incarnation, msg->count);
+    }
+    /* An exchange message we cannot answer now (our link to it is not up
+     * yet) is left unanswered: its sender opens the exchange again soon. */
+    if (msg->type != HERD_MSG_SYNC_END && !links_writable(nb))
+        return;
+    switch (msg->type) {
+    case HERD_MSG_HELLO:
+        answer_digest(links, nb, msg->count, msg->digest, true);
+        /* Its exchange repairs both sides; ours waits until that one is
+         * done (answering_ms), unless our link has not said HELLO yet. */
+        if (!nb->hello_ms || (now - nb->hello_ms > HELLO_QUIET_MS && !nb->round_ms))
+            if (links_writable(nb))
+                links_round_open(links, nb, true);
+        break;
+    case HERD_MSG_DIGEST:
+        answer_digest(links, nb, msg->count, msg->digest, false);
+        break;
+    case HERD_MSG_GROUPS:
+        if (now - nb->asked_ms > ROUND_MS) {
+            refuse(links, nb, "GROUPS we did not ask for");
+            break;
+        }
+        answered(links, nb);
+        nb->round_answered = true;
+        if (herd_repair_on_groups(links->table, msg, &io) == 1)
+            round_done(links, nb, 0);
+        else
+            asked(nb, now);
+        break;
+    case HERD_MSG_BUCKETS:
+        if (!within_rate(links, &nb->heavy_window_ms, &nb->heavy_count, HEAVY_PER_SEC)) {
+            refuse(links, nb, "BUCKETS past the rate limit");
+            break;
+        }
+        herd_links_flush(links);
+        nb->answering_ms = now;
+        herd_repair_on_buckets(links->table, msg, &io);
+        nb->repair_records_out += io.records;
+        nb->answer_records += io.records;
+        break;
+    case HERD_MSG_FPRINTS:
+        if (now - nb->asked_ms > ROUND_MS) {
+            refuse(links, nb, "FPRINTS we did not ask for");
+            break;
+        }
+        answered(links, nb);
+        herd_repair_on_fprints(links->table, msg, &io);
+        nb->repair_records_out += io.records;
+        nb->round_records += io.records;
+        if (msg->last) {
+            asked(nb, now); /* its SYNC_END closes the exchange */
+            if (nb->round_records)
+                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records,
+                               nb->name,
+                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+        }
+        break;
+    case HERD_MSG_WANT:
+        if (!nb->answering_ms || now - nb->answering_ms > ANSWER_MS) {
+            refuse(links, nb, "WANT we did not offer");
+            break;
+        }
+        herd_repair_on_want(links->table, msg, &io);
+        nb->repair_records_out += io.records;
+        nb->answer_records += io.records;
+        if (msg->last) {
+            nb->answering_ms = 0;
+            links_send_sync_end(links, nb, nb->answer_records);
+            if (nb->answer_records)
+                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
+                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+            nb->answer_records = 0;
+        }
+        break;
+    case HERD_MSG_SYNC_END:
+        /* It answers our HELLO or DIGEST: the exchange is over. */
+        round_done(links, nb, msg->count);
+        break;
+    case HERD_MSG_UPDATES: /* handled by the caller */
+    case HERD_MSG_RECORDS:
+        break;
+    }
+}
