@@ -184,8 +184,8 @@ static void test_defaults_and_order(void **state)
     assert_string_equal(t->servers[0].name, "Zed");
     assert_string_equal(t->servers[1].name, "Alpha");
     assert_string_equal(t->servers[2].name, "Mid");
-    /* The same ports on another host string are not a clash. */
-    assert_string_equal(t->servers[2].host, "localhost");
+    /* The same ports on another address are not a clash. */
+    assert_string_equal(t->servers[2].host, "127.0.0.2");
     assert_int_equal(t->servers[2].client_port, 20000);
     assert_int_equal(t->n_links, 1);
     assert_int_equal(t->links[0].a, 2);
@@ -293,7 +293,7 @@ static void test_accepted_edges(void **state)
     /* Admin ports clash with nothing when distinct; the same port on two
      * hosts is fine. */
     t = expect_ok_text("{'servers': {'A': {'host': '::1', 'client_port': 1, 'peer_port': 2, "
-                       "'admin_port': 3}, 'B': {'host': '127.0.0.1', 'client_port': 1, "
+                       "'admin_port': 3, 'admin_host': '::1'}, 'B': {'host': '127.0.0.1', 'client_port': 1, "
                        "'peer_port': 2, 'admin_port': 3}}, 'links': [['B', 'A']]}");
     assert_int_equal(t->servers[1].admin_port, 3);
     herd_topology_destroy(&t);
@@ -328,15 +328,15 @@ static const bad_case_t bad_cases[] = {
     /* host */
     {BONA_WITH("'client_port': 10001, 'peer_port': 11001"),
      "servers.Bona.host: missing "
-     "(must be a non-empty string without spaces or control characters)"},
+     "(must be a host name or address, without spaces, control characters or brackets (::1, not [::1]))"},
     {BONA_WITH("'host': '', 'client_port': 10001, 'peer_port': 11001"),
-     "servers.Bona.host: must be a non-empty string without spaces or control characters"},
+     "servers.Bona.host: must be a host name or address, without spaces, control characters or brackets (::1, not [::1])"},
     {BONA_WITH("'host': 127, 'client_port': 10001, 'peer_port': 11001"),
-     "servers.Bona.host: must be a non-empty string without spaces or control characters"},
+     "servers.Bona.host: must be a host name or address, without spaces, control characters or brackets (::1, not [::1])"},
     {BONA_WITH("'host': 'local host', 'client_port': 10001, 'peer_port': 11001"),
-     "servers.Bona.host: must be a non-empty string without spaces or control characters"},
+     "servers.Bona.host: must be a host name or address, without spaces, control characters or brackets (::1, not [::1])"},
     {BONA_WITH("'host': 'a\\nb', 'client_port': 10001, 'peer_port': 11001"),
-     "servers.Bona.host: must be a non-empty string without spaces or control characters"},
+     "servers.Bona.host: must be a host name or address, without spaces, control characters or brackets (::1, not [::1])"},
     /* ports */
     {BONA_WITH("'host': 'h', 'peer_port': 11001"),
      "servers.Bona.client_port: missing (must be an integer from 1 to 65535)"},
@@ -379,6 +379,20 @@ static const bad_case_t bad_cases[] = {
      "servers.Bona.public_key: must be a CURVE public key of 40 Z85 characters"},
     {BONA_WITH("'host': 'h', 'client_port': 1, 'peer_port': 2, 'public_key': 40"),
      "servers.Bona.public_key: must be a CURVE public key of 40 Z85 characters"},
+    /* brackets are URL syntax, not an address */
+    {BONA_WITH("'host': '[::1]', 'client_port': 10001, 'peer_port': 11001"),
+     "servers.Bona.host: must be a host name or address, without spaces, control characters or brackets "
+     "(::1, not [::1])"},
+    /* one address written two ways, or a wildcard, on one port */
+    {"{'servers': {'A': {'host': 'localhost', 'client_port': 7000, 'peer_port': 7001}, "
+     "'B': {'host': '127.0.0.1', 'client_port': 7000, 'peer_port': 7002}}, 'links': []}",
+     "servers.A and servers.B both use localhost:7000 and 127.0.0.1:7000 (client_port of A, client_port of B)"},
+    {"{'servers': {'A': {'host': '0.0.0.0', 'client_port': 7000, 'peer_port': 7001}, "
+     "'B': {'host': '127.0.0.2', 'client_port': 7003, 'peer_port': 7000}}, 'links': []}",
+     "servers.A and servers.B both use 0.0.0.0:7000 and 127.0.0.2:7000 (client_port of A, peer_port of B)"},
+    {"{'servers': {'A': {'host': '::1', 'client_port': 7000, 'peer_port': 7001, 'admin_port': 7002}, "
+     "'B': {'host': '127.0.0.1', 'client_port': 7003, 'peer_port': 7004, 'admin_port': 7002}}, 'links': []}",
+     "servers.A and servers.B both use 127.0.0.1:7002 (admin_port of A, admin_port of B)"},
     /* state, fsync, new limits and places bounds */
     {WITH("'state_dir': 5"), "state_dir: must be a non-empty string, or null to keep nothing on disk"},
     {WITH("'state_dir': ''"), "state_dir: must be a non-empty string, or null to keep nothing on disk"},
@@ -392,7 +406,7 @@ static const bad_case_t bad_cases[] = {
     {WITH("'places': {'max_in_flight': 0}"), "places.max_in_flight: must be an integer from 1 to 2147483647"},
     {WITH("'places': {'max_queued': -1}"), "places.max_queued: must be an integer from 0 to 2147483647"},
     {BONA_WITH("'host': '127.0.0.1', 'client_port': 10001, 'peer_port': 11001, 'admin_host': ''"),
-     "servers.Bona.admin_host: must be a non-empty string without spaces or control characters"},
+     "servers.Bona.admin_host: must be a host name or address, without spaces, control characters or brackets (::1, not [::1])"},
     /* PROTOCOL section 7: keys at both ends of a link, and no unauthenticated
      * links off this machine unless the topology says so */
     {"{'servers': {'A': {'host': '127.0.0.1', 'client_port': 1, 'peer_port': 2, "
@@ -419,8 +433,8 @@ static const bad_case_t bad_cases[] = {
     {"{'servers': {'Bona': {'host': '127.0.0.1', 'client_port': 10001, 'peer_port': 10001}}, "
      "'links': []}",
      "servers.Bona.client_port and servers.Bona.peer_port both use 127.0.0.1:10001"},
-    {"{'servers': {'Bona': {'host': '::1', 'client_port': 1, 'peer_port': 2, 'admin_port': 2}}, "
-     "'links': []}",
+    {"{'servers': {'Bona': {'host': '::1', 'client_port': 1, 'peer_port': 2, 'admin_port': 2, "
+     "'admin_host': '::1'}}, 'links': []}",
      "servers.Bona.peer_port and servers.Bona.admin_port both use [::1]:2"},
     /* links */
     {"{" SERVERS "}", "links: missing (must be an array of [\"server\", \"server\"] pairs)"},
