@@ -475,6 +475,33 @@ class HerdctlHerds(HerdctlCase):
         # Half-keyed now: the server's loader says so, and herdctl passes it on.
         self.assertIn("the topology is not yet valid", r.stderr)
 
+    def test_curve_roll_out_keeps_the_table(self):
+        """The README's roll-out: `herdctl keys` for every server, then restart
+        them all. With state on disk (the default), every client reported
+        before is still known afterwards, at every server, over CURVE links."""
+        self.herdctl("up")
+        cids = {}
+        for name in self.names:
+            cid = "rollout-%s" % uuid.uuid4().hex[:10]
+            cids[cid] = self.iamat(name, cid)
+        for cid, at in cids.items():
+            if at.split()[1] != self.t3:  # T3 has no neighbour: only it knows its own
+                for name in (self.t1, self.t2):
+                    self.wait_seen(name, cid, at)
+        self.herdctl("keys")
+        self.herdctl("restart", *self.names)
+        for cid, at in cids.items():
+            holders = (self.t3,) if at.split()[1] == self.t3 else (self.t1, self.t2)
+            for name in holders:
+                self.assertEqual(self.first_line(name, cid), at,
+                                 "%s lost %s across the CURVE roll-out" % (name, cid))
+        with open(self.config) as f:
+            doc = json.load(f)
+        self.assertTrue(all("public_key" in conf for conf in doc["servers"].values()))
+        # The links are authenticated now, and a new report still floods.
+        cid = "rollout-after-%s" % uuid.uuid4().hex[:10]
+        self.wait_seen(self.t2, cid, self.iamat(self.t1, cid))
+
     def test_installed_layout(self):
         # /usr/bin/herdctl, helpers in /usr/lib/herd, binaries beside herdctl,
         # no source tree: it neither builds nor looks for build/.
