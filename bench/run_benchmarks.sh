@@ -33,13 +33,15 @@
 #   mem      VmRSS at 0, 100,000 and 1,000,000 stored clients
 #   rejoin   SIGKILL + restart: time until whole, 10,000, 100,000 and 1,000,000
 #            clients (REJOIN_KEYS), with no state on disk: the exchange does it all
+#   redis    Redis GEOADD (redis-benchmark), a primary alone and with 4 replicas,
+#            32 x 16 and 32 x 1, and herd's Bailey at 32 x 1 beside it
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
-ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin"}
+ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin redis"}
 TMP=$(mktemp -d /tmp/herd-bench.XXXXXX)
 OUT_DIR=${OUT_DIR:-$TMP/results}
 mkdir -p "$OUT_DIR"
@@ -440,6 +442,86 @@ bench_rejoin() {
     start_herd
 }
 
+# Redis as the yardstick of issue 12: GEOADD through redis-benchmark, a
+# primary alone and a primary with 4 replicas on this machine (ports
+# BASE+21..25), 32 connections with 16 and with 1 in flight, beside herd's
+# Bailey and the floor at 1 in flight in the same run. The redis-server and
+# redis-tools packages are installed here when missing; the tests never need
+# them.
+redis_install() {
+    command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && return 0
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo -n)
+    say "installing redis-server and redis-tools (apt-get) for the Redis comparison"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools \
+        >"$TMP/redis-install.log" 2>&1 || { say "cannot install Redis: see $TMP/redis-install.log"; return 1; }
+}
+
+redis_start() { # port [primary port]
+    local args=(--port "$1" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --protected-mode no
+                --dir "$TMP" --dbfilename "redis-$1.rdb" --logfile "$TMP/redis-$1.log")
+    [[ -n ${2:-} ]] && args+=(--replicaof 127.0.0.1 "$2")
+    redis-server "${args[@]}" &
+    PID[redis$1]=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        redis-cli -p "$1" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    say "redis on port $1 did not start"
+    return 1
+}
+
+redis_stop() {
+    local k
+    for k in "${!PID[@]}"; do
+        [[ $k == redis* ]] || continue
+        kill "${PID[$k]}" 2>/dev/null || true
+        wait "${PID[$k]}" 2>/dev/null || true
+        unset "PID[$k]"
+    done
+}
+
+redis_run() { # file label port depth
+    local n=$((DURATION * ($4 > 1 ? 700000 : 120000))) out tput
+    out=$(timeout 120 redis-benchmark -h 127.0.0.1 -p "$3" -c 32 -P "$4" -n "$n" -r 1000000 -q \
+        GEOADD herd 13.361389 38.115556 m:__rand_int__ 2>>"$OUT_DIR/stderr.log") || true
+    tput=$(printf '%s\n' "$out" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+    [[ -n $tput ]] && echo "RESULT mode=redis label=$2 tput=$tput" >>"$1" || say "  (no redis result: $out)"
+}
+
+bench_redis() {
+    redis_install || return 0
+    local r d i p=$((BASE + 21)) R=$OUT_DIR/redis
+    say "== Redis GEOADD (redis-benchmark -c 32 -P 16 and -P 1), primary alone and with 4 replicas, $RUNS runs"
+    redis_start "$p"
+    for ((r = 1; r <= RUNS; r++)); do
+        for d in 16 1; do redis_run "${R}_alone_$d" alone "$p" "$d"; done
+    done
+    for i in 1 2 3 4; do redis_start $((p + i)) "$p"; done
+    for ((i = 0; i < 200; i++)); do
+        redis-cli -p "$p" info replication | grep -q '^connected_slaves:4' && break
+        sleep 0.05
+    done
+    for ((r = 1; r <= RUNS; r++)); do
+        for d in 16 1; do redis_run "${R}_replicas_$d" replicas "$p" "$d"; done
+        trim_logs
+        bench "$OUT_DIR/iamat1_herd" load --config "$TMP/topology.json" --server Bailey --expect-name Bailey -c 32 \
+            -d 1 --duration "$DURATION" --label run$r
+        bench "$OUT_DIR/iamat1_floor" load --port "$FLOOR_PORT" --expect-name Floor -c 32 -d 1 \
+            --duration "$DURATION" --label run$r
+    done
+    redis_stop
+    row "Redis GEOADD, primary alone, 32 x 16 (cmd/s)" "$(fmt "$(med "${R}_alone_16" tput)")" "" ""
+    row "Redis GEOADD, primary + 4 replicas, 32 x 16" "$(fmt "$(med "${R}_replicas_16" tput)")" "" ""
+    row "  Bailey of the herd / Redis + 4 replicas" "$(awk -v h="$HERD_TPUT" -v r="$(med "${R}_replicas_16" tput)" \
+        'BEGIN { if (h == "" || r == "-" || r == 0) print "-"; else printf "%.3f", h / r }')" "" ""
+    row "IAMAT, 32 conns x 1 in flight (cmd/s)" "$(fmt "$(med "$OUT_DIR/iamat1_herd" tput)")" \
+        "$(fmt "$(med "$OUT_DIR/iamat1_floor" tput)")" "$(fmt "$(ratio "$OUT_DIR/iamat1_herd" "$OUT_DIR/iamat1_floor" tput)" 3)"
+    row "Redis GEOADD, primary alone, 32 x 1" "$(fmt "$(med "${R}_alone_1" tput)")" "" ""
+    row "Redis GEOADD, primary + 4 replicas, 32 x 1" "$(fmt "$(med "${R}_replicas_1" tput)")" "" ""
+}
+
 # ---- main ----
 
 say "building in $BUILD_DIR"
@@ -453,7 +535,7 @@ say "herd on 127.0.0.1:$BASE-$((BASE + 4)) (peers $((BASE + 10))-$((BASE + 14)))
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 HERD_TPUT=
-for b in iamat oneshot mix paced prop conns places mem rejoin; do
+for b in iamat oneshot mix paced prop conns places mem rejoin redis; do
     want "$b" && "bench_$b"
 done
 

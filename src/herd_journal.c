@@ -2,6 +2,7 @@
  * this turn's batch, the hand-over, the held replies. See herd_journal.h. */
 #define _GNU_SOURCE
 #include "herd_journal.h"
+#include "herd_fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,26 +55,6 @@ struct herd_journal_t {
     int lock_fd;            /* holds the folder's LOCK */
 };
 
-/* Makes every missing folder on the way to dir (mkdir -p). */
-static int make_dirs(const char *dir)
-{
-    char *copy = strdup(dir);
-    if (!copy)
-        return -1;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
-            free(copy);
-            return -1;
-        }
-        *p = '/';
-    }
-    int rc = mkdir(copy, 0755) != 0 && errno != EEXIST ? -1 : 0;
-    free(copy);
-    return rc;
-}
 
 /* What loading passes around. */
 typedef struct {
@@ -232,7 +213,7 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
      * survived, not as SIGXFSZ, which would kill the server. */
     signal(SIGXFSZ, SIG_IGN);
     int64_t t0 = herd_clock_ms();
-    if (make_dirs(conf->dir) != 0) {
+    if (herd_mkdirs(conf->dir) != 0) {
         snprintf(err, errlen, "cannot make state folder %s: %s", conf->dir, strerror(errno));
         goto fail;
     }

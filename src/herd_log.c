@@ -13,6 +13,7 @@
  * SYNCED: the ROUTER's pipe from one DEALER is FIFO, so the reply means every
  * line of that handle is written. The first handle then stops the actor. */
 #include "herd_log.h"
+#include "herd_fs.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -85,26 +86,6 @@ struct herd_log_t {
     uint64_t gap_bytes;          /* their bytes */
 };
 
-/* Makes every missing folder on the way to `dir` (like mkdir -p). */
-static int make_dirs(const char *dir)
-{
-    char *copy = strdup(dir);
-    if (!copy)
-        return -1;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
-            free(copy);
-            return -1;
-        }
-        *p = '/';
-    }
-    int rc = (mkdir(copy, 0755) != 0 && errno != EEXIST) ? -1 : 0;
-    free(copy);
-    return rc;
-}
 
 /* Makes the folder `path` is in, if it has one. Returns 0, or -1 with errno
  * set and the folder's name in dir (dirlen bytes). */
@@ -122,7 +103,7 @@ static int make_parent(const char *path, char *dir, size_t dirlen)
     }
     memcpy(dir, path, n);
     dir[n] = '\0';
-    return make_dirs(dir);
+    return herd_mkdirs(dir);
 }
 
 static int open_file(const char *path)
