@@ -71,6 +71,10 @@ struct herd_links_t {
     size_t n_nb, cap_nb;
     uint64_t incarnation;  /* random id of this run */
     uint64_t rejected;     /* messages dropped as invalid or from strangers */
+    void *router_monitor;  /* PAIR receiving the ROUTER's accept and disconnect events */
+    long peer_conns;       /* connections open on the peer port (accepted, not yet disconnected) */
+    long peer_cap;         /* most connections let stay on the peer port */
+    uint64_t peer_refused; /* connections shut at once because the peer port was full */
     int64_t start_ms;      /* when the links were made */
     bool ready;            /* the first rejoin exchange is done (latched) */
     unsigned monitor_seq;  /* makes each monitor endpoint unique */

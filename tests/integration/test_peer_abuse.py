@@ -49,7 +49,8 @@ class PeerAbuseTest(HerdTestCase):
         at = self.iamat_at(self.herd, "Campbell", cid)
         wait_until(lambda: self.stored_at(self.herd, "Bailey", cid) == at, SEEN_TIMEOUT,
                    msg="a report at Campbell did not reach Bailey " + why)
-        self.assertTrue(self.herd.link_up("Bailey").get("Campbell"), why)
+        wait_until(lambda: self.herd.link_up("Bailey").get("Campbell"), LINK_TIMEOUT,
+                   msg="Bailey's link to Campbell is not up " + why)
 
     def test_a_hello_flood_is_answered_at_a_bounded_rate(self):
         """20,000 HELLOs claiming a table that differs: each would cost an
@@ -88,6 +89,35 @@ class PeerAbuseTest(HerdTestCase):
         self.still_linked("after 20 impostors named Campbell")
         self.assertNotRegex(self.herd.log_since("Campbell", mark), r"(?m)link to Bailey down$",
                             "an impostor knocked Campbell's link off")
+
+    def test_a_connection_flood_on_the_peer_port_is_capped(self):
+        """Bailey has two neighbours: the peer port lets 64 + 4 x 2 connections
+        stay; past that a new one is shut at once (counted, logged with its
+        address), so a flood cannot take every descriptor; the real link
+        stays up and a neighbour that reconnects later gets in."""
+        mark = self.herd.log_size("Bailey")
+        conns = []
+        for _ in range(250):
+            s = raw_connection(self.port, b"")
+            self.addCleanup(s.close)
+            conns.append(s)
+
+        def refused():
+            m = self.herd.metrics("Bailey")
+            return m.get(("herd_peer_connections_refused_total", frozenset()), 0)
+        # 250 strangers, one real neighbour (Campbell) already connected: at
+        # least 250 + 1 - 72 of them are shut at once.
+        wait_until(lambda: refused() >= 250 + 1 - 72, 5, msg="the peer port let a flood in")
+        self.assertRegex(self.herd.log_since("Bailey", mark),
+                         r"peer port: refused a connection from 127\.0\.0\.1:\d+: \d+ connections open, "
+                         r"the cap is 72")
+        self.still_linked("during a connection flood on the peer port")
+        # Campbell restarts: once the strangers' connections are gone (their
+        # handshake window), it links again.
+        self.assertEqual(self.herd.stop("Campbell"), 0)
+        self.herd.start("Campbell")
+        self.herd.wait_log("Campbell", re.compile(r"(?m)link to Bailey up$"), 15)
+        self.still_linked("after Campbell restarted behind a connection flood")
 
     def test_idle_connections_to_the_peer_port_are_dropped(self):
         """Raw TCP connections that never finish a ZMTP handshake are closed
