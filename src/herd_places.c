@@ -254,7 +254,7 @@ static bool frame_is(const zmq_msg_t *m, const char *word)
 
 /* Reads what the pipe holds (up to MAX_DRAIN frames; ZMQ_EVENTS brings the
  * loop straight back for the rest). Returns true when the worker must end. */
-static bool drain_pipe(worker_t *w, void *sock)
+static bool drain_frames(worker_t *w, void *sock)
 {
     for (int taken = 0; taken < MAX_DRAIN; taken++) {
         zmq_msg_t m;
@@ -293,6 +293,15 @@ static bool drain_pipe(worker_t *w, void *sock)
             return true;
     }
     return false;
+}
+
+/* drain_frames, then the slots that cancels freed are refilled. */
+static bool drain_pipe(worker_t *w, void *sock)
+{
+    bool end = drain_frames(w, sock);
+    if (!end && !w->stopping)
+        places_refill(w);
+    return end;
 }
 
 static void worker_actor(zsock_t *pipe, void *args)

@@ -317,14 +317,21 @@ void places_cancel(worker_t *w, uint64_t req_id)
     if (f->waiters)
         return;
     if (f->running) {
+        /* Its slot is refilled once the pipe is drained (places_refill), so
+         * that a queued call cancelled by a later frame of the same batch is
+         * never started. */
         flight_stop(w, f);
         flight_free(w, f);
-        start_queued(w);
     } else {
         queue_unlink(w, f);
         zhashx_delete(w->flights, f->key);
         flight_free(w, f);
     }
+}
+
+void places_refill(worker_t *w)
+{
+    start_queued(w);
 }
 
 void places_abandon(worker_t *w)

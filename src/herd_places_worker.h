@@ -115,6 +115,10 @@ void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what
 /* Forgets req_id, stopping (or unqueueing) its call when nobody else waits. */
 void places_cancel(worker_t *w, uint64_t req_id);
 
+/* Starts queued calls while there are free slots (after a batch of frames
+ * from the node, which may have freed some by cancels). */
+void places_refill(worker_t *w);
+
 /* Answers the waiters of finished calls and starts queued ones. */
 void places_collect(worker_t *w);
 
