@@ -279,6 +279,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
          * against a frozen process. */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             nb->redial_backoff_ms = REDIAL_MIN_MS;
+            nb->redial_at_ms = 0; /* libzmq's own retry got through: nothing to make anew */
             if (!nb->up) {
                 nb->up = true;
                 nb->synced = false;
@@ -683,9 +684,12 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             const herd_server_conf_t *peer = &topo->servers[idx[j]];
             char ep[300], ignored[64];
             bool v6;
+            /* A name lookup that fails now (DNS at a SIGHUP) keeps the
+             * working link rather than closing it. */
             keep = !strcmp(peer->name, nb->name) &&
-                   endpoint(peer->host, peer->peer_port, ep, sizeof ep, &v6, ignored, sizeof ignored) == 0 &&
-                   !strcmp(ep, nb->endpoint) && (!links->cert || (peer->public_key && !strcmp(peer->public_key, nb->key)));
+                   (endpoint(peer->host, peer->peer_port, ep, sizeof ep, &v6, ignored, sizeof ignored) != 0 ||
+                    !strcmp(ep, nb->endpoint)) &&
+                   (!links->cert || (peer->public_key && !strcmp(peer->public_key, nb->key)));
         }
         if (keep) {
             i++;
@@ -704,9 +708,11 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             continue;
         neighbour_t *nb = neighbour_open(links, peer, err, errlen);
         if (!nb || neighbours_add(links, nb) != 0) {
+            /* The others are still made; the next reload tries this one again. */
+            herd_log_event(links->log, "link to %s cannot be made: %s", peer->name, nb ? "out of memory" : err);
             neighbour_close(links, nb);
             rc = -1;
-            break;
+            continue;
         }
         if (links->configured)
             herd_log_event(links->log, "link to %s added by the topology", nb->name);

@@ -47,6 +47,8 @@ typedef struct {
     unsigned heavy_count;  /* BUCKETS requests from it in that window */
     int64_t light_window_ms; /* start of the current one-second window of HELLO and DIGEST */
     unsigned light_count;  /* HELLO and DIGEST from it in that window */
+    int64_t fprints_window_ms; /* start of the current one-second window of FPRINTS */
+    unsigned fprints_count; /* FPRINTS from it in that window */
     uint64_t rounds;       /* exchanges we opened with it */
     uint64_t rounds_equal; /* ... that found the tables equal at once */
     uint64_t repair_records_out; /* AT lines sent to it by exchanges */

@@ -15,9 +15,10 @@
 #define CHECK_MS        1000               /* an exchange with each neighbour at least this often */
 #define ROUND_MS        5000               /* an exchange not ended by then is given up (and retried) */
 #define ANSWER_WAIT_MS  300                /* ... and one whose first message got no answer by then */
-#define ANSWER_MS       10000              /* how long its WANTs are accepted after our FPRINTS */
+#define ANSWER_MS       6000               /* how long its WANTs are accepted after our FPRINTS (> ROUND_MS) */
 #define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
 #define LIGHT_PER_SEC   20                 /* HELLO and DIGEST answered (and logged) per neighbour per second */
+#define FPRINTS_PER_SEC 64                 /* FPRINTS taken per neighbour per second (a big one comes in chunks) */
 
 /* The send callback of an exchange: one message to one neighbour. */
 static int repair_send(void *arg, char *data, size_t len)
@@ -79,7 +80,7 @@ bool links_writable(neighbour_t *nb)
 static void answered(herd_links_t *links, neighbour_t *nb)
 {
     nb->waiting_ms = 0;
-    if (!nb->up) {
+    if (!nb->up && links_writable(nb)) { /* a late answer after a disconnect proves nothing */
         nb->up = true;
         nb->drop_logged = false;
         herd_log_event(links->log, "link to %s up", nb->name);
@@ -201,8 +202,13 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
                        nb->name, msg->incarnation, msg->count);
     }
+    /* An answer to our own request proves the neighbour alive even when we
+     * cannot go on with the exchange now. */
+    if ((msg->type == HERD_MSG_GROUPS || msg->type == HERD_MSG_FPRINTS) && now - nb->asked_ms <= ROUND_MS)
+        nb->waiting_ms = 0;
     /* An exchange message we cannot answer now (our link to it is not up
-     * yet) is left unanswered: its sender opens the exchange again soon. */
+     * yet, or its queue is full) is left unanswered: its sender opens the
+     * exchange again soon. */
     if (msg->type != HERD_MSG_SYNC_END && !links_writable(nb))
         return;
     switch (msg->type) {
@@ -234,6 +240,12 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             refuse(links, nb, "BUCKETS past the rate limit");
             break;
         }
+        if (nb->answering_ms && now - nb->answering_ms < ANSWER_MS) {
+            /* Our answer to its last BUCKETS is still under way: one at a
+             * time, so that no neighbour can have the table sent over and over. */
+            refuse(links, nb, "BUCKETS while our answer to the last one is under way");
+            break;
+        }
         herd_links_flush(links);
         nb->answering_ms = now;
         herd_repair_on_buckets(links->table, msg, &io);
@@ -241,8 +253,12 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         nb->answer_records += io.records;
         break;
     case HERD_MSG_FPRINTS:
-        if (now - nb->asked_ms > ROUND_MS) {
+        if (now - nb->asked_ms > ROUND_MS || !nb->round_ms) {
             refuse(links, nb, "FPRINTS we did not ask for");
+            break;
+        }
+        if (!within_rate(links, &nb->fprints_window_ms, &nb->fprints_count, FPRINTS_PER_SEC)) {
+            refuse(links, nb, "FPRINTS past the rate limit");
             break;
         }
         answered(links, nb);
@@ -250,7 +266,8 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         nb->repair_records_out += io.records;
         nb->round_records += io.records;
         if (msg->last) {
-            asked(nb, now); /* its SYNC_END closes the exchange */
+            if (!nb->waiting_ms) /* its SYNC_END closes the exchange */
+                nb->waiting_ms = now;
             if (nb->round_records)
                 herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records,
                                nb->name,

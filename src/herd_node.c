@@ -74,6 +74,9 @@ struct herd_node_t {
     char ready_reason[96];        /* why it is ready (or what it waits for) */
     herd_journal_t *journal;      /* the table on disk, or NULL without state_dir */
     int journal_tick;             /* tick id of the per-turn group commit */
+    int64_t log_window_ms;        /* start of the second that log_budget counts */
+    unsigned log_lines;           /* dropped-record lines logged in it */
+    uint64_t log_suppressed;      /* ... and not logged */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
     pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
@@ -273,7 +276,8 @@ static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, 
          * skew) would win the table's last tie-break on the line's bytes. */
         node->n.iamat_not_newer++;
         r[n] = '\n';
-        herd_frontend_answer(node->frontend, t, r, n + 1);
+        if (!node->journal || !herd_journal_hold(node->journal, t, r, n + 1))
+            herd_frontend_answer(node->frontend, t, r, n + 1);
         return;
     }
     herd_at_t at = {.id = cmd->id, .time = cmd->time, .server = {node->name, node->name_len}};
@@ -394,6 +398,72 @@ static bool quick_fields(const char *line, size_t len, herd_span_t *id, herd_spa
     return herd_time_parse(f[5], (size_t)(end - f[5]), time) == 0;
 }
 
+static bool is_server(const herd_topology_t *topo, herd_span_t name);
+
+/* Lines about dropped peer records logged per second: a neighbour sending
+ * 65,536 bad lines a message must not be able to fill the disk. */
+#define PEER_LOG_PER_SEC 20
+
+/* Whether one more such line may be logged now; says once a second how
+ * many were not. */
+static bool log_budget(herd_node_t *node)
+{
+    int64_t now = herd_loop_now_ms(node->loop);
+    if (now - node->log_window_ms >= 1000) {
+        if (node->log_suppressed)
+            herd_log_event(node->log, "peer: %" PRIu64 " more dropped records were not logged (at most %d a second)",
+                           node->log_suppressed, PEER_LOG_PER_SEC);
+        node->log_window_ms = now;
+        node->log_lines = 0;
+        node->log_suppressed = 0;
+    }
+    if (node->log_lines < PEER_LOG_PER_SEC) {
+        node->log_lines++;
+        return true;
+    }
+    node->log_suppressed++;
+    return false;
+}
+
+/* Drops every record whose origin is not a server of the topology in force
+ * (after a reload that removed a server, or a start with a changed file):
+ * every server refuses such records from its neighbours, so every server
+ * must drop them too, or the exchanges would resend them for ever. */
+static void purge_strangers(herd_node_t *node)
+{
+    size_t cursor = 0, n = 0, cap = 0;
+    char **ids = NULL;
+    uint16_t *lens = NULL;
+    const herd_record_t *r;
+    while ((r = herd_table_next(node->table, &cursor)) != NULL) {
+        if (is_server(node->topo, (herd_span_t){r->at + 3, r->origin_len}))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **ni = realloc(ids, cap * sizeof *ni);
+            uint16_t *nl = ni ? realloc(lens, cap * sizeof *nl) : NULL;
+            if (ni)
+                ids = ni;
+            if (!ni || !nl)
+                break;
+            lens = nl;
+        }
+        if ((ids[n] = malloc(r->id_len ? r->id_len : 1)) == NULL)
+            break;
+        memcpy(ids[n], r->id, r->id_len);
+        lens[n++] = r->id_len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (herd_table_remove(node->table, ids[i], lens[i]) && node->journal)
+            herd_journal_drop(node->journal, ids[i], lens[i]);
+        free(ids[i]);
+    }
+    if (n)
+        herd_log_event(node->log, "dropped %zu records whose origin is not a server of the topology", n);
+    free(ids);
+    free(lens);
+}
+
 /* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
  * lines made by a server of the herd are accepted). */
 static bool is_server(const herd_topology_t *topo, herd_span_t name)
@@ -427,10 +497,12 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
         why = "an AT line whose client time is too far in the future";
     if (why) {
-        char prefix[200];
         node->n.peer_invalid++;
-        snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, why);
-        herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
+        if (log_budget(node)) {
+            char prefix[200];
+            snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, why);
+            herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
+        }
         return;
     }
     switch (store(node, &at, line, len, from, flood)) {
@@ -757,6 +829,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     }
     if (topo->state_dir && open_journal(node, topo, err, errlen) != 0)
         goto fail;
+    purge_strangers(node); /* records on disk from servers the topology no longer has */
     /* Links first: their end-of-turn flush must run before the front end
      * writes replies, so that an update is on its way before the AT reply. */
     node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
@@ -890,5 +963,6 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;
+    purge_strangers(node);
     return 0;
 }

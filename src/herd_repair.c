@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UPDATES_BATCH 2048      /* AT lines per UPDATES message */
+#define UPDATES_BATCH 2048      /* AT lines per RECORDS message at most */
+#define BATCH_BYTES   (256u * 1024u) /* ... and bytes: a queue of full messages stays bounded */
 #define FPRINTS_CHUNK 262144    /* fingerprints per FPRINTS message (2 MiB) */
 #define WANT_CHUNK    262144    /* pairs per WANT message */
 
@@ -30,6 +31,7 @@ static int send_msg(herd_repair_io_t *io, int rc, char *data, size_t len)
 typedef struct {
     herd_span_t ats[UPDATES_BATCH];
     size_t n;
+    size_t bytes; /* of the AT lines held */
 } batch_t;
 
 static int batch_flush(batch_t *b, herd_repair_io_t *io)
@@ -41,6 +43,7 @@ static int batch_flush(batch_t *b, herd_repair_io_t *io)
     int rc = herd_wire_encode_records(b->ats, b->n, &data, &len);
     size_t n = b->n;
     b->n = 0;
+    b->bytes = 0;
     if (send_msg(io, rc, data, len) != 0)
         return -1;
     io->records += n;
@@ -50,7 +53,8 @@ static int batch_flush(batch_t *b, herd_repair_io_t *io)
 static int batch_add(batch_t *b, const herd_record_t *r, herd_repair_io_t *io)
 {
     b->ats[b->n++] = (herd_span_t) {r->at, r->at_len};
-    return b->n == UPDATES_BATCH ? batch_flush(b, io) : 0;
+    b->bytes += r->at_len;
+    return b->n == UPDATES_BATCH || b->bytes >= BATCH_BYTES ? batch_flush(b, io) : 0;
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -14,7 +14,7 @@
  * only kept while a bound can bite (a ttl is set, or the table has reached
  * max_records), so an unbounded table pays nothing for it on the hot path.
  *
- * Memory per client: one malloc holding the 72-byte rec_t followed by the id
+ * Memory per client: one malloc holding the 80-byte rec_t followed by the id
  * bytes and the AT line with its NUL, one 8-byte index slot at a load of
  * 0.375 to 0.75 (11 to 21 bytes a client), and, when the heap is on, 8 bytes
  * of heap. The bucket arrays are a fixed 1.5 MiB. */
@@ -32,6 +32,7 @@
 typedef struct rec_t {
     herd_record_t r;        /* what callers see; r.id and r.at point into data */
     struct rec_t *bnext;    /* next record in the same digest bucket */
+    struct rec_t **bprev;   /* the pointer that points at this record (O(1) unlink: ids can be aimed at one bucket) */
     uint32_t bucket;        /* its digest bucket */
     uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
     char data[];            /* the id bytes, then the AT line and a NUL */
@@ -253,6 +254,7 @@ static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const cha
         .at = r->data + id_len,
     };
     r->bnext = NULL;
+    r->bprev = NULL;
     r->bucket = herd_table_bucket_of(id, id_len);
     r->heap = NO_HEAP;
     return r;
@@ -269,17 +271,20 @@ static void digest_flip(herd_table_t *t, const rec_t *r)
 
 static void chain_add(herd_table_t *t, rec_t *r)
 {
-    r->bnext = t->bucket_head[r->bucket];
-    t->bucket_head[r->bucket] = r;
+    rec_t **head = &t->bucket_head[r->bucket];
+    r->bnext = *head;
+    if (r->bnext)
+        r->bnext->bprev = &r->bnext;
+    r->bprev = head;
+    *head = r;
     digest_flip(t, r);
 }
 
 static void chain_del(herd_table_t *t, rec_t *r)
 {
-    rec_t **p = &t->bucket_head[r->bucket];
-    while (*p != r)
-        p = &(*p)->bnext;
-    *p = r->bnext;
+    *r->bprev = r->bnext;
+    if (r->bnext)
+        r->bnext->bprev = r->bprev;
     digest_flip(t, r);
 }
 

@@ -601,7 +601,7 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     t->max_records = DEFAULT_MAX_RECORDS;
     t->record_ttl_s = 0;
     t->max_future_s = DEFAULT_MAX_FUTURE_S;
-    if (get_ll(c, l, "limits", "max_records", 1, 1000000000000LL, "an integer from 1 to 10^12",
+    if (get_ll(c, l, "limits", "max_records", 1, 1000000000LL, "an integer from 1 to 10^9",
                &t->max_records) < 0
         || get_ll(c, l, "limits", "record_ttl_s", 0, 100000000000LL,
                   "an integer from 0 (never) to 10^11 seconds", &t->record_ttl_s) < 0

@@ -174,6 +174,45 @@ class RestartedCentreTest(ConvergenceCase):
 
 # ------------------------------------------------------------------ item 2
 
+class RemovedServerTest(ConvergenceCase):
+    """A reload that takes a server out of the topology: its records are no
+    longer accepted from neighbours (PROTOCOL section 7), so every server
+    drops them too; a server that restarts empty does not get them back,
+    and the exchanges settle instead of resending them for ever."""
+
+    def test_records_of_a_removed_server_go_everywhere(self):
+        names = ("R1", "R2", "R3")
+        herd = self.make_herd(servers=names, links=[("R1", "R2"), ("R2", "R3")], extra=NO_STATE)
+        herd.add_admin_ports()
+        herd.start_all()
+        keep, gone = uid("by-R1"), uid("by-R3")
+        expect = {keep: self.report(herd, "R1", keep), gone: self.report(herd, "R3", gone)}
+        self.wait_converged(herd, names, expect, why="before R3 is removed")
+        self.assertEqual(herd.stop("R3"), 0)
+        del herd.topology["servers"]["R3"]
+        marks = herd.reload(["R1", "R2"], [("R1", "R2")])
+        for name in ("R1", "R2"):
+            wait_until(lambda: "dropped 1 records whose origin is not a server of the topology"
+                       in herd.log_since(name, marks[name]), 10, msg="%s kept R3's record" % name)
+        self.wait_converged(herd, ["R1", "R2"], {keep: expect[keep], gone: None}, why="after the removal")
+        # R2 restarts empty: R1 sends it R1's record only, and the exchanges
+        # find the two tables equal (no record resent every second).
+        self.assertEqual(herd.stop("R2"), 0)
+        herd.start("R2")
+        self.wait_converged(herd, ["R1", "R2"], {keep: expect[keep], gone: None}, why="after R2 restarted")
+        # Two more exchanges each way send no record: the tables are equal.
+        def counters():
+            m1, m2 = herd.metrics("R1"), herd.metrics("R2")
+            key = lambda metric, peer: (metric, frozenset({("peer", peer)}))
+            return (m1[key("herd_repair_rounds_total", "R2")] + m2[key("herd_repair_rounds_total", "R1")],
+                    m1[key("herd_repair_records_sent_total", "R2")] + m2[key("herd_repair_records_sent_total", "R1")])
+        first = counters()[0]
+        wait_until(lambda: counters()[0] >= first + 2, 15, msg="no exchanges between R1 and R2")
+        rounds, sent = counters()
+        wait_until(lambda: counters()[0] >= rounds + 4, 15, msg="no exchanges between R1 and R2")
+        self.assertEqual(counters()[1], sent, "records are still being resent between R1 and R2")
+
+
 class ReloadJoinTest(ConvergenceCase):
     """Issue 10 item 2: I1-I2 linked, I3 alone; a client at I1 and one at I3;
     the link I2-I3 is added and the three reload. Whichever end applies the

@@ -237,7 +237,7 @@ static void test_full(void **state)
     assert_false(t->insecure_links);
     assert_int_equal(t->places_max_in_flight, 7);
     assert_int_equal(t->places_max_queued, 0);
-    assert_true(t->max_records == 100000000000LL);
+    assert_true(t->max_records == 1000000000LL);
     assert_true(t->record_ttl_s == 3600);
     assert_true(t->max_future_s == 0);
     assert_int_equal(t->n_links, 1);
@@ -399,7 +399,7 @@ static const bad_case_t bad_cases[] = {
     {WITH("'fsync': 'sometimes'"), "fsync: must be \"always\", \"everysec\" or \"never\""},
     {WITH("'insecure_links': 'yes'"), "insecure_links: must be true or false"},
     {WITH("'frontend_threads': 0"), "frontend_threads: must be an integer from 1 to 64"},
-    {WITH("'limits': {'max_records': 0}"), "limits.max_records: must be an integer from 1 to 10^12"},
+    {WITH("'limits': {'max_records': 0}"), "limits.max_records: must be an integer from 1 to 10^9"},
     {WITH("'limits': {'record_ttl_s': -1}"),
      "limits.record_ttl_s: must be an integer from 0 (never) to 10^11 seconds"},
     {WITH("'limits': {'max_future_s': 1.5}"), "limits.max_future_s: must be an integer from 0 to 10^11 seconds"},
