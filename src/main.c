@@ -418,11 +418,13 @@ int main(int argc, char **argv)
         herd_admin_set_config(herd_node_admin(s.node), realpath(topo->path, real) ? real : topo->path, s.log_dir,
                               topo->state_dir);
     }
-    /* Registered after the node's ticks, so each turn's events are written
-     * once that turn's replies are out. */
+    /* The log phase comes after the links and the front end, so each turn's
+     * events are handed to the writer once that turn's replies are out. */
     herd_loop_add_tick(s.loop, HERD_PHASE_LOG, log_tick, s.log);
     herd_log_event(s.log, "server %s ready", name);
-    herd_log_flush(s.log);
+    /* Everything about the start (state loaded, links, keys) is on disk
+     * before READY says so; later lines follow within a turn. */
+    herd_log_sync(s.log);
     printf("READY %s\n", name);
     fflush(stdout);
 

@@ -323,8 +323,11 @@ class ReloadTest(OpsCase):
         doc = wait_generation(herd, A, 1)
         self.assertEqual(doc["log_dir"], old_dir)
         self.assertEqual((doc["last_reload"]["ok"], doc["last_reload"]["needs_restart"]), (True, ["log_dir"]))
-        with open(os.path.join(old_dir, A + ".log")) as f:
-            self.assertIn("needs a restart for: log_dir", f.read())
+        # The log is written by its own thread: wait for the line to land.
+        def logged():
+            with open(os.path.join(old_dir, A + ".log")) as f:
+                return "needs a restart for: log_dir" in f.read()
+        wait_until(logged, 10, msg="no 'needs a restart for: log_dir' in the old log")
         self.assertFalse(os.path.exists(os.path.join(herd.tmpdir, "elsewhere", A + ".log")))
 
     def test_server_added_by_reload_joins_and_gets_the_table(self):
@@ -546,7 +549,9 @@ class HealthzTest(OpsCase):
         # Ready means the exchange is done: A holds B's table at once.
         self.assertEqual(self.first_line(herd, A, cid), at)
         self.assertEqual(metrics(herd, A).get("herd_ready"), 1)
-        log = herd.log_text(A)
+        # The log has its own writer thread: wait for the line to land.
+        log = wait_until(lambda: (lambda t: t if "health: ready: first exchange" in t else None)(herd.log_text(A)),
+                         10, msg="no health: ready line in %s's log" % A)
         self.assertLess(log.index("repair: exchange with %s done" % B),
                         log.index("health: ready: first exchange with a neighbour done"))
 
