@@ -109,6 +109,10 @@ typedef struct {
 /* Starts a frame in b (emptying it, keeping its memory). */
 void herd_msg_begin(herd_msg_buf_t *b, const herd_msg_header_t *h);
 
+/* Rewrites the header of the frame begun in b (for counts known only at
+ * the end of the batch). */
+void herd_msg_set_header(herd_msg_buf_t *b, const herd_msg_header_t *h);
+
 /* Appends one item (kind and direction decide the fields written; the
  * direction is the header's). Sets b->oom when memory runs out. */
 void herd_msg_put(herd_msg_buf_t *b, herd_msg_dir_t dir, const herd_msg_item_t *it);

@@ -79,6 +79,9 @@ struct herd_frontend_t {
 /* Appends c to the end of l. */
 void fe_list_push(conn_list_t *l, conn_t *c);
 
+/* Puts c on the list settled at the end of the turn. */
+void fe_mark_dirty(conn_t *c);
+
 /* The epoll handler of a client connection. */
 void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
 

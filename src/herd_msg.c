@@ -91,15 +91,34 @@ static void put_str(herd_msg_buf_t *b, herd_span_t s)
     b->len += h + s.len;
 }
 
+/* The header's four values are written as uint 64 (9 bytes each), so that
+ * herd_msg_set_header can fill in counts known only when the batch ends. */
+#define HEADER_BYTES 36
+
+static void put_header(uint8_t *o, const herd_msg_header_t *h)
+{
+    const uint64_t v[4] = {(uint64_t)h->dir, h->fe, h->invalid, h->drain};
+    for (size_t i = 0; i < 4; i++) {
+        o[9 * i] = 0xcf;
+        put_be(o + 9 * i + 1, v[i], 8);
+    }
+}
+
 void herd_msg_begin(herd_msg_buf_t *b, const herd_msg_header_t *h)
 {
     b->len = 0;
     b->oom = false;
     b->items = 0;
-    put_uint(b, (uint64_t)h->dir);
-    put_uint(b, h->fe);
-    put_uint(b, h->invalid);
-    put_uint(b, h->drain);
+    if (!reserve(b, HEADER_BYTES))
+        return;
+    put_header((uint8_t *)b->p, h);
+    b->len = HEADER_BYTES;
+}
+
+void herd_msg_set_header(herd_msg_buf_t *b, const herd_msg_header_t *h)
+{
+    if (b->len >= HEADER_BYTES)
+        put_header((uint8_t *)b->p, h);
 }
 
 void herd_msg_put(herd_msg_buf_t *b, herd_msg_dir_t dir, const herd_msg_item_t *it)

@@ -29,7 +29,7 @@ static void test_to_node_round_trip(void **state)
 {
     (void)state;
     herd_msg_buf_t b = {0};
-    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = 3, .invalid = 70000, .drain = 5};
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = 3};
     herd_msg_begin(&b, &h);
     herd_msg_item_t ia = {.kind = HERD_MSG_IAMAT, .conn = (7ull << 32) | 12, .seq = 300, .handle = 65536,
                           .time = {1621464827, 959498503}, .at = span(AT), .id_off = 23, .id_len = 16,
@@ -42,6 +42,9 @@ static void test_to_node_round_trip(void **state)
     herd_msg_put(&b, HERD_MSG_TO_NODE, &cl);
     assert_false(b.oom);
     assert_int_equal(b.items, 3);
+    h.invalid = 70000; /* counts known at the end of the batch */
+    h.drain = 5;
+    herd_msg_set_header(&b, &h);
 
     herd_msg_reader_t r;
     herd_msg_header_t g;
