@@ -275,8 +275,10 @@ static void node_ready(herd_loop_t *loop, void *arg)
     }
 }
 
-/* After the turn's replies are written: the turn's batch goes to the node
- * (and, while draining, how many connections are still busy). */
+/* The turn's batch goes to the node twice a turn: before the replies are
+ * written (so that a "?" is counted in /metrics before its client sees it)
+ * and after (the connections closed while writing, and, while draining,
+ * how many connections are still busy). Each sends only what is new. */
 static void send_batch(herd_loop_t *loop, void *arg)
 {
     (void)loop;
@@ -362,6 +364,7 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     herd_msg_begin(&t->out, &h);
     if (!t->node_side || !t->fe_side || zmq_bind(t->node_side, endpoint) != 0 ||
         zmq_connect(t->fe_side, endpoint) != 0 || herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0 ||
+        herd_loop_add_tick(t->loop, HERD_PHASE_STATE, send_batch, t) < 0 ||
         herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_batch, t) < 0 ||
         herd_loop_add_tick(t->loop, HERD_PHASE_LOG, flush_log, t->log) < 0 || t->out.oom) {
         snprintf(err, errlen, "cannot set up front end %u's socket: %s", t->index, zmq_strerror(errno));

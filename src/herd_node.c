@@ -42,7 +42,7 @@ typedef struct {
     uint64_t iamat_refused;                        /* IAMATs answered '?' because they cannot be held */
     uint64_t peer_refused;                         /* updates from neighbours outside the bounds */
     uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
-    uint64_t invalid;                              /* lines answered with "?" (the front ends' totals) */
+    uint64_t invalid;                              /* lines answered with "?" (here and in the front ends) */
     uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
     uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
     uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
@@ -268,6 +268,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
                     .time = it->time, .server = {node->name, node->name_len}};
     if (too_far_ahead(node, it->time, now, 0)) {
         node->n.iamat_refused++;
+        node->n.invalid++;
         a.outcome = HERD_MSG_REFUSED;
     } else if (same_report(node, &at)) {
         /* The same time, origin and position as the record held: it does
@@ -292,6 +293,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
             /* Not held (expired, the lowest of a full table, or no memory): an
              * AT reply would say it is (PROTOCOL section 6). */
             node->n.iamat_refused++;
+            node->n.invalid++;
             a.outcome = HERD_MSG_REFUSED;
             break;
         }
@@ -325,6 +327,7 @@ static void do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it
     if (!rec || herd_proto_parse_position((herd_span_t){rec->at + rec->pos_off, rec->pos_len}, &lat, &lng) != 0) {
         /* (A stored position always parses: it was validated.) */
         node->n.whatsat_unknown++;
+        node->n.invalid++;
         herd_msg_item_t a = {.kind = HERD_MSG_WHATSAT, .conn = t.conn, .seq = t.seq, .handle = it->handle,
                              .outcome = HERD_MSG_UNKNOWN};
         to_fe(node, fe, &a);
