@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herd_admin.h"
 #include "herd_log.h"
@@ -62,6 +63,14 @@ void herd_node_set_ready_wait(herd_node_t *node, long ms);
 /* False when the topology has a state_dir and the table is no longer all on
  * disk (a write or fsync failed): for /healthz. True without a state_dir. */
 bool herd_node_durable(const herd_node_t *node);
+
+/* For tests of the node's side of the msgpack boundary, without its
+ * front-end threads' sockets: handles one herd_msg batch as if front end
+ * `fe` had sent it (returns -1 for no such front end), and takes the frame
+ * of answers and orders queued for front end `fe` that the end of the turn
+ * would send (malloc'd, *len set; NULL when out of memory). */
+int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len);
+char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

@@ -367,12 +367,36 @@ static void do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it
     node->n_pending++;
 }
 
+/* One batch from front end f. */
+static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t len)
+{
+    herd_msg_reader_t r;
+    herd_msg_header_t h;
+    herd_msg_item_t it;
+    int rc = herd_msg_open(&r, data, len, &h);
+    if (rc == 0) {
+        node->n.invalid += h.invalid;
+        f->drain = h.drain;
+    }
+    herd_time_t now = herd_time_now();
+    while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
+        rc = 0;
+        if (it.kind == HERD_MSG_IAMAT)
+            do_iamat(node, f->index, &it, now);
+        else if (it.kind == HERD_MSG_WHATSAT)
+            do_whatsat(node, f->index, &it);
+        else if (it.kind == HERD_MSG_CLOSED)
+            on_closed(node, f->index, it.conn, it.outcome != 0);
+    }
+    if (rc < 0)
+        herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
+}
+
 /* Batches from a front-end thread. */
 static void fe_ready(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     fe_t *f = arg;
-    herd_node_t *node = f->node;
     void *sock = herd_fethread_sock(f->thread);
     for (;;) {
         zmq_msg_t m;
@@ -383,28 +407,32 @@ static void fe_ready(herd_loop_t *loop, void *arg)
                 continue;
             return;
         }
-        herd_msg_reader_t r;
-        herd_msg_header_t h;
-        herd_msg_item_t it;
-        int rc = herd_msg_open(&r, zmq_msg_data(&m), zmq_msg_size(&m), &h);
-        if (rc == 0) {
-            node->n.invalid += h.invalid;
-            f->drain = h.drain;
-        }
-        herd_time_t now = herd_time_now();
-        while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
-            rc = 0;
-            if (it.kind == HERD_MSG_IAMAT)
-                do_iamat(node, f->index, &it, now);
-            else if (it.kind == HERD_MSG_WHATSAT)
-                do_whatsat(node, f->index, &it);
-            else if (it.kind == HERD_MSG_CLOSED)
-                on_closed(node, f->index, it.conn, it.outcome != 0);
-        }
-        if (rc < 0)
-            herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
+        handle_frame(f->node, f, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
     }
+}
+
+int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len)
+{
+    if (fe >= node->n_fes)
+        return -1;
+    handle_frame(node, &node->fes[fe], data, len);
+    return 0;
+}
+
+char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
+{
+    if (fe >= node->n_fes || node->fes[fe].out.oom)
+        return NULL;
+    fe_t *f = &node->fes[fe];
+    char *p = malloc(f->out.len ? f->out.len : 1);
+    if (!p)
+        return NULL;
+    memcpy(p, f->out.p, f->out.len);
+    *len = f->out.len;
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
+    herd_msg_begin(&f->out, &h);
+    return p;
 }
 
 /* End of turn, after the links' flush and the group commit: each front
