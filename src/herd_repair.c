@@ -288,7 +288,8 @@ int herd_repair_on_fprints(const herd_table_t *t, const herd_msg_t *msg, herd_re
         for (size_t j = 0; j < c; j++)
             theirs[j] = herd_wire_u64(msg->fps, off + j);
         off += c;
-        qsort(theirs, c, sizeof *theirs, cmp_u64);
+        if (c)
+            qsort(theirs, c, sizeof *theirs, cmp_u64); /* theirs is NULL when c is 0 */
         long n = bucket_records(t, b, &recs, &cap);
         if (n < 0) {
             rc = -1;
