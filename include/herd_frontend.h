@@ -1,11 +1,16 @@
 /* herd_frontend: the client side of a server (PROTOCOL.md sections 2 and 6).
  *
- * Owns the listening socket and every client connection: accepts, frames
- * lines, enforces the limits, and writes answers in command order. It knows
- * nothing of commands or the table: each complete line goes to the line
- * handler with a ticket, and the handler answers that ticket once, now or
- * later (a WHATSAT waits for the Places worker). Answers to later lines that
- * come first are held until the earlier ones are written. */
+ * Owns client connections: frames lines, enforces the limits, and writes
+ * answers in command order. It knows nothing of commands or the table: each
+ * complete line goes to the line handler with a ticket, and the handler
+ * answers that ticket once, now or later (a WHATSAT waits for the Places
+ * worker). Answers to later lines that come first are held until the
+ * earlier ones are written.
+ *
+ * Two uses in a server: on the node's thread, an acceptor (the listening
+ * socket, max_clients for the whole server, the refusals, on_accept hands
+ * each connection on); on each front-end thread, a listener-less instance
+ * serving the connections handed to it (herd_frontend_adopt). */
 #ifndef HERD_FRONTEND_H
 #define HERD_FRONTEND_H
 

@@ -251,7 +251,8 @@ static void node_ready(herd_loop_t *loop, void *arg)
             case HERD_MSG_ADOPT: {
                 char peer[64];
                 snprintf(peer, sizeof peer, "%.*s", (int)it.peer.len, it.peer.p);
-                herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer);
+                if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0)
+                    on_closed(t, 0, false); /* not served: the node counts it closed */
                 break;
             }
             case HERD_MSG_LIMITS:
