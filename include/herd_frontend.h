@@ -46,6 +46,10 @@ typedef void(herd_closed_fn)(void *arg, uint64_t conn, bool owed);
  * herd_frontend_released when that connection ends. */
 typedef void(herd_accept_fn)(void *arg, int fd, uint64_t serial, const char *peer);
 
+/* Acceptor mode: called before a connection is refused for max_clients,
+ * so that connections that have ended elsewhere can be released first. */
+typedef void(herd_full_fn)(void *arg);
+
 typedef struct {
     const char *host;        /* address to bind */
     int port;                /* client port; 0: no listener (connections come by herd_frontend_adopt) */
@@ -55,6 +59,7 @@ typedef struct {
     herd_line_fn *on_line;   /* the command handler */
     herd_closed_fn *on_closed; /* told of closed connections (NULL: not told) */
     herd_accept_fn *on_accept; /* acceptor mode: accepted sockets go there (NULL: served here) */
+    herd_full_fn *on_full;     /* acceptor mode: told before a refusal for max_clients (NULL: not told) */
     void *arg;               /* context of both */
 } herd_frontend_conf_t;
 

@@ -310,7 +310,8 @@ static void flush_log(herd_loop_t *loop, void *arg)
 static void *thread_main(void *arg)
 {
     herd_fethread_t *t = arg;
-    herd_loop_run(t->loop);
+    if (herd_loop_run(t->loop) != 0)
+        herd_log_event(t->log, "front end %u: event loop failed: %s", t->index, strerror(errno));
     herd_log_flush(t->log);
     return NULL;
 }

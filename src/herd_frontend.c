@@ -445,7 +445,7 @@ static void conn_close(conn_t *c, const char *why)
     list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
     fe->n_conns--;
     c->dead = true;
-    c->dirty_next = fe->dead; /* freed at the end of the turn: events may still name it */
+    c->dead_next = fe->dead; /* freed at the end of the turn: events (and the dirty list) may still name it */
     fe->dead = c;
 }
 
@@ -498,7 +498,7 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
     }
     while (fe->dead) {
         conn_t *c = fe->dead;
-        fe->dead = c->dirty_next;
+        fe->dead = c->dead_next;
         if (fe->conf.on_closed)
             fe->conf.on_closed(fe->conf.arg, c->id, unanswered(c) > 0);
         conn_free(c);
@@ -638,7 +638,7 @@ void herd_frontend_destroy(herd_frontend_t **p)
     fe->dirty = NULL;
     while (fe->dead) {
         conn_t *c = fe->dead;
-        fe->dead = c->dirty_next;
+        fe->dead = c->dead_next;
         conn_free(c);
     }
     if (fe->listener.fd >= 0 && fe->listener.fn) {

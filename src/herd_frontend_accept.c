@@ -109,6 +109,8 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         }
         char peer[sizeof ((conn_t *)0)->peer];
         describe_peer(&ss, peer, sizeof peer);
+        if ((long)fe->n_conns >= fe->conf.max_clients && fe->conf.on_full)
+            fe->conf.on_full(fe->conf.arg);
         if ((long)fe->n_conns >= fe->conf.max_clients) {
             fe->refused_max_clients++;
             herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,

@@ -36,6 +36,8 @@ typedef struct conn_t {
     size_t linger_left;   /* lingering: bytes still to discard before giving up */
     struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
     struct conn_t *dirty_next;          /* list of connections to flush this turn */
+    struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
+                                           one closed while on it must not cut the rest of it off) */
     bool dirty;           /* on the dirty list */
     bool eof;             /* the client half-closed */
     bool closing;         /* read no more; close once everything owed is written */

@@ -455,6 +455,16 @@ static void send_answers(herd_loop_t *loop, void *arg)
     }
 }
 
+/* At max_clients: the front ends' batches already sent are read first, so
+ * that a connection a front end has closed (and logged as closed) is no
+ * longer counted when the next one comes. */
+static void on_full(void *arg)
+{
+    herd_node_t *node = arg;
+    for (size_t i = 0; i < node->n_fes; i++)
+        fe_ready(node->loop, &node->fes[i]);
+}
+
 /* The acceptor's hand-off: each connection goes to the front-end thread
  * serving the fewest. */
 static void on_accept(void *arg, int fd, uint64_t serial, const char *peer)
@@ -932,6 +942,7 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
         .idle_timeout_ms = topo->idle_timeout_ms,
         .max_output_bytes = topo->max_output_bytes,
         .on_accept = on_accept,
+        .on_full = on_full,
         .arg = node,
     };
     node->frontend = herd_frontend_new(node->loop, node->log, &fc, err, errlen);
