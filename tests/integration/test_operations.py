@@ -324,7 +324,7 @@ class ReloadTest(OpsCase):
         self.assertEqual(doc["log_dir"], old_dir)
         self.assertEqual((doc["last_reload"]["ok"], doc["last_reload"]["needs_restart"]), (True, ["log_dir"]))
         # The log is written by its own thread: wait for the line, in the old folder.
-        herd.wait_log(A, "needs a restart for: log_dir", 5)
+        herd.wait_log(A, "needs a restart for: log_dir", 5, log_dir=old_dir)
         with open(os.path.join(old_dir, A + ".log")) as f:
             self.assertIn("needs a restart for: log_dir", f.read())
         self.assertFalse(os.path.exists(os.path.join(herd.tmpdir, "elsewhere", A + ".log")))
