@@ -14,9 +14,11 @@
 # herd-bench and herd-floor come from $BUILD_DIR (default build/), built if
 # missing. Raw RESULT lines are kept in $OUT_DIR (printed at the end).
 # Besides herd-bench's figures (the whole process's CPU per command), the
-# CPU per command of the server's reactor (main) thread and of its herd-log
-# writer thread is read from /proc/PID/task; the load runs without warm-up
-# so that those cover the same commands.
+# CPU per command of the server's node (main) thread, of its front-end
+# threads (herd-fe-N, together) and of its herd-log writer thread is read
+# from /proc/PID/task; the load runs without warm-up so that those cover the
+# same commands. FE_THREADS=N sets the topology's frontend_threads (default:
+# the server's own default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -87,12 +89,13 @@ while True:
     print(base, base + 1, base + 2)
     break')
 
+FE_JSON=${FE_THREADS:+, \"frontend_threads\": $FE_THREADS}
 cat >"$TMP/topology.json" <<EOF
 {
   "servers": {"Bailey": {"host": "127.0.0.1", "client_port": $PORT, "peer_port": $PEER}},
   "links": [],
   "places": {"url": "http://127.0.0.1:9/maps/api/place/nearbysearch/json", "key_env": "HERD_PLACES_KEY"},
-  "log_dir": "logs"
+  "log_dir": "logs"$FE_JSON
 }
 EOF
 
@@ -109,18 +112,21 @@ bench() { # file args...
 }
 vals() { cat "$1" "$1.threads" 2>/dev/null | grep '^RESULT\|^THREADS' | tr ' ' '\n' | sed -n "s/^$2=//p" || true; }
 
-# CPU ticks so far of the server's main (reactor) thread and of its herd-log
-# thread (0 when it has none): "MAIN LOG".
+# CPU ticks so far of the server's main (node) thread, of its herd-log
+# thread and of its front-end threads (0 when it has none): "MAIN LOG FE".
 thread_ticks() {
-    local pid=$1 t main=0 log=0
+    local pid=$1 t main=0 log=0 fe=0 comm
     for t in /proc/"$pid"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null || true)
         if [[ ${t##*/} == "$pid" ]]; then
             main=$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)
-        elif [[ $(cat "$t/comm" 2>/dev/null) == herd-log ]]; then
+        elif [[ $comm == herd-log ]]; then
             log=$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)
+        elif [[ $comm == herd-fe-* ]]; then
+            fe=$((fe + $(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)))
         fi
     done
-    echo "$main $log"
+    echo "$main $log $fe"
 }
 median() {
     sort -g | awk '{ a[NR] = $1 } END {
@@ -144,25 +150,27 @@ for ((r = 1; r <= RUNS; r++)); do
         t1=$(thread_ticks "$pid")
         stop "$pid"
         ops=$(vals "$OUT_DIR/$label" ops | tail -1)
-        read -r main_us log_us < <(awk -v a="$t0" -v b="$t1" -v ops="${ops:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        read -r main_us log_us fe_us < <(awk -v a="$t0" -v b="$t1" -v ops="${ops:-0}" -v hz="$(getconf CLK_TCK)" 'BEGIN {
             split(a, x, " "); split(b, y, " ")
-            if (ops > 0) printf "%.3f %.3f\n", (y[1] - x[1]) / hz * 1e6 / ops, (y[2] - x[2]) / hz * 1e6 / ops
-            else print "- -" }')
-        echo "THREADS label=run$r reactor_us_per_op=$main_us log_us_per_op=$log_us" >>"$OUT_DIR/$label.threads"
-        say "  run $r $label: $(vals "$OUT_DIR/$label" tput | tail -1) cmd/s, reactor thread $main_us us/cmd, log thread $log_us us/cmd"
+            if (ops > 0) printf "%.3f %.3f %.3f\n", (y[1] - x[1]) / hz * 1e6 / ops, (y[2] - x[2]) / hz * 1e6 / ops,
+                                (y[3] - x[3]) / hz * 1e6 / ops
+            else print "- - -" }')
+        echo "THREADS label=run$r reactor_us_per_op=$main_us log_us_per_op=$log_us fe_us_per_op=$fe_us" >>"$OUT_DIR/$label.threads"
+        say "  run $r $label: $(vals "$OUT_DIR/$label" tput | tail -1) cmd/s, node thread $main_us us/cmd, front ends $fe_us us/cmd, log thread $log_us us/cmd"
     done
     bench "$OUT_DIR/floor" load --port "$FPORT" --expect-name Floor -c "$CONNS" -d "$DEPTH" \
         --duration "$DURATION" --warmup 0 --pid "$FLOOR_PID" --label "run$r"
     say "  run $r floor: $(vals "$OUT_DIR/floor" tput | tail -1) cmd/s"
 done
 
-printf '%-10s %12s %10s %14s %14s %14s %12s\n' "" "cmd/s" "to floor" "us CPU/cmd" "reactor us" "log thread us" "p99 (us)"
+printf '%-10s %12s %10s %14s %14s %14s %14s %12s\n' "" "cmd/s" "to floor" "us CPU/cmd" "node us" "front ends us" "log thread us" "p99 (us)"
 for spec in "$@" floor=; do
     label=${spec%%=*}
     ratio=$(paste <(vals "$OUT_DIR/$label" tput) <(vals "$OUT_DIR/floor" tput) |
         awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
-    printf '%-10s %12.0f %10.3f %14s %14s %14s %12s\n' "$label" "$(vals "$OUT_DIR/$label" tput | median)" "$ratio" \
+    printf '%-10s %12.0f %10.3f %14s %14s %14s %14s %12s\n' "$label" "$(vals "$OUT_DIR/$label" tput | median)" "$ratio" \
         "$(vals "$OUT_DIR/$label" srv_us_per_op | median)" "$(vals "$OUT_DIR/$label" reactor_us_per_op | median)" \
+        "$(vals "$OUT_DIR/$label" fe_us_per_op | median)" \
         "$(vals "$OUT_DIR/$label" log_us_per_op | median)" "$(vals "$OUT_DIR/$label" lat_p99_us | median)"
 done
 say "raw results: $OUT_DIR"

@@ -153,7 +153,7 @@ static void run_journal(const char *dir, long n, long keys, long batch, herd_fsy
         while (mode == HERD_FSYNC_ALWAYS && herd_journal_done(j) < seq) {
             zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
             zmq_poll(&it, 1, 100);
-            herd_journal_recv(j, NULL);
+            herd_journal_recv(j, NULL, NULL);
         }
     }
     herd_journal_destroy(&j); /* written and fsynced */

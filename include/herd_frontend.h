@@ -1,14 +1,20 @@
 /* herd_frontend: the client side of a server (PROTOCOL.md sections 2 and 6).
  *
- * Owns the listening socket and every client connection: accepts, frames
- * lines, enforces the limits, and writes answers in command order. It knows
- * nothing of commands or the table: each complete line goes to the line
- * handler with a ticket, and the handler answers that ticket once, now or
- * later (a WHATSAT waits for the Places worker). Answers to later lines that
- * come first are held until the earlier ones are written. */
+ * Owns client connections: frames lines, enforces the limits, and writes
+ * answers in command order. It knows nothing of commands or the table: each
+ * complete line goes to the line handler with a ticket, and the handler
+ * answers that ticket once, now or later (a WHATSAT waits for the Places
+ * worker). Answers to later lines that come first are held until the
+ * earlier ones are written.
+ *
+ * Two uses in a server: on the node's thread, an acceptor (the listening
+ * socket, max_clients for the whole server, the refusals, on_accept hands
+ * each connection on); on each front-end thread, a listener-less instance
+ * serving the connections handed to it (herd_frontend_adopt). */
 #ifndef HERD_FRONTEND_H
 #define HERD_FRONTEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,19 +34,32 @@ typedef struct {
  * white space are answered here with nothing and never reach the handler). */
 typedef void(herd_line_fn)(void *arg, herd_ticket_t ticket, const char *line, size_t len);
 
-/* Called at the end of the turn in which a connection closed while tickets
- * of it were still owed (conn is herd_ticket_t.conn): the handler can give up
- * the work it started for them. Answering those tickets is then a no-op. */
-typedef void(herd_closed_fn)(void *arg, uint64_t conn);
+/* Called at the end of the turn in which a connection closed (conn is
+ * herd_ticket_t.conn); owed: tickets of it were still unanswered, so the
+ * handler can give up the work it started for them. Answering those tickets
+ * is then a no-op. */
+typedef void(herd_closed_fn)(void *arg, uint64_t conn, bool owed);
+
+/* Acceptor mode: called with each accepted connection that passed the
+ * limits (the socket, its log number, "address:port"). The callee owns fd
+ * from then on (it serves it elsewhere, herd_frontend_adopt) and calls
+ * herd_frontend_released when that connection ends. */
+typedef void(herd_accept_fn)(void *arg, int fd, uint64_t serial, const char *peer);
+
+/* Acceptor mode: called before a connection is refused for max_clients,
+ * so that connections that have ended elsewhere can be released first. */
+typedef void(herd_full_fn)(void *arg);
 
 typedef struct {
     const char *host;        /* address to bind */
-    int port;                /* client port */
+    int port;                /* client port; 0: no listener (connections come by herd_frontend_adopt) */
     long max_clients;        /* open connections allowed at once */
     long idle_timeout_ms;    /* close a connection silent this long */
     long max_output_bytes;   /* cut a client whose unsent answers pass this */
     herd_line_fn *on_line;   /* the command handler */
-    herd_closed_fn *on_closed; /* told of connections closed while owed answers (NULL: not told) */
+    herd_closed_fn *on_closed; /* told of closed connections (NULL: not told) */
+    herd_accept_fn *on_accept; /* acceptor mode: accepted sockets go there (NULL: served here) */
+    herd_full_fn *on_full;     /* acceptor mode: told before a refusal for max_clients (NULL: not told) */
     void *arg;               /* context of both */
 } herd_frontend_conf_t;
 
@@ -48,6 +67,14 @@ typedef struct {
  * fills err (naming the address and port) on failure. */
 herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log,
                                    const herd_frontend_conf_t *conf, char *err, size_t errlen);
+
+/* Serves an accepted socket handed over from an acceptor (fd nonblocking;
+ * serial and peer as the acceptor gave them). Returns 0, or -1 (fd closed). */
+int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char *peer);
+
+/* Acceptor mode: a connection handed to on_accept has ended (it no longer
+ * counts against max_clients). */
+void herd_frontend_released(herd_frontend_t *fe);
 
 /* Closes every connection and the listener; *p = NULL. NULL-safe. */
 void herd_frontend_destroy(herd_frontend_t **p);

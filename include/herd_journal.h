@@ -103,8 +103,10 @@ void *herd_journal_sock(herd_journal_t *j);
 
 /* Reads the writer's reports (logging what they say) and answers the held
  * replies whose records are now on disk (or whose write failed: the server
- * keeps serving from memory). Returns the number of reports read. */
-int herd_journal_recv(herd_journal_t *j, herd_frontend_t *fe);
+ * keeps serving from memory): release(arg, ticket, held bytes) for each
+ * (NULL: just freed). Returns the number of reports read. */
+typedef void(herd_journal_release_fn)(void *arg, herd_ticket_t ticket, const char *data, size_t len);
+int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void *arg);
 
 /* With fsync "always" and the journal healthy: keeps `reply` (copied) for
  * `ticket` until every record appended so far is on disk, then answers it in

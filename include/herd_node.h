@@ -1,15 +1,19 @@
 /* herd_node: one server of the herd.
  *
- * The only owner of the location table. It takes command lines from the
- * front end, answers IAMAT at once, sends WHATSAT to the Places worker and
- * answers when it replies, floods stored updates over the peer links and
- * applies what neighbours flood. Everything runs on one reactor thread; the
- * Places worker is the only other thread and shares nothing but a socket. */
+ * The only owner of the location table. It accepts client connections and
+ * hands them to the front-end threads (herd_fethread), which speak the text
+ * protocol; it takes their commands as herd_msg batches, decides IAMATs at
+ * once, sends WHATSATs to the Places worker and answers when it replies,
+ * floods stored updates over the peer links and applies what neighbours
+ * flood. The node runs on one reactor thread (the caller's); the front
+ * ends, the Places worker, the log writer and the journal writer are other
+ * threads and share nothing with it but ZeroMQ sockets. */
 #ifndef HERD_NODE_H
 #define HERD_NODE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herd_admin.h"
 #include "herd_log.h"
@@ -21,6 +25,12 @@ typedef struct herd_node_t herd_node_t;
 /* Default of herd_node_set_ready_wait: how long a server with neighbours
  * waits for a first exchange with one before /healthz says ready anyway. */
 #define HERD_NODE_READY_WAIT_MS 30000
+
+/* The number of front-end threads server `me` runs: its own
+ * frontend_threads, else the topology's, else min(4, cores - 1), at least 1
+ * (the node keeps a core; past 4 the node, not the front ends, is the
+ * limit). */
+long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me);
 
 /* Builds server number `self` of `topo` on `loop`: binds the client and peer
  * ports, starts the Places worker, connects to the neighbours. The topology
@@ -53,6 +63,14 @@ void herd_node_set_ready_wait(herd_node_t *node, long ms);
 /* False when the topology has a state_dir and the table is no longer all on
  * disk (a write or fsync failed): for /healthz. True without a state_dir. */
 bool herd_node_durable(const herd_node_t *node);
+
+/* For tests of the node's side of the msgpack boundary, without its
+ * front-end threads' sockets: handles one herd_msg batch as if front end
+ * `fe` had sent it (returns -1 for no such front end), and takes the frame
+ * of answers and orders queued for front end `fe` that the end of the turn
+ * would send (malloc'd, *len set; NULL when out of memory). */
+int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len);
+char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

@@ -88,7 +88,7 @@ static void conn_touch(conn_t *c)
     fe_list_push(&c->fe->idle, c);
 }
 
-static void mark_dirty(conn_t *c)
+void fe_mark_dirty(conn_t *c)
 {
     if (c->dirty || c->dead)
         return;
@@ -183,7 +183,7 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
         conn_close(c, "unsent output passed limits.max_output_bytes");
         return -1;
     }
-    mark_dirty(c);
+    fe_mark_dirty(c);
     return 0;
 }
 
@@ -322,7 +322,7 @@ static void conn_eof(conn_t *c)
         c->in_len = 0;
         conn_line(c, c->in, n);
     }
-    mark_dirty(c);
+    fe_mark_dirty(c);
 }
 
 static void conn_read(conn_t *c)
@@ -332,7 +332,7 @@ static void conn_read(conn_t *c)
     if (n > 0) {
         conn_feed(c, fe->rbuf, (size_t)n);
         if (!c->dead)
-            mark_dirty(c);
+            fe_mark_dirty(c);
     } else if (n == 0) {
         conn_eof(c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -445,7 +445,7 @@ static void conn_close(conn_t *c, const char *why)
     list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
     fe->n_conns--;
     c->dead = true;
-    c->dirty_next = fe->dead; /* freed at the end of the turn: events may still name it */
+    c->dead_next = fe->dead; /* freed at the end of the turn: events (and the dirty list) may still name it */
     fe->dead = c;
 }
 
@@ -481,7 +481,7 @@ void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         return;
     }
     if (!c->dead && (events & EPOLLOUT))
-        mark_dirty(c);
+        fe_mark_dirty(c);
 }
 
 /* End of turn: settle every touched connection, then free the closed ones. */
@@ -498,9 +498,9 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
     }
     while (fe->dead) {
         conn_t *c = fe->dead;
-        fe->dead = c->dirty_next;
-        if (unanswered(c) && fe->conf.on_closed)
-            fe->conf.on_closed(fe->conf.arg, c->id);
+        fe->dead = c->dead_next;
+        if (fe->conf.on_closed)
+            fe->conf.on_closed(fe->conf.arg, c->id, unanswered(c) > 0);
         conn_free(c);
     }
 }
@@ -547,16 +547,20 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     fe->log = log;
     fe->conf = *conf;
     fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd = fe_bind_listener(conf, err, errlen);
-    if (fd < 0) {
-        herd_frontend_destroy(&fe);
-        return NULL;
+    int fd = -1;
+    if (conf->port) {
+        fd = fe_bind_listener(conf, err, errlen);
+        if (fd < 0) {
+            herd_frontend_destroy(&fe);
+            return NULL;
+        }
     }
     fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
     fe->listener = (herd_watch_t){.fd = fd, .fn = fe_accept_ready, .arg = fe};
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
-    if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 || herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe) < 0 ||
+    if ((fd >= 0 && herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0) ||
+        herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe) < 0 ||
         (fe->idle_timer = herd_loop_add_timer(loop, sweep, idle_sweep, fe)) < 0) {
         snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
         herd_frontend_destroy(&fe);
@@ -603,7 +607,7 @@ void herd_frontend_drain(herd_frontend_t *fe)
         if (!c)
             continue;
         c->closing = true;
-        mark_dirty(c);
+        fe_mark_dirty(c);
     }
 }
 
@@ -634,7 +638,7 @@ void herd_frontend_destroy(herd_frontend_t **p)
     fe->dirty = NULL;
     while (fe->dead) {
         conn_t *c = fe->dead;
-        fe->dead = c->dirty_next;
+        fe->dead = c->dead_next;
         conn_free(c);
     }
     if (fe->listener.fd >= 0 && fe->listener.fn) {

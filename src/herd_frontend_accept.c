@@ -94,6 +94,7 @@ static void refuse_no_descriptors(herd_frontend_t *fe, int e)
 void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)events;
+    (void)loop;
     herd_frontend_t *fe = w->arg;
     for (int i = 0; i < ACCEPT_BURST && fe->listener.fd >= 0; i++) {
         struct sockaddr_storage ss;
@@ -108,6 +109,8 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         }
         char peer[sizeof ((conn_t *)0)->peer];
         describe_peer(&ss, peer, sizeof peer);
+        if ((long)fe->n_conns >= fe->conf.max_clients && fe->conf.on_full)
+            fe->conf.on_full(fe->conf.arg);
         if ((long)fe->n_conns >= fe->conf.max_clients) {
             fe->refused_max_clients++;
             herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,
@@ -115,32 +118,54 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
             close(fd);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn_t *c = calloc(1, sizeof *c);
-        if (!c) {
-            herd_log_event(fe->log, "refused connection from %s: out of memory", peer);
-            close(fd);
+        uint64_t serial = ++fe->next_serial;
+        if (fe->conf.on_accept) {
+            fe->n_conns++; /* until herd_frontend_released */
+            fe->conf.on_accept(fe->conf.arg, fd, serial, peer);
             continue;
         }
-        c->fe = fe;
-        memcpy(c->peer, peer, sizeof c->peer);
-        c->serial = ++fe->next_serial;
-        c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
-        c->id = (c->serial << 32) | (uint32_t)fd;
-        c->watch = (herd_watch_t){.fd = fd, .fn = fe_conn_event, .arg = c};
-        c->last_in_ms = herd_loop_now_ms(loop);
-        if (index_conn(fe, c) != 0 || herd_loop_watch(loop, &c->watch, EPOLLIN) != 0) {
-            if ((size_t)fd < fe->by_fd_cap)
-                fe->by_fd[fd] = NULL;
-            close(fd);
-            free(c);
-            continue;
-        }
-        fe_list_push(&fe->idle, c);
-        fe->n_conns++;
-        herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
+        herd_frontend_adopt(fe, fd, serial, peer);
     }
+}
+
+int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char *peer)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        herd_log_event(fe->log, "refused connection from %s: out of memory", peer);
+        close(fd);
+        return -1;
+    }
+    c->fe = fe;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->serial = serial;
+    c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
+    c->id = (c->serial << 32) | (uint32_t)fd;
+    c->watch = (herd_watch_t){.fd = fd, .fn = fe_conn_event, .arg = c};
+    c->last_in_ms = herd_loop_now_ms(fe->loop);
+    if (index_conn(fe, c) != 0 || herd_loop_watch(fe->loop, &c->watch, EPOLLIN) != 0) {
+        if ((size_t)fd < fe->by_fd_cap)
+            fe->by_fd[fd] = NULL;
+        close(fd);
+        free(c);
+        return -1;
+    }
+    fe_list_push(&fe->idle, c);
+    fe->n_conns++;
+    herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
+    if (fe->draining) {
+        c->closing = true;
+        fe_mark_dirty(c);
+    }
+    return 0;
+}
+
+void herd_frontend_released(herd_frontend_t *fe)
+{
+    if (fe->n_conns > 0)
+        fe->n_conns--;
 }
 
 int fe_bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)

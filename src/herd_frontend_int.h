@@ -36,6 +36,8 @@ typedef struct conn_t {
     size_t linger_left;   /* lingering: bytes still to discard before giving up */
     struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
     struct conn_t *dirty_next;          /* list of connections to flush this turn */
+    struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
+                                           one closed while on it must not cut the rest of it off) */
     bool dirty;           /* on the dirty list */
     bool eof;             /* the client half-closed */
     bool closing;         /* read no more; close once everything owed is written */
@@ -78,6 +80,9 @@ struct herd_frontend_t {
 
 /* Appends c to the end of l. */
 void fe_list_push(conn_list_t *l, conn_t *c);
+
+/* Puts c on the list settled at the end of the turn. */
+void fe_mark_dirty(conn_t *c);
 
 /* The epoll handler of a client connection. */
 void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);

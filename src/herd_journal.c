@@ -391,7 +391,7 @@ void *herd_journal_sock(herd_journal_t *j)
     return j->sock;
 }
 
-int herd_journal_recv(herd_journal_t *j, herd_frontend_t *fe)
+int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void *arg)
 {
     int n = 0;
     for (;;) {
@@ -416,8 +416,8 @@ int herd_journal_recv(herd_journal_t *j, herd_frontend_t *fe)
         if (!j->held)
             j->held_tail = &j->held;
         j->n_held--;
-        if (fe)
-            herd_frontend_answer(fe, h->ticket, h->data, h->len);
+        if (release)
+            release(arg, h->ticket, h->data, h->len);
         free(h);
     }
     return n;

@@ -1,17 +1,24 @@
-/* herd_node: commands, the table, Places answers and flooding. See
- * herd_node.h. */
+/* herd_node: the table, Places answers and flooding, and the front-end
+ * threads' commands as herd_msg batches. See herd_node.h. */
 #define _GNU_SOURCE /* open_memstream */
 #include "herd_node.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
 
 #include "herd_admin.h"
+#include "herd_fethread.h"
 #include "herd_frontend.h"
 #include "herd_journal.h"
 #include "herd_links.h"
+#include "herd_msg.h"
 #include "herd_places.h"
 #include "herd_proto.h"
 #include "herd_table.h"
@@ -23,6 +30,7 @@
  * ticket is answered, and a client is never owed an answer for ever. */
 #define PLACES_MARGIN_MS 1000
 #define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
+#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1), at least 1 */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram. */
 static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -34,7 +42,7 @@ typedef struct {
     uint64_t iamat_refused;                        /* IAMATs answered '?' because they cannot be held */
     uint64_t peer_refused;                         /* updates from neighbours outside the bounds */
     uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
-    uint64_t invalid;                              /* lines answered with "?" */
+    uint64_t invalid;                              /* lines answered with "?" (here and in the front ends) */
     uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
     uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
     uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
@@ -50,10 +58,29 @@ typedef struct pending_t {
     struct pending_t *older, *newer; /* arrival order, which is deadline order */
     uint64_t req_id;        /* the id given to the worker */
     herd_ticket_t ticket;   /* the line to answer */
+    uint32_t fe;            /* the front-end thread it came from */
+    uint32_t handle;        /* that front end's slot for it */
     int64_t deadline_ms;    /* when the node answers it itself (herd_loop_now_ms) */
     size_t at_len;          /* bytes of the AT line */
     char at[];              /* the AT line the query was made from */
 } pending_t;
+
+struct herd_node_t;
+
+/* One front-end thread, as the node sees it. */
+typedef struct {
+    struct herd_node_t *node;
+    uint32_t index;          /* its number */
+    herd_fethread_t *thread; /* the thread */
+    herd_msg_buf_t out;      /* this turn's answers and orders for it */
+    size_t conns;            /* connections handed to it and not yet closed */
+    uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */
+} fe_t;
+
+/* What the journal holds for an IAMAT reply waiting on its group commit. */
+typedef struct {
+    uint32_t fe, handle;
+} held_reply_t;
 
 struct herd_node_t {
     herd_loop_t *loop;
@@ -62,7 +89,10 @@ struct herd_node_t {
     char *name;                   /* our server name */
     size_t name_len;
     herd_table_t *table;          /* client id -> newest location */
-    herd_frontend_t *frontend;    /* client connections */
+    herd_frontend_t *frontend;    /* the acceptor: the client port, max_clients, refusals */
+    fe_t *fes;                    /* the front-end threads */
+    size_t n_fes;
+    int fe_tick;                  /* tick id of send_answers */
     herd_places_t *places;        /* the Places worker */
     herd_links_t *links;          /* the neighbours */
     herd_admin_t *admin;          /* /metrics, /healthz, /config, or NULL without admin_port */
@@ -83,56 +113,24 @@ struct herd_node_t {
     size_t n_pending;
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
-    char *reply;                  /* scratch buffer for building replies */
-    size_t reply_cap;
     int expire_timer;             /* drops records past limits.record_ttl_s */
 };
 
-/* Grows the scratch reply buffer to hold n bytes. */
-static char *reply_buf(herd_node_t *node, size_t n)
+/* Queues an answer (or order) for front end `fe`; it goes out at the end of
+ * the turn, after the links' flush (flood before reply, PROTOCOL §7). */
+static void to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
-    if (n > node->reply_cap) {
-        char *p = realloc(node->reply, n);
-        if (!p)
-            return NULL;
-        node->reply = p;
-        node->reply_cap = n;
-    }
-    return node->reply;
+    if (fe < node->n_fes)
+        herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
 }
 
-static void answer_invalid(herd_node_t *node, herd_ticket_t t, const char *line, size_t len)
+/* Answers a WHATSAT with the AT line and the Places JSON. */
+static void answer_whatsat(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle, const char *at,
+                           size_t at_len, const char *json, size_t json_len)
 {
-    node->n.invalid++;
-    char *r = reply_buf(node, len + 3);
-    if (!r) {
-        herd_log_event(node->log, "out of memory answering a line with '?'");
-        herd_frontend_close(node->frontend, t, "out of memory for its answer");
-        return;
-    }
-    r[0] = '?';
-    r[1] = ' ';
-    memcpy(r + 2, line, len);
-    r[len + 2] = '\n';
-    herd_frontend_answer(node->frontend, t, r, len + 3);
-}
-
-/* Answers a WHATSAT: the AT line, a newline, the JSON, two newlines. */
-static void answer_whatsat(herd_node_t *node, herd_ticket_t t, const char *at, size_t at_len, const char *json,
-                           size_t json_len)
-{
-    char *r = reply_buf(node, at_len + json_len + 3);
-    if (!r) {
-        herd_log_event(node->log, "out of memory answering a WHATSAT");
-        herd_frontend_close(node->frontend, t, "out of memory for its answer");
-        return;
-    }
-    memcpy(r, at, at_len);
-    r[at_len] = '\n';
-    memcpy(r + at_len + 1, json, json_len);
-    r[at_len + 1 + json_len] = '\n';
-    r[at_len + 2 + json_len] = '\n';
-    herd_frontend_answer(node->frontend, t, r, at_len + json_len + 3);
+    herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = t.conn, .seq = t.seq, .handle = handle,
+                          .outcome = HERD_MSG_ANSWERED, .at = {at, at_len}, .json = {json, json_len}};
+    to_fe(node, fe, &it);
 }
 
 /* The error object used when even the error object cannot be made. */
@@ -140,11 +138,11 @@ static const char OOM_ERROR_JSON[] = "{\"html_attributions\": [], \"results\": [
                                      "\"error_message\": \"out of memory\"}";
 
 /* Answers a WHATSAT with an UNKNOWN_ERROR object saying `message`. */
-static void answer_places_error(herd_node_t *node, herd_ticket_t t, const char *at, size_t at_len,
-                                const char *message)
+static void answer_places_error(herd_node_t *node, const pending_t *p, const char *message)
 {
     char *err = herd_places_error_json("UNKNOWN_ERROR", message);
-    answer_whatsat(node, t, at, at_len, err ? err : OOM_ERROR_JSON, err ? strlen(err) : strlen(OOM_ERROR_JSON));
+    answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, err ? err : OOM_ERROR_JSON,
+                   err ? strlen(err) : strlen(OOM_ERROR_JSON));
     free(err);
 }
 
@@ -176,13 +174,17 @@ static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
 }
 
 /* Gives up a pending WHATSAT: the worker is told to drop it (and to stop
- * its upstream call when nobody else waits), and it is freed. */
+ * its upstream call when nobody else waits), the front end frees its slot,
+ * and it is freed. */
 static void pending_drop(herd_node_t *node, pending_t *p)
 {
     pending_unlink(node, p);
     if (herd_places_cancel(node->places, p->req_id) != 0)
         herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
                        (unsigned long long)p->req_id);
+    herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = p->ticket.conn, .seq = p->ticket.seq,
+                          .handle = p->handle, .outcome = HERD_MSG_DROPPED};
+    to_fe(node, p->fe, &it);
     free(p);
 }
 
@@ -200,20 +202,25 @@ static void pending_sweep(herd_loop_t *loop, void *arg)
         node->n.places_deadline++;
         pending_unlink(node, p);
         herd_places_cancel(node->places, p->req_id);
-        answer_places_error(node, p->ticket, p->at, p->at_len, msg);
+        answer_places_error(node, p, msg);
         free(p);
     }
 }
 
-/* The front end closed a connection that was owed answers: its WHATSATs
- * are given up, so that no upstream call runs for nobody. */
-static void on_closed(void *arg, uint64_t conn)
+/* A front end closed a connection: it no longer counts against
+ * max_clients, and when it was owed answers its WHATSATs are given up, so
+ * that no upstream call runs for nobody. */
+static void on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
 {
-    herd_node_t *node = arg;
+    herd_frontend_released(node->frontend);
+    if (node->fes[fe].conns)
+        node->fes[fe].conns--;
+    if (!owed)
+        return;
     pending_t *p = node->oldest;
     while (p) {
         pending_t *next = p->newer;
-        if (p->ticket.conn == conn) {
+        if (p->ticket.conn == conn && p->fe == fe) {
             node->n.places_client_gone++;
             pending_drop(node, p);
         }
@@ -247,91 +254,106 @@ static bool too_far_ahead(const herd_node_t *node, herd_time_t t, herd_time_t no
 
 /* Whether the record held for this client is a report of the same time and
  * position made by this server. */
-static bool same_report(const herd_node_t *node, const herd_cmd_t *cmd)
+static bool same_report(const herd_node_t *node, const herd_at_t *at)
 {
-    const herd_record_t *rec = herd_table_find(node->table, cmd->id.p, cmd->id.len);
-    return rec && herd_time_cmp(rec->time, cmd->time) == 0 && rec->origin_len == node->name_len &&
-           !memcmp(rec->at + 3, node->name, node->name_len) && rec->pos_len == cmd->pos.len &&
-           !memcmp(rec->at + rec->pos_off, cmd->pos.p, cmd->pos.len);
+    const herd_record_t *rec = herd_table_find(node->table, at->id.p, at->id.len);
+    return rec && herd_time_cmp(rec->time, at->time) == 0 && rec->origin_len == node->name_len &&
+           !memcmp(rec->at + 3, node->name, node->name_len) && rec->pos_len == at->pos.len &&
+           !memcmp(rec->at + rec->pos_off, at->pos.p, at->pos.len);
 }
 
-static void do_iamat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, const char *line, size_t len)
+/* An IAMAT from front end `fe`, its AT line made there; `now` is read once
+ * per batch. */
+static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, herd_time_t now)
 {
-    herd_time_t now = herd_time_now();
-    if (too_far_ahead(node, cmd->time, now, 0)) {
+    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = it->conn, .seq = it->seq, .handle = it->handle};
+    herd_at_t at = {.id = {it->at.p + it->id_off, it->id_len}, .pos = {it->at.p + it->pos_off, it->pos_len},
+                    .time = it->time, .server = {node->name, node->name_len}};
+    if (too_far_ahead(node, it->time, now, 0)) {
         node->n.iamat_refused++;
-        answer_invalid(node, t, line, len);
-        return;
-    }
-    char *r = reply_buf(node, HERD_AT_MAX + 1);
-    if (!r) {
-        herd_log_event(node->log, "out of memory answering an IAMAT");
-        answer_invalid(node, t, line, len);
-        return;
-    }
-    size_t n = herd_proto_format_at(r, HERD_AT_MAX, node->name, node->name_len, now, cmd);
-    if (same_report(node, cmd)) {
+        node->n.invalid++;
+        a.outcome = HERD_MSG_REFUSED;
+    } else if (same_report(node, &at)) {
         /* The same time, origin and position as the record held: it does
          * not rank above it (PROTOCOL section 3), though its AT line (a new
          * skew) would win the table's last tie-break on the line's bytes. */
         node->n.iamat_not_newer++;
-        r[n] = '\n';
-        if (!node->journal || !herd_journal_hold(node->journal, t, r, n + 1))
-            herd_frontend_answer(node->frontend, t, r, n + 1);
-        return;
+        a.outcome = HERD_MSG_NOT_NEWER;
+    } else {
+        switch (store(node, &at, it->at.p, it->at.len, -1, true)) {
+        case HERD_UPDATE_NEWER:
+            node->n.iamat_stored++;
+            a.outcome = HERD_MSG_STORED;
+            break;
+        case HERD_UPDATE_SAME:
+        case HERD_UPDATE_OLDER:
+            node->n.iamat_not_newer++;
+            a.outcome = HERD_MSG_NOT_NEWER;
+            break;
+        case HERD_UPDATE_REFUSED:
+        case HERD_UPDATE_ERROR:
+        default:
+            /* Not held (expired, the lowest of a full table, or no memory): an
+             * AT reply would say it is (PROTOCOL section 6). */
+            node->n.iamat_refused++;
+            node->n.invalid++;
+            a.outcome = HERD_MSG_REFUSED;
+            break;
+        }
     }
-    herd_at_t at = {.id = cmd->id, .time = cmd->time, .server = {node->name, node->name_len}};
-    at.pos.p = r + n - cmd->time_txt.len - 1 - cmd->pos.len;
-    at.pos.len = cmd->pos.len;
-    at.id.p = at.pos.p - 1 - cmd->id.len;
-    switch (store(node, &at, r, n, -1, true)) {
-    case HERD_UPDATE_NEWER:
-        node->n.iamat_stored++;
-        break;
-    case HERD_UPDATE_SAME:
-    case HERD_UPDATE_OLDER:
-        node->n.iamat_not_newer++;
-        break;
-    case HERD_UPDATE_REFUSED:
-    case HERD_UPDATE_ERROR:
-    default:
-        /* Not held (expired, the lowest of a full table, or no memory): an
-         * AT reply would say it is (PROTOCOL section 6). */
-        node->n.iamat_refused++;
-        answer_invalid(node, t, line, len);
-        return;
-    }
-    r[n] = '\n';
     /* fsync "always": the reply waits for the group commit, the node does not. */
-    if (!node->journal || !herd_journal_hold(node->journal, t, r, n + 1))
-        herd_frontend_answer(node->frontend, t, r, n + 1);
+    held_reply_t h = {.fe = fe, .handle = it->handle};
+    if (a.outcome != HERD_MSG_REFUSED && node->journal &&
+        herd_journal_hold(node->journal, (herd_ticket_t){it->conn, it->seq}, (const char *)&h, sizeof h))
+        return;
+    to_fe(node, fe, &a);
 }
 
-static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd, const char *line, size_t len)
+/* The journal's group commit is done: a held IAMAT reply goes out. */
+static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t len)
 {
-    const herd_record_t *rec = herd_table_find(node->table, cmd->id.p, cmd->id.len);
-    if (!rec) {
+    herd_node_t *node = arg;
+    held_reply_t h;
+    if (len != sizeof h)
+        return;
+    memcpy(&h, data, sizeof h);
+    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
+                         .outcome = HERD_MSG_STORED};
+    to_fe(node, h.fe, &a);
+}
+
+static void do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
+{
+    herd_ticket_t t = {it->conn, it->seq};
+    const herd_record_t *rec = herd_table_find(node->table, it->id.p, it->id.len);
+    herd_span_t lat, lng;
+    if (!rec || herd_proto_parse_position((herd_span_t){rec->at + rec->pos_off, rec->pos_len}, &lat, &lng) != 0) {
+        /* (A stored position always parses: it was validated.) */
         node->n.whatsat_unknown++;
-        answer_invalid(node, t, line, len);
+        node->n.invalid++;
+        herd_msg_item_t a = {.kind = HERD_MSG_WHATSAT, .conn = t.conn, .seq = t.seq, .handle = it->handle,
+                             .outcome = HERD_MSG_UNKNOWN};
+        to_fe(node, fe, &a);
         return;
     }
     node->n.whatsat_answered++;
-    herd_span_t pos = {rec->at + rec->pos_off, rec->pos_len}, lat, lng;
-    if (herd_proto_parse_position(pos, &lat, &lng) != 0) {
-        answer_invalid(node, t, line, len); /* cannot happen: stored positions are validated */
-        return;
-    }
     pending_t *p = malloc(sizeof *p + rec->at_len);
     uint64_t req_id = ++node->next_req_id;
-    if (!p || herd_places_request(node->places, req_id, lat, lng, cmd->radius, cmd->bound) != 0) {
+    if (!p || herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) != 0) {
         herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
                        p ? "" : " (out of memory)");
-        answer_places_error(node, t, rec->at, rec->at_len, "the Places worker could not take the request");
+        pending_t tmp = {.ticket = t, .fe = fe, .handle = it->handle};
+        char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
+        answer_whatsat(node, tmp.fe, t, tmp.handle, rec->at, rec->at_len, err ? err : OOM_ERROR_JSON,
+                       err ? strlen(err) : strlen(OOM_ERROR_JSON));
+        free(err);
         free(p);
         return;
     }
     p->req_id = req_id;
     p->ticket = t;
+    p->fe = fe;
+    p->handle = it->handle;
     p->deadline_ms = herd_loop_now_ms(node->loop) + node->topo->places_timeout_ms + PLACES_MARGIN_MS;
     p->at_len = rec->at_len;
     memcpy(p->at, rec->at, rec->at_len);
@@ -348,27 +370,116 @@ static void do_whatsat(herd_node_t *node, herd_ticket_t t, const herd_cmd_t *cmd
     node->n_pending++;
 }
 
-/* The front end's line handler. */
-static void on_line(void *arg, herd_ticket_t t, const char *line, size_t len)
+/* One batch from front end f. */
+static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t len)
+{
+    herd_msg_reader_t r;
+    herd_msg_header_t h;
+    herd_msg_item_t it;
+    int rc = herd_msg_open(&r, data, len, &h);
+    if (rc == 0) {
+        node->n.invalid += h.invalid;
+        f->drain = h.drain;
+    }
+    herd_time_t now = herd_time_now();
+    while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
+        rc = 0;
+        if (it.kind == HERD_MSG_IAMAT)
+            do_iamat(node, f->index, &it, now);
+        else if (it.kind == HERD_MSG_WHATSAT)
+            do_whatsat(node, f->index, &it);
+        else if (it.kind == HERD_MSG_CLOSED)
+            on_closed(node, f->index, it.conn, it.outcome != 0);
+    }
+    if (rc < 0)
+        herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
+}
+
+/* Batches from a front-end thread. */
+static void fe_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    fe_t *f = arg;
+    void *sock = herd_fethread_sock(f->thread);
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        handle_frame(f->node, f, zmq_msg_data(&m), zmq_msg_size(&m));
+        zmq_msg_close(&m);
+    }
+}
+
+int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len)
+{
+    if (fe >= node->n_fes)
+        return -1;
+    handle_frame(node, &node->fes[fe], data, len);
+    return 0;
+}
+
+char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
+{
+    if (fe >= node->n_fes || node->fes[fe].out.oom)
+        return NULL;
+    fe_t *f = &node->fes[fe];
+    char *p = malloc(f->out.len ? f->out.len : 1);
+    if (!p)
+        return NULL;
+    memcpy(p, f->out.p, f->out.len);
+    *len = f->out.len;
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
+    herd_msg_begin(&f->out, &h);
+    return p;
+}
+
+/* End of turn, after the links' flush and the group commit: each front
+ * end's answers and orders in one frame. */
+static void send_answers(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    for (size_t i = 0; i < node->n_fes; i++) {
+        fe_t *f = &node->fes[i];
+        if (!f->out.items)
+            continue;
+        if (f->out.oom)
+            herd_log_event(node->log, "out of memory for the answers to front end %zu", i);
+        else
+            while (zmq_send(herd_fethread_sock(f->thread), f->out.p, f->out.len, 0) < 0 && errno == EINTR)
+                ;
+        herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
+        herd_msg_begin(&f->out, &h);
+    }
+}
+
+/* At max_clients: the front ends' batches already sent are read first, so
+ * that a connection a front end has closed (and logged as closed) is no
+ * longer counted when the next one comes. */
+static void on_full(void *arg)
 {
     herd_node_t *node = arg;
-    herd_cmd_t cmd;
-    herd_proto_parse(line, len, &cmd);
-    switch (cmd.kind) {
-    case HERD_CMD_IAMAT:
-        do_iamat(node, t, &cmd, line, len);
-        break;
-    case HERD_CMD_WHATSAT:
-        do_whatsat(node, t, &cmd, line, len);
-        break;
-    case HERD_CMD_EMPTY:
-        herd_frontend_answer(node->frontend, t, NULL, 0);
-        break;
-    case HERD_CMD_INVALID:
-    default:
-        answer_invalid(node, t, line, len);
-        break;
-    }
+    for (size_t i = 0; i < node->n_fes; i++)
+        fe_ready(node->loop, &node->fes[i]);
+}
+
+/* The acceptor's hand-off: each connection goes to the front-end thread
+ * serving the fewest. */
+static void on_accept(void *arg, int fd, uint64_t serial, const char *peer)
+{
+    herd_node_t *node = arg;
+    size_t best = 0;
+    for (size_t i = 1; i < node->n_fes; i++)
+        if (node->fes[i].conns < node->fes[best].conns)
+            best = i;
+    node->fes[best].conns++;
+    herd_msg_item_t it = {.kind = HERD_MSG_ADOPT, .fd = fd, .serial = serial, .peer = {peer, strlen(peer)}};
+    to_fe(node, (uint32_t)best, &it);
 }
 
 /* Servers' clocks may disagree a little: a neighbour's record is refused as
@@ -544,6 +655,66 @@ static void count_places(herd_node_t *node, const herd_places_reply_t *r)
 
 static bool node_ready(herd_node_t *node);
 
+/* CPU seconds of the log writer: the thread whose name starts "herd-log"
+ * or, as CZMQ leaves its actors unnamed, the one the log's writer names
+ * (looked up in /proc/self/task). -1 when not found. */
+static double log_thread_cpu(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    double sec = -1;
+    long tick = sysconf(_SC_CLK_TCK);
+    struct dirent *e;
+    while ((e = readdir(d)) && sec < 0) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[64], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/comm", e->d_name);
+        FILE *c = fopen(path, "r");
+        if (!c)
+            continue;
+        if (!fgets(comm, sizeof comm, c))
+            comm[0] = '\0';
+        fclose(c);
+        if (strncmp(comm, "herd-log", 8) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        FILE *st = fopen(path, "r");
+        char buf[512];
+        if (!st)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, st);
+        fclose(st);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')'); /* fields after the name: state is field 3, utime 14, stime 15 */
+        unsigned long long ut, stt;
+        if (rp && sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) == 2 && tick > 0)
+            sec = (double)(ut + stt) / (double)tick;
+    }
+    closedir(d);
+    return sec;
+}
+
+/* herd_thread_cpu_seconds_total: the node (this thread), each front end,
+ * the log writer. */
+static void render_cpu(herd_node_t *node, FILE *f)
+{
+    struct timespec ts;
+    fprintf(f, "# HELP herd_thread_cpu_seconds_total CPU seconds used, by thread.\n"
+               "# TYPE herd_thread_cpu_seconds_total counter\n");
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        fprintf(f, "herd_thread_cpu_seconds_total{thread=\"node\"} %.6f\n", (double)ts.tv_sec + ts.tv_nsec / 1e9);
+    for (size_t i = 0; i < node->n_fes; i++) {
+        double s = herd_fethread_cpu_seconds(node->fes[i].thread);
+        if (s >= 0)
+            fprintf(f, "herd_thread_cpu_seconds_total{thread=\"frontend-%zu\"} %.6f\n", i, s);
+    }
+    double s = log_thread_cpu();
+    if (s >= 0)
+        fprintf(f, "herd_thread_cpu_seconds_total{thread=\"log\"} %.6f\n", s);
+}
+
 /* /metrics, rendered on the reactor thread when the admin thread asks. */
 static char *render_metrics(void *arg, size_t *len)
 {
@@ -600,6 +771,7 @@ static char *render_metrics(void *arg, size_t *len)
             "# TYPE herd_log_queue_bytes gauge\nherd_log_queue_bytes %" PRIu64 "\n",
             ls.lines_written, ls.bytes_written, ls.lines_dropped, ls.queue_bytes);
     herd_frontend_render(node->frontend, f);
+    render_cpu(node, f);
     if (node->journal)
         herd_journal_render(node->journal, f);
     else
@@ -713,7 +885,7 @@ static void places_ready(herd_loop_t *loop, void *arg)
             if (p) {
                 pending_unlink(node, p);
                 node->n.places_errors++;
-                answer_places_error(node, p->ticket, p->at, p->at_len, "the Places worker's reply could not be read");
+                answer_places_error(node, p, "the Places worker's reply could not be read");
                 free(p);
             }
             continue;
@@ -724,7 +896,7 @@ static void places_ready(herd_loop_t *loop, void *arg)
             herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
         if (p) {
             pending_unlink(node, p);
-            answer_whatsat(node, p->ticket, p->at, p->at_len, reply.json, reply.json_len);
+            answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, reply.json, reply.json_len);
             free(p);
         }
         herd_places_reply_free(&reply);
@@ -776,7 +948,7 @@ static void journal_ready(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_node_t *node = arg;
-    herd_journal_recv(node->journal, node->frontend);
+    herd_journal_recv(node->journal, release_reply, node);
 }
 
 /* Loads state_dir/NAME into the table and starts the writer. */
@@ -799,6 +971,67 @@ static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *er
         return -1;
     }
     return 0;
+}
+
+/* The front-end threads, and the acceptor that hands them connections. */
+static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const herd_server_conf_t *me, char *err,
+                           size_t errlen)
+{
+    size_t n = (size_t)herd_node_frontend_threads(topo, me);
+    node->fes = calloc(n, sizeof *node->fes);
+    if (!node->fes) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fe_t *f = &node->fes[i];
+        f->node = node;
+        f->index = (uint32_t)i;
+        herd_fethread_conf_t tc = {.index = (uint32_t)i,
+                                   .server = node->name,
+                                   .idle_timeout_ms = topo->idle_timeout_ms,
+                                   .max_output_bytes = topo->max_output_bytes};
+        f->thread = herd_fethread_new(&tc, node->log, err, errlen);
+        if (!f->thread)
+            return -1;
+        node->n_fes = i + 1;
+        herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
+        herd_msg_begin(&f->out, &h);
+        if (f->out.oom || herd_loop_add_zmq(node->loop, herd_fethread_sock(f->thread), fe_ready, f) != 0) {
+            snprintf(err, errlen, "cannot watch front end %zu", i);
+            return -1;
+        }
+    }
+    if ((node->fe_tick = herd_loop_add_tick(node->loop, HERD_PHASE_FRONTEND, send_answers, node)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    herd_frontend_conf_t fc = {
+        .host = me->host,
+        .port = me->client_port,
+        .max_clients = topo->max_clients,
+        .idle_timeout_ms = topo->idle_timeout_ms,
+        .max_output_bytes = topo->max_output_bytes,
+        .on_accept = on_accept,
+        .on_full = on_full,
+        .arg = node,
+    };
+    node->frontend = herd_frontend_new(node->loop, node->log, &fc, err, errlen);
+    if (!node->frontend)
+        return -1;
+    herd_log_event(node->log, "%zu front-end thread%s", n, n == 1 ? "" : "s");
+    return 0;
+}
+
+long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me)
+{
+    if (me && me->frontend_threads > 0)
+        return me->frontend_threads;
+    if (topo->frontend_threads > 0)
+        return topo->frontend_threads;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = cores - 1;
+    return n < 1 ? 1 : n > MAX_DEFAULT_FE ? MAX_DEFAULT_FE : n;
 }
 
 bool herd_node_durable(const herd_node_t *node)
@@ -859,18 +1092,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     if (!key || !*key)
         herd_log_event(log, "places: no API key in $%s: WHATSAT answers REQUEST_DENIED", topo->places_key_env);
 
-    herd_frontend_conf_t fc = {
-        .host = me->host,
-        .port = me->client_port,
-        .max_clients = topo->max_clients,
-        .idle_timeout_ms = topo->idle_timeout_ms,
-        .max_output_bytes = topo->max_output_bytes,
-        .on_line = on_line,
-        .on_closed = on_closed,
-        .arg = node,
-    };
-    node->frontend = herd_frontend_new(loop, log, &fc, err, errlen);
-    if (!node->frontend)
+    if (start_frontends(node, topo, me, err, errlen) != 0)
         goto fail;
     node->start_ms = herd_loop_now_ms(loop);
     node->ready_wait_ms = HERD_NODE_READY_WAIT_MS;
@@ -900,6 +1122,14 @@ void herd_node_destroy(herd_node_t **p)
     if (node->health_timer > 0)
         herd_loop_remove_timer(node->loop, node->health_timer);
     herd_frontend_destroy(&node->frontend);
+    for (size_t i = 0; i < node->n_fes; i++) {
+        herd_loop_remove_zmq(node->loop, herd_fethread_sock(node->fes[i].thread));
+        herd_fethread_destroy(&node->fes[i].thread);
+        herd_msg_buf_free(&node->fes[i].out);
+    }
+    free(node->fes);
+    if (node->fe_tick > 0)
+        herd_loop_remove_tick(node->loop, node->fe_tick);
     if (node->pending_timer > 0)
         herd_loop_remove_timer(node->loop, node->pending_timer);
     if (node->places)
@@ -922,7 +1152,6 @@ void herd_node_destroy(herd_node_t **p)
         herd_loop_remove_timer(node->loop, node->expire_timer);
     herd_table_destroy(&node->table);
     free(node->name);
-    free(node->reply);
     free(node);
     *p = NULL;
 }
@@ -931,11 +1160,19 @@ void herd_node_drain(herd_node_t *node)
 {
     node->draining = true;
     herd_frontend_drain(node->frontend);
+    herd_msg_item_t it = {.kind = HERD_MSG_DRAIN};
+    for (size_t i = 0; i < node->n_fes; i++) {
+        node->fes[i].drain = 0; /* busy until it says otherwise */
+        to_fe(node, (uint32_t)i, &it);
+    }
 }
 
 size_t herd_node_busy(const herd_node_t *node)
 {
-    return herd_frontend_busy(node->frontend);
+    size_t busy = 0;
+    for (size_t i = 0; i < node->n_fes; i++)
+        busy += node->fes[i].drain ? (size_t)(node->fes[i].drain - 1) : 1;
+    return busy;
 }
 
 herd_admin_t *herd_node_admin(herd_node_t *node)
@@ -960,6 +1197,10 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
         return -1;
     herd_frontend_set_limits(node->frontend, topo->max_clients, topo->idle_timeout_ms, topo->max_output_bytes);
+    herd_msg_item_t lim = {.kind = HERD_MSG_LIMITS, .idle_timeout_ms = topo->idle_timeout_ms,
+                           .max_output_bytes = topo->max_output_bytes};
+    for (size_t i = 0; i < node->n_fes; i++)
+        to_fe(node, (uint32_t)i, &lim);
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;

@@ -63,6 +63,11 @@ Quick reference
                 {"admin_port": 12345}}}); applied last
     tmpdir      use this folder instead of a fresh one (it is then not removed)
 
+    HERD_TEST_FRONTEND_THREADS in the environment (e.g. 1 or 3) sets the
+    topology's top-level ``frontend_threads`` for every Herd of the run
+    (before ``extra``, which can still override it): the suite is run with
+    the server's default and with that, to cover both.
+
     Attributes: ``names``, ``links``, ``tmpdir``, ``topology`` (the dict),
     ``topology_path``. After changing ``topology``, call ``write_topology()``.
 
@@ -541,6 +546,9 @@ class Herd:
             topo["limits"].update(limits or {})
             if not topo["limits"]:
                 del topo["limits"]
+            forced = os.environ.get("HERD_TEST_FRONTEND_THREADS")
+            if forced:
+                topo["frontend_threads"] = int(forced)
             _deep_merge(topo, extra or {})
             self.topology = topo
             self.topology_path = os.path.join(self.tmpdir, "topology.json")

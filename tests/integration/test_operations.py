@@ -420,6 +420,16 @@ class MetricsTest(OpsCase):
                            ("herd_commands_total", "counter"),
                            ("herd_flood_updates_total", "counter")):
             self.assertEqual(m.types.get(name), kind, name)
+        # CPU seconds of every thread: the node, each front end, the log writer.
+        self.assertEqual(m.types.get("herd_thread_cpu_seconds_total"), "counter")
+        threads = sorted(dict(k[1])["thread"] for k in m.samples if k[0] == "herd_thread_cpu_seconds_total")
+        fes = int(herd.topology.get("frontend_threads", 0)) or None
+        self.assertIn("node", threads)
+        self.assertIn("log", threads)
+        self.assertIn("frontend-0", threads)
+        if fes:
+            self.assertEqual(len([t for t in threads if t.startswith("frontend-")]), fes, threads)
+        self.assertGreater(m.get("herd_thread_cpu_seconds_total", thread="node"), 0)
 
     def test_metrics_follow_the_traffic(self):
         names = [A, B, C]

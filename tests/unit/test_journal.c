@@ -116,7 +116,7 @@ static void wait_done(herd_journal_t *j, uint64_t seq)
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL);
+        herd_journal_recv(j, NULL, NULL);
     }
 }
 
@@ -144,7 +144,7 @@ static void wait_metric(herd_journal_t *j, const char *name, double want)
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL);
+        herd_journal_recv(j, NULL, NULL);
     }
 }
 
@@ -414,7 +414,7 @@ static void test_hold_until_fsync(void **state)
     assert_int_equal(herd_journal_held(j), 1);
     herd_journal_commit(j, 1);
     wait_done(j, seq);
-    herd_journal_recv(j, NULL);
+    herd_journal_recv(j, NULL, NULL);
     assert_int_equal(herd_journal_held(j), 0);
     assert_true(metric(j, "herd_state_fsyncs_total") >= 1);
     herd_journal_destroy(&j);
@@ -446,7 +446,7 @@ static void test_write_error_survived(void **state)
     assert_true(herd_journal_hold(j, t, "AT big\n", 7));
     herd_journal_commit(j, 2);
     wait_done(j, seq); /* done with, though not on disk: the reply goes out */
-    herd_journal_recv(j, NULL);
+    herd_journal_recv(j, NULL, NULL);
     assert_int_equal(herd_journal_held(j), 0);
     assert_false(herd_journal_durable(j));
     assert_true(metric(j, "herd_state_write_errors_total") >= 1);
@@ -462,7 +462,7 @@ static void test_write_error_survived(void **state)
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL);
+        herd_journal_recv(j, NULL, NULL);
     }
     herd_journal_destroy(&j);
     j = must_open(c, HERD_FSYNC_ALWAYS);

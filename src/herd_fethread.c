@@ -1,0 +1,437 @@
+/* herd_fethread: a front-end thread: text in, herd_msg batches to the node,
+ * herd_msg answers back, text out. See herd_fethread.h. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "herd_fethread.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "herd_frontend.h"
+#include "herd_loop.h"
+#include "herd_msg.h"
+#include "herd_proto.h"
+
+#define NO_SLOT UINT32_MAX
+
+/* A command sent to the node, waiting for its answer: the text of both
+ * possible replies, so the answer only picks one. data holds "? LINE\n"
+ * (line_len + 3 bytes), then for an IAMAT "AT ...\n" (at_len + 1 bytes). */
+typedef struct {
+    herd_ticket_t ticket; /* the line it answers */
+    char *data;           /* the replies (malloc'd), NULL when the slot is free */
+    uint32_t line_len;    /* bytes of the command line */
+    uint32_t at_len;      /* bytes of the AT line (IAMAT), without its newline */
+    uint32_t next_free;   /* free list */
+} slot_t;
+
+struct herd_fethread_t {
+    uint32_t index;           /* our number */
+    char *server;             /* our server name */
+    size_t server_len;
+    herd_loop_t *loop;        /* this thread's reactor */
+    herd_log_t *log;          /* this thread's log handle */
+    herd_frontend_t *fe;      /* its connections */
+    void *node_side;          /* the node's end of the pair */
+    void *fe_side;            /* ours */
+    pthread_t thread;
+    bool started;             /* thread running (join it) */
+    herd_msg_buf_t out;       /* the batch being built this turn */
+    uint64_t invalid;         /* lines answered "?" here, not yet reported */
+    bool draining;            /* DRAIN received: report busy connections */
+    uint64_t drain_sent;      /* the last drain value sent (0: none yet) */
+    slot_t *slots;            /* commands owed an answer by the node */
+    uint32_t n_slots, free_slot;
+    char *reply;              /* scratch for assembled replies */
+    size_t reply_cap;
+};
+
+static char *scratch(herd_fethread_t *t, size_t n)
+{
+    if (n > t->reply_cap) {
+        char *p = realloc(t->reply, n);
+        if (!p)
+            return NULL;
+        t->reply = p;
+        t->reply_cap = n;
+    }
+    return t->reply;
+}
+
+/* A free slot's index, or NO_SLOT when memory runs out. */
+static uint32_t slot_take(herd_fethread_t *t)
+{
+    if (t->free_slot == NO_SLOT) {
+        uint32_t n = t->n_slots ? t->n_slots * 2 : 256;
+        if (n <= t->n_slots || n >= NO_SLOT)
+            return NO_SLOT;
+        slot_t *p = realloc(t->slots, n * sizeof *p);
+        if (!p)
+            return NO_SLOT;
+        for (uint32_t i = t->n_slots; i < n; i++)
+            p[i] = (slot_t){.next_free = i + 1 < n ? i + 1 : NO_SLOT};
+        t->slots = p;
+        t->free_slot = t->n_slots;
+        t->n_slots = n;
+    }
+    uint32_t i = t->free_slot;
+    t->free_slot = t->slots[i].next_free;
+    return i;
+}
+
+static void slot_put(herd_fethread_t *t, uint32_t i)
+{
+    free(t->slots[i].data);
+    t->slots[i].data = NULL;
+    t->slots[i].next_free = t->free_slot;
+    t->free_slot = i;
+}
+
+/* Answers "? LINE". */
+static void answer_invalid(herd_fethread_t *t, herd_ticket_t tk, const char *line, size_t len)
+{
+    char *r = scratch(t, len + 3);
+    if (!r) {
+        herd_frontend_close(t->fe, tk, "out of memory for its answer");
+        return;
+    }
+    r[0] = '?';
+    r[1] = ' ';
+    memcpy(r + 2, line, len);
+    r[len + 2] = '\n';
+    herd_frontend_answer(t->fe, tk, r, len + 3);
+}
+
+/* A slot holding "? LINE\n" and room for `extra` more bytes. */
+static uint32_t slot_for(herd_fethread_t *t, herd_ticket_t tk, const char *line, size_t len, size_t extra)
+{
+    uint32_t i = slot_take(t);
+    if (i == NO_SLOT)
+        return NO_SLOT;
+    char *d = malloc(len + 3 + extra);
+    if (!d) {
+        t->slots[i].data = NULL;
+        slot_put(t, i);
+        return NO_SLOT;
+    }
+    d[0] = '?';
+    d[1] = ' ';
+    memcpy(d + 2, line, len);
+    d[len + 2] = '\n';
+    t->slots[i].data = d;
+    t->slots[i].ticket = tk;
+    t->slots[i].line_len = (uint32_t)len;
+    t->slots[i].at_len = 0;
+    return i;
+}
+
+/* The front end's line handler: the text protocol, then a batch item. */
+static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
+{
+    herd_fethread_t *t = arg;
+    herd_cmd_t cmd;
+    herd_proto_parse(line, len, &cmd);
+    if (cmd.kind == HERD_CMD_EMPTY) {
+        herd_frontend_answer(t->fe, tk, NULL, 0);
+        return;
+    }
+    if (cmd.kind != HERD_CMD_IAMAT && cmd.kind != HERD_CMD_WHATSAT) {
+        t->invalid++;
+        answer_invalid(t, tk, line, len);
+        return;
+    }
+    herd_msg_item_t it = {.kind = cmd.kind == HERD_CMD_IAMAT ? HERD_MSG_IAMAT : HERD_MSG_WHATSAT,
+                          .conn = tk.conn, .seq = tk.seq};
+    uint32_t i;
+    if (cmd.kind == HERD_CMD_IAMAT) {
+        char at[HERD_AT_MAX];
+        size_t n = herd_proto_format_at(at, sizeof at, t->server, t->server_len, herd_time_now(), &cmd);
+        i = slot_for(t, tk, line, len, n + 1);
+        if (i != NO_SLOT) {
+            char *a = t->slots[i].data + len + 3;
+            memcpy(a, at, n);
+            a[n] = '\n';
+            t->slots[i].at_len = (uint32_t)n;
+            it.at = (herd_span_t){a, n};
+            it.time = cmd.time;
+            it.pos_off = (uint32_t)(n - cmd.time_txt.len - 1 - cmd.pos.len);
+            it.pos_len = (uint32_t)cmd.pos.len;
+            it.id_off = (uint32_t)(it.pos_off - 1 - cmd.id.len);
+            it.id_len = (uint32_t)cmd.id.len;
+        }
+    } else {
+        i = slot_for(t, tk, line, len, 0);
+        it.id = cmd.id;
+        it.radius = cmd.radius;
+        it.bound = cmd.bound;
+    }
+    if (i == NO_SLOT) {
+        herd_log_event(t->log, "out of memory holding a command for the node");
+        herd_frontend_close(t->fe, tk, "out of memory for its command");
+        return;
+    }
+    it.handle = i;
+    herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+}
+
+/* A connection ended: the node learns it (max_clients is counted there,
+ * and its WHATSATs are given up when it was owed answers). */
+static void on_closed(void *arg, uint64_t conn, bool owed)
+{
+    herd_fethread_t *t = arg;
+    herd_msg_item_t it = {.kind = HERD_MSG_CLOSED, .conn = conn, .outcome = owed ? 1 : 0};
+    herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+}
+
+/* One answer from the node. */
+static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
+{
+    if (it->handle >= t->n_slots || !t->slots[it->handle].data)
+        return;
+    slot_t *s = &t->slots[it->handle];
+    if (s->ticket.conn != it->conn || s->ticket.seq != it->seq)
+        return;
+    if (it->kind == HERD_MSG_IAMAT) {
+        if (it->outcome == HERD_MSG_REFUSED || s->at_len == 0)
+            herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
+        else
+            herd_frontend_answer(t->fe, s->ticket, s->data + s->line_len + 3, s->at_len + 1);
+    } else if (it->outcome == HERD_MSG_UNKNOWN) {
+        herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
+    } else if (it->outcome == HERD_MSG_ANSWERED) {
+        /* The AT line, a newline, the JSON, two newlines. */
+        char *r = scratch(t, it->at.len + it->json.len + 3);
+        if (!r) {
+            herd_log_event(t->log, "out of memory answering a WHATSAT");
+            herd_frontend_close(t->fe, s->ticket, "out of memory for its answer");
+        } else {
+            memcpy(r, it->at.p, it->at.len);
+            r[it->at.len] = '\n';
+            memcpy(r + it->at.len + 1, it->json.p, it->json.len);
+            r[it->at.len + 1 + it->json.len] = '\n';
+            r[it->at.len + 2 + it->json.len] = '\n';
+            herd_frontend_answer(t->fe, s->ticket, r, it->at.len + it->json.len + 3);
+        }
+    }
+    slot_put(t, it->handle);
+}
+
+/* Frames from the node. */
+static void node_ready(herd_loop_t *loop, void *arg)
+{
+    herd_fethread_t *t = arg;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, t->fe_side, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        herd_msg_reader_t r;
+        herd_msg_header_t h;
+        herd_msg_item_t it;
+        int rc = herd_msg_open(&r, zmq_msg_data(&m), zmq_msg_size(&m), &h);
+        while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
+            rc = 0;
+            switch (it.kind) {
+            case HERD_MSG_IAMAT:
+            case HERD_MSG_WHATSAT:
+                take_answer(t, &it);
+                break;
+            case HERD_MSG_ADOPT: {
+                char peer[64];
+                snprintf(peer, sizeof peer, "%.*s", (int)it.peer.len, it.peer.p);
+                if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0)
+                    on_closed(t, 0, false); /* not served: the node counts it closed */
+                break;
+            }
+            case HERD_MSG_LIMITS:
+                herd_frontend_set_limits(t->fe, LONG_MAX, (long)it.idle_timeout_ms, (long)it.max_output_bytes);
+                break;
+            case HERD_MSG_DRAIN:
+                t->draining = true;
+                herd_frontend_drain(t->fe);
+                break;
+            case HERD_MSG_STOP:
+                herd_loop_stop(loop);
+                break;
+            case HERD_MSG_CLOSED:
+            default:
+                break;
+            }
+        }
+        if (rc < 0)
+            herd_log_event(t->log, "front end %u: dropped a malformed message from the node", t->index);
+        zmq_msg_close(&m);
+    }
+}
+
+/* The turn's batch goes to the node twice a turn: before the replies are
+ * written (so that a "?" is counted in /metrics before its client sees it)
+ * and after (the connections closed while writing, and, while draining,
+ * how many connections are still busy). Each sends only what is new. */
+static void send_batch(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_fethread_t *t = arg;
+    uint64_t drain = t->draining ? herd_frontend_busy(t->fe) + 1 : 0;
+    if (!t->out.items && !t->invalid && drain == t->drain_sent)
+        return;
+    if (t->out.oom) {
+        /* Items were lost: their connections cannot be answered in order. */
+        herd_log_event(t->log, "front end %u: out of memory for a batch to the node", t->index);
+    }
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index, .invalid = t->invalid, .drain = drain};
+    herd_msg_set_header(&t->out, &h);
+    while (zmq_send(t->fe_side, t->out.p, t->out.len, 0) < 0 && errno == EINTR)
+        ;
+    t->invalid = 0;
+    t->drain_sent = drain;
+    herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
+    herd_msg_begin(&t->out, &empty);
+}
+
+static void flush_log(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_log_flush(arg);
+}
+
+static void *thread_main(void *arg)
+{
+    herd_fethread_t *t = arg;
+    if (herd_loop_run(t->loop) != 0)
+        herd_log_event(t->log, "front end %u: event loop failed: %s", t->index, strerror(errno));
+    herd_log_flush(t->log);
+    return NULL;
+}
+
+herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t *log, char *err, size_t errlen)
+{
+    herd_fethread_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->index = conf->index;
+    t->free_slot = NO_SLOT;
+    t->server = strdup(conf->server);
+    t->server_len = strlen(conf->server);
+    t->loop = herd_loop_new();
+    if (!t->server || !t->loop) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    t->log = herd_log_attach(log, err, errlen);
+    if (!t->log)
+        goto fail;
+    herd_log_set_turn_clock(t->log, true);
+    herd_frontend_conf_t fc = {
+        .port = 0,
+        .max_clients = LONG_MAX, /* counted by the node's acceptor */
+        .idle_timeout_ms = conf->idle_timeout_ms,
+        .max_output_bytes = conf->max_output_bytes,
+        .on_line = on_line,
+        .on_closed = on_closed,
+        .arg = t,
+    };
+    t->fe = herd_frontend_new(t->loop, t->log, &fc, err, errlen);
+    if (!t->fe)
+        goto fail;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://herd-fe-%p", (void *)t);
+    void *ctx = zsys_init();
+    t->node_side = zmq_socket(ctx, ZMQ_PAIR);
+    t->fe_side = zmq_socket(ctx, ZMQ_PAIR);
+    int zero = 0;
+    for (int k = 0; k < 2; k++) {
+        void *s = k ? t->fe_side : t->node_side;
+        if (s) {
+            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+            zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
+            zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
+        }
+    }
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
+    herd_msg_begin(&t->out, &h);
+    if (!t->node_side || !t->fe_side || zmq_bind(t->node_side, endpoint) != 0 ||
+        zmq_connect(t->fe_side, endpoint) != 0 || herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0 ||
+        herd_loop_add_tick(t->loop, HERD_PHASE_STATE, send_batch, t) < 0 ||
+        herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_batch, t) < 0 ||
+        herd_loop_add_tick(t->loop, HERD_PHASE_LOG, flush_log, t->log) < 0 || t->out.oom) {
+        snprintf(err, errlen, "cannot set up front end %u's socket: %s", t->index, zmq_strerror(errno));
+        goto fail;
+    }
+    if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
+        snprintf(err, errlen, "cannot start front-end thread %u", t->index);
+        goto fail;
+    }
+    t->started = true;
+    char name[16];
+    snprintf(name, sizeof name, "herd-fe-%u", t->index);
+    pthread_setname_np(t->thread, name);
+    return t;
+fail:
+    herd_fethread_destroy(&t);
+    return NULL;
+}
+
+void *herd_fethread_sock(herd_fethread_t *t)
+{
+    return t->node_side;
+}
+
+double herd_fethread_cpu_seconds(const herd_fethread_t *t)
+{
+    clockid_t cid;
+    struct timespec ts;
+    if (!t->started || pthread_getcpuclockid(t->thread, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+        return -1;
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void herd_fethread_destroy(herd_fethread_t **p)
+{
+    if (!p || !*p)
+        return;
+    herd_fethread_t *t = *p;
+    if (t->started) {
+        herd_msg_buf_t b = {0};
+        herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = t->index};
+        herd_msg_begin(&b, &h);
+        herd_msg_item_t stop = {.kind = HERD_MSG_STOP};
+        herd_msg_put(&b, HERD_MSG_TO_FE, &stop);
+        if (!b.oom)
+            zmq_send(t->node_side, b.p, b.len, 0);
+        herd_msg_buf_free(&b);
+        pthread_join(t->thread, NULL);
+    }
+    herd_frontend_destroy(&t->fe);
+    if (t->fe_side) {
+        if (t->loop)
+            herd_loop_remove_zmq(t->loop, t->fe_side);
+        zmq_close(t->fe_side);
+    }
+    if (t->node_side)
+        zmq_close(t->node_side);
+    herd_loop_destroy(&t->loop);
+    herd_log_close(&t->log);
+    for (uint32_t i = 0; i < t->n_slots; i++)
+        free(t->slots[i].data);
+    free(t->slots);
+    herd_msg_buf_free(&t->out);
+    free(t->reply);
+    free(t->server);
+    free(t);
+    *p = NULL;
+}
