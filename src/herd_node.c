@@ -1,231 +1,24 @@
-/* herd_node: the table, Places answers and flooding, and the front-end
- * threads' commands as herd_msg batches. See herd_node.h. */
-#define _GNU_SOURCE /* open_memstream */
+/* herd_node: the front-end threads' commands as herd_msg batches, the
+ * table and floods, health, and the node's lifetime; WHATSATs are in
+ * herd_node_places.c and /metrics in herd_node_metrics.c. See herd_node.h. */
+#define _GNU_SOURCE /* asprintf */
 #include "herd_node.h"
+#include "herd_node_int.h"
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
 
-#include "herd_admin.h"
-#include "herd_fethread.h"
-#include "herd_frontend.h"
-#include "herd_journal.h"
-#include "herd_links.h"
-#include "herd_msg.h"
-#include "herd_places.h"
-#include "herd_proto.h"
-#include "herd_table.h"
-
-#define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
-#define HEALTH_TICK_MS 100    /* how often readiness is looked at, so a brief exchange is not missed */
-/* A WHATSAT is answered by places.timeout_ms plus this margin even if the
- * worker never answers (a reply lost, a request queued too long): every
- * ticket is answered, and a client is never owed an answer for ever. */
-#define PLACES_MARGIN_MS 1000
-#define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
-#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1), at least 1 */
-
-/* Upper bounds (seconds) of the Places upstream latency histogram. */
-static const double latency_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define N_LATENCY (sizeof latency_bounds / sizeof latency_bounds[0])
-
-/* What the node counts, for /metrics. Only the reactor thread touches it. */
-typedef struct {
-    uint64_t iamat_stored, iamat_not_newer;        /* IAMATs by outcome */
-    uint64_t iamat_refused;                        /* IAMATs answered '?' because they cannot be held */
-    uint64_t peer_refused;                         /* updates from neighbours outside the bounds */
-    uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
-    uint64_t invalid;                              /* lines answered with "?" (here and in the front ends) */
-    uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
-    uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
-    uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
-    uint64_t places_deadline, places_client_gone;  /* WHATSATs given up: by the node's deadline, client gone */
-    uint64_t latency_buckets[N_LATENCY];           /* upstream calls per latency bucket (not cumulative) */
-    uint64_t latency_count;                        /* upstream calls timed */
-    double latency_sum;                            /* their total seconds */
-} counters_t;
-
-/* A WHATSAT waiting for its Places reply. */
-typedef struct pending_t {
-    struct pending_t *next; /* next in the bucket */
-    struct pending_t *older, *newer; /* arrival order, which is deadline order */
-    uint64_t req_id;        /* the id given to the worker */
-    herd_ticket_t ticket;   /* the line to answer */
-    uint32_t fe;            /* the front-end thread it came from */
-    uint32_t handle;        /* that front end's slot for it */
-    int64_t deadline_ms;    /* when the node answers it itself (herd_loop_now_ms) */
-    size_t at_len;          /* bytes of the AT line */
-    char at[];              /* the AT line the query was made from */
-} pending_t;
-
-struct herd_node_t;
-
-/* One front-end thread, as the node sees it. */
-typedef struct {
-    struct herd_node_t *node;
-    uint32_t index;          /* its number */
-    herd_fethread_t *thread; /* the thread */
-    herd_msg_buf_t out;      /* this turn's answers and orders for it */
-    size_t conns;            /* connections handed to it and not yet closed */
-    uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */
-} fe_t;
-
-/* What the journal holds for an IAMAT reply waiting on its group commit. */
-typedef struct {
-    uint32_t fe, handle;
-} held_reply_t;
-
-struct herd_node_t {
-    herd_loop_t *loop;
-    herd_log_t *log;
-    const herd_topology_t *topo;  /* the topology in force (owned by main) */
-    char *name;                   /* our server name */
-    size_t name_len;
-    herd_table_t *table;          /* client id -> newest location */
-    herd_frontend_t *frontend;    /* the acceptor: the client port, max_clients, refusals */
-    fe_t *fes;                    /* the front-end threads */
-    size_t n_fes;
-    int fe_tick;                  /* tick id of send_answers */
-    herd_places_t *places;        /* the Places worker */
-    herd_links_t *links;          /* the neighbours */
-    herd_admin_t *admin;          /* /metrics, /healthz, /config, or NULL without admin_port */
-    int health_timer;             /* timer id of health_tick, or 0 */
-    int64_t start_ms;             /* when the node was made: the wait for a neighbour starts here */
-    long ready_wait_ms;           /* how long to wait for a first exchange before ready anyway */
-    bool ready;                   /* latched: ready once, ready until stopped */
-    bool draining;                /* SIGTERM seen: /healthz says draining */
-    char ready_reason[96];        /* why it is ready (or what it waits for) */
-    herd_journal_t *journal;      /* the table on disk, or NULL without state_dir */
-    int journal_tick;             /* tick id of the per-turn group commit */
-    int64_t log_window_ms;        /* start of the second that log_budget counts */
-    unsigned log_lines;           /* dropped-record lines logged in it */
-    uint64_t log_suppressed;      /* ... and not logged */
-    counters_t n;                 /* counters for /metrics */
-    pending_t *pending[PENDING_BUCKETS];
-    pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
-    size_t n_pending;
-    int pending_timer;            /* timer id of the deadline sweep */
-    uint64_t next_req_id;
-    int expire_timer;             /* drops records past limits.record_ttl_s */
-};
-
 /* Queues an answer (or order) for front end `fe`; it goes out at the end of
  * the turn, after the links' flush (flood before reply, PROTOCOL §7). */
-static void to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
+void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
     if (fe < node->n_fes)
         herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
-}
-
-/* Answers a WHATSAT with the AT line and the Places JSON. */
-static void answer_whatsat(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle, const char *at,
-                           size_t at_len, const char *json, size_t json_len)
-{
-    herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = t.conn, .seq = t.seq, .handle = handle,
-                          .outcome = HERD_MSG_ANSWERED, .at = {at, at_len}, .json = {json, json_len}};
-    to_fe(node, fe, &it);
-}
-
-/* The error object used when even the error object cannot be made. */
-static const char OOM_ERROR_JSON[] = "{\"html_attributions\": [], \"results\": [], \"status\": \"UNKNOWN_ERROR\", "
-                                     "\"error_message\": \"out of memory\"}";
-
-/* Answers a WHATSAT with an UNKNOWN_ERROR object saying `message`. */
-static void answer_places_error(herd_node_t *node, const pending_t *p, const char *message)
-{
-    char *err = herd_places_error_json("UNKNOWN_ERROR", message);
-    answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, err ? err : OOM_ERROR_JSON,
-                   err ? strlen(err) : strlen(OOM_ERROR_JSON));
-    free(err);
-}
-
-/* Takes a pending WHATSAT out of both lists. */
-static void pending_unlink(herd_node_t *node, pending_t *p)
-{
-    pending_t **b = &node->pending[p->req_id % PENDING_BUCKETS];
-    while (*b != p)
-        b = &(*b)->next;
-    *b = p->next;
-    if (p->older)
-        p->older->newer = p->newer;
-    else
-        node->oldest = p->newer;
-    if (p->newer)
-        p->newer->older = p->older;
-    else
-        node->newest = p->older;
-    node->n_pending--;
-}
-
-/* The pending WHATSAT with that request id, or NULL. */
-static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
-{
-    pending_t *p = node->pending[req_id % PENDING_BUCKETS];
-    while (p && p->req_id != req_id)
-        p = p->next;
-    return p;
-}
-
-/* Gives up a pending WHATSAT: the worker is told to drop it (and to stop
- * its upstream call when nobody else waits), the front end frees its slot,
- * and it is freed. */
-static void pending_drop(herd_node_t *node, pending_t *p)
-{
-    pending_unlink(node, p);
-    if (herd_places_cancel(node->places, p->req_id) != 0)
-        herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
-                       (unsigned long long)p->req_id);
-    herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = p->ticket.conn, .seq = p->ticket.seq,
-                          .handle = p->handle, .outcome = HERD_MSG_DROPPED};
-    to_fe(node, p->fe, &it);
-    free(p);
-}
-
-/* Answers every WHATSAT past its deadline with an error object. */
-static void pending_sweep(herd_loop_t *loop, void *arg)
-{
-    herd_node_t *node = arg;
-    int64_t now = herd_loop_now_ms(loop);
-    while (node->oldest && now >= node->oldest->deadline_ms) {
-        pending_t *p = node->oldest;
-        char msg[96];
-        snprintf(msg, sizeof msg, "the Places request was not answered within %ld ms",
-                 node->topo->places_timeout_ms + PLACES_MARGIN_MS);
-        herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)p->req_id, msg);
-        node->n.places_deadline++;
-        pending_unlink(node, p);
-        herd_places_cancel(node->places, p->req_id);
-        answer_places_error(node, p, msg);
-        free(p);
-    }
-}
-
-/* A front end closed a connection: it no longer counts against
- * max_clients, and when it was owed answers its WHATSATs are given up, so
- * that no upstream call runs for nobody. */
-static void on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
-{
-    herd_frontend_released(node->frontend);
-    if (node->fes[fe].conns)
-        node->fes[fe].conns--;
-    if (!owed)
-        return;
-    pending_t *p = node->oldest;
-    while (p) {
-        pending_t *next = p->newer;
-        if (p->ticket.conn == conn && p->fe == fe) {
-            node->n.places_client_gone++;
-            pending_drop(node, p);
-        }
-        p = next;
-    }
 }
 
 /* Offers an AT line to the table; floods it when stored and `flood`. `from`
@@ -306,7 +99,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
     if (a.outcome != HERD_MSG_REFUSED && node->journal &&
         herd_journal_hold(node->journal, (herd_ticket_t){it->conn, it->seq}, (const char *)&h, sizeof h))
         return;
-    to_fe(node, fe, &a);
+    node_to_fe(node, fe, &a);
 }
 
 /* The journal's group commit is done: a held IAMAT reply goes out. */
@@ -319,55 +112,7 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
     memcpy(&h, data, sizeof h);
     herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
                          .outcome = HERD_MSG_STORED};
-    to_fe(node, h.fe, &a);
-}
-
-static void do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
-{
-    herd_ticket_t t = {it->conn, it->seq};
-    const herd_record_t *rec = herd_table_find(node->table, it->id.p, it->id.len);
-    herd_span_t lat, lng;
-    if (!rec || herd_proto_parse_position((herd_span_t){rec->at + rec->pos_off, rec->pos_len}, &lat, &lng) != 0) {
-        /* (A stored position always parses: it was validated.) */
-        node->n.whatsat_unknown++;
-        node->n.invalid++;
-        herd_msg_item_t a = {.kind = HERD_MSG_WHATSAT, .conn = t.conn, .seq = t.seq, .handle = it->handle,
-                             .outcome = HERD_MSG_UNKNOWN};
-        to_fe(node, fe, &a);
-        return;
-    }
-    node->n.whatsat_answered++;
-    pending_t *p = malloc(sizeof *p + rec->at_len);
-    uint64_t req_id = ++node->next_req_id;
-    if (!p || herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) != 0) {
-        herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
-                       p ? "" : " (out of memory)");
-        pending_t tmp = {.ticket = t, .fe = fe, .handle = it->handle};
-        char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
-        answer_whatsat(node, tmp.fe, t, tmp.handle, rec->at, rec->at_len, err ? err : OOM_ERROR_JSON,
-                       err ? strlen(err) : strlen(OOM_ERROR_JSON));
-        free(err);
-        free(p);
-        return;
-    }
-    p->req_id = req_id;
-    p->ticket = t;
-    p->fe = fe;
-    p->handle = it->handle;
-    p->deadline_ms = herd_loop_now_ms(node->loop) + node->topo->places_timeout_ms + PLACES_MARGIN_MS;
-    p->at_len = rec->at_len;
-    memcpy(p->at, rec->at, rec->at_len);
-    pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
-    p->next = *b;
-    *b = p;
-    p->newer = NULL;
-    p->older = node->newest;
-    if (node->newest)
-        node->newest->newer = p;
-    else
-        node->oldest = p;
-    node->newest = p;
-    node->n_pending++;
+    node_to_fe(node, h.fe, &a);
 }
 
 /* One batch from front end f. */
@@ -387,9 +132,9 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
         if (it.kind == HERD_MSG_IAMAT)
             do_iamat(node, f->index, &it, now);
         else if (it.kind == HERD_MSG_WHATSAT)
-            do_whatsat(node, f->index, &it);
+            node_do_whatsat(node, f->index, &it);
         else if (it.kind == HERD_MSG_CLOSED)
-            on_closed(node, f->index, it.conn, it.outcome != 0);
+            node_on_closed(node, f->index, it.conn, it.outcome != 0);
     }
     if (rc < 0)
         herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
@@ -479,7 +224,7 @@ static void on_accept(void *arg, int fd, uint64_t serial, const char *peer)
             best = i;
     node->fes[best].conns++;
     herd_msg_item_t it = {.kind = HERD_MSG_ADOPT, .fd = fd, .serial = serial, .peer = {peer, strlen(peer)}};
-    to_fe(node, (uint32_t)best, &it);
+    node_to_fe(node, (uint32_t)best, &it);
 }
 
 /* Servers' clocks may disagree a little: a neighbour's record is refused as
@@ -630,193 +375,13 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     }
 }
 
-/* Counts one finished Places request. */
-static void count_places(herd_node_t *node, const herd_places_reply_t *r)
-{
-    if (r->note)
-        node->n.places_errors++;
-    if (r->cache_hit)
-        node->n.places_cache_hits++;
-    else if (r->shared)
-        node->n.places_shared++;
-    else if (r->upstream)
-        node->n.places_upstream++;
-    if (r->upstream && !r->cache_hit) {
-        double s = r->upstream_ms / 1000.0;
-        size_t b = 0;
-        while (b < N_LATENCY && s > latency_bounds[b])
-            b++;
-        if (b < N_LATENCY)
-            node->n.latency_buckets[b]++;
-        node->n.latency_count++;
-        node->n.latency_sum += s;
-    }
-}
-
-static bool node_ready(herd_node_t *node);
-
-/* CPU seconds of the log writer: the thread whose name starts "herd-log"
- * or, as CZMQ leaves its actors unnamed, the one the log's writer names
- * (looked up in /proc/self/task). -1 when not found. */
-static double log_thread_cpu(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return -1;
-    double sec = -1;
-    long tick = sysconf(_SC_CLK_TCK);
-    struct dirent *e;
-    while ((e = readdir(d)) && sec < 0) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[64], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/self/task/%.20s/comm", e->d_name);
-        FILE *c = fopen(path, "r");
-        if (!c)
-            continue;
-        if (!fgets(comm, sizeof comm, c))
-            comm[0] = '\0';
-        fclose(c);
-        if (strncmp(comm, "herd-log", 8) != 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
-        FILE *st = fopen(path, "r");
-        char buf[512];
-        if (!st)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, st);
-        fclose(st);
-        buf[n] = '\0';
-        const char *rp = strrchr(buf, ')'); /* fields after the name: state is field 3, utime 14, stime 15 */
-        unsigned long long ut, stt;
-        if (rp && sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) == 2 && tick > 0)
-            sec = (double)(ut + stt) / (double)tick;
-    }
-    closedir(d);
-    return sec;
-}
-
-/* herd_thread_cpu_seconds_total: the node (this thread), each front end,
- * the log writer. */
-static void render_cpu(herd_node_t *node, FILE *f)
-{
-    struct timespec ts;
-    fprintf(f, "# HELP herd_thread_cpu_seconds_total CPU seconds used, by thread.\n"
-               "# TYPE herd_thread_cpu_seconds_total counter\n");
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
-        fprintf(f, "herd_thread_cpu_seconds_total{thread=\"node\"} %.6f\n", (double)ts.tv_sec + ts.tv_nsec / 1e9);
-    for (size_t i = 0; i < node->n_fes; i++) {
-        double s = herd_fethread_cpu_seconds(node->fes[i].thread);
-        if (s >= 0)
-            fprintf(f, "herd_thread_cpu_seconds_total{thread=\"frontend-%zu\"} %.6f\n", i, s);
-    }
-    double s = log_thread_cpu();
-    if (s >= 0)
-        fprintf(f, "herd_thread_cpu_seconds_total{thread=\"log\"} %.6f\n", s);
-}
-
-/* /metrics, rendered on the reactor thread when the admin thread asks. */
-static char *render_metrics(void *arg, size_t *len)
-{
-    herd_node_t *node = arg;
-    char *text = NULL;
-    FILE *f = open_memstream(&text, len);
-    if (!f)
-        return NULL;
-    const counters_t *n = &node->n;
-    fprintf(f,
-            "# HELP herd_info The server's name.\n# TYPE herd_info gauge\nherd_info{server=\"%s\"} 1\n"
-            "# HELP herd_ready Whether /healthz says ready (see README: health).\n# TYPE herd_ready gauge\n"
-            "herd_ready %d\n"
-            "# HELP herd_clients Clients held in the location table.\n# TYPE herd_clients gauge\n"
-            "herd_clients %zu\n"
-            "# HELP herd_client_connections Open client connections.\n# TYPE herd_client_connections gauge\n"
-            "herd_client_connections %zu\n",
-            node->name, node_ready(node) ? 1 : 0, herd_table_size(node->table),
-            herd_frontend_connections(node->frontend));
-    fprintf(f,
-            "# HELP herd_commands_total Client commands by kind and outcome.\n"
-            "# TYPE herd_commands_total counter\n"
-            "herd_commands_total{command=\"IAMAT\",outcome=\"stored\"} %" PRIu64 "\n"
-            "herd_commands_total{command=\"IAMAT\",outcome=\"not_newer\"} %" PRIu64 "\n"
-            "herd_commands_total{command=\"WHATSAT\",outcome=\"answered\"} %" PRIu64 "\n"
-            "herd_commands_total{command=\"WHATSAT\",outcome=\"unknown_client\"} %" PRIu64 "\n"
-            "herd_commands_total{command=\"IAMAT\",outcome=\"refused\"} %" PRIu64 "\n"
-            "# HELP herd_invalid_lines_total Client lines answered with '?'.\n"
-            "# TYPE herd_invalid_lines_total counter\nherd_invalid_lines_total %" PRIu64 "\n"
-            "# HELP herd_peer_updates_stored_total Updates from neighbours that were newer and stored.\n"
-            "# TYPE herd_peer_updates_stored_total counter\nherd_peer_updates_stored_total %" PRIu64 "\n"
-            "# HELP herd_duplicates_dropped_total Updates from neighbours that were not newer.\n"
-            "# TYPE herd_duplicates_dropped_total counter\nherd_duplicates_dropped_total %" PRIu64 "\n"
-            "# HELP herd_peer_invalid_updates_total AT lines from neighbours that did not parse.\n"
-            "# TYPE herd_peer_invalid_updates_total counter\nherd_peer_invalid_updates_total %" PRIu64 "\n"
-            "# HELP herd_peer_updates_refused_total Updates from neighbours outside the table's bounds.\n"
-            "# TYPE herd_peer_updates_refused_total counter\nherd_peer_updates_refused_total %" PRIu64 "\n"
-            "# HELP herd_records_dropped_total Records dropped by limits.max_records or limits.record_ttl_s.\n"
-            "# TYPE herd_records_dropped_total counter\nherd_records_dropped_total %" PRIu64 "\n",
-            n->iamat_stored, n->iamat_not_newer, n->whatsat_answered, n->whatsat_unknown, n->iamat_refused,
-            n->invalid, n->peer_stored, n->peer_duplicates, n->peer_invalid, n->peer_refused,
-            herd_table_dropped(node->table));
-    herd_links_render(node->links, f);
-    herd_log_stats_t ls;
-    herd_log_stats(node->log, &ls);
-    fprintf(f,
-            "# HELP herd_log_lines_written_total Event log lines written to the file.\n"
-            "# TYPE herd_log_lines_written_total counter\nherd_log_lines_written_total %" PRIu64 "\n"
-            "# HELP herd_log_bytes_written_total Event log bytes written to the file.\n"
-            "# TYPE herd_log_bytes_written_total counter\nherd_log_bytes_written_total %" PRIu64 "\n"
-            "# HELP herd_log_dropped_lines_total Log lines dropped: the disk did not keep up, or a write failed.\n"
-            "# TYPE herd_log_dropped_lines_total counter\nherd_log_dropped_lines_total %" PRIu64 "\n"
-            "# HELP herd_log_queue_bytes Log bytes handed to the writer thread and not yet written.\n"
-            "# TYPE herd_log_queue_bytes gauge\nherd_log_queue_bytes %" PRIu64 "\n",
-            ls.lines_written, ls.bytes_written, ls.lines_dropped, ls.queue_bytes);
-    herd_frontend_render(node->frontend, f);
-    render_cpu(node, f);
-    if (node->journal)
-        herd_journal_render(node->journal, f);
-    else
-        fprintf(f, "# HELP herd_state_durable Whether every record held is on disk as the fsync setting promises.\n"
-                   "# TYPE herd_state_durable gauge\nherd_state_durable 0\n");
-    fprintf(f,
-            "# HELP herd_places_requests_total WHATSAT Places lookups by how they were answered.\n"
-            "# TYPE herd_places_requests_total counter\n"
-            "herd_places_requests_total{result=\"upstream\"} %" PRIu64 "\n"
-            "herd_places_requests_total{result=\"shared\"} %" PRIu64 "\n"
-            "herd_places_requests_total{result=\"cache_hit\"} %" PRIu64 "\n"
-            "herd_places_requests_total{result=\"error\"} %" PRIu64 "\n"
-            "# HELP herd_places_errors_total Places lookups answered with an error object.\n"
-            "# TYPE herd_places_errors_total counter\nherd_places_errors_total %" PRIu64 "\n"
-            "# HELP herd_places_cache_hits_total Places lookups answered from the cache.\n"
-            "# TYPE herd_places_cache_hits_total counter\nherd_places_cache_hits_total %" PRIu64 "\n"
-            "# HELP herd_places_abandoned_total WHATSATs whose Places lookup was given up, by reason.\n"
-            "# TYPE herd_places_abandoned_total counter\n"
-            "herd_places_abandoned_total{reason=\"deadline\"} %" PRIu64 "\n"
-            "herd_places_abandoned_total{reason=\"client_gone\"} %" PRIu64 "\n"
-            "# HELP herd_places_pending WHATSATs waiting for their Places answer.\n"
-            "# TYPE herd_places_pending gauge\nherd_places_pending %zu\n"
-            "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
-            "# TYPE herd_places_upstream_seconds histogram\n",
-            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_errors,
-            n->places_cache_hits, n->places_deadline, n->places_client_gone, node->n_pending);
-    uint64_t cumulative = 0;
-    for (size_t b = 0; b < N_LATENCY; b++) {
-        cumulative += n->latency_buckets[b];
-        fprintf(f, "herd_places_upstream_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", latency_bounds[b], cumulative);
-    }
-    fprintf(f,
-            "herd_places_upstream_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-            "herd_places_upstream_seconds_sum %.6f\nherd_places_upstream_seconds_count %" PRIu64 "\n",
-            n->latency_count, n->latency_sum, n->latency_count);
-    fclose(f);
-    return text;
-}
 
 /* Readiness, latched: ready once the first rejoin exchange with a
  * neighbour is done, at once for a server without neighbours, or when
  * ready_wait_ms pass without any exchange (a herd must be able to start
  * from nothing). Until then a restarted server would answer "?" for
  * clients the herd knows, so probes must not route clients to it. */
-static bool node_ready(herd_node_t *node)
+bool node_ready(herd_node_t *node)
 {
     if (node->ready)
         return true;
@@ -864,43 +429,6 @@ static herd_health_t node_health(void *arg, char *reason, size_t cap)
     }
     snprintf(reason, cap, "%s", node->ready_reason);
     return HERD_HEALTH_READY;
-}
-
-/* Replies from the Places worker. */
-static void places_ready(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_node_t *node = arg;
-    for (;;) {
-        herd_places_reply_t reply;
-        int rc = herd_places_recv(node->places, &reply);
-        if (rc == 0)
-            break;
-        if (rc < 0) {
-            /* Undecodable, or no memory to hold it: its WHATSAT (when the id
-             * could be read) is answered now, else by its deadline. */
-            pending_t *p = reply.req_id ? pending_find(node, reply.req_id) : NULL;
-            herd_log_event(node->log, "places: dropped a malformed message from the worker%s",
-                           p ? ", answering its request with an error" : "");
-            if (p) {
-                pending_unlink(node, p);
-                node->n.places_errors++;
-                answer_places_error(node, p, "the Places worker's reply could not be read");
-                free(p);
-            }
-            continue;
-        }
-        pending_t *p = pending_find(node, reply.req_id);
-        count_places(node, &reply);
-        if (reply.note)
-            herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
-        if (p) {
-            pending_unlink(node, p);
-            answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, reply.json, reply.json_len);
-            free(p);
-        }
-        herd_places_reply_free(&reply);
-    }
 }
 
 /* A record dropped by limits.max_records or limits.record_ttl_s. */
@@ -1080,12 +608,12 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         .max_queued = topo->places_max_queued,
     };
     node->places = herd_places_new(&pc, err, errlen);
-    if (!node->places || herd_loop_add_zmq(loop, herd_places_sock(node->places), places_ready, node) != 0) {
+    if (!node->places || herd_loop_add_zmq(loop, herd_places_sock(node->places), node_places_ready, node) != 0) {
         if (node->places)
             snprintf(err, errlen, "cannot watch the Places worker");
         goto fail;
     }
-    if ((node->pending_timer = herd_loop_add_timer(loop, PENDING_SWEEP_MS, pending_sweep, node)) < 0) {
+    if ((node->pending_timer = herd_loop_add_timer(loop, PENDING_SWEEP_MS, node_pending_sweep, node)) < 0) {
         snprintf(err, errlen, "cannot start the Places deadline timer");
         goto fail;
     }
@@ -1103,7 +631,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     }
     if (me->admin_port) {
         node->admin =
-            herd_admin_new(loop, me->admin_host, me->admin_port, render_metrics, node_health, node, err, errlen);
+            herd_admin_new(loop, me->admin_host, me->admin_port, node_render_metrics, node_health, node, err, errlen);
         if (!node->admin)
             goto fail;
     }
@@ -1163,7 +691,7 @@ void herd_node_drain(herd_node_t *node)
     herd_msg_item_t it = {.kind = HERD_MSG_DRAIN};
     for (size_t i = 0; i < node->n_fes; i++) {
         node->fes[i].drain = 0; /* busy until it says otherwise */
-        to_fe(node, (uint32_t)i, &it);
+        node_to_fe(node, (uint32_t)i, &it);
     }
 }
 
@@ -1200,7 +728,7 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     herd_msg_item_t lim = {.kind = HERD_MSG_LIMITS, .idle_timeout_ms = topo->idle_timeout_ms,
                            .max_output_bytes = topo->max_output_bytes};
     for (size_t i = 0; i < node->n_fes; i++)
-        to_fe(node, (uint32_t)i, &lim);
+        node_to_fe(node, (uint32_t)i, &lim);
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;

@@ -735,10 +735,13 @@ class DeadlineTest(PlacesCase):
         self.assertEqual(messages.count("the Places request was not answered within 2500 ms"), 2, messages)
         self.assertEqual(len([m for m in messages if "timed out after 1500 ms" in m]), 1, messages)
         # The first call timed out upstream (libcurl left it); the second
-        # started then and was cancelled at the deadline; the third never
-        # left the queue.
-        wait_until(lambda: self.places.gone == 2, msg="the second call was not cancelled")
-        self.assertEqual(self.places.count, 2)
+        # started then and was cancelled at the deadline; the third was
+        # cancelled at its own deadline, in the queue or (when the two
+        # deadlines fell in different sweeps) just after it started. No call
+        # is left running for nobody.
+        wait_until(lambda: self.places.count in (2, 3) and self.places.gone == self.places.count,
+                   msg="a call nobody waits for was not cancelled (%d made, %d gone)"
+                   % (self.places.count, self.places.gone))
         self.places.set_mode("normal")
         self.assertEqual(self.whatsat(cid, "9", 2), whatsat_reply(at, standin_body(loc, "9000"), 2))
 

@@ -1,0 +1,135 @@
+/* herd_node_int.h: what the node's files share (herd_node.c: commands,
+ * the table, floods, health, lifetime; herd_node_places.c: WHATSATs and the
+ * Places worker; herd_node_metrics.c: /metrics). Private to the node. */
+#ifndef HERD_NODE_INT_H
+#define HERD_NODE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd_admin.h"
+#include "herd_fethread.h"
+#include "herd_frontend.h"
+#include "herd_journal.h"
+#include "herd_links.h"
+#include "herd_msg.h"
+#include "herd_node.h"
+#include "herd_places.h"
+#include "herd_proto.h"
+#include "herd_table.h"
+
+#define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
+#define HEALTH_TICK_MS 100    /* how often readiness is looked at, so a brief exchange is not missed */
+/* A WHATSAT is answered by places.timeout_ms plus this margin even if the
+ * worker never answers (a reply lost, a request queued too long): every
+ * ticket is answered, and a client is never owed an answer for ever. */
+#define PLACES_MARGIN_MS 1000
+#define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
+#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1), at least 1 */
+
+/* Upper bounds (seconds) of the Places upstream latency histogram
+ * (herd_node_metrics.c). */
+#define N_LATENCY 10
+extern const double node_latency_bounds[N_LATENCY];
+
+/* What the node counts, for /metrics. Only the reactor thread touches it. */
+typedef struct {
+    uint64_t iamat_stored, iamat_not_newer;        /* IAMATs by outcome */
+    uint64_t iamat_refused;                        /* IAMATs answered '?' because they cannot be held */
+    uint64_t peer_refused;                         /* updates from neighbours outside the bounds */
+    uint64_t whatsat_answered, whatsat_unknown;    /* WHATSATs by outcome */
+    uint64_t invalid;                              /* lines answered with "?" (here and in the front ends) */
+    uint64_t peer_stored, peer_duplicates;         /* updates from neighbours: stored / not newer */
+    uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
+    uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
+    uint64_t places_deadline, places_client_gone;  /* WHATSATs given up: by the node's deadline, client gone */
+    uint64_t latency_buckets[N_LATENCY];           /* upstream calls per latency bucket (not cumulative) */
+    uint64_t latency_count;                        /* upstream calls timed */
+    double latency_sum;                            /* their total seconds */
+} counters_t;
+
+/* A WHATSAT waiting for its Places reply. */
+typedef struct pending_t {
+    struct pending_t *next; /* next in the bucket */
+    struct pending_t *older, *newer; /* arrival order, which is deadline order */
+    uint64_t req_id;        /* the id given to the worker */
+    herd_ticket_t ticket;   /* the line to answer */
+    uint32_t fe;            /* the front-end thread it came from */
+    uint32_t handle;        /* that front end's slot for it */
+    int64_t deadline_ms;    /* when the node answers it itself (herd_loop_now_ms) */
+    size_t at_len;          /* bytes of the AT line */
+    char at[];              /* the AT line the query was made from */
+} pending_t;
+
+struct herd_node_t;
+
+/* One front-end thread, as the node sees it. */
+typedef struct {
+    struct herd_node_t *node;
+    uint32_t index;          /* its number */
+    herd_fethread_t *thread; /* the thread */
+    herd_msg_buf_t out;      /* this turn's answers and orders for it */
+    size_t conns;            /* connections handed to it and not yet closed */
+    uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */
+} fe_t;
+
+/* What the journal holds for an IAMAT reply waiting on its group commit. */
+typedef struct {
+    uint32_t fe, handle;
+} held_reply_t;
+
+struct herd_node_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    const herd_topology_t *topo;  /* the topology in force (owned by main) */
+    char *name;                   /* our server name */
+    size_t name_len;
+    herd_table_t *table;          /* client id -> newest location */
+    herd_frontend_t *frontend;    /* the acceptor: the client port, max_clients, refusals */
+    fe_t *fes;                    /* the front-end threads */
+    size_t n_fes;
+    int fe_tick;                  /* tick id of send_answers */
+    herd_places_t *places;        /* the Places worker */
+    herd_links_t *links;          /* the neighbours */
+    herd_admin_t *admin;          /* /metrics, /healthz, /config, or NULL without admin_port */
+    int health_timer;             /* timer id of health_tick, or 0 */
+    int64_t start_ms;             /* when the node was made: the wait for a neighbour starts here */
+    long ready_wait_ms;           /* how long to wait for a first exchange before ready anyway */
+    bool ready;                   /* latched: ready once, ready until stopped */
+    bool draining;                /* SIGTERM seen: /healthz says draining */
+    char ready_reason[96];        /* why it is ready (or what it waits for) */
+    herd_journal_t *journal;      /* the table on disk, or NULL without state_dir */
+    int journal_tick;             /* tick id of the per-turn group commit */
+    int64_t log_window_ms;        /* start of the second that log_budget counts */
+    unsigned log_lines;           /* dropped-record lines logged in it */
+    uint64_t log_suppressed;      /* ... and not logged */
+    counters_t n;                 /* counters for /metrics */
+    pending_t *pending[PENDING_BUCKETS];
+    pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
+    size_t n_pending;
+    int pending_timer;            /* timer id of the deadline sweep */
+    uint64_t next_req_id;
+    int expire_timer;             /* drops records past limits.record_ttl_s */
+};
+
+/* Queues an answer (or order) for front end `fe`; it goes out at the end of
+ * the turn, after the links' flush (flood before reply, PROTOCOL section 7). */
+void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it);
+
+/* Readiness, latched (see herd_node.c). */
+bool node_ready(herd_node_t *node);
+
+/* WHATSATs (herd_node_places.c): one from front end `fe`; the worker's
+ * replies; the deadline sweep (a timer); a connection that closed while
+ * owed answers. */
+void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it);
+void node_places_ready(herd_loop_t *loop, void *arg);
+void node_pending_sweep(herd_loop_t *loop, void *arg);
+void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed);
+
+/* /metrics, rendered on the reactor thread when the admin thread asks
+ * (herd_node_metrics.c). */
+char *node_render_metrics(void *arg, size_t *len);
+
+#endif
