@@ -461,83 +461,6 @@ int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t er
     return 0;
 }
 
-/* Connections on the peer port beyond the neighbours' own: room for
- * reconnects and redials, not for a flood of strangers. */
-#define PEER_CAP_BASE   64
-#define PEER_CAP_PER_NB 4
-
-/* Accept and disconnect events of the ROUTER: counts the connections on the
- * peer port, and shuts one at once when the count passes the cap. libzmq has
- * no accept limit of its own; a connection that never finishes its
- * handshake is dropped after HANDSHAKE_MS anyway, so the cap bounds what a
- * flood of strangers can hold to the cap plus what arrives in that window,
- * and a neighbour that reconnects gets in once the flood's connections go. */
-static void router_events(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_links_t *links = arg;
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, links->router_monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        int32_t value = -1;
-        if (zmq_msg_size(&ev) >= 6) {
-            memcpy(&event, zmq_msg_data(&ev), 2);
-            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
-        }
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, links->router_monitor, ZMQ_DONTWAIT);
-            zmq_msg_close(&addr);
-        }
-        if (event == ZMQ_EVENT_DISCONNECTED) {
-            if (links->peer_conns > 0)
-                links->peer_conns--;
-        } else if (event == ZMQ_EVENT_ACCEPTED) {
-            if (++links->peer_conns <= links->peer_cap || value < 0)
-                continue;
-            /* libzmq owns the descriptor: shutting it down makes its engine
-             * see the end of the connection and close it (and report it). */
-            char who[NI_MAXHOST + 24] = "?";
-            struct sockaddr_storage sa;
-            socklen_t sl = sizeof sa;
-            if (getpeername(value, (struct sockaddr *)&sa, &sl) == 0) {
-                char host[NI_MAXHOST], serv[16];
-                if (getnameinfo((struct sockaddr *)&sa, sl, host, sizeof host, serv, sizeof serv,
-                                NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-                    snprintf(who, sizeof who, "%s:%s", host, serv);
-            }
-            shutdown(value, SHUT_RDWR);
-            if (links->peer_refused++ % 100 == 0)
-                herd_log_event(links->log, "peer port: refused a connection from %s: %ld connections open, the cap "
-                               "is %ld (%" PRIu64 " refused so far)", who, links->peer_conns - 1, links->peer_cap,
-                               links->peer_refused);
-        }
-    }
-}
-
-/* Watches the ROUTER's connections (router_events). */
-static int watch_router(herd_links_t *links, char *err, size_t errlen)
-{
-    char mon[96];
-    snprintf(mon, sizeof mon, "inproc://herd-router-%p", (void *)links);
-    links->router_monitor = zmq_socket(zsys_init(), ZMQ_PAIR);
-    if (!links->router_monitor ||
-        zmq_socket_monitor(links->router, mon, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-        zmq_connect(links->router_monitor, mon) != 0 ||
-        herd_loop_add_zmq(links->loop, links->router_monitor, router_events, links) != 0) {
-        snprintf(err, errlen, "cannot watch the peer port's connections: %s", zmq_strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 static void neighbour_close(herd_links_t *links, neighbour_t *nb)
 {
     if (!nb)
@@ -647,7 +570,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
         snprintf(err, errlen, "cannot watch the peer port");
         goto fail;
     }
-    if (watch_router(links, err, errlen) != 0)
+    if (links_watch_router(links, err, errlen) != 0)
         goto fail;
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
@@ -719,7 +642,7 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
     }
     free(idx);
     links->configured = true;
-    links->peer_cap = PEER_CAP_BASE + PEER_CAP_PER_NB * (long)links->n_nb;
+    links_set_peer_cap(links);
     if (rc == 0 && links->n_nb == 0)
         herd_log_event(links->log, "no neighbours in the topology: this server floods to no one");
     return rc;

@@ -117,6 +117,11 @@ void links_repair_tick(herd_loop_t *loop, void *arg);
  * WANT, SYNC_END) from nb. */
 void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg);
 
+/* The peer port's connection cap (herd_links_guard.c): watches the ROUTER's
+ * connections, and sets the cap from the number of neighbours. */
+int links_watch_router(herd_links_t *links, char *err, size_t errlen);
+void links_set_peer_cap(herd_links_t *links);
+
 /* Authenticated links (herd_links_auth.c). */
 
 /* Loads our key pair from keys_dir/NAME.key_secret, checks it against our
