@@ -160,12 +160,14 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     node->n_pending++;
 }
 
-/* Counts one finished Places request. */
+/* Counts one finished Places request in exactly one result of
+ * herd_places_requests_total (a partition: an upstream call that failed is
+ * an error, not also an upstream answer). */
 static void count_places(herd_node_t *node, const herd_places_reply_t *r)
 {
     if (r->note)
         node->n.places_errors++;
-    if (r->cache_hit)
+    else if (r->cache_hit)
         node->n.places_cache_hits++;
     else if (r->shared)
         node->n.places_shared++;

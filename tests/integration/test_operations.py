@@ -506,6 +506,38 @@ class MetricsTest(OpsCase):
         for name in (B, C):
             self.assertEqual(self.first_line(herd, name, cid), at)
 
+    def test_places_results_are_a_partition(self):
+        """herd_places_requests_total{result} counts each lookup once: an
+        upstream call that failed is an error, not an upstream answer too."""
+        with PlacesStandIn() as places:
+            herd = self.herd_with_admin([A], env={"HERD_PLACES_URL": places.url, PLACES_KEY_ENV: "k"},
+                                        places={"cache_ttl_ms": 60000})
+            herd.start(A)
+            cid = uid("partition")
+            self.iamat(herd, A, cid)
+
+            def ask(radius):
+                c = socket.create_connection((HOST, herd.port(A)), timeout=10)
+                with c:
+                    c.sendall(b"WHATSAT " + cid + b" %d 5\n" % radius)
+                    c.shutdown(socket.SHUT_WR)
+                    data = b""
+                    while not data.endswith(b"\n\n"):
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    return data
+            ask(10)                       # upstream, OK
+            ask(10)                       # cache hit
+            places.set_mode("http_error")
+            ask(20)                       # upstream, failed: an error
+            m = metrics(herd, A)
+            got = {r: m.get("herd_places_requests_total", result=r)
+                   for r in ("upstream", "shared", "cache_hit", "error")}
+            self.assertEqual(got, {"upstream": 1, "shared": 0, "cache_hit": 1, "error": 1})
+            self.assertEqual(m.get("herd_places_errors_total"), 1)
+
     def test_flood_counters_per_peer(self):
         herd = self.herd_with_admin([A, B], links=[(A, B)])
         herd.start_all()
