@@ -42,7 +42,8 @@ struct herd_table_t {
     rec_t **slots;          /* capacity entries, NULL when empty */
     size_t mask;            /* capacity - 1; capacity is a power of two */
     size_t size;            /* records held */
-    uint64_t seed;          /* random per table, so clients cannot aim ids at one chain */
+    uint64_t seed;          /* random per table: the index's SipHash key is (seed, seed2) */
+    uint64_t seed2;
     uint64_t digest;        /* XOR of every record's fingerprint */
     uint64_t *bucket_digest; /* HERD_TABLE_BUCKETS digests */
     rec_t **bucket_head;    /* HERD_TABLE_BUCKETS chains */
@@ -83,8 +84,8 @@ static uint64_t load_le64(const char *p)
            | (uint64_t) u[4] << 32 | (uint64_t) u[5] << 40 | (uint64_t) u[6] << 48 | (uint64_t) u[7] << 56;
 }
 
-/* A keyed 64-bit hash, eight bytes a step. With a random seed it is the
- * index hash; with a fixed seed it is the digest and bucket hash. */
+/* A 64-bit hash, eight bytes a step, with a fixed seed: the digest and
+ * bucket hashes, which every server must compute alike. */
 static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
 {
     const uint64_t k1 = 0x87c37b91114253d5ULL, k2 = 0xff51afd7ed558ccdULL;
@@ -99,6 +100,59 @@ static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
         w |= (uint64_t) (unsigned char) p[i] << (8 * i);
     h = rotl64(h ^ (w * k1), 31) * k2;
     return mix64(h ^ seed);
+}
+
+/* SipHash-1-3 (Aumasson and Bernstein's keyed hash, with the round counts
+ * Redis uses for its dictionaries): the index's hash, keyed by a random
+ * 128-bit key per table, so clients cannot aim ids at one probe chain. */
+#define SIP_ROUND(v0, v1, v2, v3)                                                                                  \
+    do {                                                                                                           \
+        v0 += v1;                                                                                                  \
+        v1 = rotl64(v1, 13);                                                                                       \
+        v1 ^= v0;                                                                                                  \
+        v0 = rotl64(v0, 32);                                                                                       \
+        v2 += v3;                                                                                                  \
+        v3 = rotl64(v3, 16);                                                                                       \
+        v3 ^= v2;                                                                                                  \
+        v0 += v3;                                                                                                  \
+        v3 = rotl64(v3, 21);                                                                                       \
+        v3 ^= v0;                                                                                                  \
+        v2 += v1;                                                                                                  \
+        v1 = rotl64(v1, 17);                                                                                       \
+        v1 ^= v2;                                                                                                  \
+        v2 = rotl64(v2, 32);                                                                                       \
+    } while (0)
+
+static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
+{
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    uint64_t b = (uint64_t) n << 56;
+    size_t left = n;
+    while (left >= 8) {
+        uint64_t m = load_le64(p);
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
+        p += 8;
+        left -= 8;
+    }
+    for (size_t i = 0; i < left; i++)
+        b |= (uint64_t) (unsigned char) p[i] << (8 * i);
+    v3 ^= b;
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The index hash of an id. */
+static uint64_t index_hash(const herd_table_t *t, const char *id, size_t id_len)
+{
+    return siphash13(t->seed, t->seed2, id, id_len);
 }
 
 #define FINGERPRINT_SEED 0x6865726466707231ULL /* fixed: every server must agree */
@@ -182,7 +236,7 @@ static bool same_id(const rec_t *r, const char *id, size_t id_len)
  * never full, so the probe always ends. */
 static size_t probe(const herd_table_t *t, const char *id, size_t id_len)
 {
-    size_t i = (size_t) hash_bytes(t->seed, id, id_len) & t->mask;
+    size_t i = (size_t) index_hash(t, id, id_len) & t->mask;
     while (t->slots[i] != NULL && !same_id(t->slots[i], id, id_len))
         i = (i + 1) & t->mask;
     return i;
@@ -198,7 +252,7 @@ static int grow(herd_table_t *t)
         rec_t *r = t->slots[i];
         if (r == NULL)
             continue;
-        size_t j = (size_t) hash_bytes(t->seed, r->data, r->r.id_len) & (cap - 1);
+        size_t j = (size_t) index_hash(t, r->data, r->r.id_len) & (cap - 1);
         while (slots[j] != NULL)
             j = (j + 1) & (cap - 1);
         slots[j] = r;
@@ -219,7 +273,7 @@ static void slot_delete(herd_table_t *t, size_t i)
         rec_t *r = t->slots[j];
         if (r == NULL)
             break;
-        size_t home = (size_t) hash_bytes(t->seed, r->data, r->r.id_len) & t->mask;
+        size_t home = (size_t) index_hash(t, r->data, r->r.id_len) & t->mask;
         /* r may move to i when i lies on its probe path from home to j. */
         bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
@@ -418,6 +472,7 @@ herd_table_t *herd_table_new(void)
     }
     t->mask = INITIAL_CAPACITY - 1;
     t->seed = make_seed(t);
+    t->seed2 = mix64(make_seed(t) ^ 0x9e3779b97f4a7c15ULL);
     t->floor_sec = INT64_MIN;
     return t;
 }
