@@ -87,6 +87,14 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored);
 
+/* As herd_table_update, for a report this server just made from a client's
+ * IAMAT: one with the same time, origin and position as the record held does
+ * not rank above it (PROTOCOL section 3), so it is HERD_UPDATE_SAME even
+ * though its AT line (a new skew) would win the last tie-break. */
+herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                                       const char *at, size_t at_len, size_t pos_off, size_t pos_len,
+                                       const herd_record_t **stored);
+
 /* Would a record with this rank be stored? (Cheap: no allocation.) True when
  * the client is unknown or the stored record ranks below it; the bounds are
  * not considered. Used to drop repeats before validating them fully. */

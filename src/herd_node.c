@@ -26,8 +26,10 @@ void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from,
                            bool flood)
 {
-    herd_update_t u = herd_table_update(node->table, at->id.p, at->id.len, at->time, line, len,
-                                        (size_t)(at->pos.p - line), at->pos.len, NULL);
+    /* Our own client's report (from < 0) ranks by the contract's keys alone:
+     * a resend of the record held is not above it. */
+    herd_update_t u = (from < 0 ? herd_table_update_report : herd_table_update)(
+        node->table, at->id.p, at->id.len, at->time, line, len, (size_t)(at->pos.p - line), at->pos.len, NULL);
     if (u == HERD_UPDATE_NEWER && node->journal)
         herd_journal_append(node->journal, line, len);
     if (u == HERD_UPDATE_NEWER && flood)
@@ -45,16 +47,6 @@ static bool too_far_ahead(const herd_node_t *node, herd_time_t t, herd_time_t no
            (t.sec == now.sec + node->topo->max_future_s + slack && t.nsec > now.nsec);
 }
 
-/* Whether the record held for this client is a report of the same time and
- * position made by this server. */
-static bool same_report(const herd_node_t *node, const herd_at_t *at)
-{
-    const herd_record_t *rec = herd_table_find(node->table, at->id.p, at->id.len);
-    return rec && herd_time_cmp(rec->time, at->time) == 0 && rec->origin_len == node->name_len &&
-           !memcmp(rec->at + 3, node->name, node->name_len) && rec->pos_len == at->pos.len &&
-           !memcmp(rec->at + rec->pos_off, at->pos.p, at->pos.len);
-}
-
 /* An IAMAT from front end `fe`, its AT line made there; `now` is read once
  * per batch. */
 static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, herd_time_t now)
@@ -66,12 +58,6 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
         node->n.iamat_refused++;
         node->n.invalid++;
         a.outcome = HERD_MSG_REFUSED;
-    } else if (same_report(node, &at)) {
-        /* The same time, origin and position as the record held: it does
-         * not rank above it (PROTOCOL section 3), though its AT line (a new
-         * skew) would win the table's last tie-break on the line's bytes. */
-        node->n.iamat_not_newer++;
-        a.outcome = HERD_MSG_NOT_NEWER;
     } else {
         switch (store(node, &at, it->at.p, it->at.len, -1, true)) {
         case HERD_UPDATE_NEWER:

@@ -188,8 +188,9 @@ static herd_span_t origin_of(herd_span_t at)
     return (herd_span_t) {at.p + 3, sp ? (size_t) (sp - at.p - 3) : at.len - 3};
 }
 
-int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
-                  herd_span_t pos_b)
+/* The contract's own keys of the ranking: time, origin, position. */
+static int report_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
+                      herd_span_t pos_b)
 {
     int c = herd_time_cmp(ta, tb);
     if (c != 0)
@@ -197,9 +198,14 @@ int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time
     herd_span_t oa = origin_of(at_a), ob = origin_of(at_b);
     if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
         return c;
-    if ((c = bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len)) != 0)
-        return c;
-    return bytes_cmp(at_a.p, at_a.len, at_b.p, at_b.len);
+    return bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
+}
+
+int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
+                  herd_span_t pos_b)
+{
+    int c = report_cmp(ta, at_a, pos_a, tb, at_b, pos_b);
+    return c != 0 ? c : bytes_cmp(at_a.p, at_a.len, at_b.p, at_b.len);
 }
 
 /* The rank order between two stored records. */
@@ -554,9 +560,9 @@ bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len,
  *  the client is new) and the bounds allow. Lengths that do not fit the
  *  record's uint16 fields, or a position outside the AT line, are refused
  *  with HERD_UPDATE_ERROR, as is running out of memory. */
-herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
-                                const char *at, size_t at_len, size_t pos_off, size_t pos_len,
-                                const herd_record_t **stored)
+static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time, const char *at,
+                            size_t at_len, size_t pos_off, size_t pos_len, bool line_ties,
+                            const herd_record_t **stored)
 {
     if (stored != NULL)
         *stored = NULL;
@@ -570,9 +576,11 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
             *stored = &old->r;
         herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
         herd_span_t oa = {old->r.at, old->r.at_len}, op = {old->r.at + old->r.pos_off, old->r.pos_len};
-        int c = herd_rank_cmp(time, a, p, old->r.time, oa, op);
-        if (c <= 0)
-            return c == 0 ? HERD_UPDATE_SAME : HERD_UPDATE_OLDER;
+        int c = report_cmp(time, a, p, old->r.time, oa, op);
+        if (c == 0 && (!line_ties || (c = bytes_cmp(at, at_len, oa.p, oa.len)) == 0))
+            return HERD_UPDATE_SAME;
+        if (c < 0)
+            return HERD_UPDATE_OLDER;
     }
     if (time.sec < t->floor_sec)
         return HERD_UPDATE_REFUSED; /* expired already: it would be dropped at once */
@@ -618,6 +626,23 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
     if (stored != NULL)
         *stored = &r->r;
     return HERD_UPDATE_NEWER;
+}
+
+herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                                const char *at, size_t at_len, size_t pos_off, size_t pos_len,
+                                const herd_record_t **stored)
+{
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, stored);
+}
+
+/*  --------------------------------------------------------------------------
+ *  A report made by this server: the same time, origin and position as the
+ *  held record is SAME, whatever its AT line (its skew) says. */
+herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                                       const char *at, size_t at_len, size_t pos_off, size_t pos_len,
+                                       const herd_record_t **stored)
+{
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, stored);
 }
 
 /*  --------------------------------------------------------------------------

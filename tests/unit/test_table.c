@@ -401,6 +401,28 @@ static void test_ties(void **state)
     herd_table_destroy(&t);
 }
 
+/* A report this server makes again (same time, origin, position; a new skew)
+ * is SAME for the client path, though the total order would take its line. */
+static void test_report_resend(void **state)
+{
+    (void) state;
+    herd_table_t *t = herd_table_new();
+    const herd_record_t *r = NULL;
+    assert_int_equal(herd_table_update_report(t, "k", 1, tm(5, 0), "AT A +0.1 k +1+1 5", 18, 10, 4, &r),
+                     HERD_UPDATE_NEWER);
+    assert_int_equal(herd_table_update_report(t, "k", 1, tm(5, 0), "AT A +0.9 k +1+1 5", 18, 10, 4, NULL),
+                     HERD_UPDATE_SAME);
+    assert_string_equal(herd_table_find(t, "k", 1)->at, "AT A +0.1 k +1+1 5");
+    /* A greater position at the same time still ranks above. */
+    assert_int_equal(herd_table_update_report(t, "k", 1, tm(5, 0), "AT A +0.9 k +2+1 5", 18, 10, 4, NULL),
+                     HERD_UPDATE_NEWER);
+    /* From a neighbour, the same three keys with a greater line win the last tie-break. */
+    assert_int_equal(herd_table_update(t, "k", 1, tm(5, 0), "AT A +1.0 k +2+1 5", 18, 10, 4, NULL),
+                     HERD_UPDATE_NEWER);
+    assert_string_equal(herd_table_find(t, "k", 1)->at, "AT A +1.0 k +2+1 5");
+    herd_table_destroy(&t);
+}
+
 /* Removal keeps every other record findable (backward-shift deletion), and
  * the digests follow. */
 static void test_remove(void **state)
@@ -570,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_ids_are_bytes),   cmocka_unit_test(test_long_ids_and_bad_lengths),
         cmocka_unit_test(test_many_clients),    cmocka_unit_test(test_digest),
         cmocka_unit_test(test_ties),            cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_report_resend),
         cmocka_unit_test(test_buckets),         cmocka_unit_test(test_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
