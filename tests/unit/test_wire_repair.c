@@ -18,6 +18,7 @@
 #include <msgpack.h>
 
 #include "herd_wire.h"
+#include "wire_check.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -69,41 +70,6 @@ static unsigned char *le_bytes(const void *vals, size_t n, unsigned width)
             p[i * width + k] = (unsigned char)(v >> (8 * k));
     }
     return p;
-}
-
-static char *dup_exact(const void *data, size_t len)
-{
-    char *p = malloc(len ? len : 1);
-    assert_non_null(p);
-    if (len)
-        memcpy(p, data, len);
-    return p;
-}
-
-static bool msg_is_zero(const herd_msg_t *m)
-{
-    return m->type == 0 && m->name.p == NULL && m->name.len == 0 && m->incarnation == 0 &&
-           m->count == 0 && m->digest == 0 && m->updates == NULL && m->n_updates == 0 && !m->last &&
-           m->groups == NULL && m->buckets == NULL && m->counts == NULL && m->digests == NULL &&
-           m->fps == NULL && m->n_items == 0 && m->n_fps == 0;
-}
-
-/* Decodes data (copied into an exact-size buffer) and checks that it is
- * rejected with a one-line reason containing `want`, leaving an empty
- * message. */
-static void expect_reject(const void *data, size_t len, const char *want)
-{
-    char *buf = dup_exact(data, len);
-    herd_msg_t m;
-    char err[256];
-    memset(&m, 0xA5, sizeof m); /* the decoder must not rely on a zeroed message */
-    int rc = herd_wire_decode(buf, len, &m, err, sizeof err);
-    if (rc == 0 || strstr(err, want) == NULL)
-        fail_msg("len %zu: rc %d, err \"%s\", wanted \"%s\"", len, rc, rc ? err : "", want);
-    assert_null(strchr(err, '\n'));
-    assert_true(msg_is_zero(&m));
-    herd_wire_msg_free(&m);
-    free(buf);
 }
 
 static void expect_reject_pk(pk_t *b, const char *want)
