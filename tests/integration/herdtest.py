@@ -20,7 +20,8 @@ Environment knobs
 Quick reference
 ---------------
 ``free_ports(n)``
-    n distinct free TCP ports on 127.0.0.1.
+    n distinct free TCP ports on 127.0.0.1, outside the kernel's ephemeral
+    range and never handed to two test processes at once.
 
 ``wait_until(fn, timeout=10, interval=0.01, msg="")``
     Polls ``fn()`` until it returns something truthy and returns that value;
@@ -223,21 +224,94 @@ def server_binary():
     return path
 
 
-def free_ports(n):
-    """n distinct TCP ports on 127.0.0.1 that were free a moment ago.
+# Ports for test servers are taken outside the kernel's ephemeral range:
+# a port the kernel handed out for bind(0) can be handed again, a moment later,
+# as the local port of some outgoing connection (a client, a ZeroMQ link of any
+# test running beside this one), and the server then fails to bind it. Ports
+# are taken in blocks of _PORT_BLOCK; a block is held with flock() on a file in
+# a folder shared by every test process of this user for as long as this
+# process lives, so two tests running at once never pick the same port.
+_PORT_BLOCK = 64
+_PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "herd-test-ports-%d" % os.getuid())
+_port_lock = threading.Lock()
+_port_blocks = []      # open lock files of the blocks this process holds
+_port_next = 0         # the next port to try in the last block taken
+_port_end = 0          # the end (exclusive) of the last block taken
 
-    All n sockets stay bound until every port is chosen, so the ports are
-    distinct; they are closed before returning."""
-    socks = []
+
+def _port_span():
+    """The widest span of ports in 10000..65535 outside the ephemeral range,
+    as (first, last), or None when there is no span of a few blocks."""
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    spans = [(10000, low - 1), (high + 1, 65535)]
+    first, last = max(spans, key=lambda s: s[1] - s[0])
+    return (first, last) if last - first + 1 >= 8 * _PORT_BLOCK else None
+
+
+def _take_port_block(span):
+    """Locks a block of the span no other test process holds; returns its first port."""
+    import fcntl
+    os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
+    nblocks = (span[1] - span[0] + 1) // _PORT_BLOCK
+    start = int.from_bytes(os.urandom(4), "little") % nblocks
+    for i in range(nblocks):
+        block = (start + i) % nblocks
+        path = os.path.join(_PORT_LOCK_DIR, "block-%d" % block)
+        f = open(path, "a+b")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _port_blocks.append(f)
+        return span[0] + block * _PORT_BLOCK
+    raise HerdError("every block of test ports %d-%d is held by another process" % span)
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
     finally:
-        for s in socks:
-            s.close()
+        s.close()
+
+
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1, free now and not handed out to anyone
+    else: outside the kernel's ephemeral range, in a block this process holds
+    locked, never given twice by one process. Where the ephemeral range leaves
+    no room, ports come from the kernel (bind to port 0) as a fallback."""
+    global _port_next, _port_end
+    span = _port_span()
+    if span is None:
+        socks = []
+        try:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((HOST, 0))
+                socks.append(s)
+            return [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+    ports = []
+    with _port_lock:
+        while len(ports) < n:
+            if _port_next >= _port_end:
+                _port_next = _take_port_block(span)
+                _port_end = _port_next + _PORT_BLOCK
+            port = _port_next
+            _port_next += 1
+            if _bindable(port):
+                ports.append(port)
+    return ports
 
 
 def wait_until(fn, timeout=10, interval=0.01, msg=""):
