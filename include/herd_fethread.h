@@ -11,22 +11,39 @@
  *
  * It shares nothing with the node but one inproc PAIR socket (no
  * high-water mark: nothing on it is ever dropped; a connection stops being
- * read at 256 unanswered lines, which bounds what one client queues). */
+ * read at 256 unanswered lines, which bounds what one client queues).
+ *
+ * In-line (conf.loop set: frontend_threads 0) the same front end runs on
+ * the node's reactor and thread, with no thread, socket or copy of its own:
+ * its batches go to conf.deliver in the turn's COMMANDS phase (and, for
+ * what the replies' writing produced, its LOG phase), and the node hands
+ * its answers back with herd_fethread_take in its ANSWERS phase. The
+ * messages are the same herd_msg frames either way. */
 #ifndef HERD_FETHREAD_H
 #define HERD_FETHREAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "herd_log.h"
+#include "herd_loop.h"
 
 typedef struct herd_fethread_t herd_fethread_t;
+
+/* In-line: one batch for the node (a herd_msg frame to the node). late: it
+ * comes from the end of the turn (the LOG phase), after the node's answers
+ * of this turn were handed over. */
+typedef void(herd_fethread_deliver_fn)(void *arg, const void *frame, size_t len, bool late);
 
 typedef struct {
     uint32_t index;          /* this thread's number (0..N-1), in its frames and its name */
     const char *server;      /* our server name (copied), for AT lines */
     long idle_timeout_ms;    /* limits.idle_timeout_ms */
     long max_output_bytes;   /* limits.max_output_bytes */
+    herd_loop_t *loop;       /* NULL: a thread of its own; else run in-line on this reactor */
+    herd_fethread_deliver_fn *deliver; /* in-line: where the batches go */
+    void *deliver_arg;
 } herd_fethread_conf_t;
 
 /* Makes the thread's reactor, front end, log handle (attached to `log`) and
@@ -36,14 +53,22 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
 
 /* The node's end of the pair: register it on the node's loop; frames from
  * the thread are herd_msg batches to the node, frames sent to it herd_msg
- * batches to a front end. Owned by the thread object. */
+ * batches to a front end. Owned by the thread object. NULL in-line. */
 void *herd_fethread_sock(herd_fethread_t *t);
+
+/* In-line: a herd_msg frame from the node (its answers and orders), taken
+ * at once. */
+void herd_fethread_take(herd_fethread_t *t, const void *frame, size_t len);
+
+/* In-line: hands what the front end has batched so far to the node now. */
+void herd_fethread_flush(herd_fethread_t *t);
 
 /* Tells the thread to stop, waits for it, closes its connections and frees
  * everything; *p = NULL. NULL-safe. Call from the node's thread. */
 void herd_fethread_destroy(herd_fethread_t **p);
 
-/* CPU seconds the thread has used, or -1 when the clock cannot be read. */
+/* CPU seconds the thread has used, or -1 when the clock cannot be read (or
+ * the front end is in-line: its time is the node thread's). */
 double herd_fethread_cpu_seconds(const herd_fethread_t *t);
 
 #endif

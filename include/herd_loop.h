@@ -55,11 +55,16 @@ struct herd_watch_t {
 /* The end-of-turn phases, run in this order whatever the order in which the
  * ticks were added (within one phase: the order of adding). */
 typedef enum {
+    HERD_PHASE_COMMANDS, /* commands: a front end on this thread hands the
+                            turn's commands to the node */
     HERD_PHASE_LINKS,    /* links flush: a stored update is handed to the
                             neighbours before the client's reply is written
                             (PROTOCOL §7) */
     HERD_PHASE_STATE,    /* durable state: a group commit that must be done
                             before the replies that acknowledge it go out */
+    HERD_PHASE_ANSWERS,  /* answers: the node hands its answers to the
+                            front ends, once what they acknowledge is
+                            flooded and committed */
     HERD_PHASE_FRONTEND, /* front-end: the replies are written, closed
                             connections freed */
     HERD_PHASE_LOG,      /* log flush: the turn's events in one write, once
@@ -115,6 +120,10 @@ int herd_loop_run(herd_loop_t *loop);
  * timers and the ticks have run (so the turn's replies and log lines are
  * written). */
 void herd_loop_stop(herd_loop_t *loop);
+
+/* Makes the next turn start without waiting for an event: for work a tick
+ * left for the phases of the next turn (a late tick made new commands). */
+void herd_loop_again(herd_loop_t *loop);
 
 /* Monotonic milliseconds, refreshed once per turn (cheap to call often). */
 int64_t herd_loop_now_ms(herd_loop_t *loop);

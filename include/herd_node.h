@@ -27,9 +27,9 @@ typedef struct herd_node_t herd_node_t;
 #define HERD_NODE_READY_WAIT_MS 30000
 
 /* The number of front-end threads server `me` runs: its own
- * frontend_threads, else the topology's, else min(4, cores - 1), at least 1
- * (the node keeps a core; past 4 the node, not the front ends, is the
- * limit). */
+ * frontend_threads, else the topology's, else min(4, cores - 1) (the node
+ * keeps a core; past 4 the node, not the front ends, is the limit), and 0
+ * on two cores or fewer. 0: one front end runs on the node's thread. */
 long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me);
 
 /* Builds server number `self` of `topo` on `loop`: binds the client and peer

@@ -17,7 +17,7 @@ typedef struct {
     int admin_port;   /* operators' HTTP port, or 0 when not configured */
     char *public_key; /* CURVE public key (Z85, 40 chars), or NULL */
     char *admin_host; /* where admin_port binds; default "127.0.0.1" */
-    long frontend_threads; /* client front-end threads; 0 = the topology's default */
+    long frontend_threads; /* client front-end threads (0: in-line); -1 = the topology's default */
 } herd_server_conf_t;
 
 /* When an update is on disk before its AT reply is written (PROTOCOL §9). */
@@ -56,7 +56,7 @@ typedef struct {
     bool insecure_links;        /* insecure_links, default false */
     char *state_dir;            /* state_dir resolved like log_dir (default "state"), NULL = keep nothing */
     herd_fsync_t fsync;         /* fsync, default everysec */
-    long frontend_threads;      /* frontend_threads at the top level; 0 = chosen by the server */
+    long frontend_threads;      /* frontend_threads at the top level (0: in-line); -1 = chosen by the server */
 } herd_topology_t;
 
 /* Loads and validates a topology file. Returns NULL and writes one line

@@ -44,6 +44,10 @@ struct herd_fethread_t {
     void *fe_side;            /* ours */
     pthread_t thread;
     bool started;             /* thread running (join it) */
+    bool in_line;             /* on the node's loop: no thread, no sockets */
+    herd_fethread_deliver_fn *deliver; /* in-line: where batches go */
+    void *deliver_arg;
+    int ticks[3];             /* in-line: our ticks on the node's loop */
     herd_msg_buf_t out;       /* the batch being built this turn */
     uint64_t invalid;         /* lines answered "?" here, not yet reported */
     bool draining;            /* DRAIN received: report busy connections */
@@ -224,9 +228,56 @@ static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
     slot_put(t, it->handle);
 }
 
+/* One frame from the node. */
+static void take_frame(herd_fethread_t *t, const void *data, size_t len)
+{
+    herd_msg_reader_t r;
+    herd_msg_header_t h;
+    herd_msg_item_t it;
+    int rc = herd_msg_open(&r, data, len, &h);
+    while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
+        rc = 0;
+        switch (it.kind) {
+        case HERD_MSG_IAMAT:
+        case HERD_MSG_WHATSAT:
+            take_answer(t, &it);
+            break;
+        case HERD_MSG_ADOPT: {
+            char peer[64];
+            snprintf(peer, sizeof peer, "%.*s", (int)it.peer.len, it.peer.p);
+            if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0)
+                on_closed(t, 0, false); /* not served: the node counts it closed */
+            break;
+        }
+        case HERD_MSG_LIMITS:
+            herd_frontend_set_limits(t->fe, LONG_MAX, (long)it.idle_timeout_ms, (long)it.max_output_bytes);
+            break;
+        case HERD_MSG_DRAIN:
+            t->draining = true;
+            herd_frontend_drain(t->fe);
+            break;
+        case HERD_MSG_STOP:
+            if (!t->in_line)
+                herd_loop_stop(t->loop);
+            break;
+        case HERD_MSG_CLOSED:
+        default:
+            break;
+        }
+    }
+    if (rc < 0)
+        herd_log_event(t->log, "front end %u: dropped a malformed message from the node", t->index);
+}
+
+void herd_fethread_take(herd_fethread_t *t, const void *frame, size_t len)
+{
+    take_frame(t, frame, len);
+}
+
 /* Frames from the node. */
 static void node_ready(herd_loop_t *loop, void *arg)
 {
+    (void)loop;
     herd_fethread_t *t = arg;
     for (;;) {
         zmq_msg_t m;
@@ -237,53 +288,18 @@ static void node_ready(herd_loop_t *loop, void *arg)
                 continue;
             return;
         }
-        herd_msg_reader_t r;
-        herd_msg_header_t h;
-        herd_msg_item_t it;
-        int rc = herd_msg_open(&r, zmq_msg_data(&m), zmq_msg_size(&m), &h);
-        while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
-            rc = 0;
-            switch (it.kind) {
-            case HERD_MSG_IAMAT:
-            case HERD_MSG_WHATSAT:
-                take_answer(t, &it);
-                break;
-            case HERD_MSG_ADOPT: {
-                char peer[64];
-                snprintf(peer, sizeof peer, "%.*s", (int)it.peer.len, it.peer.p);
-                if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0)
-                    on_closed(t, 0, false); /* not served: the node counts it closed */
-                break;
-            }
-            case HERD_MSG_LIMITS:
-                herd_frontend_set_limits(t->fe, LONG_MAX, (long)it.idle_timeout_ms, (long)it.max_output_bytes);
-                break;
-            case HERD_MSG_DRAIN:
-                t->draining = true;
-                herd_frontend_drain(t->fe);
-                break;
-            case HERD_MSG_STOP:
-                herd_loop_stop(loop);
-                break;
-            case HERD_MSG_CLOSED:
-            default:
-                break;
-            }
-        }
-        if (rc < 0)
-            herd_log_event(t->log, "front end %u: dropped a malformed message from the node", t->index);
+        take_frame(t, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
     }
 }
 
 /* The turn's batch goes to the node twice a turn: before the replies are
  * written (so that a "?" is counted in /metrics before its client sees it)
- * and after (the connections closed while writing, and, while draining,
- * how many connections are still busy). Each sends only what is new. */
-static void send_batch(herd_loop_t *loop, void *arg)
+ * and after (the connections closed while writing, the lines of paused
+ * connections read again, and, while draining, how many connections are
+ * still busy). Each sends only what is new. */
+static void send_batch(herd_fethread_t *t, bool late)
 {
-    (void)loop;
-    herd_fethread_t *t = arg;
     uint64_t drain = t->draining ? herd_frontend_busy(t->fe) + 1 : 0;
     if (!t->out.items && !t->invalid && drain == t->drain_sent)
         return;
@@ -293,12 +309,33 @@ static void send_batch(herd_loop_t *loop, void *arg)
     }
     herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index, .invalid = t->invalid, .drain = drain};
     herd_msg_set_header(&t->out, &h);
-    while (zmq_send(t->fe_side, t->out.p, t->out.len, 0) < 0 && errno == EINTR)
-        ;
+    if (t->in_line)
+        t->deliver(t->deliver_arg, t->out.p, t->out.len, late);
+    else
+        while (zmq_send(t->fe_side, t->out.p, t->out.len, 0) < 0 && errno == EINTR)
+            ;
     t->invalid = 0;
     t->drain_sent = drain;
     herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
     herd_msg_begin(&t->out, &empty);
+}
+
+static void send_early(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    send_batch(arg, false);
+}
+
+static void send_late(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    send_batch(arg, true);
+}
+
+void herd_fethread_flush(herd_fethread_t *t)
+{
+    if (t->in_line)
+        send_batch(t, false);
 }
 
 static void flush_log(herd_loop_t *loop, void *arg)
@@ -316,6 +353,29 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
+/* The pair of inproc sockets to the node and the thread's ticks. */
+static int setup_pair(herd_fethread_t *t)
+{
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://herd-fe-%p", (void *)t);
+    void *ctx = zsys_init();
+    t->node_side = zmq_socket(ctx, ZMQ_PAIR);
+    t->fe_side = zmq_socket(ctx, ZMQ_PAIR);
+    int zero = 0;
+    for (int k = 0; k < 2; k++) {
+        void *s = k ? t->fe_side : t->node_side;
+        if (s) {
+            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+            zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
+            zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
+        }
+    }
+    if (!t->node_side || !t->fe_side || zmq_bind(t->node_side, endpoint) != 0 ||
+        zmq_connect(t->fe_side, endpoint) != 0 || herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0)
+        return -1;
+    return 0;
+}
+
 herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t *log, char *err, size_t errlen)
 {
     herd_fethread_t *t = calloc(1, sizeof *t);
@@ -325,11 +385,18 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     }
     t->index = conf->index;
     t->free_slot = NO_SLOT;
+    t->in_line = conf->loop != NULL;
+    t->deliver = conf->deliver;
+    t->deliver_arg = conf->deliver_arg;
     t->server = strdup(conf->server);
     t->server_len = strlen(conf->server);
-    t->loop = herd_loop_new();
+    t->loop = t->in_line ? conf->loop : herd_loop_new();
     if (!t->server || !t->loop) {
         snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (t->in_line && !t->deliver) {
+        snprintf(err, errlen, "front end %u: in-line without a node to deliver to", t->index);
         goto fail;
     }
     t->log = herd_log_attach(log, err, errlen);
@@ -348,30 +415,17 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     t->fe = herd_frontend_new(t->loop, t->log, &fc, err, errlen);
     if (!t->fe)
         goto fail;
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://herd-fe-%p", (void *)t);
-    void *ctx = zsys_init();
-    t->node_side = zmq_socket(ctx, ZMQ_PAIR);
-    t->fe_side = zmq_socket(ctx, ZMQ_PAIR);
-    int zero = 0;
-    for (int k = 0; k < 2; k++) {
-        void *s = k ? t->fe_side : t->node_side;
-        if (s) {
-            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-            zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
-            zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
-        }
-    }
     herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
     herd_msg_begin(&t->out, &h);
-    if (!t->node_side || !t->fe_side || zmq_bind(t->node_side, endpoint) != 0 ||
-        zmq_connect(t->fe_side, endpoint) != 0 || herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0 ||
-        herd_loop_add_tick(t->loop, HERD_PHASE_STATE, send_batch, t) < 0 ||
-        herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_batch, t) < 0 ||
-        herd_loop_add_tick(t->loop, HERD_PHASE_LOG, flush_log, t->log) < 0 || t->out.oom) {
+    if (t->out.oom || (!t->in_line && setup_pair(t) != 0) ||
+        (t->ticks[0] = herd_loop_add_tick(t->loop, HERD_PHASE_COMMANDS, send_early, t)) < 0 ||
+        (t->ticks[1] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_late, t)) < 0 ||
+        (t->ticks[2] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, flush_log, t->log)) < 0) {
         snprintf(err, errlen, "cannot set up front end %u's socket: %s", t->index, zmq_strerror(errno));
         goto fail;
     }
+    if (t->in_line)
+        return t;
     if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
         snprintf(err, errlen, "cannot start front-end thread %u", t->index);
         goto fail;
@@ -424,7 +478,13 @@ void herd_fethread_destroy(herd_fethread_t **p)
     }
     if (t->node_side)
         zmq_close(t->node_side);
-    herd_loop_destroy(&t->loop);
+    if (t->in_line) {
+        for (int i = 0; i < 3; i++)
+            if (t->ticks[i] > 0)
+                herd_loop_remove_tick(t->loop, t->ticks[i]);
+    } else {
+        herd_loop_destroy(&t->loop);
+    }
     herd_log_close(&t->log);
     for (uint32_t i = 0; i < t->n_slots; i++)
         free(t->slots[i].data);

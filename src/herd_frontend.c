@@ -560,7 +560,7 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     long sweep = conf->idle_timeout_ms / 8;
     sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
     if ((fd >= 0 && herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0) ||
-        herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe) < 0 ||
+        (fe->tick = herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe)) < 0 ||
         (fe->idle_timer = herd_loop_add_timer(loop, sweep, idle_sweep, fe)) < 0) {
         snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
         herd_frontend_destroy(&fe);
@@ -647,6 +647,8 @@ void herd_frontend_destroy(herd_frontend_t **p)
     }
     if (fe->idle_timer > 0)
         herd_loop_remove_timer(fe->loop, fe->idle_timer);
+    if (fe->tick > 0)
+        herd_loop_remove_tick(fe->loop, fe->tick);
     if (fe->reserve_fd >= 0)
         close(fe->reserve_fd);
     free(fe->by_fd);

@@ -70,6 +70,7 @@ struct herd_frontend_t {
     conn_t *dead;            /* closed connections to free at the end of the turn */
     char *rbuf;              /* the read buffer shared by all connections */
     int idle_timer;          /* timer id of the idle sweep */
+    int tick;                /* tick id of the end-of-turn settle */
     bool draining;           /* shutting down */
     bool accept_paused;      /* out of descriptors with no spare: not accepting for now */
     uint64_t refused_max_clients; /* connections closed at accept: limits.max_clients */

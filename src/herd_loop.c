@@ -49,6 +49,7 @@ typedef struct {
 struct herd_loop_t {
     int epfd;               /* the epoll instance */
     bool stop;              /* set by herd_loop_stop */
+    bool again;             /* set by herd_loop_again: the next wait does not block */
     bool running;           /* inside herd_loop_run */
     int64_t now_ms;         /* monotonic time at the start of this turn */
     struct epoll_event batch[MAX_EVENTS]; /* the events of this turn */
@@ -425,6 +426,11 @@ void herd_loop_stop(herd_loop_t *loop)
     loop->stop = true;
 }
 
+void herd_loop_again(herd_loop_t *loop)
+{
+    loop->again = true;
+}
+
 int64_t herd_loop_now_ms(herd_loop_t *loop)
 {
     return loop->now_ms;
@@ -445,7 +451,8 @@ int herd_loop_run(herd_loop_t *loop)
             break;
         /* A send during the ticks may have consumed a ZMQ_FD edge: look again
          * and, when something was handled, go round without sleeping. */
-        int timeout = run_zmq(loop) ? 0 : next_timeout(loop);
+        int timeout = run_zmq(loop) || loop->again ? 0 : next_timeout(loop);
+        loop->again = false;
         int n = epoll_wait(loop->epfd, loop->batch, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR)

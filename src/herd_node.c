@@ -170,7 +170,8 @@ char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
 }
 
 /* End of turn, after the links' flush and the group commit: each front
- * end's answers and orders in one frame. */
+ * end's answers and orders in one frame (handed over at once to a front end
+ * on this thread). */
 static void send_answers(herd_loop_t *loop, void *arg)
 {
     (void)loop;
@@ -181,6 +182,8 @@ static void send_answers(herd_loop_t *loop, void *arg)
             continue;
         if (f->out.oom)
             herd_log_event(node->log, "out of memory for the answers to front end %zu", i);
+        else if (f->in_line)
+            herd_fethread_take(f->thread, f->out.p, f->out.len);
         else
             while (zmq_send(herd_fethread_sock(f->thread), f->out.p, f->out.len, 0) < 0 && errno == EINTR)
                 ;
@@ -195,8 +198,24 @@ static void send_answers(herd_loop_t *loop, void *arg)
 static void on_full(void *arg)
 {
     herd_node_t *node = arg;
-    for (size_t i = 0; i < node->n_fes; i++)
-        fe_ready(node->loop, &node->fes[i]);
+    for (size_t i = 0; i < node->n_fes; i++) {
+        if (node->fes[i].in_line)
+            herd_fethread_flush(node->fes[i].thread);
+        else
+            fe_ready(node->loop, &node->fes[i]);
+    }
+}
+
+/* A batch from the front end on this thread. One from the end of the turn
+ * (lines of paused connections read again while replies were written) may
+ * have stored updates and queued answers after this turn's flush and
+ * hand-over: the next turn comes at once rather than at the next event. */
+static void in_line_deliver(void *arg, const void *frame, size_t len, bool late)
+{
+    fe_t *f = arg;
+    handle_frame(f->node, f, frame, len);
+    if (late)
+        herd_loop_again(f->node->loop);
 }
 
 /* The acceptor's hand-off: each connection goes to the front-end thread
@@ -487,11 +506,13 @@ static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *er
     return 0;
 }
 
-/* The front-end threads, and the acceptor that hands them connections. */
+/* The front-end threads (or the front end on this thread), and the
+ * acceptor that hands them connections. */
 static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const herd_server_conf_t *me, char *err,
                            size_t errlen)
 {
-    size_t n = (size_t)herd_node_frontend_threads(topo, me);
+    size_t threads = (size_t)herd_node_frontend_threads(topo, me);
+    size_t n = threads ? threads : 1;
     node->fes = calloc(n, sizeof *node->fes);
     if (!node->fes) {
         snprintf(err, errlen, "out of memory");
@@ -501,22 +522,27 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
         fe_t *f = &node->fes[i];
         f->node = node;
         f->index = (uint32_t)i;
+        f->in_line = threads == 0;
         herd_fethread_conf_t tc = {.index = (uint32_t)i,
                                    .server = node->name,
                                    .idle_timeout_ms = topo->idle_timeout_ms,
-                                   .max_output_bytes = topo->max_output_bytes};
+                                   .max_output_bytes = topo->max_output_bytes,
+                                   .loop = f->in_line ? node->loop : NULL,
+                                   .deliver = in_line_deliver,
+                                   .deliver_arg = f};
         f->thread = herd_fethread_new(&tc, node->log, err, errlen);
         if (!f->thread)
             return -1;
         node->n_fes = i + 1;
         herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
         herd_msg_begin(&f->out, &h);
-        if (f->out.oom || herd_loop_add_zmq(node->loop, herd_fethread_sock(f->thread), fe_ready, f) != 0) {
+        if (f->out.oom ||
+            (!f->in_line && herd_loop_add_zmq(node->loop, herd_fethread_sock(f->thread), fe_ready, f) != 0)) {
             snprintf(err, errlen, "cannot watch front end %zu", i);
             return -1;
         }
     }
-    if ((node->fe_tick = herd_loop_add_tick(node->loop, HERD_PHASE_FRONTEND, send_answers, node)) < 0) {
+    if ((node->fe_tick = herd_loop_add_tick(node->loop, HERD_PHASE_ANSWERS, send_answers, node)) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -533,19 +559,25 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
     node->frontend = herd_frontend_new(node->loop, node->log, &fc, err, errlen);
     if (!node->frontend)
         return -1;
-    herd_log_event(node->log, "%zu front-end thread%s", n, n == 1 ? "" : "s");
+    if (threads)
+        herd_log_event(node->log, "%zu front-end thread%s", n, n == 1 ? "" : "s");
+    else
+        herd_log_event(node->log, "front end on the node's thread (frontend_threads 0)");
     return 0;
 }
 
 long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me)
 {
-    if (me && me->frontend_threads > 0)
+    if (me && me->frontend_threads >= 0)
         return me->frontend_threads;
-    if (topo->frontend_threads > 0)
+    if (topo->frontend_threads >= 0)
         return topo->frontend_threads;
+    /* Two cores or fewer: a thread hop per batch costs more than the other
+     * core gives (README, Performance), so the front end runs in-line. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long n = cores - 1;
-    return n < 1 ? 1 : n > MAX_DEFAULT_FE ? MAX_DEFAULT_FE : n;
+    if (cores <= 2)
+        return 0;
+    return cores - 1 > MAX_DEFAULT_FE ? MAX_DEFAULT_FE : cores - 1;
 }
 
 bool herd_node_durable(const herd_node_t *node)
@@ -637,7 +669,8 @@ void herd_node_destroy(herd_node_t **p)
         herd_loop_remove_timer(node->loop, node->health_timer);
     herd_frontend_destroy(&node->frontend);
     for (size_t i = 0; i < node->n_fes; i++) {
-        herd_loop_remove_zmq(node->loop, herd_fethread_sock(node->fes[i].thread));
+        if (!node->fes[i].in_line)
+            herd_loop_remove_zmq(node->loop, herd_fethread_sock(node->fes[i].thread));
         herd_fethread_destroy(&node->fes[i].thread);
         herd_msg_buf_free(&node->fes[i].out);
     }

@@ -26,7 +26,7 @@
  * ticket is answered, and a client is never owed an answer for ever. */
 #define PLACES_MARGIN_MS 1000
 #define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
-#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1), at least 1 */
+#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1); 0 (in-line) on 2 cores or fewer */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram
  * (herd_node_metrics.c). */
@@ -68,7 +68,8 @@ struct herd_node_t;
 typedef struct {
     struct herd_node_t *node;
     uint32_t index;          /* its number */
-    herd_fethread_t *thread; /* the thread */
+    herd_fethread_t *thread; /* the thread (or the front end in-line) */
+    bool in_line;            /* on this thread (frontend_threads 0) */
     herd_msg_buf_t out;      /* this turn's answers and orders for it */
     size_t conns;            /* connections handed to it and not yet closed */
     uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */

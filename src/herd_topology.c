@@ -32,6 +32,7 @@
 #define DEFAULT_STATE_DIR        "state"
 #define DEFAULT_ADMIN_HOST       "127.0.0.1"
 #define FRONTEND_THREADS_MAX     64L
+#define FRONTEND_THREADS_WHAT    "an integer from 0 (the front end on the node's thread) to 64"
 
 /* Millisecond and byte limits stop at INT32_MAX so that every consumer
  * (timers, poll timeouts, libcurl) can hold them in an int without thinking. */
@@ -278,7 +279,7 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
         return -1;
     }
     long client = 0, peer = 0, admin = 0;
-    s->frontend_threads = 0;
+    s->frontend_threads = -1;
     static const char port[] = "an integer from 1 to 65535";
     if (get_string(c, v, prefix, "host", true, NULL, valid_host,
                    HOST_WHAT, &s->host) < 0
@@ -290,8 +291,8 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
                       "a CURVE public key of 40 Z85 characters", &s->public_key) < 0
         || get_string(c, v, prefix, "admin_host", false, DEFAULT_ADMIN_HOST, valid_host,
                       HOST_WHAT, &s->admin_host) < 0
-        || get_int(c, v, prefix, "frontend_threads", false, 1, FRONTEND_THREADS_MAX,
-                   "an integer from 1 to 64", &s->frontend_threads) < 0)
+        || get_int(c, v, prefix, "frontend_threads", false, 0, FRONTEND_THREADS_MAX,
+                   FRONTEND_THREADS_WHAT, &s->frontend_threads) < 0)
         return -1;
     s->client_port = (int) client;
     s->peer_port = (int) peer;
@@ -510,10 +511,10 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
         return -1;
     t->fsync = !strcmp(fs, "always") ? HERD_FSYNC_ALWAYS : !strcmp(fs, "never") ? HERD_FSYNC_NEVER
                                                                              : HERD_FSYNC_EVERYSEC;
-    t->frontend_threads = 0;
+    t->frontend_threads = -1;
     if (get_bool(c, root, "", "insecure_links", &t->insecure_links) < 0
-        || get_int(c, root, "", "frontend_threads", false, 1, FRONTEND_THREADS_MAX,
-                   "an integer from 1 to 64", &t->frontend_threads) < 0)
+        || get_int(c, root, "", "frontend_threads", false, 0, FRONTEND_THREADS_MAX,
+                   FRONTEND_THREADS_WHAT, &t->frontend_threads) < 0)
         return -1;
     return 0;
 }

@@ -513,6 +513,8 @@ TICK(tick_links, 'k')
 TICK(tick_state, 's')
 TICK(tick_frontend_1, 'f')
 TICK(tick_frontend_2, 'F')
+TICK(tick_commands, 'c')
+TICK(tick_answers, 'a')
 
 static void tick_log(herd_loop_t *loop, void *arg)
 {
@@ -520,6 +522,35 @@ static void tick_log(herd_loop_t *loop, void *arg)
     trace(&t->trace, 'l');
     if (++t->turns == t->stop_after)
         herd_loop_stop(loop);
+}
+
+/* A LOG tick that calls herd_loop_again on the first turn: with no event
+ * and no timer due, the second turn still comes at once. */
+static void tick_log_again(herd_loop_t *loop, void *arg)
+{
+    ticks_t *t = arg;
+    trace(&t->trace, 'l');
+    if (++t->turns == 1)
+        herd_loop_again(loop);
+    else
+        herd_loop_stop(loop);
+}
+
+static void again_runs_the_next_turn_at_once(void **state)
+{
+    (void)state;
+    herd_loop_t *loop = new_loop();
+    ticks_t t = {0};
+    ticks_of = &t;
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_COMMANDS, tick_commands, &t) > 0);
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_LOG, tick_log_again, &t) > 0);
+    int64_t start = herd_clock_ms();
+    assert_int_equal(herd_loop_run(loop), 0);
+    assert_false(timed_out);
+    assert_string_equal(t.trace.s, "clcl");
+    /* Not woken by the watchdog either: well before it was due. */
+    assert_true(herd_clock_ms() - start < WATCHDOG_MS / 2);
+    herd_loop_destroy(&loop);
 }
 
 static void ticks_run_in_phase_order(void **state)
@@ -535,6 +566,8 @@ static void ticks_run_in_phase_order(void **state)
         herd_loop_add_tick(loop, HERD_PHASE_STATE, tick_state, &t),
         herd_loop_add_tick(loop, HERD_PHASE_LINKS, tick_links, &t),
         herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, tick_frontend_2, &t),
+        herd_loop_add_tick(loop, HERD_PHASE_ANSWERS, tick_answers, &t),
+        herd_loop_add_tick(loop, HERD_PHASE_COMMANDS, tick_commands, &t),
     };
     for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
         assert_true(ids[i] > 0);
@@ -547,7 +580,7 @@ static void ticks_run_in_phase_order(void **state)
 
     assert_int_equal(herd_loop_run(loop), 0);
     assert_false(timed_out);
-    assert_string_equal(t.trace.s, "ksfFl");
+    assert_string_equal(t.trace.s, "cksafFl");
 
     /* Removed from outside a turn: gone from the next one. */
     herd_loop_remove_tick(loop, ids[2]);
@@ -556,7 +589,7 @@ static void ticks_run_in_phase_order(void **state)
     t.trace.n = 0;
     t.turns = 0;
     assert_int_equal(herd_loop_run(loop), 0);
-    assert_string_equal(t.trace.s, "kfFl");
+    assert_string_equal(t.trace.s, "ckafFl");
     herd_loop_destroy(&loop);
 }
 
@@ -787,6 +820,7 @@ int main(void)
         cmocka_unit_test(timers_added_by_a_timer),
         cmocka_unit_test(timer_added_by_a_tick_wakes_the_loop),
         cmocka_unit_test(stop_still_ends_the_turn),
+        cmocka_unit_test(again_runs_the_next_turn_at_once),
     };
     return cmocka_run_group_tests(tests, setup_ctx, teardown_ctx);
 }

@@ -208,7 +208,7 @@ static void test_defaults_and_order(void **state)
     assert_string_equal(t->state_dir, HERD_TEST_DATA "/topology/state");
     assert_int_equal(t->fsync, HERD_FSYNC_EVERYSEC);
     assert_false(t->insecure_links);
-    assert_int_equal(t->frontend_threads, 0);
+    assert_int_equal(t->frontend_threads, -1);
     assert_string_equal(t->servers[0].admin_host, "127.0.0.1");
     herd_topology_destroy(&t);
 }
@@ -229,7 +229,7 @@ static void test_full(void **state)
     assert_string_equal(t->servers[1].public_key, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
     assert_string_equal(t->servers[0].admin_host, "127.0.0.1");
     assert_string_equal(t->servers[1].admin_host, "0.0.0.0");
-    assert_int_equal(t->servers[0].frontend_threads, 0);
+    assert_int_equal(t->servers[0].frontend_threads, -1);
     assert_int_equal(t->servers[1].frontend_threads, 3);
     assert_int_equal(t->frontend_threads, 2);
     assert_null(t->state_dir);
@@ -398,7 +398,10 @@ static const bad_case_t bad_cases[] = {
     {WITH("'state_dir': ''"), "state_dir: must be a non-empty string, or null to keep nothing on disk"},
     {WITH("'fsync': 'sometimes'"), "fsync: must be \"always\", \"everysec\" or \"never\""},
     {WITH("'insecure_links': 'yes'"), "insecure_links: must be true or false"},
-    {WITH("'frontend_threads': 0"), "frontend_threads: must be an integer from 1 to 64"},
+    {WITH("'frontend_threads': -1"),
+     "frontend_threads: must be an integer from 0 (the front end on the node's thread) to 64"},
+    {WITH("'frontend_threads': 65"),
+     "frontend_threads: must be an integer from 0 (the front end on the node's thread) to 64"},
     {WITH("'limits': {'max_records': 0}"), "limits.max_records: must be an integer from 1 to 10^9"},
     {WITH("'limits': {'record_ttl_s': -1}"),
      "limits.record_ttl_s: must be an integer from 0 (never) to 10^11 seconds"},
