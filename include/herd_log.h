@@ -26,6 +26,7 @@
 #ifndef HERD_LOG_H
 #define HERD_LOG_H
 
+#include "herd_loop.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,13 +69,30 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...) __attribute__((format
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len);
 
 /* herd_log_data with the prefix's length given (`prefix` need not end in a
- * NUL): for the per-command lines, where the caller knows it. */
+ * NUL): for the per-command lines, where the caller knows it. Unlike an
+ * event, such a line may wait a little for its hand-over (see
+ * herd_log_attach_loop). */
 void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len);
 
-/* Hands what is buffered to the writer (call it once per reactor turn) and
- * ends the time stamp set by herd_log_set_now. Never waits on the disk.
- * Returns 0, or -1 when the lines were dropped (over the queue cap). */
+/* Hands what is buffered to the writer now and ends the time stamp set by
+ * herd_log_set_now. Never waits on the disk. Returns 0, or -1 when the
+ * lines were dropped (over the queue cap). */
 int herd_log_flush(herd_log_t *log);
+
+/* Lets `loop` (the thread's reactor) flush the handle: at the end of each of
+ * its turns (the LOG phase) the turn's time stamp ends, and the lines go to
+ * the writer when an event line (herd_log_event, herd_log_data) is among
+ * them, once 16 KiB are pending, or once 10 ms have passed since the last
+ * hand-over; a timer hands over the rest when the reactor goes quiet. An
+ * event thus reaches the writer at the end of its turn and a per-command
+ * line (herd_log_data_n)
+ * within about 20 ms, and a busy reactor's per-command lines wake the writer
+ * about a hundred times a second instead of once a turn. Returns 0 or -1.
+ * Call herd_log_detach_loop before the loop or the handle goes. */
+int herd_log_attach_loop(herd_log_t *log, herd_loop_t *loop);
+
+/* Undoes herd_log_attach_loop and hands over what is pending. NULL-safe. */
+void herd_log_detach_loop(herd_log_t *log);
 
 /* Hands over what is buffered, then asks the writer to reopen the file by
  * name (after logrotate or `mv NAME.log x` moved it), making its folder if it

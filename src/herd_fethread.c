@@ -24,14 +24,20 @@
 
 /* A command sent to the node, waiting for its answer: the text of both
  * possible replies, so the answer only picks one. data holds "? LINE\n"
- * (line_len + 3 bytes), then for an IAMAT "AT ...\n" (at_len + 1 bytes). */
+ * (line_len + 3 bytes), then for an IAMAT "AT ...\n" (at_len + 1 bytes).
+ * A free slot keeps a buffer of up to SLOT_KEEP bytes for the next command,
+ * so that the commands of a busy connection cost no allocation each. */
 typedef struct {
     herd_ticket_t ticket; /* the line it answers */
-    char *data;           /* the replies (malloc'd), NULL when the slot is free */
+    char *data;           /* the replies (malloc'd), or NULL */
+    uint32_t cap;         /* bytes allocated at data */
+    bool used;            /* waiting for the node's answer */
     uint32_t line_len;    /* bytes of the command line */
     uint32_t at_len;      /* bytes of the AT line (IAMAT), without its newline */
     uint32_t next_free;   /* free list */
 } slot_t;
+
+#define SLOT_KEEP 512 /* a typical IAMAT's two replies fit; longer lines are rare */
 
 struct herd_fethread_t {
     uint32_t index;           /* our number */
@@ -47,7 +53,7 @@ struct herd_fethread_t {
     bool in_line;             /* on the node's loop: no thread, no sockets */
     herd_fethread_deliver_fn *deliver; /* in-line: where batches go */
     void *deliver_arg;
-    int ticks[3];             /* in-line: our ticks on the node's loop */
+    int ticks[2];             /* in-line: our ticks on the node's loop */
     herd_msg_buf_t out;       /* the batch being built this turn */
     uint64_t invalid;         /* lines answered "?" here, not yet reported */
     bool draining;            /* DRAIN received: report busy connections */
@@ -93,9 +99,14 @@ static uint32_t slot_take(herd_fethread_t *t)
 
 static void slot_put(herd_fethread_t *t, uint32_t i)
 {
-    free(t->slots[i].data);
-    t->slots[i].data = NULL;
-    t->slots[i].next_free = t->free_slot;
+    slot_t *s = &t->slots[i];
+    if (s->cap > SLOT_KEEP) {
+        free(s->data);
+        s->data = NULL;
+        s->cap = 0;
+    }
+    s->used = false;
+    s->next_free = t->free_slot;
     t->free_slot = i;
 }
 
@@ -120,20 +131,28 @@ static uint32_t slot_for(herd_fethread_t *t, herd_ticket_t tk, const char *line,
     uint32_t i = slot_take(t);
     if (i == NO_SLOT)
         return NO_SLOT;
-    char *d = malloc(len + 3 + extra);
-    if (!d) {
-        t->slots[i].data = NULL;
-        slot_put(t, i);
-        return NO_SLOT;
+    slot_t *s = &t->slots[i];
+    size_t need = len + 3 + extra;
+    if (need > s->cap) {
+        size_t cap = need < SLOT_KEEP ? SLOT_KEEP : need;
+        char *d = malloc(cap);
+        if (!d) {
+            slot_put(t, i);
+            return NO_SLOT;
+        }
+        free(s->data);
+        s->data = d;
+        s->cap = (uint32_t)cap;
     }
+    char *d = s->data;
     d[0] = '?';
     d[1] = ' ';
     memcpy(d + 2, line, len);
     d[len + 2] = '\n';
-    t->slots[i].data = d;
-    t->slots[i].ticket = tk;
-    t->slots[i].line_len = (uint32_t)len;
-    t->slots[i].at_len = 0;
+    s->used = true;
+    s->ticket = tk;
+    s->line_len = (uint32_t)len;
+    s->at_len = 0;
     return i;
 }
 
@@ -198,7 +217,7 @@ static void on_closed(void *arg, uint64_t conn, bool owed)
 /* One answer from the node. */
 static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
 {
-    if (it->handle >= t->n_slots || !t->slots[it->handle].data)
+    if (it->handle >= t->n_slots || !t->slots[it->handle].used)
         return;
     slot_t *s = &t->slots[it->handle];
     if (s->ticket.conn != it->conn || s->ticket.seq != it->seq)
@@ -338,12 +357,6 @@ void herd_fethread_flush(herd_fethread_t *t)
         send_batch(t, false);
 }
 
-static void flush_log(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_log_flush(arg);
-}
-
 static void *thread_main(void *arg)
 {
     herd_fethread_t *t = arg;
@@ -420,7 +433,7 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     if (t->out.oom || (!t->in_line && setup_pair(t) != 0) ||
         (t->ticks[0] = herd_loop_add_tick(t->loop, HERD_PHASE_COMMANDS, send_early, t)) < 0 ||
         (t->ticks[1] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_late, t)) < 0 ||
-        (t->ticks[2] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, flush_log, t->log)) < 0) {
+        herd_log_attach_loop(t->log, t->loop) != 0) {
         snprintf(err, errlen, "cannot set up front end %u's socket: %s", t->index, zmq_strerror(errno));
         goto fail;
     }
@@ -478,8 +491,9 @@ void herd_fethread_destroy(herd_fethread_t **p)
     }
     if (t->node_side)
         zmq_close(t->node_side);
+    herd_log_detach_loop(t->log);
     if (t->in_line) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 2; i++)
             if (t->ticks[i] > 0)
                 herd_loop_remove_tick(t->loop, t->ticks[i]);
     } else {

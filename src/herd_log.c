@@ -35,6 +35,8 @@
 #define LOG_QUEUE_MIN 4096u                   /* the least cap herd_log_set_queue_cap sets */
 #define LOG_MSG_COST  128u                    /* bytes counted per queued buffer beyond its own (message, malloc) */
 #define LOG_STAMP_LEN 28                      /* "2026-11-26T05:31:50.123456Z " */
+#define LOG_HOLD_MS   10                     /* a reactor's lines wait at most about this long for a hand-over */
+#define LOG_HOLD_BYTES (16u * 1024u)         /* ... or until this many bytes are pending */
 #define LOG_BATCH     64                      /* buffers written with one writev */
 #define LOG_TURN_REUSE 32                     /* turn clock: lines per clock reading, at most (about
                                                  16 commands, some 20 us at full load) */
@@ -84,6 +86,10 @@ struct herd_log_t {
     char fixed_stamp[LOG_STAMP_LEN]; /* the stamp in force while fixed */
     uint64_t gap_lines;          /* lines dropped since the last marker line */
     uint64_t gap_bytes;          /* their bytes */
+    herd_loop_t *loop;           /* herd_log_attach_loop: the reactor whose turns flush it */
+    int loop_tick, loop_timer;   /* its end-of-turn tick, and the timer armed while lines wait */
+    int64_t handed_ms;           /* the reactor's time of the last hand-over */
+    bool urgent;                 /* an event line is pending: it goes at the end of the turn */
 };
 
 
@@ -596,6 +602,73 @@ int herd_log_reopen(herd_log_t *log)
     return zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m ? 0 : -1;
 }
 
+/* A reactor's hand-over: at the end of a turn, the lines go to the writer
+ * when an event line (herd_log_event, herd_log_data: a connection, a link,
+ * a fault) is
+ * among them, once LOG_HOLD_BYTES are pending, or once LOG_HOLD_MS have
+ * passed since the last hand-over. The per-command lines of a busy reactor
+ * thus wake the writer about a hundred times a second rather than once a
+ * turn, and events are on their way as soon as before; a timer armed while
+ * lines wait hands over the rest when the reactor goes quiet. */
+static void loop_timer_fired(herd_loop_t *loop, void *arg);
+
+static void loop_hand_over(herd_log_t *log, bool now)
+{
+    int64_t t = herd_loop_now_ms(log->loop);
+    if (now || log->urgent || log->len >= LOG_HOLD_BYTES || t - log->handed_ms >= LOG_HOLD_MS) {
+        hand_over(log, false);
+        log->handed_ms = t;
+        log->urgent = false;
+    }
+    if (log->len == 0 && log->loop_timer > 0) {
+        herd_loop_remove_timer(log->loop, log->loop_timer);
+        log->loop_timer = 0;
+    } else if (log->len > 0 && log->loop_timer <= 0) {
+        log->loop_timer = herd_loop_add_timer(log->loop, LOG_HOLD_MS, loop_timer_fired, log);
+        if (log->loop_timer < 0)
+            hand_over(log, false); /* no timer: nothing may wait for one */
+    }
+}
+
+static void loop_timer_fired(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    loop_hand_over(arg, true);
+}
+
+static void loop_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_log_t *log = arg;
+    loop_hand_over(log, false);
+    log->fixed = false;
+}
+
+int herd_log_attach_loop(herd_log_t *log, herd_loop_t *loop)
+{
+    log->loop = loop;
+    log->handed_ms = herd_loop_now_ms(loop);
+    log->loop_tick = herd_loop_add_tick(loop, HERD_PHASE_LOG, loop_tick, log);
+    if (log->loop_tick < 0) {
+        log->loop = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void herd_log_detach_loop(herd_log_t *log)
+{
+    if (!log || !log->loop)
+        return;
+    if (log->loop_tick > 0)
+        herd_loop_remove_tick(log->loop, log->loop_tick);
+    if (log->loop_timer > 0)
+        herd_loop_remove_timer(log->loop, log->loop_timer);
+    log->loop = NULL;
+    log->loop_tick = log->loop_timer = 0;
+    herd_log_flush(log);
+}
+
 void herd_log_set_now(herd_log_t *log, const struct timespec *now)
 {
     struct timespec ts;
@@ -645,6 +718,7 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
     log->len += (size_t)n;
     log->buf[log->len++] = '\n';
     log->lines++;
+    log->urgent = true;
 }
 
 /* For each byte: 0 when it is written as is, else the letter of its
@@ -730,4 +804,5 @@ void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const cha
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
 {
     herd_log_data_n(log, prefix, strlen(prefix), data, len);
+    log->urgent = true;
 }

@@ -152,13 +152,6 @@ static void shutdown_check(herd_loop_t *loop, void *arg)
         herd_loop_stop(loop);
 }
 
-/* End of every turn: the log is written in one go per turn. */
-static void log_tick(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_log_flush(arg);
-}
-
 /* SIGHUP: reopen the log (logrotate), then re-read and apply the topology.
  * An invalid file changes nothing. */
 static void reload(server_t *s)
@@ -420,7 +413,11 @@ int main(int argc, char **argv)
     }
     /* The log phase comes after the links and the front end, so each turn's
      * events are handed to the writer once that turn's replies are out. */
-    herd_loop_add_tick(s.loop, HERD_PHASE_LOG, log_tick, s.log);
+    if (herd_log_attach_loop(s.log, s.loop) != 0) {
+        fprintf(stderr, "herd-server: out of memory\n");
+        status = 1;
+        goto out;
+    }
     herd_log_event(s.log, "server %s ready", name);
     /* Everything about the start (state loaded, links, keys) is on disk
      * before READY says so; later lines follow within a turn. */
@@ -434,6 +431,7 @@ int main(int argc, char **argv)
     herd_log_event(s.log, "server %s stopped", name);
 out:
     herd_node_destroy(&s.node);
+    herd_log_detach_loop(s.log);
     if (s.sig.fd > 0)
         close(s.sig.fd);
     herd_loop_destroy(&s.loop);

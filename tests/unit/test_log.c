@@ -16,6 +16,8 @@
 #include <string.h>
 #include <ftw.h>
 #include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -196,6 +198,99 @@ static void test_lines_in_the_file(void **state)
     assert_string_equal(line + 28, "conn 8 out \"AT\"\n");
     assert_null(fgets(line, sizeof line, f));
     fclose(f);
+    rm_tree(dir);
+}
+
+/* A handle flushed by a reactor (herd_log_attach_loop): per-command lines
+ * logged in a few busy turns reach the file once the reactor goes quiet, with no
+ * further event or flush of the test's, in order. A second thread watches
+ * the log's totals and wakes the reactor (an eventfd) only once the lines
+ * are written, so nothing but the log's own timer can hand them over. */
+typedef struct {
+    herd_log_t *log;
+    int turns;
+    bool timed_out;
+    bool seen; /* the watcher saw the three lines written */
+    int efd;
+    herd_watch_t watch;
+} attached_t;
+
+static void attached_turn(herd_loop_t *loop, void *arg)
+{
+    attached_t *a = arg;
+    if (a->turns < 3) {
+        char n = (char)('1' + a->turns++);
+        herd_log_data_n(a->log, "turn ", 5, &n, 1); /* a per-command line: it may wait */
+        herd_loop_again(loop);
+    }
+}
+
+static void attached_woken(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+{
+    (void)w;
+    (void)events;
+    herd_loop_stop(loop);
+}
+
+static void attached_watchdog(herd_loop_t *loop, void *arg)
+{
+    ((attached_t *)arg)->timed_out = true;
+    herd_loop_stop(loop);
+}
+
+static void *attached_watcher(void *arg)
+{
+    attached_t *a = arg;
+    for (int i = 0; i < 10000; i++) {
+        herd_log_stats_t st;
+        herd_log_stats(a->log, &st);
+        if (st.lines_written == 3) {
+            a->seen = true;
+            break;
+        }
+        usleep(1000); /* poll interval of this bounded wait */
+    }
+    uint64_t one = 1;
+    assert_int_equal(write(a->efd, &one, sizeof one), (ssize_t)sizeof one);
+    return NULL;
+}
+
+static void test_attached_to_a_loop(void **state)
+{
+    (void)state;
+    char dir[64], path[128], err[256];
+    make_tmp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/S.log", dir);
+    herd_log_t *log = herd_log_open(path, err, sizeof err);
+    assert_non_null(log);
+    herd_loop_t *loop = herd_loop_new();
+    assert_non_null(loop);
+    attached_t a = {.log = log, .efd = eventfd(0, EFD_NONBLOCK)};
+    assert_true(a.efd >= 0);
+    a.watch = (herd_watch_t){.fd = a.efd, .fn = attached_woken, .arg = &a};
+    assert_int_equal(herd_loop_watch(loop, &a.watch, EPOLLIN), 0);
+    assert_int_equal(herd_log_attach_loop(log, loop), 0);
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_COMMANDS, attached_turn, &a) > 0);
+    assert_true(herd_loop_add_timer(loop, 20000, attached_watchdog, &a) > 0);
+    pthread_t watcher;
+    assert_int_equal(pthread_create(&watcher, NULL, attached_watcher, &a), 0);
+    assert_int_equal(herd_loop_run(loop), 0);
+    pthread_join(watcher, NULL);
+    assert_false(a.timed_out);
+    assert_true(a.seen);
+    herd_loop_unwatch(loop, &a.watch);
+    close(a.efd);
+    herd_log_detach_loop(log);
+    herd_log_detach_loop(log); /* twice: nothing more */
+    herd_loop_destroy(&loop);
+    herd_log_close(&log);
+    char *text = slurp(path);
+    assert_non_null(text);
+    assert_int_equal(count_lines(text), 3);
+    char *one = strstr(text, "turn \"1\"\n"), *two = strstr(text, "turn \"2\"\n"),
+         *three = strstr(text, "turn \"3\"\n");
+    assert_true(one && two && three && one < two && two < three);
+    free(text);
     rm_tree(dir);
 }
 
@@ -579,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_escape_stops_at_capacity),
         cmocka_unit_test(test_lines_in_the_file),
         cmocka_unit_test(test_big_event_in_order),
+        cmocka_unit_test(test_attached_to_a_loop),
         cmocka_unit_test(test_time_stamps),
         cmocka_unit_test(test_reopen_after_mv),
         cmocka_unit_test(test_reopen_failure_keeps_old_file),
