@@ -1,11 +1,22 @@
 /* Unit tests for herd_fethread: the front end's side of the msgpack
- * boundary. The test plays the node: it hands the thread one end of a
+ * boundary. The test plays the node: it hands the front end one end of a
  * socket pair (ADOPT), writes text as a client, reads the batches the front
  * end sends (the parsed commands, the AT line it made, the "?" count), and
- * answers them with herd_msg items, checking the bytes the client gets. */
+ * answers them with herd_msg items, checking the bytes the client gets.
+ *
+ * Every case runs twice: with the front end on a thread of its own (the
+ * test talks to its PAIR socket), and in-line (frontend_threads 0) on a
+ * loop the test runs on a thread of its own, standing for the node's. The
+ * in-line front end has no socket, so the test gives it one: its batches
+ * (deliver) are forwarded from the loop's thread over a PAIR pair, and the
+ * frames the test sends on that pair are handed to herd_fethread_take on
+ * the loop's thread, the only thread that may touch the front end or the
+ * loop. The test's code is the same either way: it talks to fx->sock. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,18 +30,115 @@
 #include <zmq.h>
 
 #include "herd_fethread.h"
+#include "herd_loop.h"
 #include "herd_msg.h"
 
 typedef struct {
     char dir[64];
     herd_log_t *log;
     herd_fethread_t *t;
-    int client; /* the test's end of the connection */
+    int client;          /* the test's end of the connection */
+    void *sock;          /* the node's end toward the front end: the thread's PAIR, or the test's own in-line */
+    /* In-line only. The loop's thread owns the loop, the front end and
+     * loop_side from pthread_create to pthread_join; the test thread uses
+     * only sock (and the counters below after the join). */
+    bool in_line;
+    void *ctx;           /* the context of the test's PAIR pair */
+    void *loop_side;     /* the loop thread's end of it */
+    herd_loop_t *loop;
+    pthread_t loop_thread;
+    bool loop_started;
+    int loop_rc;         /* herd_loop_run's result */
+    int lost;            /* batches that could not be forwarded (the test would only see a timeout) */
 } fx_t;
 
-static int setup(void **state)
+/* In-line: a batch for the node, on the loop's thread. A late one (from the
+ * end of the turn) goes the same way, and both cases here need it: the
+ * CLOSED of a client that left comes late. No herd_loop_again as the
+ * node's has: the test's answers come on loop_side, which wakes the loop. */
+static void deliver(void *arg, const void *frame, size_t len, bool late)
+{
+    (void)late;
+    fx_t *fx = arg;
+    while (zmq_send(fx->loop_side, frame, len, 0) < 0)
+        if (errno != EINTR) {
+            fx->lost++;
+            return;
+        }
+}
+
+/* In-line: frames from the test, on the loop's thread. An empty frame (no
+ * herd_msg frame is empty) stops the loop: the front end's own STOP means
+ * nothing in-line, where it has no thread to end. */
+static void from_test(herd_loop_t *loop, void *arg)
+{
+    fx_t *fx = arg;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, fx->loop_side, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if (zmq_msg_size(&m) == 0)
+            herd_loop_stop(loop);
+        else
+            herd_fethread_take(fx->t, zmq_msg_data(&m), zmq_msg_size(&m));
+        zmq_msg_close(&m);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    fx_t *fx = arg;
+    fx->loop_rc = herd_loop_run(fx->loop);
+    return NULL;
+}
+
+/* The test's PAIR pair, the loop, the in-line front end on it, and the
+ * loop's thread, started last: until then this thread may still set up the
+ * loop (which is not thread-safe). */
+static void start_in_line(fx_t *fx, herd_fethread_conf_t *c)
+{
+    char endpoint[64], err[256];
+    snprintf(endpoint, sizeof endpoint, "inproc://test-fethread-%p", (void *)fx);
+    fx->ctx = zmq_ctx_new();
+    assert_non_null(fx->ctx);
+    fx->sock = zmq_socket(fx->ctx, ZMQ_PAIR);
+    fx->loop_side = zmq_socket(fx->ctx, ZMQ_PAIR);
+    assert_non_null(fx->sock);
+    assert_non_null(fx->loop_side);
+    /* As the thread's own pair: nothing dropped, no send ever blocks the loop. */
+    int zero = 0;
+    for (int k = 0; k < 2; k++) {
+        void *s = k ? fx->loop_side : fx->sock;
+        assert_int_equal(zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero), 0);
+        assert_int_equal(zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero), 0);
+        assert_int_equal(zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero), 0);
+    }
+    assert_int_equal(zmq_bind(fx->sock, endpoint), 0);
+    assert_int_equal(zmq_connect(fx->loop_side, endpoint), 0);
+    fx->loop = herd_loop_new();
+    assert_non_null(fx->loop);
+    c->loop = fx->loop;
+    c->deliver = deliver;
+    c->deliver_arg = fx;
+    fx->t = herd_fethread_new(c, fx->log, err, sizeof err);
+    assert_non_null(fx->t);
+    assert_null(herd_fethread_sock(fx->t));
+    assert_int_equal(herd_loop_add_zmq(fx->loop, fx->loop_side, from_test, fx), 0);
+    assert_int_equal(pthread_create(&fx->loop_thread, NULL, loop_main, fx), 0);
+    fx->loop_started = true;
+}
+
+static int setup_mode(void **state, bool in_line)
 {
     fx_t *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    fx->client = -1;
+    fx->in_line = in_line;
     snprintf(fx->dir, sizeof fx->dir, "/tmp/herd-test-fethread-XXXXXX");
     assert_non_null(mkdtemp(fx->dir));
     char path[128], err[256];
@@ -38,8 +146,13 @@ static int setup(void **state)
     fx->log = herd_log_open(path, err, sizeof err);
     assert_non_null(fx->log);
     herd_fethread_conf_t c = {.index = 2, .server = "Test", .idle_timeout_ms = 60000, .max_output_bytes = 1 << 20};
-    fx->t = herd_fethread_new(&c, fx->log, err, sizeof err);
-    assert_non_null(fx->t);
+    if (in_line) {
+        start_in_line(fx, &c);
+    } else {
+        fx->t = herd_fethread_new(&c, fx->log, err, sizeof err);
+        assert_non_null(fx->t);
+        fx->sock = herd_fethread_sock(fx->t);
+    }
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     fx->client = sv[0];
@@ -49,33 +162,66 @@ static int setup(void **state)
     herd_msg_begin(&b, &h);
     herd_msg_item_t adopt = {.kind = HERD_MSG_ADOPT, .fd = sv[1], .serial = 41, .peer = {"test:1", 6}};
     herd_msg_put(&b, HERD_MSG_TO_FE, &adopt);
-    assert_int_equal(zmq_send(herd_fethread_sock(fx->t), b.p, b.len, 0), (int)b.len);
+    assert_int_equal(zmq_send(fx->sock, b.p, b.len, 0), (int)b.len);
     herd_msg_buf_free(&b);
     *state = fx;
     return 0;
 }
 
+/* The front end on a thread of its own. */
+static int setup(void **state)
+{
+    return setup_mode(state, false);
+}
+
+/* The front end in-line, on the test's loop thread. */
+static int setup_in_line(void **state)
+{
+    return setup_mode(state, true);
+}
+
 static int teardown(void **state)
 {
     fx_t *fx = *state;
+    if (fx->loop_started) {
+        /* The loop's thread ends before anything it owns is freed. */
+        assert_int_equal(zmq_send(fx->sock, "", 0, 0), 0);
+        assert_int_equal(pthread_join(fx->loop_thread, NULL), 0);
+    }
     herd_fethread_destroy(&fx->t);
     assert_null(fx->t);
+    if (fx->in_line) {
+        if (fx->loop_side) {
+            if (fx->loop)
+                herd_loop_remove_zmq(fx->loop, fx->loop_side);
+            zmq_close(fx->loop_side);
+        }
+        if (fx->sock)
+            zmq_close(fx->sock);
+        herd_loop_destroy(&fx->loop);
+        if (fx->ctx)
+            assert_int_equal(zmq_ctx_term(fx->ctx), 0);
+    }
     herd_log_close(&fx->log);
-    close(fx->client);
+    if (fx->client >= 0)
+        close(fx->client);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", fx->dir);
     assert_int_equal(system(cmd), 0);
+    int loop_rc = fx->loop_rc, lost = fx->lost;
     free(fx);
+    assert_int_equal(loop_rc, 0);
+    assert_int_equal(lost, 0);
     return 0;
 }
 
 /* The next frame from the front end (waits up to 5 s). */
 static void recv_frame(fx_t *fx, zmq_msg_t *m)
 {
-    zmq_pollitem_t pi = {herd_fethread_sock(fx->t), 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t pi = {fx->sock, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&pi, 1, 5000), 1);
     zmq_msg_init(m);
-    assert_true(zmq_msg_recv(m, herd_fethread_sock(fx->t), 0) >= 0);
+    assert_true(zmq_msg_recv(m, fx->sock, 0) >= 0);
 }
 
 static void send_all(int fd, const char *s)
@@ -173,7 +319,7 @@ static void test_commands_and_answers(void **state)
     put_answer(&b, &wrong);
     put_answer(&b, &a2);
     put_answer(&b, &a0);
-    assert_int_equal(zmq_send(herd_fethread_sock(fx->t), b.p, b.len, 0), (int)b.len);
+    assert_int_equal(zmq_send(fx->sock, b.p, b.len, 0), (int)b.len);
     herd_msg_buf_free(&b);
     char want[512];
     snprintf(want, sizeof want, "%.*s\n? bad line\nAT Other x\n{}\n\n? IAMAT far +1+1 1.5\n", (int)got[0].at.len,
@@ -232,7 +378,7 @@ static void test_closed_owed_and_drain(void **state)
     herd_msg_put(&b, HERD_MSG_TO_FE, &d);
     herd_msg_item_t drain = {.kind = HERD_MSG_DRAIN};
     herd_msg_put(&b, HERD_MSG_TO_FE, &drain);
-    assert_int_equal(zmq_send(herd_fethread_sock(fx->t), b.p, b.len, 0), (int)b.len);
+    assert_int_equal(zmq_send(fx->sock, b.p, b.len, 0), (int)b.len);
     herd_msg_buf_free(&b);
     recv_frame(fx, &m);
     assert_int_equal(herd_msg_open(&r, zmq_msg_data(&m), zmq_msg_size(&m), &h), 0);
@@ -240,11 +386,16 @@ static void test_closed_owed_and_drain(void **state)
     zmq_msg_close(&m);
 }
 
+/* Each case once more with the front end in-line, named so in the output. */
+#define in_line_test(f) {.name = #f "_in_line", .test_func = f, .setup_func = setup_in_line, .teardown_func = teardown}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commands_and_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_closed_owed_and_drain, setup, teardown),
+        in_line_test(test_commands_and_answers),
+        in_line_test(test_closed_owed_and_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
