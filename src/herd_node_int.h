@@ -112,6 +112,9 @@ struct herd_node_t {
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     int expire_timer;             /* drops records past limits.record_ttl_s */
+    bool load_stranger;           /* a record loaded from state_dir has an origin not in the topology */
+    char load_origin[HERD_MAX_NAME]; /* the last origin of a loaded record found in the topology */
+    size_t load_origin_len;       /* its length (0: none yet) */
 };
 
 /* Queues an answer (or order) for front end `fe`; it goes out at the end of

@@ -248,9 +248,9 @@ static size_t probe(const herd_table_t *t, const char *id, size_t id_len)
     return i;
 }
 
-static int grow(herd_table_t *t)
+/* Moves the index to `cap` slots (a power of two above the size). */
+static int grow_to(herd_table_t *t, size_t cap)
 {
-    size_t cap = (t->mask + 1) * 2;
     rec_t **slots = calloc(cap, sizeof *slots);
     if (slots == NULL)
         return -1;
@@ -267,6 +267,22 @@ static int grow(herd_table_t *t)
     t->slots = slots;
     t->mask = cap - 1;
     return 0;
+}
+
+static int grow(herd_table_t *t)
+{
+    return grow_to(t, (t->mask + 1) * 2);
+}
+
+int herd_table_reserve(herd_table_t *t, size_t n)
+{
+    size_t cap = t->mask + 1;
+    while (n > cap - cap / 4) {
+        if (cap > SIZE_MAX / 4 / sizeof *t->slots)
+            return -1;
+        cap *= 2;
+    }
+    return cap == t->mask + 1 ? 0 : grow_to(t, cap);
 }
 
 /* Empties slot i and shifts the entries after it back, so that every probe

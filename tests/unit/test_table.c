@@ -261,6 +261,34 @@ static void test_many_clients(void **state)
     herd_table_destroy(&t);
 }
 
+/* herd_table_reserve: a table sized in advance holds and finds the same
+ * records, a half-full one reserved again keeps every record findable, and
+ * an impossible size fails and leaves the table as it was. */
+static void test_reserve(void **state)
+{
+    (void) state;
+    herd_table_t *t = herd_table_new();
+    assert_int_equal(herd_table_reserve(t, MANY), 0);
+    assert_int_equal(herd_table_reserve(t, 0), 0);
+    char id[64];
+    for (size_t i = 0; i < MANY / 2; i++) {
+        many_id(id, sizeof id, i);
+        assert_int_equal(offer(t, id, tm(1000 + (int64_t) i, 0), "Bona", NULL), HERD_UPDATE_NEWER);
+    }
+    assert_int_equal(herd_table_reserve(t, 4 * MANY), 0); /* grown with records inside */
+    for (size_t i = MANY / 2; i < MANY; i++) {
+        many_id(id, sizeof id, i);
+        assert_int_equal(offer(t, id, tm(1000 + (int64_t) i, 0), "Bona", NULL), HERD_UPDATE_NEWER);
+    }
+    assert_int_equal(herd_table_reserve(t, SIZE_MAX), -1);
+    assert_int_equal(herd_table_size(t), MANY);
+    for (size_t i = 0; i < MANY; i++) {
+        many_id(id, sizeof id, i);
+        check_record(herd_table_find(t, id, strlen(id)), id, tm(1000 + (int64_t) i, 0), "Bona");
+    }
+    herd_table_destroy(&t);
+}
+
 static void test_digest(void **state)
 {
     (void) state;
@@ -594,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_ties),            cmocka_unit_test(test_remove),
         cmocka_unit_test(test_report_resend),
         cmocka_unit_test(test_buckets),         cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
