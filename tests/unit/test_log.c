@@ -118,6 +118,17 @@ static void rm_tree(const char *dir)
 }
 
 /* The whole file, NUL-terminated (NULL if it cannot be read). */
+/* A new log at DIR/S.log in a fresh temporary folder (dir, path filled). */
+static herd_log_t *open_tmp_log(char *dir, size_t dirlen, char *path, size_t pathlen)
+{
+    char err[256];
+    make_tmp(dir, dirlen);
+    snprintf(path, pathlen, "%s/S.log", dir);
+    herd_log_t *log = herd_log_open(path, err, sizeof err);
+    assert_non_null(log);
+    return log;
+}
+
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -258,11 +269,8 @@ static void *attached_watcher(void *arg)
 static void test_attached_to_a_loop(void **state)
 {
     (void)state;
-    char dir[64], path[128], err[256];
-    make_tmp(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/S.log", dir);
-    herd_log_t *log = herd_log_open(path, err, sizeof err);
-    assert_non_null(log);
+    char dir[64], path[128];
+    herd_log_t *log = open_tmp_log(dir, sizeof dir, path, sizeof path);
     herd_loop_t *loop = herd_loop_new();
     assert_non_null(loop);
     attached_t a = {.log = log, .efd = eventfd(0, EFD_NONBLOCK)};
@@ -298,11 +306,8 @@ static void test_attached_to_a_loop(void **state)
 static void test_big_event_in_order(void **state)
 {
     (void)state;
-    char dir[64], path[128], err[256];
-    make_tmp(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/S.log", dir);
-    herd_log_t *log = herd_log_open(path, err, sizeof err);
-    assert_non_null(log);
+    char dir[64], path[128];
+    herd_log_t *log = open_tmp_log(dir, sizeof dir, path, sizeof path);
     size_t big = 300 * 1024;
     char *data = malloc(big);
     assert_non_null(data);
@@ -328,11 +333,8 @@ static void test_big_event_in_order(void **state)
 static void test_time_stamps(void **state)
 {
     (void)state;
-    char dir[64], path[128], err[256];
-    make_tmp(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/S.log", dir);
-    herd_log_t *log = herd_log_open(path, err, sizeof err);
-    assert_non_null(log);
+    char dir[64], path[128];
+    herd_log_t *log = open_tmp_log(dir, sizeof dir, path, sizeof path);
     struct timespec t = {.tv_sec = 1000000000, .tv_nsec = 123456789};
     herd_log_set_now(log, &t);
     herd_log_event(log, "a");
@@ -481,11 +483,8 @@ static void *second_thread(void *arg)
 static void test_two_threads_in_order(void **state)
 {
     (void)state;
-    char dir[64], path[128], err[256];
-    make_tmp(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/S.log", dir);
-    herd_log_t *log = herd_log_open(path, err, sizeof err);
-    assert_non_null(log);
+    char dir[64], path[128];
+    herd_log_t *log = open_tmp_log(dir, sizeof dir, path, sizeof path);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, second_thread, log), 0);
     for (int i = 0; i < PER_THREAD; i++) {
