@@ -26,7 +26,9 @@
  * possible replies, so the answer only picks one. data holds "? LINE\n"
  * (line_len + 3 bytes), then for an IAMAT "AT ...\n" (at_len + 1 bytes).
  * A free slot keeps a buffer of up to SLOT_KEEP bytes for the next command,
- * so that the commands of a busy connection cost no allocation each. */
+ * so that the commands of a busy connection cost no allocation each; at most
+ * SLOT_BUFFERS buffers are kept, so that a burst of commands in flight (up
+ * to 256 a connection) leaves no lasting memory behind. */
 typedef struct {
     herd_ticket_t ticket; /* the line it answers */
     char *data;           /* the replies (malloc'd), or NULL */
@@ -37,7 +39,8 @@ typedef struct {
     uint32_t next_free;   /* free list */
 } slot_t;
 
-#define SLOT_KEEP 512 /* a typical IAMAT's two replies fit; longer lines are rare */
+#define SLOT_KEEP 512     /* a typical IAMAT's two replies fit; longer lines are rare */
+#define SLOT_BUFFERS 8192 /* buffers kept at most (4 MiB) */
 
 struct herd_fethread_t {
     uint32_t index;           /* our number */
@@ -60,6 +63,7 @@ struct herd_fethread_t {
     uint64_t drain_sent;      /* the last drain value sent (0: none yet) */
     slot_t *slots;            /* commands owed an answer by the node */
     uint32_t n_slots, free_slot;
+    uint32_t buffers;         /* slots holding a buffer (used or not) */
     char *reply;              /* scratch for assembled replies */
     size_t reply_cap;
 };
@@ -100,10 +104,11 @@ static uint32_t slot_take(herd_fethread_t *t)
 static void slot_put(herd_fethread_t *t, uint32_t i)
 {
     slot_t *s = &t->slots[i];
-    if (s->cap > SLOT_KEEP) {
+    if (s->data && (s->cap > SLOT_KEEP || t->buffers > SLOT_BUFFERS)) {
         free(s->data);
         s->data = NULL;
         s->cap = 0;
+        t->buffers--;
     }
     s->used = false;
     s->next_free = t->free_slot;
@@ -140,7 +145,10 @@ static uint32_t slot_for(herd_fethread_t *t, herd_ticket_t tk, const char *line,
             slot_put(t, i);
             return NO_SLOT;
         }
-        free(s->data);
+        if (s->data)
+            free(s->data);
+        else
+            t->buffers++;
         s->data = d;
         s->cap = (uint32_t)cap;
     }

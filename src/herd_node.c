@@ -505,7 +505,6 @@ static void journal_ready(herd_loop_t *loop, void *arg)
     herd_journal_recv(node->journal, release_reply, node);
 }
 
-/* Loads state_dir/NAME into the table and starts the writer. */
 /* About how many records the state folder holds: its snapshot and journal
  * bytes over the typical 83 bytes of a record on disk. Compaction keeps the
  * journals under twice the table, so this is at most about three times the
@@ -527,6 +526,7 @@ static size_t records_on_disk(const char *dir)
     return (size_t)(bytes / 83);
 }
 
+/* Loads state_dir/NAME into the table and starts the writer. */
 static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
 {
     char *dir = NULL;
@@ -535,8 +535,8 @@ static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *er
         return -1;
     }
     /* The index at its final size at once, rather than doubled twenty times
-     * while a million records load (about a quarter of the load time). A failure
-     * only means the index grows as it goes. */
+     * while a million records load (about a quarter of the load time). A
+     * failure only means the index grows as it goes. */
     size_t expect = records_on_disk(dir);
     if (topo->max_records > 0 && expect > (size_t)topo->max_records)
         expect = (size_t)topo->max_records;
