@@ -240,14 +240,16 @@ _port_end = 0          # the end (exclusive) of the last block taken
 
 
 def _port_span():
-    """The widest span of ports in 10000..65535 outside the ephemeral range,
-    as (first, last), or None when there is no span of a few blocks."""
+    """The widest span of ports in 20000..65535 outside the ephemeral range,
+    as (first, last), or None when there is no span of a few blocks. (Below
+    20000 are the ports of the shipped topology.json, 10000-12004, which a
+    developer's own herd may be using.)"""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
             low, high = (int(x) for x in f.read().split())
     except (OSError, ValueError):
         return None
-    spans = [(10000, low - 1), (high + 1, 65535)]
+    spans = [(20000, low - 1), (high + 1, 65535)]
     first, last = max(spans, key=lambda s: s[1] - s[0])
     return (first, last) if last - first + 1 >= 8 * _PORT_BLOCK else None
 
