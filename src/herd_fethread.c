@@ -442,7 +442,8 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
         (t->ticks[0] = herd_loop_add_tick(t->loop, HERD_PHASE_COMMANDS, send_early, t)) < 0 ||
         (t->ticks[1] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_late, t)) < 0 ||
         herd_log_attach_loop(t->log, t->loop) != 0) {
-        snprintf(err, errlen, "cannot set up front end %u's socket: %s", t->index, zmq_strerror(errno));
+        snprintf(err, errlen, "cannot set up front end %u (its socket, ticks or log): %s", t->index,
+                 zmq_strerror(errno));
         goto fail;
     }
     if (t->in_line)

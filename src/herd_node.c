@@ -505,25 +505,33 @@ static void journal_ready(herd_loop_t *loop, void *arg)
     herd_journal_recv(node->journal, release_reply, node);
 }
 
-/* About how many records the state folder holds: its snapshot and journal
- * bytes over the typical 83 bytes of a record on disk. Compaction keeps the
- * journals under twice the table, so this is at most about three times the
- * clients there are, and exact for a fresh journal or a snapshot. */
+/* About how many clients the state folder holds, for sizing the index: the
+ * snapshot's bytes plus the journals' over the typical 83 bytes of a record
+ * on disk. Compaction keeps the journals under twice the table, so this is
+ * exact for a fresh journal or a fresh snapshot and at most about three
+ * times the clients otherwise; journals piled up by failed compactions are
+ * counted up to twice the snapshot (or 2^22 records without one), so that
+ * they cannot make a small table reserve a huge index. */
+#define RESERVE_JOURNAL_ONLY (1ull << 22)
 static size_t records_on_disk(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
         return 0;
-    uint64_t bytes = 0;
+    uint64_t snapshot = 0, journals = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         struct stat st;
-        if ((strcmp(e->d_name, "snapshot") == 0 || strncmp(e->d_name, "journal.", 8) == 0) &&
-            fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
-            bytes += (uint64_t)st.st_size;
+        bool snap = strcmp(e->d_name, "snapshot") == 0;
+        if ((snap || strncmp(e->d_name, "journal.", 8) == 0) && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+            S_ISREG(st.st_mode))
+            *(snap ? &snapshot : &journals) += (uint64_t)st.st_size;
     }
     closedir(d);
-    return (size_t)(bytes / 83);
+    uint64_t records = snapshot / 83, journal_records = journals / 83;
+    uint64_t bound = snapshot ? 2 * records : RESERVE_JOURNAL_ONLY;
+    records += journal_records < bound ? journal_records : bound;
+    return records > SIZE_MAX ? SIZE_MAX : (size_t)records;
 }
 
 /* Loads state_dir/NAME into the table and starts the writer. */

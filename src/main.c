@@ -86,8 +86,9 @@ static size_t restart_needed(const server_t *s, const herd_topology_t *cur, cons
     CHANGED(!same(a->admin_host, b->admin_host), "admin_host");
     CHANGED(a->admin_port != b->admin_port, "admin_port");
     CHANGED(!same(a->public_key, b->public_key), "public_key");
-    CHANGED(a->frontend_threads != b->frontend_threads || cur->frontend_threads != next->frontend_threads,
-            "frontend_threads");
+    /* What the servers would run, not the raw fields: unset and the default's
+     * own value are the same. */
+    CHANGED(herd_node_frontend_threads(cur, a) != herd_node_frontend_threads(next, b), "frontend_threads");
     CHANGED(!s->log_dir_given && !same(cur->log_dir, next->log_dir), "log_dir");
     CHANGED(!same(cur->state_dir, next->state_dir), "state_dir");
     CHANGED(cur->fsync != next->fsync, "fsync");

@@ -255,23 +255,40 @@ def _port_span():
 
 
 def _take_port_block(span):
-    """Locks a block of the span no other test process holds; returns its first port."""
+    """Locks a block of the span no other test process holds; returns its
+    first port. Blocks are aligned to absolute multiples of _PORT_BLOCK and
+    their lock files named by their first port, so that checkouts whose span
+    differs (another commit's harness running beside) still exclude each
+    other."""
     import fcntl
     os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
-    nblocks = (span[1] - span[0] + 1) // _PORT_BLOCK
+    first = -(-span[0] // _PORT_BLOCK) * _PORT_BLOCK  # the first aligned block in the span
+    nblocks = (span[1] + 1 - first) // _PORT_BLOCK
+    if nblocks <= 0:
+        raise HerdError("no whole block of %d test ports in %d-%d" % ((_PORT_BLOCK,) + span))
     start = int.from_bytes(os.urandom(4), "little") % nblocks
     for i in range(nblocks):
-        block = (start + i) % nblocks
-        path = os.path.join(_PORT_LOCK_DIR, "block-%d" % block)
-        f = open(path, "a+b")
+        base = first + ((start + i) % nblocks) * _PORT_BLOCK
+        f = open(os.path.join(_PORT_LOCK_DIR, "ports-%d" % base), "a+b")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
             continue
         _port_blocks.append(f)
-        return span[0] + block * _PORT_BLOCK
+        return base
     raise HerdError("every block of test ports %d-%d is held by another process" % span)
+
+
+def _forget_port_blocks():
+    """In a forked child: the parent's blocks (and their flock, shared with
+    the child) stay the parent's; the child takes blocks of its own."""
+    global _port_next, _port_end
+    _port_next = _port_end = 0
+    del _port_blocks[:]
+
+
+os.register_at_fork(after_in_child=_forget_port_blocks)
 
 
 def _bindable(port):
