@@ -1,16 +1,14 @@
 /* herd_node: the front-end threads' commands as herd_msg batches, the
  * table and floods, health, and the node's lifetime; WHATSATs are in
- * herd_node_places.c and /metrics in herd_node_metrics.c. See herd_node.h. */
-#define _GNU_SOURCE /* asprintf */
+ * herd_node_places.c, /metrics in herd_node_metrics.c and durable state in
+ * herd_node_state.c. See herd_node.h. */
 #include "herd_node.h"
 #include "herd_node_int.h"
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -88,19 +86,6 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
         herd_journal_hold(node->journal, (herd_ticket_t){it->conn, it->seq}, (const char *)&h, sizeof h))
         return;
     node_to_fe(node, fe, &a);
-}
-
-/* The journal's group commit is done: a held IAMAT reply goes out. */
-static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t len)
-{
-    herd_node_t *node = arg;
-    held_reply_t h;
-    if (len != sizeof h)
-        return;
-    memcpy(&h, data, sizeof h);
-    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
-                         .outcome = HERD_MSG_STORED};
-    node_to_fe(node, h.fe, &a);
 }
 
 /* One batch from front end f. */
@@ -261,7 +246,6 @@ static bool quick_fields(const char *line, size_t len, herd_span_t *id, herd_spa
     return herd_time_parse(f[5], (size_t)(end - f[5]), time) == 0;
 }
 
-static bool is_server(const herd_topology_t *topo, herd_span_t name);
 
 /* Lines about dropped peer records logged per second: a neighbour sending
  * 65,536 bad lines a message must not be able to fill the disk. */
@@ -288,55 +272,6 @@ static bool log_budget(herd_node_t *node)
     return false;
 }
 
-/* Drops every record whose origin is not a server of the topology in force
- * (after a reload that removed a server, or a start with a changed file):
- * every server refuses such records from its neighbours, so every server
- * must drop them too, or the exchanges would resend them for ever. */
-static void purge_strangers(herd_node_t *node)
-{
-    size_t cursor = 0, n = 0, cap = 0;
-    char **ids = NULL;
-    uint16_t *lens = NULL;
-    const herd_record_t *r;
-    while ((r = herd_table_next(node->table, &cursor)) != NULL) {
-        if (is_server(node->topo, (herd_span_t){r->at + 3, r->origin_len}))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char **ni = realloc(ids, cap * sizeof *ni);
-            uint16_t *nl = ni ? realloc(lens, cap * sizeof *nl) : NULL;
-            if (ni)
-                ids = ni;
-            if (!ni || !nl)
-                break;
-            lens = nl;
-        }
-        if ((ids[n] = malloc(r->id_len ? r->id_len : 1)) == NULL)
-            break;
-        memcpy(ids[n], r->id, r->id_len);
-        lens[n++] = r->id_len;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (herd_table_remove(node->table, ids[i], lens[i]) && node->journal)
-            herd_journal_drop(node->journal, ids[i], lens[i]);
-        free(ids[i]);
-    }
-    if (n)
-        herd_log_event(node->log, "dropped %zu records whose origin is not a server of the topology", n);
-    free(ids);
-    free(lens);
-}
-
-/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
- * lines made by a server of the herd are accepted). */
-static bool is_server(const herd_topology_t *topo, herd_span_t name)
-{
-    for (size_t i = 0; i < topo->n_servers; i++)
-        if (strlen(topo->servers[i].name) == name.len && !memcmp(topo->servers[i].name, name.p, name.len))
-            return true;
-    return false;
-}
-
 /* An AT line from a neighbour (a flood or an anti-entropy exchange). */
 static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len, bool flood)
 {
@@ -355,7 +290,7 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     const char *why = NULL;
     if (herd_proto_parse_at(line, len, &at) != 0)
         why = "an invalid AT line";
-    else if (!is_server(node->topo, at.server))
+    else if (!node_is_server(node->topo, at.server))
         why = "an AT line whose origin is not a server of the topology";
     else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
         why = "an AT line whose client time is too far in the future";
@@ -458,111 +393,6 @@ static void expire_tick(herd_loop_t *loop, void *arg)
     herd_table_expire(node->table, herd_time_now().sec);
 }
 
-/* A record found on disk at start: offered to the table like any update
- * (its ranking makes replay idempotent), or removed for a DROP. */
-static void load_record(void *arg, const herd_journal_rec_t *rec)
-{
-    herd_node_t *node = arg;
-    if (rec->kind == 'D') {
-        herd_table_remove(node->table, rec->id, rec->id_len);
-        return;
-    }
-    herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
-                      rec->pos_len, NULL);
-    /* Whether any record's origin is not a server of the topology: only
-     * then does the start walk the table for them (purge_strangers). The
-     * origin is checked while the line is in the cache; most lines repeat
-     * the last origin seen. */
-    const char *o = rec->at_len > 3 ? rec->at + 3 : rec->at;
-    const char *sp = memchr(o, ' ', rec->at_len - (size_t)(o - rec->at));
-    herd_span_t origin = {o, sp ? (size_t)(sp - o) : 0};
-    if (node->load_origin_len && origin.len == node->load_origin_len &&
-        !memcmp(origin.p, node->load_origin, origin.len))
-        return;
-    if (!is_server(node->topo, origin)) {
-        node->load_stranger = true;
-        return;
-    }
-    if (origin.len <= sizeof node->load_origin) {
-        memcpy(node->load_origin, origin.p, origin.len);
-        node->load_origin_len = origin.len;
-    }
-}
-
-/* End of every turn: this turn's records go to the writer in one batch. */
-static void journal_tick(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_node_t *node = arg;
-    herd_journal_commit(node->journal, herd_table_size(node->table));
-}
-
-/* The writer's reports: held replies whose records are on disk go out. */
-static void journal_ready(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_node_t *node = arg;
-    herd_journal_recv(node->journal, release_reply, node);
-}
-
-/* About how many clients the state folder holds, for sizing the index: the
- * snapshot's bytes plus the journals' over the typical 83 bytes of a record
- * on disk. Compaction keeps the journals under twice the table, so this is
- * exact for a fresh journal or a fresh snapshot and at most about three
- * times the clients otherwise; journals piled up by failed compactions are
- * counted up to twice the snapshot (or 2^22 records without one), so that
- * they cannot make a small table reserve a huge index. */
-#define RESERVE_JOURNAL_ONLY (1ull << 22)
-static size_t records_on_disk(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    uint64_t snapshot = 0, journals = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        struct stat st;
-        bool snap = strcmp(e->d_name, "snapshot") == 0;
-        if ((snap || strncmp(e->d_name, "journal.", 8) == 0) && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
-            S_ISREG(st.st_mode))
-            *(snap ? &snapshot : &journals) += (uint64_t)st.st_size;
-    }
-    closedir(d);
-    uint64_t records = snapshot / 83, journal_records = journals / 83;
-    uint64_t bound = snapshot ? 2 * records : RESERVE_JOURNAL_ONLY;
-    records += journal_records < bound ? journal_records : bound;
-    return records > SIZE_MAX ? SIZE_MAX : (size_t)records;
-}
-
-/* Loads state_dir/NAME into the table and starts the writer. */
-static int open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
-{
-    char *dir = NULL;
-    if (asprintf(&dir, "%s/%s", topo->state_dir, node->name) < 0) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    /* The index at its final size at once, rather than doubled twenty times
-     * while a million records load (about a quarter of the load time). A
-     * failure only means the index grows as it goes. */
-    size_t expect = records_on_disk(dir);
-    if (topo->max_records > 0 && expect > (size_t)topo->max_records)
-        expect = (size_t)topo->max_records;
-    (void)herd_table_reserve(node->table, expect);
-    herd_journal_conf_t jc = {
-        .dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node, .loop = node->loop};
-    node->journal = herd_journal_open(&jc, node->log, err, errlen);
-    free(dir);
-    if (!node->journal)
-        return -1;
-    if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0 ||
-        (node->journal_tick = herd_loop_add_tick(node->loop, HERD_PHASE_STATE, journal_tick, node)) < 0) {
-        snprintf(err, errlen, "cannot watch the state writer");
-        return -1;
-    }
-    return 0;
-}
-
 /* The front-end threads (or the front end on this thread), and the
  * acceptor that hands them connections. */
 static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const herd_server_conf_t *me, char *err,
@@ -663,10 +493,10 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (topo->state_dir && open_journal(node, topo, err, errlen) != 0)
+    if (topo->state_dir && node_open_journal(node, topo, err, errlen) != 0)
         goto fail;
     if (node->load_stranger)
-        purge_strangers(node); /* records on disk from servers the topology no longer has */
+        node_purge_strangers(node); /* records on disk from servers the topology no longer has */
     /* Links first: their end-of-turn flush must run before the front end
      * writes replies, so that an update is on its way before the AT reply. */
     node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
@@ -809,6 +639,6 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;
-    purge_strangers(node);
+    node_purge_strangers(node);
     return 0;
 }

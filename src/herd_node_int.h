@@ -132,6 +132,17 @@ void node_places_ready(herd_loop_t *loop, void *arg);
 void node_pending_sweep(herd_loop_t *loop, void *arg);
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed);
 
+/* Durable state (herd_node_state.c): loads state_dir/NAME into the table
+ * and starts the writer (0, or -1 with err filled); drops every record
+ * whose origin is not a server of the topology in force (after a reload
+ * that removed one, or a start that loaded one), writing a DROP for each. */
+int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
+void node_purge_strangers(herd_node_t *node);
+
+/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
+ * lines made by a server of the herd are accepted). */
+bool node_is_server(const herd_topology_t *topo, herd_span_t name);
+
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */
 char *node_render_metrics(void *arg, size_t *len);

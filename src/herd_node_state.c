@@ -1,0 +1,181 @@
+/* herd_node_state: the node's durable state (state_dir): the load at start
+ * (the index sized first, records of servers no longer in the topology
+ * noticed), the group commit of each turn, the replies held until it, and
+ * the drop of records whose origin left the topology. See herd_journal.h. */
+#define _GNU_SOURCE /* asprintf */
+#include "herd_node_int.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <zmq.h>
+
+/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
+ * lines made by a server of the herd are accepted). */
+bool node_is_server(const herd_topology_t *topo, herd_span_t name)
+{
+    for (size_t i = 0; i < topo->n_servers; i++)
+        if (strlen(topo->servers[i].name) == name.len && !memcmp(topo->servers[i].name, name.p, name.len))
+            return true;
+    return false;
+}
+
+/* Drops every record whose origin is not a server of the topology in force
+ * (after a reload that removed a server, or a start with a changed file):
+ * every server refuses such records from its neighbours, so every server
+ * must drop them too, or the exchanges would resend them for ever. */
+void node_purge_strangers(herd_node_t *node)
+{
+    size_t cursor = 0, n = 0, cap = 0;
+    char **ids = NULL;
+    uint16_t *lens = NULL;
+    const herd_record_t *r;
+    while ((r = herd_table_next(node->table, &cursor)) != NULL) {
+        if (node_is_server(node->topo, (herd_span_t){r->at + 3, r->origin_len}))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **ni = realloc(ids, cap * sizeof *ni);
+            uint16_t *nl = ni ? realloc(lens, cap * sizeof *nl) : NULL;
+            if (ni)
+                ids = ni;
+            if (!ni || !nl)
+                break;
+            lens = nl;
+        }
+        if ((ids[n] = malloc(r->id_len ? r->id_len : 1)) == NULL)
+            break;
+        memcpy(ids[n], r->id, r->id_len);
+        lens[n++] = r->id_len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (herd_table_remove(node->table, ids[i], lens[i]) && node->journal)
+            herd_journal_drop(node->journal, ids[i], lens[i]);
+        free(ids[i]);
+    }
+    if (n)
+        herd_log_event(node->log, "dropped %zu records whose origin is not a server of the topology", n);
+    free(ids);
+    free(lens);
+}
+
+/* The journal's group commit is done: a held IAMAT reply goes out. */
+static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t len)
+{
+    herd_node_t *node = arg;
+    held_reply_t h;
+    if (len != sizeof h)
+        return;
+    memcpy(&h, data, sizeof h);
+    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
+                         .outcome = HERD_MSG_STORED};
+    node_to_fe(node, h.fe, &a);
+}
+
+/* A record found on disk at start: offered to the table like any update
+ * (its ranking makes replay idempotent), or removed for a DROP. */
+static void load_record(void *arg, const herd_journal_rec_t *rec)
+{
+    herd_node_t *node = arg;
+    if (rec->kind == 'D') {
+        herd_table_remove(node->table, rec->id, rec->id_len);
+        return;
+    }
+    herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
+                      rec->pos_len, NULL);
+    /* Whether any record's origin is not a server of the topology: only
+     * then does the start walk the table for them (node_purge_strangers). The
+     * origin is checked while the line is in the cache; most lines repeat
+     * the last origin seen. */
+    const char *o = rec->at_len > 3 ? rec->at + 3 : rec->at;
+    const char *sp = memchr(o, ' ', rec->at_len - (size_t)(o - rec->at));
+    herd_span_t origin = {o, sp ? (size_t)(sp - o) : 0};
+    if (node->load_origin_len && origin.len == node->load_origin_len &&
+        !memcmp(origin.p, node->load_origin, origin.len))
+        return;
+    if (!node_is_server(node->topo, origin)) {
+        node->load_stranger = true;
+        return;
+    }
+    if (origin.len <= sizeof node->load_origin) {
+        memcpy(node->load_origin, origin.p, origin.len);
+        node->load_origin_len = origin.len;
+    }
+}
+
+/* End of every turn: this turn's records go to the writer in one batch. */
+static void journal_tick(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    herd_journal_commit(node->journal, herd_table_size(node->table));
+}
+
+/* The writer's reports: held replies whose records are on disk go out. */
+static void journal_ready(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_node_t *node = arg;
+    herd_journal_recv(node->journal, release_reply, node);
+}
+
+/* About how many clients the state folder holds, for sizing the index: the
+ * snapshot's bytes plus the journals' over the typical 83 bytes of a record
+ * on disk. Compaction keeps the journals under twice the table, so this is
+ * exact for a fresh journal or a fresh snapshot and at most about three
+ * times the clients otherwise; journals piled up by failed compactions are
+ * counted up to twice the snapshot (or 2^22 records without one), so that
+ * they cannot make a small table reserve a huge index. */
+#define RESERVE_JOURNAL_ONLY (1ull << 22)
+static size_t records_on_disk(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t snapshot = 0, journals = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        bool snap = strcmp(e->d_name, "snapshot") == 0;
+        if ((snap || strncmp(e->d_name, "journal.", 8) == 0) && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+            S_ISREG(st.st_mode))
+            *(snap ? &snapshot : &journals) += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    uint64_t records = snapshot / 83, journal_records = journals / 83;
+    uint64_t bound = snapshot ? 2 * records : RESERVE_JOURNAL_ONLY;
+    records += journal_records < bound ? journal_records : bound;
+    return records > SIZE_MAX ? SIZE_MAX : (size_t)records;
+}
+
+/* Loads state_dir/NAME into the table and starts the writer. */
+int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
+{
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/%s", topo->state_dir, node->name) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* The index at its final size at once, rather than doubled twenty times
+     * while a million records load (about a quarter of the load time). A
+     * failure only means the index grows as it goes. */
+    size_t expect = records_on_disk(dir);
+    if (topo->max_records > 0 && expect > (size_t)topo->max_records)
+        expect = (size_t)topo->max_records;
+    (void)herd_table_reserve(node->table, expect);
+    herd_journal_conf_t jc = {
+        .dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node, .loop = node->loop};
+    node->journal = herd_journal_open(&jc, node->log, err, errlen);
+    free(dir);
+    if (!node->journal)
+        return -1;
+    if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0 ||
+        (node->journal_tick = herd_loop_add_tick(node->loop, HERD_PHASE_STATE, journal_tick, node)) < 0) {
+        snprintf(err, errlen, "cannot watch the state writer");
+        return -1;
+    }
+    return 0;
+}
