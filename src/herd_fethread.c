@@ -255,8 +255,9 @@ static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
     slot_put(t, it->handle);
 }
 
-/* One frame from the node. */
-static void take_frame(herd_fethread_t *t, const void *data, size_t len)
+/* One frame from the node: from the socket (on a thread of its own) or
+ * handed over by the node (in-line). */
+void herd_fethread_take(herd_fethread_t *t, const void *data, size_t len)
 {
     herd_msg_reader_t r;
     herd_msg_header_t h;
@@ -296,11 +297,6 @@ static void take_frame(herd_fethread_t *t, const void *data, size_t len)
         herd_log_event(t->log, "front end %u: dropped a malformed message from the node", t->index);
 }
 
-void herd_fethread_take(herd_fethread_t *t, const void *frame, size_t len)
-{
-    take_frame(t, frame, len);
-}
-
 /* Frames from the node. */
 static void node_ready(herd_loop_t *loop, void *arg)
 {
@@ -315,7 +311,7 @@ static void node_ready(herd_loop_t *loop, void *arg)
                 continue;
             return;
         }
-        take_frame(t, zmq_msg_data(&m), zmq_msg_size(&m));
+        herd_fethread_take(t, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
     }
 }
