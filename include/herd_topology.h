@@ -48,6 +48,8 @@ typedef struct {
     long idle_timeout_ms;       /* limits.idle_timeout_ms, default 300000 */
     long max_output_bytes;      /* limits.max_output_bytes, default 1048576 */
     long max_clients;           /* limits.max_clients, default 50000 */
+    long max_clients_per_address; /* limits.max_clients_per_address, default 10000 */
+    long long max_output_total_bytes; /* limits.max_output_total_bytes, default 268435456 */
     long long max_records;      /* limits.max_records, default 10000000 */
     long long record_ttl_s;     /* limits.record_ttl_s, default 0 = never */
     long long max_future_s;     /* limits.max_future_s, default 86400 */
@@ -57,6 +59,7 @@ typedef struct {
     char *state_dir;            /* state_dir resolved like log_dir (default "state"), NULL = keep nothing */
     herd_fsync_t fsync;         /* fsync, default everysec */
     long frontend_threads;      /* frontend_threads at the top level (0: in-line); -1 = chosen by the server */
+    bool log_commands;          /* log_commands, default true: log each client command and reply */
 } herd_topology_t;
 
 /* Loads and validates a topology file. Returns NULL and writes one line

@@ -25,6 +25,8 @@
 #define DEFAULT_IDLE_TIMEOUT     300000L
 #define DEFAULT_MAX_OUTPUT       1048576L
 #define DEFAULT_MAX_CLIENTS      50000L
+#define DEFAULT_MAX_OUTPUT_TOTAL 268435456LL
+#define DEFAULT_MAX_PER_ADDRESS  10000L
 #define DEFAULT_MAX_RECORDS      10000000LL
 #define DEFAULT_MAX_FUTURE_S     86400LL
 #define DEFAULT_MAX_IN_FLIGHT    64L
@@ -473,12 +475,19 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     t->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT;
     t->max_output_bytes = DEFAULT_MAX_OUTPUT;
     t->max_clients = DEFAULT_MAX_CLIENTS;
+    t->max_clients_per_address = DEFAULT_MAX_PER_ADDRESS;
     static const char what[] = "an integer from 1 to 2147483647";
     if (get_int(c, l, "limits", "idle_timeout_ms", false, 1, LIMIT_MAX, what,
                 &t->idle_timeout_ms) < 0
         || get_int(c, l, "limits", "max_output_bytes", false, 1, LIMIT_MAX, what,
                    &t->max_output_bytes) < 0
-        || get_int(c, l, "limits", "max_clients", false, 1, LIMIT_MAX, what, &t->max_clients) < 0)
+        || get_int(c, l, "limits", "max_clients", false, 1, LIMIT_MAX, what, &t->max_clients) < 0
+        || get_int(c, l, "limits", "max_clients_per_address", false, 1, LIMIT_MAX, what,
+                   &t->max_clients_per_address) < 0)
+        return -1;
+    t->max_output_total_bytes = DEFAULT_MAX_OUTPUT_TOTAL;
+    if (get_ll(c, l, "limits", "max_output_total_bytes", 1, 1LL << 50, "an integer from 1 to 2^50",
+               &t->max_output_total_bytes) < 0)
         return -1;
     t->max_records = DEFAULT_MAX_RECORDS;
     t->record_ttl_s = 0;
@@ -512,7 +521,9 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     t->fsync = !strcmp(fs, "always") ? HERD_FSYNC_ALWAYS : !strcmp(fs, "never") ? HERD_FSYNC_NEVER
                                                                              : HERD_FSYNC_EVERYSEC;
     t->frontend_threads = -1;
+    t->log_commands = true;
     if (get_bool(c, root, "", "insecure_links", &t->insecure_links) < 0
+        || get_bool(c, root, "", "log_commands", &t->log_commands) < 0
         || get_int(c, root, "", "frontend_threads", false, 0, FRONTEND_THREADS_MAX,
                    FRONTEND_THREADS_WHAT, &t->frontend_threads) < 0)
         return -1;

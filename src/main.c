@@ -26,6 +26,7 @@
 #include "herd_loop.h"
 #include "herd_node.h"
 #include "herd_topology.h"
+#include "herd_version.h"
 
 #define EXIT_SETUP 2
 
@@ -47,6 +48,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: herd-server [--config FILE] [--log-dir DIR] [--ready-wait SEC] NAME\n"
             "       herd-server --check-config [--json] [--config FILE] [--log-dir DIR] [NAME]\n"
+            "       herd-server --version\n"
             "  --config FILE     topology file (default: topology.json in the current folder)\n"
             "  --log-dir DIR     folder for NAME.log (default: the topology's log_dir)\n"
             "  --ready-wait SEC  /healthz says ready without a first exchange with a neighbour\n"
@@ -284,12 +286,12 @@ int main(int argc, char **argv)
     const char *name = NULL;
     bool check = false, json = false;
     long ready_wait_ms = HERD_NODE_READY_WAIT_MS;
-    enum { OPT_CHECK = 256, OPT_JSON, OPT_READY_WAIT };
+    enum { OPT_CHECK = 256, OPT_JSON, OPT_READY_WAIT, OPT_VERSION };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},     {"log-dir", required_argument, NULL, 'l'},
         {"check-config", no_argument, NULL, OPT_CHECK}, {"json", no_argument, NULL, OPT_JSON},
         {"ready-wait", required_argument, NULL, OPT_READY_WAIT}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, OPT_VERSION},  {NULL, 0, NULL, 0},
     };
     opterr = 0; /* our own one-line messages */
     for (;;) {
@@ -322,6 +324,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("herd-server %s\n", HERD_VERSION);
             return 0;
         case ':':
             fprintf(stderr, "herd-server: option %s needs a value (see herd-server --help)\n", argv[optind - 1]);
