@@ -4,12 +4,14 @@
  * (herd_places_msg, each with a request id) and never waits: it polls the
  * pipe for replies. The worker runs at most max_in_flight upstream calls at
  * once with libcurl's multi interface over a bounded connection pool, keeps
- * at most max_queued requests waiting for a slot (refusing more with an
- * error object), makes one upstream call per distinct request (position
- * text and radius in metres) and shares it among identical requests,
- * answers repeats from a TTL cache, cancels a call once every request
- * waiting on it is cancelled, cuts `results` to the bound and collapses
- * newlines. It never touches the location table or the log. */
+ * at most max_queued requests waiting (refusing more with an error
+ * object), makes one upstream call per distinct request (position text and
+ * radius in metres) and shares it among identical requests, answers repeats
+ * from a TTL cache, cancels a call once every request waiting on it is
+ * cancelled, cuts `results` to the bound and collapses newlines. A body is
+ * cut once per distinct bound and handed to the node once for every request
+ * that shares it, as one reference-counted text. It never touches the
+ * location table or the log. */
 #ifndef HERD_PLACES_H
 #define HERD_PLACES_H
 
@@ -30,19 +32,43 @@ typedef struct {
     long cache_ttl_ms;       /* response cache lifetime, 0 = no cache */
     size_t cache_max_entries; /* bound on cached bodies (0 = a sane default) */
     long max_in_flight;      /* upstream calls at once (places.max_in_flight; <= 0: 64) */
-    long max_queued;         /* requests waiting for a call slot (places.max_queued; 0: none wait, < 0: 4096) */
+    long max_queued;         /* requests waiting (places.max_queued; 0: none wait, < 0: 4096): every
+                                request but the one that started each running call, so those
+                                that share a call count too */
 } herd_places_conf_t;
+
+/* A JSON text shared by every request it answers: counted references, used
+ * by one thread at a time (the node's). */
+typedef struct herd_places_body_t {
+    size_t refs;  /* references held */
+    size_t len;   /* bytes of text */
+    char text[];  /* the text, NUL-terminated */
+} herd_places_body_t;
+
+/* A new body holding a copy of text (one reference), or NULL when out of
+ * memory. */
+herd_places_body_t *herd_places_body_new(const char *text, size_t len);
+
+/* One more reference to b; returns b. */
+herd_places_body_t *herd_places_body_ref(herd_places_body_t *b);
+
+/* Drops one reference (the last frees it); *b = NULL. NULL-safe. */
+void herd_places_body_unref(herd_places_body_t **b);
 
 /* One finished request, as handed back to the node. */
 typedef struct {
     uint64_t req_id;  /* the id given to herd_places_request */
-    char *json;       /* the JSON text to send (cut, newlines collapsed, no trailing newline); owned */
+    herd_places_body_t *body; /* one reference to the JSON text; json points into it */
+    const char *json; /* the JSON text to send (cut, newlines collapsed, no trailing newline) */
     size_t json_len;
     char *note;       /* NULL, or a log line saying what went wrong upstream (never the key); owned */
     bool cache_hit;   /* answered from the cache, no upstream call */
     bool shared;      /* answered by an upstream call another request had started */
     bool upstream;    /* this request made an upstream call */
+    bool refused;     /* turned away at once: places.max_queued requests were waiting */
     double upstream_ms; /* duration of that upstream call, when upstream or shared */
+    size_t group_index, group_size; /* this request is number group_index of group_size answered by
+                                       the same body and note (log the note once, at index 0) */
 } herd_places_reply_t;
 
 /* Starts the worker thread. Returns NULL and fills err on failure. The
@@ -52,7 +78,8 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
 /* Stops the worker (in-flight calls are abandoned) and frees it; *p = NULL. */
 void herd_places_destroy(herd_places_t **p);
 
-/* The socket to poll for replies (ZMQ_POLLIN means herd_places_recv has one). */
+/* The socket to poll for replies (ZMQ_POLLIN means herd_places_recv has
+ * one; one message may hold several, so read until it returns 0). */
 zsock_t *herd_places_sock(herd_places_t *p);
 
 /* Queues one request. `lat` and `lng` are the stored position's halves with
@@ -68,6 +95,13 @@ int herd_places_request(herd_places_t *p, uint64_t req_id, herd_span_t lat, herd
  * blocks. Returns 0, or -1 when the pipe did not take it. */
 int herd_places_cancel(herd_places_t *p, uint64_t req_id);
 
+/* Hands the worker reloaded settings (timeout_ms, cache_ttl_ms,
+ * max_in_flight, max_queued of conf; url and key are not read): requests
+ * from now on use them, and a running call is held to the new timeout
+ * counted from its start. Never blocks. Returns 0, or -1 when the pipe did
+ * not take it (the caller logs it). */
+int herd_places_reconfigure(herd_places_t *p, const herd_places_conf_t *conf);
+
 /* Takes one finished request without blocking. Returns 1 and fills *reply
  * (free it with herd_places_reply_free), 0 when none is ready, -1 on a
  * malformed message from the pipe or out of memory (logged by the caller,
@@ -75,7 +109,7 @@ int herd_places_cancel(herd_places_t *p, uint64_t req_id);
  * read, else 0). */
 int herd_places_recv(herd_places_t *p, herd_places_reply_t *reply);
 
-/* Frees the owned parts of a reply. */
+/* Frees the owned parts of a reply (drops its body reference). */
 void herd_places_reply_free(herd_places_reply_t *reply);
 
 /* ---- pure helpers, also used by tests and fuzzers ---- */

@@ -29,6 +29,11 @@ const char *herd_places_cache_get(herd_places_cache_t *c, const char *key, int64
  * evicting the oldest entries to stay within bounds. */
 void herd_places_cache_put(herd_places_cache_t *c, const char *key, char *body, size_t len, int64_t now_ms);
 
+/* A reloaded lifetime: entries put from now on live ttl_ms (0: the cache
+ * keeps nothing, and drops what it holds); an entry held is kept at most
+ * ttl_ms from when it was put, so a shorter lifetime applies at once. */
+void herd_places_cache_set_ttl(herd_places_cache_t *c, long ttl_ms, int64_t now_ms);
+
 /* Entries held. */
 size_t herd_places_cache_size(const herd_places_cache_t *c);
 

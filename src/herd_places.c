@@ -35,11 +35,6 @@
 #define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
 #define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
 
-struct herd_places_t {
-    zactor_t *actor; /* the worker thread and its pipe */
-    worker_t *w;     /* the worker's state, freed after the thread ends */
-};
-
 /* ---------------------------------------------------------------------- */
 /* Small helpers */
 
@@ -114,48 +109,48 @@ static void queue_frame(worker_t *w, char *data, size_t len)
     w->out_tail = m;
 }
 
-/* Queues one reply; `json` and `note` are copied. Out of memory, nothing is
- * sent and the node answers that request on its own deadline. */
-static void reply(worker_t *w, uint64_t req_id, const char *json, size_t json_len, const char *note,
-                  bool cache_hit, bool shared, bool upstream, double upstream_ms)
+/* Queues one answer for the n requests in ids; `json` and `note` are
+ * copied. Out of memory, nothing is sent and the node answers those
+ * requests on its own deadline. */
+static void reply(worker_t *w, const uint64_t *ids, size_t n, const char *json, size_t json_len, const char *note,
+                  places_how_t how)
 {
-    herd_places_reply_t r = {.req_id = req_id, .json = (char *)json, .json_len = json_len, .note = (char *)note,
-                             .cache_hit = cache_hit, .shared = shared, .upstream = upstream,
-                             .upstream_ms = upstream_ms};
+    herd_places_answer_t a = {.ids = (uint64_t *)ids, .n_ids = n, .json = {json, json_len}, .note = (char *)note,
+                              .cache_hit = how.cache_hit, .shared = how.shared, .upstream = how.upstream,
+                              .refused = how.refused, .upstream_ms = how.upstream_ms};
     size_t len = 0;
-    char *frame = herd_places_msg_encode_reply(&r, &len);
+    char *frame = n ? herd_places_msg_encode_answer(&a, &len) : NULL;
     if (frame)
         queue_frame(w, frame, len);
 }
 
-void places_reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
-                        bool shared, bool upstream, double upstream_ms)
+void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *status, const char *message,
+                        const char *what, places_how_t how)
 {
     char *json = herd_places_error_json(status, message);
     char *note = places_printf("Places call for %s: %s", what ? what : "a request", message);
     places_scrub_key(w, &note);
     if (json)
-        reply(w, req_id, json, strlen(json), note, false, shared, upstream, upstream_ms);
+        reply(w, ids, n, json, strlen(json), note, how);
     free(json);
     free(note);
 }
 
-bool places_reply_cut(worker_t *w, uint64_t req_id, uint32_t bound, const char *body, size_t len, const char *what,
-                      bool cache_hit, bool first, double upstream_ms)
+bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
+                      const char *what, places_how_t how)
 {
     char *out = NULL;
     size_t out_len = 0;
     bool ok = false;
     char err[200];
-    bool shared = !cache_hit && !first, upstream = !cache_hit && first;
     if (herd_places_cut(body, len, bound, &out, &out_len, &ok, err, sizeof err) == 0) {
-        reply(w, req_id, out, out_len, NULL, cache_hit, shared, upstream, upstream_ms);
+        reply(w, ids, n, out, out_len, NULL, how);
         free(out);
         return ok;
     }
     char *msg = places_printf("Places service sent a body that is not a JSON object (%s)", err);
-    places_reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "Places service sent a body that is not a JSON object",
-                what, shared, upstream, upstream_ms);
+    places_reply_error(w, ids, n, "UNKNOWN_ERROR",
+                       msg ? msg : "Places service sent a body that is not a JSON object", what, how);
     free(msg);
     return false;
 }
@@ -210,23 +205,39 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     /* The radius in metres, not its text: "10", "10.0" and "10.000" are one
      * request, one call and one cache entry. */
     char *key = mlen ? places_printf("%.*s,%.*s %s", (int)la.len, la.p, (int)lo.len, lo.p, metres) : NULL;
+    places_how_t none = {0};
     if (!w->key)
-        places_reply_error(w, req_id, "REQUEST_DENIED", "no Places API key is configured", what, false, false, 0);
+        places_reply_error(w, &req_id, 1, "REQUEST_DENIED", "no Places API key is configured", what, none);
     else if (!mlen)
-        places_reply_error(w, req_id, "UNKNOWN_ERROR", "invalid radius", NULL, false, false, 0);
+        places_reply_error(w, &req_id, 1, "UNKNOWN_ERROR", "invalid radius", NULL, none);
     else if (!what || !key)
-        places_reply_error(w, req_id, "UNKNOWN_ERROR", "out of memory", NULL, false, false, 0);
+        places_reply_error(w, &req_id, 1, "UNKNOWN_ERROR", "out of memory", NULL, none);
     else {
         size_t cached_len = 0;
         const char *cached = herd_places_cache_get(w->cache, key, zclock_mono(), &cached_len);
         if (cached)
-            places_reply_cut(w, req_id, bound, cached, cached_len, what, true, false, 0);
+            places_reply_cut(w, &req_id, 1, bound, cached, cached_len, what, (places_how_t){.cache_hit = true});
         else
             places_join(w, req_id, key, what, lat, lng, radius, bound);
     }
     free(metres);
     free(key);
     free(what);
+}
+
+/* Reloaded settings, the same values the node now uses (the defaults as in
+ * herd_places_new). Calls already running keep their slot; the queue
+ * starts more when max_in_flight grew (places_refill, after the batch). */
+static void apply_config(worker_t *w, const herd_places_msg_t *m)
+{
+    w->timeout_ms = m->timeout_ms > 0 ? (long)m->timeout_ms : DEFAULT_TIMEOUT_MS;
+    long in_flight = m->max_in_flight > 0 ? (long)m->max_in_flight : DEFAULT_IN_FLIGHT;
+    w->max_queued = m->max_queued >= 0 ? (long)m->max_queued : DEFAULT_QUEUED;
+    herd_places_cache_set_ttl(w->cache, m->cache_ttl_ms > 0 ? (long)m->cache_ttl_ms : 0, zclock_mono());
+    if (in_flight != w->max_in_flight) {
+        w->max_in_flight = in_flight;
+        places_pool_resize(w);
+    }
 }
 
 /* Decodes one frame from the node; a malformed one is answered when its id
@@ -237,11 +248,14 @@ static void handle_frame(worker_t *w, const char *data, size_t len)
     uint64_t id = 0;
     if (herd_places_msg_decode_to_worker(data, len, &m, &id) != 0) {
         if (id)
-            places_reply_error(w, id, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL, false, false, 0);
+            places_reply_error(w, &id, 1, "UNKNOWN_ERROR", "malformed request to the Places worker", NULL,
+                               (places_how_t){0});
         return;
     }
     if (m.kind == HERD_PLACES_MSG_CANCEL)
         places_cancel(w, m.req_id);
+    else if (m.kind == HERD_PLACES_MSG_CONFIG)
+        apply_config(w, &m);
     else
         handle_request(w, m.req_id, m.lat, m.lng, m.radius_km, m.bound);
 }
@@ -317,6 +331,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         int running = 0;
         curl_multi_perform(w->multi, &running);
         places_collect(w);
+        long next_deadline = places_expire(w);
         flush_replies(w, sock);
         places_pool_prune(w);
 
@@ -337,6 +352,8 @@ static void worker_actor(zsock_t *pipe, void *args)
             curl_multi_timeout(w->multi, &t);
             if (t >= 0 && t < wait_ms)
                 wait_ms = t;
+            if (next_deadline >= 0 && next_deadline < wait_ms)
+                wait_ms = next_deadline;
         }
         if (wait_ms > 0) {
             struct curl_waitfd extra = {.fd = fd, .events = CURL_WAIT_POLLIN, .revents = 0};
@@ -469,6 +486,7 @@ void herd_places_destroy(herd_places_t **p)
     }
     zactor_destroy(&self->actor);
     worker_free(self->w);
+    herd_places_answer_free(&self->inbox);
     free(self);
     curl_global_cleanup();
     *p = NULL;

@@ -113,6 +113,21 @@ void herd_places_cache_put(herd_places_cache_t *c, const char *key, char *body, 
     zhashx_insert(c->index, key, e);
 }
 
+void herd_places_cache_set_ttl(herd_places_cache_t *c, long ttl_ms, int64_t now_ms)
+{
+    long ttl = ttl_ms > 0 ? ttl_ms : 0;
+    if (ttl < c->ttl_ms) {
+        /* Every entry was put with the same lifetime, so moving all their
+         * ends by the same amount keeps the oldest first to expire. */
+        int64_t shorter = c->ttl_ms - ttl;
+        for (entry_t *e = c->oldest; e; e = e->next)
+            e->expires_ms -= shorter;
+    }
+    c->ttl_ms = ttl;
+    while (c->oldest && (!c->ttl_ms || c->oldest->expires_ms <= now_ms))
+        unlink_free(c, c->oldest);
+}
+
 size_t herd_places_cache_size(const herd_places_cache_t *c)
 {
     return zhashx_size(c->index);

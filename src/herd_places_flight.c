@@ -1,8 +1,11 @@
 /* herd_places_flight: the Places worker's upstream calls: at most
- * max_in_flight at once over a bounded libcurl pool, a queue of at most
- * max_queued requests for a free slot, one call per distinct request shared
- * by every request that waits for it, and cancels that stop a call nobody
- * waits for any more. Runs on the worker thread; see herd_places_worker.h. */
+ * max_in_flight at once over a bounded libcurl pool, at most max_queued
+ * requests waiting (for a free slot, or on a call another request started),
+ * one call per distinct request shared by every request that waits for it,
+ * its body cut once per distinct bound and sent once for all the requests
+ * with that bound, deadlines counted from each call's start, and cancels
+ * that stop a call nobody waits for any more. Runs on the worker thread;
+ * see herd_places_worker.h. */
 #include "herd_places_worker.h"
 
 #include <inttypes.h>
@@ -31,6 +34,12 @@ CURLM *places_multi_new(long max_in_flight)
         m = NULL;
     }
     return m;
+}
+
+void places_pool_resize(worker_t *w)
+{
+    curl_multi_setopt(w->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, w->max_in_flight);
+    curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, w->max_in_flight);
 }
 
 /* Closes every idle upstream connection once no call has run for
@@ -108,6 +117,13 @@ static void flight_free(worker_t *w, flight_t *f)
     free(f);
 }
 
+/* What a flight adds to w->waiting: all its waiters, but the one whose
+ * call runs. Taken off before a flight changes and added back after. */
+static size_t waiting_of(const flight_t *f)
+{
+    return f->running && f->n_waiters ? f->n_waiters - 1 : f->n_waiters;
+}
+
 static bool flight_add_waiter(worker_t *w, flight_t *f, uint64_t req_id, uint32_t bound)
 {
     waiter_t *wt = calloc(1, sizeof *wt);
@@ -120,11 +136,11 @@ static bool flight_add_waiter(worker_t *w, flight_t *f, uint64_t req_id, uint32_
     wt->req_id = req_id;
     wt->bound = bound;
     wt->flight = f;
+    w->waiting -= waiting_of(f);
     *f->tail = wt;
     f->tail = &wt->next;
     f->n_waiters++;
-    if (!f->running)
-        w->queued++;
+    w->waiting += waiting_of(f);
     return true;
 }
 
@@ -146,28 +162,40 @@ static flight_t *flight_new(worker_t *w, const char *key, const char *what, herd
     return f;
 }
 
-static void queue_unlink(worker_t *w, flight_t *f)
+/* The queue (head, tail) or the running list (run_head, run_tail): a
+ * flight is in one of them, by f->running. */
+static void list_unlink(flight_t **head, flight_t **tail, flight_t *f)
 {
     if (f->q_prev)
         f->q_prev->q_next = f->q_next;
     else
-        w->q_head = f->q_next;
+        *head = f->q_next;
     if (f->q_next)
         f->q_next->q_prev = f->q_prev;
     else
-        w->q_tail = f->q_prev;
+        *tail = f->q_prev;
     f->q_prev = f->q_next = NULL;
+}
+
+static void list_push(flight_t **head, flight_t **tail, flight_t *f)
+{
+    f->q_prev = *tail;
+    f->q_next = NULL;
+    if (*tail)
+        (*tail)->q_next = f;
+    else
+        *head = f;
+    *tail = f;
+}
+
+static void queue_unlink(worker_t *w, flight_t *f)
+{
+    list_unlink(&w->q_head, &w->q_tail, f);
 }
 
 static void queue_push(worker_t *w, flight_t *f)
 {
-    f->q_prev = w->q_tail;
-    f->q_next = NULL;
-    if (w->q_tail)
-        w->q_tail->q_next = f;
-    else
-        w->q_head = f;
-    w->q_tail = f;
+    list_push(&w->q_head, &w->q_tail, f);
 }
 
 /* Starts the transfer of a flight. Returns -1 when it could not start. */
@@ -197,19 +225,48 @@ static int flight_run(worker_t *w, flight_t *f)
     if (bad || curl_multi_add_handle(w->multi, e) != CURLM_OK)
         return -1;
     clock_gettime(CLOCK_MONOTONIC, &f->start);
+    w->waiting -= waiting_of(f);
     f->running = true;
+    w->waiting += waiting_of(f);
+    list_push(&w->run_head, &w->run_tail, f);
     w->in_flight++;
     w->pool_used = true;
     return 0;
+}
+
+/* The ids of a flight's waiters (all, or those with `bound` when bound is
+ * not 0), first one first, in ids (room for n_waiters). Returns how many. */
+static size_t waiter_ids(const flight_t *f, uint32_t bound, uint64_t *ids)
+{
+    size_t n = 0;
+    for (const waiter_t *wt = f->waiters; wt; wt = wt->next)
+        if (!bound || wt->bound == bound)
+            ids[n++] = wt->req_id;
+    return n;
+}
+
+/* Answers every waiter of a flight with one error object (the first made
+ * the call when `called`), takes the flight out of w->waiting and frees
+ * it. The flight is in no table, queue or running list any more. */
+static void flight_answer_error(worker_t *w, flight_t *f, const char *message, bool called, double ms)
+{
+    w->waiting -= waiting_of(f);
+    uint64_t *ids = f->n_waiters ? malloc(f->n_waiters * sizeof *ids) : NULL;
+    if (ids) {
+        size_t n = waiter_ids(f, 0, ids);
+        places_how_t how = {.upstream = called, .shared = called && n > 1, .upstream_ms = ms};
+        places_reply_error(w, ids, n, "UNKNOWN_ERROR", message, f->what, how);
+    }
+    /* (Out of memory: the node answers them on its own deadline.) */
+    free(ids);
+    flight_free(w, f);
 }
 
 /* Answers every waiter of a flight that could not start, and frees it. */
 static void flight_fail(worker_t *w, flight_t *f, const char *message)
 {
     zhashx_delete(w->flights, f->key);
-    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-        places_reply_error(w, wt->req_id, "UNKNOWN_ERROR", message, f->what, false, false, 0);
-    flight_free(w, f);
+    flight_answer_error(w, f, message, false, 0);
 }
 
 /* Starts queued flights while there are free slots. */
@@ -218,24 +275,55 @@ static void start_queued(worker_t *w)
     while (w->q_head && (long)w->in_flight < w->max_in_flight) {
         flight_t *f = w->q_head;
         queue_unlink(w, f);
-        w->queued -= f->n_waiters;
         if (flight_run(w, f) != 0)
             flight_fail(w, f, "could not start the Places request");
     }
 }
 
-/* A running flight leaves the multi handle (done or cancelled). */
+/* A running flight leaves the multi handle (done or cancelled); its
+ * waiters still count in w->waiting. */
 static void flight_stop(worker_t *w, flight_t *f)
 {
     curl_multi_remove_handle(w->multi, f->easy);
     zhashx_delete(w->flights, f->key);
+    list_unlink(&w->run_head, &w->run_tail, f);
+    w->waiting -= waiting_of(f);
     f->running = false;
+    w->waiting += waiting_of(f);
     w->in_flight--;
     if (!w->in_flight)
         w->idle_since = zclock_mono();
 }
 
-/* Answers every waiter of a finished call, caches a good body, frees it. */
+static char *timeout_message(const worker_t *w)
+{
+    return places_printf("Places request timed out after %ld ms", w->timeout_ms);
+}
+
+long places_expire(worker_t *w)
+{
+    bool any = false;
+    while (w->run_head) {
+        flight_t *f = w->run_head;
+        double ms = places_ms_since(&f->start);
+        if (ms < (double)w->timeout_ms) {
+            if (any)
+                start_queued(w);
+            return (long)((double)w->timeout_ms - ms) + 1;
+        }
+        flight_stop(w, f);
+        char *msg = timeout_message(w);
+        flight_answer_error(w, f, msg ? msg : "Places request timed out", true, ms);
+        free(msg);
+        any = true;
+    }
+    if (any)
+        start_queued(w);
+    return -1;
+}
+
+/* Answers every waiter of a finished call (one answer per distinct bound,
+ * cut once), caches a good body, frees it. */
 static void flight_done(worker_t *w, flight_t *f, CURLcode result)
 {
     double ms = places_ms_since(&f->start);
@@ -247,7 +335,7 @@ static void flight_done(worker_t *w, flight_t *f, CURLcode result)
     if (failed) {
         char *msg = NULL;
         if (result == CURLE_OPERATION_TIMEDOUT)
-            msg = places_printf("Places request timed out after %ld ms", w->timeout_ms);
+            msg = timeout_message(w);
         else if (f->too_large)
             msg = places_printf("Places response is larger than %u bytes", MAX_BODY_BYTES);
         else if (result != CURLE_OK)
@@ -255,17 +343,31 @@ static void flight_done(worker_t *w, flight_t *f, CURLcode result)
         else
             msg = places_printf("Places service answered with HTTP status %ld", code);
         places_scrub_key(w, &msg);
-        for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-            places_reply_error(w, wt->req_id, "UNKNOWN_ERROR", msg ? msg : "Places request failed", f->what,
-                        wt != f->waiters, wt == f->waiters, ms);
+        flight_answer_error(w, f, msg ? msg : "Places request failed", true, ms);
         free(msg);
-        flight_free(w, f);
         return;
     }
+    w->waiting -= waiting_of(f);
     bool status_ok = false;
-    for (waiter_t *wt = f->waiters; wt; wt = wt->next)
-        status_ok = places_reply_cut(w, wt->req_id, wt->bound, f->body ? f->body : "", f->len, f->what, false,
-                              wt == f->waiters, ms);
+    uint64_t *ids = f->n_waiters ? malloc(f->n_waiters * sizeof *ids) : NULL;
+    /* Bounds are 1..HERD_MAX_BOUND: one pass per distinct bound, in the
+     * order their first waiters came. */
+    uint32_t done[HERD_MAX_BOUND + 1] = {0};
+    for (const waiter_t *wt = f->waiters; ids && wt; wt = wt->next) {
+        uint32_t b = wt->bound <= HERD_MAX_BOUND ? wt->bound : 0;
+        if (b && done[b])
+            continue;
+        size_t n = 0;
+        if (b) {
+            done[b] = 1;
+            n = waiter_ids(f, b, ids);
+        } else
+            ids[n++] = wt->req_id; /* (not a bound the node sends: cut alone) */
+        bool first = wt == f->waiters;
+        places_how_t how = {.upstream = first, .shared = !first || n > 1, .upstream_ms = ms};
+        status_ok = places_reply_cut(w, ids, n, wt->bound, f->body ? f->body : "", f->len, f->what, how);
+    }
+    free(ids);
     if (status_ok && f->waiters) {
         herd_places_cache_put(w->cache, f->key, f->body, f->len, zclock_mono());
         f->body = NULL;
@@ -310,9 +412,9 @@ void places_cancel(worker_t *w, uint64_t req_id)
     *at = wt->next;
     if (f->tail == &wt->next)
         f->tail = at;
+    w->waiting -= waiting_of(f);
     f->n_waiters--;
-    if (!f->running)
-        w->queued--;
+    w->waiting += waiting_of(f);
     waiter_forget(w, wt);
     if (f->waiters)
         return;
@@ -343,31 +445,36 @@ void places_abandon(worker_t *w)
     }
     zhashx_purge(w->flights);
     w->q_head = w->q_tail = NULL;
-    w->in_flight = w->queued = 0;
+    w->run_head = w->run_tail = NULL;
+    w->in_flight = w->waiting = 0;
 }
 
 void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what, herd_span_t lat,
                         herd_span_t lng, herd_span_t radius, uint32_t bound)
 {
     flight_t *f = zhashx_lookup(w->flights, key); /* an identical call answers this one too */
-    bool full = (!f || !f->running) && (long)w->queued >= w->max_queued &&
-                !(!f && (long)w->in_flight < w->max_in_flight);
-    if (full) {
+    /* Every request waits, and counts, but one that starts a call of its
+     * own at once: joining a running call is waiting too, so a flood of
+     * identical requests is bounded like distinct ones. */
+    bool starts_now = !f && (long)w->in_flight < w->max_in_flight && !w->q_head;
+    places_how_t none = {0};
+    if (!starts_now && (long)w->waiting >= w->max_queued) {
         char *msg = places_printf("too many Places requests are waiting (places.max_queued is %ld)", w->max_queued);
-        places_reply_error(w, req_id, "UNKNOWN_ERROR", msg ? msg : "too many Places requests are waiting", what, false,
-                    false, 0);
+        places_reply_error(w, &req_id, 1, "UNKNOWN_ERROR", msg ? msg : "too many Places requests are waiting", what,
+                           (places_how_t){.refused = true});
         free(msg);
         return;
     }
     bool fresh = !f;
     if (fresh && !(f = flight_new(w, key, what, lat, lng, radius))) {
-        places_reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        places_reply_error(w, &req_id, 1, "UNKNOWN_ERROR", "could not start the Places request", what, none);
         return;
     }
     if (!flight_add_waiter(w, f, req_id, bound)) {
-        places_reply_error(w, req_id, "UNKNOWN_ERROR", "could not start the Places request", what, false, false, 0);
+        places_reply_error(w, &req_id, 1, "UNKNOWN_ERROR", "could not start the Places request", what, none);
         if (fresh) {
             zhashx_delete(w->flights, key);
+            w->waiting -= waiting_of(f);
             flight_free(w, f);
         }
         return;
@@ -377,4 +484,3 @@ void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what
         start_queued(w);
     }
 }
-

@@ -9,7 +9,9 @@
 
 #define REQUEST_FIELDS 6
 #define CANCEL_FIELDS  2
-#define REPLY_FIELDS   7
+#define CONFIG_FIELDS  5
+#define ANSWER_FIELDS  8
+#define ID_BYTES       8 /* one request id in an answer's ids */
 
 static int pack_span(msgpack_packer *pk, herd_span_t s)
 {
@@ -39,6 +41,13 @@ char *herd_places_msg_encode_to_worker(const herd_places_msg_t *m, size_t *len)
         bad |= msgpack_pack_array(&pk, CANCEL_FIELDS);
         bad |= msgpack_pack_uint8(&pk, HERD_PLACES_MSG_CANCEL);
         bad |= msgpack_pack_uint64(&pk, m->req_id);
+    } else if (m->kind == HERD_PLACES_MSG_CONFIG) {
+        bad |= msgpack_pack_array(&pk, CONFIG_FIELDS);
+        bad |= msgpack_pack_uint8(&pk, HERD_PLACES_MSG_CONFIG);
+        bad |= msgpack_pack_int64(&pk, m->timeout_ms);
+        bad |= msgpack_pack_int64(&pk, m->cache_ttl_ms);
+        bad |= msgpack_pack_int64(&pk, m->max_in_flight);
+        bad |= msgpack_pack_int64(&pk, m->max_queued);
     } else {
         bad |= msgpack_pack_array(&pk, REQUEST_FIELDS);
         bad |= msgpack_pack_uint8(&pk, HERD_PLACES_MSG_REQUEST);
@@ -113,6 +122,18 @@ static bool is_id(const msgpack_object *o)
     return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
 }
 
+/* An integer setting (msgpack packs a non-negative int64 as unsigned). */
+static bool get_int(const msgpack_object *o, int64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = o->via.i64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        *v = (int64_t)o->via.u64;
+    else
+        return false;
+    return true;
+}
+
 int herd_places_msg_decode_to_worker(const char *data, size_t len, herd_places_msg_t *out, uint64_t *req_id_out)
 {
     memset(out, 0, sizeof *out);
@@ -128,9 +149,14 @@ int herd_places_msg_decode_to_worker(const char *data, size_t len, herd_places_m
         const msgpack_object *a = u.data.via.array.ptr;
         uint32_t n = u.data.via.array.size;
         bool kind_ok = a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-        if (kind_ok && is_id(&a[1]) && req_id_out)
+        bool config = kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CONFIG;
+        if (kind_ok && !config && is_id(&a[1]) && req_id_out)
             *req_id_out = a[1].via.u64;
-        if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CANCEL && n == CANCEL_FIELDS && is_id(&a[1])) {
+        if (config && n == CONFIG_FIELDS && get_int(&a[1], &out->timeout_ms) && get_int(&a[2], &out->cache_ttl_ms) &&
+            get_int(&a[3], &out->max_in_flight) && get_int(&a[4], &out->max_queued)) {
+            out->kind = HERD_PLACES_MSG_CONFIG;
+            rc = 0;
+        } else if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CANCEL && n == CANCEL_FIELDS && is_id(&a[1])) {
             out->kind = HERD_PLACES_MSG_CANCEL;
             out->req_id = a[1].via.u64;
             rc = 0;
@@ -154,24 +180,61 @@ int herd_places_msg_decode_to_worker(const char *data, size_t len, herd_places_m
     return rc;
 }
 
-char *herd_places_msg_encode_reply(const herd_places_reply_t *r, size_t *len)
+herd_places_body_t *herd_places_body_new(const char *text, size_t len)
 {
+    herd_places_body_t *b = malloc(sizeof *b + len + 1);
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    b->len = len;
+    if (len)
+        memcpy(b->text, text, len);
+    b->text[len] = '\0';
+    return b;
+}
+
+herd_places_body_t *herd_places_body_ref(herd_places_body_t *b)
+{
+    b->refs++;
+    return b;
+}
+
+void herd_places_body_unref(herd_places_body_t **b)
+{
+    if (!b || !*b)
+        return;
+    if (--(*b)->refs == 0)
+        free(*b);
+    *b = NULL;
+}
+
+char *herd_places_msg_encode_answer(const herd_places_answer_t *a, size_t *len)
+{
+    if (!a->n_ids || a->n_ids > SIZE_MAX / ID_BYTES || a->n_ids * ID_BYTES > UINT32_MAX)
+        return NULL;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int bad = 0;
-    bad |= msgpack_pack_array(&pk, REPLY_FIELDS);
-    bad |= msgpack_pack_uint64(&pk, r->req_id);
-    bad |= pack_span(&pk, (herd_span_t){r->json, r->json_len});
-    if (r->note)
-        bad |= pack_span(&pk, (herd_span_t){r->note, strlen(r->note)});
+    bad |= msgpack_pack_array(&pk, ANSWER_FIELDS);
+    bad |= msgpack_pack_bin(&pk, a->n_ids * ID_BYTES);
+    for (size_t i = 0; i < a->n_ids && !bad; i++) {
+        uint8_t be8[ID_BYTES];
+        for (size_t k = 0; k < ID_BYTES; k++)
+            be8[k] = (uint8_t)(a->ids[i] >> (8 * (ID_BYTES - 1 - k)));
+        bad |= msgpack_pack_bin_body(&pk, be8, ID_BYTES);
+    }
+    bad |= pack_span(&pk, a->json);
+    if (a->note)
+        bad |= pack_span(&pk, (herd_span_t){a->note, strlen(a->note)});
     else
         bad |= msgpack_pack_nil(&pk);
-    bad |= r->cache_hit ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    bad |= r->shared ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    bad |= r->upstream ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    bad |= msgpack_pack_double(&pk, r->upstream_ms);
+    bad |= a->cache_hit ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    bad |= a->shared ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    bad |= a->upstream ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    bad |= msgpack_pack_double(&pk, a->upstream_ms);
+    bad |= a->refused ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
     return take(&sb, bad == 0, len);
 }
 
@@ -186,51 +249,80 @@ static char *dup_bytes(const char *s, size_t n)
     return d;
 }
 
-int herd_places_msg_decode_reply(const char *data, size_t len, herd_places_reply_t *out)
+static bool is_bool(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_BOOLEAN;
+}
+
+int herd_places_msg_decode_answer(const char *data, size_t len, herd_places_answer_t *out, uint64_t *first_id)
 {
     memset(out, 0, sizeof *out);
+    if (first_id)
+        *first_id = 0;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
     int rc = -1;
     if (flat_frame((const uint8_t *)data, len) &&
         msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 1 && is_id(&u.data.via.array.ptr[0])) {
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 1 &&
+        u.data.via.array.ptr[0].type == MSGPACK_OBJECT_BIN) {
         const msgpack_object *a = u.data.via.array.ptr;
-        out->req_id = a[0].via.u64;
-        bool shape = u.data.via.array.size == REPLY_FIELDS && a[1].type == MSGPACK_OBJECT_STR &&
-                     (a[2].type == MSGPACK_OBJECT_STR || a[2].type == MSGPACK_OBJECT_NIL) &&
-                     a[3].type == MSGPACK_OBJECT_BOOLEAN && a[4].type == MSGPACK_OBJECT_BOOLEAN &&
-                     a[5].type == MSGPACK_OBJECT_BOOLEAN &&
-                     (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32);
+        const uint8_t *idb = (const uint8_t *)a[0].via.bin.ptr;
+        size_t idlen = a[0].via.bin.size;
+        if (idlen >= ID_BYTES && first_id)
+            *first_id = be(idb, ID_BYTES);
+        bool shape = idlen >= ID_BYTES && idlen % ID_BYTES == 0 && u.data.via.array.size == ANSWER_FIELDS &&
+                     a[1].type == MSGPACK_OBJECT_STR &&
+                     (a[2].type == MSGPACK_OBJECT_STR || a[2].type == MSGPACK_OBJECT_NIL) && is_bool(&a[3]) &&
+                     is_bool(&a[4]) && is_bool(&a[5]) &&
+                     (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32) &&
+                     is_bool(&a[7]);
         if (shape) {
-            out->json = dup_bytes(a[1].via.str.ptr, a[1].via.str.size);
-            out->json_len = a[1].via.str.size;
+            out->n_ids = idlen / ID_BYTES;
+            out->ids = malloc(out->n_ids * sizeof *out->ids);
+            for (size_t i = 0; out->ids && i < out->n_ids; i++)
+                out->ids[i] = be(idb + i * ID_BYTES, ID_BYTES);
+            out->body = herd_places_body_new(a[1].via.str.ptr, a[1].via.str.size);
+            if (out->body)
+                out->json = (herd_span_t){out->body->text, out->body->len};
             if (a[2].type == MSGPACK_OBJECT_STR)
                 out->note = dup_bytes(a[2].via.str.ptr, a[2].via.str.size);
             out->cache_hit = a[3].via.boolean;
             out->shared = a[4].via.boolean;
             out->upstream = a[5].via.boolean;
             out->upstream_ms = a[6].via.f64;
-            if (out->json && (a[2].type == MSGPACK_OBJECT_NIL || out->note))
+            out->refused = a[7].via.boolean;
+            if (out->ids && out->body && (a[2].type == MSGPACK_OBJECT_NIL || out->note))
                 rc = 0;
         }
     }
     msgpack_unpacked_destroy(&u);
     if (rc != 0) {
-        uint64_t id = out->req_id;
-        herd_places_reply_free(out);
+        herd_places_answer_free(out);
         memset(out, 0, sizeof *out);
-        out->req_id = id;
     }
     return rc;
+}
+
+void herd_places_answer_free(herd_places_answer_t *a)
+{
+    if (!a)
+        return;
+    free(a->ids);
+    a->ids = NULL;
+    a->n_ids = 0;
+    herd_places_body_unref(&a->body);
+    a->json = (herd_span_t){NULL, 0};
+    free(a->note);
+    a->note = NULL;
 }
 
 void herd_places_reply_free(herd_places_reply_t *r)
 {
     if (!r)
         return;
-    free(r->json);
+    herd_places_body_unref(&r->body);
     free(r->note);
     r->json = NULL;
     r->note = NULL;

@@ -1,7 +1,9 @@
 /* herd_places_worker.h: the Places worker's state, private to
- * herd_places.c (the thread, the pipe, replies) and herd_places_flight.c
- * (upstream calls, their queue, the connection pool). Used by the worker
- * thread only, between herd_places_new and herd_places_destroy. */
+ * herd_places.c (the thread, the pipe, replies), herd_places_flight.c
+ * (upstream calls, their queue, the connection pool) and
+ * herd_places_pipe.c (the node's end). worker_t is used by the worker
+ * thread only, between herd_places_new and herd_places_destroy;
+ * herd_places_t by the node's thread. */
 #ifndef HERD_PLACES_WORKER_H
 #define HERD_PLACES_WORKER_H
 
@@ -13,7 +15,9 @@
 #include <curl/curl.h>
 #include <czmq.h>
 
+#include "herd_places.h"
 #include "herd_places_cache.h"
+#include "herd_places_msg.h"
 #include "herd_proto.h"
 
 #define MAX_BODY_BYTES (16u << 20) /* an upstream body past this is an error */
@@ -36,7 +40,7 @@ typedef struct flight_t {
     char *url;                     /* the request URL (with the key: never logged) */
     bool running;                  /* started (else waiting in the queue) */
     size_t n_waiters;              /* requests in waiters */
-    struct flight_t *q_prev, *q_next; /* the queue, while not running */
+    struct flight_t *q_prev, *q_next; /* the queue while not running; the running list (start order) while running */
     CURL *easy;                    /* the transfer */
     char *body;                    /* bytes received so far */
     size_t len, cap;               /* used and allocated size of body */
@@ -69,12 +73,21 @@ typedef struct {
     zhashx_t *flights;            /* key -> flight_t, running and queued */
     zhashx_t *waiters;            /* req_id ("%" PRIx64) -> waiter_t, for cancels */
     size_t in_flight;             /* running flights */
-    size_t queued;                /* waiters of queued flights */
+    size_t waiting;               /* waiters but the first of each running flight: what max_queued bounds */
     flight_t *q_head, *q_tail;    /* queued flights, oldest first */
+    flight_t *run_head, *run_tail; /* running flights, first started first: deadline order */
     herd_places_cache_t *cache;   /* OK bodies by key */
     outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
     bool stopping;                /* "$STOP" seen: nothing new is started */
 } worker_t;
+
+/* The node's handle on the worker. */
+struct herd_places_t {
+    zactor_t *actor;             /* the worker thread and its pipe */
+    worker_t *w;                 /* the worker's state, freed after the thread ends */
+    herd_places_answer_t inbox;  /* the answer herd_places_recv is handing out, request by request */
+    size_t inbox_next;           /* the next of its ids to hand out */
+};
 
 /* ---- herd_places.c ---- */
 
@@ -87,16 +100,25 @@ double places_ms_since(const struct timespec *t0);
 /* Replaces the key, raw or URL-escaped, in the malloc'd *s by "***". */
 void places_scrub_key(const worker_t *w, char **s);
 
-/* Queues an error object with its note for one request. `message` must
- * already be free of the key. */
-void places_reply_error(worker_t *w, uint64_t req_id, const char *status, const char *message, const char *what,
-                        bool shared, bool upstream, double upstream_ms);
+/* How an answer came about, for its flags (see herd_places_msg.h). */
+typedef struct {
+    bool cache_hit; /* from the cache */
+    bool upstream;  /* the first id made the upstream call */
+    bool shared;    /* the others joined a call */
+    bool refused;   /* places.max_queued turned them away */
+    double upstream_ms;
+} places_how_t;
 
-/* Cuts a body for one request and queues the answer (upstream when first,
- * else shared, unless cache_hit); a body that is not a JSON object becomes
- * an error object. Returns whether the status is "OK". */
-bool places_reply_cut(worker_t *w, uint64_t req_id, uint32_t bound, const char *body, size_t len, const char *what,
-                      bool cache_hit, bool first, double upstream_ms);
+/* Queues one error object with its note for the n requests in ids.
+ * `message` must already be free of the key. */
+void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *status, const char *message,
+                        const char *what, places_how_t how);
+
+/* Cuts a body once for `bound` and queues that one answer for the n
+ * requests in ids; a body that is not a JSON object becomes an error
+ * object. Returns whether the status is "OK". */
+bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
+                      const char *what, places_how_t how);
 
 /* ---- herd_places_flight.c ---- */
 
@@ -118,6 +140,14 @@ void places_cancel(worker_t *w, uint64_t req_id);
 /* Starts queued calls while there are free slots (after a batch of frames
  * from the node, which may have freed some by cancels). */
 void places_refill(worker_t *w);
+
+/* Answers the waiters of running calls past timeout_ms (counted from their
+ * start: a reload may have shortened it) with the timeout's error object.
+ * Returns the milliseconds until the next such deadline, or -1 for none. */
+long places_expire(worker_t *w);
+
+/* Applies new bounds to the connection pool (max_in_flight). */
+void places_pool_resize(worker_t *w);
 
 /* Answers the waiters of finished calls and starts queued ones. */
 void places_collect(worker_t *w);

@@ -5,7 +5,7 @@
  * - a frame the decoder accepts encodes again to a frame that decodes to the
  *   same message (requests, cancels and replies);
  * - decoded request spans lie inside the input bytes;
- * - a refused frame leaves nothing owned (no json, no note). */
+ * - a refused frame leaves nothing owned (no ids, body or note). */
 #include "fuzz_target.h"
 
 #include <string.h>
@@ -43,37 +43,45 @@ static void to_worker(const uint8_t *data, size_t size)
         FUZZ_CHECK(span_eq(m.lat, m2.lat) && span_eq(m.lng, m2.lng) && span_eq(m.radius_km, m2.radius_km) &&
                        m.bound == m2.bound,
                    "request fields changed");
+    if (m.kind == HERD_PLACES_MSG_CONFIG)
+        FUZZ_CHECK(m.timeout_ms == m2.timeout_ms && m.cache_ttl_ms == m2.cache_ttl_ms &&
+                       m.max_in_flight == m2.max_in_flight && m.max_queued == m2.max_queued,
+                   "config fields changed");
     free(again);
 }
 
-static void reply(const uint8_t *data, size_t size)
+static void answer(const uint8_t *data, size_t size)
 {
-    herd_places_reply_t r;
-    if (herd_places_msg_decode_reply((const char *)data, size, &r) != 0) {
-        FUZZ_CHECK(!r.json && !r.note, "a refused reply owns memory");
+    herd_places_answer_t a;
+    uint64_t first = 0;
+    if (herd_places_msg_decode_answer((const char *)data, size, &a, &first) != 0) {
+        FUZZ_CHECK(!a.ids && !a.body && !a.note, "a refused answer owns memory");
         return;
     }
-    FUZZ_CHECK(r.json && r.json[r.json_len] == '\0', "json not NUL-terminated");
+    FUZZ_CHECK(a.n_ids >= 1 && a.ids[0] == first, "ids and first id disagree");
+    FUZZ_CHECK(a.body && a.body->refs == 1 && a.body->text[a.body->len] == '\0' && a.json.p == a.body->text,
+               "body not NUL-terminated or not the text");
     size_t len = 0;
-    char *again = herd_places_msg_encode_reply(&r, &len);
+    char *again = herd_places_msg_encode_answer(&a, &len);
     if (again) {
-        herd_places_reply_t r2;
-        FUZZ_CHECK(herd_places_msg_decode_reply(again, len, &r2) == 0, "re-encoded reply refused");
-        FUZZ_CHECK(r2.req_id == r.req_id && r2.json_len == r.json_len && memcmp(r2.json, r.json, r.json_len) == 0,
-                   "reply changed");
+        herd_places_answer_t a2;
+        FUZZ_CHECK(herd_places_msg_decode_answer(again, len, &a2, NULL) == 0, "re-encoded answer refused");
+        FUZZ_CHECK(a2.n_ids == a.n_ids && memcmp(a2.ids, a.ids, a.n_ids * sizeof *a.ids) == 0, "ids changed");
+        FUZZ_CHECK(a2.json.len == a.json.len && memcmp(a2.json.p, a.json.p, a.json.len) == 0, "json changed");
         /* A note with a NUL byte is cut there by the encoder (it is a C string). */
-        FUZZ_CHECK((r.note == NULL) == (r2.note == NULL), "note appeared or vanished");
-        FUZZ_CHECK(r2.cache_hit == r.cache_hit && r2.shared == r.shared && r2.upstream == r.upstream,
+        FUZZ_CHECK((a.note == NULL) == (a2.note == NULL), "note appeared or vanished");
+        FUZZ_CHECK(a2.cache_hit == a.cache_hit && a2.shared == a.shared && a2.upstream == a.upstream &&
+                       a2.refused == a.refused,
                    "flags changed");
-        herd_places_reply_free(&r2);
+        herd_places_answer_free(&a2);
         free(again);
     }
-    herd_places_reply_free(&r);
+    herd_places_answer_free(&a);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     to_worker(data, size);
-    reply(data, size);
+    answer(data, size);
     return 0;
 }

@@ -62,35 +62,80 @@ static void test_cancel_round_trip(void **state)
     free(frame);
 }
 
-static void test_reply_round_trip(void **state)
+static void test_config_round_trip(void **state)
+{
+    (void)state;
+    herd_places_msg_t m = {.kind = HERD_PLACES_MSG_CONFIG, .timeout_ms = 200, .cache_ttl_ms = 0,
+                           .max_in_flight = 64, .max_queued = -1};
+    size_t len = 0;
+    char *frame = herd_places_msg_encode_to_worker(&m, &len);
+    assert_non_null(frame);
+    herd_places_msg_t d;
+    uint64_t id = 7;
+    assert_int_equal(herd_places_msg_decode_to_worker(frame, len, &d, &id), 0);
+    assert_int_equal(id, 0); /* a config carries no request id */
+    assert_int_equal(d.kind, HERD_PLACES_MSG_CONFIG);
+    assert_int_equal(d.timeout_ms, 200);
+    assert_int_equal(d.cache_ttl_ms, 0);
+    assert_int_equal(d.max_in_flight, 64);
+    assert_int_equal(d.max_queued, -1);
+    assert_int_equal(herd_places_msg_decode_to_worker(frame, len - 1, &d, NULL), -1);
+    free(frame);
+}
+
+static void test_answer_round_trip(void **state)
 {
     (void)state;
     const char json[] = "{\"results\": [], \"status\": \"ZERO_RESULTS\"}\0tail";
-    herd_places_reply_t r = {.req_id = 9, .json = (char *)json, .json_len = sizeof json - 1, .note = "a note",
-                             .shared = true, .upstream_ms = 12.5};
+    uint64_t ids[] = {9, UINT64_MAX, 1};
+    herd_places_answer_t a = {.ids = ids, .n_ids = 3, .json = {json, sizeof json - 1}, .note = "a note",
+                              .shared = true, .upstream = true, .upstream_ms = 12.5};
     size_t len = 0;
-    char *frame = herd_places_msg_encode_reply(&r, &len);
+    char *frame = herd_places_msg_encode_answer(&a, &len);
     assert_non_null(frame);
-    herd_places_reply_t d;
-    assert_int_equal(herd_places_msg_decode_reply(frame, len, &d), 0);
-    assert_int_equal(d.req_id, 9);
-    assert_int_equal(d.json_len, sizeof json - 1); /* a NUL byte inside is kept */
-    assert_memory_equal(d.json, json, d.json_len);
-    assert_int_equal(d.json[d.json_len], '\0');
+    herd_places_answer_t d;
+    uint64_t first = 0;
+    assert_int_equal(herd_places_msg_decode_answer(frame, len, &d, &first), 0);
+    assert_int_equal(first, 9);
+    assert_int_equal(d.n_ids, 3);
+    assert_int_equal(d.ids[0], 9);
+    assert_true(d.ids[1] == UINT64_MAX);
+    assert_int_equal(d.ids[2], 1);
+    assert_int_equal(d.json.len, sizeof json - 1); /* a NUL byte inside is kept */
+    assert_memory_equal(d.json.p, json, d.json.len);
+    assert_non_null(d.body);
+    assert_int_equal(d.body->refs, 1);
+    assert_int_equal(d.body->text[d.body->len], '\0');
     assert_string_equal(d.note, "a note");
     assert_false(d.cache_hit);
     assert_true(d.shared);
-    assert_false(d.upstream);
+    assert_true(d.upstream);
+    assert_false(d.refused);
     assert_true(d.upstream_ms == 12.5);
-    herd_places_reply_free(&d);
+    /* The body is shared by reference, not copied. */
+    herd_places_body_t *b = herd_places_body_ref(d.body);
+    assert_int_equal(b->refs, 2);
+    herd_places_answer_free(&d);
+    assert_null(d.body);
+    assert_int_equal(b->refs, 1);
+    herd_places_body_unref(&b);
+    assert_null(b);
     free(frame);
 
-    r.note = NULL;
-    frame = herd_places_msg_encode_reply(&r, &len);
-    assert_int_equal(herd_places_msg_decode_reply(frame, len, &d), 0);
+    a.note = NULL;
+    a.n_ids = 1;
+    a.refused = true;
+    frame = herd_places_msg_encode_answer(&a, &len);
+    assert_int_equal(herd_places_msg_decode_answer(frame, len, &d, NULL), 0);
     assert_null(d.note);
-    herd_places_reply_free(&d);
+    assert_true(d.refused);
+    assert_int_equal(d.n_ids, 1);
+    herd_places_answer_free(&d);
     free(frame);
+
+    /* An answer for nobody is not made. */
+    a.n_ids = 0;
+    assert_null(herd_places_msg_encode_answer(&a, &len));
 }
 
 /* Packs an arbitrary array of small objects for the malformed cases. */
@@ -116,16 +161,32 @@ static void fill_bad_request(msgpack_packer *pk)
     msgpack_pack_uint32(pk, 1);
 }
 
-static void fill_bad_reply(msgpack_packer *pk)
+static void fill_bad_answer(msgpack_packer *pk)
 {
-    msgpack_pack_array(pk, 7);
-    msgpack_pack_uint64(pk, 88);
+    static const char id88[8] = {0, 0, 0, 0, 0, 0, 0, 88};
+    msgpack_pack_array(pk, 8);
+    msgpack_pack_bin_with_body(pk, id88, 8);
     msgpack_pack_nil(pk); /* json must be a string */
     msgpack_pack_nil(pk);
     msgpack_pack_false(pk);
     msgpack_pack_false(pk);
     msgpack_pack_false(pk);
     msgpack_pack_double(pk, 0);
+    msgpack_pack_false(pk);
+}
+
+static void fill_ragged_ids(msgpack_packer *pk)
+{
+    static const char ids[12] = {0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4};
+    msgpack_pack_array(pk, 8);
+    msgpack_pack_bin_with_body(pk, ids, 12); /* not a whole number of ids */
+    msgpack_pack_str_with_body(pk, "{}", 2);
+    msgpack_pack_nil(pk);
+    msgpack_pack_false(pk);
+    msgpack_pack_false(pk);
+    msgpack_pack_false(pk);
+    msgpack_pack_double(pk, 0);
+    msgpack_pack_false(pk);
 }
 
 static void fill_unknown_kind(msgpack_packer *pk)
@@ -151,18 +212,26 @@ static void test_malformed_keeps_the_id(void **state)
     assert_int_equal(id, 5);
     free(f);
 
-    herd_places_reply_t r;
-    f = pack(&len, fill_bad_reply);
-    assert_int_equal(herd_places_msg_decode_reply(f, len, &r), -1);
-    assert_int_equal(r.req_id, 88);
-    assert_null(r.json);
-    assert_null(r.note);
+    herd_places_answer_t a;
+    uint64_t first = 0;
+    f = pack(&len, fill_bad_answer);
+    assert_int_equal(herd_places_msg_decode_answer(f, len, &a, &first), -1);
+    assert_int_equal(first, 88);
+    assert_null(a.ids);
+    assert_null(a.body);
+    assert_null(a.note);
+    free(f);
+
+    f = pack(&len, fill_ragged_ids);
+    assert_int_equal(herd_places_msg_decode_answer(f, len, &a, &first), -1);
+    assert_int_equal(first, 5);
+    assert_null(a.ids);
     free(f);
 
     assert_int_equal(herd_places_msg_decode_to_worker("\xc1", 1, &d, &id), -1);
     assert_int_equal(id, 0);
-    assert_int_equal(herd_places_msg_decode_reply("", 0, &r), -1);
-    assert_int_equal(r.req_id, 0);
+    assert_int_equal(herd_places_msg_decode_answer("", 0, &a, &first), -1);
+    assert_int_equal(first, 0);
 }
 
 int main(void)
@@ -170,7 +239,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_round_trip),
         cmocka_unit_test(test_cancel_round_trip),
-        cmocka_unit_test(test_reply_round_trip),
+        cmocka_unit_test(test_config_round_trip),
+        cmocka_unit_test(test_answer_round_trip),
         cmocka_unit_test(test_malformed_keeps_the_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
