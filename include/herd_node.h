@@ -47,9 +47,10 @@ void herd_node_drain(herd_node_t *node);
 
 /* Applies a reloaded topology without a restart and without touching the
  * table: links to removed neighbours close (their messages are no longer
- * accepted), links to new ones open, client limits change. What takes a
- * restart (our own address, ports or key, the Places settings, the folders)
- * is left as it runs; the caller reports it (main.c). On success the node uses `topo` from now on (the caller keeps it
+ * accepted), links to new ones open, client limits change, and the Places
+ * timeout, cache lifetime and bounds go to the node and its worker alike.
+ * What takes a restart (our own address, ports or key, the Places URL and
+ * key, the folders) is left as it runs; the caller reports it (main.c). On success the node uses `topo` from now on (the caller keeps it
  * alive and may free the old one); returns -1 with err filled otherwise. */
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
 
@@ -74,5 +75,13 @@ char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);
+
+/* For the stop (PROTOCOL section 8): the loop time (herd_loop_now_ms) by
+ * which every WHATSAT read so far has had its answer handed to its front
+ * end: the latest Places deadline of those waiting (places.timeout_ms in
+ * force, the node's margin and one deadline sweep), or a sweep from now
+ * while answers are still being handed over; 0 when none is owed. A stop
+ * should wait at least until then for herd_node_busy to reach 0. */
+int64_t herd_node_places_deadline_ms(const herd_node_t *node);
 
 #endif

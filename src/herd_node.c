@@ -523,6 +523,10 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "cannot start the Places deadline timer");
         goto fail;
     }
+    if (node_places_init(node) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (!key || !*key)
         herd_log_event(log, "places: no API key in $%s: WHATSAT answers REQUEST_DENIED", topo->places_key_env);
 
@@ -576,13 +580,7 @@ void herd_node_destroy(herd_node_t **p)
     if (node->journal)
         herd_loop_remove_zmq(node->loop, herd_journal_sock(node->journal));
     herd_journal_destroy(&node->journal);
-    for (size_t i = 0; i < PENDING_BUCKETS; i++) {
-        while (node->pending[i]) {
-            pending_t *q = node->pending[i];
-            node->pending[i] = q->next;
-            free(q);
-        }
-    }
+    node_places_free(node);
     if (node->expire_timer > 0)
         herd_loop_remove_timer(node->loop, node->expire_timer);
     herd_table_destroy(&node->table);
@@ -627,7 +625,7 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
         snprintf(err, errlen, "%s has no server named \"%s\"", topo->path, node->name);
         return -1;
     }
-    /* What takes a restart (own address, ports, key, Places settings) is
+    /* What takes a restart (own address, ports, key, Places URL and key) is
      * found and reported by the caller (main.c, herd_node_restart_needed). */
     if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
         return -1;
@@ -639,6 +637,7 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
     node->topo = topo;
+    node_places_reload(node);
     node_purge_strangers(node);
     return 0;
 }

@@ -26,6 +26,10 @@
  * ticket is answered, and a client is never owed an answer for ever. */
 #define PLACES_MARGIN_MS 1000
 #define PENDING_SWEEP_MS 100 /* how often the deadlines are looked at */
+/* Places answers handed to one front end per turn stop once its batch
+ * holds this many bytes (one answer always goes): answers that share one
+ * body are copied into a batch a turn's worth at a time, not all at once. */
+#define PLACES_BATCH_BYTES (1u << 20)
 #define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1); 0 (in-line) on 2 cores or fewer */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram
@@ -44,20 +48,25 @@ typedef struct {
     uint64_t peer_invalid;                         /* AT lines from neighbours that did not parse */
     uint64_t places_upstream, places_shared, places_cache_hits, places_errors;
     uint64_t places_deadline, places_client_gone;  /* WHATSATs given up: by the node's deadline, client gone */
+    uint64_t places_refused_queued;                /* answered at once: places.max_queued were waiting */
+    uint64_t places_refused_worker;                /* answered at once: the worker's pipe was full */
     uint64_t latency_buckets[N_LATENCY];           /* upstream calls per latency bucket (not cumulative) */
     uint64_t latency_count;                        /* upstream calls timed */
     double latency_sum;                            /* their total seconds */
 } counters_t;
 
-/* A WHATSAT waiting for its Places reply. */
+/* A WHATSAT waiting for its Places reply, then (ready) for its turn to be
+ * handed to its front end. */
 typedef struct pending_t {
-    struct pending_t *next; /* next in the bucket */
-    struct pending_t *older, *newer; /* arrival order, which is deadline order */
+    struct pending_t *next; /* next in the bucket (while waiting) */
+    struct pending_t *older, *newer; /* waiting: arrival order, which is deadline order; ready: answer order */
+    struct pending_t *cprev, *cnext; /* the other pending WHATSATs of the same connection */
     uint64_t req_id;        /* the id given to the worker */
     herd_ticket_t ticket;   /* the line to answer */
     uint32_t fe;            /* the front-end thread it came from */
     uint32_t handle;        /* that front end's slot for it */
-    int64_t deadline_ms;    /* when the node answers it itself (herd_loop_now_ms) */
+    int64_t arrival_ms;     /* when it came (herd_loop_now_ms): its deadline follows places.timeout_ms */
+    herd_places_body_t *body; /* ready: the answer, shared with the others it answers */
     size_t at_len;          /* bytes of the AT line */
     char at[];              /* the AT line the query was made from */
 } pending_t;
@@ -107,8 +116,11 @@ struct herd_node_t {
     uint64_t log_suppressed;      /* ... and not logged */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
-    pending_t *oldest, *newest;   /* every pending WHATSAT, oldest first */
-    size_t n_pending;
+    pending_t *oldest, *newest;   /* every WHATSAT waiting on the worker, oldest first */
+    pending_t *ready_head, *ready_tail; /* answered by the worker, not yet handed to the front ends */
+    zhashx_t *pending_conns;      /* "fe:conn" -> that connection's first pending WHATSAT */
+    int places_tick;              /* tick id of node_places_deliver */
+    size_t n_pending;             /* WHATSATs waiting or ready */
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     int expire_timer;             /* drops records past limits.record_ttl_s */
@@ -131,6 +143,15 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it);
 void node_places_ready(herd_loop_t *loop, void *arg);
 void node_pending_sweep(herd_loop_t *loop, void *arg);
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed);
+
+/* The node's WHATSAT state: node_places_init (0, or -1 out of memory) makes
+ * the per-connection index and the tick that hands ready answers to the
+ * front ends (before their own tick of the same phase); node_places_reload
+ * gives the worker the reloaded Places settings the node now uses;
+ * node_places_free drops every pending WHATSAT unanswered. */
+int node_places_init(herd_node_t *node);
+void node_places_reload(herd_node_t *node);
+void node_places_free(herd_node_t *node);
 
 /* Durable state (herd_node_state.c): loads state_dir/NAME into the table
  * and starts the writer (0, or -1 with err filled); drops every record

@@ -151,12 +151,17 @@ char *node_render_metrics(void *arg, size_t *len)
             "# TYPE herd_places_abandoned_total counter\n"
             "herd_places_abandoned_total{reason=\"deadline\"} %" PRIu64 "\n"
             "herd_places_abandoned_total{reason=\"client_gone\"} %" PRIu64 "\n"
+            "# HELP herd_places_refused_total WHATSATs answered at once with UNKNOWN_ERROR, by reason.\n"
+            "# TYPE herd_places_refused_total counter\n"
+            "herd_places_refused_total{reason=\"max_queued\"} %" PRIu64 "\n"
+            "herd_places_refused_total{reason=\"worker_full\"} %" PRIu64 "\n"
             "# HELP herd_places_pending WHATSATs waiting for their Places answer.\n"
             "# TYPE herd_places_pending gauge\nherd_places_pending %zu\n"
             "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
             "# TYPE herd_places_upstream_seconds histogram\n",
             n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_errors,
-            n->places_cache_hits, n->places_deadline, n->places_client_gone, node->n_pending);
+            n->places_cache_hits, n->places_deadline, n->places_client_gone,
+            n->places_refused_queued, n->places_refused_worker, node->n_pending);
     uint64_t cumulative = 0;
     for (size_t b = 0; b < N_LATENCY; b++) {
         cumulative += n->latency_buckets[b];

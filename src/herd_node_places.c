@@ -1,6 +1,16 @@
 /* herd_node_places: WHATSATs on the node's side: the pending list and its
  * deadlines, the Places worker's replies, cancels for clients that left.
- * See herd_node_int.h. */
+ * See herd_node_int.h.
+ *
+ * A WHATSAT is pending from the moment it is sent to the worker until its
+ * answer is handed to its front end. It is in the per-connection index all
+ * that time (a closing connection finds its own at once); while waiting on
+ * the worker it is in the request-id buckets and the arrival list (its
+ * deadline is its arrival plus places.timeout_ms in force, so a reload
+ * moves every deadline alike and the list stays in deadline order); once
+ * answered it holds a reference to the answer's body, shared with every
+ * other WHATSAT that answer is for, in the ready list, which
+ * node_places_deliver empties a bounded batch per turn. */
 #include "herd_node_int.h"
 
 #include <inttypes.h>
@@ -30,8 +40,48 @@ static void answer_places_error(herd_node_t *node, const pending_t *p, const cha
     free(err);
 }
 
-/* Takes a pending WHATSAT out of both lists. */
-static void pending_unlink(herd_node_t *node, pending_t *p)
+/* The per-connection index key of (fe, conn). */
+static void conn_key(uint32_t fe, uint64_t conn, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%" PRIx32 ":%" PRIx64, fe, conn);
+}
+
+/* Adds p to its connection's list. Returns -1 when out of memory. */
+static int conn_link(herd_node_t *node, pending_t *p)
+{
+    char k[32];
+    conn_key(p->fe, p->ticket.conn, k, sizeof k);
+    pending_t *head = zhashx_lookup(node->pending_conns, k);
+    p->cprev = NULL;
+    p->cnext = head;
+    if (!head)
+        return zhashx_insert(node->pending_conns, k, p) == 0 ? 0 : -1;
+    head->cprev = p;
+    zhashx_update(node->pending_conns, k, p);
+    return 0;
+}
+
+/* Takes p out of its connection's list. */
+static void conn_unlink(herd_node_t *node, pending_t *p)
+{
+    if (p->cnext)
+        p->cnext->cprev = p->cprev;
+    if (p->cprev)
+        p->cprev->cnext = p->cnext;
+    else {
+        char k[32];
+        conn_key(p->fe, p->ticket.conn, k, sizeof k);
+        if (p->cnext)
+            zhashx_update(node->pending_conns, k, p->cnext);
+        else
+            zhashx_delete(node->pending_conns, k);
+    }
+    p->cprev = p->cnext = NULL;
+}
+
+/* Takes a WHATSAT waiting on the worker out of the buckets and the arrival
+ * list (it stays in its connection's list). */
+static void waiting_unlink(herd_node_t *node, pending_t *p)
 {
     pending_t **b = &node->pending[p->req_id % PENDING_BUCKETS];
     while (*b != p)
@@ -45,10 +95,32 @@ static void pending_unlink(herd_node_t *node, pending_t *p)
         p->newer->older = p->older;
     else
         node->newest = p->older;
-    node->n_pending--;
+    p->next = p->older = p->newer = NULL;
 }
 
-/* The pending WHATSAT with that request id, or NULL. */
+/* Takes a ready WHATSAT out of the ready list. */
+static void ready_unlink(herd_node_t *node, pending_t *p)
+{
+    if (p->older)
+        p->older->newer = p->newer;
+    else
+        node->ready_head = p->newer;
+    if (p->newer)
+        p->newer->older = p->older;
+    else
+        node->ready_tail = p->older;
+    p->older = p->newer = NULL;
+}
+
+/* Frees a pending WHATSAT that is in no list any more. */
+static void pending_free(herd_node_t *node, pending_t *p)
+{
+    node->n_pending--;
+    herd_places_body_unref(&p->body);
+    free(p);
+}
+
+/* The pending WHATSAT waiting on the worker with that request id, or NULL. */
 static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
 {
     pending_t *p = node->pending[req_id % PENDING_BUCKETS];
@@ -57,19 +129,30 @@ static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
     return p;
 }
 
-/* Gives up a pending WHATSAT: the worker is told to drop it (and to stop
- * its upstream call when nobody else waits), the front end frees its slot,
- * and it is freed. */
+/* Gives up a pending WHATSAT whose connection is gone: the worker is told
+ * to drop it when it still waits there (and to stop its upstream call when
+ * nobody else waits), the front end frees its slot, and it is freed. */
 static void pending_drop(herd_node_t *node, pending_t *p)
 {
-    pending_unlink(node, p);
-    if (herd_places_cancel(node->places, p->req_id) != 0)
-        herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
-                       (unsigned long long)p->req_id);
+    conn_unlink(node, p);
+    if (p->body)
+        ready_unlink(node, p);
+    else {
+        waiting_unlink(node, p);
+        if (herd_places_cancel(node->places, p->req_id) != 0)
+            herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
+                           (unsigned long long)p->req_id);
+    }
     herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = p->ticket.conn, .seq = p->ticket.seq,
                           .handle = p->handle, .outcome = HERD_MSG_DROPPED};
     node_to_fe(node, p->fe, &it);
-    free(p);
+    pending_free(node, p);
+}
+
+/* The node's own deadline for a WHATSAT that came at arrival_ms. */
+static int64_t deadline_of(const herd_node_t *node, int64_t arrival_ms)
+{
+    return arrival_ms + node->topo->places_timeout_ms + PLACES_MARGIN_MS;
 }
 
 /* Answers every WHATSAT past its deadline with an error object. */
@@ -77,23 +160,25 @@ void node_pending_sweep(herd_loop_t *loop, void *arg)
 {
     herd_node_t *node = arg;
     int64_t now = herd_loop_now_ms(loop);
-    while (node->oldest && now >= node->oldest->deadline_ms) {
+    while (node->oldest && now >= deadline_of(node, node->oldest->arrival_ms)) {
         pending_t *p = node->oldest;
         char msg[96];
         snprintf(msg, sizeof msg, "the Places request was not answered within %ld ms",
                  node->topo->places_timeout_ms + PLACES_MARGIN_MS);
         herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)p->req_id, msg);
         node->n.places_deadline++;
-        pending_unlink(node, p);
+        waiting_unlink(node, p);
+        conn_unlink(node, p);
         herd_places_cancel(node->places, p->req_id);
         answer_places_error(node, p, msg);
-        free(p);
+        pending_free(node, p);
     }
 }
 
 /* A front end closed a connection: it no longer counts against
  * max_clients, and when it was owed answers its WHATSATs are given up, so
- * that no upstream call runs for nobody. */
+ * that no upstream call runs for nobody. Only that connection's own are
+ * looked at. */
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
 {
     herd_frontend_released(node->frontend);
@@ -101,15 +186,81 @@ void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
         node->fes[fe].conns--;
     if (!owed)
         return;
-    pending_t *p = node->oldest;
-    while (p) {
-        pending_t *next = p->newer;
-        if (p->ticket.conn == conn && p->fe == fe) {
-            node->n.places_client_gone++;
-            pending_drop(node, p);
-        }
-        p = next;
+    char k[32];
+    conn_key(fe, conn, k, sizeof k);
+    pending_t *p;
+    while ((p = zhashx_lookup(node->pending_conns, k)) != NULL) {
+        node->n.places_client_gone++;
+        pending_drop(node, p);
     }
+}
+
+/* Hands ready answers to the front ends, oldest first, until a front end's
+ * batch for this turn is full; the rest go in the next turns. */
+static void node_places_deliver(herd_loop_t *loop, void *arg)
+{
+    herd_node_t *node = arg;
+    while (node->ready_head) {
+        pending_t *p = node->ready_head;
+        if (p->fe < node->n_fes) {
+            const herd_msg_buf_t *out = &node->fes[p->fe].out;
+            if (out->items && out->len + p->body->len > PLACES_BATCH_BYTES) {
+                herd_loop_again(loop);
+                return;
+            }
+            answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, p->body->text, p->body->len);
+        }
+        ready_unlink(node, p);
+        conn_unlink(node, p);
+        pending_free(node, p);
+    }
+}
+
+int node_places_init(herd_node_t *node)
+{
+    node->pending_conns = zhashx_new();
+    if (!node->pending_conns)
+        return -1;
+    node->places_tick = herd_loop_add_tick(node->loop, HERD_PHASE_ANSWERS, node_places_deliver, node);
+    return node->places_tick < 0 ? -1 : 0;
+}
+
+void node_places_reload(herd_node_t *node)
+{
+    const herd_topology_t *t = node->topo;
+    herd_places_conf_t pc = {.timeout_ms = t->places_timeout_ms, .cache_ttl_ms = t->places_cache_ttl_ms,
+                             .max_in_flight = t->places_max_in_flight, .max_queued = t->places_max_queued};
+    if (herd_places_reconfigure(node->places, &pc) != 0)
+        herd_log_event(node->log, "reload: the Places worker's pipe is full; it keeps its settings until the "
+                                  "next reload");
+}
+
+void node_places_free(herd_node_t *node)
+{
+    if (node->places_tick > 0)
+        herd_loop_remove_tick(node->loop, node->places_tick);
+    node->places_tick = 0;
+    while (node->oldest) {
+        pending_t *p = node->oldest;
+        waiting_unlink(node, p);
+        pending_free(node, p);
+    }
+    while (node->ready_head) {
+        pending_t *p = node->ready_head;
+        ready_unlink(node, p);
+        pending_free(node, p);
+    }
+    zhashx_destroy(&node->pending_conns);
+}
+
+int64_t herd_node_places_deadline_ms(const herd_node_t *node)
+{
+    int64_t until = 0;
+    if (node->newest)
+        until = deadline_of(node, node->newest->arrival_ms) + PENDING_SWEEP_MS;
+    if (node->ready_head && until < herd_loop_now_ms(node->loop) + PENDING_SWEEP_MS)
+        until = herd_loop_now_ms(node->loop) + PENDING_SWEEP_MS;
+    return until;
 }
 
 void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
@@ -127,11 +278,25 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
         return;
     }
     node->n.whatsat_answered++;
-    pending_t *p = malloc(sizeof *p + rec->at_len);
+    pending_t *p = calloc(1, sizeof *p + rec->at_len);
     uint64_t req_id = ++node->next_req_id;
-    if (!p || herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) != 0) {
+    bool linked = false, sent = false;
+    if (p) {
+        p->fe = fe;
+        p->ticket = t;
+        linked = conn_link(node, p) == 0;
+    }
+    if (linked)
+        sent = herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) == 0;
+    if (!sent) {
+        /* Out of memory, or the worker's pipe is full: it holds more than
+         * the bounds let wait, so this one would be refused there too. */
+        if (linked) {
+            conn_unlink(node, p);
+            node->n.places_refused_worker++;
+        }
         herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
-                       p ? "" : " (out of memory)");
+                       linked ? " (the worker's pipe is full)" : " (out of memory)");
         pending_t tmp = {.ticket = t, .fe = fe, .handle = it->handle};
         char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
         answer_whatsat(node, tmp.fe, t, tmp.handle, rec->at, rec->at_len, err ? err : OOM_ERROR_JSON,
@@ -141,10 +306,8 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
         return;
     }
     p->req_id = req_id;
-    p->ticket = t;
-    p->fe = fe;
     p->handle = it->handle;
-    p->deadline_ms = herd_loop_now_ms(node->loop) + node->topo->places_timeout_ms + PLACES_MARGIN_MS;
+    p->arrival_ms = herd_loop_now_ms(node->loop);
     p->at_len = rec->at_len;
     memcpy(p->at, rec->at, rec->at_len);
     pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
@@ -202,21 +365,36 @@ void node_places_ready(herd_loop_t *loop, void *arg)
             herd_log_event(node->log, "places: dropped a malformed message from the worker%s",
                            p ? ", answering its request with an error" : "");
             if (p) {
-                pending_unlink(node, p);
+                waiting_unlink(node, p);
+                conn_unlink(node, p);
                 node->n.places_errors++;
                 answer_places_error(node, p, "the Places worker's reply could not be read");
-                free(p);
+                pending_free(node, p);
             }
             continue;
         }
         pending_t *p = pending_find(node, reply.req_id);
         count_places(node, &reply);
-        if (reply.note)
-            herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
+        if (reply.refused)
+            node->n.places_refused_queued++;
+        if (reply.note && reply.group_index == 0) {
+            if (reply.group_size > 1)
+                herd_log_event(node->log, "places: requests %llu and %zu more: %s", (unsigned long long)reply.req_id,
+                               reply.group_size - 1, reply.note);
+            else
+                herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
+        }
         if (p) {
-            pending_unlink(node, p);
-            answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, reply.json, reply.json_len);
-            free(p);
+            /* Its turn comes in node_places_deliver, with the body shared. */
+            waiting_unlink(node, p);
+            p->body = reply.body;
+            reply.body = NULL;
+            p->older = node->ready_tail;
+            if (node->ready_tail)
+                node->ready_tail->newer = p;
+            else
+                node->ready_head = p;
+            node->ready_tail = p;
         }
         herd_places_reply_free(&reply);
     }

@@ -151,7 +151,8 @@ static void shutdown_check(herd_loop_t *loop, void *arg)
     server_t *s = arg;
     if (!s->stopping)
         return;
-    if (herd_node_busy(s->node) == 0 || herd_loop_now_ms(loop) >= s->deadline_ms)
+    int64_t now = herd_loop_now_ms(loop), places = herd_node_places_deadline_ms(s->node); /* WHATSATs: §8 */
+    if (herd_node_busy(s->node) == 0 || (now >= s->deadline_ms && now >= places))
         herd_loop_stop(loop);
 }
 
