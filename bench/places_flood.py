@@ -42,7 +42,7 @@ def main():
                 extra={"state_dir": None, "servers": {"Bailey": {"admin_port": free_ports(1)[0]}}})
     socks = []
     try:
-        places.set_mode("slow", delay=delay)
+        places.set_mode("slow", delay=delay, results=20)
         herd.start("Bailey")
         pid = herd.pid("Bailey")
         reply = herd.send("Bailey", iamat_line(b"kiwi.flood", pos=b"+34.068930-118.445127") + b"\n")
