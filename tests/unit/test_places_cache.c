@@ -93,6 +93,30 @@ static void test_replace_renews(void **state)
     herd_places_cache_destroy(&c); /* NULL-safe */
 }
 
+/* A reloaded lifetime: shorter applies to what is held at once (from each
+ * entry's put), longer to what comes next, 0 empties the cache. */
+static void test_set_ttl(void **state)
+{
+    (void)state;
+    herd_places_cache_t *c = herd_places_cache_new(10000, 10, 1 << 20);
+    herd_places_cache_put(c, "a", dup("A"), 1, 1000);
+    herd_places_cache_put(c, "b", dup("B"), 1, 3000);
+    herd_places_cache_set_ttl(c, 2500, 3000); /* a ends at 3500, b at 5500 */
+    assert_string_equal(get(c, "a", 3499), "A");
+    assert_null(get(c, "a", 3500));
+    assert_string_equal(get(c, "b", 5499), "B");
+    herd_places_cache_set_ttl(c, 2000, 5000); /* b now ends at 5000: gone */
+    assert_int_equal(herd_places_cache_size(c), 0);
+    herd_places_cache_set_ttl(c, 60000, 6000);
+    herd_places_cache_put(c, "c", dup("C"), 1, 6000);
+    assert_string_equal(get(c, "c", 65999), "C");
+    herd_places_cache_set_ttl(c, 0, 7000);
+    assert_int_equal(herd_places_cache_size(c), 0);
+    herd_places_cache_put(c, "d", dup("D"), 1, 7000); /* off: kept nowhere */
+    assert_null(get(c, "d", 7000));
+    herd_places_cache_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -101,6 +125,7 @@ int main(void)
         cmocka_unit_test(test_oldest_evicted_by_count),
         cmocka_unit_test(test_oldest_evicted_by_bytes_and_oversized_refused),
         cmocka_unit_test(test_replace_renews),
+        cmocka_unit_test(test_set_ttl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -875,6 +875,87 @@ static void test_bounds_and_cancels(void **state)
     assert_int_equal(standin_count(), 3);
 }
 
+/* Identical requests that join a running call count against max_queued
+ * like queued ones: one call, max_queued waiting, the rest refused at once
+ * (flagged so). Those with one bound share one body: the same text, not a
+ * copy each. */
+static void test_shared_requests_are_bounded_and_share_a_body(void **state)
+{
+    (void)state;
+    mode_fixture("nearby_ok.json", "{\"hold\": true}");
+    start_bounded_worker(standin_url, KEY, 30000, 0, 0, 4, 3);
+    for (uint64_t id = 1; id <= 6; id++)
+        request(id, "+34.068930", "-118.445127", "10", id == 4 ? 3 : 1);
+    herd_places_reply_t r[4];
+    assert_int_equal(collect(r, 2, 5000), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(r[i].req_id, 5 + i);
+        assert_true(r[i].refused);
+        assert_non_null(strstr(r[i].json, "places.max_queued is 3"));
+        herd_places_reply_free(&r[i]);
+    }
+    wait_count(1, 5000);
+    control_post("release", "{}");
+    assert_int_equal(collect(r, 4, 5000), 4);
+    size_t len1, len3;
+    char *cut1 = read_data("nearby_ok.cut1.json", &len1);
+    char *cut3 = read_data("nearby_ok.cut3.json", &len3);
+    herd_places_body_t *one = NULL;
+    for (size_t i = 0; i < 4; i++) {
+        assert_false(r[i].refused);
+        assert_true(r[i].req_id >= 1 && r[i].req_id <= 4);
+        assert_int_equal(r[i].upstream, r[i].req_id == 1);
+        assert_int_equal(r[i].shared, r[i].req_id != 1);
+        if (r[i].req_id == 4) {
+            assert_int_equal(r[i].json_len, len3);
+            assert_memory_equal(r[i].json, cut3, len3);
+            continue;
+        }
+        assert_int_equal(r[i].json_len, len1);
+        assert_memory_equal(r[i].json, cut1, len1);
+        if (!one)
+            one = r[i].body;
+        assert_ptr_equal(r[i].body, one); /* bound 1: one body for ids 1, 2 and 3 */
+    }
+    assert_int_equal(one->refs, 3);
+    for (size_t i = 0; i < 4; i++)
+        herd_places_reply_free(&r[i]);
+    assert_int_equal(standin_count(), 1);
+    free(cut1);
+    free(cut3);
+}
+
+/* Reloaded settings reach the worker: a shorter timeout cuts a running call
+ * at the new deadline counted from its start, and a smaller max_queued
+ * refuses sooner. */
+static void test_reconfigure(void **state)
+{
+    (void)state;
+    mode_fixture("nearby_ok.json", "{\"delay\": 3.0}");
+    start_bounded_worker(standin_url, KEY, 10000, 0, 0, 1, 8);
+    request(1, "+1", "+1", "1", 1);
+    wait_count(1, 5000);
+    herd_places_conf_t conf = {.timeout_ms = 200, .cache_ttl_ms = 0, .max_in_flight = 1, .max_queued = 1};
+    int64_t t0 = now_ms();
+    assert_int_equal(herd_places_reconfigure(places, &conf), 0);
+    herd_places_reply_t r;
+    one_reply(&r, 5000);
+    assert_true(now_ms() - t0 < 1000);
+    assert_error_reply(&r, 1, "UNKNOWN_ERROR", "Places request timed out after 200 ms");
+    herd_places_reply_free(&r);
+
+    /* One call runs, one waits, the third is refused. */
+    control_post("mode", "{\"mode\": \"hold\"}");
+    request(2, "+1", "+1", "2", 1);
+    request(3, "+1", "+1", "3", 1);
+    request(4, "+1", "+1", "4", 1);
+    one_reply(&r, 5000);
+    assert_int_equal(r.req_id, 4);
+    assert_true(r.refused);
+    assert_non_null(strstr(r.json, "places.max_queued is 1"));
+    herd_places_reply_free(&r);
+}
+
 /* A radius that is not a number gets an error object, and no call. */
 static void test_invalid_radius(void **state)
 {
@@ -923,6 +1004,8 @@ int main(void)
         T(test_destroy_with_calls_in_flight),
         T(test_invalid_radius),
         T(test_bounds_and_cancels),
+        T(test_shared_requests_are_bounded_and_share_a_body),
+        T(test_reconfigure),
         T(test_new_rejects_missing_url),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
