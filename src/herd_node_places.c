@@ -18,6 +18,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Refused WHATSATs logged per second: a client can make thousands a
+ * second, and each is counted in /metrics anyway. */
+#define REFUSE_LOG_PER_SEC 10
+
+/* Whether one more line about a refused WHATSAT may be logged now; says,
+ * at the first refusal of a later second, how many were not. */
+static bool refuse_log_budget(herd_node_t *node)
+{
+    int64_t now = herd_loop_now_ms(node->loop);
+    if (now - node->refuse_log_window_ms >= 1000) {
+        if (node->refuse_log_suppressed)
+            herd_log_event(node->log, "places: %" PRIu64 " more refused WHATSATs were not logged (at most %d a second)",
+                           node->refuse_log_suppressed, REFUSE_LOG_PER_SEC);
+        node->refuse_log_window_ms = now;
+        node->refuse_log_lines = 0;
+        node->refuse_log_suppressed = 0;
+    }
+    if (node->refuse_log_lines < REFUSE_LOG_PER_SEC) {
+        node->refuse_log_lines++;
+        return true;
+    }
+    node->refuse_log_suppressed++;
+    return false;
+}
+
 /* Answers a WHATSAT with the AT line and the Places JSON. */
 static void answer_whatsat(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle, const char *at,
                            size_t at_len, const char *json, size_t json_len)
@@ -295,8 +320,9 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
             conn_unlink(node, p);
             node->n.places_refused_worker++;
         }
-        herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
-                       linked ? " (the worker's pipe is full)" : " (out of memory)");
+        if (!linked || refuse_log_budget(node))
+            herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
+                           linked ? " (the worker's pipe is full)" : " (out of memory)");
         pending_t tmp = {.ticket = t, .fe = fe, .handle = it->handle};
         char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
         answer_whatsat(node, tmp.fe, t, tmp.handle, rec->at, rec->at_len, err ? err : OOM_ERROR_JSON,
@@ -377,7 +403,7 @@ void node_places_ready(herd_loop_t *loop, void *arg)
         count_places(node, &reply);
         if (reply.refused)
             node->n.places_refused_queued++;
-        if (reply.note && reply.group_index == 0) {
+        if (reply.note && reply.group_index == 0 && (!reply.refused || refuse_log_budget(node))) {
             if (reply.group_size > 1)
                 herd_log_event(node->log, "places: requests %llu and %zu more: %s", (unsigned long long)reply.req_id,
                                reply.group_size - 1, reply.note);
