@@ -29,7 +29,7 @@
 /* Places answers handed to one front end per turn stop once its batch
  * holds this many bytes (one answer always goes): answers that share one
  * body are copied into a batch a turn's worth at a time, not all at once. */
-#define PLACES_BATCH_BYTES (1u << 20)
+#define PLACES_BATCH_BYTES (4u << 20)
 #define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1); 0 (in-line) on 2 cores or fewer */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram

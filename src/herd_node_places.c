@@ -137,6 +137,30 @@ static void ready_unlink(herd_node_t *node, pending_t *p)
     p->older = p->newer = NULL;
 }
 
+/* Queues an answered WHATSAT (p->body set) for node_places_deliver. */
+static void ready_push(herd_node_t *node, pending_t *p)
+{
+    p->newer = NULL;
+    p->older = node->ready_tail;
+    if (node->ready_tail)
+        node->ready_tail->newer = p;
+    else
+        node->ready_head = p;
+    node->ready_tail = p;
+}
+
+/* Puts back at the head of the ready list one that could not go yet. */
+static void ready_push_front(herd_node_t *node, pending_t *p)
+{
+    p->older = NULL;
+    p->newer = node->ready_head;
+    if (node->ready_head)
+        node->ready_head->older = p;
+    else
+        node->ready_tail = p;
+    node->ready_head = p;
+}
+
 /* Frees a pending WHATSAT that is in no list any more. */
 static void pending_free(herd_node_t *node, pending_t *p)
 {
@@ -220,6 +244,22 @@ void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
     }
 }
 
+/* Hands an answered WHATSAT (out of every list but its connection's) to
+ * its front end's batch of this turn, unless that batch is full. Returns
+ * whether it went (and was freed). */
+static bool deliver_one(herd_node_t *node, pending_t *p)
+{
+    if (p->fe < node->n_fes) {
+        const herd_msg_buf_t *out = &node->fes[p->fe].out;
+        if (out->items && out->len + p->at_len + p->body->len > PLACES_BATCH_BYTES)
+            return false;
+        answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, p->body->text, p->body->len);
+    }
+    conn_unlink(node, p);
+    pending_free(node, p);
+    return true;
+}
+
 /* Hands ready answers to the front ends, oldest first, until a front end's
  * batch for this turn is full; the rest go in the next turns. */
 static void node_places_deliver(herd_loop_t *loop, void *arg)
@@ -227,17 +267,12 @@ static void node_places_deliver(herd_loop_t *loop, void *arg)
     herd_node_t *node = arg;
     while (node->ready_head) {
         pending_t *p = node->ready_head;
-        if (p->fe < node->n_fes) {
-            const herd_msg_buf_t *out = &node->fes[p->fe].out;
-            if (out->items && out->len + p->body->len > PLACES_BATCH_BYTES) {
-                herd_loop_again(loop);
-                return;
-            }
-            answer_whatsat(node, p->fe, p->ticket, p->handle, p->at, p->at_len, p->body->text, p->body->len);
-        }
         ready_unlink(node, p);
-        conn_unlink(node, p);
-        pending_free(node, p);
+        if (!deliver_one(node, p)) {
+            ready_push_front(node, p);
+            herd_loop_again(loop);
+            return;
+        }
     }
 }
 
@@ -305,29 +340,14 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     node->n.whatsat_answered++;
     pending_t *p = calloc(1, sizeof *p + rec->at_len);
     uint64_t req_id = ++node->next_req_id;
-    bool linked = false, sent = false;
     if (p) {
         p->fe = fe;
         p->ticket = t;
-        linked = conn_link(node, p) == 0;
     }
-    if (linked)
-        sent = herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) == 0;
-    if (!sent) {
-        /* Out of memory, or the worker's pipe is full: it holds more than
-         * the bounds let wait, so this one would be refused there too. */
-        if (linked) {
-            conn_unlink(node, p);
-            node->n.places_refused_worker++;
-        }
-        if (!linked || refuse_log_budget(node))
-            herd_log_event(node->log, "places: request %llu could not be queued%s", (unsigned long long)req_id,
-                           linked ? " (the worker's pipe is full)" : " (out of memory)");
-        pending_t tmp = {.ticket = t, .fe = fe, .handle = it->handle};
-        char *err = herd_places_error_json("UNKNOWN_ERROR", "the Places worker could not take the request");
-        answer_whatsat(node, tmp.fe, t, tmp.handle, rec->at, rec->at_len, err ? err : OOM_ERROR_JSON,
-                       err ? strlen(err) : strlen(OOM_ERROR_JSON));
-        free(err);
+    if (!p || conn_link(node, p) != 0) {
+        herd_log_event(node->log, "places: request %llu could not be queued (out of memory)",
+                       (unsigned long long)req_id);
+        answer_whatsat(node, fe, t, it->handle, rec->at, rec->at_len, OOM_ERROR_JSON, strlen(OOM_ERROR_JSON));
         free(p);
         return;
     }
@@ -336,6 +356,19 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     p->arrival_ms = herd_loop_now_ms(node->loop);
     p->at_len = rec->at_len;
     memcpy(p->at, rec->at, rec->at_len);
+    node->n_pending++;
+    if (herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) != 0) {
+        /* The worker's pipe is full: it holds more than the bounds let
+         * wait, so this one would be refused there too. */
+        node->n.places_refused_worker++;
+        if (refuse_log_budget(node))
+            herd_log_event(node->log, "places: request %llu could not be queued (the worker's pipe is full)",
+                           (unsigned long long)req_id);
+        conn_unlink(node, p);
+        answer_places_error(node, p, "the Places worker could not take the request");
+        pending_free(node, p);
+        return;
+    }
     pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
     p->next = *b;
     *b = p;
@@ -346,7 +379,6 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     else
         node->oldest = p;
     node->newest = p;
-    node->n_pending++;
 }
 
 /* Counts one finished Places request in exactly one result of
@@ -412,15 +444,13 @@ void node_places_ready(herd_loop_t *loop, void *arg)
         }
         if (p) {
             /* Its turn comes in node_places_deliver, with the body shared. */
+            /* It goes now when its front end's batch has room and none
+             * is ahead of it, else in node_places_deliver's turn. */
             waiting_unlink(node, p);
             p->body = reply.body;
             reply.body = NULL;
-            p->older = node->ready_tail;
-            if (node->ready_tail)
-                node->ready_tail->newer = p;
-            else
-                node->ready_head = p;
-            node->ready_tail = p;
+            if (node->ready_head || !deliver_one(node, p))
+                ready_push(node, p);
         }
         herd_places_reply_free(&reply);
     }
