@@ -98,29 +98,36 @@ static herd_msg_item_t iamat(char *buf, size_t cap, const char *id, int64_t sec,
     return it;
 }
 
-/* Feeds one batch from front end 1 and returns the decoded answers. */
-static size_t exchange(fx_t *fx, const herd_msg_item_t *items, size_t n, uint64_t invalid, herd_msg_item_t *out,
-                       char **frame)
+/* Feeds one batch from front end fe and returns the decoded answers. */
+static size_t exchange_fe(fx_t *fx, uint32_t fe, const herd_msg_item_t *items, size_t n, uint64_t invalid,
+                          herd_msg_item_t *out, char **frame)
 {
     herd_msg_buf_t b = {0};
-    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = 1, .invalid = invalid};
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = fe, .invalid = invalid};
     herd_msg_begin(&b, &h);
     for (size_t i = 0; i < n; i++)
         herd_msg_put(&b, HERD_MSG_TO_NODE, &items[i]);
-    assert_int_equal(herd_node_feed(fx->node, 1, b.p, b.len), 0);
+    assert_int_equal(herd_node_feed(fx->node, fe, b.p, b.len), 0);
     herd_msg_buf_free(&b);
     size_t len = 0;
-    *frame = herd_node_take_answers(fx->node, 1, &len);
+    *frame = herd_node_take_answers(fx->node, fe, &len);
     assert_non_null(*frame);
     herd_msg_reader_t r;
     herd_msg_header_t g;
     assert_int_equal(herd_msg_open(&r, *frame, len, &g), 0);
     assert_int_equal(g.dir, HERD_MSG_TO_FE);
-    assert_int_equal(g.fe, 1);
+    assert_int_equal(g.fe, fe);
     size_t k = 0;
     while (k < 16 && herd_msg_next(&r, &out[k]) == 1)
         k++;
     return k;
+}
+
+/* Feeds one batch from front end 1 and returns the decoded answers. */
+static size_t exchange(fx_t *fx, const herd_msg_item_t *items, size_t n, uint64_t invalid, herd_msg_item_t *out,
+                       char **frame)
+{
+    return exchange_fe(fx, 1, items, n, invalid, out, frame);
 }
 
 static void test_iamat_outcomes(void **state)
@@ -179,11 +186,73 @@ static void test_whatsat_unknown_and_closed(void **state)
     assert_int_equal(herd_node_feed(fx->node, 2, "", 0), -1); /* no third front end */
 }
 
+static herd_msg_item_t whatsat(uint64_t conn, uint64_t seq)
+{
+    herd_msg_item_t it = {.kind = HERD_MSG_WHATSAT, .conn = conn, .seq = seq, .handle = (uint32_t)(conn * 10 + seq),
+                          .id = {"kiwi", 4}, .radius = {"10", 2}, .bound = 5};
+    return it;
+}
+
+/* A connection that closes while owed answers gives up its own pending
+ * WHATSATs, and only those: not another connection's, nor the same
+ * connection number on another front end. While any waits, the stop has a
+ * Places deadline to wait for. */
+static void test_closed_connection_drops_only_its_own(void **state)
+{
+    fx_t *fx = *state;
+    char a[160];
+    herd_msg_item_t out[16];
+    char *frame;
+    herd_msg_item_t stored = iamat(a, sizeof a, "kiwi", (int64_t)time(NULL) - 10, 0);
+    assert_int_equal(exchange(fx, &stored, 1, 0, out, &frame), 1);
+    free(frame);
+    assert_int_equal(herd_node_places_deadline_ms(fx->node), 0);
+
+    herd_msg_item_t in[4] = {whatsat(10, 0), whatsat(11, 0), whatsat(11, 1), whatsat(12, 0)};
+    assert_int_equal(exchange(fx, in, 4, 0, out, &frame), 0); /* all wait on the worker */
+    free(frame);
+    herd_msg_item_t other = whatsat(11, 0);
+    assert_int_equal(exchange_fe(fx, 0, &other, 1, 0, out, &frame), 0);
+    free(frame);
+    int64_t until = herd_node_places_deadline_ms(fx->node);
+    assert_true(until >= herd_loop_now_ms(fx->loop) + fx->topo->places_timeout_ms);
+
+    herd_msg_item_t closed = {.kind = HERD_MSG_CLOSED, .conn = 11, .outcome = 1};
+    size_t n = exchange(fx, &closed, 1, 0, out, &frame);
+    assert_int_equal(n, 2);
+    bool seen[2] = {false, false};
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(out[i].kind, HERD_MSG_WHATSAT);
+        assert_int_equal(out[i].conn, 11);
+        assert_int_equal(out[i].outcome, HERD_MSG_DROPPED);
+        assert_true(out[i].seq < 2);
+        assert_int_equal(out[i].handle, 110 + out[i].seq);
+        seen[out[i].seq] = true;
+    }
+    assert_true(seen[0] && seen[1]);
+    free(frame);
+    /* Closing it again finds nothing. */
+    assert_int_equal(exchange(fx, &closed, 1, 0, out, &frame), 0);
+    free(frame);
+
+    herd_msg_item_t rest[2] = {{.kind = HERD_MSG_CLOSED, .conn = 10, .outcome = 1},
+                               {.kind = HERD_MSG_CLOSED, .conn = 12, .outcome = 1}};
+    assert_int_equal(exchange(fx, rest, 2, 0, out, &frame), 2);
+    free(frame);
+    assert_true(herd_node_places_deadline_ms(fx->node) > 0); /* front end 0's conn 11 still waits */
+    assert_int_equal(exchange_fe(fx, 0, &closed, 1, 0, out, &frame), 1);
+    assert_int_equal(out[0].conn, 11);
+    assert_int_equal(out[0].outcome, HERD_MSG_DROPPED);
+    free(frame);
+    assert_int_equal(herd_node_places_deadline_ms(fx->node), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_iamat_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whatsat_unknown_and_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closed_connection_drops_only_its_own, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
