@@ -120,6 +120,7 @@ struct herd_node_t {
     pending_t *ready_head, *ready_tail; /* answered by the worker, not yet handed to the front ends */
     zhashx_t *pending_conns;      /* "fe:conn" -> that connection's first pending WHATSAT */
     int places_tick;              /* tick id of node_places_deliver */
+    bool places_reconf;           /* reloaded Places settings not yet taken by the worker's pipe */
     int64_t refuse_log_window_ms; /* start of the second that refuse_log_lines counts */
     unsigned refuse_log_lines;    /* refused-WHATSAT lines logged in it */
     uint64_t refuse_log_suppressed; /* ... and not logged */

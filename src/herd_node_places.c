@@ -209,6 +209,8 @@ void node_pending_sweep(herd_loop_t *loop, void *arg)
 {
     herd_node_t *node = arg;
     int64_t now = herd_loop_now_ms(loop);
+    if (node->places_reconf)
+        node_places_reload(node);
     while (node->oldest && now >= deadline_of(node, node->oldest->arrival_ms)) {
         pending_t *p = node->oldest;
         char msg[96];
@@ -290,9 +292,15 @@ void node_places_reload(herd_node_t *node)
     const herd_topology_t *t = node->topo;
     herd_places_conf_t pc = {.timeout_ms = t->places_timeout_ms, .cache_ttl_ms = t->places_cache_ttl_ms,
                              .max_in_flight = t->places_max_in_flight, .max_queued = t->places_max_queued};
-    if (herd_places_reconfigure(node->places, &pc) != 0)
-        herd_log_event(node->log, "reload: the Places worker's pipe is full; it keeps its settings until the "
-                                  "next reload");
+    bool again = node->places_reconf;
+    node->places_reconf = herd_places_reconfigure(node->places, &pc) != 0;
+    /* A full pipe is retried at every deadline sweep, so the worker runs
+     * what the node runs as soon as it can take it. */
+    if (node->places_reconf && !again)
+        herd_log_event(node->log, "reload: the Places worker's pipe is full; its new settings follow once it "
+                                  "has room");
+    else if (!node->places_reconf && again)
+        herd_log_event(node->log, "reload: the Places worker has its new settings");
 }
 
 void node_places_free(herd_node_t *node)
