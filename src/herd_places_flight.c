@@ -214,7 +214,9 @@ static int flight_run(worker_t *w, flight_t *f)
 #else
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
 #endif
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, w->timeout_ms) != CURLE_OK;
+    /* No CURLOPT_TIMEOUT_MS: places_expire holds every running call to the
+     * timeout in force, counted from its start, so a reload that changes
+     * it applies to calls already running too. */
     bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, MAXAGE_CONN_S) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "herd/0.1") != CURLE_OK;
@@ -295,9 +297,12 @@ static void flight_stop(worker_t *w, flight_t *f)
         w->idle_since = zclock_mono();
 }
 
+/* The timeout's error message, free of the key (NULL when out of memory). */
 static char *timeout_message(const worker_t *w)
 {
-    return places_printf("Places request timed out after %ld ms", w->timeout_ms);
+    char *msg = places_printf("Places request timed out after %ld ms", w->timeout_ms);
+    places_scrub_key(w, &msg);
+    return msg;
 }
 
 long places_expire(worker_t *w)
