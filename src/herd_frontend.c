@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,9 +27,10 @@
  * lets a pipelining reader take a batch of answers per pause, not one. */
 #define PAUSE_DIV      4
 #define RESUME_DIV     8
-/* A connection over max_output_bytes that takes no byte for this long has
+/* A connection whose answers back up (unsent here, and in the kernel's send
+ * queue) past max_output_bytes and that takes no byte for this long has
  * stopped reading and is cut (checked by the idle sweep). */
-#define STALL_MS       1000L
+#define STALL_MS       2000L
 /* An answer is logged with at most its first LOG_OUT_HEAD bytes and its
  * length (PROTOCOL §6 allows up to 512): a 17 KB Places answer to a 19-byte
  * WHATSAT then costs about 300 bytes of log, not 20 KB. */
@@ -173,8 +176,8 @@ static void over_remove(conn_t *c)
     c->over = false;
 }
 
-/* The backlog passed max_output_bytes: from now the sweep watches whether
- * the client takes anything. */
+/* Output is waiting for the client (the kernel took not all of it): from
+ * now the sweep watches whether the client takes anything. */
 static void over_add(conn_t *c)
 {
     if (c->over)
@@ -265,10 +268,8 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     /* Past max_output_bytes the client is not cut at once: the answers of
      * the lines handed on before back-pressure stopped reading may pass it
      * in one turn, and a client that reads takes them. The idle sweep cuts
-     * one that takes nothing (over_add). */
+     * one that takes nothing (stalled_bytes). */
     conn_recount(c);
-    if (backlog(c) > (size_t)fe->conf.max_output_bytes)
-        over_add(c);
     fe_mark_dirty(c);
     return 0;
 }
@@ -495,6 +496,8 @@ static void conn_settle(conn_t *c)
             return;
     }
     conn_recount(c);
+    if (unsent(c))
+        over_add(c);
     if ((c->eof || c->closing) && unanswered(c) == 0 && !unsent(c)) {
         if (c->eof || c->fe->draining)
             conn_close(c, c->eof ? "client done" : "server shutting down");
@@ -679,6 +682,18 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
     }
 }
 
+/* Answers the client has not taken: ours (unsent and held) and those in
+ * the kernel's send queue. With back-pressure our own part stays near a
+ * quarter of max_output_bytes; for a client that stopped reading, the
+ * kernel's queue is full too, and the sum is what it has left unread. */
+static size_t stalled_bytes(const conn_t *c)
+{
+    int queued = 0;
+    if (ioctl(c->watch.fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+        queued = 0;
+    return backlog(c) + (size_t)queued;
+}
+
 /* Closes connections that completed no command for limits.idle_timeout_ms
  * and lingering ones past their time; resumes accepting once a spare
  * descriptor can be had again. A connection still owed an answer is waiting
@@ -700,12 +715,12 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
     }
     for (c = fe->over; c;) {
         conn_t *next = c->over_next;
-        if (backlog(c) <= (size_t)fe->conf.max_output_bytes)
+        if (!unsent(c))
             over_remove(c);
         else if (c->written != c->over_written) {
             c->over_written = c->written;
             c->over_since_ms = now;
-        } else if (now - c->over_since_ms >= STALL_MS) {
+        } else if (now - c->over_since_ms >= STALL_MS && stalled_bytes(c) > (size_t)fe->conf.max_output_bytes) {
             atomic_fetch_add(&process_cut_stalled, 1);
             conn_close(c, "unsent output passed limits.max_output_bytes");
         }

@@ -252,7 +252,7 @@ static void writer_reopen(log_writer_t *w)
     int e = errno;
     atomic_fetch_add(&w->reopen_failures, 1);
     if (w->reopen_streak++ == 0) {
-        writer_line(w, "cannot reopen the log file %s: %s; still writing to the old file, trying again every %d ms",
+        writer_line(w, "cannot reopen the log file %s: %s (trying again every %d ms); still writing to the old file",
                     w->path, strerror(e), LOG_REOPEN_RETRY_MS);
         fprintf(stderr, "herd: cannot reopen log %s: %s\n", w->path, strerror(e));
     }
