@@ -75,10 +75,10 @@ void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t
  * herd_log_attach_loop). */
 void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len);
 
-/* herd_log_data_n for output that may be long: at most the first `head`
- * bytes of data are written (escaped), followed by "... (N bytes)" with the
- * full length when data is longer (PROTOCOL §6: the log cannot be made to
- * grow faster than the traffic). */
+/* herd_log_data_n for output that may be long: at most `head` bytes of the
+ * escaped text (the start of data) are written, followed by "... (N bytes)"
+ * with data's full length when that is not all of it (PROTOCOL §6: the log
+ * cannot be made to grow faster than the traffic). */
 void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len,
                         size_t head);
 
@@ -172,5 +172,9 @@ void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out);
 /* Appends `data` escaped as in herd_log_data to buf (no quotes); returns the
  * number of bytes written, at most cap. Exposed for tests. */
 size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len);
+
+/* herd_log_escape that stops whole at cap (never half an escape) and sets
+ * *used to the bytes of data it wrote out. */
+size_t herd_log_escape_prefix(char *buf, size_t cap, const char *data, size_t len, size_t *used);
 
 #endif

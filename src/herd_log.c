@@ -806,21 +806,22 @@ void herd_log_limited_flush(herd_log_t *log, herd_log_limit_t *lim)
         limit_roll(log, lim, mono_ms());
 }
 
-/* The line "PREFIX"ESCAPED"" for the first `head` bytes of data, and
- * `... (N bytes)` after it when data was longer. */
+/* The line PREFIX"ESCAPED" for data, its escaped text cut at `head` bytes,
+ * and `... (N bytes)` after it when that cut some of data. */
 static void data_line(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len, size_t head)
 {
-    size_t shown = len < head ? len : head;
-    size_t need = LOG_STAMP_LEN + plen + 3 + 4 * shown + 40;
+    size_t room = len < head / 4 + 1 ? 4 * len : head; /* escaped bytes at most */
+    size_t need = LOG_STAMP_LEN + plen + 3 + room + 40;
     if (!reserve(log, need))
         return;
     put_stamp(log);
     memcpy(log->buf + log->len, prefix, plen);
     log->len += plen;
     log->buf[log->len++] = '"';
-    log->len += herd_log_escape(log->buf + log->len, 4 * shown, data, shown);
+    size_t used;
+    log->len += herd_log_escape_prefix(log->buf + log->len, room, data, len, &used);
     log->buf[log->len++] = '"';
-    if (shown < len)
+    if (used < len)
         log->len += (size_t)snprintf(log->buf + log->len, 40, "... (%zu bytes)", len);
     log->buf[log->len++] = '\n';
     log->lines++;
@@ -828,7 +829,7 @@ static void data_line(herd_log_t *log, const char *prefix, size_t plen, const ch
 
 void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len)
 {
-    data_line(log, prefix, plen, data, len, len);
+    data_line(log, prefix, plen, data, len, SIZE_MAX);
 }
 
 void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len, size_t head)
