@@ -11,7 +11,8 @@
  *
  * It shares nothing with the node but one inproc PAIR socket (no
  * high-water mark: nothing on it is ever dropped; a connection stops being
- * read at 256 unanswered lines, which bounds what one client queues).
+ * read at 256 unanswered lines or at a backlog of a quarter of
+ * limits.max_output_bytes, which bounds what one client queues).
  *
  * In-line (conf.loop set: frontend_threads 0) the same front end runs on
  * the node's reactor and thread, with no thread, socket or copy of its own:

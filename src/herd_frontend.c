@@ -162,35 +162,35 @@ static void conn_recount(conn_t *c)
     c->counted = now;
 }
 
-static void over_remove(conn_t *c)
+static void blocked_remove(conn_t *c)
 {
-    if (!c->over)
+    if (!c->blocked)
         return;
-    if (c->over_prev)
-        c->over_prev->over_next = c->over_next;
+    if (c->blocked_prev)
+        c->blocked_prev->blocked_next = c->blocked_next;
     else
-        c->fe->over = c->over_next;
-    if (c->over_next)
-        c->over_next->over_prev = c->over_prev;
-    c->over_prev = c->over_next = NULL;
-    c->over = false;
+        c->fe->blocked = c->blocked_next;
+    if (c->blocked_next)
+        c->blocked_next->blocked_prev = c->blocked_prev;
+    c->blocked_prev = c->blocked_next = NULL;
+    c->blocked = false;
 }
 
 /* Output is waiting for the client (the kernel took not all of it): from
  * now the sweep watches whether the client takes anything. */
-static void over_add(conn_t *c)
+static void blocked_add(conn_t *c)
 {
-    if (c->over)
+    if (c->blocked)
         return;
     herd_frontend_t *fe = c->fe;
-    c->over = true;
-    c->over_written = c->written;
-    c->over_since_ms = herd_loop_now_ms(fe->loop);
-    c->over_prev = NULL;
-    c->over_next = fe->over;
-    if (fe->over)
-        fe->over->over_prev = c;
-    fe->over = c;
+    c->blocked = true;
+    c->blocked_written = c->written;
+    c->blocked_since_ms = herd_loop_now_ms(fe->loop);
+    c->blocked_prev = NULL;
+    c->blocked_next = fe->blocked;
+    if (fe->blocked)
+        fe->blocked->blocked_prev = c;
+    fe->blocked = c;
 }
 
 /* The epoll events a connection needs now. */
@@ -497,7 +497,7 @@ static void conn_settle(conn_t *c)
     }
     conn_recount(c);
     if (unsent(c))
-        over_add(c);
+        blocked_add(c);
     if ((c->eof || c->closing) && unanswered(c) == 0 && !unsent(c)) {
         if (c->eof || c->fe->draining)
             conn_close(c, c->eof ? "client done" : "server shutting down");
@@ -556,7 +556,7 @@ static void conn_close(conn_t *c, const char *why)
     close(c->watch.fd);
     fe->by_fd[c->watch.fd] = NULL;
     list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
-    over_remove(c);
+    blocked_remove(c);
     fe->n_conns--;
     c->dead = true;
     conn_recount(c);
@@ -713,14 +713,14 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
             conn_close(c, "its commands were never answered (lost to an internal failure)");
         c = next;
     }
-    for (c = fe->over; c;) {
-        conn_t *next = c->over_next;
+    for (c = fe->blocked; c;) {
+        conn_t *next = c->blocked_next;
         if (!unsent(c))
-            over_remove(c);
-        else if (c->written != c->over_written) {
-            c->over_written = c->written;
-            c->over_since_ms = now;
-        } else if (now - c->over_since_ms >= STALL_MS && stalled_bytes(c) > (size_t)fe->conf.max_output_bytes) {
+            blocked_remove(c);
+        else if (c->written != c->blocked_written) {
+            c->blocked_written = c->written;
+            c->blocked_since_ms = now;
+        } else if (now - c->blocked_since_ms >= STALL_MS && stalled_bytes(c) > (size_t)fe->conf.max_output_bytes) {
             atomic_fetch_add(&process_cut_stalled, 1);
             conn_close(c, "unsent output passed limits.max_output_bytes");
         }

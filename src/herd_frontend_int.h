@@ -36,10 +36,10 @@ typedef struct conn_t {
     size_t linger_left;   /* lingering: bytes still to discard before giving up */
     size_t counted;       /* backlog (unsent + held) counted in the front end's and the process's totals */
     uint64_t written;     /* bytes the client has taken, in all */
-    uint64_t over_written; /* over max_output_bytes: `written` when last seen moving */
-    int64_t over_since_ms; /* over max_output_bytes: when `written` last moved */
+    uint64_t blocked_written; /* blocked: `written` when last seen moving */
+    int64_t blocked_since_ms; /* blocked: when `written` last moved */
     struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
-    struct conn_t *over_prev, *over_next; /* list of connections over max_output_bytes */
+    struct conn_t *blocked_prev, *blocked_next; /* list of blocked connections */
     struct conn_t *dirty_next;          /* list of connections to flush this turn */
     struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
                                            one closed while on it must not cut the rest of it off) */
@@ -49,7 +49,7 @@ typedef struct conn_t {
     bool paused;          /* too many lines owed: not reading */
     bool dead;            /* closed, waiting to be freed at the end of the turn */
     bool lingering;       /* answered and shut down for writing: discarding input until EOF */
-    bool over;            /* on the over list */
+    bool blocked;         /* output waits for the client: on the blocked list */
     char peer[56];        /* the client's address:port, for the log */
     char tag[24];         /* "conn N ", the start of its log lines */
     uint8_t tag_len;      /* bytes of tag */
@@ -72,7 +72,7 @@ struct herd_frontend_t {
     uint64_t next_serial;    /* serial for the next connection */
     conn_list_t idle;        /* open connections by idle time, oldest first */
     conn_list_t linger;      /* lingering connections, by when they give up, soonest first */
-    conn_t *over;            /* connections whose backlog passed max_output_bytes (over_next) */
+    conn_t *blocked;         /* connections with output the kernel did not take (blocked_next) */
     size_t out_total;        /* backlog of all connections here (their `counted`) */
     bool serving;            /* serves connections (counts in the process's share of the total cap) */
     void *addrs;             /* acceptor: zhashx "IP" -> fe_addr_t, connections open per address */
