@@ -11,7 +11,8 @@
  *
  * It shares nothing with the node but one inproc PAIR socket (no
  * high-water mark: nothing on it is ever dropped; a connection stops being
- * read at 256 unanswered lines, which bounds what one client queues).
+ * read at 256 unanswered lines or at a backlog of a quarter of
+ * limits.max_output_bytes, which bounds what one client queues).
  *
  * In-line (conf.loop set: frontend_threads 0) the same front end runs on
  * the node's reactor and thread, with no thread, socket or copy of its own:
@@ -25,7 +26,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "herd_hist.h"
 #include "herd_log.h"
 #include "herd_loop.h"
 
@@ -41,6 +44,8 @@ typedef struct {
     const char *server;      /* our server name (copied), for AT lines */
     long idle_timeout_ms;    /* limits.idle_timeout_ms */
     long max_output_bytes;   /* limits.max_output_bytes */
+    long long max_output_total_bytes; /* limits.max_output_total_bytes (<= 0: no cap) */
+    bool log_commands;       /* log_commands: log each command line and its answer */
     herd_loop_t *loop;       /* NULL: a thread of its own; else run in-line on this reactor */
     herd_fethread_deliver_fn *deliver; /* in-line: where the batches go */
     void *deliver_arg;
@@ -66,6 +71,19 @@ void herd_fethread_flush(herd_fethread_t *t);
 /* Tells the thread to stop, waits for it, closes its connections and frees
  * everything; *p = NULL. NULL-safe. Call from the node's thread. */
 void herd_fethread_destroy(herd_fethread_t **p);
+
+/* herd_command_duration_seconds (issue 23): for each command of the two
+ * kinds, from its complete line to its reply queued for writing, measured
+ * by the front end. Index of each kind in the arrays below. */
+enum { HERD_FETHREAD_IAMAT = 0, HERD_FETHREAD_WHATSAT = 1, HERD_FETHREAD_KINDS = 2 };
+
+/* Adds the front end's command histograms (as of the end of its last turn)
+ * into out[HERD_FETHREAD_KINDS]. Any thread. */
+void herd_fethread_command_hist(herd_fethread_t *t, herd_hist_t out[HERD_FETHREAD_KINDS]);
+
+/* Writes the family herd_command_duration_seconds (HELP, TYPE and both
+ * commands) from histograms merged with herd_fethread_command_hist. */
+void herd_fethread_render_command_hist(const herd_hist_t h[HERD_FETHREAD_KINDS], FILE *f);
 
 /* CPU seconds the thread has used, or -1 when the clock cannot be read (or
  * the front end is in-line: its time is the node thread's). */

@@ -10,7 +10,19 @@
  * Two uses in a server: on the node's thread, an acceptor (the listening
  * socket, max_clients for the whole server, the refusals, on_accept hands
  * each connection on); on each front-end thread, a listener-less instance
- * serving the connections handed to it (herd_frontend_adopt). */
+ * serving the connections handed to it (herd_frontend_adopt).
+ *
+ * Output limits (PROTOCOL §6). Back-pressure: while a connection's unsent
+ * and held answers are at least a quarter of limits.max_output_bytes (or it
+ * is owed 256 answers), no further line of it is read or handed on; lines
+ * already handed on are still answered, and reading resumes once the
+ * backlog is under an eighth (and fewer than 64 are owed). A client that
+ * reads is thus never cut. A connection whose backlog is over
+ * max_output_bytes and that has taken no byte for a second has stopped
+ * reading: it is cut. All the front ends of the process together keep
+ * their backlogs under max_output_total_bytes: one shared counter holds the
+ * sum; past it, each front end holding more than its share (the cap over
+ * the number of front ends) cuts its own largest backlogs first. */
 #ifndef HERD_FRONTEND_H
 #define HERD_FRONTEND_H
 
@@ -55,7 +67,10 @@ typedef struct {
     int port;                /* client port; 0: no listener (connections come by herd_frontend_adopt) */
     long max_clients;        /* open connections allowed at once */
     long idle_timeout_ms;    /* close a connection silent this long */
-    long max_output_bytes;   /* cut a client whose unsent answers pass this */
+    long max_output_bytes;   /* cut a client whose unsent answers pass this and that takes nothing */
+    long max_clients_per_address; /* acceptor: open connections allowed from one IP address (<= 0: any) */
+    long long max_output_total_bytes; /* unsent answers of all connections of the process (<= 0: no cap) */
+    bool log_commands;       /* log each command line and its answer */
     herd_line_fn *on_line;   /* the command handler */
     herd_closed_fn *on_closed; /* told of closed connections (NULL: not told) */
     herd_accept_fn *on_accept; /* acceptor mode: accepted sockets go there (NULL: served here) */
@@ -72,9 +87,10 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log,
  * serial and peer as the acceptor gave them). Returns 0, or -1 (fd closed). */
 int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char *peer);
 
-/* Acceptor mode: a connection handed to on_accept has ended (it no longer
- * counts against max_clients). */
-void herd_frontend_released(herd_frontend_t *fe);
+/* Acceptor mode: the connection `conn` (its herd_ticket_t.conn) handed to
+ * on_accept has ended: it no longer counts against max_clients nor its
+ * address's max_clients_per_address. */
+void herd_frontend_released(herd_frontend_t *fe, uint64_t conn);
 
 /* Closes every connection and the listener; *p = NULL. NULL-safe. */
 void herd_frontend_destroy(herd_frontend_t **p);
@@ -90,12 +106,13 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t ticket, const char *
 void herd_frontend_close(herd_frontend_t *fe, herd_ticket_t ticket, const char *why);
 
 /* Writes the front end's own /metrics lines (connections refused at accept,
- * by reason) to f. */
+ * by reason; connections cut for limits.max_output_total_bytes) to f. */
 void herd_frontend_render(const herd_frontend_t *fe, FILE *f);
 
-/* Changes the limits (after a topology reload). Connections already open
- * over a new max_clients stay open. */
-void herd_frontend_set_limits(herd_frontend_t *fe, long max_clients, long idle_timeout_ms, long max_output_bytes);
+/* Changes the limits and log_commands to those of `conf` (after a topology
+ * reload; the other fields of conf are not used). Connections already open
+ * over a new max_clients or max_clients_per_address stay open. */
+void herd_frontend_set_limits(herd_frontend_t *fe, const herd_frontend_conf_t *conf);
 
 /* Stops accepting new connections and reading new commands (shutdown):
  * answers already owed are still written. */

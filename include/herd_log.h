@@ -42,6 +42,7 @@ typedef struct {
     uint64_t bytes_dropped; /* bytes of those lines */
     uint64_t queue_bytes;   /* handed to the writer and not yet written (gauge) */
     uint64_t queue_cap;     /* the cap on queue_bytes */
+    uint64_t reopen_failures; /* reopens that failed, retries included */
 } herd_log_stats_t;
 
 /* Opens (appends to) `path`, making its folder if missing, and starts the
@@ -74,6 +75,44 @@ void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t
  * herd_log_attach_loop). */
 void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len);
 
+/* herd_log_data_n for output that may be long: at most `head` bytes of the
+ * escaped text (the start of data) are written, followed by "... (N bytes)"
+ * with data's full length when that is not all of it (PROTOCOL §6: the log
+ * cannot be made to grow faster than the traffic). */
+void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len,
+                        size_t head);
+
+/* Rate-limited events (PROTOCOL §6): an event that a stranger or a peer can
+ * make us repeat (a refused connection, a dropped message) is written at
+ * most HERD_LOG_LIMIT_PER_SEC times a second per kind, and the ones left out
+ * are counted: when the next second starts, the line
+ *     N more KIND left out of the log (at most 5 a second are written)
+ * goes first. One herd_log_limit_t per kind, owned by the thread that logs
+ * with it (plain data, no lock), made with HERD_LOG_LIMIT_INIT:
+ *     static or member:  herd_log_limit_t lim = HERD_LOG_LIMIT_INIT("refused connections");
+ *     per event:         herd_log_limited(log, &lim, "refused connection from %s: ...", peer);
+ *     from a timer:      herd_log_limited_flush(log, &lim);  (the count of a quiet kind) */
+#define HERD_LOG_LIMIT_PER_SEC 5
+
+typedef struct {
+    const char *kind;  /* what is counted, plural, for the count line ("refused connections") */
+    int64_t window_ms; /* start of the current second (CLOCK_MONOTONIC, ms) */
+    uint32_t logged;   /* lines written in that second */
+    uint64_t left_out; /* events left out since the last count line */
+} herd_log_limit_t;
+
+#define HERD_LOG_LIMIT_INIT(kind_text) ((herd_log_limit_t){.kind = (kind_text)})
+
+/* Logs one event as herd_log_event does, unless HERD_LOG_LIMIT_PER_SEC of
+ * lim's kind were written in the current second: then it is only counted.
+ * Returns true when the line was written. */
+bool herd_log_limited(herd_log_t *log, herd_log_limit_t *lim, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes lim's count line if events were left out and their second is over
+ * (call it now and then: a kind that goes quiet still reports its count). */
+void herd_log_limited_flush(herd_log_t *log, herd_log_limit_t *lim);
+
 /* Hands what is buffered to the writer now and ends the time stamp set by
  * herd_log_set_now. Never waits on the disk. Returns 0, or -1 when the
  * lines were dropped (over the queue cap). */
@@ -98,7 +137,8 @@ void herd_log_detach_loop(herd_log_t *log);
  * name (after logrotate or `mv NAME.log x` moved it), making its folder if it
  * was removed. The writer does it in order: lines logged before go to the old
  * file, lines after to the new one. If the writer cannot reopen, it says so
- * in the old file and on stderr and keeps writing there. Returns 0 once
+ * in the old file and on stderr, keeps writing there, and tries again every
+ * second until it can (each failure counted in herd_log_stats). Returns 0 once
  * asked, -1 if the request could not be sent. */
 int herd_log_reopen(herd_log_t *log);
 
@@ -132,5 +172,9 @@ void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out);
 /* Appends `data` escaped as in herd_log_data to buf (no quotes); returns the
  * number of bytes written, at most cap. Exposed for tests. */
 size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len);
+
+/* herd_log_escape that stops whole at cap (never half an escape) and sets
+ * *used to the bytes of data it wrote out. */
+size_t herd_log_escape_prefix(char *buf, size_t cap, const char *data, size_t len, size_t *used);
 
 #endif

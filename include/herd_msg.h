@@ -26,7 +26,7 @@
  *   IAMAT:    conn, seq, handle, outcome (HERD_MSG_STORED / NOT_NEWER / REFUSED)
  *   WHATSAT:  conn, seq, handle, outcome (ANSWERED / UNKNOWN / DROPPED), at, json
  *   ADOPT:    fd, serial, peer (serve this accepted connection)
- *   LIMITS:   idle_timeout_ms, max_output_bytes
+ *   LIMITS:   idle_timeout_ms, max_output_bytes, max_output_total_bytes, log_commands
  *   DRAIN:    (stop reading commands; report busy connections)
  *   STOP:     (leave the thread's loop)
  *
@@ -95,6 +95,8 @@ typedef struct {
     uint64_t serial;         /* ADOPT: the connection's number in the log */
     herd_span_t peer;        /* ADOPT: address:port for the log */
     int64_t idle_timeout_ms, max_output_bytes; /* LIMITS */
+    int64_t max_output_total_bytes;            /* LIMITS (<= 0: no cap) */
+    uint32_t log_commands;                     /* LIMITS: 0 or 1 */
 } herd_msg_item_t;
 
 /* A growing output frame. */

@@ -37,6 +37,8 @@ typedef struct {
     uint32_t line_len;    /* bytes of the command line */
     uint32_t at_len;      /* bytes of the AT line (IAMAT), without its newline */
     uint32_t next_free;   /* free list */
+    uint64_t batch;       /* the number of the batch it went to the node in */
+    int64_t start_ns;     /* when its line was complete (CLOCK_MONOTONIC) */
 } slot_t;
 
 #define SLOT_KEEP 512     /* a typical IAMAT's two replies fit; longer lines are rare */
@@ -66,7 +68,21 @@ struct herd_fethread_t {
     uint32_t buffers;         /* slots holding a buffer (used or not) */
     char *reply;              /* scratch for assembled replies */
     size_t reply_cap;
+    uint64_t batch;           /* the number of the batch being built */
+    uint64_t *closed;         /* CLOSED items (conn << 1 | owed) of the batch being built, kept to send */
+    size_t n_closed, closed_cap; /* again should the batch be lost */
+    herd_hist_t hist[HERD_FETHREAD_KINDS];   /* command durations, this thread's own */
+    herd_hist_t shown[HERD_FETHREAD_KINDS];  /* their copy as of the last turn, for /metrics */
+    bool hist_moved;          /* hist changed since it was copied */
+    pthread_mutex_t hist_lock; /* guards shown */
 };
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static char *scratch(herd_fethread_t *t, size_t n)
 {
@@ -161,6 +177,8 @@ static uint32_t slot_for(herd_fethread_t *t, herd_ticket_t tk, const char *line,
     s->ticket = tk;
     s->line_len = (uint32_t)len;
     s->at_len = 0;
+    s->batch = t->batch;
+    s->start_ns = mono_ns();
     return i;
 }
 
@@ -220,6 +238,19 @@ static void on_closed(void *arg, uint64_t conn, bool owed)
     herd_fethread_t *t = arg;
     herd_msg_item_t it = {.kind = HERD_MSG_CLOSED, .conn = conn, .outcome = owed ? 1 : 0};
     herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+    /* Kept aside too: the node must learn of every end (max_clients and the
+     * per-address count), even from a batch lost for want of memory. */
+    if (t->n_closed == t->closed_cap) {
+        size_t cap = t->closed_cap ? t->closed_cap * 2 : 64;
+        uint64_t *p = realloc(t->closed, cap * sizeof *p);
+        if (!p) {
+            herd_log_event(t->log, "front end %u: out of memory keeping a closed connection for the node", t->index);
+            return;
+        }
+        t->closed = p;
+        t->closed_cap = cap;
+    }
+    t->closed[t->n_closed++] = conn << 1 | (owed ? 1 : 0);
 }
 
 /* One answer from the node. */
@@ -230,6 +261,11 @@ static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
     slot_t *s = &t->slots[it->handle];
     if (s->ticket.conn != it->conn || s->ticket.seq != it->seq)
         return;
+    if (it->kind == HERD_MSG_IAMAT || it->outcome != HERD_MSG_DROPPED) {
+        herd_hist_observe(&t->hist[it->kind == HERD_MSG_IAMAT ? HERD_FETHREAD_IAMAT : HERD_FETHREAD_WHATSAT],
+                          mono_ns() - s->start_ns);
+        t->hist_moved = true;
+    }
     if (it->kind == HERD_MSG_IAMAT) {
         if (it->outcome == HERD_MSG_REFUSED || s->at_len == 0)
             herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
@@ -273,13 +309,19 @@ void herd_fethread_take(herd_fethread_t *t, const void *data, size_t len)
         case HERD_MSG_ADOPT: {
             char peer[64];
             snprintf(peer, sizeof peer, "%.*s", (int)it.peer.len, it.peer.p);
-            if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0)
-                on_closed(t, 0, false); /* not served: the node counts it closed */
+            if (herd_frontend_adopt(t->fe, (int)it.fd, it.serial, peer) != 0) /* not served: the node counts it closed */
+                on_closed(t, it.serial << 32 | (uint32_t)it.fd, false);
             break;
         }
-        case HERD_MSG_LIMITS:
-            herd_frontend_set_limits(t->fe, LONG_MAX, (long)it.idle_timeout_ms, (long)it.max_output_bytes);
+        case HERD_MSG_LIMITS: {
+            herd_frontend_conf_t lim = {.max_clients = LONG_MAX,
+                                        .idle_timeout_ms = (long)it.idle_timeout_ms,
+                                        .max_output_bytes = (long)it.max_output_bytes,
+                                        .max_output_total_bytes = (long long)it.max_output_total_bytes,
+                                        .log_commands = it.log_commands != 0};
+            herd_frontend_set_limits(t->fe, &lim);
             break;
+        }
         case HERD_MSG_DRAIN:
             t->draining = true;
             herd_frontend_drain(t->fe);
@@ -316,6 +358,41 @@ static void node_ready(herd_loop_t *loop, void *arg)
     }
 }
 
+/* Copies the histograms for /metrics when they changed this turn. */
+static void publish_hist(herd_fethread_t *t)
+{
+    if (!t->hist_moved)
+        return;
+    pthread_mutex_lock(&t->hist_lock);
+    memcpy(t->shown, t->hist, sizeof t->shown);
+    pthread_mutex_unlock(&t->hist_lock);
+    t->hist_moved = false;
+}
+
+/* The batch being built ran out of memory, so it cannot go to the node:
+ * every command in it would stay owed forever. Each one's connection is
+ * closed (logged), since its answers could no longer come in order; the
+ * batch starts again with the closings kept aside (the node must count
+ * every end), and those closings come in it again. */
+static void batch_lost(herd_fethread_t *t)
+{
+    herd_log_event(t->log, "front end %u: out of memory for a batch to the node: closing the connections "
+                           "whose commands were in it", t->index);
+    herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
+    herd_msg_begin(&t->out, &empty);
+    for (size_t i = 0; i < t->n_closed; i++) {
+        herd_msg_item_t it = {.kind = HERD_MSG_CLOSED, .conn = t->closed[i] >> 1, .outcome = (uint32_t)(t->closed[i] & 1)};
+        herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+    }
+    for (uint32_t i = 0; i < t->n_slots; i++) {
+        slot_t *s = &t->slots[i];
+        if (!s->used || s->batch != t->batch)
+            continue;
+        herd_frontend_close(t->fe, s->ticket, "out of memory for a batch to the node: its commands were lost");
+        slot_put(t, i);
+    }
+}
+
 /* The turn's batch goes to the node twice a turn: before the replies are
  * written (so that a "?" is counted in /metrics before its client sees it)
  * and after (the connections closed while writing, the lines of paused
@@ -323,13 +400,14 @@ static void node_ready(herd_loop_t *loop, void *arg)
  * still busy). Each sends only what is new. */
 static void send_batch(herd_fethread_t *t, bool late)
 {
+    publish_hist(t);
+    if (t->out.oom)
+        batch_lost(t);
     uint64_t drain = t->draining ? herd_frontend_busy(t->fe) + 1 : 0;
     if (!t->out.items && !t->invalid && drain == t->drain_sent)
         return;
-    if (t->out.oom) {
-        /* Items were lost: their connections cannot be answered in order. */
-        herd_log_event(t->log, "front end %u: out of memory for a batch to the node", t->index);
-    }
+    if (t->out.oom)
+        return; /* lost again: the next turn closes what joined it and sends the kept closings again */
     herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index, .invalid = t->invalid, .drain = drain};
     herd_msg_set_header(&t->out, &h);
     if (t->in_line)
@@ -339,6 +417,8 @@ static void send_batch(herd_fethread_t *t, bool late)
             ;
     t->invalid = 0;
     t->drain_sent = drain;
+    t->n_closed = 0;
+    t->batch++;
     herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
     herd_msg_begin(&t->out, &empty);
 }
@@ -402,6 +482,7 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     }
     t->index = conf->index;
     t->free_slot = NO_SLOT;
+    pthread_mutex_init(&t->hist_lock, NULL);
     t->in_line = conf->loop != NULL;
     t->deliver = conf->deliver;
     t->deliver_arg = conf->deliver_arg;
@@ -425,6 +506,8 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
         .max_clients = LONG_MAX, /* counted by the node's acceptor */
         .idle_timeout_ms = conf->idle_timeout_ms,
         .max_output_bytes = conf->max_output_bytes,
+        .max_output_total_bytes = conf->max_output_total_bytes,
+        .log_commands = conf->log_commands,
         .on_line = on_line,
         .on_closed = on_closed,
         .arg = t,
@@ -510,7 +593,26 @@ void herd_fethread_destroy(herd_fethread_t **p)
     free(t->slots);
     herd_msg_buf_free(&t->out);
     free(t->reply);
+    free(t->closed);
     free(t->server);
+    pthread_mutex_destroy(&t->hist_lock);
     free(t);
     *p = NULL;
+}
+
+void herd_fethread_command_hist(herd_fethread_t *t, herd_hist_t out[HERD_FETHREAD_KINDS])
+{
+    pthread_mutex_lock(&t->hist_lock);
+    for (int k = 0; k < HERD_FETHREAD_KINDS; k++)
+        herd_hist_merge(&out[k], &t->shown[k]);
+    pthread_mutex_unlock(&t->hist_lock);
+}
+
+void herd_fethread_render_command_hist(const herd_hist_t h[HERD_FETHREAD_KINDS], FILE *f)
+{
+    fprintf(f, "# HELP herd_command_duration_seconds Client commands from their complete line to their reply "
+               "queued, by command.\n"
+               "# TYPE herd_command_duration_seconds histogram\n");
+    herd_hist_render(&h[HERD_FETHREAD_IAMAT], f, "herd_command_duration_seconds", "command=\"IAMAT\"");
+    herd_hist_render(&h[HERD_FETHREAD_WHATSAT], f, "herd_command_duration_seconds", "command=\"WHATSAT\"");
 }

@@ -5,11 +5,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +21,25 @@
 #define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
 #define MAX_UNANSWERED 256           /* lines owed an answer before input is paused */
 #define RESUME_BELOW   64            /* resume reading once fewer are owed */
+/* Back-pressure: a connection whose backlog (unsent and held answers) is at
+ * least max_output_bytes / PAUSE_DIV is not read; it is read again once the
+ * backlog is under max_output_bytes / RESUME_DIV. The gap between the two
+ * lets a pipelining reader take a batch of answers per pause, not one. */
+#define PAUSE_DIV      4
+#define RESUME_DIV     8
+/* A connection whose answers back up (unsent here, and in the kernel's send
+ * queue) past max_output_bytes and that takes no byte for this long has
+ * stopped reading and is cut (checked by the idle sweep). */
+#define STALL_MS       2000L
+/* An answer is logged with at most its first LOG_OUT_HEAD bytes and its
+ * length (PROTOCOL §6 allows up to 512): a 17 KB Places answer to a 19-byte
+ * WHATSAT then costs about 300 bytes of log, not 20 KB. */
+#define LOG_OUT_HEAD   200u
+/* A connection owed answers is not idle: the node answers every command by
+ * a deadline (a WHATSAT by places.timeout_ms). Past idle_timeout_ms plus
+ * this, an answer can only have been lost (an internal failure): the
+ * connection is closed rather than kept owed forever. */
+#define OWED_GRACE_MS  60000L
 #define KEEP_OUT_CAP   (16u * 1024u) /* an empty output buffer larger than this is freed */
 /* Lingering close (as nginx's lingering_time): after answering a line that
  * ends the connection, the server stops writing and reads and discards what
@@ -29,6 +51,15 @@
 
 static void conn_close(conn_t *c, const char *why);
 static void conn_linger(conn_t *c);
+
+/* The backlogs of every serving front end of the process (one server per
+ * process), for limits.max_output_total_bytes, and how many front ends
+ * share that cap; the connections cut for the output limits. Atomics: the
+ * front ends run on threads of their own. */
+static atomic_llong process_backlog;
+static atomic_int process_serving;
+static atomic_ullong process_cut_stalled;
+static atomic_ullong process_cut_total;
 
 /* ---- small buffers ---- */
 
@@ -107,6 +138,61 @@ static size_t unsent(const conn_t *c)
     return c->out_len - c->out_off;
 }
 
+/* Answers made and not yet taken by the client. */
+static size_t backlog(const conn_t *c)
+{
+    return unsent(c) + c->held_bytes;
+}
+
+static size_t pause_at(const herd_frontend_t *fe)
+{
+    long v = fe->conf.max_output_bytes / PAUSE_DIV;
+    return v > 0 ? (size_t)v : 1;
+}
+
+/* Brings the connection's backlog up to date in the totals. */
+static void conn_recount(conn_t *c)
+{
+    size_t now = c->dead ? 0 : backlog(c);
+    if (now == c->counted)
+        return;
+    herd_frontend_t *fe = c->fe;
+    fe->out_total = fe->out_total - c->counted + now;
+    atomic_fetch_add(&process_backlog, (long long)now - (long long)c->counted);
+    c->counted = now;
+}
+
+static void blocked_remove(conn_t *c)
+{
+    if (!c->blocked)
+        return;
+    if (c->blocked_prev)
+        c->blocked_prev->blocked_next = c->blocked_next;
+    else
+        c->fe->blocked = c->blocked_next;
+    if (c->blocked_next)
+        c->blocked_next->blocked_prev = c->blocked_prev;
+    c->blocked_prev = c->blocked_next = NULL;
+    c->blocked = false;
+}
+
+/* Output is waiting for the client (the kernel took not all of it): from
+ * now the sweep watches whether the client takes anything. */
+static void blocked_add(conn_t *c)
+{
+    if (c->blocked)
+        return;
+    herd_frontend_t *fe = c->fe;
+    c->blocked = true;
+    c->blocked_written = c->written;
+    c->blocked_since_ms = herd_loop_now_ms(fe->loop);
+    c->blocked_prev = NULL;
+    c->blocked_next = fe->blocked;
+    if (fe->blocked)
+        fe->blocked->blocked_prev = c;
+    fe->blocked = c;
+}
+
 /* The epoll events a connection needs now. */
 static void conn_update_watch(conn_t *c)
 {
@@ -118,14 +204,17 @@ static void conn_update_watch(conn_t *c)
     herd_loop_rewatch(c->fe->loop, &c->watch, ev);
 }
 
-/* Logs client bytes: "conn N in ..." or "conn N out ...". The prefix is
- * put together by hand: this runs twice per command. */
+/* Logs client bytes: "conn N in ..." or "conn N out ..." (an answer with
+ * at most its first LOG_OUT_HEAD bytes), unless log_commands is off. The
+ * prefix is put together by hand: this runs twice per command. */
 static void log_io(conn_t *c, const char *dir, size_t dir_len, const char *data, size_t len)
 {
+    if (!c->fe->conf.log_commands)
+        return;
     char prefix[sizeof c->tag + 8];
     memcpy(prefix, c->tag, c->tag_len);
     memcpy(prefix + c->tag_len, dir, dir_len + 1);
-    herd_log_data_n(c->fe->log, prefix, c->tag_len + dir_len, data, len);
+    herd_log_data_head(c->fe->log, prefix, c->tag_len + dir_len, data, len, LOG_OUT_HEAD);
 }
 
 /* ---- answers ---- */
@@ -146,7 +235,6 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
         log_io(c, "out ", 4, data, len);
         conn_touch(c);
     }
-    bool was_blocked = unsent(c) > 0 || c->held_bytes > 0;
     if (t.seq == c->done_seq) {
         out_append(c, data, len);
         c->done_seq++;
@@ -177,12 +265,11 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     }
     if (c->dead)
         return -1;
-    /* One reply may be large (a Places body); a client is cut only when it
-     * already had unread output and the total passes the bound. */
-    if (was_blocked && unsent(c) + c->held_bytes > (size_t)fe->conf.max_output_bytes) {
-        conn_close(c, "unsent output passed limits.max_output_bytes");
-        return -1;
-    }
+    /* Past max_output_bytes the client is not cut at once: the answers of
+     * the lines handed on before back-pressure stopped reading may pass it
+     * in one turn, and a client that reads takes them. The idle sweep cuts
+     * one that takes nothing (stalled_bytes). */
+    conn_recount(c);
     fe_mark_dirty(c);
     return 0;
 }
@@ -242,7 +329,7 @@ static size_t conn_consume(conn_t *c, const char *p, size_t len)
 {
     size_t off = 0;
     while (off < len && !c->closing && !c->dead) {
-        if (unanswered(c) >= MAX_UNANSWERED) {
+        if (unanswered(c) >= MAX_UNANSWERED || backlog(c) >= pause_at(c->fe)) {
             c->paused = true;
             break;
         }
@@ -313,15 +400,28 @@ static void conn_feed(conn_t *c, const char *data, size_t len)
         conn_keep(c, data + used, len - used);
 }
 
-/* The client half-closed: a last line without LF is a command too. */
+/* After the client's EOF, once every complete line is taken: the bytes
+ * after the last LF are a last command (PROTOCOL §2), or an over-long line
+ * when there are more than HERD_MAX_LINE of them: with no LF to follow, a
+ * CR at the end belongs to the line. */
+static void conn_last_line(conn_t *c)
+{
+    if (!c->in_len || c->paused || c->closing || c->dead)
+        return;
+    size_t n = c->in_len;
+    c->in_len = 0;
+    if (n > HERD_MAX_LINE)
+        conn_overlong(c, c->in);
+    else
+        conn_line(c, c->in, n);
+}
+
+/* The client half-closed: a last line without LF is a command too (taken
+ * now, or once reading resumes when the connection is paused). */
 static void conn_eof(conn_t *c)
 {
     c->eof = true;
-    if (c->in_len && !c->paused && !c->closing) {
-        size_t n = c->in_len;
-        c->in_len = 0;
-        conn_line(c, c->in, n);
-    }
+    conn_last_line(c);
     fe_mark_dirty(c);
 }
 
@@ -350,6 +450,7 @@ static void conn_flush(conn_t *c)
         ssize_t n = send(c->watch.fd, c->out + c->out_off, unsent(c), MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            c->written += (uint64_t)n;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -371,20 +472,32 @@ static void conn_flush(conn_t *c)
     }
 }
 
-/* After input or answers: resume paused input, write, close when done. */
+/* After input or answers: write, resume paused input once the backlog has
+ * drained, write what that made, close when done. */
 static void conn_settle(conn_t *c)
 {
-    if (c->paused && unanswered(c) < RESUME_BELOW && !c->closing) {
+    conn_flush(c);
+    if (c->dead)
+        return;
+    if (c->paused && !c->closing && unanswered(c) < RESUME_BELOW &&
+        backlog(c) < (size_t)(c->fe->conf.max_output_bytes / RESUME_DIV)) {
         c->paused = false;
         size_t used = conn_consume(c, c->in, c->in_len);
         if (c->dead)
             return;
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
+        if (c->eof)
+            conn_last_line(c);
+        if (c->dead)
+            return;
+        conn_flush(c);
+        if (c->dead)
+            return;
     }
-    conn_flush(c);
-    if (c->dead)
-        return;
+    conn_recount(c);
+    if (unsent(c))
+        blocked_add(c);
     if ((c->eof || c->closing) && unanswered(c) == 0 && !unsent(c)) {
         if (c->eof || c->fe->draining)
             conn_close(c, c->eof ? "client done" : "server shutting down");
@@ -443,8 +556,12 @@ static void conn_close(conn_t *c, const char *why)
     close(c->watch.fd);
     fe->by_fd[c->watch.fd] = NULL;
     list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
+    blocked_remove(c);
     fe->n_conns--;
     c->dead = true;
+    conn_recount(c);
+    if (!fe->conf.on_accept && fe->addrs)
+        fe_addr_release(fe, c->serial);
     c->dead_next = fe->dead; /* freed at the end of the turn: events (and the dirty list) may still name it */
     fe->dead = c;
 }
@@ -484,6 +601,65 @@ void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         fe_mark_dirty(c);
 }
 
+static int by_backlog_desc(const void *a, const void *b)
+{
+    size_t x = (*(conn_t *const *)a)->counted, y = (*(conn_t *const *)b)->counted;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void cut_for_total(conn_t *c)
+{
+    char why[160];
+    snprintf(why, sizeof why,
+             "unsent output of all connections passed limits.max_output_total_bytes (%lld); this one had %zu bytes",
+             c->fe->conf.max_output_total_bytes, c->counted);
+    c->fe->cut_total++;
+    atomic_fetch_add(&process_cut_total, 1);
+    conn_close(c, why);
+}
+
+/* limits.max_output_total_bytes. One counter holds the backlog of every
+ * front end of the process; while it is over the cap, a front end whose own
+ * backlog is over its share (the cap over the number of front ends) cuts
+ * its largest connections first until it is back within its share or the
+ * process within the cap. Front ends under their share cut nothing: the
+ * sum of the shares is the cap, so while the process is over it some front
+ * end is over its share, and that one holds the excess. */
+static void enforce_total(herd_frontend_t *fe)
+{
+    long long cap = fe->conf.max_output_total_bytes;
+    if (cap <= 0 || !fe->serving || atomic_load(&process_backlog) <= cap)
+        return;
+    int serving = atomic_load(&process_serving);
+    long long share = cap / (serving > 0 ? serving : 1);
+    if ((long long)fe->out_total <= share)
+        return;
+    size_t n = 0;
+    conn_t **v = malloc((fe->n_conns ? fe->n_conns : 1) * sizeof *v);
+    if (v) {
+        for (size_t fd = 0; fd < fe->by_fd_cap && n < fe->n_conns; fd++)
+            if (fe->by_fd[fd] && fe->by_fd[fd]->counted)
+                v[n++] = fe->by_fd[fd];
+        qsort(v, n, sizeof *v, by_backlog_desc);
+    }
+    for (size_t i = 0; atomic_load(&process_backlog) > cap && (long long)fe->out_total > share; i++) {
+        conn_t *c = NULL;
+        if (v) {
+            if (i >= n)
+                break;
+            c = v[i];
+        } else { /* no memory to sort: the largest, one scan per cut */
+            for (size_t fd = 0; fd < fe->by_fd_cap; fd++)
+                if (fe->by_fd[fd] && (!c || fe->by_fd[fd]->counted > c->counted))
+                    c = fe->by_fd[fd];
+            if (!c || !c->counted)
+                break;
+        }
+        cut_for_total(c);
+    }
+    free(v);
+}
+
 /* End of turn: settle every touched connection, then free the closed ones. */
 static void frontend_tick(herd_loop_t *loop, void *arg)
 {
@@ -496,6 +672,7 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
         if (!c->dead)
             conn_settle(c);
     }
+    enforce_total(fe);
     while (fe->dead) {
         conn_t *c = fe->dead;
         fe->dead = c->dead_next;
@@ -503,6 +680,18 @@ static void frontend_tick(herd_loop_t *loop, void *arg)
             fe->conf.on_closed(fe->conf.arg, c->id, unanswered(c) > 0);
         conn_free(c);
     }
+}
+
+/* Answers the client has not taken: ours (unsent and held) and those in
+ * the kernel's send queue. With back-pressure our own part stays near a
+ * quarter of max_output_bytes; for a client that stopped reading, the
+ * kernel's queue is full too, and the sum is what it has left unread. */
+static size_t stalled_bytes(const conn_t *c)
+{
+    int queued = 0;
+    if (ioctl(c->watch.fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+        queued = 0;
+    return backlog(c) + (size_t)queued;
 }
 
 /* Closes connections that completed no command for limits.idle_timeout_ms
@@ -520,8 +709,27 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
         conn_t *next = c->lru_next;
         if (unanswered(c) == 0)
             conn_close(c, "idle timeout");
+        else if (now - c->last_in_ms >= fe->conf.idle_timeout_ms + OWED_GRACE_MS)
+            conn_close(c, "its commands were never answered (lost to an internal failure)");
         c = next;
     }
+    for (c = fe->blocked; c;) {
+        conn_t *next = c->blocked_next;
+        if (!unsent(c))
+            blocked_remove(c);
+        else if (c->written != c->blocked_written) {
+            c->blocked_written = c->written;
+            c->blocked_since_ms = now;
+        } else if (now - c->blocked_since_ms >= STALL_MS && stalled_bytes(c) > (size_t)fe->conf.max_output_bytes) {
+            atomic_fetch_add(&process_cut_stalled, 1);
+            conn_close(c, "unsent output passed limits.max_output_bytes");
+        }
+        c = next;
+    }
+    enforce_total(fe);
+    herd_log_limited_flush(fe->log, &fe->lim_max_clients);
+    herd_log_limited_flush(fe->log, &fe->lim_per_address);
+    herd_log_limited_flush(fe->log, &fe->lim_descriptors);
     while (fe->linger.head && now >= fe->linger.head->linger_until)
         conn_close(fe->linger.head, "closed after error (no end from the client)");
     if (fe->accept_paused && !fe->draining && fe->listener.fd >= 0) {
@@ -546,6 +754,12 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
     fe->loop = loop;
     fe->log = log;
     fe->conf = *conf;
+    fe->lim_max_clients = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients");
+    fe->lim_per_address = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients_per_address");
+    fe->lim_descriptors = HERD_LOG_LIMIT_INIT("refusals for want of file descriptors");
+    fe->serving = conf->on_accept == NULL;
+    if (fe->serving)
+        atomic_fetch_add(&process_serving, 1);
     fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int fd = -1;
     if (conf->port) {
@@ -579,19 +793,33 @@ void herd_frontend_close(herd_frontend_t *fe, herd_ticket_t t, const char *why)
 
 void herd_frontend_render(const herd_frontend_t *fe, FILE *f)
 {
+    long long total = atomic_load(&process_backlog);
     fprintf(f,
             "# HELP herd_connections_refused_total Client connections closed at accept, by reason.\n"
             "# TYPE herd_connections_refused_total counter\n"
             "herd_connections_refused_total{reason=\"max_clients\"} %llu\n"
-            "herd_connections_refused_total{reason=\"descriptors\"} %llu\n",
-            (unsigned long long)fe->refused_max_clients, (unsigned long long)fe->refused_descriptors);
+            "herd_connections_refused_total{reason=\"max_clients_per_address\"} %llu\n"
+            "herd_connections_refused_total{reason=\"descriptors\"} %llu\n"
+            "# HELP herd_connections_cut_total Client connections cut for their unsent output, by limit.\n"
+            "# TYPE herd_connections_cut_total counter\n"
+            "herd_connections_cut_total{reason=\"max_output_bytes\"} %llu\n"
+            "herd_connections_cut_total{reason=\"max_output_total_bytes\"} %llu\n"
+            "# HELP herd_client_output_bytes Answers made and not yet taken by their clients, all connections.\n"
+            "# TYPE herd_client_output_bytes gauge\n"
+            "herd_client_output_bytes %lld\n",
+            (unsigned long long)fe->refused_max_clients, (unsigned long long)fe->refused_per_address,
+            (unsigned long long)fe->refused_descriptors, (unsigned long long)atomic_load(&process_cut_stalled),
+            (unsigned long long)atomic_load(&process_cut_total), total > 0 ? total : 0);
 }
 
-void herd_frontend_set_limits(herd_frontend_t *fe, long max_clients, long idle_timeout_ms, long max_output_bytes)
+void herd_frontend_set_limits(herd_frontend_t *fe, const herd_frontend_conf_t *conf)
 {
-    fe->conf.max_clients = max_clients;
-    fe->conf.idle_timeout_ms = idle_timeout_ms;
-    fe->conf.max_output_bytes = max_output_bytes;
+    fe->conf.max_clients = conf->max_clients;
+    fe->conf.idle_timeout_ms = conf->idle_timeout_ms;
+    fe->conf.max_output_bytes = conf->max_output_bytes;
+    fe->conf.max_clients_per_address = conf->max_clients_per_address;
+    fe->conf.max_output_total_bytes = conf->max_output_total_bytes;
+    fe->conf.log_commands = conf->log_commands;
 }
 
 void herd_frontend_drain(herd_frontend_t *fe)
@@ -651,6 +879,9 @@ void herd_frontend_destroy(herd_frontend_t **p)
         herd_loop_remove_tick(fe->loop, fe->tick);
     if (fe->reserve_fd >= 0)
         close(fe->reserve_fd);
+    if (fe->serving)
+        atomic_fetch_sub(&process_serving, 1);
+    fe_addr_free(fe);
     free(fe->by_fd);
     free(fe->rbuf);
     free(fe);

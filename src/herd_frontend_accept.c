@@ -1,7 +1,8 @@
 /* herd_frontend_accept: the front end's listener: binding the client port,
- * accepting connections, and refusing them past limits.max_clients or when
- * descriptors run out (logged with the peer and the limit, and counted). See
- * herd_frontend_int.h. */
+ * accepting connections, and refusing them past limits.max_clients,
+ * limits.max_clients_per_address or when descriptors run out (logged with
+ * the peer and the limit, at most a few lines a second per reason, and
+ * counted). See herd_frontend_int.h. */
 #define _GNU_SOURCE /* accept4 */
 #include "herd_frontend_int.h"
 
@@ -19,7 +20,106 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <czmq.h>
+
 #define ACCEPT_BURST 256 /* connections accepted per turn */
+
+/* Open connections from one IP address (the value of fe->addrs, keyed by
+ * the address's text; fe->serials maps each open connection's serial to
+ * its entry, so that its end can be counted without its address). */
+typedef struct {
+    long open;                      /* connections open from it */
+    char host[INET6_ADDRSTRLEN];    /* the key */
+} fe_addr_t;
+
+/* The IP address of a peer as text (an IPv4-mapped IPv6 address as IPv4,
+ * so that one client counts once whichever way it came). */
+static void peer_host(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "?");
+    if (ss->ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], buf, (socklen_t)cap);
+        else
+            inet_ntop(AF_INET6, a, buf, (socklen_t)cap);
+    }
+}
+
+static void addr_destroy(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+/* Connections open from host now. */
+static long addr_open(herd_frontend_t *fe, const char *host)
+{
+    fe_addr_t *a = fe->addrs ? zhashx_lookup(fe->addrs, host) : NULL;
+    return a ? a->open : 0;
+}
+
+/* Counts one more connection (serial) from host. Out of memory it is not
+ * counted: the cap errs on the side of serving. */
+static void addr_take(herd_frontend_t *fe, const char *host, uint64_t serial)
+{
+    if (!fe->addrs) {
+        fe->addrs = zhashx_new();
+        fe->serials = zhashx_new();
+        if (!fe->addrs || !fe->serials) {
+            fe_addr_free(fe);
+            return;
+        }
+        zhashx_set_destructor(fe->addrs, addr_destroy);
+    }
+    fe_addr_t *a = zhashx_lookup(fe->addrs, host);
+    if (!a) {
+        a = calloc(1, sizeof *a);
+        if (!a)
+            return;
+        snprintf(a->host, sizeof a->host, "%s", host);
+        if (zhashx_insert(fe->addrs, a->host, a) != 0) {
+            free(a);
+            return;
+        }
+    }
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)serial);
+    if (zhashx_insert(fe->serials, key, a) == 0)
+        a->open++;
+    else if (a->open == 0) {
+        char h[sizeof a->host];
+        memcpy(h, a->host, sizeof h);
+        zhashx_delete(fe->addrs, h); /* frees a */
+    }
+}
+
+void fe_addr_release(herd_frontend_t *fe, uint64_t serial)
+{
+    if (!fe->serials)
+        return;
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)serial);
+    fe_addr_t *a = zhashx_lookup(fe->serials, key);
+    if (!a)
+        return;
+    zhashx_delete(fe->serials, key);
+    if (--a->open <= 0) {
+        char host[sizeof a->host];
+        memcpy(host, a->host, sizeof host);
+        zhashx_delete(fe->addrs, host); /* frees a */
+    }
+}
+
+void fe_addr_free(herd_frontend_t *fe)
+{
+    zhashx_t *a = fe->addrs, *s = fe->serials;
+    zhashx_destroy(&s);
+    zhashx_destroy(&a);
+    fe->addrs = fe->serials = NULL;
+}
 
 /* Formats a peer address for the log. */
 static void describe_peer(const struct sockaddr_storage *ss, char *buf, size_t cap)
@@ -75,12 +175,12 @@ static void refuse_no_descriptors(herd_frontend_t *fe, int e)
             fe->refused_descriptors++;
             struct rlimit rl;
             if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-                herd_log_event(fe->log, "refused connection from %s: out of file descriptors "
-                                        "(the process limit RLIMIT_NOFILE, %llu, is reached)",
-                               peer, (unsigned long long)rl.rlim_cur);
+                herd_log_limited(fe->log, &fe->lim_descriptors, "refused connection from %s: out of file descriptors "
+                                 "(the process limit RLIMIT_NOFILE, %llu, is reached)",
+                                 peer, (unsigned long long)rl.rlim_cur);
             else
-                herd_log_event(fe->log, "refused connection from %s: out of file descriptors "
-                                        "(the system's file table, fs.file-max, is full)", peer);
+                herd_log_limited(fe->log, &fe->lim_descriptors, "refused connection from %s: out of file descriptors "
+                                 "(the system's file table, fs.file-max, is full)", peer);
         }
         fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
@@ -113,18 +213,30 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
             fe->conf.on_full(fe->conf.arg);
         if ((long)fe->n_conns >= fe->conf.max_clients) {
             fe->refused_max_clients++;
-            herd_log_event(fe->log, "refused connection from %s: limits.max_clients (%ld) reached", peer,
-                           fe->conf.max_clients);
+            herd_log_limited(fe->log, &fe->lim_max_clients, "refused connection from %s: limits.max_clients (%ld) reached",
+                             peer, fe->conf.max_clients);
+            close(fd);
+            continue;
+        }
+        char host[INET6_ADDRSTRLEN];
+        peer_host(&ss, host, sizeof host);
+        if (fe->conf.max_clients_per_address > 0 && addr_open(fe, host) >= fe->conf.max_clients_per_address) {
+            fe->refused_per_address++;
+            herd_log_limited(fe->log, &fe->lim_per_address,
+                             "refused connection from %s: limits.max_clients_per_address (%ld) reached for %s", peer,
+                             fe->conf.max_clients_per_address, host);
             close(fd);
             continue;
         }
         uint64_t serial = ++fe->next_serial;
+        addr_take(fe, host, serial);
         if (fe->conf.on_accept) {
             fe->n_conns++; /* until herd_frontend_released */
             fe->conf.on_accept(fe->conf.arg, fd, serial, peer);
             continue;
         }
-        herd_frontend_adopt(fe, fd, serial, peer);
+        if (herd_frontend_adopt(fe, fd, serial, peer) != 0)
+            fe_addr_release(fe, serial);
     }
 }
 
@@ -162,10 +274,11 @@ int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char
     return 0;
 }
 
-void herd_frontend_released(herd_frontend_t *fe)
+void herd_frontend_released(herd_frontend_t *fe, uint64_t conn)
 {
     if (fe->n_conns > 0)
         fe->n_conns--;
+    fe_addr_release(fe, conn >> 32);
 }
 
 int fe_bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)

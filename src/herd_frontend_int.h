@@ -34,7 +34,12 @@ typedef struct conn_t {
     int64_t last_in_ms;   /* when the client last completed a non-empty line, or got an answer */
     int64_t linger_until; /* lingering: when to give up waiting for the client's end */
     size_t linger_left;   /* lingering: bytes still to discard before giving up */
+    size_t counted;       /* backlog (unsent + held) counted in the front end's and the process's totals */
+    uint64_t written;     /* bytes the client has taken, in all */
+    uint64_t blocked_written; /* blocked: `written` when last seen moving */
+    int64_t blocked_since_ms; /* blocked: when `written` last moved */
     struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
+    struct conn_t *blocked_prev, *blocked_next; /* list of blocked connections */
     struct conn_t *dirty_next;          /* list of connections to flush this turn */
     struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
                                            one closed while on it must not cut the rest of it off) */
@@ -44,6 +49,7 @@ typedef struct conn_t {
     bool paused;          /* too many lines owed: not reading */
     bool dead;            /* closed, waiting to be freed at the end of the turn */
     bool lingering;       /* answered and shut down for writing: discarding input until EOF */
+    bool blocked;         /* output waits for the client: on the blocked list */
     char peer[56];        /* the client's address:port, for the log */
     char tag[24];         /* "conn N ", the start of its log lines */
     uint8_t tag_len;      /* bytes of tag */
@@ -66,6 +72,11 @@ struct herd_frontend_t {
     uint64_t next_serial;    /* serial for the next connection */
     conn_list_t idle;        /* open connections by idle time, oldest first */
     conn_list_t linger;      /* lingering connections, by when they give up, soonest first */
+    conn_t *blocked;         /* connections with output the kernel did not take (blocked_next) */
+    size_t out_total;        /* backlog of all connections here (their `counted`) */
+    bool serving;            /* serves connections (counts in the process's share of the total cap) */
+    void *addrs;             /* acceptor: zhashx "IP" -> fe_addr_t, connections open per address */
+    void *serials;           /* acceptor: zhashx "serial" -> fe_addr_t of that connection */
     conn_t *dirty;           /* connections with output or resumable input */
     conn_t *dead;            /* closed connections to free at the end of the turn */
     char *rbuf;              /* the read buffer shared by all connections */
@@ -75,6 +86,9 @@ struct herd_frontend_t {
     bool accept_paused;      /* out of descriptors with no spare: not accepting for now */
     uint64_t refused_max_clients; /* connections closed at accept: limits.max_clients */
     uint64_t refused_descriptors; /* connections closed at accept: out of descriptors */
+    uint64_t refused_per_address; /* connections closed at accept: limits.max_clients_per_address */
+    uint64_t cut_total;      /* connections cut for limits.max_output_total_bytes */
+    herd_log_limit_t lim_max_clients, lim_per_address, lim_descriptors; /* refusals' log lines */
 };
 
 /* ---- herd_frontend.c ---- */
@@ -89,6 +103,13 @@ void fe_mark_dirty(conn_t *c);
 void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
 
 /* ---- herd_frontend_accept.c ---- */
+
+/* A connection accepted by this front end (self-serving) has closed: its
+ * address counts one fewer. */
+void fe_addr_release(herd_frontend_t *fe, uint64_t serial);
+
+/* Frees the address tables. */
+void fe_addr_free(herd_frontend_t *fe);
 
 /* The epoll handler of the listener: accepts, or refuses and logs. */
 void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events);

@@ -38,6 +38,7 @@
 #define LOG_HOLD_MS   10                     /* a reactor's lines wait at most about this long for a hand-over */
 #define LOG_HOLD_BYTES (16u * 1024u)         /* ... or until this many bytes are pending */
 #define LOG_BATCH     64                      /* buffers written with one writev */
+#define LOG_REOPEN_RETRY_MS 1000              /* a failed reopen is tried again this often */
 #define LOG_TURN_REUSE 32                     /* turn clock: lines per clock reading, at most (about
                                                  16 commands, some 20 us at full load) */
 
@@ -68,6 +69,10 @@ typedef struct {
     atomic_uint_fast64_t lines_dropped;
     atomic_uint_fast64_t bytes_dropped;
     atomic_int attached;                  /* handles from herd_log_attach still open */
+    atomic_uint_fast64_t reopen_failures; /* reopens that failed (each retry counts) */
+    bool reopen_pending;                  /* writer thread: a reopen failed and is retried */
+    int64_t reopen_at_ms;                 /* writer thread: when to retry it (CLOCK_MONOTONIC) */
+    uint64_t reopen_streak;               /* writer thread: failures since the last good reopen */
 } log_writer_t;
 
 struct herd_log_t {
@@ -192,9 +197,43 @@ static void write_batch(log_writer_t *w, log_msg_t *b, size_t n)
     w->write_failed = err != 0;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Writes one line of the writer's own (stamped now) to the file in use. */
+static void writer_line(log_writer_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void writer_line(log_writer_t *w, const char *fmt, ...)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t sec = (time_t)-1;
+    char date[20], line[4400];
+    format_stamp(line, &ts, &sec, date);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + LOG_STAMP_LEN, sizeof line - LOG_STAMP_LEN - 1, fmt, ap);
+    va_end(ap);
+    size_t body = n < 0 ? 0 : (size_t)n < sizeof line - LOG_STAMP_LEN - 1 ? (size_t)n : sizeof line - LOG_STAMP_LEN - 2;
+    line[LOG_STAMP_LEN + body] = '\n';
+    size_t len = LOG_STAMP_LEN + body + 1;
+    log_msg_t m = {.type = MSG_BUF, .lines = 1, .buf = malloc(len), .len = len};
+    if (m.buf) {
+        memcpy(m.buf, line, len);
+        atomic_fetch_add(&w->queued, (uint64_t)len);
+        m.cost = len;
+        write_batch(w, &m, 1);
+    }
+}
+
 /* Reopens the file by name, making its folder first (it may have been
- * removed with the file). On failure the old file stays in use and gets a
- * line saying so. */
+ * removed with the file). On failure (no descriptor to spare, a folder that
+ * cannot be made) the old file stays in use, gets a line saying so at the
+ * first failure of a streak, and the reopen is tried again every
+ * LOG_REOPEN_RETRY_MS until it works; every failure is counted. */
 static void writer_reopen(log_writer_t *w)
 {
     char dir[4096];
@@ -203,25 +242,22 @@ static void writer_reopen(log_writer_t *w)
         close(w->fd);
         w->fd = fd;
         w->write_failed = false;
+        w->reopen_pending = false;
+        if (w->reopen_streak)
+            writer_line(w, "log file %s reopened after %llu failed attempts", w->path,
+                        (unsigned long long)w->reopen_streak);
+        w->reopen_streak = 0;
         return;
     }
     int e = errno;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    time_t sec = (time_t)-1;
-    char date[20], line[4400];
-    format_stamp(line, &ts, &sec, date);
-    int n = snprintf(line + LOG_STAMP_LEN, sizeof line - LOG_STAMP_LEN,
-                     "cannot reopen the log file %s: %s; still writing to the old file\n", w->path, strerror(e));
-    size_t len = LOG_STAMP_LEN + ((size_t)n < sizeof line - LOG_STAMP_LEN ? (size_t)n : 0);
-    log_msg_t m = {.type = MSG_BUF, .lines = 1, .buf = malloc(len), .len = len};
-    if (m.buf) {
-        memcpy(m.buf, line, len);
-        atomic_fetch_add(&w->queued, (uint64_t)len);
-        m.cost = len;
-        write_batch(w, &m, 1);
+    atomic_fetch_add(&w->reopen_failures, 1);
+    if (w->reopen_streak++ == 0) {
+        writer_line(w, "cannot reopen the log file %s: %s (trying again every %d ms); still writing to the old file",
+                    w->path, strerror(e), LOG_REOPEN_RETRY_MS);
+        fprintf(stderr, "herd: cannot reopen log %s: %s\n", w->path, strerror(e));
     }
-    fprintf(stderr, "herd: cannot reopen log %s: %s\n", w->path, strerror(e));
+    w->reopen_pending = true;
+    w->reopen_at_ms = mono_ms() + LOG_REOPEN_RETRY_MS;
 }
 
 /* Reads every message waiting on the ROUTER, in order: buffers are written
@@ -272,13 +308,20 @@ static void writer_actor(zsock_t *pipe, void *arg)
         {zsock_resolve(w->in), 0, ZMQ_POLLIN, 0},
     };
     for (;;) {
-        if (zmq_poll(items, 2, -1) < 0) {
+        long wait = -1;
+        if (w->reopen_pending) {
+            int64_t left = w->reopen_at_ms - mono_ms();
+            wait = left > 0 ? (long)left : 0;
+        }
+        if (zmq_poll(items, 2, wait) < 0) {
             if (errno == EINTR)
                 continue;
             break; /* the context is ending */
         }
         if (items[1].revents & ZMQ_POLLIN)
             writer_drain(w);
+        if (w->reopen_pending && mono_ms() >= w->reopen_at_ms)
+            writer_reopen(w);
         if (items[0].revents & ZMQ_POLLIN) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || !strcmp(cmd, "$TERM");
@@ -502,6 +545,7 @@ herd_log_t *herd_log_open(const char *path, char *err, size_t errlen)
     atomic_init(&w->lines_dropped, 0);
     atomic_init(&w->bytes_dropped, 0);
     atomic_init(&w->attached, 0);
+    atomic_init(&w->reopen_failures, 0);
     w->fd = open_file(path);
     if (w->fd < 0) {
         snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
@@ -700,17 +744,15 @@ void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out)
     out->bytes_dropped = atomic_load(&w->bytes_dropped);
     out->queue_bytes = atomic_load(&w->queued);
     out->queue_cap = atomic_load(&w->cap);
+    out->reopen_failures = atomic_load(&w->reopen_failures);
 }
 
-void herd_log_event(herd_log_t *log, const char *fmt, ...)
+static void log_vevent(herd_log_t *log, const char *fmt, va_list ap)
 {
     if (!reserve(log, LOG_STAMP_LEN + 1024))
         return;
     put_stamp(log);
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(log->buf + log->len, 1023, fmt, ap);
-    va_end(ap);
     if (n < 0)
         n = 0;
     if (n > 1022)
@@ -721,19 +763,78 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
     log->urgent = true;
 }
 
-void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len)
+void herd_log_event(herd_log_t *log, const char *fmt, ...)
 {
-    size_t need = LOG_STAMP_LEN + plen + 3 + 4 * len + 1;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vevent(log, fmt, ap);
+    va_end(ap);
+}
+
+/* Starts a new second for lim when the last one is over, first writing how
+ * many events of it were left out. */
+static void limit_roll(herd_log_t *log, herd_log_limit_t *lim, int64_t now)
+{
+    if (now - lim->window_ms < 1000)
+        return;
+    if (lim->left_out)
+        herd_log_event(log, "%llu more %s left out of the log (at most %d a second are written)",
+                       (unsigned long long)lim->left_out, lim->kind, HERD_LOG_LIMIT_PER_SEC);
+    lim->left_out = 0;
+    lim->logged = 0;
+    lim->window_ms = now;
+}
+
+bool herd_log_limited(herd_log_t *log, herd_log_limit_t *lim, const char *fmt, ...)
+{
+    limit_roll(log, lim, mono_ms());
+    if (lim->logged >= HERD_LOG_LIMIT_PER_SEC) {
+        lim->left_out++;
+        return false;
+    }
+    lim->logged++;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vevent(log, fmt, ap);
+    va_end(ap);
+    return true;
+}
+
+void herd_log_limited_flush(herd_log_t *log, herd_log_limit_t *lim)
+{
+    if (lim->left_out)
+        limit_roll(log, lim, mono_ms());
+}
+
+/* The line PREFIX"ESCAPED" for data, its escaped text cut at `head` bytes,
+ * and `... (N bytes)` after it when that cut some of data. */
+static void data_line(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len, size_t head)
+{
+    size_t room = len < head / 4 + 1 ? 4 * len : head; /* escaped bytes at most */
+    size_t need = LOG_STAMP_LEN + plen + 3 + room + 40;
     if (!reserve(log, need))
         return;
     put_stamp(log);
     memcpy(log->buf + log->len, prefix, plen);
     log->len += plen;
     log->buf[log->len++] = '"';
-    log->len += herd_log_escape(log->buf + log->len, 4 * len, data, len);
+    size_t used;
+    log->len += herd_log_escape_prefix(log->buf + log->len, room, data, len, &used);
     log->buf[log->len++] = '"';
+    if (used < len)
+        log->len += (size_t)snprintf(log->buf + log->len, 40, "... (%zu bytes)", len);
     log->buf[log->len++] = '\n';
     log->lines++;
+}
+
+void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len)
+{
+    data_line(log, prefix, plen, data, len, SIZE_MAX);
+}
+
+void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const char *data, size_t len, size_t head)
+{
+    data_line(log, prefix, plen, data, len, head);
 }
 
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)

@@ -37,6 +37,12 @@ static size_t plain_run(const char *data, size_t i, size_t len)
 
 size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
 {
+    size_t used;
+    return herd_log_escape_prefix(buf, cap, data, len, &used);
+}
+
+size_t herd_log_escape_prefix(char *buf, size_t cap, const char *data, size_t len, size_t *used)
+{
     static const char hex[] = "0123456789abcdef";
     size_t o = 0, i = 0;
     while (i < len) {
@@ -67,5 +73,6 @@ size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len)
         }
         i++;
     }
+    *used = i;
     return o;
 }

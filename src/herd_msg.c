@@ -163,6 +163,8 @@ void herd_msg_put(herd_msg_buf_t *b, herd_msg_dir_t dir, const herd_msg_item_t *
     case HERD_MSG_LIMITS:
         put_uint(b, (uint64_t)it->idle_timeout_ms);
         put_uint(b, (uint64_t)it->max_output_bytes);
+        put_uint(b, it->max_output_total_bytes > 0 ? (uint64_t)it->max_output_total_bytes : 0);
+        put_uint(b, it->log_commands ? 1 : 0);
         break;
     case HERD_MSG_DRAIN:
     case HERD_MSG_STOP:
@@ -306,6 +308,9 @@ static bool get_fields(herd_msg_reader_t *r, herd_msg_item_t *it)
             return false;
         it->idle_timeout_ms = (int64_t)a;
         it->max_output_bytes = (int64_t)b;
+        if (!get_uint(r, &a) || a > INT64_MAX || !get_u32(r, &it->log_commands) || it->log_commands > 1)
+            return false;
+        it->max_output_total_bytes = (int64_t)a;
         return true;
     case HERD_MSG_DRAIN:
     case HERD_MSG_STOP:

@@ -414,6 +414,8 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
                                    .server = node->name,
                                    .idle_timeout_ms = topo->idle_timeout_ms,
                                    .max_output_bytes = topo->max_output_bytes,
+                                   .max_output_total_bytes = topo->max_output_total_bytes,
+                                   .log_commands = topo->log_commands,
                                    .loop = f->in_line ? node->loop : NULL,
                                    .deliver = in_line_deliver,
                                    .deliver_arg = f};
@@ -439,6 +441,7 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
         .max_clients = topo->max_clients,
         .idle_timeout_ms = topo->idle_timeout_ms,
         .max_output_bytes = topo->max_output_bytes,
+        .max_clients_per_address = topo->max_clients_per_address,
         .on_accept = on_accept,
         .on_full = on_full,
         .arg = node,
@@ -629,9 +632,14 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
      * found and reported by the caller (main.c, herd_node_restart_needed). */
     if (herd_links_reconfigure(node->links, topo, err, errlen) != 0)
         return -1;
-    herd_frontend_set_limits(node->frontend, topo->max_clients, topo->idle_timeout_ms, topo->max_output_bytes);
+    herd_frontend_conf_t fl = {.max_clients = topo->max_clients, .idle_timeout_ms = topo->idle_timeout_ms,
+                               .max_output_bytes = topo->max_output_bytes,
+                               .max_clients_per_address = topo->max_clients_per_address};
+    herd_frontend_set_limits(node->frontend, &fl);
     herd_msg_item_t lim = {.kind = HERD_MSG_LIMITS, .idle_timeout_ms = topo->idle_timeout_ms,
-                           .max_output_bytes = topo->max_output_bytes};
+                           .max_output_bytes = topo->max_output_bytes,
+                           .max_output_total_bytes = topo->max_output_total_bytes,
+                           .log_commands = topo->log_commands};
     for (size_t i = 0; i < node->n_fes; i++)
         node_to_fe(node, (uint32_t)i, &lim);
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)

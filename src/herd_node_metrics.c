@@ -129,7 +129,14 @@ char *node_render_metrics(void *arg, size_t *len)
             "# HELP herd_log_queue_bytes Log bytes handed to the writer thread and not yet written.\n"
             "# TYPE herd_log_queue_bytes gauge\nherd_log_queue_bytes %" PRIu64 "\n",
             ls.lines_written, ls.bytes_written, ls.lines_dropped, ls.queue_bytes);
+    fprintf(f, "# HELP herd_log_reopen_failures_total Log reopens that failed (each retry counts).\n"
+               "# TYPE herd_log_reopen_failures_total counter\nherd_log_reopen_failures_total %" PRIu64 "\n",
+            ls.reopen_failures);
     herd_frontend_render(node->frontend, f);
+    herd_hist_t cmd_hist[HERD_FETHREAD_KINDS] = {0};
+    for (size_t i = 0; i < node->n_fes; i++)
+        herd_fethread_command_hist(node->fes[i].thread, cmd_hist);
+    herd_fethread_render_command_hist(cmd_hist, f);
     render_cpu(node, f);
     if (node->journal)
         herd_journal_render(node->journal, f);

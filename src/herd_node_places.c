@@ -232,7 +232,7 @@ void node_pending_sweep(herd_loop_t *loop, void *arg)
  * looked at. */
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed)
 {
-    herd_frontend_released(node->frontend);
+    herd_frontend_released(node->frontend, conn);
     if (node->fes[fe].conns)
         node->fes[fe].conns--;
     if (!owed)

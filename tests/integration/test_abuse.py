@@ -355,7 +355,7 @@ class ClientAbuseTest(AbuseCase):
     def test_connections_past_max_clients_are_refused_and_logged(self):
         self.herd = self.admin_herd(limits={"max_clients": 3})
         self.herd.start("Bailey")
-        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 0, "descriptors": 0})
+        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 0, "max_clients_per_address": 0, "descriptors": 0})
         clients = [self.herd.connect("Bailey") for _ in range(3)]
         for c in clients:
             self.addCleanup(c.close)
@@ -369,7 +369,7 @@ class ClientAbuseTest(AbuseCase):
             % extra.local_port))
         for c in clients:   # the three are unharmed
             self.timed_iamat(c, "Bailey", uid("still"))
-        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 1, "descriptors": 0})
+        self.assertEqual(refused_counts(self.herd, "Bailey"), {"max_clients": 1, "max_clients_per_address": 0, "descriptors": 0})
 
         # One leaves; then a newcomer is let in.
         mark = self.herd.log_size("Bailey")
