@@ -636,13 +636,13 @@ void herd_journal_why(const herd_journal_t *j, char *buf, size_t cap)
     const char *effect = j->mode == HERD_FSYNC_ALWAYS ? "updates are answered \"?\" until it is"
                                                       : "serving from memory";
     if (j->hung)
-        snprintf(buf, cap, "not durable: the disk is hung (a journal write has not finished in %d s); %s",
+        snprintf(buf, cap, "the disk is hung (a journal write has not finished in %d s); %s",
                  HOLD_DEADLINE_MS / 1000, effect);
     else if (j->rep.failing)
-        snprintf(buf, cap, "not durable: %s (retrying); %s", j->rep.why[0] ? j->rep.why : "journal writes fail",
+        snprintf(buf, cap, "%s (retrying); %s", j->rep.why[0] ? j->rep.why : "journal writes fail",
                  effect);
     else if (j->lost || j->need_table || j->rep.loss_epoch != j->rep.healed_epoch)
-        snprintf(buf, cap, "not durable: records were not written%s%s; the whole table is being written again; %s",
+        snprintf(buf, cap, "records were not written%s%s; the whole table is being written again; %s",
                  j->rep.why[0] ? " after: " : "", j->rep.why, effect);
     else
         snprintf(buf, cap, "durable");
