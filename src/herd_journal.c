@@ -564,7 +564,7 @@ static void settle(herd_journal_t *j, herd_journal_release_fn *release, void *ar
         j->hung = true;
         j->hangs++;
         herd_log_event(j->log, "state: the disk is hung: a journal write has not finished in %d s; %zu held AT "
-                               "replies answered \"?\", and updates are until it does",
+                               "replies answered \"?\", and so are updates until it finishes",
                        HOLD_DEADLINE_MS / 1000, hung_now);
     }
 }

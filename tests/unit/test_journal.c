@@ -582,6 +582,53 @@ static void test_no_preallocation_needed(void **state)
     herd_journal_destroy(&j);
 }
 
+/* A record that never reaches the writer stands in for a hung disk (a
+ * write that does not return): its held reply is answered "?" at the
+ * deadline, the journal says why and refuses updates until the writer
+ * answers again. */
+static void test_hung_disk_deadline(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    released_ok = released_refused = 0;
+    herd_ticket_t t = {1, 1};
+    put(c, j, "stuck", 1);
+    assert_true(herd_journal_hold(j, t, "AT stuck\n", 9));
+    /* Not committed: the writer never hears of it. */
+    int64_t t0 = herd_clock_ms(), deadline = t0 + 15000;
+    while (released_refused == 0) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 100);
+        herd_journal_recv(j, release, NULL);
+    }
+    assert_true(herd_clock_ms() - t0 >= 4900);
+    assert_int_equal(released_ok, 0);
+    assert_false(herd_journal_durable(j));
+    assert_true(herd_journal_refusing(j));
+    assert_int_equal(metric(j, "herd_state_disk_hung"), 1);
+    char why[256];
+    herd_journal_why(j, why, sizeof why);
+    assert_non_null(strstr(why, "hung"));
+    /* While hung a new reply is "?" at once. */
+    assert_true(herd_journal_hold(j, t, "AT more\n", 8));
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_refused, 2);
+    /* The write finishes: acknowledgements resume. */
+    uint64_t seq = herd_journal_seq(j);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    assert_true(herd_journal_durable(j));
+    assert_false(herd_journal_refusing(j));
+    seq = put(c, j, "next", 2);
+    assert_true(herd_journal_hold(j, t, "AT next\n", 8));
+    herd_journal_commit(j, 2);
+    wait_done(j, seq);
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_ok, 1);
+    herd_journal_destroy(&j);
+}
+
 /* Reads a file of the state folder whole. */
 static char *slurp(ctx_t *c, const char *name, size_t *len)
 {
@@ -879,6 +926,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hold_until_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_preallocation_needed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hung_disk_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_header_flip_deletes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_bad_magic_set_aside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_body_damage_detected, setup, teardown),
