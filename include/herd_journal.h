@@ -72,6 +72,9 @@ typedef struct {
     const char *dir;              /* the server's own folder, state_dir/NAME (made if missing) */
     herd_fsync_t fsync;           /* when a record is on disk (PROTOCOL §9) */
     uint64_t compact_min_records; /* do not compact a journal shorter than this; 0 = default */
+    uint64_t backlog_max_bytes;   /* unwritten bytes kept for a retry while writes fail; past
+                                     it they are given up and the whole table is written
+                                     again later; 0 = default (64 MiB) */
     herd_journal_load_fn *load;   /* receives what is on disk, before open returns */
     herd_loop_t *loop;            /* the node's loop: without "always", turns are gathered
                                      into hand-overs at most 10 ms apart (a timer there);

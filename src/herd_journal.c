@@ -294,6 +294,7 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
     c->fd = c->dirfd = -1;
     c->mode = conf->fsync;
     c->compact_min = conf->compact_min_records ? conf->compact_min_records : HJ_DEFAULT_COMPACT_MIN;
+    c->backlog_max = conf->backlog_max_bytes ? conf->backlog_max_bytes : HJ_DEFAULT_BACKLOG;
     /* A file-size limit must show as a failed write (EFBIG), which is
      * survived, not as SIGXFSZ, which would kill the server. */
     signal(SIGXFSZ, SIG_IGN);

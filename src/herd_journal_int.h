@@ -35,6 +35,7 @@
 #define HJ_SNAPSHOT       "snapshot"
 #define HJ_SNAPSHOT_TMP   "snapshot.tmp"
 #define HJ_DEFAULT_COMPACT_MIN 262144 /* records: below this a journal is never compacted */
+#define HJ_DEFAULT_BACKLOG (64ull << 20) /* bytes kept for a retry after failed writes */
 
 /* A turn's records, handed from the node to the writer (by pointer). */
 typedef struct {
@@ -79,6 +80,7 @@ typedef struct {
     uint64_t snap_gen;         /* generation the snapshot covers (0 = none, or not vouched for) */
     herd_fsync_t mode;         /* when to fsync */
     uint64_t compact_min;      /* journal records below which no compaction starts */
+    uint64_t backlog_max;      /* unwritten bytes kept for a retry; past it they are given up */
     hj_report_t rep;           /* the state reported to the node */
 } hj_writer_conf_t;
 

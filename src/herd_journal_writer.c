@@ -11,7 +11,7 @@
  * is cut off it, since the kernel may have dropped the pages a failed fsync
  * covered), reports their records failed (the node answers their held
  * replies "?") and retries every RETRY_MS; batches that come meanwhile are
- * failed at once and wait for the retry with the rest. Past BACKLOG_MAX
+ * failed at once and wait for the retry with the rest. Past backlog_max
  * the bytes are given up: a loss (loss_epoch), which the node makes good
  * by handing over its whole table once writes succeed again (a batch that
  * `heals` it). A failed fsync under "everysec" or "never" covers bytes no
@@ -37,7 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG_MAX (64u << 20)   /* bytes kept for a retry after failed writes */
 #define RETRY_MS 500              /* between retries of a failed write */
 #define REPORT_MS 100             /* least time between reports, except with "always" */
 /* With "always" the journal is written ahead with zeros in chunks of this
@@ -202,7 +201,7 @@ static void preallocate(writer_t *w, uint64_t end)
 
 /* A write or fsync of what is pending failed: the file is cut back to its
  * whole records, the records are reported failed (not done) and kept for
- * the retry; past BACKLOG_MAX they are given up. */
+ * the retry; past backlog_max they are given up. */
 static void write_failed(writer_t *w, uint64_t off, const char *what, int e)
 {
     w->c.rep.write_errors++;
@@ -220,15 +219,12 @@ static void write_failed(writer_t *w, uint64_t off, const char *what, int e)
                                            : "serving from memory");
     w->failing = true;
     w->c.rep.failed_seq = w->pend_seq;
-    if (w->pend_len > BACKLOG_MAX) {
+    if (w->pend_len > w->c.backlog_max) {
         say(w, "gave up %zu unwritten journal bytes; the whole table is written again once writes succeed",
             w->pend_len);
         w->pend_len = 0;
         w->pend_heals = 0;
         give_up(w);
-        /* Nothing left to retry: the node's whole table is the next
-         * attempt (it hands it over once it sees a loss and no failure). */
-        w->failing = false;
     }
 }
 
@@ -481,7 +477,7 @@ void hj_writer_actor(zsock_t *pipe, void *args)
         int64_t now = now_ms();
         if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC)
             timeout = w->last_fsync_ms + 1000 - now;
-        if (w->failing && w->pend_len) {
+        if (w->failing) {
             long t = (long)(w->last_try_ms + RETRY_MS - now);
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
@@ -501,6 +497,14 @@ void hj_writer_actor(zsock_t *pipe, void *args)
             break;
         term = drain(w);
         now = now_ms();
+        if (w->failing && !w->pend_len && now - w->last_try_ms >= RETRY_MS) {
+            /* Given up, nothing left to retry: the node's whole table is
+             * the next attempt (it hands it over once it sees a loss and
+             * no failure), once a retry period, so a disk that stays full
+             * costs one try a period, not a busy loop. */
+            w->failing = false;
+            w->report_due = true;
+        }
         if (!w->failing || now - w->last_try_ms >= RETRY_MS)
             flush(w);
         else if (w->pend_len && w->c.rep.failed_seq != w->pend_seq) {

@@ -629,6 +629,76 @@ static void test_hung_disk_deadline(void **state)
     herd_journal_destroy(&j);
 }
 
+/* Reads reports until `cond` holds (5 s at most). */
+#define WAIT_FOR(j, cond)                                                                                    \
+    do {                                                                                                     \
+        int64_t until_ = herd_clock_ms() + 5000;                                                             \
+        while (!(cond)) {                                                                                    \
+            assert_true(herd_clock_ms() < until_);                                                           \
+            zmq_pollitem_t it_ = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};                                   \
+            zmq_poll(&it_, 1, 50);                                                                           \
+            herd_journal_recv(j, release, NULL);                                                             \
+        }                                                                                                    \
+    } while (0)
+
+/* Past the backlog bound the unwritten records are given up; once writes
+ * succeed the node's whole table goes to the journal again, and only then
+ * is the state durable and are updates acknowledged. */
+static void test_given_up_backlog_is_made_good(void **state)
+{
+    ctx_t *c = *state;
+    herd_table_destroy(&c->table);
+    c->table = herd_table_new();
+    herd_journal_conf_t conf = {
+        .dir = c->dir, .fsync = HERD_FSYNC_ALWAYS, .backlog_max_bytes = 2048, .load = load, .arg = c};
+    char err[256];
+    herd_journal_t *j = herd_journal_open(&conf, c->log, err, sizeof err);
+    assert_non_null(j);
+    released_ok = released_refused = 0;
+    uint64_t seq = put(c, j, "first", 1);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    struct rlimit old;
+    limit_file_size((rlim_t)metric(j, "herd_state_journal_bytes"), &old);
+    herd_ticket_t t = {1, 1};
+    for (int i = 0; i < 60; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "g%d", i);
+        seq = put(c, j, id, 10 + i);
+    }
+    assert_true(herd_journal_hold(j, t, "AT g\n", 5));
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_failed(j, seq);
+    WAIT_FOR(j, released_refused == 1);
+    assert_false(herd_journal_durable(j));
+    assert_true(herd_journal_refusing(j));
+    /* Still full: after a retry period the table is asked for, and fails
+     * again; nothing is acknowledged meanwhile. */
+    WAIT_FOR(j, herd_journal_wants_table(j));
+    herd_journal_put_table(j, c->table);
+    seq = herd_journal_seq(j);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_failed(j, seq);
+    assert_false(herd_journal_durable(j));
+    /* Room again: the next request for the table succeeds. */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    WAIT_FOR(j, herd_journal_wants_table(j));
+    herd_journal_put_table(j, c->table);
+    seq = herd_journal_seq(j);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_done(j, seq);
+    WAIT_FOR(j, herd_journal_durable(j));
+    assert_false(herd_journal_refusing(j));
+    assert_false(herd_journal_wants_table(j));
+    assert_int_equal(released_ok, 0);
+    assert_true(metric(j, "herd_state_table_rewrites_total") >= 2);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(herd_table_size(c->table), 61);
+    assert_non_null(herd_table_find(c->table, "g59", 3));
+    herd_journal_destroy(&j);
+}
+
 /* Reads a file of the state folder whole. */
 static char *slurp(ctx_t *c, const char *name, size_t *len)
 {
@@ -927,6 +997,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_error_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_preallocation_needed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hung_disk_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_given_up_backlog_is_made_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_header_flip_deletes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_bad_magic_set_aside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_body_damage_detected, setup, teardown),
