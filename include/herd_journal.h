@@ -131,9 +131,10 @@ int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void 
  * record appended so far is on disk (then released ok) or known not to be
  * (released not ok, at the latest at the end of the turn when the state
  * cannot be written now, or HOLD_DEADLINE_MS on a hung disk), and returns
- * true. Returns false when the AT reply may be written at once (another
- * mode, or nothing pending and nothing lost) or there is no memory to keep
- * it: the caller answers it itself. */
+ * true. Without the memory to keep it, it is answered "?" at once through
+ * conf's release (true), or false without one. Returns false when the AT
+ * reply may be written at once (another mode, or nothing pending and
+ * nothing lost): the caller answers it itself. */
 bool herd_journal_hold(herd_journal_t *j, herd_ticket_t ticket, const char *reply, size_t len);
 
 /* With fsync "always", whether an update cannot be acknowledged now

@@ -613,8 +613,15 @@ bool herd_journal_hold(herd_journal_t *j, herd_ticket_t ticket, const char *repl
     if (j->seq <= j->rep.done_seq && acks_ok(j) && !j->rep.failing)
         return false;
     held_t *h = malloc(sizeof *h + len);
-    if (!h)
-        return false;
+    if (!h) {
+        /* No memory to wait with it: an AT reply now could claim what is
+         * not on disk, so it is answered "?" at once where we can. */
+        if (!j->release)
+            return false;
+        j->refused++;
+        j->release(j->release_arg, ticket, reply, len, false);
+        return true;
+    }
     h->next = NULL;
     h->seq = j->seq;
     h->since_ms = herd_clock_ms();
