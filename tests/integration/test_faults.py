@@ -400,11 +400,12 @@ class FaultTest(HerdTestCase):
     def fill_disk(self, name):
         """Writes a ballast file on name's tmpfs until it is full."""
         chunk = b"\xa5" * 65536
-        with open(os.path.join(self.disks[name], "ballast"), "ab") as f:
+        # Unbuffered: the ENOSPC comes from write(2) here, not again from
+        # a flush at close.
+        with open(os.path.join(self.disks[name], "ballast"), "ab", buffering=0) as f:
             try:
-                while True:
-                    f.write(chunk)
-                    f.flush()
+                while f.write(chunk):
+                    pass
             except OSError as e:
                 if e.errno != errno.ENOSPC:
                     raise
