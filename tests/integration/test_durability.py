@@ -240,6 +240,75 @@ class FullDiskTest(TmpfsCase):
         self.assertEqual(lost[:5], [], "%d acknowledged clients lost by kill -9" % len(lost))
 
 
+class HungDiskTest(TmpfsCase):
+    """A disk that stops answering: the state folder on a small ext4 image
+    frozen with fsfreeze(8), so that journal writes block."""
+
+    def test_held_replies_get_their_answer_on_a_hung_disk(self):
+        img = tempfile.mkdtemp(prefix="herd-ext4-")
+        mnt = os.path.join(img, "mnt")
+        os.mkdir(mnt)
+        image = os.path.join(img, "disk.img")
+        with open(image, "wb") as f:
+            f.truncate(64 << 20)
+        steps = [["mkfs.ext4", "-q", "-F", image], ["mount", "-o", "loop", image, mnt]]
+        for cmd in steps:
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True)
+            except OSError as e:
+                r = subprocess.CompletedProcess(cmd, 127, "", str(e))
+            if r.returncode != 0:
+                shutil.rmtree(img, ignore_errors=True)
+                self.skipTest("cannot make a loop-mounted ext4 here (%s: %s): the hung-disk test needs root"
+                              % (cmd[0], r.stderr.strip()))
+
+        def unmount():
+            subprocess.run(["umount", mnt], capture_output=True)
+            shutil.rmtree(img, ignore_errors=True)
+        self.addCleanup(unmount)
+        herd = self.lone(os.path.join(mnt, "state"))
+
+        def thaw():
+            subprocess.run(["fsfreeze", "-u", mnt], capture_output=True)
+        self.addCleanup(thaw)  # runs before the herd is closed
+        prefix = uid("hung")
+        t = ns_text(time.time_ns())
+        before = self.burst(herd, [("%s-a%d" % (prefix, i)).encode() for i in range(10)], t)
+        self.assertTrue(all(before.values()))
+        if subprocess.run(["fsfreeze", "-f", mnt], capture_output=True).returncode != 0:
+            self.skipTest("fsfreeze is not permitted here")
+        # The writes of these block: their replies are held, then "?" at
+        # the deadline (not held for ever, never an AT reply).
+        frozen = [("%s-b%d" % (prefix, i)).encode() for i in range(10)]
+        started = time.monotonic()
+        replies = self.burst(herd, frozen, t)
+        waited = time.monotonic() - started
+        self.assertEqual([c for c, at in replies.items() if at is not None], [])
+        self.assertGreater(waited, 3.0)
+        herd.wait_log("Bailey", "state: the disk is hung")
+        self.assertEqual(self.metric(herd, "herd_state_disk_hung"), 1)
+        status, body = self.healthz(herd)
+        self.assertEqual(status, 503, body)
+        self.assertIn("hung", body)
+        # While hung, an update is answered "?" at once.
+        more = [("%s-c%d" % (prefix, i)).encode() for i in range(5)]
+        started = time.monotonic()
+        self.assertTrue(all(v is None for v in self.burst(herd, more, t).values()))
+        self.assertLess(time.monotonic() - started, 3.0)
+        # The disk answers again: acknowledgements resume by themselves.
+        thaw()
+        herd.wait_log("Bailey", "state: the disk answers again")
+        wait_until(lambda: self.metric(herd, "herd_state_durable") == 1, timeout=10)
+        after = self.burst(herd, more, t)
+        self.assertTrue(all(after.values()), after)
+        herd.kill("Bailey")
+        herd.start("Bailey")
+        acked = dict(before)
+        acked.update(after)
+        held = herd.records("Bailey", sorted(acked))
+        self.assertEqual([c for c in acked if held[c] is None], [])
+
+
 class DamagedSnapshotTest(TmpfsCase):
 
     def test_flipped_generation_bit_deletes_no_journal(self):
