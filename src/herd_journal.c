@@ -199,6 +199,12 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
             free(gens);
             return -1;
         }
+        if (rc == 1 && st.torn_bytes == 0) {
+            /* Empty: made by a start or a rotation that stopped there. */
+            if (unlinkat(c->dirfd, name, 0) == 0)
+                herd_log_event(j->log, "state: %s/%s is empty: removed", conf->dir, name);
+            continue;
+        }
         if (rc == 1) {
             char why[96];
             snprintf(why, sizeof why, "has no journal header (%" PRIu64 " bytes)", st.torn_bytes);

@@ -906,11 +906,13 @@ static void test_headerless_journal_set_aside(void **state)
     ctx_t *c = *state;
     write_some(c, 5, HERD_FSYNC_ALWAYS);
     spill(c, "journal.2", "garbage, not a journal", 22);
+    spill(c, "journal.3", "", 0); /* empty: holds nothing, removed */
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(c->loaded, 5);
     assert_int_equal(count_files(c, "journal.2.bad-"), 1);
+    assert_int_equal(count_files(c, "journal.3"), 0);
     /* Appends go to a new generation past every one seen. */
-    assert_true(file_size(c, "journal.3") > 0);
+    assert_true(file_size(c, "journal.4") > 0);
     herd_journal_destroy(&j);
 }
 
