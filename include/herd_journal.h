@@ -7,13 +7,21 @@
  * once per turn (herd_journal_commit): one write, and with fsync "always"
  * one fsync, covers every update of the turn (group commit). The node never
  * waits on the disk: with "always" it parks each AT reply (herd_journal_hold)
- * until the writer reports that the reply's record is on disk.
+ * until the writer reports that the reply's record is on disk; a record
+ * whose write or fsync failed turns its reply into "?" (PROTOCOL §9), as
+ * does a disk that does not answer within a deadline. Records that could
+ * not be written are retried; if they must be given up, the node writes its
+ * whole table to the journal again once writes succeed, and is durable
+ * again once that is on disk.
  *
  * Files in the folder: `snapshot` (the live records up to some journal
  * generation), `journal.N` (records appended since, one file per
  * generation), `LOCK` (one server per folder). Every record is framed with
  * its length and a CRC32C, so a torn tail is cut and a damaged record is
- * skipped on load. Replay is idempotent: each AT line is re-offered to the
+ * skipped on load; headers carry a CRC, and a snapshot ends with the CRC of
+ * all of it, so a start acts on nothing a checksum does not vouch for.
+ * Files that are not ours or fail their checks are set aside as
+ * NAME.bad-TIME (kept, logged), never deleted. Replay is idempotent: each AT line is re-offered to the
  * table, whose ranking keeps the winner whatever the order or repetitions.
  *
  * Why a journal and not LMDB (bench/state_lmdb.c, 1M records in turns of
@@ -35,6 +43,7 @@
 #include "herd_frontend.h"
 #include "herd_log.h"
 #include "herd_loop.h"
+#include "herd_table.h"
 #include "herd_time.h"
 #include "herd_topology.h"
 
@@ -55,15 +64,25 @@ typedef struct {
 /* Called for each record loaded, in the order they were appended. */
 typedef void(herd_journal_load_fn)(void *arg, const herd_journal_rec_t *rec);
 
+/* Answers a held reply: `ok` true when its record is on disk (the AT reply
+ * may go out), false when it is not ("?"). data/len: the bytes held. */
+typedef void(herd_journal_release_fn)(void *arg, herd_ticket_t ticket, const char *data, size_t len, bool ok);
+
 typedef struct {
     const char *dir;              /* the server's own folder, state_dir/NAME (made if missing) */
     herd_fsync_t fsync;           /* when a record is on disk (PROTOCOL §9) */
     uint64_t compact_min_records; /* do not compact a journal shorter than this; 0 = default */
+    uint64_t backlog_max_bytes;   /* unwritten bytes kept for a retry while writes fail; past
+                                     it they are given up and the whole table is written
+                                     again later; 0 = default (64 MiB) */
     herd_journal_load_fn *load;   /* receives what is on disk, before open returns */
     herd_loop_t *loop;            /* the node's loop: without "always", turns are gathered
                                      into hand-overs at most 10 ms apart (a timer there);
-                                     NULL = hand over at every commit */
-    void *arg;                    /* its context */
+                                     with "always", held replies' deadlines are checked
+                                     there; NULL = hand over at every commit */
+    herd_journal_release_fn *release; /* answers held replies outside herd_journal_recv
+                                     (end of turn, deadlines); may be NULL */
+    void *arg;                    /* context of load and release */
 } herd_journal_conf_t;
 
 /* Opens (making it if missing) the state folder, loads the snapshot and
@@ -102,28 +121,50 @@ void herd_journal_compact(herd_journal_t *j);
 void *herd_journal_sock(herd_journal_t *j);
 
 /* Reads the writer's reports (logging what they say) and answers the held
- * replies whose records are now on disk (or whose write failed: the server
- * keeps serving from memory): release(arg, ticket, held bytes) for each
- * (NULL: just freed). Returns the number of reports read. */
-typedef void(herd_journal_release_fn)(void *arg, herd_ticket_t ticket, const char *data, size_t len);
+ * replies whose fate is known: release(arg, ticket, held bytes, ok) with ok
+ * true once every record appended before the hold is on disk, false once
+ * one of them failed, was given up, or the disk passed its deadline
+ * (NULL release: conf's). Returns the number of reports read. */
 int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void *arg);
 
-/* With fsync "always" and the journal healthy: keeps `reply` (copied) for
- * `ticket` until every record appended so far is on disk, then answers it in
- * herd_journal_recv, and returns true. Returns false when the reply may be
- * written at once (another mode, nothing pending, the journal failing, or
- * no memory to keep it): the caller answers it itself. */
+/* With fsync "always": keeps `reply` (copied) for `ticket` until every
+ * record appended so far is on disk (then released ok) or known not to be
+ * (released not ok, at the latest at the end of the turn when the state
+ * cannot be written now, or HOLD_DEADLINE_MS on a hung disk), and returns
+ * true. Without the memory to keep it, it is answered "?" at once through
+ * conf's release (true), or false without one. Returns false when the AT
+ * reply may be written at once (another mode, or nothing pending and
+ * nothing lost): the caller answers it itself. */
 bool herd_journal_hold(herd_journal_t *j, herd_ticket_t ticket, const char *reply, size_t len);
 
-/* Sequence number of the last record appended, and of the last one the
- * writer is done with (on disk as the mode promises, or failed). */
+/* With fsync "always", whether an update cannot be acknowledged now
+ * (writes fail, records given up and not yet made good, or the disk hung):
+ * an IAMAT that would change the table is then answered "?" and not
+ * stored (PROTOCOL §9). False in the other modes. */
+bool herd_journal_refusing(const herd_journal_t *j);
+
+/* Why the state is (not) durable, one line for /healthz and the log. */
+void herd_journal_why(const herd_journal_t *j, char *buf, size_t cap);
+
+/* Whether the journal needs the whole table again (records were given up,
+ * or a snapshot was set aside at start) and writes succeed now; then the
+ * node calls herd_journal_put_table before the commit. */
+bool herd_journal_wants_table(const herd_journal_t *j);
+
+/* Appends every record of `t` to this turn's batch, marked as making good
+ * what was lost before; durable again once it is on disk. */
+void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t);
+
+/* Sequence number of the last record appended; of the last one on disk as
+ * the mode promises (every one before it too, or given up); of the last one
+ * whose write failed (not on disk, retried). */
 uint64_t herd_journal_seq(const herd_journal_t *j);
 uint64_t herd_journal_done(const herd_journal_t *j);
+uint64_t herd_journal_failed(const herd_journal_t *j);
 
-/* False once a write or fsync failed and what the table holds is no longer
- * all on disk (it is again after a later successful retry of every pending
- * byte; after an fsync failure or a dropped backlog only a restart makes it
- * durable again). */
+/* False while what the table holds is not all on disk as the mode
+ * promises: writes failing (until a retry succeeds), records given up
+ * (until the whole table is on disk again), or the disk hung. */
 bool herd_journal_durable(const herd_journal_t *j);
 
 /* Number of AT replies held for the disk. */

@@ -23,11 +23,18 @@
  * this old or this large. Small beside everysec's second. */
 #define HANDOVER_MS    10
 #define HANDOVER_BYTES (256u * 1024u)
+/* With "always", a held reply whose record has not been reported written
+ * or failed this long after the hold is answered "?": the disk is hung
+ * (a write or fsync that does not return), and a client is not kept
+ * waiting on it for ever. Like a WHATSAT's Places deadline. */
+#define HOLD_DEADLINE_MS 5000
+#define SWEEP_MS 250 /* how often held replies are checked against it */
 
 /* An AT reply waiting for its record to reach the disk. */
 typedef struct held_t {
     struct held_t *next;  /* the next one (sequence numbers only grow) */
     uint64_t seq;         /* answer once the writer is done with this record */
+    int64_t since_ms;     /* when it was held (monotonic) */
     herd_ticket_t ticket; /* the line it answers */
     size_t len;           /* bytes of the reply */
     char data[];          /* the reply */
@@ -42,6 +49,9 @@ struct herd_journal_t {
     int64_t batch_ms;       /* when the batch got its first record (monotonic ms) */
     herd_loop_t *loop;      /* the node's loop, for the hand-over timer, or NULL */
     int timer;              /* that timer's id, or 0 */
+    int sweep_timer;        /* "always": the held replies' deadline, or 0 */
+    herd_journal_release_fn *release; /* answers held replies (conf) */
+    void *release_arg;
     uint64_t seq;           /* last sequence number given */
     size_t live;            /* the table's size at the last commit */
     hj_report_t rep;        /* the writer's last report */
@@ -52,6 +62,14 @@ struct herd_journal_t {
     uint64_t torn;          /* bytes cut at start */
     double load_s;          /* how long loading took */
     bool lost;              /* a record could not even be queued (no memory): not durable */
+    bool need_table;        /* the whole table must reach the journal again (a loss here,
+                               or a snapshot set aside at start) */
+    uint64_t healing;       /* the writer's loss epoch a whole-table batch was made for */
+    bool hung;              /* a held reply passed HOLD_DEADLINE_MS with no word from the writer */
+    uint64_t refused;       /* held replies answered "?" */
+    uint64_t hangs;         /* times the disk was found hung */
+    uint64_t set_aside;     /* files set aside at start */
+    uint64_t table_writes;  /* whole-table batches made to make a loss good */
     int lock_fd;            /* holds the folder's LOCK */
 };
 
@@ -95,23 +113,60 @@ static void log_damage(herd_journal_t *j, const char *dir, const char *name, con
     j->torn += st->torn_bytes;
 }
 
+/* Sets a file aside (renamed, never deleted) and logs why. Returns 0, or
+ * -1 with err filled. */
+static int set_aside(herd_journal_t *j, int dirfd, const char *dir, const char *name, const char *why, char *err,
+                     size_t errlen)
+{
+    char aside[96];
+    if (hj_set_aside(dirfd, name, aside, sizeof aside) != 0) {
+        snprintf(err, errlen, "cannot set aside %s/%s (%s): %s", dir, name, why, strerror(errno));
+        return -1;
+    }
+    herd_log_event(j->log, "state: %s/%s %s: set aside as %s (kept, not loaded as state)", dir, name, why, aside);
+    j->set_aside++;
+    return 0;
+}
+
 /* Loads snapshot and journals; leaves the journal to append to open in
- * c->fd. Returns 0 or -1 with err filled. */
+ * c->fd. Nothing is deleted or skipped on the word of a header whose CRC
+ * does not vouch for it: a snapshot's generation is used (its older
+ * journals removed) only when its header and trailer check out; otherwise
+ * every journal is replayed after it (replay is idempotent, and journals
+ * are removed oldest first, so leftovers replay in order). Files that are
+ * not ours are set aside. Returns 0 or -1 with err filled. */
 static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_conf_t *c, char *err, size_t errlen)
 {
     load_t l = {.conf = conf};
     hj_scan_t st;
     uint64_t g = 0;
     struct stat sb;
-    unlinkat(c->dirfd, HJ_SNAPSHOT_TMP, 0); /* a compaction that did not finish */
+    unlinkat(c->dirfd, HJ_SNAPSHOT_TMP, 0); /* a compaction that did not finish: its journals are all there */
     if (fstatat(c->dirfd, HJ_SNAPSHOT, &sb, 0) == 0) {
-        int rc = hj_scan(c->dirfd, HJ_SNAPSHOT, HJ_MAGIC_SNAPSHOT, &g, false, load_frame, &l, &st, err, errlen);
+        int rc = hj_scan(c->dirfd, HJ_SNAPSHOT, 'S', &g, false, load_frame, &l, &st, err, errlen);
         if (rc < 0)
             return -1;
-        if (rc == 1)
-            herd_log_event(j->log, "state: %s/%s is not a herd snapshot: ignored", conf->dir, HJ_SNAPSHOT);
-        else {
-            c->snap_gen = g;
+        if (rc == 1) {
+            if (set_aside(j, c->dirfd, conf->dir, HJ_SNAPSHOT, "is not a herd snapshot", err, errlen) != 0)
+                return -1;
+        } else if (st.version == 2 && !(st.header_ok && st.trailer_ok)) {
+            /* Its records each carry a good CRC and are loaded; its
+             * generation and completeness are not vouched for, so no journal
+             * is taken as covered, and the whole table goes to the journal
+             * again so that nothing lives only in the file set aside. */
+            log_damage(j, conf->dir, HJ_SNAPSHOT, &st, false);
+            char why[128];
+            snprintf(why, sizeof why, "fails its %s checksum (%" PRIu64 " good records loaded from it)",
+                     !st.header_ok ? "header" : "body", st.records);
+            if (set_aside(j, c->dirfd, conf->dir, HJ_SNAPSHOT, why, err, errlen) != 0)
+                return -1;
+            j->need_table = true;
+        } else {
+            if (st.version == 2)
+                c->snap_gen = g;
+            else
+                herd_log_event(j->log, "state: %s/%s is in the version-1 format (no checksum): loaded, every journal "
+                               "kept and replayed; the next compaction rewrites it", conf->dir, HJ_SNAPSHOT);
             c->rep.snapshot_bytes = (uint64_t)sb.st_size;
             c->rep.snapshot_records = st.records;
             log_damage(j, conf->dir, HJ_SNAPSHOT, &st, false);
@@ -127,23 +182,44 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
     for (long i = 0; i < n; i++) {
         char name[40];
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)gens[i]);
+        if (gens[i] > last)
+            last = gens[i];
         if (gens[i] <= c->snap_gen) {
-            unlinkat(c->dirfd, name, 0); /* folded into the snapshot already */
+            /* Folded into a snapshot whose CRCs vouch for its generation:
+             * a compaction stopped before removing it. */
+            if (unlinkat(c->dirfd, name, 0) == 0)
+                herd_log_event(j->log, "state: %s/%s is covered by the snapshot (up to journal.%llu): removed",
+                               conf->dir, name, (unsigned long long)c->snap_gen);
             continue;
         }
-        last = gens[i];
         bool is_last = i == n - 1;
         uint64_t before = l.records;
-        int rc = hj_scan(c->dirfd, name, HJ_MAGIC_JOURNAL, &g, is_last, load_frame, &l, &st, err, errlen);
+        int rc = hj_scan(c->dirfd, name, 'J', &g, is_last, load_frame, &l, &st, err, errlen);
         if (rc < 0) {
             free(gens);
             return -1;
         }
-        if (rc == 1) {
-            herd_log_event(j->log, "state: %s/%s has no journal header (%" PRIu64 " bytes): ignored", conf->dir, name,
-                           st.torn_bytes);
+        if (rc == 1 && st.torn_bytes == 0) {
+            /* Empty: made by a start or a rotation that stopped there. */
+            if (unlinkat(c->dirfd, name, 0) == 0)
+                herd_log_event(j->log, "state: %s/%s is empty: removed", conf->dir, name);
             continue;
         }
+        if (rc == 1) {
+            char why[96];
+            snprintf(why, sizeof why, "has no journal header (%" PRIu64 " bytes)", st.torn_bytes);
+            if (set_aside(j, c->dirfd, conf->dir, name, why, err, errlen) != 0) {
+                free(gens);
+                return -1;
+            }
+            continue;
+        }
+        if (st.version == 2 && !st.header_ok)
+            herd_log_event(j->log, "state: %s/%s: its header fails its checksum; its records (each with its own) "
+                           "are loaded", conf->dir, name);
+        else if (st.header_ok && g != gens[i])
+            herd_log_event(j->log, "state: %s/%s: its header says generation %llu; loaded as named", conf->dir,
+                           name, (unsigned long long)g);
         log_damage(j, conf->dir, name, &st, is_last);
         c->rep.journal_records += l.records - before;
         if (is_last) {
@@ -164,15 +240,18 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
         c->fd = openat(c->dirfd, name, O_WRONLY | O_CLOEXEC); /* written at offsets: see the writer */
         c->gen = append_gen;
     } else {
-        /* No journal to go on with: a new generation. */
+        /* No journal to go on with: a new generation past every one seen. */
         c->gen = last + 1;
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)c->gen);
-        c->fd = openat(c->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        c->fd = openat(c->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         char head[HJ_HEADER];
         hj_header(head, HJ_MAGIC_JOURNAL, c->gen);
         if (c->fd >= 0 && (hj_write_all(c->fd, head, sizeof head) != 0 || fsync(c->fd) != 0 || fsync(c->dirfd) != 0)) {
+            int e = errno;
             close(c->fd);
             c->fd = -1;
+            unlinkat(c->dirfd, name, 0); /* ours, just made, holds nothing */
+            errno = e;
         }
         c->rep.journal_bytes = HJ_HEADER;
         c->rep.journal_records = 0;
@@ -182,6 +261,16 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
         return -1;
     }
     return 0;
+}
+
+static void settle(herd_journal_t *j, herd_journal_release_fn *release, void *arg);
+
+/* "always": held replies past their deadline are answered. */
+static void sweep_timer(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    herd_journal_t *j = arg;
+    settle(j, j->release, j->release_arg);
 }
 
 /* Hands over what waited HANDOVER_MS when no turn did it. */
@@ -204,11 +293,14 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
     }
     j->log = log;
     j->mode = conf->fsync;
+    j->release = conf->release;
+    j->release_arg = conf->arg;
     j->lock_fd = -1;
     j->held_tail = &j->held;
     c->fd = c->dirfd = -1;
     c->mode = conf->fsync;
     c->compact_min = conf->compact_min_records ? conf->compact_min_records : HJ_DEFAULT_COMPACT_MIN;
+    c->backlog_max = conf->backlog_max_bytes ? conf->backlog_max_bytes : HJ_DEFAULT_BACKLOG;
     /* A file-size limit must show as a failed write (EFBIG), which is
      * survived, not as SIGXFSZ, which would kill the server. */
     signal(SIGXFSZ, SIG_IGN);
@@ -266,6 +358,15 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
         }
         j->loop = conf->loop;
     }
+    if (conf->loop && j->mode == HERD_FSYNC_ALWAYS) {
+        j->sweep_timer = herd_loop_add_timer(conf->loop, SWEEP_MS, sweep_timer, j);
+        if (j->sweep_timer < 0) {
+            j->sweep_timer = 0;
+            snprintf(err, errlen, "cannot set the state writer's timer");
+            goto fail;
+        }
+        j->loop = conf->loop;
+    }
     return j;
 fail:
     if (c) {
@@ -305,6 +406,8 @@ void herd_journal_destroy(herd_journal_t **p)
     herd_journal_t *j = *p;
     if (j->timer)
         herd_loop_remove_timer(j->loop, j->timer);
+    if (j->sweep_timer)
+        herd_loop_remove_timer(j->loop, j->sweep_timer);
     if (j->writer) {
         /* Bounded, so a writer that is gone cannot hang the stop. */
         zsock_set_sndtimeo(zactor_sock(j->writer), 10000);
@@ -336,8 +439,10 @@ static char *reserve(herd_journal_t *j, size_t len)
         hj_batch_t *nb = realloc(b, sizeof *nb + cap);
         if (!nb)
             return NULL;
-        if (!b)
+        if (!b) {
             nb->len = 0;
+            nb->heals = 0;
+        }
         nb->cap = cap;
         j->batch = b = nb;
     }
@@ -350,8 +455,10 @@ static uint64_t append(herd_journal_t *j, char kind, const char *data, size_t le
     if (!out) {
         /* The record cannot reach the disk: the state is no longer whole. */
         if (!j->lost)
-            herd_log_event(j->log, "state: out of memory for the journal batch: not durable until a restart");
+            herd_log_event(j->log, "state: out of memory for the journal batch: not durable until the whole "
+                                   "table is written again");
         j->lost = true;
+        j->need_table = true;
         return j->seq;
     }
     if (j->batch->len == 0)
@@ -374,11 +481,42 @@ uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len)
 void herd_journal_commit(herd_journal_t *j, size_t live)
 {
     j->live = live;
-    if (!j->batch || !j->batch->len)
-        return;
-    if (j->mode == HERD_FSYNC_ALWAYS || !j->loop || j->batch->len >= HANDOVER_BYTES ||
-        herd_clock_ms() - j->batch_ms >= HANDOVER_MS)
+    if (j->batch && j->batch->len &&
+        (j->mode == HERD_FSYNC_ALWAYS || !j->loop || j->batch->len >= HANDOVER_BYTES ||
+         herd_clock_ms() - j->batch_ms >= HANDOVER_MS))
         hand_over(j, false);
+    /* Replies held this turn that cannot wait ("?" while the state cannot
+     * be written) go out with the turn's other answers. */
+    if (j->held)
+        settle(j, j->release, j->release_arg);
+}
+
+bool herd_journal_wants_table(const herd_journal_t *j)
+{
+    if (j->rep.failing)
+        return false; /* first the writes must succeed again */
+    return j->need_table || (j->rep.loss_epoch != j->rep.healed_epoch && j->rep.loss_epoch != j->healing);
+}
+
+void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t)
+{
+    uint64_t epoch = j->rep.loss_epoch;
+    j->lost = false;
+    size_t cursor = 0;
+    const herd_record_t *r;
+    while ((r = herd_table_next(t, &cursor)) != NULL)
+        append(j, 'A', r->at, r->at_len);
+    j->table_writes++;
+    if (j->lost) {
+        j->need_table = true; /* out of memory again: tried again later */
+        return;
+    }
+    j->need_table = false;
+    j->healing = epoch;
+    if (j->batch)
+        j->batch->heals = epoch;
+    herd_log_event(j->log, "state: the whole table (%zu records) is written to the journal again, to make good "
+                           "what was not written", herd_table_size(t));
 }
 
 void herd_journal_compact(herd_journal_t *j)
@@ -389,6 +527,53 @@ void herd_journal_compact(herd_journal_t *j)
 void *herd_journal_sock(herd_journal_t *j)
 {
     return j->sock;
+}
+
+/* Whether an AT reply may be sent for what is on disk: nothing given up
+ * and not made good, and the disk not hung. */
+static bool acks_ok(const herd_journal_t *j)
+{
+    return !j->lost && !j->need_table && j->rep.loss_epoch == j->rep.healed_epoch && !j->hung;
+}
+
+/* Answers the held replies whose fate is known, oldest first: the AT reply
+ * once the record is on disk (and nothing is lost or hung), "?" once its
+ * write failed, or once it waited HOLD_DEADLINE_MS (the disk is hung). */
+static void settle(herd_journal_t *j, herd_journal_release_fn *release, void *arg)
+{
+    int64_t now = herd_clock_ms();
+    size_t hung_now = 0;
+    while (j->held) {
+        held_t *h = j->held;
+        bool ok;
+        if (h->seq <= j->rep.done_seq && acks_ok(j))
+            ok = true;
+        else if (h->seq <= j->rep.done_seq || h->seq <= j->rep.failed_seq || j->lost || j->need_table)
+            ok = false;
+        else if (now - h->since_ms >= HOLD_DEADLINE_MS) {
+            ok = false;
+            hung_now++;
+        } else if (j->hung)
+            ok = false;
+        else
+            break;
+        j->held = h->next;
+        if (!j->held)
+            j->held_tail = &j->held;
+        j->n_held--;
+        if (!ok)
+            j->refused++;
+        if (release)
+            release(arg, h->ticket, h->data, h->len, ok);
+        free(h);
+    }
+    if (hung_now && !j->hung) {
+        j->hung = true;
+        j->hangs++;
+        herd_log_event(j->log, "state: the disk is hung: a journal write has not finished in %d s; %zu held AT "
+                               "replies answered \"?\", and so are updates until it finishes",
+                       HOLD_DEADLINE_MS / 1000, hung_now);
+    }
 }
 
 int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void *arg)
@@ -406,32 +591,46 @@ int herd_journal_recv(herd_journal_t *j, herd_journal_release_fn *release, void 
             continue; /* not a report (a stray signal frame) */
         n++;
         r.text[sizeof r.text - 1] = '\0';
+        r.why[sizeof r.why - 1] = '\0';
         if (r.text[0])
             herd_log_event(j->log, "state: %s", r.text);
+        /* Word from the writer about records it had not finished: the disk
+         * answers again. */
+        if (j->hung && (r.done_seq > j->rep.done_seq || r.failed_seq > j->rep.failed_seq)) {
+            j->hung = false;
+            herd_log_event(j->log, "state: the disk answers again (journal writes finish)");
+        }
         j->rep = r;
     }
-    while (j->held && j->held->seq <= j->rep.done_seq) {
-        held_t *h = j->held;
-        j->held = h->next;
-        if (!j->held)
-            j->held_tail = &j->held;
-        j->n_held--;
-        if (release)
-            release(arg, h->ticket, h->data, h->len);
-        free(h);
+    if (!release) {
+        release = j->release;
+        arg = j->release_arg;
     }
+    settle(j, release, arg);
     return n;
 }
 
 bool herd_journal_hold(herd_journal_t *j, herd_ticket_t ticket, const char *reply, size_t len)
 {
-    if (j->mode != HERD_FSYNC_ALWAYS || !herd_journal_durable(j) || j->seq <= j->rep.done_seq)
+    if (j->mode != HERD_FSYNC_ALWAYS)
+        return false;
+    /* Nothing waits for the disk and nothing was lost: the AT reply is true
+     * now. Otherwise it waits (or is answered "?" at the end of the turn). */
+    if (j->seq <= j->rep.done_seq && acks_ok(j) && !j->rep.failing)
         return false;
     held_t *h = malloc(sizeof *h + len);
-    if (!h)
-        return false;
+    if (!h) {
+        /* No memory to wait with it: an AT reply now could claim what is
+         * not on disk, so it is answered "?" at once where we can. */
+        if (!j->release)
+            return false;
+        j->refused++;
+        j->release(j->release_arg, ticket, reply, len, false);
+        return true;
+    }
     h->next = NULL;
     h->seq = j->seq;
+    h->since_ms = herd_clock_ms();
     h->ticket = ticket;
     h->len = len;
     memcpy(h->data, reply, len);
@@ -439,6 +638,28 @@ bool herd_journal_hold(herd_journal_t *j, herd_ticket_t ticket, const char *repl
     j->held_tail = &h->next;
     j->n_held++;
     return true;
+}
+
+bool herd_journal_refusing(const herd_journal_t *j)
+{
+    return j->mode == HERD_FSYNC_ALWAYS && (!herd_journal_durable(j) || j->hung);
+}
+
+void herd_journal_why(const herd_journal_t *j, char *buf, size_t cap)
+{
+    const char *effect = j->mode == HERD_FSYNC_ALWAYS ? "updates are answered \"?\" until it is"
+                                                      : "serving from memory";
+    if (j->hung)
+        snprintf(buf, cap, "the disk is hung (a journal write has not finished in %d s); %s",
+                 HOLD_DEADLINE_MS / 1000, effect);
+    else if (j->rep.failing)
+        snprintf(buf, cap, "%s (retrying); %s", j->rep.why[0] ? j->rep.why : "journal writes fail",
+                 effect);
+    else if (j->lost || j->need_table || j->rep.loss_epoch != j->rep.healed_epoch)
+        snprintf(buf, cap, "records were not written%s%s; the whole table is being written again; %s",
+                 j->rep.why[0] ? " after: " : "", j->rep.why, effect);
+    else
+        snprintf(buf, cap, "durable");
 }
 
 uint64_t herd_journal_seq(const herd_journal_t *j)
@@ -451,9 +672,14 @@ uint64_t herd_journal_done(const herd_journal_t *j)
     return j->rep.done_seq;
 }
 
+uint64_t herd_journal_failed(const herd_journal_t *j)
+{
+    return j->rep.failed_seq;
+}
+
 bool herd_journal_durable(const herd_journal_t *j)
 {
-    return j->rep.durable && !j->lost;
+    return j->rep.durable && !j->lost && !j->need_table && !j->hung;
 }
 
 size_t herd_journal_held(const herd_journal_t *j)
@@ -483,6 +709,16 @@ void herd_journal_render(const herd_journal_t *j, FILE *f)
             "# TYPE herd_state_backlog_bytes gauge\nherd_state_backlog_bytes %" PRIu64 "\n"
             "# HELP herd_state_replies_held AT replies waiting for their record to reach the disk.\n"
             "# TYPE herd_state_replies_held gauge\nherd_state_replies_held %zu\n"
+            "# HELP herd_state_writes_failing Whether journal writes fail now (retried until they succeed).\n"
+            "# TYPE herd_state_writes_failing gauge\nherd_state_writes_failing %d\n"
+            "# HELP herd_state_disk_hung Whether a journal write has not finished within the held replies' deadline.\n"
+            "# TYPE herd_state_disk_hung gauge\nherd_state_disk_hung %d\n"
+            "# HELP herd_state_replies_refused_total Held AT replies answered \"?\" because their record is not on disk.\n"
+            "# TYPE herd_state_replies_refused_total counter\nherd_state_replies_refused_total %" PRIu64 "\n"
+            "# HELP herd_state_table_rewrites_total Whole-table batches written to make good records not written.\n"
+            "# TYPE herd_state_table_rewrites_total counter\nherd_state_table_rewrites_total %" PRIu64 "\n"
+            "# HELP herd_state_set_aside_files Files set aside at start (renamed *.bad-TIME, kept).\n"
+            "# TYPE herd_state_set_aside_files gauge\nherd_state_set_aside_files %" PRIu64 "\n"
             "# HELP herd_state_loaded_records Records read from disk at start.\n"
             "# TYPE herd_state_loaded_records gauge\nherd_state_loaded_records %" PRIu64 "\n"
             "# HELP herd_state_damaged_records Damaged records skipped at start.\n"
@@ -490,5 +726,6 @@ void herd_journal_render(const herd_journal_t *j, FILE *f)
             "# HELP herd_state_load_seconds Time taken to load the state at start.\n"
             "# TYPE herd_state_load_seconds gauge\nherd_state_load_seconds %.3f\n",
             herd_journal_durable(j) ? 1 : 0, r->write_errors, r->fsyncs, r->bytes_written, r->journal_bytes, r->snapshot_bytes,
-            r->compactions, r->backlog_bytes, j->n_held, j->loaded, j->damaged, j->load_s);
+            r->compactions, r->backlog_bytes, j->n_held, r->failing ? 1 : 0, j->hung ? 1 : 0, j->refused,
+            j->table_writes, j->set_aside, j->loaded, j->damaged, j->load_s);
 }

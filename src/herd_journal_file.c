@@ -99,6 +99,41 @@ void hj_header(char out[HJ_HEADER], const char *magic, uint64_t gen)
     memcpy(out, magic, 8);
     for (int i = 0; i < 8; i++)
         out[8 + i] = (char)(gen >> (8 * i));
+    put32(out + 16, herd_journal_crc32c(0, out, 16));
+    put32(out + 20, 0);
+}
+
+size_t hj_trailer(char out[HJ_TRAILER], uint64_t records, uint32_t crc)
+{
+    char body[12];
+    for (int i = 0; i < 8; i++)
+        body[i] = (char)(records >> (8 * i));
+    put32(body + 8, crc);
+    return hj_frame(out, 'E', body, sizeof body);
+}
+
+int hj_set_aside(int dirfd, const char *name, char *aside, size_t cap)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    char stamp[32];
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    /* Never over an earlier one set aside in the same second. */
+    for (int i = 0; i < 1000; i++) {
+        if (i == 0)
+            snprintf(aside, cap, "%s.bad-%s", name, stamp);
+        else
+            snprintf(aside, cap, "%s.bad-%s-%d", name, stamp, i);
+        struct stat sb;
+        if (fstatat(dirfd, aside, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+            continue;
+        if (renameat(dirfd, name, dirfd, aside) != 0)
+            return -1;
+        return fsync(dirfd);
+    }
+    errno = EEXIST;
+    return -1;
 }
 
 int hj_write_all(int fd, const void *p, size_t n)
@@ -149,8 +184,8 @@ static bool all_zero(const char *p, size_t n)
     return true;
 }
 
-/* Whether a whole, good frame starts at off. */
-static bool frame_ok(const char *p, size_t n, size_t off, size_t *body)
+/* Whether a whole, good frame starts at off ('E' only where allow_end). */
+static bool frame_ok(const char *p, size_t n, size_t off, size_t *body, bool allow_end)
 {
     if (n - off < HJ_FRAME + 1)
         return false;
@@ -158,7 +193,7 @@ static bool frame_ok(const char *p, size_t n, size_t off, size_t *body)
     if (len < 1 || len > HJ_MAX_BODY || len > n - off - HJ_FRAME)
         return false;
     char kind = p[off + HJ_FRAME];
-    if (kind != 'A' && kind != 'D')
+    if (kind != 'A' && kind != 'D' && !(kind == 'E' && allow_end))
         return false;
     if (herd_journal_crc32c(0, p + off + HJ_FRAME, len) != get32(p + off + 4))
         return false;
@@ -166,8 +201,8 @@ static bool frame_ok(const char *p, size_t n, size_t off, size_t *body)
     return true;
 }
 
-int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool cut_tail, hj_frame_fn *fn,
-            void *arg, hj_scan_t *st, char *err, size_t errlen)
+int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail, hj_frame_fn *fn, void *arg,
+            hj_scan_t *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof *st);
     int fd = openat(dirfd, name, (cut_tail ? O_RDWR : O_RDONLY) | O_CLOEXEC);
@@ -179,7 +214,7 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
         return -1;
     }
     size_t n = (size_t)sb.st_size;
-    if (n < HJ_HEADER) {
+    if (n < HJ_HEADER1) {
         st->torn_bytes = n;
         close(fd);
         return 1;
@@ -192,18 +227,44 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
     }
     madvise((void *)p, n, MADV_SEQUENTIAL);
     int rc = 0;
-    if (memcmp(p, magic, 8) != 0) {
+    bool snap = kind == 'S';
+    size_t head;
+    if (memcmp(p, snap ? HJ_MAGIC_SNAPSHOT : HJ_MAGIC_JOURNAL, 8) == 0 && n >= HJ_HEADER) {
+        st->version = 2;
+        head = HJ_HEADER;
+        st->header_ok = herd_journal_crc32c(0, p, 16) == get32(p + 16) && get32(p + 20) == 0;
+    } else if (memcmp(p, snap ? HJ_MAGIC_SNAPSHOT1 : HJ_MAGIC_JOURNAL1, 8) == 0) {
+        st->version = 1;
+        head = HJ_HEADER1;
+    } else {
+        st->torn_bytes = n;
         rc = 1;
         goto out;
     }
-    uint64_t g = 0;
-    for (int i = 0; i < 8; i++)
-        g |= (uint64_t)(unsigned char)p[8 + i] << (8 * i);
-    *gen = g;
-    size_t off = HJ_HEADER, body;
+    if (st->header_ok) {
+        uint64_t g = 0;
+        for (int i = 0; i < 8; i++)
+            g |= (uint64_t)(unsigned char)p[8 + i] << (8 * i);
+        *gen = g;
+    }
+    bool allow_end = snap && st->version == 2;
+    size_t off = head, body;
     st->end = off;
     while (off < n) {
-        if (frame_ok(p, n, off, &body)) {
+        if (frame_ok(p, n, off, &body, allow_end)) {
+            if (p[off + HJ_FRAME] == 'E') {
+                /* The snapshot's last frame: its count and CRC vouch for
+                 * everything before it. Anything after it is damage. */
+                uint64_t count = 0;
+                for (int i = 0; i < 8; i++)
+                    count |= (uint64_t)(unsigned char)p[off + HJ_FRAME + 1 + i] << (8 * i);
+                st->trailer_ok = body == 13 && count == st->records &&
+                                 get32(p + off + HJ_FRAME + 9) == herd_journal_crc32c(0, p, off) &&
+                                 off + HJ_FRAME + body == n;
+                off += HJ_FRAME + body;
+                st->end = off;
+                continue;
+            }
             fn(arg, p[off + HJ_FRAME], p + off + HJ_FRAME + 1, body - 1);
             st->records++;
             off += HJ_FRAME + body;
@@ -218,7 +279,7 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
         /* Damage: find the next good frame. None means the tail is torn or
          * damaged: it is cut (or ignored), and appends go on from there. */
         size_t next = off + 1;
-        while (next < n && !frame_ok(p, n, next, &body))
+        while (next < n && !frame_ok(p, n, next, &body, allow_end))
             next++;
         if (next >= n) {
             st->torn_bytes = n - off;
@@ -228,6 +289,8 @@ int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool 
         st->bad_bytes += next - off;
         off = next;
     }
+    if (st->trailer_ok && (st->bad || st->torn_bytes || st->zero_bytes))
+        st->trailer_ok = false;
     if ((st->torn_bytes || st->zero_bytes) && cut_tail && ftruncate(fd, (off_t)st->end) != 0) {
         snprintf(err, errlen, "cannot cut the torn tail of %s: %s", name, strerror(errno));
         rc = -1;
@@ -346,6 +409,7 @@ typedef struct {
     char *buf;
     size_t len, cap;
     uint64_t bytes;
+    uint32_t crc; /* CRC32C of every byte put so far (for the trailer) */
     int err; /* errno of the first failure, or 0 */
 } out_t;
 
@@ -363,9 +427,10 @@ static void out_put(out_t *o, const char *p, size_t n)
     memcpy(o->buf + o->len, p, n);
     o->len += n;
     o->bytes += n;
+    o->crc = herd_journal_crc32c(o->crc, p, n);
 }
 
-int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
+int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
                char *err, size_t errlen)
 {
     rebuild_t r = {.t = herd_table_new(), .stop = stop};
@@ -379,21 +444,40 @@ int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t
         snprintf(err, errlen, "compaction: out of memory");
         goto out;
     }
-    if (snap_gen > 0 && hj_scan(dirfd, HJ_SNAPSHOT, HJ_MAGIC_SNAPSHOT, &g, false, rebuild_frame, &r, &st, err,
-                                errlen) < 0)
-        goto out;
+    struct stat sb;
+    if (fstatat(dirfd, HJ_SNAPSHOT, &sb, 0) == 0) {
+        int src = hj_scan(dirfd, HJ_SNAPSHOT, 'S', &g, false, rebuild_frame, &r, &st, err, errlen);
+        if (src < 0)
+            goto out;
+        /* A snapshot that is not ours, or whose checksums fail, would be
+         * replaced by one without its records: it stays, and so do the
+         * journals, until a start sets it aside. */
+        if (src == 1 || (st.version == 2 && !(st.header_ok && st.trailer_ok))) {
+            snprintf(err, errlen, "compaction: %s cannot be vouched for (%s); not replaced", HJ_SNAPSHOT,
+                     src == 1 ? "not a herd snapshot" : "checksum mismatch");
+            goto out;
+        }
+    }
     long n = hj_list_journals(dirfd, &gens);
     if (n < 0) {
         snprintf(err, errlen, "compaction: cannot list the state folder: %s", strerror(errno));
         goto out;
     }
+    /* Every journal up to `upto`, also those the snapshot may already
+     * cover: replay is idempotent, and a generation is never taken on
+     * trust here. */
     for (long i = 0; i < n && !r.stopped; i++) {
-        if (gens[i] <= snap_gen || gens[i] > upto)
+        if (gens[i] > upto)
             continue;
         char name[40];
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)gens[i]);
-        if (hj_scan(dirfd, name, HJ_MAGIC_JOURNAL, &g, false, rebuild_frame, &r, &st, err, errlen) < 0)
+        int jrc = hj_scan(dirfd, name, 'J', &g, false, rebuild_frame, &r, &st, err, errlen);
+        if (jrc < 0)
             goto out;
+        if (jrc == 1) {
+            snprintf(err, errlen, "compaction: %s has no journal header; not folded in", name);
+            goto out;
+        }
     }
     if (r.oom) {
         snprintf(err, errlen, "compaction: out of memory");
@@ -413,8 +497,12 @@ int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t
     out_put(&o, head, sizeof head);
     size_t cursor = 0;
     const herd_record_t *rec;
-    while ((rec = herd_table_next(r.t, &cursor)) != NULL)
+    uint64_t count = 0;
+    while ((rec = herd_table_next(r.t, &cursor)) != NULL) {
         out_put(&o, frame, hj_frame(frame, 'A', rec->at, rec->at_len));
+        count++;
+    }
+    out_put(&o, frame, hj_trailer(frame, count, o.crc));
     if (!o.err && hj_write_all(o.fd, o.buf, o.len) != 0)
         o.err = errno;
     if (!o.err && fsync(o.fd) != 0)

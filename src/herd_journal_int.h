@@ -2,10 +2,15 @@
  * files (herd_journal_file.c) and the writer and compactor threads
  * (herd_journal_writer.c). Not a public interface.
  *
- * File layout: a 16-byte header (8-byte magic, then the generation as a
- * little-endian u64), then frames. A frame is the body's length (u32 LE),
- * the CRC32C of the body (u32 LE), then the body: one kind byte ('A' + the
- * AT line, or 'D' + the client id). */
+ * File layout: a header, then frames. The header is the 8-byte magic, the
+ * generation as a little-endian u64 and, from version 2 on, the CRC32C of
+ * those 16 bytes (u32 LE) and 4 zero bytes: 24 bytes (version 1: 16, no
+ * CRC; still read). A frame is the body's length (u32 LE), the CRC32C of
+ * the body (u32 LE), then the body: one kind byte ('A' + the AT line, 'D' +
+ * the client id, or in a version-2 snapshot, last, 'E' + the record count
+ * (u64 LE) + the CRC32C of every byte of the file before this frame). A
+ * start acts on a generation only when the header's CRC vouches for it, and
+ * on a snapshot's completeness only when its 'E' frame does. */
 #ifndef HERD_JOURNAL_INT_H
 #define HERD_JOURNAL_INT_H
 
@@ -18,18 +23,25 @@
 #include "herd_journal.h"
 #include "herd_table.h"
 
-#define HJ_MAGIC_JOURNAL  "HERDJNL1"
-#define HJ_MAGIC_SNAPSHOT "HERDSNP1"
-#define HJ_HEADER         16      /* magic + generation */
+#define HJ_MAGIC_JOURNAL  "HERDJNL2"
+#define HJ_MAGIC_SNAPSHOT "HERDSNP2"
+#define HJ_MAGIC_JOURNAL1 "HERDJNL1" /* version 1: read, never written */
+#define HJ_MAGIC_SNAPSHOT1 "HERDSNP1"
+#define HJ_HEADER         24      /* magic + generation + CRC + zeros (version 2) */
+#define HJ_HEADER1        16      /* magic + generation (version 1) */
+#define HJ_TRAILER        (HJ_FRAME + 1 + 8 + 4) /* a snapshot's 'E' frame */
 #define HJ_FRAME          8       /* length + CRC before each body */
 #define HJ_MAX_BODY       65536   /* an AT line is far shorter; anything longer is damage */
 #define HJ_SNAPSHOT       "snapshot"
 #define HJ_SNAPSHOT_TMP   "snapshot.tmp"
 #define HJ_DEFAULT_COMPACT_MIN 262144 /* records: below this a journal is never compacted */
+#define HJ_DEFAULT_BACKLOG (64ull << 20) /* bytes kept for a retry after failed writes */
 
 /* A turn's records, handed from the node to the writer (by pointer). */
 typedef struct {
     uint64_t last_seq; /* sequence number of the last record inside */
+    uint64_t heals;    /* a loss (hj_report_t.loss_epoch) this batch makes good: it
+                          carries the whole table again; 0 = none */
     uint64_t live;     /* the table's size when it was handed over */
     size_t len;        /* bytes of frames in data */
     size_t cap;        /* bytes allocated for data */
@@ -38,7 +50,12 @@ typedef struct {
 
 /* What the writer tells the node (one fixed-size message, cumulative). */
 typedef struct {
-    uint64_t done_seq;          /* every record up to here is on disk as promised, or failed */
+    uint64_t done_seq;          /* every record up to here is on disk as the mode promises */
+    uint64_t failed_seq;        /* records past done_seq up to here: their last write or
+                                   fsync failed (kept and retried, not on disk now) */
+    bool failing;               /* writes fail now; retried every RETRY_MS */
+    uint64_t loss_epoch;        /* counts the times records were given up for good */
+    uint64_t healed_epoch;      /* the loss made good by a whole-table batch on disk */
     bool durable;               /* false while what the table holds is not all on disk */
     uint64_t write_errors;      /* failed write, fsync, rotate or compaction steps */
     uint64_t fsyncs;            /* fsync calls on the journal */
@@ -50,6 +67,7 @@ typedef struct {
     uint64_t compactions;       /* snapshots written */
     uint64_t backlog_bytes;     /* bytes waiting for a retry after a failed write */
     double last_compaction_s;   /* seconds the last compaction took */
+    char why[160];              /* the last failure, while not durable */
     char text[320];             /* something to log, or "" */
 } hj_report_t;
 
@@ -59,9 +77,10 @@ typedef struct {
     int dirfd;                 /* the folder, for fsync after create / rename */
     int fd;                    /* current journal, O_APPEND */
     uint64_t gen;              /* its generation */
-    uint64_t snap_gen;         /* generation the snapshot covers (0 = none) */
+    uint64_t snap_gen;         /* generation the snapshot covers (0 = none, or not vouched for) */
     herd_fsync_t mode;         /* when to fsync */
     uint64_t compact_min;      /* journal records below which no compaction starts */
+    uint64_t backlog_max;      /* unwritten bytes kept for a retry; past it they are given up */
     hj_report_t rep;           /* the state reported to the node */
 } hj_writer_conf_t;
 
@@ -73,6 +92,9 @@ typedef struct {
     uint64_t torn_bytes;  /* bytes cut (or ignored) at the end */
     uint64_t zero_bytes;  /* zeros at the end (preallocated, never written): cut silently */
     uint64_t end;         /* offset after the last good frame */
+    int version;          /* the header's version (1 or 2) */
+    bool header_ok;       /* version 2 and the header's CRC matches (the generation is true) */
+    bool trailer_ok;      /* a snapshot whose 'E' frame matches its records and bytes */
 } hj_scan_t;
 
 /* Called per good frame with its kind and data (without the kind byte). */
@@ -82,16 +104,28 @@ typedef void(hj_frame_fn)(void *arg, char kind, const char *data, size_t len);
  * len bytes. Returns the bytes written. */
 size_t hj_frame(char *out, char kind, const char *data, size_t len);
 
-/* Writes a file header. */
+/* Writes a version-2 file header (with its CRC). */
 void hj_header(char out[HJ_HEADER], const char *magic, uint64_t gen);
 
-/* Reads the file at dir/name: checks the header (magic; fills *gen), calls
- * fn per good frame, skips damaged frames, and with cut_tail truncates the
- * file after the last good frame when its tail is torn or damaged. Returns
- * 0, 1 when the header is missing or not ours (nothing read), or -1 with
- * err filled when the file cannot be read. */
-int hj_scan(int dirfd, const char *name, const char *magic, uint64_t *gen, bool cut_tail, hj_frame_fn *fn,
-            void *arg, hj_scan_t *st, char *err, size_t errlen);
+/* Writes a snapshot's 'E' frame for `records` records and the CRC32C of
+ * every byte before it. Returns HJ_TRAILER. */
+size_t hj_trailer(char out[HJ_TRAILER], uint64_t records, uint32_t crc);
+
+/* Reads the file at dir/name, a journal (`kind` 'J') or a snapshot ('S'):
+ * checks the header (magic of either version; *gen filled only when
+ * st->header_ok), calls fn per good frame, skips damaged frames, and with
+ * cut_tail truncates the file after the last good frame when its tail is
+ * torn or damaged. A version-2 header whose CRC fails still has its frames
+ * read (each vouches for itself), but not its generation. Returns 0, 1
+ * when the magic is missing or not ours (nothing read), or -1 with err
+ * filled when the file cannot be read. */
+int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail, hj_frame_fn *fn, void *arg,
+            hj_scan_t *st, char *err, size_t errlen);
+
+/* Renames dir/name to name.bad-<UTC time> (never deleted: an operator may
+ * want what is in it) and fsyncs the folder. Returns 0 and the new name in
+ * `aside`, or -1 with errno set. */
+int hj_set_aside(int dirfd, const char *name, char *aside, size_t cap);
 
 /* Locates the fields of an AT line (six fields one space apart) for the
  * table: id, position and time. Returns 0 or -1 when it is not one. */
@@ -107,12 +141,15 @@ int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
  * the count (and a malloc'd array in *gens, NULL when 0) or -1. */
 long hj_list_journals(int dirfd, uint64_t **gens);
 
-/* Builds a table from the snapshot (if snap_gen > 0) and the journals of
- * generations snap_gen+1..upto, writes it as a snapshot for `upto` (aside,
- * fsync, rename, fsync the folder) and removes those journals. `stop`, when
+/* Builds a table from the snapshot (when there is one; one that cannot be
+ * read or vouched for stops the compaction, so it is never overwritten
+ * unread) and every journal up to generation `upto` (replay is idempotent,
+ * so a journal the snapshot already covers changes nothing), writes it as
+ * a snapshot for `upto` (aside, fsync, rename, fsync the folder) and
+ * removes those journals. `stop`, when
  * not NULL, is polled now and then: input there abandons the work. Returns
  * 0 and fills *records / *bytes, or -1 with err filled (or 1 abandoned). */
-int hj_compact(int dirfd, uint64_t snap_gen, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
+int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
                char *err, size_t errlen);
 
 /* The writer's state made from conf (which it then owns: descriptors, dir),

@@ -6,11 +6,16 @@
  * drains every batch already queued before the write, so one fsync covers
  * them all (group commit). With "everysec" it fsyncs at most once a second,
  * when something was written since the last one; with "never", only when it
- * stops. A failed write leaves the bytes pending (the partial write is cut
- * off the file) and is retried every second; past BACKLOG_MAX they are
- * given up and the state stays "not durable" until a restart. A failed
- * fsync is not retried (the kernel may have dropped the dirty pages), so it
- * too leaves the state not durable.
+ * stops. Nothing is reported done that is not: a failed write, or with
+ * "always" a failed fsync, leaves the bytes pending (what reached the file
+ * is cut off it, since the kernel may have dropped the pages a failed fsync
+ * covered), reports their records failed (the node answers their held
+ * replies "?") and retries every RETRY_MS; batches that come meanwhile are
+ * failed at once and wait for the retry with the rest. Past backlog_max
+ * the bytes are given up: a loss (loss_epoch), which the node makes good
+ * by handing over its whole table once writes succeed again (a batch that
+ * `heals` it). A failed fsync under "everysec" or "never" covers bytes no
+ * longer pending: a loss too, made good the same way.
  *
  * Compaction (Redis's AOF rewrite, done Bitcask's way: from the files, not
  * from the live table): the writer closes journal.G, opens journal.G+1 for
@@ -24,27 +29,32 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG_MAX (64u << 20)   /* bytes kept for a retry after failed writes */
-#define RETRY_MS 1000             /* between retries of a failed write */
+#define RETRY_MS 500              /* between retries of a failed write */
 #define REPORT_MS 100             /* least time between reports, except with "always" */
 /* With "always" the journal is written ahead with zeros in chunks of this
  * size: an fdatasync after writing into space that is already allocated and
  * inside the file's size has no metadata to commit (no new size, no extent
  * to convert), which measured half the latency of one after an append on
  * ext4 -- and the group commit's latency is the reply's. The reader takes a
- * tail of zeros for what it is. */
+ * tail of zeros for what it is. It is only an optimisation: it is not tried
+ * when the file system has less than PREALLOC_ROOM free, a failure gives
+ * the zeros' space back at once, and either way records are appended
+ * without it and it is not tried again for PREALLOC_PAUSE_MS. */
 #define PREALLOC_BYTES (4u << 20)
+#define PREALLOC_ROOM (4ull * PREALLOC_BYTES)
+#define PREALLOC_PAUSE_MS 10000
 
 /* A compaction under way. */
 typedef struct {
     int dirfd;             /* the state folder (the writer's descriptor) */
-    uint64_t snap_gen;     /* the snapshot it starts from */
     uint64_t upto;         /* the last journal generation it folds in */
     int rc;                /* result: 0, -1 or 1 (abandoned) */
     uint64_t records;      /* records in the new snapshot */
@@ -59,13 +69,14 @@ typedef struct {
     char *pend;            /* bytes not yet written */
     size_t pend_len, pend_cap;
     uint64_t pend_seq;     /* last sequence number in pend */
+    uint64_t pend_heals;   /* the loss a batch in pend makes good, or 0 */
     uint64_t live;         /* the table's size, from the last batch */
     uint64_t alloc;        /* bytes in the journal file: data, then preallocated zeros */
     bool dirty;            /* written since the last fsync */
     bool failing;          /* the last write failed; retrying */
-    bool lost;             /* something is no longer going to reach the disk */
     int64_t last_fsync_ms; /* monotonic */
     int64_t last_try_ms;   /* last failed write */
+    int64_t prealloc_after_ms; /* no preallocation before this (monotonic) */
     int64_t last_report_ms;
     bool report_due;       /* the report changed since it was last sent */
     bool compact_asked;    /* the node asked for a compaction */
@@ -105,7 +116,10 @@ static void send_report(writer_t *w, bool force)
     int64_t now = now_ms();
     if (!force && !w->c.rep.text[0] && now - w->last_report_ms < REPORT_MS)
         return;
-    w->c.rep.durable = !w->failing && !w->lost;
+    w->c.rep.failing = w->failing;
+    w->c.rep.durable = !w->failing && w->c.rep.loss_epoch == w->c.rep.healed_epoch;
+    if (w->c.rep.durable)
+        w->c.rep.why[0] = '\0';
     w->c.rep.backlog_bytes = w->pend_len;
     /* A node that does not read (its queue full) is tried again later,
      * not in a busy loop. */
@@ -116,6 +130,29 @@ static void send_report(writer_t *w, bool force)
     }
 }
 
+/* Whether records were given up and not yet made good. */
+static bool lost(const writer_t *w)
+{
+    return w->c.rep.loss_epoch != w->c.rep.healed_epoch;
+}
+
+/* Records the reason the state is not durable, for /healthz. */
+static void why(writer_t *w, const char *what, int err)
+{
+    snprintf(w->c.rep.why, sizeof w->c.rep.why, "%s journal.%llu: %s", what, (unsigned long long)w->c.gen,
+             strerror(err));
+}
+
+/* Records that bytes which will never reach the disk were given up. */
+static void give_up(writer_t *w)
+{
+    w->c.rep.loss_epoch++;
+    w->report_due = true;
+}
+
+/* fsync of what "everysec" and "never" wrote earlier (with "always" flush
+ * fsyncs each write itself). A failure cannot be retried: the written
+ * bytes are no longer pending and the kernel may have dropped them. */
 static void do_fsync(writer_t *w)
 {
     if (!w->dirty)
@@ -124,71 +161,112 @@ static void do_fsync(writer_t *w)
     w->last_fsync_ms = now_ms();
     w->c.rep.fsyncs++;
     if (fdatasync(w->c.fd) != 0) {
+        int e = errno;
         w->c.rep.write_errors++;
-        if (!w->lost)
-            say(w, "cannot fsync journal.%llu: %s; serving from memory, not durable until a restart",
-                (unsigned long long)w->c.gen, strerror(errno));
-        w->lost = true;
+        why(w, "cannot fsync", e);
+        say(w, "cannot fsync journal.%llu: %s; serving from memory, the whole table is written again once "
+               "writes succeed", (unsigned long long)w->c.gen, strerror(e));
+        give_up(w);
     }
     w->report_due = true;
 }
 
-/* "always": makes the file reach past end with zeros, in whole chunks. */
-static int preallocate(writer_t *w, uint64_t end)
+/* "always": makes the file reach past end with zeros, in whole chunks, when
+ * there is room; a failure gives the space back and pauses it. Never a
+ * condition for writing a record. */
+static void preallocate(writer_t *w, uint64_t end)
 {
     static const char zeros[65536];
-    if (w->c.mode != HERD_FSYNC_ALWAYS || end <= w->alloc)
-        return 0;
+    if (w->c.mode != HERD_FSYNC_ALWAYS || end <= w->alloc || now_ms() < w->prealloc_after_ms)
+        return;
+    struct statvfs vs;
+    if (fstatvfs(w->c.fd, &vs) != 0 || (uint64_t)vs.f_bavail * vs.f_frsize < PREALLOC_ROOM) {
+        w->prealloc_after_ms = now_ms() + PREALLOC_PAUSE_MS;
+        return;
+    }
     uint64_t from = w->alloc > w->c.rep.journal_bytes ? w->alloc : w->c.rep.journal_bytes;
     uint64_t to = (end + PREALLOC_BYTES) & ~(uint64_t)4095;
     while (from < to) {
         size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
-        if (hj_pwrite_all(w->c.fd, zeros, n, from) != 0)
-            return -1;
+        if (hj_pwrite_all(w->c.fd, zeros, n, from) != 0) {
+            uint64_t keep = w->alloc > w->c.rep.journal_bytes ? w->alloc : w->c.rep.journal_bytes;
+            (void)!ftruncate(w->c.fd, (off_t)keep);
+            w->prealloc_after_ms = now_ms() + PREALLOC_PAUSE_MS;
+            return;
+        }
         from += n;
     }
     w->alloc = to;
-    return 0;
 }
 
-/* Writes what is pending; with "always", fsyncs it too. Either way the
- * records are done with afterwards (on disk, or failed and reported). */
+/* A write or fsync of what is pending failed: the file is cut back to its
+ * whole records, the records are reported failed (not done) and kept for
+ * the retry; past backlog_max they are given up. */
+static void write_failed(writer_t *w, uint64_t off, const char *what, int e)
+{
+    w->c.rep.write_errors++;
+    w->last_try_ms = now_ms();
+    /* Cut what a short write left (or what a failed fsync may not have
+     * kept), so the retry starts whole; preallocated zeros go too, giving
+     * their space to the records. If the cut fails the bytes beyond are
+     * overwritten by the retry or cut as a torn tail at the next start. */
+    (void)!ftruncate(w->c.fd, (off_t)off);
+    w->alloc = off;
+    why(w, what, e);
+    if (!w->failing)
+        say(w, "%s journal.%llu: %s; %s, retrying", what, (unsigned long long)w->c.gen, strerror(e),
+            w->c.mode == HERD_FSYNC_ALWAYS ? "updates are answered \"?\" until it succeeds"
+                                           : "serving from memory");
+    w->failing = true;
+    w->c.rep.failed_seq = w->pend_seq;
+    if (w->pend_len > w->c.backlog_max) {
+        say(w, "gave up %zu unwritten journal bytes; the whole table is written again once writes succeed",
+            w->pend_len);
+        w->pend_len = 0;
+        w->pend_heals = 0;
+        give_up(w);
+    }
+}
+
+/* Writes what is pending; with "always", fsyncs it too. Records are
+ * reported done only once they are written (and with "always" fsynced);
+ * otherwise failed and kept for a retry. */
 static void flush(writer_t *w)
 {
     if (w->pend_len == 0)
         return;
-    uint64_t off = w->c.rep.journal_bytes;
-    if (preallocate(w, off + w->pend_len) == 0 && hj_pwrite_all(w->c.fd, w->pend, w->pend_len, off) == 0) {
-        w->c.rep.bytes_written += w->pend_len;
-        w->c.rep.journal_bytes += w->pend_len;
-        w->pend_len = 0;
-        w->dirty = true;
-        if (w->failing) {
-            w->failing = false;
-            say(w, "journal.%llu is written again%s", (unsigned long long)w->c.gen,
-                w->lost ? " (but records were lost: not durable until a restart)" : "");
-        }
-        if (w->c.mode == HERD_FSYNC_ALWAYS)
-            do_fsync(w);
-    } else {
-        int e = errno;
-        w->c.rep.write_errors++;
-        w->last_try_ms = now_ms();
-        /* Cut what a short write left, so the next append starts whole. */
-        if (ftruncate(w->c.fd, (off_t)off) != 0)
-            w->lost = true;
-        w->alloc = off;
-        if (!w->failing)
-            say(w, "cannot write journal.%llu: %s; serving from memory, retrying", (unsigned long long)w->c.gen,
-                strerror(e));
-        w->failing = true;
-        if (w->pend_len > BACKLOG_MAX) {
-            say(w, "gave up %zu unwritten journal bytes: not durable until a restart", w->pend_len);
-            w->pend_len = 0;
-            w->lost = true;
-        }
+    uint64_t off = w->c.rep.journal_bytes, end = off + w->pend_len;
+    preallocate(w, end);
+    if (hj_pwrite_all(w->c.fd, w->pend, w->pend_len, off) != 0) {
+        write_failed(w, off, "cannot write", errno);
+        w->report_due = true;
+        return;
     }
+    if (end > w->alloc)
+        w->alloc = end;
+    if (w->c.mode == HERD_FSYNC_ALWAYS) {
+        w->c.rep.fsyncs++;
+        if (fdatasync(w->c.fd) != 0) {
+            write_failed(w, off, "cannot fsync", errno);
+            w->report_due = true;
+            return;
+        }
+        w->last_fsync_ms = now_ms();
+    } else {
+        w->dirty = true;
+    }
+    w->c.rep.bytes_written += w->pend_len;
+    w->c.rep.journal_bytes = end;
+    w->pend_len = 0;
     w->c.rep.done_seq = w->pend_seq;
+    if (w->pend_heals > w->c.rep.healed_epoch)
+        w->c.rep.healed_epoch = w->pend_heals;
+    w->pend_heals = 0;
+    if (w->failing) {
+        w->failing = false;
+        say(w, "journal.%llu is written again%s", (unsigned long long)w->c.gen,
+            lost(w) ? " (records were given up: the whole table is written again)" : "");
+    }
     w->report_due = true;
 }
 
@@ -201,11 +279,12 @@ static int take_batch(writer_t *w, hj_batch_t *b)
         char *p = realloc(w->pend, cap);
         if (!p) {
             w->c.rep.write_errors++;
-            if (!w->lost)
-                say(w, "out of memory in the journal writer: not durable until a restart");
-            w->lost = true;
+            say(w, "out of memory in the journal writer: a batch was given up; the whole table is written "
+                   "again");
+            snprintf(w->c.rep.why, sizeof w->c.rep.why, "out of memory in the journal writer");
             w->pend_seq = b->last_seq;
-            w->c.rep.done_seq = b->last_seq;
+            w->c.rep.failed_seq = b->last_seq;
+            give_up(w);
             free(b);
             return -1;
         }
@@ -215,6 +294,8 @@ static int take_batch(writer_t *w, hj_batch_t *b)
     memcpy(w->pend + w->pend_len, b->data, b->len);
     w->pend_len += b->len;
     w->pend_seq = b->last_seq;
+    if (b->heals > w->pend_heals)
+        w->pend_heals = b->heals;
     w->live = b->live;
     free(b);
     return 0;
@@ -228,7 +309,7 @@ static void compactor_actor(zsock_t *pipe, void *args)
     job_t *job = args;
     zsock_signal(pipe, 0);
     int64_t t0 = now_ms();
-    job->rc = hj_compact(job->dirfd, job->snap_gen, job->upto, zsock_resolve(pipe), &job->records, &job->bytes,
+    job->rc = hj_compact(job->dirfd, job->upto, zsock_resolve(pipe), &job->records, &job->bytes,
                          job->err, sizeof job->err);
     job->secs = (double)(now_ms() - t0) / 1000.0;
     if (job->rc == 1)
@@ -247,7 +328,7 @@ static void compactor_actor(zsock_t *pipe, void *args)
 static void start_compaction(writer_t *w)
 {
     flush(w);
-    if (w->failing || w->lost)
+    if (w->failing || lost(w))
         return;
     char name[40];
     uint64_t next = w->c.gen + 1;
@@ -279,7 +360,7 @@ static void start_compaction(writer_t *w)
     w->job = calloc(1, sizeof *w->job);
     if (!w->job)
         return;
-    *w->job = (job_t){.dirfd = w->c.dirfd, .snap_gen = w->c.snap_gen, .upto = upto};
+    *w->job = (job_t){.dirfd = w->c.dirfd, .upto = upto};
     w->compactor = zactor_new(compactor_actor, w->job);
     if (!w->compactor) {
         free(w->job);
@@ -313,7 +394,7 @@ static void finish_compaction(writer_t *w)
 
 static bool want_compaction(const writer_t *w)
 {
-    if (w->compactor || w->failing || w->lost)
+    if (w->compactor || w->failing || lost(w))
         return false;
     if (w->compact_asked)
         return true;
@@ -396,7 +477,7 @@ void hj_writer_actor(zsock_t *pipe, void *args)
         int64_t now = now_ms();
         if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC)
             timeout = w->last_fsync_ms + 1000 - now;
-        if (w->failing && w->pend_len) {
+        if (w->failing) {
             long t = (long)(w->last_try_ms + RETRY_MS - now);
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
@@ -416,11 +497,20 @@ void hj_writer_actor(zsock_t *pipe, void *args)
             break;
         term = drain(w);
         now = now_ms();
+        if (w->failing && !w->pend_len && now - w->last_try_ms >= RETRY_MS) {
+            /* Given up, nothing left to retry: the node's whole table is
+             * the next attempt (it hands it over once it sees a loss and
+             * no failure), once a retry period, so a disk that stays full
+             * costs one try a period, not a busy loop. */
+            w->failing = false;
+            w->report_due = true;
+        }
         if (!w->failing || now - w->last_try_ms >= RETRY_MS)
             flush(w);
-        else if (w->c.rep.done_seq != w->pend_seq) {
-            /* Waiting to retry: nobody waits for these records meanwhile. */
-            w->c.rep.done_seq = w->pend_seq;
+        else if (w->pend_len && w->c.rep.failed_seq != w->pend_seq) {
+            /* Waiting to retry: these records are not on disk, and their
+             * held replies must not wait for the retry. */
+            w->c.rep.failed_seq = w->pend_seq;
             w->report_due = true;
         }
         if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC && now - w->last_fsync_ms >= 1000)

@@ -54,7 +54,13 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
     herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = it->conn, .seq = it->seq, .handle = it->handle};
     herd_at_t at = {.id = {it->at.p + it->id_off, it->id_len}, .pos = {it->at.p + it->pos_off, it->pos_len},
                     .time = it->time, .server = {node->name, node->name_len}};
-    if (too_far_ahead(node, it->time, now, 0)) {
+    if (too_far_ahead(node, it->time, now, 0) ||
+        /* fsync "always" while the state cannot be written: an update that
+         * would change the table is answered "?" and not stored, since its
+         * AT reply would say it is on disk (PROTOCOL section 9). */
+        (node->journal && herd_journal_refusing(node->journal) &&
+         herd_table_would_take(node->table, at.id.p, at.id.len, at.time, it->at.p, it->at.len, it->pos_off,
+                               it->pos_len))) {
         node->n.iamat_refused++;
         node->n.invalid++;
         a.outcome = HERD_MSG_REFUSED;
@@ -365,8 +371,7 @@ static herd_health_t node_health(void *arg, char *reason, size_t cap)
         return HERD_HEALTH_STARTING;
     }
     if (!herd_node_durable(node)) {
-        snprintf(reason, cap, "serving from memory: the state in %s cannot be written (see the log)",
-                 node->topo->state_dir);
+        herd_journal_why(node->journal, reason, cap);
         return HERD_HEALTH_NOT_DURABLE;
     }
     snprintf(reason, cap, "%s", node->ready_reason);

@@ -62,8 +62,13 @@ void node_purge_strangers(herd_node_t *node)
     free(lens);
 }
 
-/* The journal's group commit is done: a held IAMAT reply goes out. */
-static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t len)
+/* The journal's group commit is done: a held IAMAT reply goes out, its AT
+ * line when the update is on disk, "?" when it is not (its write failed,
+ * or the disk hung: PROTOCOL section 9, never an AT reply for an update
+ * that is not on disk). The table keeps such an update: it was stored and
+ * flooded, so neighbours hold it anyway, and the journal still retries it
+ * (or writes the whole table again); a "?" promises nothing either way. */
+static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t len, bool ok)
 {
     herd_node_t *node = arg;
     held_reply_t h;
@@ -71,7 +76,11 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
         return;
     memcpy(&h, data, sizeof h);
     herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
-                         .outcome = HERD_MSG_STORED};
+                         .outcome = ok ? HERD_MSG_STORED : HERD_MSG_REFUSED};
+    if (!ok) {
+        node->n.iamat_refused++;
+        node->n.invalid++;
+    }
     node_to_fe(node, h.fe, &a);
 }
 
@@ -106,11 +115,15 @@ static void load_record(void *arg, const herd_journal_rec_t *rec)
     }
 }
 
-/* End of every turn: this turn's records go to the writer in one batch. */
+/* End of every turn: this turn's records go to the writer in one batch
+ * (after the whole table, when records were lost and writes succeed
+ * again). */
 static void journal_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_node_t *node = arg;
+    if (herd_journal_wants_table(node->journal))
+        herd_journal_put_table(node->journal, node->table);
     herd_journal_commit(node->journal, herd_table_size(node->table));
 }
 
@@ -166,12 +179,22 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
     if (topo->max_records > 0 && expect > (size_t)topo->max_records)
         expect = (size_t)topo->max_records;
     (void)herd_table_reserve(node->table, expect);
-    herd_journal_conf_t jc = {
-        .dir = dir, .fsync = topo->fsync, .load = load_record, .arg = node, .loop = node->loop};
+    herd_journal_conf_t jc = {.dir = dir,
+                              .fsync = topo->fsync,
+                              .load = load_record,
+                              .release = release_reply,
+                              .arg = node,
+                              .loop = node->loop};
+    /* limits.record_ttl_s before the first record: the table refuses a
+     * record already past it, so a stale one is not held even for the
+     * first second (the expiry timer's first sweep). */
+    herd_table_expire(node->table, herd_time_now().sec);
     node->journal = herd_journal_open(&jc, node->log, err, errlen);
     free(dir);
     if (!node->journal)
         return -1;
+    /* And after it, for records that loading let in (a DROP is written). */
+    herd_table_expire(node->table, herd_time_now().sec);
     if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0 ||
         (node->journal_tick = herd_loop_add_tick(node->loop, HERD_PHASE_STATE, journal_tick, node)) < 0) {
         snprintf(err, errlen, "cannot watch the state writer");

@@ -10,7 +10,13 @@ three faults at a time:
   once, each restarted later after its own random delay (random orders);
 - SIGSTOP / SIGCONT (a pause, sometimes longer than the 3 s heartbeat);
 - a reload that removes one or two links, and a later reload that puts them
-  back (SIGHUP to the running servers in a random order).
+  back (SIGHUP to the running servers in a random order);
+- a disk that fills and empties: each server's state folder is a tmpfs of
+  its own, and a ballast file fills one to the last byte and is removed
+  later (issue 19). Under fsync "always" that server answers IAMATs "?"
+  while its disk is full (never an AT reply for an update not on disk) and
+  acknowledges again by itself once the ballast is gone. This kind needs
+  mount(8) (root); without it the run says so and goes on without it.
 
 At the end every paused server is resumed, the original topology is written
 and reloaded, every dead server is restarted; then, within CONVERGE_S:
@@ -34,9 +40,11 @@ and reloaded, every dead server is restarted; then, within CONVERGE_S:
 No server may die except by the schedule's own kill -9, and every server
 exits cleanly on SIGTERM at the end (no sanitizer report).
 
-The topology sets "state_dir": null: a killed server loses its memory, so
-nothing here depends on durability; there is no Places key (WHATSAT answers
-REQUEST_DENIED and still carries the stored AT line).
+Without the disk kind the topology sets "state_dir": null: a killed server
+loses its memory, so nothing here depends on durability. With it, servers
+keep their state on their tmpfs under fsync "always" (or HERD_FAULT_STATE),
+and a killed server comes back with its own table. There is no Places key
+(WHATSAT answers REQUEST_DENIED and still carries the stored AT line).
 
 Environment
     HERD_FAULT_SEED     the seed (printed at the start; random otherwise). The
@@ -46,7 +54,7 @@ Environment
                         same interleaving.
     HERD_FAULT_SECONDS  how long the faults run (default 40; the whole test
                         then takes about 45-60 s). Longer runs by hand.
-    HERD_FAULT_KINDS    comma-separated subset of kill,group,pause,unlink,ties
+    HERD_FAULT_KINDS    comma-separated subset of kill,group,pause,unlink,disk,ties
     HERD_FAULT_STATE    always | everysec: servers keep their table on disk
                         (default: no state, so a killed server comes back empty)
                         (default all), to narrow down a failure by hand.
@@ -54,9 +62,12 @@ Environment
 Run: cd tests/integration && HERD_SERVER=.../herd-server python3 -m unittest -v test_faults
 """
 
+import errno
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -70,7 +81,8 @@ N_IDS = 300         # distinct client ids
 PACE_S = 0.02       # each workload thread's pause between operations
 WORKERS = 2         # workload threads
 MAX_FAULTS = 3      # faults active at once
-KINDS = ("kill", "group", "pause", "unlink", "ties")
+KINDS = ("kill", "group", "pause", "unlink", "disk", "ties")
+DISK_KIB = 8192     # each server's state tmpfs (the disk kind)
 POSITIONS = (b"+34.068930-118.445127", b"+10.000000-020.000000", b"+20.000000-020.000000",
              b"-33.868820+151.209296", b"+51.507351-000.127758")
 
@@ -83,10 +95,11 @@ class Workload:
     """IAMATs from WORKERS threads at the servers the schedule says are up;
     records every id sent and every acknowledged update."""
 
-    def __init__(self, herd, seed, ties=True):
+    def __init__(self, herd, seed, ties=True, may_refuse=False):
         self.herd = herd
         self.seed = seed
         self.ties = ties         # whether to send ties at all
+        self.may_refuse = may_refuse  # "? IAMAT ..." is a valid reply (a full disk)
         self.ids = [b"fault-%d-%03d" % (seed % 100000, i) for i in range(N_IDS)]
         self.lock = threading.Lock()
         self.up = set()          # servers running and not paused (for the next pick)
@@ -94,7 +107,7 @@ class Workload:
         self.acked = []          # (cid, AT line, origin, monotonic time just before sending)
         self.seen = []           # (cid, AT line, server, monotonic time just before the WHATSAT)
         self.bad = []            # replies that are neither an AT line nor a lost connection
-        self.counts = {"iamat": 0, "tie2": 0, "tie1": 0, "lost": 0, "whatsat": 0}
+        self.counts = {"iamat": 0, "tie2": 0, "tie1": 0, "lost": 0, "whatsat": 0, "refused": 0}
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
                         for i in range(WORKERS)]
@@ -197,6 +210,9 @@ class Workload:
             except (OSError, HerdTimeout):
                 self.drop(conns, name)
                 continue
+            if self.may_refuse and reply == b"? " + iamat_line(cid, pos, t) + b"\n":
+                self.counts["refused"] += 1  # not acknowledged: promises nothing
+                continue
             m = AT_RE_B.match(reply[:-1])
             if not m or (m.group(1), m.group(3), m.group(4), m.group(5)) != (name.encode(), cid,
                                                                             pos, t):
@@ -233,13 +249,23 @@ class FaultTest(HerdTestCase):
         # HERD_FAULT_STATE=always|everysec runs the same with durable state
         # (killed servers then come back with their own table).
         state = os.environ.get("HERD_FAULT_STATE")
-        herd = self.make_herd(extra={"fsync": state} if state else {"state_dir": None})
+        if "disk" in self.kinds and not self.can_mount():
+            print("test_faults: cannot mount a tmpfs here (not root?): running without the disk kind",
+                  file=sys.stderr, flush=True)
+            self.kinds.remove("disk")
+        disk = "disk" in self.kinds
+        if disk:
+            herd = self.make_herd(extra={"state_dir": "state", "fsync": state or "always"})
+            self.mount_disks(herd)
+        else:
+            herd = self.make_herd(extra={"fsync": state} if state else {"state_dir": None})
         self.herd = herd
+        self.full_disks = set()
         names = list(DEFAULT_SERVERS)
         full = [tuple(link) for link in DEFAULT_LINKS]
         herd.start_all()
 
-        work = Workload(herd, seed, ties="ties" in kinds)
+        work = Workload(herd, seed, ties="ties" in kinds, may_refuse=disk)
         self.addCleanup(work.finish)
         for name in names:
             work.set_up(name, True)
@@ -275,6 +301,8 @@ class FaultTest(HerdTestCase):
         self.paused.clear()
         self.events.clear()
         self.removed.clear()
+        for name in sorted(self.full_disks):
+            self.empty_disk(name)
         running = [n for n in names if n not in self.dead]
         rng.shuffle(running)
         marks = herd.reload(running, full)
@@ -297,7 +325,8 @@ class FaultTest(HerdTestCase):
               "%d replies lost, %d acked, %d client ids" % (
                   seed, len(self.done), work.counts["iamat"], work.counts["tie2"],
                   work.counts["tie1"], work.counts["lost"], len(work.acked), len(work.sent))
-              + ", %d WHATSATs" % work.counts["whatsat"],
+              + ", %d WHATSATs, %d IAMATs answered \"?\" (full disk)" % (
+                  work.counts["whatsat"], work.counts["refused"]),
               file=sys.stderr, flush=True)
         final = self.wait_converged(herd, names, sorted(work.sent))
 
@@ -336,6 +365,58 @@ class FaultTest(HerdTestCase):
         self.assertGreaterEqual(len(self.done), min(5, int(fault_s / 4)),
                                 self.why("too few faults"))
         self.assertCleanExit(herd, *names)
+
+    # -- the disks
+    @staticmethod
+    def can_mount():
+        mnt = tempfile.mkdtemp(prefix="herd-mount-probe-")
+        try:
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt],
+                               capture_output=True)
+            if r.returncode == 0:
+                subprocess.run(["umount", mnt], capture_output=True)
+            return r.returncode == 0
+        except OSError:
+            return False
+        finally:
+            os.rmdir(mnt)
+
+    def mount_disks(self, herd):
+        """A tmpfs of its own as each server's state folder."""
+        self.disks = {}
+        for name in DEFAULT_SERVERS:
+            path = os.path.join(herd.tmpdir, "state", name)
+            os.makedirs(path)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk" % DISK_KIB, "tmpfs", path],
+                           check=True, capture_output=True)
+            self.disks[name] = path
+
+        def unmount():
+            herd.close()
+            for path in self.disks.values():
+                subprocess.run(["umount", "-l", path], capture_output=True)
+        self.addCleanup(unmount)
+
+    def fill_disk(self, name):
+        """Writes a ballast file on name's tmpfs until it is full."""
+        chunk = b"\xa5" * 65536
+        # Unbuffered: the ENOSPC comes from write(2) here, not again from
+        # a flush at close.
+        with open(os.path.join(self.disks[name], "ballast"), "ab", buffering=0) as f:
+            try:
+                while f.write(chunk):
+                    pass
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+        self.full_disks.add(name)
+
+    def empty_disk(self, name):
+        try:
+            os.unlink(os.path.join(self.disks[name], "ballast"))
+        except FileNotFoundError:
+            pass
+        self.full_disks.discard(name)
 
     # -- the schedule
     def why(self, text):
@@ -390,6 +471,14 @@ class FaultTest(HerdTestCase):
             self.paused.add(name)
             self.later(rng.uniform(0.3, 5.0), "resume", name)
             self.done.append("%.2f pause %s" % (time.monotonic(), name))
+        elif kind == "disk":
+            choices = [n for n in names if n not in self.full_disks]
+            if not choices:
+                return
+            name = rng.choice(choices)
+            self.fill_disk(name)
+            self.later(rng.uniform(0.5, 5.0), "empty", name)
+            self.done.append("%.2f fill the disk of %s" % (time.monotonic(), name))
         else:
             present = [link for link in full if link not in self.removed]
             cut = rng.sample(present, min(len(present), rng.choice((1, 1, 2))))
@@ -415,6 +504,9 @@ class FaultTest(HerdTestCase):
             self.paused.discard(arg)
             work.set_up(arg, True)
             self.done.append("%.2f resume %s" % (time.monotonic(), arg))
+        elif kind == "empty":
+            self.empty_disk(arg)
+            self.done.append("%.2f empty the disk of %s" % (time.monotonic(), arg))
         else:
             self.removed.difference_update(arg)
             self.reload_running(herd, names, full, rng)

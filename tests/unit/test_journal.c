@@ -25,6 +25,21 @@
 
 #define POS "+34.068930-118.445127"
 
+/* A frame as PROTOCOL's state files hold it (length, CRC32C, kind, data):
+ * written here by hand, to check the reader against the format itself. */
+static size_t hj_frame_for_test(char *out, char kind, const char *data, size_t len)
+{
+    uint32_t l = (uint32_t)len + 1;
+    out[8] = kind;
+    memcpy(out + 9, data, len);
+    uint32_t crc = herd_journal_crc32c(0, out + 8, l);
+    for (int i = 0; i < 4; i++) {
+        out[i] = (char)(l >> (8 * i));
+        out[4 + i] = (char)(crc >> (8 * i));
+    }
+    return 8 + l;
+}
+
 /* One test's folder, log and the table records are loaded into. */
 typedef struct {
     char tmp[64];        /* the test's folder */
@@ -78,6 +93,21 @@ static int teardown(void **state)
     return 0;
 }
 
+/* What release() heard: answers given as AT replies and as "?". */
+static int released_ok, released_refused;
+
+static void release(void *arg, herd_ticket_t t, const char *data, size_t len, bool ok)
+{
+    (void)arg;
+    (void)t;
+    (void)data;
+    (void)len;
+    if (ok)
+        released_ok++;
+    else
+        released_refused++;
+}
+
 /* Opens the journal with a fresh table; NULL (err filled) on failure. */
 static herd_journal_t *open_j(ctx_t *c, herd_fsync_t mode, uint64_t compact_min, char *err, size_t errlen)
 {
@@ -108,6 +138,18 @@ static uint64_t put(ctx_t *c, herd_journal_t *j, const char *id, long sec)
     return herd_journal_append(j, at, (size_t)n);
 }
 
+/* Reads reports until the writer's last write of `seq` failed (5 s at most). */
+static void wait_failed(herd_journal_t *j, uint64_t seq)
+{
+    int64_t deadline = herd_clock_ms() + 5000;
+    while (herd_journal_failed(j) < seq) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        herd_journal_recv(j, release, NULL);
+    }
+}
+
 /* Reads reports until the writer is done with `seq` (5 s at most). */
 static void wait_done(herd_journal_t *j, uint64_t seq)
 {
@@ -116,7 +158,7 @@ static void wait_done(herd_journal_t *j, uint64_t seq)
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL, NULL);
+        herd_journal_recv(j, release, NULL);
     }
 }
 
@@ -144,7 +186,7 @@ static void wait_metric(herd_journal_t *j, const char *name, double want)
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL, NULL);
+        herd_journal_recv(j, release, NULL);
     }
 }
 
@@ -407,6 +449,7 @@ static void test_hold_until_fsync(void **state)
     ctx_t *c = *state;
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     herd_ticket_t t = {1, 1};
+    released_ok = released_refused = 0;
     /* Nothing pending: answer at once. */
     assert_false(herd_journal_hold(j, t, "AT x\n", 5));
     uint64_t seq = put(c, j, "a", 1);
@@ -414,59 +457,462 @@ static void test_hold_until_fsync(void **state)
     assert_int_equal(herd_journal_held(j), 1);
     herd_journal_commit(j, 1);
     wait_done(j, seq);
-    herd_journal_recv(j, NULL, NULL);
+    herd_journal_recv(j, release, NULL);
     assert_int_equal(herd_journal_held(j), 0);
+    assert_int_equal(released_ok, 1);
+    assert_int_equal(released_refused, 0);
     assert_true(metric(j, "herd_state_fsyncs_total") >= 1);
     herd_journal_destroy(&j);
     /* Other modes never hold. */
     j = must_open(c, HERD_FSYNC_EVERYSEC);
     put(c, j, "b", 1);
     assert_false(herd_journal_hold(j, t, "AT b\n", 5));
+    assert_false(herd_journal_refusing(j));
     herd_journal_destroy(&j);
+}
+
+/* Sets the process's file-size limit (the writer thread shares it), which
+ * stands in for a full disk: writes past it fail with EFBIG. */
+static void limit_file_size(rlim_t bytes, struct rlimit *old)
+{
+    struct rlimit lim;
+    getrlimit(RLIMIT_FSIZE, old);
+    lim = *old;
+    lim.rlim_cur = bytes;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 }
 
 static void test_write_error_survived(void **state)
 {
     ctx_t *c = *state;
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    released_ok = released_refused = 0;
     uint64_t seq = put(c, j, "small", 1);
     herd_journal_commit(j, 1);
     wait_done(j, seq);
     /* A file-size limit at the end of the journal's data (the file may
      * reach further with preallocated zeros): the next write fails (EFBIG),
-     * like a full disk. The writer thread inherits the process limit. */
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = (rlim_t)metric(j, "herd_state_journal_bytes");
-    assert_true(lim.rlim_cur > 16 && lim.rlim_cur < 4096);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+     * like a full disk. */
+    struct rlimit old;
+    rlim_t at = (rlim_t)metric(j, "herd_state_journal_bytes");
+    assert_true(at > 16 && at < 4096);
+    limit_file_size(at, &old);
     seq = put(c, j, "big", 2);
     herd_ticket_t t = {1, 2};
     assert_true(herd_journal_hold(j, t, "AT big\n", 7));
     herd_journal_commit(j, 2);
-    wait_done(j, seq); /* done with, though not on disk: the reply goes out */
-    herd_journal_recv(j, NULL, NULL);
+    wait_failed(j, seq);
+    /* The write failed: never reported done, and the held reply is "?". */
+    assert_true(herd_journal_done(j) < seq);
     assert_int_equal(herd_journal_held(j), 0);
+    assert_int_equal(released_ok, 0);
+    assert_int_equal(released_refused, 1);
     assert_false(herd_journal_durable(j));
+    assert_true(herd_journal_refusing(j));
     assert_true(metric(j, "herd_state_write_errors_total") >= 1);
     assert_int_equal(metric(j, "herd_state_durable"), 0);
-    /* Not durable: replies are no longer held. */
+    assert_int_equal(metric(j, "herd_state_writes_failing"), 1);
+    char why[256];
+    herd_journal_why(j, why, sizeof why);
+    assert_non_null(strstr(why, "File too large"));
+    /* While failing, a reply is held and answered "?" by the turn's end. */
     put(c, j, "more", 3);
-    assert_false(herd_journal_hold(j, t, "AT more\n", 8));
-    /* Room again: the retry writes the backlog and the state is whole. */
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_true(herd_journal_hold(j, t, "AT more\n", 8));
     herd_journal_commit(j, 3);
+    herd_journal_recv(j, release, NULL);
     int64_t deadline = herd_clock_ms() + 5000;
+    while (released_refused < 2) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        herd_journal_recv(j, release, NULL);
+    }
+    assert_int_equal(released_ok, 0);
+    /* Room again: the retry writes the backlog by itself and the state is
+     * whole; acknowledgements resume. */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    deadline = herd_clock_ms() + 5000;
     while (!herd_journal_durable(j)) {
         assert_true(herd_clock_ms() < deadline);
         zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL, NULL);
+        herd_journal_recv(j, release, NULL);
     }
+    assert_false(herd_journal_refusing(j));
+    seq = put(c, j, "after", 4);
+    assert_true(herd_journal_hold(j, t, "AT after\n", 9));
+    herd_journal_commit(j, 4);
+    wait_done(j, seq);
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_ok, 1);
     herd_journal_destroy(&j);
     j = must_open(c, HERD_FSYNC_ALWAYS);
-    assert_int_equal(c->loaded, 3);
+    assert_int_equal(c->loaded, 4);
+    herd_journal_destroy(&j);
+}
+
+/* A write that cannot even be preallocated for is not held up by it: the
+ * records are written and acknowledged in the room there is. */
+static void test_no_preallocation_needed(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    released_ok = released_refused = 0;
+    struct rlimit old;
+    rlim_t at = (rlim_t)metric(j, "herd_state_journal_bytes");
+    limit_file_size(at + 4096, &old); /* room for records, not for 4 MiB of zeros */
+    uint64_t seq = 0;
+    herd_ticket_t t = {1, 1};
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "p%d", i);
+        seq = put(c, j, id, 100 + i);
+        assert_true(herd_journal_hold(j, t, "AT p\n", 5));
+        herd_journal_commit(j, (size_t)i + 1);
+        wait_done(j, seq);
+    }
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_ok, 10);
+    assert_int_equal(released_refused, 0);
+    assert_true(herd_journal_durable(j));
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 10);
+    herd_journal_destroy(&j);
+}
+
+/* A record that never reaches the writer stands in for a hung disk (a
+ * write that does not return): its held reply is answered "?" at the
+ * deadline, the journal says why and refuses updates until the writer
+ * answers again. */
+static void test_hung_disk_deadline(void **state)
+{
+    ctx_t *c = *state;
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    released_ok = released_refused = 0;
+    herd_ticket_t t = {1, 1};
+    put(c, j, "stuck", 1);
+    assert_true(herd_journal_hold(j, t, "AT stuck\n", 9));
+    /* Not committed: the writer never hears of it. */
+    int64_t t0 = herd_clock_ms(), deadline = t0 + 15000;
+    while (released_refused == 0) {
+        assert_true(herd_clock_ms() < deadline);
+        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 100);
+        herd_journal_recv(j, release, NULL);
+    }
+    assert_true(herd_clock_ms() - t0 >= 4900);
+    assert_int_equal(released_ok, 0);
+    assert_false(herd_journal_durable(j));
+    assert_true(herd_journal_refusing(j));
+    assert_int_equal(metric(j, "herd_state_disk_hung"), 1);
+    char why[256];
+    herd_journal_why(j, why, sizeof why);
+    assert_non_null(strstr(why, "hung"));
+    /* While hung a new reply is "?" at once. */
+    assert_true(herd_journal_hold(j, t, "AT more\n", 8));
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_refused, 2);
+    /* The write finishes: acknowledgements resume. */
+    uint64_t seq = herd_journal_seq(j);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    assert_true(herd_journal_durable(j));
+    assert_false(herd_journal_refusing(j));
+    seq = put(c, j, "next", 2);
+    assert_true(herd_journal_hold(j, t, "AT next\n", 8));
+    herd_journal_commit(j, 2);
+    wait_done(j, seq);
+    herd_journal_recv(j, release, NULL);
+    assert_int_equal(released_ok, 1);
+    herd_journal_destroy(&j);
+}
+
+/* Reads reports until `cond` holds (5 s at most). */
+#define WAIT_FOR(j, cond)                                                                                    \
+    do {                                                                                                     \
+        int64_t until_ = herd_clock_ms() + 5000;                                                             \
+        while (!(cond)) {                                                                                    \
+            assert_true(herd_clock_ms() < until_);                                                           \
+            zmq_pollitem_t it_ = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};                                   \
+            zmq_poll(&it_, 1, 50);                                                                           \
+            herd_journal_recv(j, release, NULL);                                                             \
+        }                                                                                                    \
+    } while (0)
+
+/* Past the backlog bound the unwritten records are given up; once writes
+ * succeed the node's whole table goes to the journal again, and only then
+ * is the state durable and are updates acknowledged. */
+static void test_given_up_backlog_is_made_good(void **state)
+{
+    ctx_t *c = *state;
+    herd_table_destroy(&c->table);
+    c->table = herd_table_new();
+    herd_journal_conf_t conf = {
+        .dir = c->dir, .fsync = HERD_FSYNC_ALWAYS, .backlog_max_bytes = 2048, .load = load, .arg = c};
+    char err[256];
+    herd_journal_t *j = herd_journal_open(&conf, c->log, err, sizeof err);
+    assert_non_null(j);
+    released_ok = released_refused = 0;
+    uint64_t seq = put(c, j, "first", 1);
+    herd_journal_commit(j, 1);
+    wait_done(j, seq);
+    struct rlimit old;
+    limit_file_size((rlim_t)metric(j, "herd_state_journal_bytes"), &old);
+    herd_ticket_t t = {1, 1};
+    for (int i = 0; i < 60; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "g%d", i);
+        seq = put(c, j, id, 10 + i);
+    }
+    assert_true(herd_journal_hold(j, t, "AT g\n", 5));
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_failed(j, seq);
+    WAIT_FOR(j, released_refused == 1);
+    assert_false(herd_journal_durable(j));
+    assert_true(herd_journal_refusing(j));
+    /* Still full: after a retry period the table is asked for, and fails
+     * again; nothing is acknowledged meanwhile. */
+    WAIT_FOR(j, herd_journal_wants_table(j));
+    herd_journal_put_table(j, c->table);
+    seq = herd_journal_seq(j);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_failed(j, seq);
+    assert_false(herd_journal_durable(j));
+    /* Room again: the next request for the table succeeds. */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    WAIT_FOR(j, herd_journal_wants_table(j));
+    herd_journal_put_table(j, c->table);
+    seq = herd_journal_seq(j);
+    herd_journal_commit(j, herd_table_size(c->table));
+    wait_done(j, seq);
+    WAIT_FOR(j, herd_journal_durable(j));
+    assert_false(herd_journal_refusing(j));
+    assert_false(herd_journal_wants_table(j));
+    assert_int_equal(released_ok, 0);
+    assert_true(metric(j, "herd_state_table_rewrites_total") >= 2);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(herd_table_size(c->table), 61);
+    assert_non_null(herd_table_find(c->table, "g59", 3));
+    herd_journal_destroy(&j);
+}
+
+/* Reads a file of the state folder whole. */
+static char *slurp(ctx_t *c, const char *name, size_t *len)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", c->dir, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)n + 1);
+    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+static void spill(ctx_t *c, const char *name, const char *p, size_t len)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", c->dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, len, f), len);
+    fclose(f);
+}
+
+/* How many files of the folder start with `prefix`. */
+static int count_files(ctx_t *c, const char *prefix)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '^%s' > '%s/count'", c->dir, prefix, c->tmp);
+    (void)!system(cmd);
+    snprintf(cmd, sizeof cmd, "%s/count", c->tmp);
+    FILE *f = fopen(cmd, "r");
+    int n = 0;
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1)
+            n = 0;
+        fclose(f);
+    }
+    return n;
+}
+
+/* A snapshot of journal.1 (records k0..k9), then records in journal.2 kept
+ * as a leftover the snapshot claims to cover. Returns after closing. */
+static void snapshot_and_leftover(ctx_t *c)
+{
+    char err[256];
+    herd_journal_t *j = open_j(c, HERD_FSYNC_ALWAYS, 1, err, sizeof err);
+    assert_non_null(j);
+    uint64_t seq = 0;
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "k%d", i);
+        seq = put(c, j, id, 1000 + i);
+    }
+    herd_journal_commit(j, 10);
+    wait_done(j, seq);
+    herd_journal_compact(j);
+    wait_metric(j, "herd_state_compactions_total", 1);
+    seq = put(c, j, "late", 2000);
+    herd_journal_commit(j, 11);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    assert_true(file_size(c, "snapshot") > 0);
+    assert_true(file_size(c, "journal.2") > 0);
+}
+
+static void test_snapshot_header_flip_deletes_nothing(void **state)
+{
+    ctx_t *c = *state;
+    snapshot_and_leftover(c);
+    /* One bit of the generation field: 1 becomes 2^56 + 1 (issue 19: a
+     * start took journal.2 as covered and deleted it). */
+    size_t len;
+    char *snap = slurp(c, "snapshot", &len);
+    assert_memory_equal(snap, "HERDSNP2", 8);
+    snap[15] ^= 0x01;
+    spill(c, "snapshot", snap, len);
+    free(snap);
+    off_t j2 = file_size(c, "journal.2");
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    /* Nothing lost: the snapshot's records (each with a good CRC) and the
+     * journal's. */
+    assert_int_equal(herd_table_size(c->table), 11);
+    assert_non_null(herd_table_find(c->table, "late", 4));
+    assert_non_null(herd_table_find(c->table, "k7", 2));
+    assert_true(file_size(c, "journal.2") >= j2);
+    assert_int_equal(file_size(c, "snapshot"), -1);
+    assert_int_equal(count_files(c, "snapshot.bad-"), 1);
+    assert_int_equal(count_files(c, "journal.72057594037927938"), 0);
+    assert_int_equal(metric(j, "herd_state_set_aside_files"), 1);
+    /* The snapshot's records are only in the file set aside: the whole
+     * table goes to the journal again, and then it is durable. */
+    assert_true(herd_journal_wants_table(j));
+    assert_false(herd_journal_durable(j));
+    herd_journal_put_table(j, c->table);
+    uint64_t seq = herd_journal_seq(j);
+    herd_journal_commit(j, 11);
+    wait_done(j, seq);
+    assert_true(herd_journal_durable(j));
+    herd_journal_destroy(&j);
+    /* Without the file set aside, everything is still there. */
+    char path[96], cmd[512];
+    snprintf(path, sizeof path, "%s/aside", c->tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mv '%s'/snapshot.bad-* '%s'/", path, c->dir, path);
+    assert_int_equal(system(cmd), 0);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(herd_table_size(c->table), 11);
+    herd_journal_destroy(&j);
+}
+
+static void test_snapshot_bad_magic_set_aside(void **state)
+{
+    ctx_t *c = *state;
+    snapshot_and_leftover(c);
+    size_t len;
+    char *snap = slurp(c, "snapshot", &len);
+    snap[0] = 'X';
+    spill(c, "snapshot", snap, len);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(file_size(c, "snapshot"), -1);
+    assert_int_equal(count_files(c, "snapshot.bad-"), 1);
+    assert_non_null(herd_table_find(c->table, "late", 4));
+    /* A compaction now does not overwrite what was set aside. */
+    herd_journal_compact(j);
+    wait_metric(j, "herd_state_compactions_total", 1);
+    herd_journal_destroy(&j);
+    size_t len2;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "cd '%s' && cp snapshot.bad-* aside.copy", c->dir);
+    assert_int_equal(system(cmd), 0);
+    char *kept = slurp(c, "aside.copy", &len2);
+    assert_int_equal(len2, len);
+    assert_memory_equal(kept, snap, len);
+    free(kept);
+    free(snap);
+}
+
+static void test_snapshot_body_damage_detected(void **state)
+{
+    ctx_t *c = *state;
+    snapshot_and_leftover(c);
+    /* Cut the snapshot's trailer off: every record frame is whole, but the
+     * snapshot is not vouched complete. */
+    size_t len;
+    char *snap = slurp(c, "snapshot", &len);
+    spill(c, "snapshot", snap, len - 21);
+    free(snap);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(count_files(c, "snapshot.bad-"), 1);
+    assert_int_equal(herd_table_size(c->table), 11);
+    assert_true(herd_journal_wants_table(j));
+    herd_journal_destroy(&j);
+}
+
+/* A folder written in the version-1 format (16-byte headers, no CRC, no
+ * trailer) is still read, and its generation is not trusted. */
+static void test_version1_read(void **state)
+{
+    ctx_t *c = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", c->dir);
+    assert_int_equal(system(cmd), 0);
+    char buf[4096];
+    size_t n = 0;
+    memcpy(buf, "HERDSNP1", 8);
+    memset(buf + 8, 0, 8);
+    buf[8] = 5; /* claims to cover journal.5 */
+    n = 16;
+    const char *at1 = "AT Bailey +0.100000000 old " POS " 100.000000000";
+    n += hj_frame_for_test(buf + n, 'A', at1, strlen(at1));
+    spill(c, "snapshot", buf, n);
+    memcpy(buf, "HERDJNL1", 8);
+    memset(buf + 8, 0, 8);
+    buf[8] = 3;
+    n = 16;
+    const char *at2 = "AT Bailey +0.100000000 three " POS " 300.000000000";
+    n += hj_frame_for_test(buf + n, 'A', at2, strlen(at2));
+    spill(c, "journal.3", buf, n);
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_non_null(herd_table_find(c->table, "old", 3));
+    assert_non_null(herd_table_find(c->table, "three", 5)); /* not skipped as "covered" */
+    assert_true(file_size(c, "journal.3") > 0);         /* not deleted */
+    uint64_t seq = put(c, j, "new", 400);
+    herd_journal_commit(j, 3);
+    wait_done(j, seq);
+    herd_journal_destroy(&j);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(herd_table_size(c->table), 3);
+    herd_journal_compact(j);
+    wait_metric(j, "herd_state_compactions_total", 1);
+    herd_journal_destroy(&j);
+    char *snap = slurp(c, "snapshot", &n);
+    assert_memory_equal(snap, "HERDSNP2", 8);
+    free(snap);
+    j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(herd_table_size(c->table), 3);
+    herd_journal_destroy(&j);
+}
+
+static void test_headerless_journal_set_aside(void **state)
+{
+    ctx_t *c = *state;
+    write_some(c, 5, HERD_FSYNC_ALWAYS);
+    spill(c, "journal.2", "garbage, not a journal", 22);
+    spill(c, "journal.3", "", 0); /* empty: holds nothing, removed */
+    herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
+    assert_int_equal(c->loaded, 5);
+    assert_int_equal(count_files(c, "journal.2.bad-"), 1);
+    assert_int_equal(count_files(c, "journal.3"), 0);
+    /* Appends go to a new generation past every one seen. */
+    assert_true(file_size(c, "journal.4") > 0);
     herd_journal_destroy(&j);
 }
 
@@ -551,6 +997,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_until_fsync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_survived, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_preallocation_needed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hung_disk_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_given_up_backlog_is_made_good, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_header_flip_deletes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_bad_magic_set_aside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_body_damage_detected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version1_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headerless_journal_set_aside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_server_per_folder, setup, teardown),
     };
