@@ -303,7 +303,7 @@ static int check_folder(const char *what, const char *dir, char *why, size_t cap
             }
             return 0;
         }
-        if (errno != ENOENT) {
+        if (errno != ENOENT && errno != ENOTDIR) {
             snprintf(why, cap, "%s %s: %s: %s", what, dir, path, strerror(errno));
             return -1;
         }
@@ -350,6 +350,13 @@ static int check_key(const herd_topology_t *t, const herd_server_conf_t *me, cha
         return 0;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s.key", t->keys_dir, me->name);
+    char secret[PATH_MAX + 8];
+    snprintf(secret, sizeof secret, "%s_secret", path);
+    if (access(secret, R_OK) != 0) {
+        snprintf(why, cap, "links are authenticated (%s has a public_key) but %s cannot be read: %s", me->name,
+                 secret, strerror(errno));
+        return -1;
+    }
     zcert_t *cert = zcert_load(path);
     static const uint8_t zero[32];
     int rc = -1;
