@@ -38,6 +38,9 @@
 #define LOG_HOLD_MS   10                     /* a reactor's lines wait at most about this long for a hand-over */
 #define LOG_HOLD_BYTES (16u * 1024u)         /* ... or until this many bytes are pending */
 #define LOG_BATCH     64                      /* buffers written with one writev */
+#define LOG_ORDER_MS  50                      /* the writer holds a buffer this long, so that an earlier
+                                                 line of another thread still on its way goes first */
+#define LOG_ORDER_IOV 256                     /* runs of lines written with one writev */
 #define LOG_TURN_REUSE 32                     /* turn clock: lines per clock reading, at most (about
                                                  16 commands, some 20 us at full load) */
 
@@ -52,6 +55,22 @@ typedef struct {
     size_t len;     /* MSG_BUF: bytes in buf */
     size_t cost;    /* MSG_BUF: bytes it counts for in the queue */
 } log_msg_t;
+
+/* A buffer the writer holds until its lines' turn (writer thread only). */
+typedef struct pend_t {
+    struct pend_t *next; /* the sender's next buffer */
+    log_msg_t m;         /* the buffer */
+    size_t off;          /* bytes of it already written */
+    int64_t due_ms;      /* zclock_mono after which its lines need wait for no other */
+    bool failed;         /* a write of some of its lines failed */
+} pend_t;
+
+/* The buffers of one handle not yet written, in the order sent. */
+typedef struct {
+    unsigned char id[16]; /* the handle's routing id on the ROUTER */
+    size_t idlen;
+    pend_t *head, *tail;
+} sender_t;
 
 /* The part of a log shared by its handles; the thread and the file. */
 typedef struct {
@@ -68,6 +87,9 @@ typedef struct {
     atomic_uint_fast64_t lines_dropped;
     atomic_uint_fast64_t bytes_dropped;
     atomic_int attached;                  /* handles from herd_log_attach still open */
+    sender_t *senders;                    /* writer thread: buffers held per handle */
+    size_t n_senders;
+    size_t n_held;                        /* writer thread: buffers held in all */
 } log_writer_t;
 
 struct herd_log_t {
@@ -224,13 +246,178 @@ static void writer_reopen(log_writer_t *w)
     fprintf(stderr, "herd: cannot reopen log %s: %s\n", w->path, strerror(e));
 }
 
-/* Reads every message waiting on the ROUTER, in order: buffers are written
- * in batches, and a batch is written before any command after it. */
+/* ---- one clock: lines of all threads in time order ----
+ *
+ * Each handle's lines are in the order logged, and their stamps are read
+ * from one clock, but a handle hands its lines over up to some milliseconds
+ * after it stamped them. The writer therefore holds each buffer for
+ * LOG_ORDER_MS and writes lines by their stamps across handles (a merge of
+ * each handle's queue, whose order is kept): a line goes out once the
+ * buffer holding the earliest line is due, so an earlier line of another
+ * thread that is still on its way is written first. The stamps
+ * ("YYYY-MM-DDTHH:MM:SS.uuuuuuZ") sort as text. Being due is measured on the
+ * monotonic clock, so a step of the wall clock never holds lines back. */
+
+#define STAMP_CMP (LOG_STAMP_LEN - 1)
+
+/* The held buffers of the handle with routing id `id`, made on first use;
+ * NULL when out of memory. */
+static sender_t *sender_of(log_writer_t *w, const unsigned char *id, size_t idlen)
+{
+    if (idlen > sizeof w->senders->id)
+        idlen = sizeof w->senders->id;
+    for (size_t i = 0; i < w->n_senders; i++)
+        if (w->senders[i].idlen == idlen && !memcmp(w->senders[i].id, id, idlen))
+            return &w->senders[i];
+    sender_t *grown = realloc(w->senders, (w->n_senders + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    w->senders = grown;
+    sender_t *s = &w->senders[w->n_senders++];
+    memset(s, 0, sizeof *s);
+    memcpy(s->id, id, idlen);
+    s->idlen = idlen;
+    return s;
+}
+
+/* Writes iov[0..n) whole; returns 0 or an errno. */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    int done = 0;
+    while (done < n) {
+        ssize_t k = writev(fd, iov + done, n - done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? errno : EIO;
+        size_t left = (size_t)k;
+        while (done < n && left >= iov[done].iov_len)
+            left -= iov[done++].iov_len;
+        if (left) {
+            iov[done].iov_base = (char *)iov[done].iov_base + left;
+            iov[done].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* A run of lines from the held buffers, and the buffers finished by it. */
+typedef struct {
+    struct iovec iov[LOG_ORDER_IOV];
+    pend_t *owner[LOG_ORDER_IOV];
+    int n;
+    pend_t *done; /* buffers all taken: freed once written */
+} emit_t;
+
+/* Writes what e holds, then frees and counts the buffers it finished. */
+static void emit_flush(log_writer_t *w, emit_t *e)
+{
+    int err = e->n ? write_all(w->fd, e->iov, e->n) : 0;
+    if (err)
+        for (int i = 0; i < e->n; i++)
+            e->owner[i]->failed = true;
+    if (err && !w->write_failed)
+        fprintf(stderr, "herd: cannot write log %s: %s (dropping lines until it works again)\n", w->path,
+                strerror(err));
+    if (e->n)
+        w->write_failed = err != 0;
+    e->n = 0;
+    for (pend_t *p = e->done, *next; p; p = next) {
+        next = p->next;
+        atomic_fetch_add(p->failed ? &w->lines_dropped : &w->lines_written, p->m.lines);
+        atomic_fetch_add(p->failed ? &w->bytes_dropped : &w->bytes_written, p->m.len);
+        atomic_fetch_sub(&w->queued, p->m.cost);
+        free(p->m.buf);
+        free(p);
+    }
+    e->done = NULL;
+}
+
+/* Writes the held lines in stamp order: all of them, or those that need
+ * wait for no other (see above). Returns the monotonic time at which the
+ * next held line is due, or -1 when nothing is held. */
+static int64_t writer_emit(log_writer_t *w, bool all)
+{
+    int64_t now = zclock_mono();
+    emit_t e;
+    e.n = 0;
+    e.done = NULL;
+    int64_t next_due = -1;
+    while (w->n_held) {
+        sender_t *best = NULL;
+        const char *second = NULL; /* the earliest head line of the other handles */
+        for (size_t i = 0; i < w->n_senders; i++) {
+            pend_t *p = w->senders[i].head;
+            if (!p)
+                continue;
+            const char *line = p->m.buf + p->off;
+            if (!best || memcmp(line, best->head->m.buf + best->head->off, STAMP_CMP) < 0) {
+                if (best)
+                    second = best->head->m.buf + best->head->off;
+                best = &w->senders[i];
+            } else if (!second || memcmp(line, second, STAMP_CMP) < 0) {
+                second = line;
+            }
+        }
+        pend_t *p = best->head;
+        if (!all && now < p->due_ms) {
+            next_due = p->due_ms;
+            break;
+        }
+        /* A run of this buffer's lines, up to the other handles' earliest. */
+        size_t start = p->off, end = p->off;
+        while (end < p->m.len) {
+            const char *nl = memchr(p->m.buf + end, '\n', p->m.len - end);
+            end = nl ? (size_t)(nl - p->m.buf) + 1 : p->m.len;
+            if (end >= p->m.len || p->m.len - end < STAMP_CMP ||
+                (second && memcmp(p->m.buf + end, second, STAMP_CMP) > 0))
+                break;
+        }
+        e.iov[e.n] = (struct iovec){.iov_base = p->m.buf + start, .iov_len = end - start};
+        e.owner[e.n++] = p;
+        p->off = end;
+        if (end >= p->m.len) {
+            best->head = p->next;
+            if (!best->head)
+                best->tail = NULL;
+            p->next = e.done;
+            e.done = p;
+            w->n_held--;
+        }
+        if (e.n == LOG_ORDER_IOV)
+            emit_flush(w, &e);
+    }
+    emit_flush(w, &e);
+    return next_due;
+}
+
+/* Holds one buffer from handle `id` until its lines' turn (written at once
+ * when out of memory). */
+static void writer_hold(log_writer_t *w, const unsigned char *id, size_t idlen, const log_msg_t *m)
+{
+    sender_t *s = sender_of(w, id, idlen);
+    pend_t *p = s ? calloc(1, sizeof *p) : NULL;
+    if (!p || m->len == 0) {
+        free(p);
+        log_msg_t copy = *m;
+        write_batch(w, &copy, 1);
+        return;
+    }
+    p->m = *m;
+    p->due_ms = zclock_mono() + LOG_ORDER_MS;
+    if (s->tail)
+        s->tail->next = p;
+    else
+        s->head = p;
+    s->tail = p;
+    w->n_held++;
+}
+
+/* Reads every message waiting on the ROUTER, in order: buffers are held for
+ * writer_emit; a command first writes every held line. */
 static void writer_drain(log_writer_t *w)
 {
     void *in = zsock_resolve(w->in);
-    log_msg_t batch[LOG_BATCH];
-    size_t n = 0;
     for (;;) {
         unsigned char id[256];
         int idlen = zmq_recv(in, id, sizeof id, ZMQ_DONTWAIT);
@@ -240,15 +427,10 @@ static void writer_drain(log_writer_t *w)
         if (zmq_recv(in, &m, sizeof m, 0) != (int)sizeof m)
             continue; /* cannot happen: only our own handles know the endpoint */
         if (m.type == MSG_BUF) {
-            batch[n++] = m;
-            if (n == LOG_BATCH) {
-                write_batch(w, batch, n);
-                n = 0;
-            }
+            writer_hold(w, id, (size_t)idlen, &m);
             continue;
         }
-        write_batch(w, batch, n);
-        n = 0;
+        writer_emit(w, true);
         if (m.type == MSG_REOPEN) {
             writer_reopen(w);
         } else if (m.type == MSG_SYNC) {
@@ -257,7 +439,6 @@ static void writer_drain(log_writer_t *w)
             zmq_send(in, &m, sizeof m, 0);
         }
     }
-    write_batch(w, batch, n);
 }
 
 /* The writer thread: writes what arrives until the owner's $TERM. Every
@@ -271,14 +452,19 @@ static void writer_actor(zsock_t *pipe, void *arg)
         {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(w->in), 0, ZMQ_POLLIN, 0},
     };
+    int64_t due = -1;
     for (;;) {
-        if (zmq_poll(items, 2, -1) < 0) {
+        long wait = due < 0 ? -1 : (long)(due - zclock_mono());
+        if (due >= 0 && wait < 1)
+            wait = 1;
+        if (zmq_poll(items, 2, wait) < 0) {
             if (errno == EINTR)
                 continue;
             break; /* the context is ending */
         }
         if (items[1].revents & ZMQ_POLLIN)
             writer_drain(w);
+        due = writer_emit(w, false);
         if (items[0].revents & ZMQ_POLLIN) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || !strcmp(cmd, "$TERM");
@@ -288,6 +474,7 @@ static void writer_actor(zsock_t *pipe, void *arg)
         }
     }
     writer_drain(w);
+    writer_emit(w, true);
 }
 
 /* ---- handles ---- */
@@ -476,6 +663,7 @@ static void writer_free(log_writer_t *w)
 {
     zactor_destroy(&w->actor);
     zsock_destroy(&w->in);
+    free(w->senders); /* the actor wrote every held buffer before it ended */
     if (w->fd >= 0)
         close(w->fd);
     free(w->path);
@@ -706,6 +894,8 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
 {
     if (!reserve(log, LOG_STAMP_LEN + 1024))
         return;
+    if (log->turn_clock)
+        log->fixed_left = 0; /* an event reads the clock: its own time, not its turn's */
     put_stamp(log);
     va_list ap;
     va_start(ap, fmt);
@@ -738,6 +928,8 @@ void herd_log_data_n(herd_log_t *log, const char *prefix, size_t plen, const cha
 
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
 {
+    if (log->turn_clock)
+        log->fixed_left = 0; /* an event reads the clock: its own time, not its turn's */
     herd_log_data_n(log, prefix, strlen(prefix), data, len);
     log->urgent = true;
 }
