@@ -43,7 +43,7 @@ typedef struct {
     herd_log_t *log;
     herd_node_t *node;
     const char *name;      /* our server name */
-    const char *log_dir;   /* the folder our log is in (fixed until a restart) */
+    const char *log_dir;   /* the folder our log is in (fixed until a restart): --log-dir, or topo's */
     bool log_dir_given;    /* --log-dir: the topology's log_dir does not matter */
     herd_watch_t sig;      /* the signalfd */
     int64_t deadline_ms;   /* shutdown: give up waiting for answers at this time */
@@ -252,6 +252,8 @@ static void reload(server_t *s)
     link_changes(s, s->topo, next, applied, sizeof applied);
     herd_topology_destroy(&s->topo);
     s->topo = next;
+    if (!s->log_dir_given)
+        s->log_dir = next->log_dir; /* the running folder, kept by herd_topology_keep_running */
     s->n_pending = (size_t)n;
     memcpy(s->pending, pending, (size_t)n * sizeof *pending);
     reload_outcome(s, true, applied);
