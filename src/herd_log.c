@@ -365,7 +365,7 @@ static int64_t writer_emit(log_writer_t *w, bool all)
             break;
         }
         /* A run of this buffer's lines, up to the other handles' earliest. */
-        size_t start = p->off, end = p->off;
+        size_t start = p->off, end = second ? p->off : p->m.len; /* alone: the whole rest */
         while (end < p->m.len) {
             const char *nl = memchr(p->m.buf + end, '\n', p->m.len - end);
             end = nl ? (size_t)(nl - p->m.buf) + 1 : p->m.len;
