@@ -3,9 +3,13 @@
  *   herd-server [--config FILE] [--log-dir DIR] [--ready-wait SEC] NAME
  *   herd-server --check-config [--json] [--config FILE] [--log-dir DIR] [NAME]
  *
- * Exit status: 0 after SIGTERM or SIGINT (or a valid file for
- * --check-config), 2 for a bad command line, topology, name or port, 1 for a
- * fault while running. */
+ * Exit status: 0 after SIGTERM or SIGINT, or once a reload no longer names
+ * this server (or a valid file for --check-config), 2 for a bad command
+ * line, topology, name, key, folder or port, 1 for a fault while running.
+ *
+ * Signals (PROTOCOL section 8): SIGHUP reloads the topology, SIGUSR1 reopens
+ * the log and nothing else; SIGTERM or SIGINT stop after every owed reply,
+ * and a second one stops at once. */
 #define _GNU_SOURCE /* asprintf */
 #include <errno.h>
 #include <fcntl.h>
@@ -118,13 +122,11 @@ static void publish_config(server_t *s)
         return;
     }
     json_object_set_new(doc, "admin_port", me->admin_port ? json_integer(me->admin_port) : json_null());
+    /* The folders at the top level too, as before "running" existed. */
     json_t *r = json_object_get(doc, "running");
-    json_object_set(doc, "log_dir", r ? json_object_get(r, "log_dir") : json_null());
-    json_object_set(doc, "state_dir", r ? json_object_get(r, "state_dir") : json_null());
-    if (!json_object_get(doc, "log_dir"))
-        json_object_set_new(doc, "log_dir", json_null());
-    if (!json_object_get(doc, "state_dir"))
-        json_object_set_new(doc, "state_dir", json_null());
+    json_t *ld = json_object_get(r, "log_dir"), *sd = json_object_get(r, "state_dir");
+    json_object_set(doc, "log_dir", ld ? ld : json_null());
+    json_object_set(doc, "state_dir", sd ? sd : json_null());
     herd_admin_set_config(admin, doc);
 }
 
