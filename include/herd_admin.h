@@ -25,6 +25,7 @@
 #define HERD_ADMIN_MAX_PER_ADDR 32   /* connections at once from one client address */
 
 typedef struct herd_admin_t herd_admin_t;
+struct json_t;
 
 /* What /healthz says, in the order a server goes through them. */
 typedef enum {
@@ -48,16 +49,19 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
 /* Stops the HTTP thread and frees everything; *p = NULL. NULL-safe. */
 void herd_admin_destroy(herd_admin_t **p);
 
-/* The configuration in force, for /config: the topology file, and the log
- * and state folders the server really uses (NULL state_dir: none). Copied.
- * Reactor thread. NULL-safe on a. */
-void herd_admin_set_config(herd_admin_t *a, const char *path, const char *log_dir, const char *state_dir);
+/* The configuration in force, for /config: a JSON object whose fields
+ * (pid, name, topology, ports in use, running settings, pending, warnings:
+ * see main.c) are served at the top level of /config beside "generation"
+ * and "last_reload". Takes the reference (NULL: none). Reactor thread.
+ * NULL-safe on a. */
+void herd_admin_set_config(herd_admin_t *a, struct json_t *fields);
 
 /* Records the outcome of one reload (SIGHUP): the generation goes up by one
  * whatever the outcome, so a caller that read it before signalling knows
  * when its own reload is done. `reason` is one line; `restart[0..n)` name
- * the settings that changed in the file but take a restart (the rest of the
- * file was applied). Reactor thread. NULL-safe on a. */
+ * the settings that are pending: their value in the file differs from the
+ * running one and only a restart applies it (the rest of the file was
+ * applied; after a failed reload, what was pending before). Reactor thread. NULL-safe on a. */
 void herd_admin_reload_done(herd_admin_t *a, bool ok, const char *reason, const char *const *restart, size_t n);
 
 /* Name of a health state as /healthz writes it ("ready", "starting", ...). */

@@ -46,12 +46,14 @@ void herd_node_destroy(herd_node_t **p);
 void herd_node_drain(herd_node_t *node);
 
 /* Applies a reloaded topology without a restart and without touching the
- * table: links to removed neighbours close (their messages are no longer
- * accepted), links to new ones open, client limits change, and the Places
- * timeout, cache lifetime and bounds go to the node and its worker alike.
- * What takes a restart (our own address, ports or key, the Places URL and
- * key, the folders) is left as it runs; the caller reports it (main.c). On success the node uses `topo` from now on (the caller keeps it
- * alive and may free the old one); returns -1 with err filled otherwise. */
+ * table (records are kept whatever their origin, PROTOCOL section 7): links
+ * to removed neighbours close (their messages are no longer accepted),
+ * links to new ones open, client limits change, and the Places
+ * timeout, cache lifetime and bounds go to the node and its worker alike. `topo` must already carry
+ * the running values of what takes a restart (herd_topology_keep_running):
+ * the node runs what it is given. On success the node uses `topo` from now
+ * on (the caller keeps it alive and may free the old one); returns -1 with
+ * err filled otherwise. */
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
 
 /* The node's admin endpoint (to report reloads), or NULL without admin_port. */
@@ -83,5 +85,10 @@ size_t herd_node_busy(const herd_node_t *node);
  * while answers are still being handed over; 0 when none is owed. A stop
  * should wait at least until then for herd_node_busy to reach 0. */
 int64_t herd_node_places_deadline_ms(const herd_node_t *node);
+
+/* How long a stop may wait for owed answers (PROTOCOL section 8): past the
+ * Places deadline of a WHATSAT read just before the stop, with the margins
+ * the node and the front ends need to answer it. */
+int64_t herd_node_stop_wait_ms(const herd_node_t *node);
 
 #endif

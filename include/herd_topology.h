@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct json_t;
+
 /* One server of the herd. */
 typedef struct {
     char *name;       /* 1..64 of [A-Za-z0-9_-] */
@@ -60,6 +62,8 @@ typedef struct {
     herd_fsync_t fsync;         /* fsync, default everysec */
     long frontend_threads;      /* frontend_threads at the top level (0: in-line); -1 = chosen by the server */
     bool log_commands;          /* log_commands, default true: log each client command and reply */
+    char **warnings;            /* one line per unknown field, naming its path (PROTOCOL §9) */
+    size_t n_warnings;
 } herd_topology_t;
 
 /* Loads and validates a topology file. Returns NULL and writes one line
@@ -68,7 +72,8 @@ typedef struct {
  * out of range, link to an unknown server or to itself, duplicate link, two
  * servers sharing an address and port, a link with a public_key at one end
  * only, unauthenticated links between hosts that are not all loopback
- * without "insecure_links": true (PROTOCOL §7). Unknown fields are ignored. */
+ * without "insecure_links": true (PROTOCOL §7). Unknown fields are accepted
+ * and each is named, with its path, in t->warnings. */
 herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen);
 
 /* Frees everything; sets *p to NULL. NULL-safe. */
@@ -86,5 +91,44 @@ bool herd_topology_linked(const herd_topology_t *t, size_t a, size_t b);
 /* Writes the indexes of server idx's neighbours into out (at most cap) and
  * returns how many neighbours it has. */
 size_t herd_topology_neighbours(const herd_topology_t *t, size_t idx, size_t *out, size_t cap);
+
+/* The number of front-end threads server `me` runs: its own
+ * frontend_threads, else the topology's, else min(4, cores - 1) (the node
+ * keeps a core; past 4 the node, not the front ends, is the limit), and 0
+ * on two cores or fewer. 0: one front end runs on the node's thread. */
+long herd_topology_frontend_threads(const herd_topology_t *t, const herd_server_conf_t *me);
+
+/* Most settings one server can have that only a restart applies. */
+#define HERD_TOPOLOGY_MAX_PENDING 32
+
+/* A reload (PROTOCOL §9), one decision per setting: for server `name` (in
+ * both), every setting that only a restart applies and whose value in the
+ * file `next` differs from the running topology `running` is put back to its
+ * running value in `next`, and its name ("client_port", "places.url",
+ * ...) written into pending[] (at most HERD_TOPOLOGY_MAX_PENDING). So `next`
+ * becomes what the server runs, and a setting stays pending across reloads
+ * until the file has its running value again or the server restarts.
+ * `log_dir_fixed`: the log folder came from the command line (the file's
+ * log_dir does not matter). Returns the number pending, or -1 when out of
+ * memory (next is then unusable). */
+int herd_topology_keep_running(herd_topology_t *next, const herd_topology_t *running, const char *name,
+                               bool log_dir_fixed, const char **pending);
+
+/* The settings server `self` runs with, as a JSON object (a new reference,
+ * NULL when out of memory) for /config: fsync, log_dir (`log_dir`, made
+ * absolute), state_dir, log_commands, insecure_links, frontend_threads,
+ * limits{...}, places{url, key_env, timeout_ms, cache_ttl_ms, max_in_flight,
+ * max_queued} (never the key itself). */
+struct json_t *herd_topology_running_json(const herd_topology_t *t, size_t self, const char *log_dir);
+
+/* The whole topology as the servers resolve it (for --check-config --json):
+ * the topology file, the folders, every server with its addresses, whether
+ * it has a public key, its log file, state folder and secret key file, the
+ * links and the warnings. A new reference, NULL when out of memory. */
+struct json_t *herd_topology_resolved_json(const herd_topology_t *t, const char *log_dir);
+
+/* `dir`/`name``suffix` made absolute against the current folder (malloc'd),
+ * or NULL for a NULL dir or when out of memory. The folder need not exist. */
+char *herd_topology_abs_path(const char *dir, const char *name, const char *suffix);
 
 #endif

@@ -32,7 +32,7 @@ typedef struct conn_t {
 
 /* The configuration in force and the last reload. Reactor thread only. */
 typedef struct {
-    char *path, *log_dir, *state_dir; /* state_dir NULL: none */
+    json_t *fields;                   /* what the server runs (herd_admin_set_config), or NULL */
     uint64_t generation;              /* reloads handled since start */
     bool reloaded;                    /* whether there was one */
     bool ok;                          /* the last one's outcome (true before any) */
@@ -129,7 +129,8 @@ static json_t *string_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-/* The /config JSON document. */
+/* The /config JSON document: the server's fields, the reload counter and
+ * the last reload's outcome. */
 static char *render_config(herd_admin_t *a, size_t *len)
 {
     const config_t *c = &a->conf;
@@ -141,9 +142,15 @@ static char *render_config(herd_admin_t *a, size_t *len)
         last = json_pack("{s:b, s:o, s:s, s:o}", "ok", c->ok, "reason", string_or_null(c->reason), "at", c->at,
                          "needs_restart", restart);
     }
-    json_t *doc = json_pack("{s:I, s:o, s:o, s:o, s:o}", "generation", (json_int_t)c->generation, "topology",
-                            string_or_null(c->path), "log_dir", string_or_null(c->log_dir), "state_dir",
-                            string_or_null(c->state_dir), "last_reload", last ? last : json_null());
+    json_t *doc = json_object();
+    if (doc && c->fields)
+        json_object_update(doc, c->fields);
+    if (doc) {
+        json_object_set_new(doc, "generation", json_integer((json_int_t)c->generation));
+        json_object_set_new(doc, "last_reload", last ? last : json_null());
+    } else {
+        json_decref(last);
+    }
     char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     if (!text)
@@ -195,16 +202,14 @@ static void free_restart(config_t *c)
     c->n_restart = 0;
 }
 
-void herd_admin_set_config(herd_admin_t *a, const char *path, const char *log_dir, const char *state_dir)
+void herd_admin_set_config(herd_admin_t *a, json_t *fields)
 {
-    if (!a)
+    if (!a) {
+        json_decref(fields);
         return;
-    free(a->conf.path);
-    free(a->conf.log_dir);
-    free(a->conf.state_dir);
-    a->conf.path = path ? strdup(path) : NULL;
-    a->conf.log_dir = log_dir ? strdup(log_dir) : NULL;
-    a->conf.state_dir = state_dir ? strdup(state_dir) : NULL;
+    }
+    json_decref(a->conf.fields);
+    a->conf.fields = fields;
 }
 
 void herd_admin_reload_done(herd_admin_t *a, bool ok, const char *reason, const char *const *restart, size_t n)
@@ -484,9 +489,7 @@ void herd_admin_destroy(herd_admin_t **p)
     }
     if (a->http_side)
         zmq_close(a->http_side);
-    free(a->conf.path);
-    free(a->conf.log_dir);
-    free(a->conf.state_dir);
+    json_decref(a->conf.fields);
     free(a->conf.reason);
     free_restart(&a->conf);
     pthread_mutex_destroy(&a->ask_lock);

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,10 @@
 #define LOG_HOLD_BYTES (16u * 1024u)         /* ... or until this many bytes are pending */
 #define LOG_BATCH     64                      /* buffers written with one writev */
 #define LOG_REOPEN_RETRY_MS 1000              /* a failed reopen is tried again this often */
+#define LOG_ORDER_MAX_MS 200                  /* the longest the writer holds a line for an earlier one
+                                                 of another thread (a thread stuck in a long turn) */
+#define LOG_ORDER_POLL_MS 2                   /* while it waits, it looks again this often */
+#define LOG_ORDER_IOV 256                     /* runs of lines written with one writev */
 #define LOG_TURN_REUSE 32                     /* turn clock: lines per clock reading, at most (about
                                                  16 commands, some 20 us at full load) */
 
@@ -53,6 +58,23 @@ typedef struct {
     size_t len;     /* MSG_BUF: bytes in buf */
     size_t cost;    /* MSG_BUF: bytes it counts for in the queue */
 } log_msg_t;
+
+/* A buffer the writer holds until its lines' turn (writer thread only). */
+typedef struct pend_t {
+    struct pend_t *next; /* the sender's next buffer */
+    log_msg_t m;         /* the buffer */
+    size_t off;          /* bytes of it already written */
+    int64_t due_ms;      /* zclock_mono after which its lines wait for no other */
+    bool failed;         /* a write of some of its lines failed */
+} pend_t;
+
+struct herd_log_t;
+
+/* The buffers of one handle not yet written, in the order sent. */
+typedef struct {
+    const struct herd_log_t *h; /* the handle (its routing id on the ROUTER) */
+    pend_t *head, *tail;
+} sender_t;
 
 /* The part of a log shared by its handles; the thread and the file. */
 typedef struct {
@@ -73,6 +95,14 @@ typedef struct {
     bool reopen_pending;                  /* writer thread: a reopen failed and is retried */
     int64_t reopen_at_ms;                 /* writer thread: when to retry it (CLOCK_MONOTONIC) */
     uint64_t reopen_streak;               /* writer thread: failures since the last good reopen */
+    sender_t *senders;                    /* writer thread: buffers held per handle */
+    size_t n_senders;
+    size_t n_held;                        /* writer thread: buffers held in all */
+    time_t parsed_sec;                    /* writer thread: the second of parsed_text */
+    char parsed_text[19];                 /* writer thread: the last date parsed from a stamp */
+    pthread_mutex_t handles_lock;         /* guards handles (any thread) */
+    struct herd_log_t **handles;          /* every open handle, for the writer's order */
+    size_t n_handles;
 } log_writer_t;
 
 struct herd_log_t {
@@ -91,6 +121,11 @@ struct herd_log_t {
     char fixed_stamp[LOG_STAMP_LEN]; /* the stamp in force while fixed */
     uint64_t gap_lines;          /* lines dropped since the last marker line */
     uint64_t gap_bytes;          /* their bytes */
+    uint64_t fixed_us;           /* fixed_stamp's time (microseconds since the epoch) */
+    atomic_uint_fast64_t unsent_us; /* the oldest line not yet handed to the writer: its time, 0 for
+                                       none, 1 while one is being stamped (read by the writer) */
+    atomic_uint_fast64_t sent;   /* buffers handed to the writer (read by the writer) */
+    uint64_t received;           /* writer thread only: buffers of this handle it received */
     herd_loop_t *loop;           /* herd_log_attach_loop: the reactor whose turns flush it */
     int loop_tick, loop_timer;   /* its end-of-turn tick, and the timer armed while lines wait */
     int64_t handed_ms;           /* the reactor's time of the last hand-over */
@@ -260,13 +295,232 @@ static void writer_reopen(log_writer_t *w)
     w->reopen_at_ms = mono_ms() + LOG_REOPEN_RETRY_MS;
 }
 
-/* Reads every message waiting on the ROUTER, in order: buffers are written
- * in batches, and a batch is written before any command after it. */
+/* ---- one clock: lines of all threads in time order ----
+ *
+ * Each handle's lines are in the order logged and their stamps come from
+ * one clock, but a handle hands its lines over some milliseconds after it
+ * stamped them. So the writer writes lines by their stamps across handles
+ * (a merge of each handle's queue, whose order is kept), and writes the
+ * earliest line it holds only once no handle can still send an earlier
+ * one: each handle publishes the time of its oldest line not yet handed
+ * over (unsent_us, set before the clock is read) and how many buffers it
+ * sent, and the writer waits while one has an older line unsent or a
+ * buffer on its way. A thread stuck in a long turn holds the others' lines
+ * back at most LOG_ORDER_MAX_MS. The stamps ("YYYY-MM-DDTHH:MM:SS.uuuuuuZ")
+ * sort as text. */
+
+#define STAMP_CMP (LOG_STAMP_LEN - 1)
+
+/* The held buffers of handle h, made on first use; NULL when out of memory. */
+static sender_t *sender_of(log_writer_t *w, const struct herd_log_t *h)
+{
+    for (size_t i = 0; i < w->n_senders; i++)
+        if (w->senders[i].h == h)
+            return &w->senders[i];
+    sender_t *grown = realloc(w->senders, (w->n_senders + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    w->senders = grown;
+    sender_t *s = &w->senders[w->n_senders++];
+    memset(s, 0, sizeof *s);
+    s->h = h;
+    return s;
+}
+
+/* The time of a stamp, in microseconds since the epoch (0 for a line that
+ * does not start with one). */
+static uint64_t stamp_us(log_writer_t *w, const char *t)
+{
+    if (memcmp(t, w->parsed_text, sizeof w->parsed_text) != 0) {
+        struct tm tm = {0};
+        if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                   &tm.tm_sec) != 6)
+            return 0;
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        w->parsed_sec = timegm(&tm);
+        memcpy(w->parsed_text, t, sizeof w->parsed_text);
+    }
+    uint64_t us = 0;
+    for (int i = 20; i < 26; i++)
+        us = us * 10 + (uint64_t)(t[i] >= '0' && t[i] <= '9' ? t[i] - '0' : 0);
+    return (uint64_t)w->parsed_sec * 1000000u + us;
+}
+
+/* Writes iov[0..n) whole; returns 0 or an errno. */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    int done = 0;
+    while (done < n) {
+        ssize_t k = writev(fd, iov + done, n - done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? errno : EIO;
+        size_t left = (size_t)k;
+        while (done < n && left >= iov[done].iov_len)
+            left -= iov[done++].iov_len;
+        if (left) {
+            iov[done].iov_base = (char *)iov[done].iov_base + left;
+            iov[done].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* A run of lines from the held buffers, and the buffers finished by it. */
+typedef struct {
+    struct iovec iov[LOG_ORDER_IOV];
+    pend_t *owner[LOG_ORDER_IOV];
+    int n;
+    pend_t *done; /* buffers all taken: freed once written */
+} emit_t;
+
+/* Writes what e holds, then frees and counts the buffers it finished. */
+static void emit_flush(log_writer_t *w, emit_t *e)
+{
+    int err = e->n ? write_all(w->fd, e->iov, e->n) : 0;
+    if (err)
+        for (int i = 0; i < e->n; i++)
+            e->owner[i]->failed = true;
+    if (err && !w->write_failed)
+        fprintf(stderr, "herd: cannot write log %s: %s (dropping lines until it works again)\n", w->path,
+                strerror(err));
+    if (e->n)
+        w->write_failed = err != 0;
+    e->n = 0;
+    for (pend_t *p = e->done, *next; p; p = next) {
+        next = p->next;
+        atomic_fetch_add(p->failed ? &w->lines_dropped : &w->lines_written, p->m.lines);
+        atomic_fetch_add(p->failed ? &w->bytes_dropped : &w->bytes_written, p->m.len);
+        atomic_fetch_sub(&w->queued, p->m.cost);
+        free(p->m.buf);
+        free(p);
+    }
+    e->done = NULL;
+}
+
+/* Up to when the held lines can be written (microseconds since the
+ * epoch): no handle can still send a line earlier than this. It is the
+ * oldest line a handle has not handed over yet, or 0 while a handle is
+ * stamping one or has a buffer on its way. Lines stamped after this call
+ * are later than every line held now, so the answer stays true. */
+static uint64_t writable_until(log_writer_t *w)
+{
+    uint64_t limit = UINT64_MAX;
+    pthread_mutex_lock(&w->handles_lock);
+    for (size_t i = 0; i < w->n_handles && limit; i++) {
+        struct herd_log_t *h = w->handles[i];
+        /* unsent first: a handle counts a buffer as sent before it clears
+         * unsent, so a cleared unsent comes with its count. */
+        uint64_t u = atomic_load(&h->unsent_us);
+        if (u != 0 && u < limit)
+            limit = u == 1 ? 0 : u;
+        if (h->received < atomic_load(&h->sent))
+            limit = 0;
+    }
+    pthread_mutex_unlock(&w->handles_lock);
+    return limit;
+}
+
+/* Writes the held lines in stamp order: all of them, or those no earlier
+ * line can still come before (see above). Returns the monotonic time at
+ * which to look again, or -1 when nothing is held. */
+static int64_t writer_emit(log_writer_t *w, bool all)
+{
+    int64_t now = zclock_mono();
+    emit_t e;
+    e.n = 0;
+    e.done = NULL;
+    int64_t next_due = -1;
+    uint64_t limit = all || !w->n_held ? UINT64_MAX : writable_until(w);
+    while (w->n_held) {
+        sender_t *best = NULL;
+        const char *second = NULL; /* the earliest head line of the other handles */
+        for (size_t i = 0; i < w->n_senders; i++) {
+            pend_t *p = w->senders[i].head;
+            if (!p)
+                continue;
+            const char *line = p->m.buf + p->off;
+            if (!best || memcmp(line, best->head->m.buf + best->head->off, STAMP_CMP) < 0) {
+                if (best)
+                    second = best->head->m.buf + best->head->off;
+                best = &w->senders[i];
+            } else if (!second || memcmp(line, second, STAMP_CMP) < 0) {
+                second = line;
+            }
+        }
+        pend_t *p = best->head;
+        uint64_t lim = now < p->due_ms ? limit : UINT64_MAX; /* past due: waits for no one */
+        if (lim != UINT64_MAX && stamp_us(w, p->m.buf + p->off) > lim) {
+            next_due = now + LOG_ORDER_POLL_MS < p->due_ms ? now + LOG_ORDER_POLL_MS : p->due_ms;
+            break;
+        }
+        /* A run of this buffer's lines, up to the other handles' earliest
+         * held line and the limit. */
+        size_t start = p->off, end = p->off;
+        if (!second && lim == UINT64_MAX)
+            end = p->m.len; /* alone and free: the whole rest */
+        while (end < p->m.len) {
+            const char *nl = memchr(p->m.buf + end, '\n', p->m.len - end);
+            end = nl ? (size_t)(nl - p->m.buf) + 1 : p->m.len;
+            if (end >= p->m.len || p->m.len - end < STAMP_CMP ||
+                (second && memcmp(p->m.buf + end, second, STAMP_CMP) > 0) ||
+                (lim != UINT64_MAX && stamp_us(w, p->m.buf + end) > lim))
+                break;
+        }
+        e.iov[e.n] = (struct iovec){.iov_base = p->m.buf + start, .iov_len = end - start};
+        e.owner[e.n++] = p;
+        p->off = end;
+        if (end >= p->m.len) {
+            best->head = p->next;
+            if (!best->head)
+                best->tail = NULL;
+            p->next = e.done;
+            e.done = p;
+            w->n_held--;
+        }
+        if (e.n == LOG_ORDER_IOV)
+            emit_flush(w, &e);
+    }
+    emit_flush(w, &e);
+    return next_due;
+}
+
+/* Holds one buffer from the handle of routing id `id` until its lines'
+ * turn (written at once when out of memory). */
+static void writer_hold(log_writer_t *w, const unsigned char *id, size_t idlen, const log_msg_t *m)
+{
+    struct herd_log_t *h = NULL;
+    if (idlen == 1 + sizeof h)
+        memcpy(&h, id + 1, sizeof h);
+    /* The handle is open: it waits for its SYNC's answer before it closes,
+     * and that answer comes after this buffer. */
+    if (h)
+        h->received++;
+    sender_t *s = sender_of(w, h);
+    pend_t *p = s ? calloc(1, sizeof *p) : NULL;
+    if (!p || m->len == 0) {
+        free(p);
+        log_msg_t copy = *m;
+        write_batch(w, &copy, 1);
+        return;
+    }
+    p->m = *m;
+    p->due_ms = zclock_mono() + LOG_ORDER_MAX_MS;
+    if (s->tail)
+        s->tail->next = p;
+    else
+        s->head = p;
+    s->tail = p;
+    w->n_held++;
+}
+
+/* Reads every message waiting on the ROUTER, in order: buffers are held for
+ * writer_emit; a command first writes every held line. */
 static void writer_drain(log_writer_t *w)
 {
     void *in = zsock_resolve(w->in);
-    log_msg_t batch[LOG_BATCH];
-    size_t n = 0;
     for (;;) {
         unsigned char id[256];
         int idlen = zmq_recv(in, id, sizeof id, ZMQ_DONTWAIT);
@@ -276,15 +530,10 @@ static void writer_drain(log_writer_t *w)
         if (zmq_recv(in, &m, sizeof m, 0) != (int)sizeof m)
             continue; /* cannot happen: only our own handles know the endpoint */
         if (m.type == MSG_BUF) {
-            batch[n++] = m;
-            if (n == LOG_BATCH) {
-                write_batch(w, batch, n);
-                n = 0;
-            }
+            writer_hold(w, id, (size_t)idlen, &m);
             continue;
         }
-        write_batch(w, batch, n);
-        n = 0;
+        writer_emit(w, true);
         if (m.type == MSG_REOPEN) {
             writer_reopen(w);
         } else if (m.type == MSG_SYNC) {
@@ -293,7 +542,6 @@ static void writer_drain(log_writer_t *w)
             zmq_send(in, &m, sizeof m, 0);
         }
     }
-    write_batch(w, batch, n);
 }
 
 /* The writer thread: writes what arrives until the owner's $TERM. Every
@@ -307,11 +555,17 @@ static void writer_actor(zsock_t *pipe, void *arg)
         {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(w->in), 0, ZMQ_POLLIN, 0},
     };
+    int64_t due = -1;
     for (;;) {
-        long wait = -1;
+        long wait = due < 0 ? -1 : (long)(due - zclock_mono());
+        if (due >= 0 && wait < 1)
+            wait = 1;
         if (w->reopen_pending) {
             int64_t left = w->reopen_at_ms - mono_ms();
-            wait = left > 0 ? (long)left : 0;
+            if (left < 0)
+                left = 0;
+            if (wait < 0 || left < wait)
+                wait = (long)left;
         }
         if (zmq_poll(items, 2, wait) < 0) {
             if (errno == EINTR)
@@ -322,6 +576,7 @@ static void writer_actor(zsock_t *pipe, void *arg)
             writer_drain(w);
         if (w->reopen_pending && mono_ms() >= w->reopen_at_ms)
             writer_reopen(w);
+        due = writer_emit(w, false);
         if (items[0].revents & ZMQ_POLLIN) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || !strcmp(cmd, "$TERM");
@@ -331,6 +586,7 @@ static void writer_actor(zsock_t *pipe, void *arg)
         }
     }
     writer_drain(w);
+    writer_emit(w, true);
 }
 
 /* ---- handles ---- */
@@ -353,8 +609,10 @@ static bool queue_reserve(log_writer_t *w, uint64_t cost, bool force)
 static int send_buf(herd_log_t *log, char *buf, size_t len, uint32_t lines, size_t cost)
 {
     log_msg_t m = {.type = MSG_BUF, .lines = lines, .buf = buf, .len = len, .cost = cost};
-    if (zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m)
+    if (zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m) {
+        atomic_fetch_add(&log->sent, 1);
         return 0;
+    }
     free(buf);
     atomic_fetch_sub(&log->w->queued, cost);
     atomic_fetch_add(&log->w->lines_dropped, lines);
@@ -385,7 +643,7 @@ static void drop_pending(herd_log_t *log)
  * out so the buffer is reused; a fuller one goes as it is, and one grown for
  * a big event goes cut to its size. Returns 0, or -1
  * when the lines were dropped. */
-static int hand_over(herd_log_t *log, bool force)
+static int hand_over_lines(herd_log_t *log, bool force)
 {
     if (log->len == 0 && !(force && log->gap_lines))
         return 0;
@@ -446,6 +704,15 @@ static int hand_over(herd_log_t *log, bool force)
     return rc;
 }
 
+/* hand_over_lines, then the writer is told nothing older is pending here. */
+static int hand_over(herd_log_t *log, bool force)
+{
+    int rc = hand_over_lines(log, force);
+    if (log->len == 0)
+        atomic_store(&log->unsent_us, 0);
+    return rc;
+}
+
 /* Makes room for `need` more bytes, handing the buffer over first when it
  * is full. A single event larger than the buffer (a multi-megabyte Places
  * reply) gets a buffer of its own size. */
@@ -469,24 +736,51 @@ static bool reserve(herd_log_t *log, size_t need)
     return true;
 }
 
-/* Appends the time stamp of a line (LOG_STAMP_LEN bytes). */
+/* Appends the time stamp of a line (LOG_STAMP_LEN bytes). The first line
+ * not yet handed over publishes its time for the writer's order, and says
+ * "being stamped" before the clock is read, so that the writer never takes
+ * a later line of another thread for the earliest. */
 static void put_stamp(herd_log_t *log)
 {
     char *p = log->buf + log->len;
+    bool first = atomic_load_explicit(&log->unsent_us, memory_order_relaxed) == 0;
+    if (first)
+        atomic_store(&log->unsent_us, 1);
     log->len += LOG_STAMP_LEN;
-    if (log->fixed && log->fixed_left) {
+    /* The turn clock's reading is not reused for a first line: published
+     * late, an old time could come after a later line of another thread. */
+    if (log->fixed && log->fixed_left && !(first && log->turn_clock)) {
         log->fixed_left--;
         memcpy(p, log->fixed_stamp, LOG_STAMP_LEN);
+        if (first)
+            atomic_store(&log->unsent_us, log->fixed_us);
         return;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     format_stamp(p, &ts, &log->date_sec, log->date);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (first)
+        atomic_store(&log->unsent_us, us);
     if (log->turn_clock) {
         memcpy(log->fixed_stamp, p, LOG_STAMP_LEN);
+        log->fixed_us = us;
         log->fixed = true;
         log->fixed_left = LOG_TURN_REUSE - 1;
     }
+}
+
+/* Takes a handle off the writer's list (before it is freed). */
+static void forget_handle(log_writer_t *w, herd_log_t *log)
+{
+    pthread_mutex_lock(&w->handles_lock);
+    for (size_t i = 0; i < w->n_handles; i++) {
+        if (w->handles[i] == log) {
+            w->handles[i] = w->handles[--w->n_handles];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->handles_lock);
 }
 
 static herd_log_t *new_handle(log_writer_t *w, char *err, size_t errlen)
@@ -506,8 +800,24 @@ static herd_log_t *new_handle(log_writer_t *w, char *err, size_t errlen)
     }
     zsock_set_sndhwm(log->out, 0); /* bounded by bytes (queue_reserve), not by messages */
     zsock_set_rcvhwm(log->out, 0);
-    if (zsock_connect(log->out, "%s", w->endpoint) != 0) {
-        snprintf(err, errlen, "cannot connect the log's socket: %s", zmq_strerror(zmq_errno()));
+    /* The routing id names the handle, for the writer's order: a byte (ids
+     * starting with a zero byte are libzmq's) and the pointer. */
+    unsigned char id[1 + sizeof log];
+    id[0] = 'L';
+    memcpy(id + 1, &log, sizeof log);
+    zmq_setsockopt(zsock_resolve(log->out), ZMQ_ROUTING_ID, id, sizeof id);
+    herd_log_t **grown = NULL;
+    pthread_mutex_lock(&w->handles_lock);
+    grown = realloc(w->handles, (w->n_handles + 1) * sizeof *grown);
+    if (grown) {
+        w->handles = grown;
+        w->handles[w->n_handles++] = log;
+    }
+    pthread_mutex_unlock(&w->handles_lock);
+    if (!grown || zsock_connect(log->out, "%s", w->endpoint) != 0) {
+        snprintf(err, errlen, "cannot connect the log's socket: %s", grown ? zmq_strerror(zmq_errno()) : "out of memory");
+        if (grown)
+            forget_handle(w, log);
         zsock_destroy(&log->out);
         free(log);
         return NULL;
@@ -519,6 +829,9 @@ static void writer_free(log_writer_t *w)
 {
     zactor_destroy(&w->actor);
     zsock_destroy(&w->in);
+    free(w->senders); /* the actor wrote every held buffer before it ended */
+    free(w->handles);
+    pthread_mutex_destroy(&w->handles_lock);
     if (w->fd >= 0)
         close(w->fd);
     free(w->path);
@@ -546,6 +859,7 @@ herd_log_t *herd_log_open(const char *path, char *err, size_t errlen)
     atomic_init(&w->bytes_dropped, 0);
     atomic_init(&w->attached, 0);
     atomic_init(&w->reopen_failures, 0);
+    pthread_mutex_init(&w->handles_lock, NULL);
     w->fd = open_file(path);
     if (w->fd < 0) {
         snprintf(err, errlen, "cannot open log file %s: %s", path, strerror(errno));
@@ -619,6 +933,7 @@ void herd_log_close(herd_log_t **p)
     hand_over(log, true);
     herd_log_sync(log);
     zsock_destroy(&log->out);
+    forget_handle(log->w, log);
     if (log->first) {
         /* Every other handle must be closed first: it would send to a writer
          * that is gone. */
@@ -721,6 +1036,7 @@ void herd_log_set_now(herd_log_t *log, const struct timespec *now)
         now = &ts;
     }
     format_stamp(log->fixed_stamp, now, &log->date_sec, log->date);
+    log->fixed_us = (uint64_t)now->tv_sec * 1000000u + (uint64_t)now->tv_nsec / 1000u;
     log->fixed = true;
     log->fixed_left = UINT32_MAX; /* the caller's time holds until the flush */
 }
@@ -751,6 +1067,8 @@ static void log_vevent(herd_log_t *log, const char *fmt, va_list ap)
 {
     if (!reserve(log, LOG_STAMP_LEN + 1024))
         return;
+    if (log->turn_clock)
+        log->fixed_left = 0; /* an event reads the clock: its own time, not its turn's */
     put_stamp(log);
     int n = vsnprintf(log->buf + log->len, 1023, fmt, ap);
     if (n < 0)
@@ -839,6 +1157,8 @@ void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const 
 
 void herd_log_data(herd_log_t *log, const char *prefix, const char *data, size_t len)
 {
+    if (log->turn_clock)
+        log->fixed_left = 0; /* an event reads the clock: its own time, not its turn's */
     herd_log_data_n(log, prefix, strlen(prefix), data, len);
     log->urgent = true;
 }

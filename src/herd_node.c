@@ -225,6 +225,9 @@ static void on_accept(void *arg, int fd, uint64_t serial, const char *peer)
     node_to_fe(node, (uint32_t)best, &it);
 }
 
+/* How long a stop gives the front ends to write the last answers. */
+#define STOP_WRITE_MS 1000
+
 /* Servers' clocks may disagree a little: a neighbour's record is refused as
  * from the future only past limits.max_future_s plus this much, so that a
  * record one server accepted is not refused by the next for a clock step. */
@@ -296,8 +299,6 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     const char *why = NULL;
     if (herd_proto_parse_at(line, len, &at) != 0)
         why = "an invalid AT line";
-    else if (!node_is_server(node->topo, at.server))
-        why = "an AT line whose origin is not a server of the topology";
     else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
         why = "an AT line whose client time is too far in the future";
     if (why) {
@@ -463,16 +464,7 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
 
 long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me)
 {
-    if (me && me->frontend_threads >= 0)
-        return me->frontend_threads;
-    if (topo->frontend_threads >= 0)
-        return topo->frontend_threads;
-    /* Two cores or fewer: a thread hop per batch costs more than the other
-     * core gives (README, Performance), so the front end runs in-line. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores <= 2)
-        return 0;
-    return cores - 1 > MAX_DEFAULT_FE ? MAX_DEFAULT_FE : cores - 1;
+    return herd_topology_frontend_threads(topo, me);
 }
 
 bool herd_node_durable(const herd_node_t *node)
@@ -503,8 +495,6 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
     }
     if (topo->state_dir && node_open_journal(node, topo, err, errlen) != 0)
         goto fail;
-    if (node->load_stranger)
-        node_purge_strangers(node); /* records on disk from servers the topology no longer has */
     /* Links first: their end-of-turn flush must run before the front end
      * writes replies, so that an update is on its way before the AT reply. */
     node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
@@ -649,8 +639,16 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
         node_to_fe(node, (uint32_t)i, &lim);
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
+    /* Records stay whatever their origin (PROTOCOL section 7): a renamed or
+     * removed server's clients are still the herd's. */
     node->topo = topo;
     node_places_reload(node);
-    node_purge_strangers(node);
     return 0;
+}
+
+int64_t herd_node_stop_wait_ms(const herd_node_t *node)
+{
+    /* The node answers a WHATSAT by its deadline (places.timeout_ms plus its
+     * margin, looked at every sweep); the front end then writes it. */
+    return node->topo->places_timeout_ms + PLACES_MARGIN_MS + PENDING_SWEEP_MS + STOP_WRITE_MS;
 }

@@ -30,7 +30,6 @@
  * holds this many bytes (one answer always goes): answers that share one
  * body are copied into a batch a turn's worth at a time, not all at once. */
 #define PLACES_BATCH_BYTES (4u << 20)
-#define MAX_DEFAULT_FE 4     /* the default front-end threads: min(4, cores - 1); 0 (in-line) on 2 cores or fewer */
 
 /* Upper bounds (seconds) of the Places upstream latency histogram
  * (herd_node_metrics.c). */
@@ -128,9 +127,6 @@ struct herd_node_t {
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     int expire_timer;             /* drops records past limits.record_ttl_s */
-    bool load_stranger;           /* a record loaded from state_dir has an origin not in the topology */
-    char load_origin[HERD_MAX_NAME]; /* the last origin of a loaded record found in the topology */
-    size_t load_origin_len;       /* its length (0: none yet) */
 };
 
 /* Queues an answer (or order) for front end `fe`; it goes out at the end of
@@ -158,15 +154,8 @@ void node_places_reload(herd_node_t *node);
 void node_places_free(herd_node_t *node);
 
 /* Durable state (herd_node_state.c): loads state_dir/NAME into the table
- * and starts the writer (0, or -1 with err filled); drops every record
- * whose origin is not a server of the topology in force (after a reload
- * that removed one, or a start that loaded one), writing a DROP for each. */
+ * and starts the writer (0, or -1 with err filled). */
 int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
-void node_purge_strangers(herd_node_t *node);
-
-/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
- * lines made by a server of the herd are accepted). */
-bool node_is_server(const herd_topology_t *topo, herd_span_t name);
 
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */

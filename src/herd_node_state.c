@@ -1,7 +1,6 @@
 /* herd_node_state: the node's durable state (state_dir): the load at start
- * (the index sized first, records of servers no longer in the topology
- * noticed), the group commit of each turn, the replies held until it, and
- * the drop of records whose origin left the topology. See herd_journal.h. */
+ * (the index sized first), the group commit of each turn and the replies
+ * held until it. See herd_journal.h. */
 #define _GNU_SOURCE /* asprintf */
 #include "herd_node_int.h"
 
@@ -12,55 +11,6 @@
 #include <sys/stat.h>
 
 #include <zmq.h>
-
-/* Whether `name` is a server of the topology (PROTOCOL section 7: only AT
- * lines made by a server of the herd are accepted). */
-bool node_is_server(const herd_topology_t *topo, herd_span_t name)
-{
-    for (size_t i = 0; i < topo->n_servers; i++)
-        if (strlen(topo->servers[i].name) == name.len && !memcmp(topo->servers[i].name, name.p, name.len))
-            return true;
-    return false;
-}
-
-/* Drops every record whose origin is not a server of the topology in force
- * (after a reload that removed a server, or a start with a changed file):
- * every server refuses such records from its neighbours, so every server
- * must drop them too, or the exchanges would resend them for ever. */
-void node_purge_strangers(herd_node_t *node)
-{
-    size_t cursor = 0, n = 0, cap = 0;
-    char **ids = NULL;
-    uint16_t *lens = NULL;
-    const herd_record_t *r;
-    while ((r = herd_table_next(node->table, &cursor)) != NULL) {
-        if (node_is_server(node->topo, (herd_span_t){r->at + 3, r->origin_len}))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char **ni = realloc(ids, cap * sizeof *ni);
-            uint16_t *nl = ni ? realloc(lens, cap * sizeof *nl) : NULL;
-            if (ni)
-                ids = ni;
-            if (!ni || !nl)
-                break;
-            lens = nl;
-        }
-        if ((ids[n] = malloc(r->id_len ? r->id_len : 1)) == NULL)
-            break;
-        memcpy(ids[n], r->id, r->id_len);
-        lens[n++] = r->id_len;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (herd_table_remove(node->table, ids[i], lens[i]) && node->journal)
-            herd_journal_drop(node->journal, ids[i], lens[i]);
-        free(ids[i]);
-    }
-    if (n)
-        herd_log_event(node->log, "dropped %zu records whose origin is not a server of the topology", n);
-    free(ids);
-    free(lens);
-}
 
 /* The journal's group commit is done: a held IAMAT reply goes out, its AT
  * line when the update is on disk, "?" when it is not (its write failed,
@@ -95,24 +45,6 @@ static void load_record(void *arg, const herd_journal_rec_t *rec)
     }
     herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
                       rec->pos_len, NULL);
-    /* Whether any record's origin is not a server of the topology: only
-     * then does the start walk the table for them (node_purge_strangers). The
-     * origin is checked while the line is in the cache; most lines repeat
-     * the last origin seen. */
-    const char *o = rec->at_len > 3 ? rec->at + 3 : rec->at;
-    const char *sp = memchr(o, ' ', rec->at_len - (size_t)(o - rec->at));
-    herd_span_t origin = {o, sp ? (size_t)(sp - o) : 0};
-    if (node->load_origin_len && origin.len == node->load_origin_len &&
-        !memcmp(origin.p, node->load_origin, origin.len))
-        return;
-    if (!node_is_server(node->topo, origin)) {
-        node->load_stranger = true;
-        return;
-    }
-    if (origin.len <= sizeof node->load_origin) {
-        memcpy(node->load_origin, origin.p, origin.len);
-        node->load_origin_len = origin.len;
-    }
 }
 
 /* End of every turn: this turn's records go to the writer in one batch

@@ -3,6 +3,7 @@
  * Validation runs in file order (servers, their addresses, links, then the
  * optional sections) and stops at the first problem, so the one error line a
  * user sees is always the earliest thing to fix. */
+#define _GNU_SOURCE /* asprintf */
 #include "herd_topology.h"
 
 #include <errno.h>
@@ -46,9 +47,10 @@
 
 /* The error sink of one load. */
 typedef struct {
-    const char *file; /* the path as the caller gave it, prefixed to every message */
-    char *err;        /* the caller's buffer */
-    size_t errlen;    /* its size */
+    const char *file;   /* the path as the caller gave it, prefixed to every message */
+    char *err;          /* the caller's buffer */
+    size_t errlen;      /* its size */
+    herd_topology_t *t; /* the topology being built: its warnings */
 } ctx_t;
 
 __attribute__((format(printf, 2, 3))) static void fail(ctx_t *c, const char *fmt, ...)
@@ -267,6 +269,44 @@ static int get_section(ctx_t *c, json_t *root, const char *key, json_t **out)
     return 0;
 }
 
+/* PROTOCOL section 9: an unknown field is accepted but named, with its
+ * path, in a warning. Each section's parser keeps its list of known fields
+ * beside it (a NULL-ended array); this names every field of obj (a section,
+ * or NULL when absent) that is not on it. */
+static int warn_unknown(ctx_t *c, json_t *obj, const char *prefix, const char *const *known)
+{
+    if (!json_is_object(obj))
+        return 0;
+    for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
+        const char *key = json_object_iter_key(it);
+        size_t i = 0;
+        while (known[i] && strcmp(known[i], key))
+            i++;
+        if (known[i])
+            continue;
+        char q[QUOTE_MAX], path[HERD_MAX_NAME + 2 * QUOTE_MAX], *line = NULL;
+        /* A plain key is written as it is; one with odd bytes is quoted. */
+        bool plain = strlen(key) == json_object_iter_key_len(it) && strlen(key) < QUOTE_MAX / 2;
+        for (const char *p = key; plain && *p; p++)
+            plain = (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\');
+        const char *shown = plain ? key : quote(key, q, sizeof q);
+        field_path(prefix, shown, path, sizeof path);
+        char **grown = realloc(c->t->warnings, (c->t->n_warnings + 1) * sizeof *grown);
+        if (grown)
+            c->t->warnings = grown;
+        if (!grown || asprintf(&line, "unknown field %s (ignored)", path) < 0) {
+            fail(c, "out of memory");
+            return -1;
+        }
+        c->t->warnings[c->t->n_warnings++] = line;
+    }
+    return 0;
+}
+
+/* The fields of a server (servers.NAME). */
+static const char *const server_fields[] = {"host",       "client_port", "peer_port",        "admin_port",
+                                            "public_key", "admin_host",  "frontend_threads", NULL};
+
 static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_t *s)
 {
     char prefix[HERD_MAX_NAME + 16];
@@ -299,7 +339,7 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
     s->client_port = (int) client;
     s->peer_port = (int) peer;
     s->admin_port = (int) admin;
-    return 0;
+    return warn_unknown(c, v, prefix, server_fields);
 }
 
 static int parse_servers(ctx_t *c, json_t *root, herd_topology_t *t)
@@ -410,6 +450,10 @@ static int parse_links(ctx_t *c, json_t *root, herd_topology_t *t)
     return 0;
 }
 
+/* The fields of "places". */
+static const char *const places_fields[] = {"url", "key_env", "timeout_ms", "cache_ttl_ms", "max_in_flight",
+                                            "max_queued", NULL};
+
 static int parse_places(ctx_t *c, json_t *root, herd_topology_t *t)
 {
     json_t *p;
@@ -434,7 +478,7 @@ static int parse_places(ctx_t *c, json_t *root, herd_topology_t *t)
         || get_int(c, p, "places", "max_queued", false, 0, LIMIT_MAX,
                    "an integer from 0 to 2147483647", &t->places_max_queued) < 0)
         return -1;
-    return 0;
+    return warn_unknown(c, p, "places", places_fields);
 }
 
 /* log_dir is relative to the folder that holds the topology file, so a herd
@@ -457,6 +501,18 @@ static int resolve_log_dir(ctx_t *c, const char *file, const char *dir, char **o
     }
     return 0;
 }
+
+/* The fields of "limits". */
+static const char *const limits_fields[] = {"idle_timeout_ms",         "max_output_bytes", "max_output_total_bytes",
+                                            "max_clients",             "max_clients_per_address",
+                                            "max_records",             "record_ttl_s",     "max_future_s",
+                                            NULL};
+
+/* The top-level fields ("servers" and "links" are read by their parsers;
+ * the rest by parse_rest). */
+static const char *const top_fields[] = {"servers",   "links",        "places",         "log_dir",
+                                         "keys_dir",  "limits",       "state_dir",      "fsync",
+                                         "insecure_links", "log_commands", "frontend_threads", NULL};
 
 static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
 {
@@ -497,7 +553,8 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
         || get_ll(c, l, "limits", "record_ttl_s", 0, 100000000000LL,
                   "an integer from 0 (never) to 10^11 seconds", &t->record_ttl_s) < 0
         || get_ll(c, l, "limits", "max_future_s", 0, 100000000000LL,
-                  "an integer from 0 to 10^11 seconds", &t->max_future_s) < 0)
+                  "an integer from 0 to 10^11 seconds", &t->max_future_s) < 0
+        || warn_unknown(c, l, "limits", limits_fields) < 0)
         return -1;
 
     /* state_dir: a string, or null to keep nothing on disk. */
@@ -527,7 +584,7 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
         || get_int(c, root, "", "frontend_threads", false, 0, FRONTEND_THREADS_MAX,
                    FRONTEND_THREADS_WHAT, &t->frontend_threads) < 0)
         return -1;
-    return 0;
+    return warn_unknown(c, root, "", top_fields);
 }
 
 /* PROTOCOL §7: a link is authenticated at both ends or at neither, and
@@ -625,7 +682,7 @@ herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen)
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    ctx_t c = {path, err, errlen};
+    ctx_t c = {path, err, errlen, NULL};
     json_t *root = read_json(&c, path);
     if (root == NULL)
         return NULL;
@@ -636,6 +693,7 @@ herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen)
         json_decref(root);
         return NULL;
     }
+    c.t = t;
     if (parse_servers(&c, root, t) < 0 || check_addresses(&c, t) < 0
         || parse_links(&c, root, t) < 0 || parse_places(&c, root, t) < 0
         || parse_rest(&c, root, t) < 0 || check_security(&c, t) < 0)
@@ -665,6 +723,9 @@ void herd_topology_destroy(herd_topology_t **p)
     free(t->log_dir);
     free(t->keys_dir);
     free(t->state_dir);
+    for (size_t i = 0; i < t->n_warnings; i++)
+        free(t->warnings[i]);
+    free(t->warnings);
     free(t);
     *p = NULL;
 }

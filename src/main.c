@@ -3,23 +3,34 @@
  *   herd-server [--config FILE] [--log-dir DIR] [--ready-wait SEC] NAME
  *   herd-server --check-config [--json] [--config FILE] [--log-dir DIR] [NAME]
  *
- * Exit status: 0 after SIGTERM or SIGINT (or a valid file for
- * --check-config), 2 for a bad command line, topology, name or port, 1 for a
- * fault while running. */
+ * Exit status: 0 after SIGTERM or SIGINT, or once a reload no longer names
+ * this server (or a valid file for --check-config), 2 for a bad command
+ * line, topology, name, key, folder or port, 1 for a fault while running.
+ *
+ * Signals (PROTOCOL section 8): SIGHUP reloads the topology, SIGUSR1 reopens
+ * the log and nothing else; SIGTERM or SIGINT stop after every owed reply,
+ * and a second one stops at once. */
 #define _GNU_SOURCE /* asprintf */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <czmq.h>
 #include <jansson.h>
+#ifdef HERD_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "herd_admin.h"
 #include "herd_log.h"
@@ -36,11 +47,13 @@ typedef struct {
     herd_log_t *log;
     herd_node_t *node;
     const char *name;      /* our server name */
-    const char *log_dir;   /* the folder our log is in (fixed until a restart) */
+    const char *log_dir;   /* the folder our log is in (fixed until a restart): --log-dir, or topo's */
     bool log_dir_given;    /* --log-dir: the topology's log_dir does not matter */
     herd_watch_t sig;      /* the signalfd */
     int64_t deadline_ms;   /* shutdown: give up waiting for answers at this time */
-    bool stopping;         /* SIGTERM or SIGINT seen */
+    bool stopping;         /* SIGTERM or SIGINT seen, or our name left the topology */
+    const char *pending[HERD_TOPOLOGY_MAX_PENDING]; /* settings waiting for a restart */
+    size_t n_pending;
 } server_t;
 
 static void usage(FILE *out)
@@ -53,57 +66,78 @@ static void usage(FILE *out)
             "  --log-dir DIR     folder for NAME.log (default: the topology's log_dir)\n"
             "  --ready-wait SEC  /healthz says ready without a first exchange with a neighbour\n"
             "                    after SEC seconds (default %d)\n"
-            "  --check-config    check the topology (and NAME, if given) as a start would, print\n"
-            "                    \"FILE: N servers, M links\" and exit 0, or the reason and exit 2;\n"
-            "                    with --json print the resolved topology as JSON instead\n",
+            "  --check-config    check the topology (and NAME, if given: its secret key, log and\n"
+            "                    state folders) as a start would, print \"FILE: N servers, M links\"\n"
+            "                    and exit 0, or the reason and exit 2; unknown fields are named in\n"
+            "                    warnings on stderr; with --json print the resolved topology as JSON\n",
             HERD_NODE_READY_WAIT_MS / 1000);
 }
 
+/* ---------------------------------------------------------------- systemd */
+
+/* sd_notify when the server runs under systemd (Type=notify); nothing
+ * without NOTIFY_SOCKET or without libsystemd at build time. */
+__attribute__((format(printf, 1, 2))) static void notify(const char *fmt, ...)
+{
+#ifdef HERD_HAVE_SYSTEMD
+    char text[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    sd_notify(0, text);
+#else
+    (void)fmt;
+#endif
+}
+
+/* ---------------------------------------------------------------- /config */
+
+/* The fields /config serves besides the reload counter: who this is, where
+ * it listens now, what it runs, what waits for a restart, and the file's
+ * unknown fields. herdctl reads pid, name, topology, client_port,
+ * admin_port and pending. */
+static void publish_config(server_t *s)
+{
+    herd_admin_t *admin = herd_node_admin(s->node);
+    if (!admin)
+        return;
+    size_t self = (size_t)herd_topology_find(s->topo, s->name);
+    const herd_server_conf_t *me = &s->topo->servers[self];
+    char real[PATH_MAX];
+    json_t *pending = json_array(), *warnings = json_array();
+    for (size_t i = 0; pending && i < s->n_pending; i++)
+        json_array_append_new(pending, json_string(s->pending[i]));
+    for (size_t i = 0; warnings && i < s->topo->n_warnings; i++)
+        json_array_append_new(warnings, json_string(s->topo->warnings[i]));
+    json_t *running = herd_topology_running_json(s->topo, self, s->log_dir);
+    json_t *doc = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:o, s:o, s:o}", "pid",
+                            (json_int_t)getpid(), "name", s->name, "version", HERD_VERSION, "commit", HERD_COMMIT,
+                            "topology", realpath(s->topo->path, real) ? real : s->topo->path, "host", me->host,
+                            "client_port", me->client_port, "peer_port", me->peer_port, "admin_host",
+                            me->admin_host, "running", running ? running : json_null(), "pending",
+                            pending ? pending : json_null(), "warnings", warnings ? warnings : json_null());
+    if (!doc) {
+        herd_log_event(s->log, "out of memory for /config");
+        return;
+    }
+    json_object_set_new(doc, "admin_port", me->admin_port ? json_integer(me->admin_port) : json_null());
+    /* The folders at the top level too, as before "running" existed. */
+    json_t *r = json_object_get(doc, "running");
+    json_t *ld = json_object_get(r, "log_dir"), *sd = json_object_get(r, "state_dir");
+    json_object_set(doc, "log_dir", ld ? ld : json_null());
+    json_object_set(doc, "state_dir", sd ? sd : json_null());
+    herd_admin_set_config(admin, doc);
+}
+
+/* Every unknown field of the file, in the log (at start and each reload). */
+static void log_warnings(server_t *s, const herd_topology_t *t)
+{
+    for (size_t i = 0; i < t->n_warnings; i++)
+        herd_log_event(s->log, "topology %s: warning: %s", t->path, t->warnings[i]);
+}
+
 /* ---------------------------------------------------------------- reload */
-
-/* NULL-safe string equality. */
-static bool same(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && !strcmp(a, b));
-}
-
-#define MAX_RESTART 24 /* more than the settings compared below */
-
-/* The settings of `next` that differ from the running `cur` and that only a
- * restart applies: names into out[], returns how many. */
-static size_t restart_needed(const server_t *s, const herd_topology_t *cur, const herd_topology_t *next,
-                             const char **out)
-{
-    size_t n = 0;
-    long ci = herd_topology_find(cur, s->name), ni = herd_topology_find(next, s->name);
-    const herd_server_conf_t *a = &cur->servers[ci], *b = &next->servers[ni];
-#define CHANGED(cond, what)                                                                                            \
-    do {                                                                                                               \
-        if (cond)                                                                                                      \
-            out[n++] = what;                                                                                           \
-    } while (0)
-    CHANGED(strcmp(a->host, b->host), "host");
-    CHANGED(a->client_port != b->client_port, "client_port");
-    CHANGED(a->peer_port != b->peer_port, "peer_port");
-    CHANGED(!same(a->admin_host, b->admin_host), "admin_host");
-    CHANGED(a->admin_port != b->admin_port, "admin_port");
-    CHANGED(!same(a->public_key, b->public_key), "public_key");
-    /* What the servers would run, not the raw fields: unset and the default's
-     * own value are the same. */
-    CHANGED(herd_node_frontend_threads(cur, a) != herd_node_frontend_threads(next, b), "frontend_threads");
-    CHANGED(!s->log_dir_given && !same(cur->log_dir, next->log_dir), "log_dir");
-    CHANGED(!same(cur->state_dir, next->state_dir), "state_dir");
-    CHANGED(cur->fsync != next->fsync, "fsync");
-    CHANGED(!same(cur->keys_dir, next->keys_dir), "keys_dir");
-    CHANGED(!same(cur->places_url, next->places_url), "places.url");
-    CHANGED(!same(cur->places_key_env, next->places_key_env), "places.key_env");
-    CHANGED(cur->places_timeout_ms != next->places_timeout_ms, "places.timeout_ms");
-    CHANGED(cur->places_cache_ttl_ms != next->places_cache_ttl_ms, "places.cache_ttl_ms");
-    CHANGED(cur->places_max_in_flight != next->places_max_in_flight, "places.max_in_flight");
-    CHANGED(cur->places_max_queued != next->places_max_queued, "places.max_queued");
-#undef CHANGED
-    return n;
-}
 
 /* Appends ", link to X added" / "removed" for each neighbour of ours that
  * `next` adds to or drops from `cur`. */
@@ -128,21 +162,43 @@ static void link_changes(const server_t *s, const herd_topology_t *cur, const he
     }
 }
 
-/* Logs a reload's outcome and hands it to /config and /metrics. */
-static void reload_outcome(server_t *s, bool ok, const char *reason, const char **restart, size_t n)
+/* Logs a reload's outcome and hands it to /config, /metrics and systemd.
+ * What is pending is reported whatever the outcome: a failed reload leaves
+ * it as it was. */
+static void reload_outcome(server_t *s, bool ok, const char *reason)
 {
     char list[512] = "";
     size_t used = 0;
-    for (size_t i = 0; i < n && used < sizeof list; i++)
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", restart[i]);
+    for (size_t i = 0; i < s->n_pending && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", s->pending[i]);
     if (!ok)
         herd_log_event(s->log, "reload: %s; keeping the running topology", reason);
-    else if (n)
+    else if (s->n_pending)
         herd_log_event(s->log, "reload: %s; needs a restart for: %s (these keep their running values)", reason,
                        list);
     else
         herd_log_event(s->log, "reload: %s", reason);
-    herd_admin_reload_done(herd_node_admin(s->node), ok, reason, restart, n);
+    herd_admin_reload_done(herd_node_admin(s->node), ok, reason, s->pending, s->n_pending);
+    publish_config(s);
+    notify("READY=1\nSTATUS=reload %s: %s%s%s", ok ? "applied" : "refused", reason,
+           s->n_pending ? "; needs a restart for: " : "", list);
+}
+
+/* Shutdown, first step (SIGTERM, SIGINT, or our name gone from the
+ * topology): no new connections; every command read is answered, a WHATSAT
+ * at the latest by its Places deadline; then the loop ends. */
+static void shutdown_check(herd_loop_t *loop, void *arg);
+
+static void begin_stop(server_t *s, const char *why)
+{
+    herd_loop_t *loop = s->loop;
+    herd_log_event(s->log, "%s: stopping: no new connections, finishing owed replies (at most %lld ms)", why,
+                   (long long)herd_node_stop_wait_ms(s->node));
+    notify("STOPPING=1\nSTATUS=stopping: %s", why);
+    s->stopping = true;
+    s->deadline_ms = herd_loop_now_ms(loop) + herd_node_stop_wait_ms(s->node);
+    herd_node_drain(s->node);
+    herd_loop_add_timer(loop, 5, shutdown_check, s);
 }
 
 /* While stopping: leave once every owed answer is written, or at the deadline. */
@@ -152,27 +208,45 @@ static void shutdown_check(herd_loop_t *loop, void *arg)
     if (!s->stopping)
         return;
     int64_t now = herd_loop_now_ms(loop), places = herd_node_places_deadline_ms(s->node); /* WHATSATs: §8 */
-    if (herd_node_busy(s->node) == 0 || (now >= s->deadline_ms && now >= places))
+    if (herd_node_busy(s->node) == 0) {
         herd_loop_stop(loop);
+    } else if (now >= s->deadline_ms && now >= places) {
+        herd_log_event(s->log, "stop: %zu connections still owed replies at the deadline", herd_node_busy(s->node));
+        herd_loop_stop(loop);
+    }
 }
 
-/* SIGHUP: reopen the log (logrotate), then re-read and apply the topology.
- * An invalid file changes nothing. */
+/* SIGHUP: re-read and apply the topology (the log is reopened by SIGUSR1
+ * alone). An invalid file changes nothing; a setting that only a restart
+ * applies keeps its running value and stays pending. */
 static void reload(server_t *s)
 {
-    if (herd_log_reopen(s->log) != 0)
-        herd_log_event(s->log, "SIGHUP: cannot reopen the log file: %s", strerror(errno));
-    herd_log_event(s->log, "SIGHUP: log reopened; reloading %s", s->topo->path);
+    notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+           (unsigned long long)zclock_usecs(), s->topo->path);
+    herd_log_event(s->log, "SIGHUP: reloading %s", s->topo->path);
     char err[512] = "";
     herd_topology_t *next = herd_topology_load(s->topo->path, err, sizeof err);
     if (!next) {
-        reload_outcome(s, false, err, NULL, 0);
+        reload_outcome(s, false, err);
         return;
     }
-    const char *restart[MAX_RESTART];
-    size_t n = herd_topology_find(next, s->name) >= 0 ? restart_needed(s, s->topo, next, restart) : 0;
-    if (herd_node_reload(s->node, next, err, sizeof err) != 0) {
-        reload_outcome(s, false, err, NULL, 0);
+    log_warnings(s, next);
+    if (herd_topology_find(next, s->name) < 0) {
+        /* PROTOCOL section 7: renamed or removed. The running topology
+         * stays, so the links hand over what was flooded. */
+        snprintf(err, sizeof err, "%s has no server named \"%s\" any more: this server stops", next->path, s->name);
+        herd_topology_destroy(&next);
+        reload_outcome(s, true, err);
+        if (!s->stopping)
+            begin_stop(s, "removed from the topology");
+        return;
+    }
+    const char *pending[HERD_TOPOLOGY_MAX_PENDING];
+    int n = herd_topology_keep_running(next, s->topo, s->name, s->log_dir_given, pending);
+    if (n < 0 || herd_node_reload(s->node, next, err, sizeof err) != 0) {
+        if (n < 0)
+            snprintf(err, sizeof err, "out of memory");
+        reload_outcome(s, false, err);
         herd_topology_destroy(&next);
         return;
     }
@@ -181,98 +255,174 @@ static void reload(server_t *s)
     link_changes(s, s->topo, next, applied, sizeof applied);
     herd_topology_destroy(&s->topo);
     s->topo = next;
-    reload_outcome(s, true, applied, restart, n);
+    if (!s->log_dir_given)
+        s->log_dir = next->log_dir; /* the running folder, kept by herd_topology_keep_running */
+    s->n_pending = (size_t)n;
+    memcpy(s->pending, pending, (size_t)n * sizeof *pending);
+    reload_outcome(s, true, applied);
 }
 
 static void signal_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
-    (void)events;
+    (void)events, (void)loop;
     server_t *s = w->arg;
     struct signalfd_siginfo si;
     while (read(w->fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGHUP) {
             reload(s);
-            continue;
+        } else if (si.ssi_signo == SIGUSR1) {
+            /* Log rotation only: a half-edited topology stays unread. */
+            if (herd_log_reopen(s->log) != 0)
+                herd_log_event(s->log, "SIGUSR1: cannot reopen the log file: %s", strerror(errno));
+            else
+                herd_log_event(s->log, "SIGUSR1: log reopened");
+        } else if (s->stopping) {
+            herd_log_event(s->log, "%s again: stopping now, without waiting for owed replies",
+                           si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+            herd_loop_stop(s->loop);
+        } else {
+            begin_stop(s, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
         }
-        if (s->stopping)
-            continue;
-        herd_log_event(s->log, "%s: stopping: no new connections, finishing owed replies",
-                       si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-        s->stopping = true;
-        s->deadline_ms = herd_loop_now_ms(loop) + 5000;
-        herd_node_drain(s->node);
-        herd_loop_add_timer(loop, 5, shutdown_check, s);
     }
 }
 
-/* dir/name+suffix made absolute against the current folder (malloc'd), or
- * NULL for a NULL dir. The folder need not exist yet. */
-static char *join(const char *dir, const char *name, const char *suffix)
-{
-    char *p = NULL, cwd[PATH_MAX];
-    if (!dir)
-        return NULL;
-    const char *base = dir[0] == '/' ? "" : getcwd(cwd, sizeof cwd) ? cwd : ".";
-    int n = asprintf(&p, "%s%s%s%s%s%s", base, *base ? "/" : "", dir, *name ? "/" : "", name, suffix);
-    return n < 0 ? NULL : p;
-}
+/* ---------------------------------------------------------- --check-config */
 
-/* Adds key: string-or-null to obj (the path is freed). */
-static void set_path(json_t *obj, const char *key, char *path)
+/* Whether `dir` exists as a writable folder or could be made: its nearest
+ * existing ancestor is a writable folder. Returns 0, or -1 with why. */
+static int check_folder(const char *what, const char *dir, char *why, size_t cap)
 {
-    json_object_set_new(obj, key, path ? json_string(path) : json_null());
-    free(path);
-}
-
-/* --check-config --json: the topology as the server resolved it, for
- * herdctl (which keeps no rule of its own): every server with its
- * addresses, whether it has a public key, its log file and state folder. */
-static int print_config_json(const herd_topology_t *t, const char *log_dir)
-{
-    char real[PATH_MAX];
-    json_t *doc = json_object(), *servers = json_array(), *links = json_array();
-    json_object_set_new(doc, "topology", json_string(realpath(t->path, real) ? real : t->path));
-    set_path(doc, "log_dir", join(log_dir, "", ""));
-    set_path(doc, "state_dir", join(t->state_dir, "", ""));
-    set_path(doc, "keys_dir", join(t->keys_dir, "", ""));
-    json_object_set_new(doc, "insecure_links", json_boolean(t->insecure_links));
-    for (size_t i = 0; i < t->n_servers; i++) {
-        const herd_server_conf_t *c = &t->servers[i];
-        json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:b}", "name", c->name, "host", c->host, "client_port",
-                              c->client_port, "peer_port", c->peer_port, "admin_host", c->admin_host, "public_key",
-                              c->public_key != NULL);
-        if (!o)
-            continue;
-        json_object_set_new(o, "admin_port", c->admin_port ? json_integer(c->admin_port) : json_null());
-        set_path(o, "log_file", join(log_dir, c->name, ".log"));
-        set_path(o, "state_path", join(t->state_dir, c->name, ""));
-        set_path(o, "key_secret", join(t->keys_dir, c->name, ".key_secret"));
-        json_array_append_new(servers, o);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", dir);
+    for (;;) {
+        struct stat st;
+        if (stat(path, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                snprintf(why, cap, "%s %s cannot be made: %s is not a folder", what, dir, path);
+                return -1;
+            }
+            if (access(path, W_OK | X_OK) != 0) {
+                snprintf(why, cap, "%s %s %s: %s is not writable: %s", what, dir,
+                         strcmp(path, dir) ? "cannot be made" : "cannot be written", path, strerror(errno));
+                return -1;
+            }
+            return 0;
+        }
+        if (errno != ENOENT && errno != ENOTDIR) {
+            snprintf(why, cap, "%s %s: %s: %s", what, dir, path, strerror(errno));
+            return -1;
+        }
+        char *slash = strrchr(path, '/');
+        if (!slash) {
+            snprintf(path, sizeof path, ".");
+        } else if (slash == path) {
+            path[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
     }
-    for (size_t i = 0; i < t->n_links; i++)
-        json_array_append_new(links, json_pack("[s,s]", t->servers[t->links[i].a].name, t->servers[t->links[i].b].name));
-    json_object_set_new(doc, "servers", servers);
-    json_object_set_new(doc, "links", links);
-    int rc = json_dumpf(doc, stdout, JSON_INDENT(2)) == 0 && fputc('\n', stdout) != EOF ? 0 : 1;
-    json_decref(doc);
+}
+
+/* The state folder's LOCK (herd_journal.c): a running server holds an
+ * exclusive flock on it. Tried without blocking and released at once;
+ * nothing is made when the folder or the file does not exist yet. */
+static int check_state_lock(const char *dir, char *why, size_t cap)
+{
+    char path[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(why, cap, "cannot write state folder %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(why, cap, "state folder %s is in use by another running server", dir);
+        rc = -1;
+    } else {
+        flock(fd, LOCK_UN);
+    }
+    close(fd);
     return rc;
 }
 
-/* --check-config: the same loader and the same one-line reasons as a start. */
+/* The CURVE secret key, checked as the links check it at start. */
+static int check_key(const herd_topology_t *t, const herd_server_conf_t *me, char *why, size_t cap)
+{
+    if (!me->public_key)
+        return 0;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.key", t->keys_dir, me->name);
+    char secret[PATH_MAX + 8];
+    snprintf(secret, sizeof secret, "%s_secret", path);
+    if (access(secret, R_OK) != 0) {
+        snprintf(why, cap, "links are authenticated (%s has a public_key) but %s cannot be read: %s", me->name,
+                 secret, strerror(errno));
+        return -1;
+    }
+    zcert_t *cert = zcert_load(path);
+    static const uint8_t zero[32];
+    int rc = -1;
+    if (!cert)
+        snprintf(why, cap, "links are authenticated (%s has a public_key) but %s_secret cannot be read", me->name,
+                 path);
+    else if (!memcmp(zcert_secret_key(cert), zero, 32))
+        snprintf(why, cap, "%s_secret holds no secret key", path);
+    else if (strcmp(zcert_public_txt(cert), me->public_key) != 0)
+        snprintf(why, cap, "the key in %s_secret is not the public_key of %s in %s", path, me->name, t->path);
+    else
+        rc = 0;
+    zcert_destroy(&cert);
+    return rc;
+}
+
+/* The checks of a start that need no port, for server `name`. */
+static int check_server(const herd_topology_t *t, const char *name, const char *log_dir, char *why, size_t cap)
+{
+    const herd_server_conf_t *me = &t->servers[herd_topology_find(t, name)];
+    if (check_key(t, me, why, cap) != 0 || check_folder("log folder", log_dir, why, cap) != 0)
+        return -1;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.log", log_dir, name);
+    if (access(path, F_OK) == 0 && access(path, W_OK) != 0) {
+        snprintf(why, cap, "cannot open log file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!t->state_dir)
+        return 0;
+    snprintf(path, sizeof path, "%s/%s", t->state_dir, name);
+    if (check_folder("state folder", path, why, cap) != 0 || check_state_lock(path, why, cap) != 0)
+        return -1;
+    return 0;
+}
+
+/* --check-config: the same loader, the same one-line reasons and the same
+ * checks as a start, but for the ports. */
 static int check_config(const char *config, const char *log_dir, const char *name, bool json)
 {
-    char err[512] = "";
+    char err[3 * PATH_MAX + 512] = ""; /* room for the paths a reason names */
     herd_topology_t *topo = herd_topology_load(config, err, sizeof err);
     if (!topo) {
         fprintf(stderr, "herd-server: %s\n", err);
         return EXIT_SETUP;
     }
+    for (size_t i = 0; i < topo->n_warnings; i++)
+        fprintf(stderr, "herd-server: warning: %s: %s\n", topo->path, topo->warnings[i]);
     int status = 0;
+    if (!log_dir)
+        log_dir = topo->log_dir;
     if (name && herd_topology_find(topo, name) < 0) {
         fprintf(stderr, "herd-server: %s has no server named \"%s\"\n", config, name);
         status = EXIT_SETUP;
+    } else if (name && check_server(topo, name, log_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "herd-server: %s\n", err);
+        status = EXIT_SETUP;
     } else if (json) {
-        status = print_config_json(topo, log_dir ? log_dir : topo->log_dir);
+        json_t *doc = herd_topology_resolved_json(topo, log_dir);
+        status = doc && json_dumpf(doc, stdout, JSON_INDENT(2)) == 0 && fputc('\n', stdout) != EOF ? 0 : 1;
+        json_decref(doc);
     } else {
         printf("%s: %zu servers, %zu links\n", topo->path, topo->n_servers, topo->n_links);
     }
@@ -363,6 +513,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
     sigprocmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     zsys_handler_set(NULL); /* CZMQ must not install its own SIGINT handler */
@@ -392,8 +543,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "herd-server: %s\n", err);
         goto out;
     }
-    /* Stamps read once per turn (or every 32 lines): microsecond truth
-     * without a clock call per line. */
+    /* Per-command lines share a clock reading within a turn (at most 32
+     * lines); every event reads the clock. */
     herd_log_set_turn_clock(s.log, true);
     s.loop = herd_loop_new();
     s.sig.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -404,8 +555,9 @@ int main(int argc, char **argv)
         goto out;
     }
     const herd_server_conf_t *me = &topo->servers[self];
-    herd_log_event(s.log, "server %s starting: client port %s:%d, peer port %s:%d, topology %s", name, me->host,
-                   me->client_port, me->host, me->peer_port, topo->path);
+    herd_log_event(s.log, "herd-server %s (commit %s): server %s starting: client port %s:%d, peer port %s:%d, topology %s",
+                   HERD_VERSION, HERD_COMMIT, name, me->host, me->client_port, me->host, me->peer_port, topo->path);
+    log_warnings(&s, topo);
     s.node = herd_node_new(s.loop, s.log, topo, (size_t)self, err, sizeof err);
     if (!s.node) {
         fprintf(stderr, "herd-server: %s\n", err);
@@ -413,11 +565,7 @@ int main(int argc, char **argv)
         goto out;
     }
     herd_node_set_ready_wait(s.node, ready_wait_ms);
-    {
-        char real[PATH_MAX];
-        herd_admin_set_config(herd_node_admin(s.node), realpath(topo->path, real) ? real : topo->path, s.log_dir,
-                              topo->state_dir);
-    }
+    publish_config(&s);
     /* The log phase comes after the links and the front end, so each turn's
      * events are handed to the writer once that turn's replies are out. */
     if (herd_log_attach_loop(s.log, s.loop) != 0) {
@@ -431,11 +579,14 @@ int main(int argc, char **argv)
     herd_log_sync(s.log);
     printf("READY %s\n", name);
     fflush(stdout);
+    notify("READY=1\nMAINPID=%ld\nSTATUS=ready: %s", (long)getpid(), name);
 
     status = herd_loop_run(s.loop) == 0 ? 0 : 1;
     if (status)
         herd_log_event(s.log, "event loop failed: %s", strerror(errno));
     herd_log_event(s.log, "server %s stopped", name);
+    /* The end of the stop: the node's destroy below closes the links and
+     * hands the journal its last records; the log is flushed last. */
 out:
     herd_node_destroy(&s.node);
     herd_log_detach_loop(s.log);

@@ -329,7 +329,8 @@ static void test_big_event_in_order(void **state)
 }
 
 /* herd_log_set_now fixes the stamp until the flush; the turn clock reads the
- * clock at the first line of a turn only. */
+ * clock at the first line of a turn only, and at every event: an event
+ * carries its own time, and the per-command lines after it share it. */
 static void test_time_stamps(void **state)
 {
     (void)state;
@@ -344,14 +345,14 @@ static void test_time_stamps(void **state)
     herd_log_event(log, "c");
     herd_log_set_turn_clock(log, true);
     herd_log_flush(log);
-    herd_log_event(log, "d");
+    herd_log_data_n(log, "d ", 2, "", 0);
     spin_us(20);
-    herd_log_event(log, "e");
+    herd_log_data_n(log, "e ", 2, "", 0);
     herd_log_flush(log);
     spin_us(20);
     herd_log_event(log, "f");
     for (int i = 0; i < 40; i++) { /* a long turn: a new reading after 32 lines */
-        herd_log_event(log, "long %d", i);
+        herd_log_data_n(log, "long ", 5, "x", 1);
         spin_us(2);
     }
     herd_log_set_turn_clock(log, false);
@@ -360,15 +361,23 @@ static void test_time_stamps(void **state)
     herd_log_event(log, "g");
     spin_us(20);
     herd_log_event(log, "h");
+    herd_log_set_turn_clock(log, true);
+    herd_log_flush(log);
+    herd_log_data_n(log, "x ", 2, "", 0);
+    spin_us(20);
+    herd_log_event(log, "y");
+    herd_log_data_n(log, "z ", 2, "", 0);
     herd_log_close(&log);
 
     char *s = slurp(path);
     assert_non_null(s);
-    assert_int_equal(count_lines(s), 48);
-    char *line[48];
+    assert_int_equal(count_lines(s), 51);
+    char *line[51];
     line[0] = s;
-    for (int i = 1; i < 48; i++)
+    for (int i = 1; i < 51; i++)
         line[i] = strchr(line[i - 1], '\n') + 1;
+    assert_true(memcmp(line[49], line[48], 27) > 0);          /* an event reads the clock */
+    assert_memory_equal(line[50], line[49], 27);              /* the lines after it share it */
     /* "f" and "long 0".."long 39" are lines 5..45: readings at 5 and 37. */
     for (int i = 6; i < 37; i++)
         assert_memory_equal(line[i], line[5], 27);
