@@ -11,6 +11,7 @@
 #include "herd_admin.h"
 #include "herd_fethread.h"
 #include "herd_frontend.h"
+#include "herd_hist.h"
 #include "herd_journal.h"
 #include "herd_links.h"
 #include "herd_msg.h"
@@ -115,6 +116,13 @@ struct herd_node_t {
     bool load_stranger;           /* a record loaded from state_dir has an origin not in the topology */
     char load_origin[HERD_MAX_NAME]; /* the last origin of a loaded record found in the topology */
     size_t load_origin_len;       /* its length (0: none yet) */
+    herd_hist_t update_age[2];    /* stored peer updates' age here: [0] floods, [1] exchanges */
+    bool health_seen;             /* a readiness was logged (health_tick) */
+    herd_health_t health_last;    /* ... the last one */
+    bool health_durable;          /* ... and whether the state was durable then */
+    uint64_t load_records;        /* records read from state_dir so far */
+    size_t load_expect;           /* about how many there are (from the files' sizes) */
+    int64_t load_start_ms, load_said_ms; /* the load's start; its last progress report (herd_clock_ms) */
 };
 
 /* Queues an answer (or order) for front end `fe`; it goes out at the end of
@@ -146,5 +154,20 @@ bool node_is_server(const herd_topology_t *topo, herd_span_t name);
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */
 char *node_render_metrics(void *arg, size_t *len);
+
+/* /readyz and /healthz (herd_node.c): the state and its reason. */
+herd_health_t node_health(void *arg, char *reason, size_t cap);
+
+/* The page at `/` (herd_node_metrics.c, herd_admin_page.c). */
+char *node_render_page(void *arg, size_t *len);
+
+/* Counts a stored update from a neighbour in herd_update_age_seconds: our
+ * clock now minus the origin's receive time (client time + skew, from the
+ * AT line). `flood`: it came by flooding, not by an exchange. */
+void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood);
+
+/* One record read from state_dir at start: at most once a second, the
+ * progress goes to the log and to /readyz (herd_node_metrics.c). */
+void node_load_progress(herd_node_t *node);
 
 #endif
