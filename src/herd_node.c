@@ -326,16 +326,22 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
  * clients the herd knows, so probes must not route clients to it. */
 bool node_ready(herd_node_t *node)
 {
-    if (node->ready)
+    if (node->ready) {
+        /* Ready by the wait, then a neighbour came: say what is true now. */
+        if (node->ready_waited && herd_links_synced(node->links) > 0) {
+            node->ready_waited = false;
+            snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
+        }
         return true;
+    }
     size_t self = (size_t)herd_topology_find(node->topo, node->name);
     if (herd_topology_neighbours(node->topo, self, NULL, 0) == 0)
         snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour in the topology");
     else if (herd_links_synced(node->links) > 0)
         snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
     else if (herd_loop_now_ms(node->loop) - node->start_ms >= node->ready_wait_ms)
-        snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour answered within %ld s",
-                 node->ready_wait_ms / 1000);
+        node->ready_waited = snprintf(node->ready_reason, sizeof node->ready_reason,
+                                      "no neighbour answered within %ld s", node->ready_wait_ms / 1000) > 0;
     else
         return false;
     node->ready = true;

@@ -117,6 +117,7 @@ struct herd_node_t {
     char load_origin[HERD_MAX_NAME]; /* the last origin of a loaded record found in the topology */
     size_t load_origin_len;       /* its length (0: none yet) */
     herd_hist_t update_age[2];    /* stored peer updates' age here: [0] floods, [1] exchanges */
+    bool ready_waited;            /* ready by ready_wait_ms, no exchange done since */
     bool health_seen;             /* a readiness was logged (health_tick) */
     herd_health_t health_last;    /* ... the last one */
     bool health_durable;          /* ... and whether the state was durable then */

@@ -215,8 +215,11 @@ void node_load_progress(herd_node_t *node)
         snprintf(what, sizeof what, "loading the state: %" PRIu64 " records read in %.1f s", node->load_records,
                  secs);
     herd_admin_progress(node->admin, what);
-    herd_log_flush(node->log); /* the line gets a time stamp of its own, not the start's */
+    /* Flushed around: the line gets a time stamp of its own, and so does
+     * the next one. */
+    herd_log_flush(node->log);
     herd_log_event(node->log, "state: %s", what);
+    herd_log_flush(node->log);
 }
 
 /* Per-neighbour facts for the page, read from the links' own metrics text
