@@ -14,26 +14,6 @@
 #define RED "#c62828"
 #define GREY "#9aa0a6"
 
-/* The document's head and style: shared by both pages. */
-static void head(FILE *f, const char *title_prefix, const char *title)
-{
-    fprintf(f,
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta http-equiv=\"refresh\" content=\"%d\">\n<title>%s",
-            HERD_PAGE_REFRESH_S, title_prefix);
-    fputs(title, f);
-    fputs("</title>\n<style>\n"
-          "body{font-family:sans-serif;margin:1.5em;color:#202124}\n"
-          "h1{font-size:1.4em;margin:0 0 .3em}\n"
-          ".ok{color:" GREEN "}.bad{color:" RED "}.unknown{color:" GREY "}\n"
-          "table{border-collapse:collapse;margin-top:1em}\n"
-          "td,th{border:1px solid #dadce0;padding:.25em .7em;text-align:left}\n"
-          "svg text{font-family:sans-serif;paint-order:stroke;stroke:#fff;stroke-width:3px}\n"
-          "footer{margin-top:1em;font-size:.85em;color:#5f6368}\n"
-          "</style>\n</head>\n<body>\n",
-          f);
-}
-
 /* Writes s HTML-escaped (for text and attribute values alike). */
 static void esc(FILE *f, const char *s)
 {
@@ -58,6 +38,26 @@ static void esc(FILE *f, const char *s)
             fputc(*s, f);
         }
     }
+}
+
+/* The document's head and style: shared by both pages. */
+static void head(FILE *f, const char *title_prefix, const char *title)
+{
+    fprintf(f,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta http-equiv=\"refresh\" content=\"%d\">\n<title>%s",
+            HERD_PAGE_REFRESH_S, title_prefix);
+    esc(f, title);
+    fputs("</title>\n<style>\n"
+          "body{font-family:sans-serif;margin:1.5em;color:#202124}\n"
+          "h1{font-size:1.4em;margin:0 0 .3em}\n"
+          ".ok{color:" GREEN "}.bad{color:" RED "}.unknown{color:" GREY "}\n"
+          "table{border-collapse:collapse;margin-top:1em}\n"
+          "td,th{border:1px solid #dadce0;padding:.25em .7em;text-align:left}\n"
+          "svg text{font-family:sans-serif;paint-order:stroke;stroke:#fff;stroke-width:3px}\n"
+          "footer{margin-top:1em;font-size:.85em;color:#5f6368}\n"
+          "</style>\n</head>\n<body>\n",
+          f);
 }
 
 /* "0.4 s", "12 s", "3 min", "5 h" */
