@@ -8,7 +8,7 @@
 
 #define SIZE 640      /* the drawing is SIZE x SIZE user units */
 #define RING 220      /* radius of the circle the servers sit on */
-#define NODE_R 34     /* radius of a server's disc */
+#define NODE_R 40     /* radius of a server's disc */
 
 #define GREEN "#2e8b57"
 #define RED "#c62828"
@@ -177,9 +177,11 @@ static void draw_server(FILE *f, const herd_page_t *p, size_t i)
     esc(f, s->name);
     fputs("</text>\n", f);
     if (s->self) {
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">%zu records</text>\n", x,
-                y - 2, p->records);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" fill=\"%s\">", x, y + 13,
+        fprintf(f,
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">%zu</text>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">records</text>\n",
+                x, y - 8, p->records, x, y + 6);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\" fill=\"%s\">", x, y + 20,
                 stroke);
         esc(f, p->health);
         fputs("</text>\n", f);

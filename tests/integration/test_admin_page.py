@@ -85,7 +85,7 @@ class AdminPageTest(HerdTestCase):
         self.assertEqual(servers["Jaquez"], "unknown")  # not a neighbour: not known here
         for link, state in links.items():
             self.assertEqual(state, "up" if "Bona" in link else "unknown", link)
-        self.assertRegex(html, r"\d+ records")
+        self.assertRegex(html, r"\d+ records &middot;")
         for name in SERVERS:
             self.assertIn(">%s</text>" % name, html)
         self.screenshot("admin-page-up")
