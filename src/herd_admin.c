@@ -114,7 +114,7 @@ static char *render_metrics(herd_admin_t *a, size_t *len)
                      "# TYPE herd_config_last_reload_success gauge\nherd_config_last_reload_success %d\n"
                      "# HELP herd_config_restart_needed Whether the last reload left settings that take a restart.\n"
                      "# TYPE herd_config_restart_needed gauge\nherd_config_restart_needed %d\n"
-                     "# HELP herd_admin_connections_cut_total Admin connections cut: past their deadline, or oldest past the cap.\n"
+                     "# HELP herd_admin_connections_cut_total Admin connections cut: deadline or cap.\n"
                      "# TYPE herd_admin_connections_cut_total counter\nherd_admin_connections_cut_total %" PRIu64
                      "\n",
                      node ? node : "", a->conf.generation, a->conf.ok ? 1 : 0, a->conf.n_restart > 0 ? 1 : 0, cut);
@@ -322,7 +322,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
 /* The answers of the HTTP thread itself while the state loads (the
  * reactor is busy): health says starting with the progress, /metrics has
  * what needs no reactor, `/` says starting. Same forms as the reactor's. */
-static char *answer_starting(herd_admin_t *a, char kind, const char *progress, size_t *len)
+static char *answer_starting(char kind, const char *progress, size_t *len)
 {
     char *text = NULL;
     size_t n = 0;
@@ -349,7 +349,6 @@ static char *answer_starting(herd_admin_t *a, char kind, const char *progress, s
         r = asprintf(&text, "{\"starting\": true}\n");
     else
         r = asprintf(&text, "5starting: %s\n", progress);
-    (void)a;
     if (r < 0)
         return NULL;
     *len = (size_t)r;
@@ -387,7 +386,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     bool serving = a->serving;
     memcpy(progress, a->progress, sizeof progress);
     pthread_mutex_unlock(&a->progress_lock);
-    char *text = serving ? ask(a, kind, &len) : answer_starting(a, kind, progress, &len);
+    char *text = serving ? ask(a, kind, &len) : answer_starting(kind, progress, &len);
     if (!text && kind == 'L')
         return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not live: the server did not answer in time\n");
     if (!text)
