@@ -1,5 +1,5 @@
-/* herd_admin: /metrics, /healthz and /config over libmicrohttpd. See
- * herd_admin.h. */
+/* herd_admin: /metrics, /livez, /readyz, /healthz, /config and the page
+ * at / over libmicrohttpd. See herd_admin.h. */
 #define _GNU_SOURCE /* asprintf */
 #include "herd_admin.h"
 
@@ -14,13 +14,21 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <czmq.h>
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "herd_admin_page.h"
+#include "herd_version.h"
+
 #define ASK_TIMEOUT_MS 1500 /* the reactor answers in microseconds; this is for a wedged one */
 #define SWEEP_MS 100        /* how often connections past their deadline are looked for */
 #define REASON_MAX 256      /* longest health reason */
+#define PROGRESS_MAX 200    /* longest start-up progress line */
 
 /* One open HTTP connection, from libmicrohttpd's accept to its close. */
 typedef struct conn_t {
@@ -51,12 +59,17 @@ struct herd_admin_t {
     uint64_t seq;                  /* number of the last question (HTTP thread) */
     herd_admin_metrics_fn *metrics;
     herd_admin_health_fn *health;
+    herd_admin_page_fn *page;      /* `/` once serving, or NULL */
     void *arg;
     config_t conf;                 /* reactor thread only */
 
+    pthread_mutex_t progress_lock; /* guards serving and progress (any thread) */
+    bool serving;                  /* the reactor answers (herd_admin_set_serving) */
+    char progress[PROGRESS_MAX];   /* what the start is doing, until serving */
+
     pthread_mutex_t conns_lock;    /* guards conns and cut_total (HTTP and sweeper threads) */
     conn_t *conns;                 /* open connections, newest first */
-    uint64_t cut_total;            /* connections cut at their deadline */
+    uint64_t cut_total;            /* connections cut: at their deadline, or as the oldest past the cap */
     pthread_t sweeper;             /* cuts connections past their deadline */
     bool sweeper_running;
     pthread_mutex_t stop_lock;     /* guards stop; with stop_cond, wakes the sweeper */
@@ -73,6 +86,8 @@ const char *herd_health_name(herd_health_t h)
         return "draining";
     case HERD_HEALTH_NOT_DURABLE:
         return "not durable";
+    case HERD_HEALTH_ISOLATED:
+        return "isolated";
     case HERD_HEALTH_STARTING:
     default:
         return "starting";
@@ -99,7 +114,7 @@ static char *render_metrics(herd_admin_t *a, size_t *len)
                      "# TYPE herd_config_last_reload_success gauge\nherd_config_last_reload_success %d\n"
                      "# HELP herd_config_restart_needed Whether the last reload left settings that take a restart.\n"
                      "# TYPE herd_config_restart_needed gauge\nherd_config_restart_needed %d\n"
-                     "# HELP herd_admin_connections_cut_total Admin connections closed at their deadline.\n"
+                     "# HELP herd_admin_connections_cut_total Admin connections cut: deadline or cap.\n"
                      "# TYPE herd_admin_connections_cut_total counter\nherd_admin_connections_cut_total %" PRIu64
                      "\n",
                      node ? node : "", a->conf.generation, a->conf.ok ? 1 : 0, a->conf.n_restart > 0 ? 1 : 0, cut);
@@ -121,6 +136,15 @@ static char *render_health(herd_admin_t *a, size_t *len)
     if (n < 0)
         return NULL;
     *len = (size_t)n;
+    return text;
+}
+
+/* /livez once serving: the reactor answered, so the process serves. */
+static char *render_live(size_t *len)
+{
+    char *text = strdup("2live: the server answers\n");
+    if (text)
+        *len = strlen(text);
     return text;
 }
 
@@ -185,6 +209,10 @@ static void questions_ready(herd_loop_t *loop, void *arg)
             text = render_metrics(a, &len);
         else if (q[8] == 'C')
             text = render_config(a, &len);
+        else if (q[8] == 'L')
+            text = render_live(&len);
+        else if (q[8] == 'P')
+            text = a->page ? a->page(a->arg, &len) : NULL;
         else
             text = render_health(a, &len);
         zmq_send(a->reactor_side, q, 8, ZMQ_DONTWAIT | ZMQ_SNDMORE);
@@ -296,6 +324,42 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
     return body ? reply(conn, status, body, strlen(body), "text/plain; charset=utf-8") : MHD_NO;
 }
 
+/* The answers of the HTTP thread itself while the state loads (the
+ * reactor is busy): health says starting with the progress, /metrics has
+ * what needs no reactor, `/` says starting. Same forms as the reactor's. */
+static char *answer_starting(char kind, const char *progress, size_t *len)
+{
+    char *text = NULL;
+    size_t n = 0;
+    if (kind == 'M') {
+        FILE *f = open_memstream(&text, &n);
+        if (!f)
+            return NULL;
+        herd_admin_render_process(f);
+        fprintf(f, "# HELP herd_ready Whether /readyz says ready (see README: health).\n"
+                   "# TYPE herd_ready gauge\nherd_ready 0\n");
+        if (fclose(f) != 0) {
+            free(text);
+            return NULL;
+        }
+        *len = n;
+        return text;
+    }
+    int r;
+    if (kind == 'L')
+        r = asprintf(&text, "2live: starting: %s\n", progress);
+    else if (kind == 'P')
+        r = herd_admin_page_starting(progress, &text);
+    else if (kind == 'C')
+        r = asprintf(&text, "{\"starting\": true}\n");
+    else
+        r = asprintf(&text, "5starting: %s\n", progress);
+    if (r < 0)
+        return NULL;
+    *len = (size_t)r;
+    return text;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_len, void **state)
 {
@@ -309,23 +373,60 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_len = 0;
         return MHD_YES;
     }
-    char kind = !strcmp(url, "/metrics") ? 'M' : !strcmp(url, "/healthz") ? 'H' : !strcmp(url, "/config") ? 'C' : 0;
+    /* /healthz is /readyz under its old name (README: health). */
+    char kind = !strcmp(url, "/metrics")                                 ? 'M'
+                : !strcmp(url, "/healthz") || !strcmp(url, "/readyz") ? 'H'
+                : !strcmp(url, "/livez")                              ? 'L'
+                : !strcmp(url, "/config")                             ? 'C'
+                : !strcmp(url, "/")                                   ? 'P'
+                                                                      : 0;
     if (!kind)
-        return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics, /healthz or /config\n");
+        return reply_text(conn, MHD_HTTP_NOT_FOUND,
+                          "not found: try /, /metrics, /livez, /readyz, /healthz or /config\n");
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
     size_t len = 0;
-    char *text = ask(a, kind, &len);
+    char progress[PROGRESS_MAX];
+    pthread_mutex_lock(&a->progress_lock);
+    bool serving = a->serving;
+    memcpy(progress, a->progress, sizeof progress);
+    pthread_mutex_unlock(&a->progress_lock);
+    char *text = serving ? ask(a, kind, &len) : answer_starting(kind, progress, &len);
+    if (!text && kind == 'L')
+        return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not live: the server did not answer in time\n");
     if (!text)
         return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the server did not answer in time\n");
     if (kind == 'M')
         return reply(conn, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4; charset=utf-8");
     if (kind == 'C')
         return reply(conn, MHD_HTTP_OK, text, len, "application/json");
+    if (kind == 'P')
+        return reply(conn, MHD_HTTP_OK, text, len, "text/html; charset=utf-8");
     /* Health: the first byte is the status class, the rest is the body. */
     unsigned status = text[0] == '2' ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
     memmove(text, text + 1, len);
     return reply(conn, status, text, len - 1, "text/plain; charset=utf-8");
+}
+
+/* Past HERD_ADMIN_SOFT_CONNS open connections, the oldest not yet cut is
+ * cut, as at its deadline: slow connections from any number of addresses
+ * cannot hold every slot, and a new probe is never the one refused.
+ * conns_lock held. */
+static void cut_oldest_past_cap(herd_admin_t *a)
+{
+    size_t open = 0;
+    conn_t *oldest = NULL;
+    for (conn_t *k = a->conns; k; k = k->next) {
+        if (k->cut)
+            continue;
+        open++;
+        oldest = k;
+    }
+    if (open > HERD_ADMIN_SOFT_CONNS && oldest) {
+        shutdown(oldest->fd, SHUT_RDWR);
+        oldest->cut = true;
+        a->cut_total++;
+    }
 }
 
 /* Keeps the list of open connections for the sweeper. libmicrohttpd reports
@@ -348,6 +449,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (a->conns)
             a->conns->prev = k;
         a->conns = k;
+        cut_oldest_past_cap(a);
         pthread_mutex_unlock(&a->conns_lock);
         *socket_context = k;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
@@ -410,7 +512,9 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
     a->health = health;
     a->arg = arg;
     a->conf.ok = true;
+    snprintf(a->progress, sizeof a->progress, "setting up");
     pthread_mutex_init(&a->ask_lock, NULL);
+    pthread_mutex_init(&a->progress_lock, NULL);
     pthread_mutex_init(&a->conns_lock, NULL);
     pthread_mutex_init(&a->stop_lock, NULL);
     pthread_cond_init(&a->stop_cond, NULL);
@@ -493,9 +597,115 @@ void herd_admin_destroy(herd_admin_t **p)
     free(a->conf.reason);
     free_restart(&a->conf);
     pthread_mutex_destroy(&a->ask_lock);
+    pthread_mutex_destroy(&a->progress_lock);
     pthread_mutex_destroy(&a->conns_lock);
     pthread_mutex_destroy(&a->stop_lock);
     pthread_cond_destroy(&a->stop_cond);
     free(a);
     *p = NULL;
+}
+
+void herd_admin_set_page(herd_admin_t *a, herd_admin_page_fn *page)
+{
+    if (a)
+        a->page = page;
+}
+
+void herd_admin_progress(herd_admin_t *a, const char *what)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->progress_lock);
+    snprintf(a->progress, sizeof a->progress, "%s", what);
+    pthread_mutex_unlock(&a->progress_lock);
+}
+
+void herd_admin_set_serving(herd_admin_t *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->progress_lock);
+    a->serving = true;
+    pthread_mutex_unlock(&a->progress_lock);
+}
+
+/* The fields of /proc/self/stat after the command name: utime, stime (clock
+ * ticks), starttime (ticks after boot) and rss (pages). */
+static bool read_stat(unsigned long long *utime, unsigned long long *stime, unsigned long long *start, long *rss)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+    return rp && sscanf(rp + 2,
+                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d %llu %*u %ld",
+                        utime, stime, start, rss) == 4;
+}
+
+/* The boot time, seconds since the epoch (btime of /proc/stat), or -1. */
+static long long boot_time(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long long bt = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "btime %lld", &bt) == 1)
+            break;
+    fclose(f);
+    return bt;
+}
+
+/* Open descriptors, the one reading the folder left out; -1 on failure. */
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+void herd_admin_render_process(FILE *f)
+{
+    fprintf(f,
+            "# HELP herd_build_info The running build: version and commit.\n# TYPE herd_build_info gauge\n"
+            "herd_build_info{version=\"%s\",commit=\"%s\"} 1\n",
+            HERD_VERSION, HERD_COMMIT);
+    unsigned long long ut, st, start;
+    long rss;
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    if (read_stat(&ut, &st, &start, &rss) && tick > 0) {
+        fprintf(f,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n"
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n",
+                (double)(ut + st) / (double)tick, (long long)rss * (page > 0 ? page : 4096));
+        long long bt = boot_time();
+        if (bt >= 0)
+            fprintf(f,
+                    "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+                    "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+                    (double)bt + (double)start / (double)tick);
+    }
+    long fds = open_fds();
+    if (fds >= 0)
+        fprintf(f, "# HELP process_open_fds Number of open file descriptors.\n"
+                   "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        fprintf(f, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                   "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n",
+                rl.rlim_cur == RLIM_INFINITY ? 1.8446744073709552e19 : (double)rl.rlim_cur);
 }

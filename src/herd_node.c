@@ -313,6 +313,7 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     switch (store(node, &at, line, len, from, flood)) {
     case HERD_UPDATE_NEWER:
         node->n.peer_stored++;
+        node_observe_update_age(node, &at, flood);
         break;
     case HERD_UPDATE_REFUSED:
     case HERD_UPDATE_ERROR:
@@ -332,34 +333,58 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
  * clients the herd knows, so probes must not route clients to it. */
 bool node_ready(herd_node_t *node)
 {
-    if (node->ready)
+    if (node->ready) {
+        /* Ready by the wait, then a neighbour came: say what is true now. */
+        if (node->ready_waited && herd_links_synced(node->links) > 0) {
+            node->ready_waited = false;
+            snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
+        }
         return true;
+    }
     size_t self = (size_t)herd_topology_find(node->topo, node->name);
     if (herd_topology_neighbours(node->topo, self, NULL, 0) == 0)
         snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour in the topology");
     else if (herd_links_synced(node->links) > 0)
         snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
     else if (herd_loop_now_ms(node->loop) - node->start_ms >= node->ready_wait_ms)
-        snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour answered within %ld s",
-                 node->ready_wait_ms / 1000);
+        node->ready_waited = snprintf(node->ready_reason, sizeof node->ready_reason,
+                                      "no neighbour answered within %ld s", node->ready_wait_ms / 1000) > 0;
     else
         return false;
     node->ready = true;
-    herd_log_event(node->log, "health: ready: %s", node->ready_reason);
     return true;
 }
 
+/* Each change of readiness is logged once, as /readyz says it. */
 static void health_tick(herd_loop_t *loop, void *arg)
 {
+    (void)loop;
     herd_node_t *node = arg;
-    if (node_ready(node) && node->health_timer > 0) {
-        herd_loop_remove_timer(loop, node->health_timer);
-        node->health_timer = 0;
-    }
+    char reason[256];
+    herd_health_t h = node_health(node, reason, sizeof reason);
+    bool durable = herd_node_durable(node);
+    if (node->health_seen && h == node->health_last && durable == node->health_durable)
+        return;
+    node->health_seen = true;
+    node->health_last = h;
+    node->health_durable = durable;
+    herd_log_event(node->log, "health: %s: %s", herd_health_name(h), reason);
 }
 
-/* /healthz: draining beats everything; then starting or ready. */
-static herd_health_t node_health(void *arg, char *reason, size_t cap)
+/* /readyz (and /healthz), PROTOCOL section 9: ready when it serves, its
+ * state is as durable as configured and it reaches a neighbour when it has
+ * any. Draining beats everything; then starting (the first exchange), then
+ * durability, then reach.
+ *
+ * Durability against fsync: under "always" a server whose state cannot be
+ * written answers '?' to every IAMAT that would change the table, so
+ * clients routed to it cannot report: not ready. Under "everysec" and
+ * "never" the contract has it go on from memory and report it: it answers
+ * every command as promised, so it stays ready and says "not durable" in
+ * its reason, herd_state_durable and the log; taking it out of rotation
+ * would only move its clients' load onto the rest, and a fault shared by
+ * every server's disk would take the whole herd out. */
+herd_health_t node_health(void *arg, char *reason, size_t cap)
 {
     herd_node_t *node = arg;
     if (node->draining) {
@@ -371,11 +396,26 @@ static herd_health_t node_health(void *arg, char *reason, size_t cap)
                  node->ready_wait_ms / 1000);
         return HERD_HEALTH_STARTING;
     }
-    if (!herd_node_durable(node)) {
+    bool durable = herd_node_durable(node);
+    if (!durable && node->topo->fsync == HERD_FSYNC_ALWAYS) {
         herd_journal_why(node->journal, reason, cap);
         return HERD_HEALTH_NOT_DURABLE;
     }
-    snprintf(reason, cap, "%s", node->ready_reason);
+    long self = herd_topology_find(node->topo, node->name);
+    size_t neighbours = self < 0 ? 0 : herd_topology_neighbours(node->topo, (size_t)self, NULL, 0);
+    if (neighbours > 0 && herd_links_up(node->links) == 0) {
+        snprintf(reason, cap, "reaches none of its %zu neighbour%s", neighbours, neighbours == 1 ? "" : "s");
+        return HERD_HEALTH_ISOLATED;
+    }
+    if (durable) {
+        snprintf(reason, cap, "%s", node->ready_reason);
+    } else {
+        char why[512] = "";
+        if (node->journal)
+            herd_journal_why(node->journal, why, sizeof why);
+        snprintf(reason, cap, "%s; not durable: %s", node->ready_reason,
+                 why[0] ? why : "the state cannot be written (see the log)");
+    }
     return HERD_HEALTH_READY;
 }
 
@@ -493,8 +533,19 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* The admin endpoint first: it answers (starting, with the load's
+     * progress) while the state loads. */
+    if (me->admin_port) {
+        node->admin =
+            herd_admin_new(loop, me->admin_host, me->admin_port, node_render_metrics, node_health, node, err, errlen);
+        if (!node->admin)
+            goto fail;
+        herd_admin_set_page(node->admin, node_render_page);
+        herd_admin_progress(node->admin, topo->state_dir ? "loading the state" : "setting up");
+    }
     if (topo->state_dir && node_open_journal(node, topo, err, errlen) != 0)
         goto fail;
+    herd_admin_progress(node->admin, "state loaded; binding the ports, connecting to the neighbours");
     /* Links first: their end-of-turn flush must run before the front end
      * writes replies, so that an update is on its way before the AT reply. */
     node->links = herd_links_new(loop, log, topo, self, node->table, on_peer_update, node, err, errlen);
@@ -537,12 +588,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "cannot set up the health timer");
         goto fail;
     }
-    if (me->admin_port) {
-        node->admin =
-            herd_admin_new(loop, me->admin_host, me->admin_port, node_render_metrics, node_health, node, err, errlen);
-        if (!node->admin)
-            goto fail;
-    }
+    herd_admin_set_serving(node->admin);
     return node;
 fail:
     herd_node_destroy(&node);

@@ -11,6 +11,7 @@
 #include "herd_admin.h"
 #include "herd_fethread.h"
 #include "herd_frontend.h"
+#include "herd_hist.h"
 #include "herd_journal.h"
 #include "herd_links.h"
 #include "herd_msg.h"
@@ -127,6 +128,14 @@ struct herd_node_t {
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     int expire_timer;             /* drops records past limits.record_ttl_s */
+    herd_hist_t update_age[2];    /* stored peer updates' age here: [0] floods, [1] exchanges */
+    bool ready_waited;            /* ready by ready_wait_ms, no exchange done since */
+    bool health_seen;             /* a readiness was logged (health_tick) */
+    herd_health_t health_last;    /* ... the last one */
+    bool health_durable;          /* ... and whether the state was durable then */
+    uint64_t load_records;        /* records read from state_dir so far */
+    size_t load_expect;           /* about how many there are (from the files' sizes) */
+    int64_t load_start_ms, load_said_ms; /* the load's start; its last progress report (herd_clock_ms) */
 };
 
 /* Queues an answer (or order) for front end `fe`; it goes out at the end of
@@ -160,5 +169,20 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */
 char *node_render_metrics(void *arg, size_t *len);
+
+/* /readyz and /healthz (herd_node.c): the state and its reason. */
+herd_health_t node_health(void *arg, char *reason, size_t cap);
+
+/* The page at `/` (herd_node_metrics.c, herd_admin_page.c). */
+char *node_render_page(void *arg, size_t *len);
+
+/* Counts a stored update from a neighbour in herd_update_age_seconds: our
+ * clock now minus the origin's receive time (client time + skew, from the
+ * AT line). `flood`: it came by flooding, not by an exchange. */
+void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood);
+
+/* One record read from state_dir at start: at most once a second, the
+ * progress goes to the log and to /readyz (herd_node_metrics.c). */
+void node_load_progress(herd_node_t *node);
 
 #endif

@@ -1,6 +1,7 @@
 /* herd_node_metrics: /metrics for the node: its counters, the links',
- * the front ends', the state's and the log's, and CPU per thread. See
- * herd_node_int.h. */
+ * the front ends', the state's and the log's, CPU per thread, the build and
+ * the process; the age of updates from neighbours; the progress of the
+ * state's load; the data of the page at `/`. See herd_node_int.h. */
 #define _GNU_SOURCE /* open_memstream */
 #include "herd_node_int.h"
 
@@ -11,6 +12,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "herd_admin_page.h"
+#include "herd_version.h"
 
 const double node_latency_bounds[N_LATENCY] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
@@ -83,15 +87,18 @@ char *node_render_metrics(void *arg, size_t *len)
     if (!f)
         return NULL;
     const counters_t *n = &node->n;
+    char reason[256];
+    herd_admin_render_process(f);
     fprintf(f,
             "# HELP herd_info The server's name.\n# TYPE herd_info gauge\nherd_info{server=\"%s\"} 1\n"
-            "# HELP herd_ready Whether /healthz says ready (see README: health).\n# TYPE herd_ready gauge\n"
+            "# HELP herd_ready Whether /readyz says ready (see README: health).\n# TYPE herd_ready gauge\n"
             "herd_ready %d\n"
             "# HELP herd_clients Clients held in the location table.\n# TYPE herd_clients gauge\n"
             "herd_clients %zu\n"
             "# HELP herd_client_connections Open client connections.\n# TYPE herd_client_connections gauge\n"
             "herd_client_connections %zu\n",
-            node->name, node_ready(node) ? 1 : 0, herd_table_size(node->table),
+            node->name, node_health(node, reason, sizeof reason) == HERD_HEALTH_READY ? 1 : 0,
+            herd_table_size(node->table),
             herd_frontend_connections(node->frontend));
     fprintf(f,
             "# HELP herd_commands_total Client commands by kind and outcome.\n"
@@ -103,14 +110,13 @@ char *node_render_metrics(void *arg, size_t *len)
             "herd_commands_total{command=\"IAMAT\",outcome=\"refused\"} %" PRIu64 "\n"
             "# HELP herd_invalid_lines_total Client lines answered with '?'.\n"
             "# TYPE herd_invalid_lines_total counter\nherd_invalid_lines_total %" PRIu64 "\n"
-            "# HELP herd_peer_updates_stored_total Updates from neighbours that were newer and stored.\n"
-            "# TYPE herd_peer_updates_stored_total counter\nherd_peer_updates_stored_total %" PRIu64 "\n"
-            "# HELP herd_duplicates_dropped_total Updates from neighbours that were not newer.\n"
-            "# TYPE herd_duplicates_dropped_total counter\nherd_duplicates_dropped_total %" PRIu64 "\n"
-            "# HELP herd_peer_invalid_updates_total AT lines from neighbours that did not parse.\n"
-            "# TYPE herd_peer_invalid_updates_total counter\nherd_peer_invalid_updates_total %" PRIu64 "\n"
-            "# HELP herd_peer_updates_refused_total Updates from neighbours outside the table's bounds.\n"
-            "# TYPE herd_peer_updates_refused_total counter\nherd_peer_updates_refused_total %" PRIu64 "\n"
+            "# HELP herd_peer_updates_total AT lines from neighbours by outcome: stored (newer), not_newer,\n"
+            "# invalid (did not parse, or an origin or time out of bounds), refused (outside the table's bounds).\n"
+            "# TYPE herd_peer_updates_total counter\n"
+            "herd_peer_updates_total{outcome=\"stored\"} %" PRIu64 "\n"
+            "herd_peer_updates_total{outcome=\"not_newer\"} %" PRIu64 "\n"
+            "herd_peer_updates_total{outcome=\"invalid\"} %" PRIu64 "\n"
+            "herd_peer_updates_total{outcome=\"refused\"} %" PRIu64 "\n"
             "# HELP herd_records_dropped_total Records dropped by limits.max_records or limits.record_ttl_s.\n"
             "# TYPE herd_records_dropped_total counter\nherd_records_dropped_total %" PRIu64 "\n",
             n->iamat_stored, n->iamat_not_newer, n->whatsat_answered, n->whatsat_unknown, n->iamat_refused,
@@ -150,10 +156,6 @@ char *node_render_metrics(void *arg, size_t *len)
             "herd_places_requests_total{result=\"shared\"} %" PRIu64 "\n"
             "herd_places_requests_total{result=\"cache_hit\"} %" PRIu64 "\n"
             "herd_places_requests_total{result=\"error\"} %" PRIu64 "\n"
-            "# HELP herd_places_errors_total Places lookups answered with an error object.\n"
-            "# TYPE herd_places_errors_total counter\nherd_places_errors_total %" PRIu64 "\n"
-            "# HELP herd_places_cache_hits_total Places lookups answered from the cache.\n"
-            "# TYPE herd_places_cache_hits_total counter\nherd_places_cache_hits_total %" PRIu64 "\n"
             "# HELP herd_places_abandoned_total WHATSATs whose Places lookup was given up, by reason.\n"
             "# TYPE herd_places_abandoned_total counter\n"
             "herd_places_abandoned_total{reason=\"deadline\"} %" PRIu64 "\n"
@@ -166,9 +168,8 @@ char *node_render_metrics(void *arg, size_t *len)
             "# TYPE herd_places_pending gauge\nherd_places_pending %zu\n"
             "# HELP herd_places_upstream_seconds Duration of upstream Places calls.\n"
             "# TYPE herd_places_upstream_seconds histogram\n",
-            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_errors,
-            n->places_cache_hits, n->places_deadline, n->places_client_gone,
-            n->places_refused_queued, n->places_refused_worker, node->n_pending);
+            n->places_upstream, n->places_shared, n->places_cache_hits, n->places_errors, n->places_deadline,
+            n->places_client_gone, n->places_refused_queued, n->places_refused_worker, node->n_pending);
     uint64_t cumulative = 0;
     for (size_t b = 0; b < N_LATENCY; b++) {
         cumulative += n->latency_buckets[b];
@@ -178,7 +179,138 @@ char *node_render_metrics(void *arg, size_t *len)
             "herd_places_upstream_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
             "herd_places_upstream_seconds_sum %.6f\nherd_places_upstream_seconds_count %" PRIu64 "\n",
             n->latency_count, n->latency_sum, n->latency_count);
+    fprintf(f, "# HELP herd_update_age_seconds Age of updates stored from neighbours: the clock here minus the\n"
+               "# origin's receive time (client time + skew). Clock differences between servers add to it.\n"
+               "# TYPE herd_update_age_seconds histogram\n");
+    herd_hist_render(&node->update_age[0], f, "herd_update_age_seconds", "via=\"flood\"");
+    herd_hist_render(&node->update_age[1], f, "herd_update_age_seconds", "via=\"exchange\"");
     fclose(f);
     return text;
+}
+
+void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood)
+{
+    /* The skew is "+S.NNNNNNNNN" or "-S.NNNNNNNNN" (validated by the parse). */
+    herd_time_t skew;
+    if (at->skew.len < 2 || herd_time_parse(at->skew.p + 1, at->skew.len - 1, &skew) != 0)
+        return;
+    int64_t sign = at->skew.p[0] == '-' ? -1 : 1;
+    herd_time_t now = herd_time_now();
+    /* now - (time + skew), in seconds and nanoseconds; every term is below
+     * 10^18, so no step overflows. */
+    int64_t sec = now.sec - at->time.sec - sign * skew.sec;
+    int64_t nsec = (int64_t)now.nsec - at->time.nsec - sign * skew.nsec;
+    int64_t ns;
+    if (sec > 1000000000 || sec < -1000000000)
+        ns = sec < 0 ? -1 : INT64_MAX;
+    else
+        ns = sec * 1000000000 + nsec;
+    herd_hist_observe(&node->update_age[flood ? 0 : 1], ns);
+}
+
+void node_load_progress(herd_node_t *node)
+{
+    /* The clock is read once per 4096 records: a million load in about a second. */
+    if ((++node->load_records & 4095) != 0)
+        return;
+    int64_t now = herd_clock_ms();
+    if (now - node->load_said_ms < 1000)
+        return;
+    node->load_said_ms = now;
+    char what[160];
+    double secs = (double)(now - node->load_start_ms) / 1000.0;
+    if (node->load_expect >= node->load_records)
+        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records of about %zu read in %.1f s",
+                 node->load_records, node->load_expect, secs);
+    else
+        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records read in %.1f s", node->load_records,
+                 secs);
+    herd_admin_progress(node->admin, what);
+    /* Flushed around: the line gets a time stamp of its own, and so does
+     * the next one. */
+    herd_log_flush(node->log);
+    herd_log_event(node->log, "state: %s", what);
+    herd_log_flush(node->log);
+}
+
+/* Per-neighbour facts for the page, read from the links' own metrics text
+ * (herd_link_up, herd_exchange_last_success_timestamp_seconds), so the page
+ * shows what /metrics shows. */
+typedef struct {
+    char *text;
+    size_t len;
+} links_text_t;
+
+/* The value of `metric{peer="NAME"}` in the links' text, or `missing`. */
+static double peer_value(const links_text_t *t, const char *metric, const char *name, double missing)
+{
+    char key[HERD_MAX_NAME + 128];
+    int k = snprintf(key, sizeof key, "\n%s{peer=\"%s\"} ", metric, name);
+    if (k < 0 || (size_t)k >= sizeof key || !t->text)
+        return missing;
+    const char *p = strstr(t->text, key);
+    if (!p)
+        return missing;
+    return strtod(p + k, NULL);
+}
+
+char *node_render_page(void *arg, size_t *len)
+{
+    herd_node_t *node = arg;
+    const herd_topology_t *topo = node->topo;
+    links_text_t lt = {NULL, 0};
+    FILE *f = open_memstream(&lt.text, &lt.len);
+    if (f) {
+        fputc('\n', f);
+        herd_links_render(node->links, f);
+        fclose(f);
+    }
+    herd_page_server_t *servers = calloc(topo->n_servers ? topo->n_servers : 1, sizeof *servers);
+    herd_page_link_t *links = calloc(topo->n_links ? topo->n_links : 1, sizeof *links);
+    char *out = NULL;
+    if (servers && links) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+        long self = herd_topology_find(topo, node->name);
+        for (size_t i = 0; i < topo->n_servers; i++) {
+            servers[i].name = topo->servers[i].name;
+            servers[i].self = (long)i == self;
+            servers[i].link = -1;
+        }
+        for (size_t i = 0; i < topo->n_links; i++) {
+            herd_page_link_t *l = &links[i];
+            l->a = topo->links[i].a;
+            l->b = topo->links[i].b;
+            l->up = -1;
+            l->age_s = HERD_PAGE_UNKNOWN;
+            if (self < 0 || (l->a != (size_t)self && l->b != (size_t)self))
+                continue;
+            size_t other = l->a == (size_t)self ? l->b : l->a;
+            const char *name = topo->servers[other].name;
+            l->up = peer_value(&lt, "herd_link_up", name, 0) > 0 ? 1 : 0;
+            servers[other].link = l->up;
+            double last = peer_value(&lt, "herd_exchange_last_success_timestamp_seconds", name, -1);
+            l->age_s = last < 0 ? HERD_PAGE_UNKNOWN : last == 0 ? HERD_PAGE_NEVER : (now > last ? now - last : 0);
+        }
+        char reason[256];
+        herd_health_t h = node_health(node, reason, sizeof reason);
+        herd_page_t page = {.self = node->name,
+                            .version = HERD_VERSION,
+                            .health = herd_health_name(h),
+                            .reason = reason,
+                            .ready = h == HERD_HEALTH_READY,
+                            .records = herd_table_size(node->table),
+                            .connections = herd_frontend_connections(node->frontend),
+                            .servers = servers,
+                            .n_servers = topo->n_servers,
+                            .links = links,
+                            .n_links = topo->n_links};
+        out = herd_admin_page_render(&page, len);
+    }
+    free(servers);
+    free(links);
+    free(lt.text);
+    return out;
 }
 

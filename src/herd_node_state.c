@@ -39,6 +39,7 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
 static void load_record(void *arg, const herd_journal_rec_t *rec)
 {
     herd_node_t *node = arg;
+    node_load_progress(node);
     if (rec->kind == 'D') {
         herd_table_remove(node->table, rec->id, rec->id_len);
         return;
@@ -111,6 +112,8 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
     if (topo->max_records > 0 && expect > (size_t)topo->max_records)
         expect = (size_t)topo->max_records;
     (void)herd_table_reserve(node->table, expect);
+    node->load_expect = expect;
+    node->load_start_ms = node->load_said_ms = herd_clock_ms();
     herd_journal_conf_t jc = {.dir = dir,
                               .fsync = topo->fsync,
                               .load = load_record,
