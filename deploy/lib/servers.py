@@ -38,6 +38,23 @@ then the address is trusted). Servers of the run folder that CONFIG no longer
 names (a rename, a removal) are listed too, with IN_FILE "no", when no NAME
 is given.
 
+With --json and --probe the exit status is herdctl status's: 0 when every
+server of the file (or every one named) runs, answers and is ready, else 3.
+
+    servers.py wait-ready HOST PORT TIMEOUT
+
+polls GET /readyz (/healthz on an older server) until it answers 200 (prints
+"yes", exit 0) or TIMEOUT seconds pass (prints the last reason, exit 1).
+
+    servers.py dry-run RUN_DIR CONFIG [NAME...]
+
+reads --check-config --json on stdin and prints, per running server, what a
+reload of CONFIG would change there against its running /config: its own
+addresses (a restart), links added and removed (against its links in
+/metrics), settings (the file's against /config's "running"), the settings
+still pending a restart, an exit when its name left the file; and the file's
+warnings (unknown fields).
+
 Usage errors go to stderr as one line, exit status 2.
 """
 
