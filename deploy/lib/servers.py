@@ -249,7 +249,7 @@ class Server:
                     clients.append(c)
         return admins, clients
 
-    def locate(self, run_dir, config_path):
+    def locate(self, run_dir, config_path, claimed=None):
         admins, clients = self.candidates(run_dir)
         for host, port in admins:
             doc = get_config(host, port)
@@ -257,6 +257,8 @@ class Server:
                 continue
             if doc.get("name") not in (None, self.name):
                 continue  # another server answers there now
+            if doc.get("name") is None and (claimed or {}).get((host, port), self.name) != self.name:
+                continue  # an older server, last seen there under another name
             self.config, self.admin = doc, (host, port)
             break
         file_pid = read_pid_file(run_dir, self.name)
@@ -355,6 +357,18 @@ class Server:
         }
 
 
+def claimed_admins(run_dir, names):
+    """{(admin host, admin port): name} from the run folder's last known
+    addresses: who answered where, for an older server's /config that does
+    not name itself."""
+    out = {}
+    for name in names:
+        addr = read_addr(run_dir, name)
+        if addr and addr.get("admin_port"):
+            out[(addr.get("admin_host") or "127.0.0.1", int(addr["admin_port"]))] = name
+    return out
+
+
 def run_dir_names(run_dir):
     names = set()
     try:
@@ -396,8 +410,10 @@ def locate(args):
     valid = isinstance(topo, dict)
     servers = [Server(n, (n in file_servers) if valid else None, file_servers.get(n)) for n in names]
 
+    claimed = claimed_admins(run_dir, run_dir_names(run_dir))
+
     def work(s):
-        s.locate(run_dir, config_path)
+        s.locate(run_dir, config_path, claimed)
         if probe:
             s.probe()
 
@@ -477,8 +493,9 @@ def dry_run(args):
     names = wanted or ([s["name"] for s in topo.get("servers") or []]
                        + sorted(run_dir_names(run_dir) - set(file_servers)))
     servers = [Server(n, n in file_servers, file_servers.get(n)) for n in names]
+    claimed = claimed_admins(run_dir, run_dir_names(run_dir))
     for s in servers:
-        s.locate(run_dir, config_path)
+        s.locate(run_dir, config_path, claimed)
     for w in topo.get("warnings") or []:
         print("file: warning: %s" % w)
     file_settings = flat("", {k: v for k, v in topo.items()
