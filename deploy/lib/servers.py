@@ -51,7 +51,8 @@ polls GET /readyz (/healthz on an older server) until it answers 200 (prints
 reads --check-config --json on stdin and prints, per running server, what a
 reload of CONFIG would change there against its running /config: its own
 addresses (a restart), links added and removed (against its links in
-/metrics), settings (the file's against /config's "running"), the settings
+/metrics), settings (those the file sets, paths as the server resolves them,
+against /config's "running"), the settings
 still pending a restart, an exit when its name left the file; and the file's
 warnings (unknown fields).
 
@@ -498,8 +499,16 @@ def dry_run(args):
         s.locate(run_dir, config_path, claimed)
     for w in topo.get("warnings") or []:
         print("file: warning: %s" % w)
-    file_settings = flat("", {k: v for k, v in topo.items()
-                              if k not in ("servers", "links", "topology", "warnings")}, {})
+    # The file's settings as written (--check-config --json resolves only
+    # the paths): a setting the file leaves out is not compared.
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        raw = {}
+    skip = ("servers", "links", "topology", "warnings")
+    file_settings = flat("", {k: v for k, v in raw.items() if k not in skip}, {})
+    file_settings.update(flat("", {k: v for k, v in topo.items() if k not in skip}, {}))
     for s in servers:
         if s.state != "running":
             if s.in_file:

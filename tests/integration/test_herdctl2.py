@@ -18,7 +18,7 @@ import signal
 import subprocess
 import uuid
 
-from herdtest import wait_until
+from herdtest import free_ports, wait_until
 from test_herdctl import HerdctlCase, gone
 
 
@@ -58,8 +58,8 @@ class HandStarted(HerdctlCase):
         self.assertEqual(self.herd.wait_exit(t2), 0)
 
     def test_restart_takes_over_a_server_started_by_hand(self):
-        t1 = self.t1
-        self.herd.start(t1)
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])  # T2: the neighbour T1 is ready with
         old = self.herd.pid(t1)
         r = self.herdctl("restart", t1)
         self.assertIn("%s was not started by herdctl (pid %d)" % (t1, old), r.stdout)
@@ -191,9 +191,12 @@ class ReloadOutcomes(HerdctlCase):
 
     def test_pending_settings_keep_reload_at_4_until_a_restart(self):
         """Needs the server's /config "pending" (issue 20 item 2)."""
-        t1 = self.t1
-        self.herdctl("up", t1)
-        self.herd.topology["servers"][t1]["client_port"] += 7000
+        t1, t2 = self.t1, self.t2
+        self.herdctl("up", t1, t2)  # T2: the neighbour T1 is ready with after its restart
+        used = {p for conf in self.herd.topology["servers"].values() for p in conf.values()
+                if isinstance(p, int)}
+        self.herd.topology["servers"][t1]["client_port"] = [
+            p for p in free_ports(8) if p not in used][0]
         self.herd.write_topology()
         r = self.herdctl("reload", t1, check=4)
         self.assertIn("%s: needs a restart for: client_port" % t1, r.stderr)
