@@ -7,9 +7,8 @@
 #   any other prefix P (default /usr/local): P/etc/herd/topology.json,
 #     P/etc/logrotate.d/herd, P/lib/systemd/system/herd@.service
 #
-# The sources carry the package's paths (/usr/bin/herd-server and herdctl,
-# /etc/herd);
-# for another prefix they are rewritten here. The state and log folders are
+# The sources carry the package's paths (/usr/bin/herd-server, /usr/bin/herdctl,
+# /etc/herd); for another prefix they are rewritten here. The state and log folders are
 # systemd's (/var/lib/herd, /var/log/herd) whatever the prefix.
 #
 # Expects HERD_SOURCE_DIR and HERD_BINARY_DIR to be set by the caller.
