@@ -7,8 +7,8 @@
 #   any other prefix P (default /usr/local): P/etc/herd/topology.json,
 #     P/etc/logrotate.d/herd, P/lib/systemd/system/herd@.service
 #
-# The sources carry the package's paths (/usr/bin/herd-server, /etc/herd);
-# for another prefix they are rewritten here. The state and log folders are
+# The sources carry the package's paths (/usr/bin/herd-server, /usr/bin/herdctl,
+# /etc/herd); for another prefix they are rewritten here. The state and log folders are
 # systemd's (/var/lib/herd, /var/log/herd) whatever the prefix.
 #
 # Expects HERD_SOURCE_DIR and HERD_BINARY_DIR to be set by the caller.
@@ -25,6 +25,7 @@ file(MAKE_DIRECTORY "${_herd_stage}")
 function(_herd_rewrite src name)
   file(READ "${HERD_SOURCE_DIR}/${src}" text)
   string(REPLACE "/usr/bin/herd-server" "${CMAKE_INSTALL_PREFIX}/bin/herd-server" text "${text}")
+  string(REPLACE "/usr/bin/herdctl" "${CMAKE_INSTALL_PREFIX}/bin/herdctl" text "${text}")
   string(REPLACE "/etc/herd/" "${_herd_etc}/herd/" text "${text}")
   file(WRITE "${_herd_stage}/${name}" "${text}")
 endfunction()

@@ -19,9 +19,11 @@ fields (ADMIN_PORT "-" means the server has none):
     admin.py config ADMIN_HOST ADMIN_PORT
 
 prints GET /config as one TAB-separated line: GENERATION, LAST_OK ("yes",
-"no", or "-" before any reload), NEEDS_RESTART (comma-separated settings,
-or "-"), LOG_DIR, REASON ("-" before any reload); exit status 3 when the
-endpoint does not answer.
+"no", or "-" before any reload), NEEDS_RESTART (the last reload's
+comma-separated settings, or "-"), LOG_DIR, PENDING (every setting still
+waiting for a restart, whatever reloads came since: comma-separated, "-" for
+none, "?" from an older server that does not say), REASON ("-" before any
+reload); exit status 3 when the endpoint does not answer.
 
 Every server is asked at the same time, so a herd of servers that do not
 answer costs one time-out, not one per server. HTTP goes straight to the
@@ -130,7 +132,11 @@ def config(host, port):
     ok = "-" if not last else ("yes" if last.get("ok") else "no")
     restart = ",".join(last.get("needs_restart") or []) or "-"
     reason = " ".join(str(last.get("reason") or "-").split())
-    print("\t".join([str(doc.get("generation", 0)), ok, restart, str(doc.get("log_dir") or "-"), reason]))
+    running = doc.get("running") if isinstance(doc.get("running"), dict) else {}
+    log_dir = running.get("log_dir") or doc.get("log_dir") or "-"
+    pending = doc.get("pending")
+    pending = "?" if not isinstance(pending, list) else (",".join(map(str, pending)) or "-")
+    print("\t".join([str(doc.get("generation", 0)), ok, restart, str(log_dir), pending, reason]))
     return 0
 
 

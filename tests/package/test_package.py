@@ -43,6 +43,12 @@ EXPECTED_FILES = {
     "/usr/lib/herd/admin.py": 0o644,
     "/usr/lib/herd/client.py": 0o644,
     "/usr/lib/herd/topology.py": 0o644,
+    "/usr/lib/herd/servers.py": 0o644,
+    "/usr/lib/herd/metrics.py": 0o644,
+    "/usr/share/doc/herd/copyright": 0o644,
+    "/usr/share/doc/herd/changelog.gz": 0o644,
+    "/usr/share/doc/herd/README.md": 0o644,
+    "/usr/share/doc/herd/PROTOCOL.md": 0o644,
     "/usr/lib/systemd/system/herd@.service": 0o644,
     "/etc/herd/topology.json": 0o644,
     "/etc/logrotate.d/herd": 0o644,
@@ -204,13 +210,26 @@ class PackageTest(unittest.TestCase):
             self.assertIn(name, files, "missing from the package:\n" + listing)
             self.assertEqual(files[name][1:], stat.filemode(mode)[1:], name)
         stray = [n for n in files if not n.startswith(("/usr/bin/", "/usr/lib/herd/",
-                 "/usr/lib/systemd/system/", "/usr/share/man/", "/etc/herd/", "/etc/logrotate.d/"))]
+                 "/usr/lib/systemd/system/", "/usr/share/man/", "/usr/share/doc/herd/", "/etc/herd/",
+                 "/etc/logrotate.d/"))]
         self.assertEqual(stray, [], "files outside the package's layout")
+
+    def test_2_lintian(self):
+        """Debian's own checker finds no error (E:) and no warning (W:)."""
+        if not shutil.which("lintian"):
+            print("%s: lintian not found (Debian package lintian)" % SKIP_MARK, file=sys.stderr)
+            self.skipTest("lintian not found (Debian package lintian)")
+        proc = run(["lintian", "--tag-display-limit", "0", self.deb], check=False, timeout=300)
+        out = proc.stdout.decode(errors="replace")
+        bad = [l for l in out.splitlines() if l.startswith(("E:", "W:"))]
+        self.assertEqual(bad, [], out + proc.stderr.decode(errors="replace"))
+        self.assertEqual(proc.returncode, 0, out)
 
     def test_2_metadata(self):
         def field(name):
             return run(["dpkg-deb", "-f", self.deb, name]).stdout.decode().strip()
         self.assertEqual(field("Package"), "herd")
+        self.assertEqual(field("Maintainer"), "herd maintainers <herd-maint@example.org>")
         depends = [d.strip() for d in field("Depends").split(",")]
         self.assertIn("python3", depends)
         # Computed by dpkg-shlibdeps from the binaries, with versions.
@@ -249,9 +268,24 @@ class PackageTest(unittest.TestCase):
             unit = f.read()
         for line in ("ExecStart=/usr/bin/herd-server --config /etc/herd/topology.json",
                      "User=herd", "StateDirectory=herd", "LogsDirectory=herd",
-                     "ProtectSystem=strict", "MemoryMax="):
+                     "ProtectSystem=strict", "MemoryMax=", "\nType=notify\n", "\nNotifyAccess=main\n",
+                     "\nExecReload=/usr/bin/herdctl --config /etc/herd/topology.json reload "):
             self.assertIn(line, unit)
         self.assertNotIn("DynamicUser=yes", unit)
+        # The memory comment carries no figure that can go stale.
+        memory = unit[unit.index("# Memory:"):unit.index("MemoryMax=")]
+        self.assertIsNone(re.search(r"\d", memory), memory)
+        # logrotate asks for a log reopen (SIGUSR1), never a reload (SIGHUP).
+        with open(self.path("/etc/logrotate.d/herd"), encoding="utf-8") as f:
+            rotate = f.read()
+        self.assertIn("--signal=SIGUSR1 'herd@*.service'", rotate)
+        self.assertNotIn("SIGHUP", rotate)
+        # The documentation: README, the protocol, copyright, changelog.
+        with open(self.path("/usr/share/doc/herd/PROTOCOL.md"), encoding="utf-8") as f:
+            self.assertIn("## 9. topology.json", f.read())
+        with open(self.path("/usr/share/doc/herd/copyright"), encoding="utf-8") as f:
+            self.assertTrue(f.read().startswith("Format: https://www.debian.org/doc/packaging-manuals/"
+                                                "copyright-format/1.0/"))
         with open(self.path("/etc/herd/topology.json"), encoding="utf-8") as f:
             topo = json.load(f)
         self.assertEqual(sorted(topo["servers"]), sorted(SERVERS))
