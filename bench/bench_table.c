@@ -13,7 +13,9 @@
  *   - bounded:  a newer report of a held client while that bound is on (the
  *               eviction heap kept).
  * The time to make the lines alone ("gen") is measured the same way and
- * subtracted, so the figures are the table's. Digests are checked against
+ * subtracted, so the figures are the table's; times are the thread's CPU
+ * time, the best of the rounds. "bytes" is the heap the filled table takes
+ * per client (malloc's own count, so its rounding included). Digests are checked against
  * a second table fed the final records in another order.
  *
  *   herd-bench-table [--clients N[,N...]] [--rounds R]
@@ -21,6 +23,7 @@
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,12 +142,14 @@ static void run(size_t n, int rounds)
     figures_t f = {1e18, 1e18, 1e18, 1e18, 1e18, 1e18};
     volatile uint64_t sink = 0;
 
+    size_t heap0 = mallinfo2().uordblks;
     herd_table_t *t = herd_table_new();
     check(t != NULL, "herd_table_new");
     uint64_t t0 = now_ns();
     for (size_t k = 0; k < n; k++)
         check(offer(t, (at_make(&a, order[k], 0), &a), order[k], 0) == HERD_UPDATE_NEWER, "fill");
     double fill = per_op(t0, now_ns(), n);
+    double bytes = (double)(mallinfo2().uordblks - heap0) / (double)n;
 
     uint64_t v = 0;
     for (int r = 0; r < rounds; r++) {
@@ -221,9 +226,9 @@ static void run(size_t n, int rounds)
     free(order);
 
     printf("clients=%zu fill_ns=%.1f update_ns=%.1f repeat_ns=%.1f find_ns=%.1f evict_ns=%.1f bounded_ns=%.1f"
-           " gen_ns=%.1f\n",
+           " gen_ns=%.1f bytes=%.1f\n",
            n, fill - f.gen, f.update - f.gen, f.repeat - f.gen, f.find - f.gen, f.evict - f.gen,
-           f.bounded - f.gen, f.gen);
+           f.bounded - f.gen, f.gen, bytes);
     (void)sink;
 }
 

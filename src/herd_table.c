@@ -9,11 +9,12 @@
  *
  * A record is one allocation: the fields callers see, what the table keeps
  * parsed beside them (the receive time, the digest bucket, the heap
- * position), then the id bytes and the AT line with its NUL, with a little
- * room to spare. A newer record of a held client is written over the old
- * one in place when it fits, which is nearly always (the lines of one
- * client differ by a few bytes at most): the slot, the bucket chain and the
- * allocation stay, and only the digests change, by XOR.
+ * position), then the id bytes and the AT line with its NUL, and whatever
+ * room the allocator rounded the block up to. A newer record of a held
+ * client is written over the old one in place when it fits, which is nearly
+ * always (the lines of one client differ by a few bytes at most): the
+ * slot, the bucket chain and the allocation stay, and only the digests
+ * change, by XOR.
  *
  * Anti-entropy digests: every record has a fingerprint (a 64-bit hash of its
  * AT line, unseeded so every server computes the same one); a bucket's digest
@@ -33,6 +34,7 @@
  * pays nothing for it on the hot path. */
 #include "herd_table.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -42,7 +44,6 @@
 
 #define INITIAL_CAPACITY 16
 #define NO_HEAP          UINT32_MAX
-#define REC_ROOM         32 /* a record's bytes are allocated in steps of this, room for a longer next line */
 
 /* One client's record and its bytes, in a single allocation. */
 typedef struct rec_t {
@@ -52,7 +53,7 @@ typedef struct rec_t {
     uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
     struct rec_t *bnext;    /* next record in the same digest bucket */
     struct rec_t **bprev;   /* the pointer that points at this record (O(1) unlink: ids can be aimed at one bucket) */
-    uint32_t room;          /* bytes allocated for data */
+    uint32_t room;          /* bytes usable for data (malloc_usable_size: at least what was asked) */
     uint16_t bucket;        /* its digest bucket */
     char data[];            /* the id bytes, then the AT line and a NUL */
 } rec_t;
@@ -348,11 +349,10 @@ static void slot_delete(herd_table_t *t, size_t i)
     t->slots[i] = (slot_t) {0, NULL};
 }
 
-/* Bytes to allocate for a record's data: the id, the AT line and its NUL,
- * rounded up to REC_ROOM. */
+/* Bytes a record's data takes: the id, the AT line and its NUL. */
 static size_t room_for(size_t id_len, size_t at_len)
 {
-    return (id_len + at_len + 1 + REC_ROOM - 1) / REC_ROOM * REC_ROOM;
+    return id_len + at_len + 1;
 }
 
 /* Writes a record's fields and bytes into r (whose room is enough). The
@@ -384,12 +384,13 @@ static void rec_fill(rec_t *r, const char *id, size_t id_len, herd_time_t time, 
 static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
                       size_t pos_off, size_t pos_len, herd_time_t recv, uint64_t fingerprint, uint32_t bucket)
 {
-    size_t room = room_for(id_len, at_len);
-    rec_t *r = malloc(sizeof *r + room);
+    rec_t *r = malloc(sizeof *r + room_for(id_len, at_len));
     if (r == NULL)
         return NULL;
     rec_fill(r, id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint);
-    r->room = (uint32_t) room;
+    /* The allocator's rounding is room for a longer line later, for free. */
+    size_t usable = malloc_usable_size(r) - sizeof *r;
+    r->room = (uint32_t) (usable < UINT32_MAX ? usable : UINT32_MAX);
     r->bnext = NULL;
     r->bprev = NULL;
     r->bucket = (uint16_t) bucket;
