@@ -27,9 +27,11 @@
  * Bounds (PROTOCOL.md section 6): records leave in the order of the origin's
  * receive time (the client's time plus the AT line's skew, herd_record),
  * ties broken by the rank of section 3, then by the id, so the order is
- * total and every server evicts the same records. A binary min-heap keeps
- * that order, its entries holding the receive time so that sifting compares
- * without dereferencing records. It is only kept while a bound can bite (a
+ * total and every server evicts the same records. A min-heap keeps that
+ * order, its entries holding the receive time so that sifting compares
+ * without dereferencing records; it is 4-ary, so a record that moves (a
+ * newer report of a held client goes to the far end) passes half as many
+ * levels, each of which writes the heap position into a record. It is only kept while a bound can bite (a
  * ttl is set, or the table has reached max_records), so an unbounded table
  * pays nothing for it on the hot path. */
 #include "herd_table.h"
@@ -44,6 +46,7 @@
 
 #define INITIAL_CAPACITY 16
 #define NO_HEAP          UINT32_MAX
+#define HEAP_ARITY       4
 
 /* One client's record and its bytes, in a single allocation. */
 typedef struct rec_t {
@@ -440,7 +443,7 @@ static void sift_up(herd_table_t *t, size_t i)
 {
     hent_t e = t->heap[i];
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
+        size_t parent = (i - 1) / HEAP_ARITY;
         if (hent_cmp(&t->heap[parent], &e) <= 0)
             break;
         heap_set(t, i, t->heap[parent]);
@@ -453,11 +456,12 @@ static void sift_down(herd_table_t *t, size_t i, size_t n)
 {
     hent_t e = t->heap[i];
     for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
+        size_t first = HEAP_ARITY * i + 1, c = first;
+        if (first >= n)
             break;
-        if (c + 1 < n && hent_cmp(&t->heap[c + 1], &t->heap[c]) < 0)
-            c++;
+        for (size_t k = first + 1; k < first + HEAP_ARITY && k < n; k++)
+            if (hent_cmp(&t->heap[k], &t->heap[c]) < 0)
+                c = k;
         if (hent_cmp(&e, &t->heap[c]) <= 0)
             break;
         heap_set(t, i, t->heap[c]);
@@ -506,7 +510,7 @@ static int heap_build(herd_table_t *t)
     for (size_t i = 0; i <= t->mask; i++)
         if (t->slots[i].rec != NULL)
             heap_set(t, n++, hent_of(t->slots[i].rec));
-    for (size_t i = n / 2; i-- > 0;)
+    for (size_t i = n > 1 ? (n - 2) / HEAP_ARITY + 1 : 0; i-- > 0;) /* every parent, last first */
         sift_down(t, i, n);
     t->heap_on = true;
     return 0;
