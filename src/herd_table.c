@@ -30,10 +30,11 @@
  * total and every server evicts the same records. A min-heap keeps that
  * order, its entries holding the receive time so that sifting compares
  * without dereferencing records; it is 4-ary, so a record that moves (a
- * newer report of a held client goes to the far end) passes half as many
- * levels, each of which writes the heap position into a record. It is only kept while a bound can bite (a
- * ttl is set, or the table has reached max_records), so an unbounded table
- * pays nothing for it on the hot path. */
+ * newer report of a held client goes to the far end) passes half the
+ * levels of a binary heap, each of which writes the heap position into a
+ * record. It is only kept while a bound can bite (a ttl is set, or the
+ * table has reached max_records), so an unbounded table pays nothing for
+ * it on the hot path. */
 #include "herd_table.h"
 
 #include <malloc.h>
