@@ -14,9 +14,15 @@
  * the buckets, then the records' fingerprints, and exchange only what
  * differs.
  *
- * Bounds (PROTOCOL.md section 6): past max_records the lowest-ranked record
- * is dropped; with a ttl, a record whose client time is older than that is
- * dropped. Both depend only on the records and the clock. */
+ * Bounds (PROTOCOL.md section 6) go by the origin server's receive time,
+ * which the table reads from the record itself (the client's time plus the
+ * AT line's skew, herd_record_receive_time), never by the client's time:
+ * past max_records the record received longest ago is dropped, and with a
+ * ttl a record received more than that long ago is. Equal receive times are
+ * ordered by the ranking above, then by the client id, so the eviction
+ * order is total. Both bounds depend only on the records and the clock, so
+ * every server drops the same ones; nothing here depends on which servers
+ * the topology has (a record is kept whatever its origin). */
 #ifndef HERD_TABLE_H
 #define HERD_TABLE_H
 
@@ -51,7 +57,7 @@ typedef enum {
     HERD_UPDATE_NEWER,   /* stored: it ranks above the stored record (or the client is new) */
     HERD_UPDATE_SAME,    /* not stored: this very record is already held */
     HERD_UPDATE_OLDER,   /* not stored: a higher-ranked record is held */
-    HERD_UPDATE_REFUSED, /* not stored: outside the bounds (expired, or lowest of a full table) */
+    HERD_UPDATE_REFUSED, /* not stored: outside the bounds (expired, or first to go from a full table) */
     HERD_UPDATE_ERROR,   /* not stored: out of memory or malformed lengths */
 } herd_update_t;
 
@@ -67,19 +73,24 @@ herd_table_t *herd_table_new(void);
 void herd_table_destroy(herd_table_t **p);
 
 /* Sets the bounds: at most max_records records (0 = no bound) and, with
- * ttl_s > 0, no record whose client time is more than ttl_s seconds before
+ * ttl_s > 0, no record whose receive time is more than ttl_s seconds before
  * the `now` given to herd_table_expire. Lowering max_records below the size
- * drops the lowest-ranked records at once. drop (may be NULL) hears of every
+ * drops the records received longest ago at once. drop (may be NULL) hears of every
  * record dropped by a bound. Returns 0, or -1 when out of memory. */
 int herd_table_set_limits(herd_table_t *t, uint64_t max_records, int64_t ttl_s, herd_table_drop_fn *drop,
                           void *arg);
 
-/* Drops every record older than the ttl at `now` (POSIX seconds); records
- * offered later with such a time are refused. Returns how many were dropped. */
+/* Drops every record received more than the ttl before `now` (POSIX
+ * seconds); records offered later with such a receive time are refused.
+ * Returns how many were dropped. */
 size_t herd_table_expire(herd_table_t *t, int64_t now);
 
 /* Offers a location: stores it when it ranks above the stored one (or the
- * client is new) and the bounds allow. `at` is the whole AT line, whose
+ * client is new) and the bounds allow: a new client's record is refused when
+ * its receive time is past the ttl, or when the table is full and it would
+ * be the first to go (it was received before every record held; every
+ * server refuses it alike). Otherwise, in a full table, the record received
+ * longest ago makes room. A held client's newer record never drops anyone. `at` is the whole AT line, whose
  * origin name is its second field; the position field is at
  * [pos_off, pos_off + pos_len). On HERD_UPDATE_NEWER, *stored (if not NULL)
  * points to the new record; otherwise to the record kept (or NULL). */
@@ -90,7 +101,11 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
 /* As herd_table_update, for a report this server just made from a client's
  * IAMAT: one with the same time, origin and position as the record held does
  * not rank above it (PROTOCOL section 3), so it is HERD_UPDATE_SAME even
- * though its AT line (a new skew) would win the last tie-break. */
+ * though its AT line (a new skew) would win the last tie-break. A new
+ * report is always admitted by max_records (PROTOCOL section 6): its receive
+ * time is this server's now, so it is never the first to go unless every
+ * record held was received later by a clock ahead of ours; even then the
+ * record first in the order makes room for it. */
 herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored);

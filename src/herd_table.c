@@ -1,45 +1,85 @@
 /* herd_table: client id -> the highest-ranked known location record.
  *
- * The index is a power-of-two array of record pointers with linear probing;
- * removal uses backward-shift deletion, so there are no tombstones and a
- * probe stops at the first empty slot.
+ * The index is a power-of-two array of slots with linear probing; each slot
+ * holds the id's full index hash beside the record pointer, so a probe
+ * compares hashes in the slot array and dereferences only the record whose
+ * hash matches, and growing or shifting slots never rehashes. Removal uses
+ * backward-shift deletion, so there are no tombstones and a probe stops at
+ * the first empty slot.
+ *
+ * A record is one allocation: the fields callers see, what the table keeps
+ * parsed beside them (the receive time, the digest bucket, the heap
+ * position), then the id bytes and the AT line with its NUL, and whatever
+ * room the allocator rounded the block up to. A newer record of a held
+ * client is written over the old one in place when it fits, which is nearly
+ * always (the lines of one client differ by a few bytes at most): the
+ * slot, the bucket chain and the allocation stay, and only the digests
+ * change, by XOR.
  *
  * Anti-entropy digests: every record has a fingerprint (a 64-bit hash of its
  * AT line, unseeded so every server computes the same one); a bucket's digest
  * is the XOR of its records' fingerprints, a group's the XOR of its buckets',
  * the table's the XOR of all. Each record also sits on its bucket's chain,
- * so a bucket's records can be listed without a scan.
+ * so a bucket's records can be listed without a scan; the chain changes
+ * only when a client comes or goes (or, rarely, its record outgrows its
+ * allocation).
  *
- * Bounds: a binary min-heap by rank finds the lowest-ranked record. It is
- * only kept while a bound can bite (a ttl is set, or the table has reached
- * max_records), so an unbounded table pays nothing for it on the hot path.
- *
- * Memory per client: one malloc holding the 80-byte rec_t followed by the id
- * bytes and the AT line with its NUL, one 8-byte index slot at a load of
- * 0.375 to 0.75 (11 to 21 bytes a client), and, when the heap is on, 8 bytes
- * of heap. The bucket arrays are a fixed 1.5 MiB. */
+ * Bounds (PROTOCOL.md section 6): records leave in the order of the origin's
+ * receive time (the client's time plus the AT line's skew, herd_record),
+ * ties broken by the rank of section 3, then by the id, so the order is
+ * total and every server evicts the same records. A min-heap keeps that
+ * order, its entries holding the receive time so that sifting compares
+ * without dereferencing records; it is 4-ary, so a record that moves (a
+ * newer report of a held client goes to the far end) passes half the
+ * levels of a binary heap, each of which writes the heap position into a
+ * record. It is only kept while a bound can bite (a ttl is set, or the
+ * table has reached max_records), so an unbounded table pays nothing for
+ * it on the hot path. */
 #include "herd_table.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
+#include "herd_record.h"
+
 #define INITIAL_CAPACITY 16
 #define NO_HEAP          UINT32_MAX
+#define HEAP_ARITY       4
 
 /* One client's record and its bytes, in a single allocation. */
 typedef struct rec_t {
     herd_record_t r;        /* what callers see; r.id and r.at point into data */
+    int64_t recv_sec;       /* the origin's receive time (herd_record_receive_time) */
+    int32_t recv_nsec;
+    uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
     struct rec_t *bnext;    /* next record in the same digest bucket */
     struct rec_t **bprev;   /* the pointer that points at this record (O(1) unlink: ids can be aimed at one bucket) */
-    uint32_t bucket;        /* its digest bucket */
-    uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
+    uint32_t room;          /* bytes usable for data (malloc_usable_size: at least what was asked) */
+    uint16_t bucket;        /* its digest bucket */
     char data[];            /* the id bytes, then the AT line and a NUL */
 } rec_t;
 
+_Static_assert(HERD_TABLE_BUCKETS <= UINT16_MAX + 1u, "a bucket number fits rec_t.bucket");
+
+/* An index slot: the record, and its id's index hash (rec NULL: empty). */
+typedef struct {
+    uint64_t hash;
+    rec_t *rec;
+} slot_t;
+
+/* A heap entry: the record and its receive time, the first key of the
+ * eviction order, kept here so that sifting rarely touches the records. */
+typedef struct {
+    int64_t recv_sec;
+    int32_t recv_nsec;
+    rec_t *rec;
+} hent_t;
+
 struct herd_table_t {
-    rec_t **slots;          /* capacity entries, NULL when empty */
+    slot_t *slots;          /* capacity entries */
     size_t mask;            /* capacity - 1; capacity is a power of two */
     size_t size;            /* records held */
     uint64_t seed;          /* random per table: the index's SipHash key is (seed, seed2) */
@@ -50,11 +90,11 @@ struct herd_table_t {
     uint64_t group_digest[HERD_TABLE_GROUPS];
     uint64_t max_records;   /* 0 = no bound */
     int64_t ttl_s;          /* 0 = no expiry */
-    int64_t floor_sec;      /* records with a client time below this are expired */
+    int64_t floor_sec;      /* records received before this second are expired */
     herd_table_drop_fn *drop; /* told of every record dropped by a bound */
     void *drop_arg;
     uint64_t dropped;       /* records dropped by a bound so far */
-    rec_t **heap;           /* min-heap by rank, when heap_on */
+    hent_t *heap;           /* min-heap in eviction order, when heap_on */
     size_t heap_cap;
     bool heap_on;           /* every record is in the heap */
 };
@@ -178,16 +218,6 @@ static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
     return na < nb ? -1 : na > nb;
 }
 
-/* The origin name of an AT line: its second field, from byte 3 to the next
- * space (the whole rest when malformed, which still orders consistently). */
-static herd_span_t origin_of(herd_span_t at)
-{
-    if (at.len < 3)
-        return (herd_span_t) {at.p, 0};
-    const char *sp = memchr(at.p + 3, ' ', at.len - 3);
-    return (herd_span_t) {at.p + 3, sp ? (size_t) (sp - at.p - 3) : at.len - 3};
-}
-
 /* The contract's own keys of the ranking: time, origin, position. */
 static int report_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
                       herd_span_t pos_b)
@@ -195,7 +225,7 @@ static int report_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_
     int c = herd_time_cmp(ta, tb);
     if (c != 0)
         return c;
-    herd_span_t oa = origin_of(at_a), ob = origin_of(at_b);
+    herd_span_t oa = herd_record_origin(at_a.p, at_a.len), ob = herd_record_origin(at_b.p, at_b.len);
     if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
         return c;
     return bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
@@ -208,18 +238,33 @@ int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time
     return c != 0 ? c : bytes_cmp(at_a.p, at_a.len, at_b.p, at_b.len);
 }
 
-/* The rank order between two stored records. */
-static int rec_cmp(const rec_t *a, const rec_t *b)
+/* The eviction order of two records, whole: the receive time, then the
+ * rank of section 3 (time, origin, position, the whole AT line), then the
+ * id, so that no two records of a table are equal in it. */
+static int evict_cmp(const herd_record_t *a, int64_t a_sec, int32_t a_nsec, const herd_record_t *b, int64_t b_sec,
+                     int32_t b_nsec)
 {
-    int c = herd_time_cmp(a->r.time, b->r.time);
+    if (a_sec != b_sec)
+        return a_sec < b_sec ? -1 : 1;
+    if (a_nsec != b_nsec)
+        return a_nsec < b_nsec ? -1 : 1;
+    int c = herd_time_cmp(a->time, b->time);
     if (c != 0)
         return c;
-    const char *aa = a->r.at, *ba = b->r.at;
-    if ((c = bytes_cmp(aa + 3, a->r.origin_len, ba + 3, b->r.origin_len)) != 0)
+    const char *aa = a->at, *ba = b->at;
+    if ((c = bytes_cmp(aa + 3, a->origin_len, ba + 3, b->origin_len)) != 0)
         return c;
-    if ((c = bytes_cmp(aa + a->r.pos_off, a->r.pos_len, ba + b->r.pos_off, b->r.pos_len)) != 0)
+    if ((c = bytes_cmp(aa + a->pos_off, a->pos_len, ba + b->pos_off, b->pos_len)) != 0)
         return c;
-    return bytes_cmp(aa, a->r.at_len, ba, b->r.at_len);
+    if ((c = bytes_cmp(aa, a->at_len, ba, b->at_len)) != 0)
+        return c;
+    return bytes_cmp(a->id, a->id_len, b->id, b->id_len);
+}
+
+/* The eviction order of two heap entries. */
+static int hent_cmp(const hent_t *a, const hent_t *b)
+{
+    return evict_cmp(&a->rec->r, a->recv_sec, a->recv_nsec, &b->rec->r, b->recv_sec, b->recv_nsec);
 }
 
 static uint64_t make_seed(const herd_table_t *t)
@@ -238,30 +283,33 @@ static bool same_id(const rec_t *r, const char *id, size_t id_len)
     return r->r.id_len == id_len && (id_len == 0 || memcmp(r->data, id, id_len) == 0);
 }
 
-/* The slot holding `id`, or the empty slot where it would go. The table is
- * never full, so the probe always ends. */
-static size_t probe(const herd_table_t *t, const char *id, size_t id_len)
+/* The slot holding `id` (whose index hash is h), or the empty slot where it
+ * would go. Only a slot whose hash matches costs a look at its record. The
+ * table is never full, so the probe always ends. */
+static size_t probe(const herd_table_t *t, uint64_t h, const char *id, size_t id_len)
 {
-    size_t i = (size_t) index_hash(t, id, id_len) & t->mask;
-    while (t->slots[i] != NULL && !same_id(t->slots[i], id, id_len))
+    size_t i = (size_t) h & t->mask;
+    for (;;) {
+        const slot_t *s = &t->slots[i];
+        if (s->rec == NULL || (s->hash == h && same_id(s->rec, id, id_len)))
+            return i;
         i = (i + 1) & t->mask;
-    return i;
+    }
 }
 
 /* Moves the index to `cap` slots (a power of two above the size). */
 static int grow_to(herd_table_t *t, size_t cap)
 {
-    rec_t **slots = calloc(cap, sizeof *slots);
+    slot_t *slots = calloc(cap, sizeof *slots);
     if (slots == NULL)
         return -1;
     for (size_t i = 0; i <= t->mask; i++) {
-        rec_t *r = t->slots[i];
-        if (r == NULL)
+        if (t->slots[i].rec == NULL)
             continue;
-        size_t j = (size_t) index_hash(t, r->data, r->r.id_len) & (cap - 1);
-        while (slots[j] != NULL)
+        size_t j = (size_t) t->slots[i].hash & (cap - 1);
+        while (slots[j].rec != NULL)
             j = (j + 1) & (cap - 1);
-        slots[j] = r;
+        slots[j] = t->slots[i];
     }
     free(t->slots);
     t->slots = slots;
@@ -292,57 +340,77 @@ static void slot_delete(herd_table_t *t, size_t i)
     size_t j = i;
     for (;;) {
         j = (j + 1) & t->mask;
-        rec_t *r = t->slots[j];
-        if (r == NULL)
+        if (t->slots[j].rec == NULL)
             break;
-        size_t home = (size_t) index_hash(t, r->data, r->r.id_len) & t->mask;
-        /* r may move to i when i lies on its probe path from home to j. */
+        size_t home = (size_t) t->slots[j].hash & t->mask;
+        /* The entry may move to i when i lies on its probe path from home to j. */
         bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
-            t->slots[i] = r;
+            t->slots[i] = t->slots[j];
             i = j;
         }
     }
-    t->slots[i] = NULL;
+    t->slots[i] = (slot_t) {0, NULL};
 }
 
-static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const char *at,
-                      size_t at_len, size_t pos_off, size_t pos_len)
+/* Bytes a record's data takes: the id, the AT line and its NUL. */
+static size_t room_for(size_t id_len, size_t at_len)
 {
-    rec_t *r = malloc(sizeof *r + id_len + at_len + 1);
-    if (r == NULL)
-        return NULL;
+    return id_len + at_len + 1;
+}
+
+/* Writes a record's fields and bytes into r (whose room is enough). The
+ * id and line may lie inside r itself (an update offering a record's own
+ * bytes), so they are moved, not copied. */
+static void rec_fill(rec_t *r, const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
+                     size_t pos_off, size_t pos_len, herd_time_t recv, uint64_t fingerprint)
+{
     if (id_len > 0)
-        memcpy(r->data, id, id_len);
+        memmove(r->data, id, id_len);
     if (at_len > 0)
-        memcpy(r->data + id_len, at, at_len);
+        memmove(r->data + id_len, at, at_len);
     r->data[id_len + at_len] = '\0';
-    herd_span_t origin = origin_of((herd_span_t) {at, at_len});
     r->r = (herd_record_t) {
         .time = time,
-        .digest = herd_table_fingerprint(at, at_len),
+        .digest = fingerprint,
         .id_len = (uint16_t) id_len,
         .at_len = (uint16_t) at_len,
         .pos_off = (uint16_t) pos_off,
         .pos_len = (uint16_t) pos_len,
-        .origin_len = (uint16_t) origin.len,
+        .origin_len = (uint16_t) herd_record_origin(r->data + id_len, at_len).len,
         .id = r->data,
         .at = r->data + id_len,
     };
+    r->recv_sec = recv.sec;
+    r->recv_nsec = recv.nsec;
+}
+
+static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
+                      size_t pos_off, size_t pos_len, herd_time_t recv, uint64_t fingerprint, uint32_t bucket)
+{
+    rec_t *r = malloc(sizeof *r + room_for(id_len, at_len));
+    if (r == NULL)
+        return NULL;
+    rec_fill(r, id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint);
+    /* The allocator's rounding is room for a longer line later, for free. */
+    size_t usable = malloc_usable_size(r) - sizeof *r;
+    r->room = (uint32_t) (usable < UINT32_MAX ? usable : UINT32_MAX);
     r->bnext = NULL;
     r->bprev = NULL;
-    r->bucket = herd_table_bucket_of(id, id_len);
+    r->bucket = (uint16_t) bucket;
     r->heap = NO_HEAP;
     return r;
 }
 
 /* ---- digests and bucket chains ---- */
 
-static void digest_flip(herd_table_t *t, const rec_t *r)
+/* XORs `fingerprints` into the digests of r's bucket, its group and the
+ * table: in, out, or (the XOR of two) one replaced by another. */
+static void digest_flip(herd_table_t *t, const rec_t *r, uint64_t fingerprints)
 {
-    t->digest ^= r->r.digest;
-    t->bucket_digest[r->bucket] ^= r->r.digest;
-    t->group_digest[r->bucket / HERD_TABLE_GROUP_SIZE] ^= r->r.digest;
+    t->digest ^= fingerprints;
+    t->bucket_digest[r->bucket] ^= fingerprints;
+    t->group_digest[r->bucket / HERD_TABLE_GROUP_SIZE] ^= fingerprints;
 }
 
 static void chain_add(herd_table_t *t, rec_t *r)
@@ -353,7 +421,7 @@ static void chain_add(herd_table_t *t, rec_t *r)
         r->bnext->bprev = &r->bnext;
     r->bprev = head;
     *head = r;
-    digest_flip(t, r);
+    digest_flip(t, r, r->r.digest);
 }
 
 static void chain_del(herd_table_t *t, rec_t *r)
@@ -361,45 +429,59 @@ static void chain_del(herd_table_t *t, rec_t *r)
     *r->bprev = r->bnext;
     if (r->bnext)
         r->bnext->bprev = r->bprev;
-    digest_flip(t, r);
+    digest_flip(t, r, r->r.digest);
 }
 
-/* ---- the min-heap by rank ---- */
+/* ---- the min-heap in eviction order ---- */
 
-static void heap_set(herd_table_t *t, size_t i, rec_t *r)
+static void heap_set(herd_table_t *t, size_t i, hent_t e)
 {
-    t->heap[i] = r;
-    r->heap = (uint32_t) i;
+    t->heap[i] = e;
+    e.rec->heap = (uint32_t) i;
 }
 
 static void sift_up(herd_table_t *t, size_t i)
 {
-    rec_t *r = t->heap[i];
+    hent_t e = t->heap[i];
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (rec_cmp(t->heap[parent], r) <= 0)
+        size_t parent = (i - 1) / HEAP_ARITY;
+        if (hent_cmp(&t->heap[parent], &e) <= 0)
             break;
         heap_set(t, i, t->heap[parent]);
         i = parent;
     }
-    heap_set(t, i, r);
+    heap_set(t, i, e);
 }
 
 static void sift_down(herd_table_t *t, size_t i, size_t n)
 {
-    rec_t *r = t->heap[i];
+    hent_t e = t->heap[i];
     for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
+        size_t first = HEAP_ARITY * i + 1, c = first;
+        if (first >= n)
             break;
-        if (c + 1 < n && rec_cmp(t->heap[c + 1], t->heap[c]) < 0)
-            c++;
-        if (rec_cmp(r, t->heap[c]) <= 0)
+        for (size_t k = first + 1; k < first + HEAP_ARITY && k < n; k++)
+            if (hent_cmp(&t->heap[k], &t->heap[c]) < 0)
+                c = k;
+        if (hent_cmp(&e, &t->heap[c]) <= 0)
             break;
         heap_set(t, i, t->heap[c]);
         i = c;
     }
-    heap_set(t, i, r);
+    heap_set(t, i, e);
+}
+
+/* Puts entry i where it belongs after its key changed either way. */
+static void heap_fix(herd_table_t *t, size_t i)
+{
+    sift_down(t, i, t->size);
+    if (t->heap[i].rec->heap == i)
+        sift_up(t, i);
+}
+
+static hent_t hent_of(rec_t *r)
+{
+    return (hent_t) {r->recv_sec, r->recv_nsec, r};
 }
 
 /* Makes room for n records in the heap array. */
@@ -410,7 +492,7 @@ static int heap_reserve(herd_table_t *t, size_t n)
     size_t cap = t->heap_cap ? t->heap_cap : 64;
     while (cap < n)
         cap *= 2;
-    rec_t **h = realloc(t->heap, cap * sizeof *h);
+    hent_t *h = realloc(t->heap, cap * sizeof *h);
     if (h == NULL)
         return -1;
     t->heap = h;
@@ -427,9 +509,9 @@ static int heap_build(herd_table_t *t)
         return -1;
     size_t n = 0;
     for (size_t i = 0; i <= t->mask; i++)
-        if (t->slots[i] != NULL)
-            heap_set(t, n++, t->slots[i]);
-    for (size_t i = n / 2; i-- > 0;)
+        if (t->slots[i].rec != NULL)
+            heap_set(t, n++, hent_of(t->slots[i].rec));
+    for (size_t i = n > 1 ? (n - 2) / HEAP_ARITY + 1 : 0; i-- > 0;) /* every parent, last first */
         sift_down(t, i, n);
     t->heap_on = true;
     return 0;
@@ -441,10 +523,9 @@ static void heap_remove(herd_table_t *t, rec_t *r)
     r->heap = NO_HEAP;
     if (i == last)
         return;
-    rec_t *moved = t->heap[last];
-    heap_set(t, i, moved);
+    heap_set(t, i, t->heap[last]);
     sift_down(t, i, last);
-    if (moved->heap == i)
+    if (t->heap[i].rec->heap == i)
         sift_up(t, i);
 }
 
@@ -454,7 +535,7 @@ static void heap_remove(herd_table_t *t, rec_t *r)
  * (counted, and the drop callback hears of it). */
 static void rec_delete(herd_table_t *t, rec_t *r, bool bound)
 {
-    size_t i = probe(t, r->data, r->r.id_len);
+    size_t i = probe(t, index_hash(t, r->data, r->r.id_len), r->data, r->r.id_len);
     if (t->heap_on)
         heap_remove(t, r);
     chain_del(t, r);
@@ -468,11 +549,12 @@ static void rec_delete(herd_table_t *t, rec_t *r, bool bound)
     free(r);
 }
 
-/* Drops lowest-ranked records until the size is within max_records. */
+/* Drops the first records of the eviction order until the size is within
+ * max_records. */
 static void enforce_max(herd_table_t *t)
 {
     while (t->max_records && t->size > t->max_records && t->heap_on && t->size > 0)
-        rec_delete(t, t->heap[0], true);
+        rec_delete(t, t->heap[0].rec, true);
 }
 
 /*  --------------------------------------------------------------------------
@@ -507,7 +589,7 @@ void herd_table_destroy(herd_table_t **p)
         return;
     herd_table_t *t = *p;
     for (size_t i = 0; i <= t->mask; i++)
-        free(t->slots[i]);
+        free(t->slots[i].rec);
     free(t->slots);
     free(t->bucket_digest);
     free(t->bucket_head);
@@ -534,7 +616,7 @@ int herd_table_set_limits(herd_table_t *t, uint64_t max_records, int64_t ttl_s, 
 }
 
 /*  --------------------------------------------------------------------------
- *  Drops every record whose client time is older than the ttl at `now`. */
+ *  Drops every record received longer than the ttl before `now`. */
 size_t herd_table_expire(herd_table_t *t, int64_t now)
 {
     if (t->ttl_s <= 0)
@@ -543,8 +625,8 @@ size_t herd_table_expire(herd_table_t *t, int64_t now)
     if (!t->heap_on && heap_build(t) != 0)
         return 0;
     size_t n = 0;
-    while (t->size > 0 && t->heap[0]->r.time.sec < t->floor_sec) {
-        rec_delete(t, t->heap[0], true);
+    while (t->size > 0 && t->heap[0].recv_sec < t->floor_sec) {
+        rec_delete(t, t->heap[0].rec, true);
         n++;
     }
     return n;
@@ -563,7 +645,7 @@ bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len,
 {
     if (!lengths_ok(id_len, at_len, pos_off, pos_len))
         return false;
-    const rec_t *old = t->slots[probe(t, id, id_len)];
+    const rec_t *old = t->slots[probe(t, index_hash(t, id, id_len), id, id_len)].rec;
     if (old == NULL)
         return true;
     herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
@@ -571,13 +653,50 @@ bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len,
     return herd_rank_cmp(time, a, p, old->r.time, oa, op) > 0;
 }
 
+/* A newer record for the held client `old` (in slot i): written over it
+ * when it fits, else moved to a new allocation that takes its place in the
+ * slot, the bucket chain and the heap. Returns the record, or NULL when out
+ * of memory (old is kept). */
+static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const char *id, size_t id_len, herd_time_t time,
+                      const char *at, size_t at_len, size_t pos_off, size_t pos_len, herd_time_t recv)
+{
+    uint64_t fingerprint = herd_table_fingerprint(at, at_len);
+    rec_t *r = old;
+    if (room_for(id_len, at_len) <= old->room) {
+        digest_flip(t, old, old->r.digest ^ fingerprint);
+        rec_fill(old, id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint);
+    } else {
+        /* The line may lie inside old: it is copied before old is freed. */
+        if ((r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint, old->bucket)) == NULL)
+            return NULL;
+        digest_flip(t, old, old->r.digest ^ fingerprint);
+        r->bnext = old->bnext;
+        r->bprev = old->bprev;
+        *r->bprev = r;
+        if (r->bnext)
+            r->bnext->bprev = &r->bnext;
+        t->slots[i].rec = r;
+        if (t->heap_on)
+            heap_set(t, old->heap, hent_of(r));
+        free(old);
+    }
+    if (t->heap_on) {
+        /* The receive time may have moved either way (another origin's clock). */
+        t->heap[r->heap] = hent_of(r);
+        heap_fix(t, r->heap);
+    }
+    return r;
+}
+
 /*  --------------------------------------------------------------------------
  *  Offers a location; stores it only when it ranks above the stored one (or
  *  the client is new) and the bounds allow. Lengths that do not fit the
  *  record's uint16 fields, or a position outside the AT line, are refused
- *  with HERD_UPDATE_ERROR, as is running out of memory. */
+ *  with HERD_UPDATE_ERROR, as is running out of memory. `own`: a report this
+ *  server just made, which ties on the contract's keys alone and is always
+ *  admitted by max_records. */
 static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time, const char *at,
-                            size_t at_len, size_t pos_off, size_t pos_len, bool line_ties,
+                            size_t at_len, size_t pos_off, size_t pos_len, bool own,
                             const herd_record_t **stored)
 {
     if (stored != NULL)
@@ -585,59 +704,65 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
     if (!lengths_ok(id_len, at_len, pos_off, pos_len))
         return HERD_UPDATE_ERROR;
 
-    size_t i = probe(t, id, id_len);
-    rec_t *old = t->slots[i];
+    uint64_t h = index_hash(t, id, id_len);
+    size_t i = probe(t, h, id, id_len);
+    rec_t *old = t->slots[i].rec;
     if (old != NULL) {
         if (stored != NULL)
             *stored = &old->r;
         herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
         herd_span_t oa = {old->r.at, old->r.at_len}, op = {old->r.at + old->r.pos_off, old->r.pos_len};
         int c = report_cmp(time, a, p, old->r.time, oa, op);
-        if (c == 0 && (!line_ties || (c = bytes_cmp(at, at_len, oa.p, oa.len)) == 0))
+        if (c == 0 && (own || (c = bytes_cmp(at, at_len, oa.p, oa.len)) == 0))
             return HERD_UPDATE_SAME;
         if (c < 0)
             return HERD_UPDATE_OLDER;
     }
-    if (time.sec < t->floor_sec)
+    herd_time_t recv = herd_record_receive_time(at, at_len, time);
+    if (recv.sec < t->floor_sec)
         return HERD_UPDATE_REFUSED; /* expired already: it would be dropped at once */
 
-    rec_t *r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len);
-    if (r == NULL)
-        return HERD_UPDATE_ERROR;
-    if (old == NULL) {
-        bool full = t->max_records && t->size >= t->max_records;
-        if (full && heap_build(t) != 0) {
-            free(r);
+    rec_t *r;
+    if (old != NULL) {
+        /* A held client: the size does not change, so no bound is crossed. */
+        if ((r = replace(t, i, old, id, id_len, time, at, at_len, pos_off, pos_len, recv)) == NULL)
             return HERD_UPDATE_ERROR;
-        }
-        if (full && t->size > 0 && rec_cmp(r, t->heap[0]) < 0) {
-            free(r); /* it would be the lowest-ranked record of a full table */
-            return HERD_UPDATE_REFUSED;
+    } else {
+        bool full = t->max_records && t->size >= t->max_records;
+        if (full && heap_build(t) != 0)
+            return HERD_UPDATE_ERROR;
+        if (full && !own && t->size > 0) {
+            /* A record from elsewhere that would come first in the eviction
+             * order of a full table is refused, as it would be dropped at once
+             * (every server decides alike). */
+            herd_span_t origin = herd_record_origin(at, at_len);
+            herd_record_t probe_rec = {.time = time, .id_len = (uint16_t) id_len, .at_len = (uint16_t) at_len,
+                                       .pos_off = (uint16_t) pos_off, .pos_len = (uint16_t) pos_len,
+                                       .origin_len = (uint16_t) origin.len, .id = id, .at = at};
+            const hent_t *low = &t->heap[0];
+            if (evict_cmp(&probe_rec, recv.sec, recv.nsec, &low->rec->r, low->recv_sec, low->recv_nsec) < 0)
+                return HERD_UPDATE_REFUSED;
         }
         if ((t->size + 1 > (t->mask + 1) - (t->mask + 1) / 4 && grow(t) < 0)
-            || (t->heap_on && heap_reserve(t, t->size + 1) != 0)) {
-            free(r);
+            || (t->heap_on && heap_reserve(t, t->size + 1) != 0))
             return HERD_UPDATE_ERROR;
-        }
-        i = probe(t, id, id_len);
-        t->slots[i] = r;
+        r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, herd_table_fingerprint(at, at_len),
+                    herd_table_bucket_of(id, id_len));
+        if (r == NULL)
+            return HERD_UPDATE_ERROR;
+        /* Room first: the record that comes first in the eviction order goes
+         * (for a report of our own even when the new one would come before
+         * it: a new report is always admitted). */
+        while (t->max_records && t->size >= t->max_records && t->heap_on && t->size > 0)
+            rec_delete(t, t->heap[0].rec, true);
+        i = probe(t, h, id, id_len);
+        t->slots[i] = (slot_t) {h, r};
         chain_add(t, r);
         t->size++;
         if (t->heap_on) {
-            heap_set(t, t->size - 1, r);
+            heap_set(t, t->size - 1, hent_of(r));
             sift_up(t, t->size - 1);
         }
-        enforce_max(t);
-    } else {
-        chain_del(t, old);
-        chain_add(t, r);
-        t->slots[i] = r;
-        if (t->heap_on) {
-            size_t h = old->heap;
-            heap_set(t, h, r);
-            sift_down(t, h, t->size); /* it ranks higher than before */
-        }
-        free(old);
     }
     if (stored != NULL)
         *stored = &r->r;
@@ -648,17 +773,18 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, stored);
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, stored);
 }
 
 /*  --------------------------------------------------------------------------
  *  A report made by this server: the same time, origin and position as the
- *  held record is SAME, whatever its AT line (its skew) says. */
+ *  held record is SAME, whatever its AT line (its skew) says; a new client's
+ *  report is admitted by max_records whatever the order says. */
 herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, stored);
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, stored);
 }
 
 /*  --------------------------------------------------------------------------
@@ -667,7 +793,7 @@ bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len)
 {
     if (id_len > UINT16_MAX)
         return false;
-    rec_t *r = t->slots[probe(t, id, id_len)];
+    rec_t *r = t->slots[probe(t, index_hash(t, id, id_len), id, id_len)].rec;
     if (r == NULL)
         return false;
     rec_delete(t, r, false);
@@ -680,7 +806,7 @@ const herd_record_t *herd_table_find(const herd_table_t *t, const char *id, size
 {
     if (id_len > UINT16_MAX)
         return NULL;
-    rec_t *r = t->slots[probe(t, id, id_len)];
+    rec_t *r = t->slots[probe(t, index_hash(t, id, id_len), id, id_len)].rec;
     return r != NULL ? &r->r : NULL;
 }
 
@@ -724,9 +850,9 @@ const herd_record_t *herd_table_bucket_next(const herd_table_t *t, uint32_t b, c
 const herd_record_t *herd_table_next(const herd_table_t *t, size_t *cursor)
 {
     for (size_t i = *cursor; i <= t->mask; i++) {
-        if (t->slots[i] != NULL) {
+        if (t->slots[i].rec != NULL) {
             *cursor = i + 1;
-            return &t->slots[i]->r;
+            return &t->slots[i].rec->r;
         }
     }
     *cursor = t->mask + 1;

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "herd_record.h"
 #include "herd_table.h"
 
 #define MANY 100000
@@ -613,6 +614,353 @@ static void test_bounds(void **state)
     herd_table_destroy(&y);
 }
 
+
+/* Issue 18: a client dating its reports a day ahead cannot push real records
+ * out of a full table. 1,000 future-dated reports fill a 1,000-record table;
+ * real reports received later are all stored, and the future-dated ones go
+ * first (their receive time is earlier, whatever their client time). */
+static void on_future_drop(void *arg, const herd_record_t *r)
+{
+    size_t *n = arg;
+    /* Only future-dated clients ("f...") may go while any is held. */
+    assert_true(r->id_len > 0 && r->id[0] == 'f');
+    (*n)++;
+}
+
+/* Offers the AT line a server named `server` makes at `recv` for a client
+ * report at `client` (herd_time_format_diff gives the skew). */
+static herd_update_t offer_at(herd_table_t *t, const char *id, herd_time_t client, herd_time_t recv,
+                              const char *server, bool own)
+{
+    char skew[HERD_TIME_DIFF_MAX], at[512];
+    herd_time_format_diff(recv, client, skew, sizeof skew);
+    const char *pos = "+34.068930-118.445127";
+    int n = snprintf(at, sizeof at, "AT %s %s %s %s %lld.%09d", server, skew, id, pos, (long long) client.sec,
+                     (int) client.nsec);
+    assert_true(n > 0 && (size_t) n < sizeof at);
+    size_t pos_off = (size_t) (strstr(at + 3 + strlen(server) + strlen(skew), pos) - at);
+    return (own ? herd_table_update_report : herd_table_update)(t, id, strlen(id), client, at, (size_t) n,
+                                                                 pos_off, strlen(pos), NULL);
+}
+
+static void test_evict_by_receive_time(void **state)
+{
+    (void) state;
+    enum { N = 1000 };
+    const int64_t now = 1700000000;
+    herd_table_t *t = herd_table_new();
+    size_t drops = 0;
+    assert_int_equal(herd_table_set_limits(t, N, 0, on_future_drop, &drops), 0);
+    char id[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "f%d", i);
+        /* Received at now + i ms, dated a day (less a minute) ahead. */
+        herd_time_t recv = tm(now, i * 1000000);
+        assert_int_equal(offer_at(t, id, tm(now + 86340, i), recv, "Bailey", true), HERD_UPDATE_NEWER);
+    }
+    assert_int_equal(herd_table_size(t), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        /* Real reports, received a second later, sent 0.1 s before that. */
+        herd_time_t recv = tm(now + 1, i * 1000000);
+        assert_int_equal(offer_at(t, id, tm(now, 900000000 + i * 1000), recv, i % 2 ? "Clark" : "Bailey",
+                                  i % 3 == 0),
+                         HERD_UPDATE_NEWER);
+        /* The future-dated clients went in the order they were received. */
+        snprintf(id, sizeof id, "f%d", i);
+        assert_null(herd_table_find(t, id, strlen(id)));
+        if (i + 1 < N) {
+            snprintf(id, sizeof id, "f%d", i + 1);
+            assert_non_null(herd_table_find(t, id, strlen(id)));
+        }
+    }
+    assert_int_equal(drops, N);
+    assert_int_equal(herd_table_size(t), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_non_null(herd_table_find(t, id, strlen(id)));
+    }
+
+    /* A neighbour's copy of a report received before everything held is the
+     * first to go: refused, as on every server, and nothing dropped. */
+    herd_table_set_limits(t, N, 0, NULL, NULL);
+    assert_int_equal(offer_at(t, "late", tm(now + 86000, 0), tm(now, 999000000), "Jaquez", false),
+                     HERD_UPDATE_REFUSED);
+    assert_null(herd_table_find(t, "late", 4));
+    /* Received after the first real report: admitted, and that one goes. */
+    assert_int_equal(offer_at(t, "late", tm(now, 0), tm(now + 1, 500), "Jaquez", false), HERD_UPDATE_NEWER);
+    assert_null(herd_table_find(t, "r0", 2));
+    assert_non_null(herd_table_find(t, "r1", 2));
+    /* Our own new report is always admitted, even one "received" before
+     * everything held (our clock behind the others'): the record first in
+     * the order makes room for it. */
+    assert_int_equal(offer_at(t, "mine", tm(now - 5, 0), tm(now - 1, 0), "Bailey", true), HERD_UPDATE_NEWER);
+    assert_non_null(herd_table_find(t, "mine", 4));
+    assert_null(herd_table_find(t, "late", 4));
+    assert_int_equal(herd_table_size(t), N);
+    /* ... and is the next to go. */
+    assert_int_equal(offer_at(t, "next", tm(now + 2, 0), tm(now + 2, 0), "Clark", false), HERD_UPDATE_NEWER);
+    assert_null(herd_table_find(t, "mine", 4));
+    assert_non_null(herd_table_find(t, "r1", 2));
+
+    /* The ttl goes by receive time too: a record dated ahead but received
+     * long ago expires; one dated long ago but received now does not. */
+    herd_table_t *u = herd_table_new();
+    assert_int_equal(herd_table_set_limits(u, 0, 60, NULL, NULL), 0);
+    assert_int_equal(offer_at(u, "ahead", tm(now + 3600, 0), tm(now - 120, 0), "A", false), HERD_UPDATE_NEWER);
+    assert_int_equal(offer_at(u, "behind", tm(now - 3600, 0), tm(now - 10, 0), "A", false), HERD_UPDATE_NEWER);
+    assert_int_equal(herd_table_expire(u, now), 1);
+    assert_null(herd_table_find(u, "ahead", 5));
+    assert_non_null(herd_table_find(u, "behind", 6));
+    assert_int_equal(offer_at(u, "ahead", tm(now + 3600, 0), tm(now - 61, 0), "A", false), HERD_UPDATE_REFUSED);
+    assert_int_equal(offer_at(u, "ahead", tm(now + 3600, 0), tm(now - 60, 0), "A", false), HERD_UPDATE_NEWER);
+    herd_table_destroy(&u);
+    herd_table_destroy(&t);
+}
+
+/* ---- a model of the bounds, checked against the table at random ---- */
+
+#define MODEL_IDS 40
+typedef struct {
+    char id[16];
+    size_t id_len;
+    bool held;
+    herd_time_t time, recv;
+    char at[200];
+    size_t at_len, pos_off, pos_len;
+} mrec_t;
+
+/* The eviction order of PROTOCOL section 6 as the contract states it:
+ * receive time, then the section 3 rank, then the id. */
+static int model_cmp(const mrec_t *a, const mrec_t *b)
+{
+    int c = herd_time_cmp(a->recv, b->recv);
+    if (c != 0)
+        return c;
+    c = herd_rank_cmp(a->time, (herd_span_t) {a->at, a->at_len}, (herd_span_t) {a->at + a->pos_off, a->pos_len},
+                      b->time, (herd_span_t) {b->at, b->at_len}, (herd_span_t) {b->at + b->pos_off, b->pos_len});
+    if (c != 0)
+        return c;
+    c = memcmp(a->id, b->id, a->id_len < b->id_len ? a->id_len : b->id_len);
+    return c != 0 ? c : (a->id_len > b->id_len) - (a->id_len < b->id_len);
+}
+
+static uint64_t rnd_state;
+static uint64_t rnd(uint64_t n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state % n;
+}
+
+/* Random records (times, skews of either sign, origins, positions of any
+ * length so records outgrow their room) offered to a bounded table and to
+ * the model; after every step both hold the same records, the drops agree,
+ * and the digests equal those of a fresh table holding the same records. */
+static void test_bounds_model(void **state)
+{
+    (void) state;
+    static mrec_t model[MODEL_IDS];
+    static const char *origins[] = {"A", "Bb", "Clark"};
+    for (int variant = 0; variant < 4; variant++) {
+        const size_t max = variant % 2 ? 16 : 0;
+        const int64_t ttl = variant >= 2 ? 40 : 0;
+        rnd_state = 0x12345678u + (uint64_t) variant;
+        herd_table_t *t = herd_table_new();
+        assert_int_equal(herd_table_set_limits(t, max, ttl, NULL, NULL), 0);
+        memset(model, 0, sizeof model);
+        size_t held = 0;
+        uint64_t drops = 0;
+        int64_t floor = INT64_MIN, now = 1000;
+        for (int step = 0; step < 6000; step++) {
+            if (ttl && rnd(50) == 0) {
+                now += (int64_t) rnd(10);
+                floor = now - ttl;
+                size_t gone = 0;
+                for (int k = 0; k < MODEL_IDS; k++)
+                    if (model[k].held && model[k].recv.sec < floor) {
+                        model[k].held = false;
+                        gone++;
+                    }
+                assert_int_equal(herd_table_expire(t, now), gone);
+                held -= gone;
+                drops += gone;
+            }
+            mrec_t m;
+            int k = (int) rnd(MODEL_IDS);
+            m.id_len = (size_t) snprintf(m.id, sizeof m.id, "id%d", k);
+            m.time = tm(now - 30 + (int64_t) rnd(60), (int32_t) rnd(3));
+            char skew[40], pos[80];
+            snprintf(skew, sizeof skew, "%c%d.%09d", rnd(3) ? '+' : '-', (int) rnd(30), (int) rnd(3) * 7);
+            size_t digits = 1 + rnd(60);
+            pos[0] = '+';
+            for (size_t d = 0; d < digits; d++)
+                pos[1 + d] = (char) ('0' + rnd(2));
+            strcpy(pos + 1 + digits, "-1");
+            const char *origin = origins[rnd(3)];
+            m.at_len = (size_t) snprintf(m.at, sizeof m.at, "AT %s %s %s %s %lld.%09d", origin, skew, m.id, pos,
+                                         (long long) m.time.sec, (int) m.time.nsec);
+            m.pos_off = 3 + strlen(origin) + 1 + strlen(skew) + 1 + m.id_len + 1;
+            m.pos_len = strlen(pos);
+            m.recv = herd_record_receive_time(m.at, m.at_len, m.time);
+            m.held = true;
+
+            herd_update_t want;
+            int victim = -1;
+            mrec_t *cur = &model[k];
+            if (cur->held) {
+                int c = herd_rank_cmp(m.time, (herd_span_t) {m.at, m.at_len},
+                                      (herd_span_t) {m.at + m.pos_off, m.pos_len}, cur->time,
+                                      (herd_span_t) {cur->at, cur->at_len},
+                                      (herd_span_t) {cur->at + cur->pos_off, cur->pos_len});
+                want = c == 0 ? HERD_UPDATE_SAME : c < 0 ? HERD_UPDATE_OLDER : HERD_UPDATE_NEWER;
+                if (want == HERD_UPDATE_NEWER && m.recv.sec < floor)
+                    want = HERD_UPDATE_REFUSED;
+            } else if (m.recv.sec < floor) {
+                want = HERD_UPDATE_REFUSED;
+            } else {
+                want = HERD_UPDATE_NEWER;
+                if (max && held >= max) {
+                    for (int j = 0; j < MODEL_IDS; j++)
+                        if (model[j].held && (victim < 0 || model_cmp(&model[j], &model[victim]) < 0))
+                            victim = j;
+                    if (model_cmp(&m, &model[victim]) < 0) {
+                        want = HERD_UPDATE_REFUSED;
+                        victim = -1;
+                    }
+                }
+            }
+            const herd_record_t *r = NULL;
+            herd_update_t got = herd_table_update(t, m.id, m.id_len, m.time, m.at, m.at_len, m.pos_off, m.pos_len,
+                                                  &r);
+            assert_int_equal(got, want);
+            if (want == HERD_UPDATE_NEWER) {
+                assert_string_equal(r->at, m.at);
+                if (!cur->held)
+                    held++;
+                *cur = m;
+                if (victim >= 0) {
+                    model[victim].held = false;
+                    held--;
+                    drops++;
+                }
+            }
+            assert_int_equal(herd_table_size(t), held);
+            assert_int_equal(herd_table_dropped(t), drops);
+            if (step % 100 == 0 || step == 5999) {
+                herd_table_t *fresh = herd_table_new();
+                for (int j = 0; j < MODEL_IDS; j++) {
+                    char id[16];
+                    int n = snprintf(id, sizeof id, "id%d", j);
+                    const herd_record_t *got_r = herd_table_find(t, id, (size_t) n);
+                    if (!model[j].held) {
+                        assert_null(got_r);
+                        continue;
+                    }
+                    assert_non_null(got_r);
+                    assert_string_equal(got_r->at, model[j].at);
+                    assert_int_equal(got_r->pos_off, model[j].pos_off);
+                    assert_int_equal(got_r->digest, herd_table_fingerprint(model[j].at, model[j].at_len));
+                    herd_table_update(fresh, id, (size_t) n, model[j].time, model[j].at, model[j].at_len,
+                                      model[j].pos_off, model[j].pos_len, NULL);
+                }
+                assert_true(herd_table_digest(fresh) == herd_table_digest(t));
+                assert_memory_equal(herd_table_bucket_digests(fresh), herd_table_bucket_digests(t),
+                                    HERD_TABLE_BUCKETS * sizeof(uint64_t));
+                assert_memory_equal(herd_table_group_digests(fresh), herd_table_group_digests(t),
+                                    HERD_TABLE_GROUPS * sizeof(uint64_t));
+                /* Every record is listed in its bucket exactly once. */
+                size_t listed = 0;
+                for (int j = 0; j < MODEL_IDS; j++) {
+                    if (!model[j].held)
+                        continue;
+                    const void *bc = NULL;
+                    const herd_record_t *br;
+                    uint32_t b = herd_table_bucket_of(model[j].id, model[j].id_len);
+                    while ((br = herd_table_bucket_next(t, b, &bc)) != NULL)
+                        if (br->id_len == model[j].id_len && !memcmp(br->id, model[j].id, br->id_len))
+                            listed++;
+                }
+                assert_int_equal(listed, held);
+                herd_table_destroy(&fresh);
+            }
+        }
+        herd_table_destroy(&t);
+    }
+}
+
+/* A record that is the newest received is never refused by max_records,
+ * whatever its client time, its origin or the table holds. */
+static void test_newest_received_admitted(void **state)
+{
+    (void) state;
+    rnd_state = 0xfeedu;
+    herd_table_t *t = herd_table_new();
+    assert_int_equal(herd_table_set_limits(t, 50, 0, NULL, NULL), 0);
+    herd_time_t newest = tm(0, 0);
+    char id[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof id, "n%d", (int) rnd(200));
+        herd_time_t client = tm(1000 + (int64_t) rnd(100000), (int32_t) rnd(1000000000));
+        herd_time_t recv = tm(1000 + (int64_t) rnd(100000), (int32_t) rnd(1000000000));
+        bool is_newest = herd_time_cmp(recv, newest) > 0;
+        herd_update_t u = offer_at(t, id, client, recv, rnd(2) ? "A" : "B", false);
+        if (is_newest) {
+            assert_int_not_equal(u, HERD_UPDATE_REFUSED);
+            newest = recv;
+        }
+        assert_true(herd_table_size(t) <= 50);
+    }
+    herd_table_destroy(&t);
+}
+
+/* herd_record: the fields and the receive time, exactly. */
+static void test_record_fields(void **state)
+{
+    (void) state;
+    const char *at = "AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+    herd_span_t o = herd_record_origin(at, strlen(at)), s = herd_record_skew(at, strlen(at));
+    assert_int_equal(o.len, 5);
+    assert_memory_equal(o.p, "Clark", 5);
+    assert_int_equal(s.len, 12);
+    assert_memory_equal(s.p, "+0.263873386", 12);
+    herd_time_t r = herd_record_receive_time(at, strlen(at), tm(1621464827, 959498503));
+    assert_int_equal(r.sec, 1621464828);
+    assert_int_equal(r.nsec, 223371889);
+    struct {
+        const char *line;
+        herd_time_t client, want;
+    } cases[] = {
+        {"AT A -0.959498504 x +1+1 5", tm(1621464827, 959498503), tm(1621464826, 999999999)},
+        {"AT A -86400.000000000 x +1+1 5", tm(1700086400, 5), tm(1700000000, 5)},
+        {"AT A +0.1 x +1+1 5", tm(10, 950000000), tm(11, 50000000)},
+        {"AT A +2.0000000019 x +1+1 5", tm(10, 0), tm(12, 1)},
+        {"AT A -20.5 x +1+1 5", tm(10, 0), tm(-11, 500000000)},
+        {"AT A +99999999999999999999.000000000 x +1+1 5", tm(999999999999999999LL, 0),
+         tm(1999999999999999998LL, 0)},
+        {"AT A +5 x", tm(7, 0), tm(12, 0)},
+        {"AT A 5.0 x", tm(7, 0), tm(7, 0)},
+        {"AT A +5. x", tm(7, 0), tm(7, 0)},
+        {"AT A +.5 x", tm(7, 0), tm(7, 0)},
+        {"AT A +5.x x", tm(7, 0), tm(7, 0)},
+        {"AT A", tm(7, 0), tm(7, 0)},
+        {"AT A ", tm(7, 0), tm(7, 0)},
+        {"AT", tm(7, 0), tm(7, 0)},
+        {"", tm(7, 0), tm(7, 0)},
+        {"AT A +1.0 x", tm(-1, 0), tm(-1, 0)},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        r = herd_record_receive_time(cases[i].line, strlen(cases[i].line), cases[i].client);
+        assert_int_equal(r.sec, cases[i].want.sec);
+        assert_int_equal(r.nsec, cases[i].want.nsec);
+    }
+    assert_int_equal(herd_record_origin("AT", 2).len, 0);
+    assert_int_equal(herd_record_origin("AT Alone", 8).len, 5);
+    assert_int_equal(herd_record_skew("AT Alone", 8).len, 0);
+    assert_int_equal(herd_record_skew("AT A +1", 7).len, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +971,10 @@ int main(void)
         cmocka_unit_test(test_report_resend),
         cmocka_unit_test(test_buckets),         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_reserve),
+        cmocka_unit_test(test_evict_by_receive_time),
+        cmocka_unit_test(test_bounds_model),
+        cmocka_unit_test(test_newest_received_admitted),
+        cmocka_unit_test(test_record_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
