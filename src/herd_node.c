@@ -533,6 +533,9 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* limits.record_ttl_s from the first moment, not the first sweep: a
+     * report already past it is refused (PROTOCOL section 6). */
+    herd_table_expire(node->table, herd_time_now().sec);
     /* The admin endpoint first: it answers (starting, with the load's
      * progress) while the state loads. */
     if (me->admin_port) {
@@ -685,6 +688,7 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
         node_to_fe(node, (uint32_t)i, &lim);
     if (herd_table_set_limits(node->table, (uint64_t)topo->max_records, topo->record_ttl_s, on_drop, node) != 0)
         herd_log_event(node->log, "reload: out of memory applying limits.max_records");
+    herd_table_expire(node->table, herd_time_now().sec); /* a new ttl applies at once */
     /* Records stay whatever their origin (PROTOCOL section 7): a renamed or
      * removed server's clients are still the herd's. */
     node->topo = topo;
