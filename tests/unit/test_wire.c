@@ -557,7 +557,9 @@ static void test_reject_frame_size(void **state)
     herd_msg_t m;
     char err[128];
     assert_int_equal(herd_wire_decode(big, (size_t)HERD_WIRE_MAX_FRAME + 1, &m, err, sizeof err), -1);
-    assert_non_null(strstr(err, "67108865 bytes is larger than 67108864"));
+    char want[96];
+    snprintf(want, sizeof want, "%u bytes is larger than %u", HERD_WIRE_MAX_FRAME + 1, HERD_WIRE_MAX_FRAME);
+    assert_non_null(strstr(err, want));
     assert_true(msg_is_zero(&m));
 
     /* Exactly at the limit it is parsed, and fails only on the long line. */
@@ -565,7 +567,8 @@ static void test_reject_frame_size(void **state)
     memcpy(big, RAW(0x93, 0x01, 0x02, 0x91, 0xc6, (unsigned char)(line >> 24),
                     (unsigned char)(line >> 16), (unsigned char)(line >> 8), (unsigned char)line));
     assert_int_equal(herd_wire_decode(big, HERD_WIRE_MAX_FRAME, &m, err, sizeof err), -1);
-    assert_string_equal(err, "UPDATES line 0 is 67108855 bytes, longer than 4204");
+    snprintf(want, sizeof want, "UPDATES line 0 is %zu bytes, longer than 4204", line);
+    assert_string_equal(err, want);
     free(big);
 }
 
