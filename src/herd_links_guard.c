@@ -170,9 +170,13 @@ static void zap_ready(herd_loop_t *loop, void *arg)
             links->rejected++;
             uint64_t left;
             char more_buf[64];
-            if (links_log_ok(links, kind, &left))
+            bool log = links_log_ok(links, kind, &left);
+            if (log && *status == '3')
                 herd_log_event(links->log, "peer port: refused a connection from %s: %s (%ld connections open, "
                                "the cap is %ld)%s", address, text, links->peer_conns, links->peer_cap,
+                               links_left_out(more_buf, sizeof more_buf, left));
+            else if (log)
+                herd_log_event(links->log, "peer: refused a link from %s: %s%s", address, text,
                                links_left_out(more_buf, sizeof more_buf, left));
         }
         const char *id = n >= 2 ? zmq_msg_data(&f[1]) : "";

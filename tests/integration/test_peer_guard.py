@@ -14,6 +14,7 @@ wait is a condition with a deadline.
 import re
 import socket
 import struct
+import signal
 import threading
 import time
 import unittest
@@ -301,3 +302,41 @@ class PeerGuardTest(HerdTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StopHandsOverTest(HerdTestCase):
+    """PROTOCOL.md section 8: a stop gives the neighbours that are up time to
+    take what was flooded."""
+
+    def test_sigterm_right_after_a_burst_loses_no_acknowledged_update(self):
+        herd = self.make_herd(servers=["Bailey", "Campbell"], links=[("Bailey", "Campbell")],
+                              extra={"state_dir": None})
+        herd.start("Bailey")
+        herd.start("Campbell")
+        herd.wait_log("Bailey", re.compile(r"(?m)link to Campbell up$"), LINK_TIMEOUT)
+        herd.wait_log("Campbell", re.compile(r"(?m)link to Bailey up$"), LINK_TIMEOUT)
+        # Campbell is paused, so what Bailey floods waits in its queues (the
+        # positions are long: more than the kernel's socket buffers hold); Bailey
+        # is stopped right after the last AT reply, and Campbell resumes.
+        herd.pause("Campbell")
+        resumed = False
+        try:
+            pos = b"+34." + b"1" * 1800 + b"-118." + b"1" * 1800  # digits are any number
+            cids = [b"stop-%d-%d" % (i, time.monotonic_ns()) for i in range(2000)]
+            replies = b""
+            with herd.connect("Bailey", 60) as c:
+                for i in range(0, len(cids), 100):
+                    c.send(b"".join(iamat_line(cid, pos) + b"\n" for cid in cids[i:i + 100]))
+                    replies += c.recv_until(lambda got: got.count(b"\n") >= 100, 60)
+                herd.process("Bailey").send_signal(signal.SIGTERM)
+                herd.resume("Campbell")
+                resumed = True
+        finally:
+            if not resumed:
+                herd.resume("Campbell")
+        self.assertEqual(replies.count(b"AT Bailey "), len(cids), "not every IAMAT was acknowledged")
+        self.assertEqual(herd.wait_exit("Bailey", 30), 0)
+        held = herd.records("Campbell", cids, 60, batch=64)
+        missing = [cid for cid, at in held.items() if at is None]
+        self.assertEqual(missing, [], "%d of %d acknowledged updates never reached Campbell"
+                         % (len(missing), len(cids)))
