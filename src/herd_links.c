@@ -636,6 +636,21 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
     }
     size_t n = herd_topology_neighbours(topo, (size_t)self, idx, topo->n_servers);
 
+    /* A rotated key of ours is read at once: every link is made anew with
+     * it, so the server is not cut off until a restart. */
+    const herd_server_conf_t *me = &topo->servers[self];
+    bool rekeyed = false;
+    if (links->cert && me->public_key && strcmp(me->public_key, zcert_public_txt(links->cert)) != 0) {
+        if (herd_links_auth_rekey(links, topo, me, err, errlen) != 0) {
+            herd_log_event(links->log, "links: our public_key changed but the new key pair cannot be used: %s; "
+                           "the links keep the old one", err);
+        } else {
+            herd_log_event(links->log, "links: our key pair was read again (a new public_key): every link is "
+                           "made anew with it");
+            rekeyed = true;
+        }
+    }
+
     /* Drop the links that are gone or whose address changed. */
     for (size_t i = 0; i < links->n_nb;) {
         neighbour_t *nb = links->nb[i];
@@ -651,7 +666,18 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
                     !strcmp(ep, nb->endpoint)) &&
                    (!links->cert || (peer->public_key && !strcmp(peer->public_key, nb->key)));
         }
-        if (keep) {
+        if (keep && !rekeyed) {
+            i++;
+            continue;
+        }
+        if (keep) { /* the same neighbour: its DEALER is made anew with our new key */
+            char why[256];
+            batch_send(links, nb);
+            links_dealer_close(links, nb);
+            if (links_dealer_open(links, nb, why, sizeof why) != 0) {
+                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, why);
+                nb->redial_at_ms = herd_loop_now_ms(links->loop) + nb->redial_backoff_ms;
+            }
             i++;
             continue;
         }
@@ -678,6 +704,8 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             herd_log_event(links->log, "link to %s added by the topology", nb->name);
     }
     free(idx);
+    if (rekeyed)
+        links_rebind(links, herd_loop_now_ms(links->loop), "our key pair changed");
     links->configured = true;
     links_set_peer_cap(links);
     if (rc == 0 && links->n_nb == 0)

@@ -58,6 +58,23 @@ int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *nam
     return 0;
 }
 
+int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                          char *err, size_t errlen)
+{
+    zcert_t *old = links->cert;
+    links->cert = NULL;
+    if (herd_links_auth_setup(links, topo, me, err, errlen) != 0) {
+        zcert_destroy(&links->cert);
+        links->cert = old;
+        return -1;
+    }
+    zcert_destroy(&old);
+    /* A bound socket's listener keeps the options it was bound with: the
+     * ROUTER takes the new secret key with a new bind. */
+    zmq_setsockopt(links->router, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
+    return 0;
+}
+
 bool herd_links_auth_matches(zmq_msg_t *msg, const char *name)
 {
     const char *uid = zmq_msg_gets(msg, "User-Id");

@@ -237,10 +237,10 @@ void links_set_peer_cap(herd_links_t *links)
     links->peer_cap = PEER_CAP_BASE + PEER_CAP_PER_NB * (long)links->n_nb;
 }
 
-/* Drops every connection on the peer port: the ROUTER is unbound (libzmq
- * closes what its listener accepted) and bound again at once, or on a later
- * tick while the old listener is still being closed. */
-static void sweep(herd_links_t *links, int64_t now, const char *why)
+/* A sweep: the ROUTER is unbound (libzmq closes what its listener accepted)
+ * and bound again at once, or on a later tick while the old listener is
+ * still being closed. */
+void links_rebind(herd_links_t *links, int64_t now, const char *why)
 {
     links->rebind_ms = now;
     links->rebinds++;
@@ -277,10 +277,10 @@ void links_guard_tick(herd_links_t *links, int64_t now)
             snprintf(why, sizeof why, "%s is running (our link to it is up) but none of its messages reached us "
                      "for %lld ms: another connection may hold its name", nb->name, (long long)(now - nb->heard_ms));
             nb->heard_ms = now;
-            sweep(links, now, why);
+            links_rebind(links, now, why);
             return;
         }
     }
     if (links->full_since_ms && now - links->full_since_ms > FULL_MS)
-        sweep(links, now, "connections that are not neighbours have held the connection cap for 10 s");
+        links_rebind(links, now, "connections that are not neighbours have held the connection cap for 10 s");
 }

@@ -186,6 +186,16 @@ const char *links_left_out(char *buf, size_t cap, uint64_t left_out);
 int herd_links_auth_setup(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
                           char *err, size_t errlen);
 
+/* Reads our key pair again (a rotated key) as herd_links_auth_setup does,
+ * and gives it to the ROUTER for its next bind. Returns 0, or -1 with err
+ * filled and the old key pair kept. */
+int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                          char *err, size_t errlen);
+
+/* Unbinds the ROUTER and binds it again (every connection on the peer port
+ * is dropped and made anew), now or on the next tick (herd_links_guard.c). */
+void links_rebind(herd_links_t *links, int64_t now, const char *why);
+
 /* Sets the CURVE options of our ROUTER. */
 void herd_links_auth_router(herd_links_t *links, void *router);
 
