@@ -12,9 +12,10 @@
 #define BATCH_BYTES   (256u * 1024u) /* ... and bytes: a queue of full messages stays bounded */
 /* Every message stays under HERD_WIRE_MAX_FRAME: an FPRINTS holds fewer
  * than FPRINTS_CHUNK fingerprints before its last bucket, a bucket lists
- * at most BUCKET_FPS of its own, and a WANT holds WANT_CHUNK pairs. */
+ * at most BUCKET_FPS of its own, and a WANT holds fewer than WANT_CHUNK
+ * pairs before its last bucket, at most BUCKET_FPS of each. */
 #define FPRINTS_CHUNK 262144    /* fingerprints per FPRINTS message (2 MiB) */
-#define WANT_CHUNK    262144    /* pairs per WANT message (2.5 MiB) */
+#define WANT_CHUNK    196608    /* pairs per WANT message (1.9 MiB), plus one bucket's at most */
 /* A bucket holds about table size / HERD_TABLE_BUCKETS records; only ids
  * aimed at one bucket make it hold more than this. The fingerprints past it
  * are not listed: the other side then sends its records of that bucket
@@ -341,21 +342,25 @@ int herd_repair_on_fprints(const herd_table_t *t, const herd_msg_t *msg, herd_re
         if (n > 1)
             qsort(recs, (size_t) n, sizeof *recs, cmp_rec_digest);
         /* Merge the two sorted lists. */
-        size_t x = 0, y = 0;
+        size_t x = 0, y = 0, wanted = 0;
         while (rc == 0 && (x < (size_t) n || y < c)) {
             if (y == c || (x < (size_t) n && recs[x]->digest < theirs[y])) {
                 rc = batch_add(batch, recs[x++], io); /* ours only */
             } else if (x == (size_t) n || theirs[y] < recs[x]->digest) {
-                if (y == 0 || theirs[y] != theirs[y - 1])
+                if ((y == 0 || theirs[y] != theirs[y - 1]) && wanted < BUCKET_FPS) {
                     rc = want_add(&w, b, theirs[y]); /* theirs only */
+                    wanted++;
+                }
                 y++;
             } else {
                 x++;
                 y++;
             }
-            if (rc == 0 && w.m >= WANT_CHUNK)
-                rc = want_send(&w, false, io);
         }
+        /* A WANT ends at a bucket's end: the other side answers each
+         * bucket once. */
+        if (rc == 0 && w.m >= WANT_CHUNK)
+            rc = want_send(&w, false, io);
     }
     if (rc == 0)
         rc = batch_flush(batch, io);
