@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from herdtest import HerdTestCase, POS, now_text, wait_until, iamat_line
+from herdtest import HerdTestCase, iamat_line, server_binary, wait_until
 from peerwire import (Zmtp, ZmtpListener, mp_buckets, mp_digest, mp_updates, mp_want, raw_connection,
                       zmtp_frame_header)
 
@@ -29,6 +29,13 @@ SEEN_TIMEOUT = 10
 
 def uid(tag):
     return ("peer-guard-%s-%d" % (tag, time.monotonic_ns())).encode()
+
+
+def sanitized():
+    """Whether the server is an ASan build: its allocator keeps freed memory
+    in quarantine (256 MB by default), so RSS says nothing of our bounds."""
+    with open(server_binary(), "rb") as f:
+        return b"__asan_init" in f.read()
 
 
 def rss_peak_kb(pid):
@@ -224,7 +231,8 @@ class PeerGuardTest(HerdTestCase):
             z.close()
         self.assertGreater(sent, 10)
         peak = rss_peak_kb(self.herd.pid("Bailey"))
-        self.assertLess(peak, 300 * 1024, "peak RSS %d kB under near-cap frames" % peak)
+        if not sanitized():
+            self.assertLess(peak, 300 * 1024, "peak RSS %d kB under near-cap frames" % peak)
         self.still_linked("after oversized frames")
 
     def test_repair_answers_one_at_a_time_and_only_what_it_offered(self):
