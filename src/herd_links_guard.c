@@ -31,25 +31,32 @@
  * reconnects and redials, not for a flood of strangers. */
 #define PEER_CAP_BASE   64
 #define PEER_CAP_PER_NB 4
-#define LOG_PER_SEC     5      /* lines of one repeatable kind per second */
+#define LOG_BURST       16     /* lines of one repeatable kind at once... */
+#define LOG_PER_SEC     4      /* ... and per second after that */
 #define LOCKOUT_MS      10000  /* a running neighbour unheard this long is locked out of its name */
 #define FULL_MS         10000  /* the cap held this long by completed handshakes: sweep */
 #define SWEEP_GAP_MS    30000  /* at most one sweep in this long */
 
+/* A token bucket per kind: LOG_BURST lines, refilled at LOG_PER_SEC. */
 bool links_log_ok(herd_links_t *links, links_log_kind_t kind, uint64_t *left_out)
 {
     links_quota_t *q = &links->quota[kind];
     int64_t now = herd_loop_now_ms(links->loop);
-    if (now - q->window_ms >= 1000) {
+    if (!q->window_ms) {
         q->window_ms = now;
-        q->count = 0;
+        q->count = LOG_BURST;
     }
-    if (q->count >= LOG_PER_SEC) {
+    int64_t earned = (now - q->window_ms) * LOG_PER_SEC / 1000;
+    if (earned > 0) {
+        q->count = q->count + (unsigned)earned > LOG_BURST ? LOG_BURST : q->count + (unsigned)earned;
+        q->window_ms += earned * 1000 / LOG_PER_SEC;
+    }
+    if (q->count == 0) {
         q->left_out++;
         links->log_left_out++;
         return false;
     }
-    q->count++;
+    q->count--;
     *left_out = q->left_out;
     q->left_out = 0;
     return true;

@@ -84,8 +84,8 @@ typedef enum {
 } links_log_kind_t;
 
 typedef struct {
-    int64_t window_ms;     /* start of the current one-second window */
-    unsigned count;        /* lines of this kind logged in it */
+    int64_t window_ms;     /* when tokens were last added; 0 = never */
+    unsigned count;        /* tokens: lines of this kind that may be logged now */
     uint64_t left_out;     /* lines left out since the last one logged */
 } links_quota_t;
 
