@@ -416,7 +416,7 @@ static void router_ready(herd_loop_t *loop, void *arg)
             if (links_log_ok(links, LINKS_LOG_BAD, &left))
                 herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)%s",
                                links->nb[from]->name, frames, links_left_out(more, sizeof more, left));
-        } else if (links->cert && !herd_links_auth_matches(&body, links->nb[from]->name)) {
+        } else if (links->cert && !herd_links_auth_matches(links, &body, links->nb[from])) {
             /* A name is bound to its key: a neighbour that uses another's
              * name is not heard under it. */
             links->rejected++;
@@ -471,7 +471,9 @@ int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t er
      * ZMQ_EVENTS tells whether the link can take a message. */
     set_int(nb->dealer, ZMQ_IMMEDIATE, 1);
     zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
-    if (links->cert && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
+    /* CURVE to a neighbour with a key; plain to one without (only during a
+     * roll-out when we have a key ourselves). */
+    if (nb->key[0] && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
         links_dealer_close(links, nb);
         return -1;
     }
@@ -523,15 +525,14 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
         neighbour_close(links, nb);
         return NULL;
     }
-    if (links->cert) {
-        if (!peer->public_key || strlen(peer->public_key) >= sizeof nb->key) {
-            snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology",
-                     peer->name);
-            neighbour_close(links, nb);
-            return NULL;
-        }
-        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
+    if ((links->cert && !links->rollout && !peer->public_key) ||
+        (peer->public_key && strlen(peer->public_key) >= sizeof nb->key)) {
+        snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", peer->name);
+        neighbour_close(links, nb);
+        return NULL;
     }
+    if (peer->public_key)
+        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
     if (links_dealer_open(links, nb, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
@@ -636,19 +637,17 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
     }
     size_t n = herd_topology_neighbours(topo, (size_t)self, idx, topo->n_servers);
 
-    /* A rotated key of ours is read at once: every link is made anew with
-     * it, so the server is not cut off until a restart. */
-    const herd_server_conf_t *me = &topo->servers[self];
+    /* A rotated key of ours is read at once, and our links become
+     * authenticated (or plain) as the topology now says: every link is made
+     * anew, so the server is not cut off until a restart. */
+    links->rollout = topo->curve_rollout;
     bool rekeyed = false;
-    if (links->cert && me->public_key && strcmp(me->public_key, zcert_public_txt(links->cert)) != 0) {
-        if (herd_links_auth_rekey(links, topo, me, err, errlen) != 0) {
+    if (links->configured) {
+        int rk = herd_links_auth_reconfigure(links, topo, &topo->servers[self], err, errlen);
+        if (rk < 0)
             herd_log_event(links->log, "links: our public_key changed but the new key pair cannot be used: %s; "
                            "the links keep the old one", err);
-        } else {
-            herd_log_event(links->log, "links: our key pair was read again (a new public_key): every link is "
-                           "made anew with it");
-            rekeyed = true;
-        }
+        rekeyed = rk > 0;
     }
 
     /* Drop the links that are gone or whose address changed. */
@@ -664,10 +663,10 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             keep = !strcmp(peer->name, nb->name) &&
                    (endpoint(peer->host, peer->peer_port, ep, sizeof ep, &v6, ignored, sizeof ignored) != 0 ||
                     !strcmp(ep, nb->endpoint)) &&
-                   (!links->cert || (peer->public_key && !strcmp(peer->public_key, nb->key)));
+                   (peer->public_key ? !strcmp(peer->public_key, nb->key) : !nb->key[0]);
         }
-        if (keep && !rekeyed) {
-            i++;
+        if (keep && (!rekeyed || !nb->key[0])) {
+            i++; /* a plain DEALER does not use our key: it stays, and its connection too */
             continue;
         }
         if (keep) { /* the same neighbour: its DEALER is made anew with our new key */
@@ -704,8 +703,6 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             herd_log_event(links->log, "link to %s added by the topology", nb->name);
     }
     free(idx);
-    if (rekeyed)
-        links_rebind(links, herd_loop_now_ms(links->loop), "our key pair changed");
     links->configured = true;
     links_set_peer_cap(links);
     if (rc == 0 && links->n_nb == 0)

@@ -44,6 +44,11 @@ void herd_links_auth_router(herd_links_t *links, void *router)
 int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
                            char *err, size_t errlen)
 {
+    if (!links->cert && !links->eph && !(links->eph = zcert_new())) {
+        snprintf(err, errlen, "cannot make a key pair for the link to %s", name);
+        return -1;
+    }
+    zcert_t *mine = links->cert ? links->cert : links->eph;
     uint8_t bin[32];
     if (!public_key || strlen(public_key) != 40 || !zmq_z85_decode(bin, public_key)) {
         snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", name);
@@ -53,14 +58,20 @@ int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *nam
     if (nb->key != public_key)
         snprintf(nb->key, sizeof nb->key, "%s", public_key);
     zmq_setsockopt(nb->dealer, ZMQ_CURVE_SERVERKEY, nb->key, 41);
-    zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(links->cert), 32);
-    zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
+    zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(mine), 32);
+    zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(mine), 32);
     return 0;
 }
 
 int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
                           char *err, size_t errlen)
 {
+    if (!links->cert) {
+        if (herd_links_auth_setup(links, topo, me, err, errlen) == 0)
+            return 0;
+        zcert_destroy(&links->cert);
+        return -1;
+    }
     zcert_t *old = links->cert;
     links->cert = NULL;
     if (herd_links_auth_setup(links, topo, me, err, errlen) != 0) {
@@ -75,13 +86,45 @@ int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, cons
     return 0;
 }
 
-bool herd_links_auth_matches(zmq_msg_t *msg, const char *name)
+bool herd_links_auth_matches(herd_links_t *links, zmq_msg_t *msg, const neighbour_t *nb)
 {
     const char *uid = zmq_msg_gets(msg, "User-Id");
-    return uid && !strcmp(uid, name);
+    if (nb->key[0])
+        return uid && !strcmp(uid, nb->name);
+    return links->rollout && (!uid || !*uid);
+}
+
+int herd_links_auth_reconfigure(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                                char *err, size_t errlen)
+{
+    if (!me->public_key && !links->cert)
+        return 0;
+    if (me->public_key && links->cert && !strcmp(me->public_key, zcert_public_txt(links->cert)))
+        return 0;
+    if (!me->public_key) {
+        /* Back to plain links (a roll-out undone). */
+        int zero = 0;
+        zmq_setsockopt(links->router, ZMQ_CURVE_SERVER, &zero, sizeof zero);
+        zcert_destroy(&links->cert);
+        herd_log_event(links->log, "links are NOT authenticated any more: the topology gives %s no public_key",
+                       me->name);
+    } else {
+        bool was_plain = !links->cert;
+        if (herd_links_auth_rekey(links, topo, me, err, errlen) != 0)
+            return -1;
+        if (was_plain)
+            herd_links_auth_router(links, links->router);
+        zcert_destroy(&links->eph);
+        herd_log_event(links->log, "%s", was_plain ? "links are authenticated (CURVE) from now on: our key pair was read"
+                                                   : "links: our key pair was read again (a new public_key): every "
+                                                     "link is made anew with it");
+    }
+    links_rebind(links, herd_loop_now_ms(links->loop), "our key pair changed");
+    return 1;
 }
 
 void herd_links_auth_close(herd_links_t *links)
 {
     zcert_destroy(&links->cert);
+    zcert_destroy(&links->eph);
 }

@@ -25,7 +25,7 @@ typedef struct {
     bool drop_logged;      /* a "dropped" line was logged since the link last came up */
     char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
     bool ipv6;             /* the endpoint is an IPv6 address */
-    char key[41];          /* its CURVE public key (Z85), "" when links are not authenticated */
+    char key[41];          /* its CURVE public key (Z85), "" when it has none in the topology */
     uint8_t key_bin[32];   /* the same, binary, as ZAP hands it to us */
     char *batch;           /* AT lines waiting, back to back */
     size_t batch_len, batch_cap;
@@ -112,6 +112,9 @@ struct herd_links_t {
     int repair_timer;      /* the anti-entropy timer's id */
     int flush_tick;        /* the end-of-turn flush's tick id */
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
+    zcert_t *eph;          /* a key pair of this run, for links to keyed neighbours while we have none
+                              (a key roll-out); NULL until needed */
+    bool rollout;          /* the topology's curve_rollout: links keyed at one end only are allowed */
     void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
     char router_ep[300];   /* where the ROUTER is bound */
     bool router_bound;     /* false between an unbind and the bind that follows it */
@@ -199,12 +202,23 @@ void links_rebind(herd_links_t *links, int64_t now, const char *why);
 /* Sets the CURVE options of our ROUTER. */
 void herd_links_auth_router(herd_links_t *links, void *router);
 
-/* Sets the CURVE options of a neighbour's DEALER from its public key (Z85). */
+/* Switches our own links between plain and authenticated when our
+ * public_key appears in the topology or leaves it (a key roll-out), or
+ * reads a rotated key pair: returns 1 when the links must be made anew
+ * (the caller remakes the DEALERs; the ROUTER is bound again here), 0 when
+ * nothing changed, -1 with err filled (nothing changed). */
+int herd_links_auth_reconfigure(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                                char *err, size_t errlen);
+
+/* Sets the CURVE options of a neighbour's DEALER from its public key (Z85):
+ * our key pair, or one of this run while we have none (a roll-out). */
 int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
                            char *err, size_t errlen);
 
-/* Whether the key a message came with belongs to `name`. */
-bool herd_links_auth_matches(zmq_msg_t *msg, const char *name);
+/* Whether the key a message came with may speak for neighbour nb: its
+ * own key when it has one; during a roll-out, a neighbour that has none
+ * comes with a key of its run, bound to no name. */
+bool herd_links_auth_matches(herd_links_t *links, zmq_msg_t *msg, const neighbour_t *nb);
 
 /* Forgets our key pair. */
 void herd_links_auth_close(herd_links_t *links);
