@@ -43,6 +43,14 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
                              const herd_table_t *table, herd_links_update_fn *on_update, void *arg,
                              char *err, size_t errlen);
 
+/* Prepares the links for a stop that hands over what was flooded: sends
+ * what is queued now, and lets each link that is up keep sending for up to
+ * `ms` after herd_links_destroy closes it (ZMQ_LINGER; libzmq's context,
+ * terminated at exit, waits for those sends). A link that is down, or that
+ * herd_links_destroy closes without this call, drops what it still holds
+ * (the exchanges repair it). NULL-safe. */
+void herd_links_close_gracefully(herd_links_t *links, int ms);
+
 /* Closes every link; *p = NULL. NULL-safe. */
 void herd_links_destroy(herd_links_t **p);
 

@@ -39,7 +39,18 @@ typedef struct {
     uint64_t records;          /* AT lines sent so far (UPDATES), added up by each step */
     uint64_t bytes;            /* message bytes sent so far */
     bool failed;               /* a send could not be queued: the exchange is incomplete */
+    /* What this side offered or asked for, so that it answers nothing else
+     * (NULL: no such check). A bitmap of HERD_TABLE_BUCKETS bits kept by
+     * the caller between the steps of one exchange: on_groups sets the
+     * buckets of the groups its BUCKETS lists, and on_fprints answers only
+     * those, each once; on_buckets sets the buckets its FPRINTS lists, and
+     * on_want answers only those, each once. */
+    uint8_t *buckets;
+    uint64_t skipped;          /* buckets asked about that were not offered (not answered) */
 } herd_repair_io_t;
+
+/* Bytes of the io.buckets bitmap. */
+#define HERD_REPAIR_BITMAP_BYTES (HERD_TABLE_BUCKETS / 8u)
 
 /* A: opens an exchange with DIGEST. Returns 0 or -1. */
 int herd_repair_start(const herd_table_t *t, herd_repair_io_t *io);

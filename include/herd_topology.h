@@ -58,6 +58,7 @@ typedef struct {
     long places_max_in_flight;  /* places.max_in_flight, default 64 */
     long places_max_queued;     /* places.max_queued, default 4096 */
     bool insecure_links;        /* insecure_links, default false */
+    bool curve_rollout;         /* curve_rollout, default false: a link may have a public_key at one end only */
     char *state_dir;            /* state_dir resolved like log_dir (default "state"), NULL = keep nothing */
     herd_fsync_t fsync;         /* fsync, default everysec */
     long frontend_threads;      /* frontend_threads at the top level (0: in-line); -1 = chosen by the server */

@@ -14,8 +14,13 @@
 #include "herd_proto.h"
 
 #define HERD_WIRE_VERSION     1
-#define HERD_WIRE_MAX_UPDATES 65536 /* AT lines in one UPDATES message */
-#define HERD_WIRE_MAX_FRAME   (64u * 1024u * 1024u) /* bytes of one message */
+/* AT lines in one UPDATES message: more than a flood batch holds (it is
+ * sent at 256 KiB of lines), and as many as fit in a frame. */
+#define HERD_WIRE_MAX_UPDATES 16384
+/* Bytes of one message: above the largest a server sends (an FPRINTS or
+ * a WANT of about 2.5 MiB, herd_repair.c; a flood batch of about 256 KiB).
+ * The peer port closes a connection that sends a larger frame. */
+#define HERD_WIRE_MAX_FRAME   (4u * 1024u * 1024u)
 
 /* Anti-entropy (herd_repair) exchanges: A says DIGEST (or HELLO); B, when
  * its table differs, answers GROUPS; A answers BUCKETS for the groups that

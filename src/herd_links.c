@@ -18,6 +18,15 @@
 #include "herd_wire.h"
 
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
+/* Messages queued per connection on the peer port: with frames of at most
+ * HERD_WIRE_MAX_FRAME bytes this bounds, in bytes, what one connection can
+ * make us hold (16 x 4 MiB); a neighbour's flood is batched into few
+ * messages a turn, and the sender's own queue absorbs its bursts. */
+#define ROUTER_RCV_HWM  16
+/* Our DEALERs are never read (a ROUTER sends nothing back): a peer that
+ * sends to them anyway can make them hold one small message. */
+#define DEALER_RCV_HWM  1
+#define DEALER_MAX_MSG  65536
 #define BATCH_BYTES     (256u * 1024u)     /* flush a batch early past this many AT-line bytes */
 #define HANDSHAKE_MS    3000               /* a connection must finish its ZMTP handshake this soon */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
@@ -53,11 +62,11 @@ static void set_int(void *sock, int opt, int value)
 }
 
 /* Options both ends of a link share. */
-static void link_options(void *sock, bool ipv6)
+static void link_options(void *sock, bool ipv6, bool router)
 {
     set_int(sock, ZMQ_LINGER, 0);
     set_int(sock, ZMQ_SNDHWM, SEND_HWM);
-    set_int(sock, ZMQ_RCVHWM, SEND_HWM);
+    set_int(sock, ZMQ_RCVHWM, router ? ROUTER_RCV_HWM : DEALER_RCV_HWM);
     set_int(sock, ZMQ_SNDTIMEO, 0);
     /* No ZMTP heartbeats: libzmq 4.3.4 can abort on an assertion in its
      * heartbeat path under a flood of connections (zeromq/libzmq#4364,
@@ -76,7 +85,9 @@ static void link_options(void *sock, bool ipv6)
      * strand the messages queued on the old pipe.) */
     set_int(sock, ZMQ_RECONNECT_IVL, RECONNECT_MS);
     set_int(sock, ZMQ_RECONNECT_IVL_MAX, 0);
-    int64_t maxmsg = HERD_WIRE_MAX_FRAME;
+    /* A frame past the largest a server sends closes its connection as
+     * soon as its header is read, before anything is allocated for it. */
+    int64_t maxmsg = router ? HERD_WIRE_MAX_FRAME : DEALER_MAX_MSG;
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (ipv6)
         set_int(sock, ZMQ_IPV6, 1);
@@ -280,6 +291,10 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             nb->redial_backoff_ms = REDIAL_MIN_MS;
             nb->redial_at_ms = 0; /* libzmq's own retry got through: nothing to make anew */
+            if (nb->seen_down) { /* the guard gives it from now on to be heard (not after a mere redial) */
+                nb->seen_down = false;
+                nb->heard_ms = herd_loop_now_ms(loop);
+            }
             if (!nb->up) {
                 nb->up = true;
                 nb->synced = false;
@@ -289,6 +304,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
                 links_round_open(links, nb, true);
             }
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            nb->seen_down = true;
             if (nb->up) {
                 nb->up = false;
                 herd_log_event(links->log, "link to %s down", nb->name);
@@ -297,6 +313,7 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             char why[160];
+            nb->seen_down = true;
             if (nb->up)
                 herd_log_event(links->log, "link to %s down", nb->name);
             nb->up = false;
@@ -319,10 +336,15 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     char why[160];
     if (herd_wire_decode(data, len, &msg, why, sizeof why) != 0) {
         links->rejected++;
-        herd_log_event(links->log, "peer %s: dropped a message: %s", nb->name, why);
+        uint64_t left;
+        char more[64];
+        if (links_log_ok(links, LINKS_LOG_BAD, &left))
+            herd_log_event(links->log, "peer %s: dropped a message: %s%s", nb->name, why,
+                           links_left_out(more, sizeof more, left));
         return;
     }
     nb->msgs_in++;
+    nb->heard_ms = herd_loop_now_ms(links->loop);
     if (msg.type == HERD_MSG_UPDATES || msg.type == HERD_MSG_RECORDS) {
         nb->updates_in += msg.n_updates;
         for (size_t i = 0; i < msg.n_updates; i++)
@@ -379,19 +401,30 @@ static void router_ready(herd_loop_t *loop, void *arg)
         const char *who = zmq_msg_data(&id);
         size_t who_len = zmq_msg_size(&id);
         long from = find_neighbour(links, who, who_len);
+        uint64_t left;
+        char more[64];
         if (from < 0) {
             links->rejected++;
-            herd_log_data(links->log, "peer: dropped a message from a sender that is not a neighbour: ", who,
-                          who_len);
+            if (links_log_ok(links, LINKS_LOG_STRANGER, &left)) {
+                char prefix[160];
+                snprintf(prefix, sizeof prefix, "peer: dropped a message from a sender that is not a neighbour%s: ",
+                         links_left_out(more, sizeof more, left));
+                herd_log_data(links->log, prefix, who, who_len);
+            }
         } else if (frames != 1) {
             links->rejected++;
-            herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)",
-                           links->nb[from]->name, frames);
-        } else if (links->cert && !herd_links_auth_matches(&body, links->nb[from]->name)) {
+            if (links_log_ok(links, LINKS_LOG_BAD, &left))
+                herd_log_event(links->log, "peer %s: dropped a message of %zu frames (expected 1)%s",
+                               links->nb[from]->name, frames, links_left_out(more, sizeof more, left));
+        } else if (links->cert && !herd_links_auth_matches(links, &body, links->nb[from])) {
+            /* A name is bound to its key: a neighbour that uses another's
+             * name is not heard under it. */
             links->rejected++;
             const char *uid = zmq_msg_gets(&body, "User-Id");
-            herd_log_event(links->log, "peer: dropped a message that claims to be from %s but comes with the key of %s",
-                           links->nb[from]->name, uid ? uid : "nobody");
+            if (links_log_ok(links, LINKS_LOG_KEY, &left))
+                herd_log_event(links->log,
+                               "peer: dropped a message that claims to be from %s but comes with the key of %s%s",
+                               links->nb[from]->name, uid ? uid : "nobody", links_left_out(more, sizeof more, left));
         } else {
             handle_message(links, (size_t)from, zmq_msg_data(&body), zmq_msg_size(&body));
         }
@@ -432,13 +465,15 @@ int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t er
         links_dealer_close(links, nb);
         return -1;
     }
-    link_options(nb->dealer, nb->ipv6);
+    link_options(nb->dealer, nb->ipv6, false);
     /* Queue only on a finished connection: nothing piles up for a neighbour
      * that is away (the exchange after it is back repairs that), and
      * ZMQ_EVENTS tells whether the link can take a message. */
     set_int(nb->dealer, ZMQ_IMMEDIATE, 1);
     zmq_setsockopt(nb->dealer, ZMQ_ROUTING_ID, links->self_name, strlen(links->self_name));
-    if (links->cert && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
+    /* CURVE to a neighbour with a key; plain to one without (only during a
+     * roll-out when we have a key ourselves). */
+    if (nb->key[0] && herd_links_auth_dealer(links, nb, nb->name, nb->key, err, errlen) != 0) {
         links_dealer_close(links, nb);
         return -1;
     }
@@ -467,6 +502,7 @@ static void neighbour_close(herd_links_t *links, neighbour_t *nb)
         return;
     links_dealer_close(links, nb);
     free(nb->name);
+    free(nb->offered);
     free(nb->batch);
     free(nb->offs);
     free(nb);
@@ -484,19 +520,19 @@ static neighbour_t *neighbour_open(herd_links_t *links, const herd_server_conf_t
     nb->name_len = strlen(nb->name);
     nb->links = links;
     nb->redial_backoff_ms = REDIAL_MIN_MS;
+    nb->seen_down = true;
     if (endpoint(peer->host, peer->peer_port, nb->endpoint, sizeof nb->endpoint, &nb->ipv6, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
     }
-    if (links->cert) {
-        if (!peer->public_key || strlen(peer->public_key) >= sizeof nb->key) {
-            snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology",
-                     peer->name);
-            neighbour_close(links, nb);
-            return NULL;
-        }
-        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
+    if ((links->cert && !links->rollout && !peer->public_key) ||
+        (peer->public_key && strlen(peer->public_key) >= sizeof nb->key)) {
+        snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", peer->name);
+        neighbour_close(links, nb);
+        return NULL;
     }
+    if (peer->public_key)
+        snprintf(nb->key, sizeof nb->key, "%s", peer->public_key);
     if (links_dealer_open(links, nb, err, errlen) != 0) {
         neighbour_close(links, nb);
         return NULL;
@@ -553,7 +589,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
         herd_log_event(log, "links are NOT authenticated: the topology gives %s no public_key", me->name);
     }
     links->router = zmq_socket(ctx, ZMQ_ROUTER);
-    link_options(links->router, ipv6);
+    link_options(links->router, ipv6, true);
     /* No handover: a connection that claims a name already connected is
      * refused, so a stranger cannot knock a real neighbour's link off by
      * claiming its name. A restarted neighbour's old connection closes with
@@ -562,16 +598,18 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     set_int(links->router, ZMQ_ROUTER_HANDOVER, 0);
     if (links->cert)
         herd_links_auth_router(links, links->router);
+    if (links_guard_start(links, err, errlen) != 0)
+        goto fail;
+    snprintf(links->router_ep, sizeof links->router_ep, "%s", ep);
     if (zmq_bind(links->router, ep) != 0) {
         snprintf(err, errlen, "cannot bind peer port %s:%d: %s", me->host, me->peer_port, zmq_strerror(errno));
         goto fail;
     }
+    links->router_bound = true;
     if (herd_loop_add_zmq(loop, links->router, router_ready, links) != 0) {
         snprintf(err, errlen, "cannot watch the peer port");
         goto fail;
     }
-    if (links_watch_router(links, err, errlen) != 0)
-        goto fail;
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
     if ((links->flush_tick = herd_loop_add_tick(loop, HERD_PHASE_LINKS, flush_tick, links)) < 0 ||
@@ -599,6 +637,19 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
     }
     size_t n = herd_topology_neighbours(topo, (size_t)self, idx, topo->n_servers);
 
+    /* A rotated key of ours is read at once, and our links become
+     * authenticated (or plain) as the topology now says: every link is made
+     * anew, so the server is not cut off until a restart. */
+    links->rollout = topo->curve_rollout;
+    bool rekeyed = false;
+    if (links->configured) {
+        int rk = herd_links_auth_reconfigure(links, topo, &topo->servers[self], err, errlen);
+        if (rk < 0)
+            herd_log_event(links->log, "links: our public_key changed but the new key pair cannot be used: %s; "
+                           "the links keep the old one", err);
+        rekeyed = rk > 0;
+    }
+
     /* Drop the links that are gone or whose address changed. */
     for (size_t i = 0; i < links->n_nb;) {
         neighbour_t *nb = links->nb[i];
@@ -612,9 +663,20 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
             keep = !strcmp(peer->name, nb->name) &&
                    (endpoint(peer->host, peer->peer_port, ep, sizeof ep, &v6, ignored, sizeof ignored) != 0 ||
                     !strcmp(ep, nb->endpoint)) &&
-                   (!links->cert || (peer->public_key && !strcmp(peer->public_key, nb->key)));
+                   (peer->public_key ? !strcmp(peer->public_key, nb->key) : !nb->key[0]);
         }
-        if (keep) {
+        if (keep && (!rekeyed || !nb->key[0])) {
+            i++; /* a plain DEALER does not use our key: it stays, and its connection too */
+            continue;
+        }
+        if (keep) { /* the same neighbour: its DEALER is made anew with our new key */
+            char why[256];
+            batch_send(links, nb);
+            links_dealer_close(links, nb);
+            if (links_dealer_open(links, nb, why, sizeof why) != 0) {
+                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, why);
+                nb->redial_at_ms = herd_loop_now_ms(links->loop) + nb->redial_backoff_ms;
+            }
             i++;
             continue;
         }
@@ -687,14 +749,38 @@ void herd_links_render(herd_links_t *links, FILE *f)
                 repair_refused);
     PEER_METRIC(f, links, "herd_link_redials_total", "Links made anew after a refused handshake.", "counter",
                 redials);
+    PEER_METRIC(f, links, "herd_tables_differ",
+                "Whether the last comparison of this server's table with the neighbour's found them different.",
+                "gauge", differ);
+    fprintf(f, "# HELP herd_exchange_last_success_timestamp_seconds When an anti-entropy exchange with the "
+               "neighbour last ended (0: never).\n"
+               "# TYPE herd_exchange_last_success_timestamp_seconds gauge\n");
+    for (size_t i = 0; i < links->n_nb; i++)
+        fprintf(f, "herd_exchange_last_success_timestamp_seconds{peer=\"%s\"} %.3f\n", links->nb[i]->name,
+                links->nb[i]->success_s);
     fprintf(f, "# HELP herd_peer_connections Connections open on the peer port.\n"
                "# TYPE herd_peer_connections gauge\nherd_peer_connections %ld\n"
-               "# HELP herd_peer_connections_refused_total Peer-port connections shut at once: the port was full.\n"
-               "# TYPE herd_peer_connections_refused_total counter\nherd_peer_connections_refused_total %" PRIu64 "\n",
-            links->peer_conns, links->peer_refused);
+               "# HELP herd_peer_connections_refused_total Peer-port handshakes refused: the port was full.\n"
+               "# TYPE herd_peer_connections_refused_total counter\nherd_peer_connections_refused_total %" PRIu64 "\n"
+               "# HELP herd_peer_sweeps_total Times every connection on the peer port was dropped (a neighbour "
+               "locked out of its name, or the cap held by strangers).\n"
+               "# TYPE herd_peer_sweeps_total counter\nherd_peer_sweeps_total %" PRIu64 "\n"
+               "# HELP herd_peer_log_left_out_total Log lines about strangers and peers left out by the rate limit.\n"
+               "# TYPE herd_peer_log_left_out_total counter\nherd_peer_log_left_out_total %" PRIu64 "\n",
+            links->peer_conns, links->peer_refused, links->rebinds, links->log_left_out);
     fprintf(f, "# HELP herd_peer_rejected_total Peer messages rejected (malformed, or from a stranger).\n"
                "# TYPE herd_peer_rejected_total counter\nherd_peer_rejected_total %" PRIu64 "\n",
             links->rejected);
+}
+
+void herd_links_close_gracefully(herd_links_t *links, int ms)
+{
+    if (!links)
+        return;
+    herd_links_flush(links);
+    for (size_t i = 0; i < links->n_nb; i++)
+        if (links->nb[i]->dealer && links->nb[i]->up)
+            set_int(links->nb[i]->dealer, ZMQ_LINGER, ms > 0 ? ms : 0);
 }
 
 void herd_links_destroy(herd_links_t **p)
@@ -708,12 +794,7 @@ void herd_links_destroy(herd_links_t **p)
         herd_loop_remove_tick(links->loop, links->flush_tick);
     for (size_t i = 0; i < links->n_nb; i++)
         neighbour_close(links, links->nb[i]);
-    if (links->router_monitor) {
-        herd_loop_remove_zmq(links->loop, links->router_monitor);
-        if (links->router)
-            zmq_socket_monitor(links->router, NULL, 0);
-        zmq_close(links->router_monitor);
-    }
+    links_guard_stop(links);
     if (links->router) {
         herd_loop_remove_zmq(links->loop, links->router);
         zmq_close(links->router);

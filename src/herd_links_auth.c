@@ -1,72 +1,16 @@
 /* herd_links_auth: CURVE on the links between servers. See herd_links.h.
  *
- * ZAP (ZeroMQ RFC 27): libzmq asks us about each CURVE handshake on our
- * ROUTER. Only our neighbours' keys are let in, and the user id bound to the
- * connection is the neighbour's name, checked against every message. */
+ * Which keys are let in is decided by the peer port's guard
+ * (herd_links_guard.c): only our neighbours' keys, and the user id bound to
+ * the connection is the neighbour's name, checked against every message. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "herd_links_int.h"
 
-/* Answers each ZAP request: version, request id, domain, address, routing id,
- * mechanism, key -> version, request id, status, text, user id, metadata. */
-static void zap_ready(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_links_t *links = arg;
-    for (;;) {
-        zmq_msg_t f[8];
-        size_t n = 0;
-        bool more = true;
-        while (more) {
-            zmq_msg_t part;
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, links->zap, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
-                if (n == 0)
-                    return;
-                break;
-            }
-            more = zmq_msg_more(&part);
-            if (n < 8)
-                f[n++] = part;
-            else
-                zmq_msg_close(&part);
-        }
-        /* version, request id, domain, address, routing id, mechanism, key */
-        const char *status = "400", *text = "unknown key", *user = "";
-        char address[64] = "?";
-        if (n >= 4)
-            snprintf(address, sizeof address, "%.*s", (int)zmq_msg_size(&f[3]), (char *)zmq_msg_data(&f[3]));
-        if (n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
-            zmq_msg_size(&f[6]) == 32) {
-            for (size_t i = 0; i < links->n_nb; i++) {
-                if (!memcmp(links->nb[i]->key_bin, zmq_msg_data(&f[6]), 32)) {
-                    status = "200", text = "OK", user = links->nb[i]->name;
-                    break;
-                }
-            }
-        }
-        if (*status != '2') {
-            links->rejected++;
-            herd_log_event(links->log, "peer: refused a link from %s: its key is not a neighbour's", address);
-        }
-        const char *id = n >= 2 ? zmq_msg_data(&f[1]) : "";
-        size_t id_len = n >= 2 ? zmq_msg_size(&f[1]) : 0;
-        zmq_send(links->zap, "1.0", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, status, 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, text, strlen(text), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, user, strlen(user), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(links->zap, "", 0, ZMQ_DONTWAIT);
-        for (size_t i = 0; i < n; i++)
-            zmq_msg_close(&f[i]);
-    }
-}
-
 /* Authenticated links: loads our key pair from keys_dir/NAME.key_secret and
- * checks it against the topology; answers ZAP. Returns 0 or -1 (err). */
+ * checks it against the topology. Returns 0 or -1 (err). */
 int herd_links_auth_setup(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
                           char *err, size_t errlen)
 {
@@ -87,12 +31,6 @@ int herd_links_auth_setup(herd_links_t *links, const herd_topology_t *topo, cons
         snprintf(err, errlen, "the key in %s_secret is not the public_key of %s in %s", path, me->name, topo->path);
         return -1;
     }
-    links->zap = zmq_socket(zsys_init(), ZMQ_REP);
-    if (!links->zap || zmq_bind(links->zap, "inproc://zeromq.zap.01") != 0 ||
-        herd_loop_add_zmq(links->loop, links->zap, zap_ready, links) != 0) {
-        snprintf(err, errlen, "cannot start the link authentication handler: %s", zmq_strerror(errno));
-        return -1;
-    }
     return 0;
 }
 
@@ -101,12 +39,16 @@ void herd_links_auth_router(herd_links_t *links, void *router)
     int one = 1;
     zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one);
     zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
-    zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "herd", 4);
 }
 
 int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
                            char *err, size_t errlen)
 {
+    if (!links->cert && !links->eph && !(links->eph = zcert_new())) {
+        snprintf(err, errlen, "cannot make a key pair for the link to %s", name);
+        return -1;
+    }
+    zcert_t *mine = links->cert ? links->cert : links->eph;
     uint8_t bin[32];
     if (!public_key || strlen(public_key) != 40 || !zmq_z85_decode(bin, public_key)) {
         snprintf(err, errlen, "links are authenticated but %s has no valid public_key in the topology", name);
@@ -116,23 +58,73 @@ int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *nam
     if (nb->key != public_key)
         snprintf(nb->key, sizeof nb->key, "%s", public_key);
     zmq_setsockopt(nb->dealer, ZMQ_CURVE_SERVERKEY, nb->key, 41);
-    zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(links->cert), 32);
-    zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
+    zmq_setsockopt(nb->dealer, ZMQ_CURVE_PUBLICKEY, zcert_public_key(mine), 32);
+    zmq_setsockopt(nb->dealer, ZMQ_CURVE_SECRETKEY, zcert_secret_key(mine), 32);
     return 0;
 }
 
-bool herd_links_auth_matches(zmq_msg_t *msg, const char *name)
+int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                          char *err, size_t errlen)
+{
+    if (!links->cert) {
+        if (herd_links_auth_setup(links, topo, me, err, errlen) == 0)
+            return 0;
+        zcert_destroy(&links->cert);
+        return -1;
+    }
+    zcert_t *old = links->cert;
+    links->cert = NULL;
+    if (herd_links_auth_setup(links, topo, me, err, errlen) != 0) {
+        zcert_destroy(&links->cert);
+        links->cert = old;
+        return -1;
+    }
+    zcert_destroy(&old);
+    /* A bound socket's listener keeps the options it was bound with: the
+     * ROUTER takes the new secret key with a new bind. */
+    zmq_setsockopt(links->router, ZMQ_CURVE_SECRETKEY, zcert_secret_key(links->cert), 32);
+    return 0;
+}
+
+bool herd_links_auth_matches(herd_links_t *links, zmq_msg_t *msg, const neighbour_t *nb)
 {
     const char *uid = zmq_msg_gets(msg, "User-Id");
-    return uid && !strcmp(uid, name);
+    if (nb->key[0])
+        return uid && !strcmp(uid, nb->name);
+    return links->rollout && (!uid || !*uid);
+}
+
+int herd_links_auth_reconfigure(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                                char *err, size_t errlen)
+{
+    if (!me->public_key && !links->cert)
+        return 0;
+    if (me->public_key && links->cert && !strcmp(me->public_key, zcert_public_txt(links->cert)))
+        return 0;
+    if (!me->public_key) {
+        /* Back to plain links (a roll-out undone). */
+        int zero = 0;
+        zmq_setsockopt(links->router, ZMQ_CURVE_SERVER, &zero, sizeof zero);
+        zcert_destroy(&links->cert);
+        herd_log_event(links->log, "links are NOT authenticated any more: the topology gives %s no public_key",
+                       me->name);
+    } else {
+        bool was_plain = !links->cert;
+        if (herd_links_auth_rekey(links, topo, me, err, errlen) != 0)
+            return -1;
+        if (was_plain)
+            herd_links_auth_router(links, links->router);
+        zcert_destroy(&links->eph);
+        herd_log_event(links->log, "%s", was_plain ? "links are authenticated (CURVE) from now on: our key pair was read"
+                                                   : "links: our key pair was read again (a new public_key): every "
+                                                     "link is made anew with it");
+    }
+    links_rebind(links, herd_loop_now_ms(links->loop), "our key pair changed");
+    return 1;
 }
 
 void herd_links_auth_close(herd_links_t *links)
 {
-    if (links->zap) {
-        herd_loop_remove_zmq(links->loop, links->zap);
-        zmq_close(links->zap);
-        links->zap = NULL;
-    }
     zcert_destroy(&links->cert);
+    zcert_destroy(&links->eph);
 }

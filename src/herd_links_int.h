@@ -25,7 +25,7 @@ typedef struct {
     bool drop_logged;      /* a "dropped" line was logged since the link last came up */
     char endpoint[300];    /* its ROUTER, "tcp://ADDR:PORT" */
     bool ipv6;             /* the endpoint is an IPv6 address */
-    char key[41];          /* its CURVE public key (Z85), "" when links are not authenticated */
+    char key[41];          /* its CURVE public key (Z85), "" when it has none in the topology */
     uint8_t key_bin[32];   /* the same, binary, as ZAP hands it to us */
     char *batch;           /* AT lines waiting, back to back */
     size_t batch_len, batch_cap;
@@ -59,7 +59,35 @@ typedef struct {
     int64_t redial_at_ms;  /* when to make the DEALER anew; 0 = not scheduled */
     long redial_backoff_ms; /* the wait before the next redial */
     uint64_t redials;      /* DEALERs made anew */
+    int64_t heard_ms;      /* when a message from it last came in on our ROUTER, or its link came up */
+    bool seen_down;        /* its link went down (or never came up) since it last came up */
+    int64_t answer_end_ms; /* when our last answer to its BUCKETS ended (its WANT marked last) */
+    int64_t answer_gap_ms; /* how long after that its next BUCKETS waits: grows with what the answer sent */
+    int64_t groups_ms;     /* when we last sent it GROUPS: a BUCKETS answers that, once */
+    uint8_t *offered;      /* two bitmaps of HERD_REPAIR_BITMAP_BYTES (NULL until needed): the buckets our
+                              open exchange asked about (BUCKETS), and those our answer offered (FPRINTS) */
+    bool differ;           /* the last comparison of our tables with it found them different */
+    double success_s;      /* when an exchange with it last ended (wall clock, s); 0 = never */
 } neighbour_t;
+
+/* The kinds of log line that a stranger or a peer can make us repeat: each
+ * kind is logged at most a few times a second, with a count of the lines
+ * left out (links_log_ok). */
+typedef enum {
+    LINKS_LOG_STRANGER,  /* a message from a sender that is not a neighbour */
+    LINKS_LOG_BAD,       /* a message that does not decode, or of the wrong frame count */
+    LINKS_LOG_KEY,       /* a name used with another key than its own */
+    LINKS_LOG_REFUSED,   /* a connection refused by the guard */
+    LINKS_LOG_REPAIR,    /* an exchange request refused */
+    LINKS_LOG_NAME,      /* a HELLO whose name is not its link's */
+    LINKS_LOG_KINDS
+} links_log_kind_t;
+
+typedef struct {
+    int64_t window_ms;     /* when tokens were last added; 0 = never */
+    unsigned count;        /* tokens: lines of this kind that may be logged now */
+    uint64_t left_out;     /* lines left out since the last one logged */
+} links_quota_t;
 
 struct herd_links_t {
     herd_loop_t *loop;
@@ -84,7 +112,17 @@ struct herd_links_t {
     int repair_timer;      /* the anti-entropy timer's id */
     int flush_tick;        /* the end-of-turn flush's tick id */
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
+    zcert_t *eph;          /* a key pair of this run, for links to keyed neighbours while we have none
+                              (a key roll-out); NULL until needed */
+    bool rollout;          /* the topology's curve_rollout: links keyed at one end only are allowed */
     void *zap;             /* REP socket answering ZeroMQ's authentication (ZAP) requests */
+    char router_ep[300];   /* where the ROUTER is bound */
+    bool router_bound;     /* false between an unbind and the bind that follows it */
+    int64_t rebind_ms;     /* when the ROUTER's connections were last all dropped */
+    int64_t full_since_ms; /* since when the guard refuses for the cap; 0 = it does not */
+    uint64_t rebinds;      /* times the ROUTER's connections were all dropped */
+    links_quota_t quota[LINKS_LOG_KINDS];
+    uint64_t log_left_out; /* log lines left out in all, by every kind */
 };
 
 /* Sockets and messages (herd_links.c). */
@@ -117,29 +155,72 @@ void links_repair_tick(herd_loop_t *loop, void *arg);
  * WANT, SYNC_END) from nb. */
 void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg);
 
-/* The peer port's connection cap (herd_links_guard.c): watches the ROUTER's
- * connections, and sets the cap from the number of neighbours. */
-int links_watch_router(herd_links_t *links, char *err, size_t errlen);
+/* The peer port's guard (herd_links_guard.c). */
+
+/* Starts answering ZeroMQ's authentication (ZAP) requests for the ROUTER,
+ * with the NULL mechanism as well as CURVE (it sets the ROUTER's ZAP
+ * domain), and counts the ROUTER's connections. Must come before the bind. */
+int links_guard_start(herd_links_t *links, char *err, size_t errlen);
+
+/* Stops the guard (NULL-safe parts). */
+void links_guard_stop(herd_links_t *links);
+
+/* Sets the cap from the number of neighbours. */
 void links_set_peer_cap(herd_links_t *links);
+
+/* The guard's timer work: binds the ROUTER again after a sweep, and sweeps
+ * (drops every connection on the peer port) when a neighbour that is
+ * running is locked out of its own name, or when completed handshakes have
+ * held the cap for long. */
+void links_guard_tick(herd_links_t *links, int64_t now);
+
+/* Whether a line of this kind may be logged now (a few a second per kind).
+ * When true, *left_out is the number left out since the last one (to be
+ * said in the line); when false, the line is counted as left out. */
+bool links_log_ok(herd_links_t *links, links_log_kind_t kind, uint64_t *left_out);
+
+/* " (N more like it left out)" for a count, or "" (into buf). */
+const char *links_left_out(char *buf, size_t cap, uint64_t left_out);
 
 /* Authenticated links (herd_links_auth.c). */
 
-/* Loads our key pair from keys_dir/NAME.key_secret, checks it against our
- * public_key in the topology, and starts answering ZAP requests. */
+/* Loads our key pair from keys_dir/NAME.key_secret and checks it against
+ * our public_key in the topology. */
 int herd_links_auth_setup(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
                           char *err, size_t errlen);
+
+/* Reads our key pair again (a rotated key) as herd_links_auth_setup does,
+ * and gives it to the ROUTER for its next bind. Returns 0, or -1 with err
+ * filled and the old key pair kept. */
+int herd_links_auth_rekey(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                          char *err, size_t errlen);
+
+/* Unbinds the ROUTER and binds it again (every connection on the peer port
+ * is dropped and made anew), now or on the next tick (herd_links_guard.c). */
+void links_rebind(herd_links_t *links, int64_t now, const char *why);
 
 /* Sets the CURVE options of our ROUTER. */
 void herd_links_auth_router(herd_links_t *links, void *router);
 
-/* Sets the CURVE options of a neighbour's DEALER from its public key (Z85). */
+/* Switches our own links between plain and authenticated when our
+ * public_key appears in the topology or leaves it (a key roll-out), or
+ * reads a rotated key pair: returns 1 when the links must be made anew
+ * (the caller remakes the DEALERs; the ROUTER is bound again here), 0 when
+ * nothing changed, -1 with err filled (nothing changed). */
+int herd_links_auth_reconfigure(herd_links_t *links, const herd_topology_t *topo, const herd_server_conf_t *me,
+                                char *err, size_t errlen);
+
+/* Sets the CURVE options of a neighbour's DEALER from its public key (Z85):
+ * our key pair, or one of this run while we have none (a roll-out). */
 int herd_links_auth_dealer(herd_links_t *links, neighbour_t *nb, const char *name, const char *public_key,
                            char *err, size_t errlen);
 
-/* Whether the key a message came with belongs to `name`. */
-bool herd_links_auth_matches(zmq_msg_t *msg, const char *name);
+/* Whether the key a message came with may speak for neighbour nb: its
+ * own key when it has one; during a roll-out, a neighbour that has none
+ * comes with a key of its run, bound to no name. */
+bool herd_links_auth_matches(herd_links_t *links, zmq_msg_t *msg, const neighbour_t *nb);
 
-/* Stops answering ZAP and forgets our key pair. */
+/* Forgets our key pair. */
 void herd_links_auth_close(herd_links_t *links);
 
 #endif

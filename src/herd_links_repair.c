@@ -5,7 +5,9 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "herd_repair.h"
 #include "herd_wire.h"
@@ -19,6 +21,7 @@
 #define HEAVY_PER_SEC   4                  /* BUCKETS requests answered per neighbour per second */
 #define LIGHT_PER_SEC   20                 /* HELLO and DIGEST answered (and logged) per neighbour per second */
 #define FPRINTS_PER_SEC 64                 /* FPRINTS taken per neighbour per second (a big one comes in chunks) */
+#define ANSWER_RECORDS_PER_MS 16           /* after an answer of n records, the next BUCKETS waits n / this ms */
 
 /* The send callback of an exchange: one message to one neighbour. */
 static int repair_send(void *arg, char *data, size_t len)
@@ -31,6 +34,39 @@ static int repair_send(void *arg, char *data, size_t len)
 static herd_repair_io_t repair_io(neighbour_t *nb)
 {
     return (herd_repair_io_t){.send = repair_send, .arg = nb};
+}
+
+/* One of nb's two bitmaps (what our open exchange asked about, what our
+ * answer to its exchange offered), cleared; NULL without memory (the step
+ * then answers nothing: the next exchange tries again). */
+static uint8_t *bitmap(neighbour_t *nb, bool answer)
+{
+    if (!nb->offered && !(nb->offered = calloc(2, HERD_REPAIR_BITMAP_BYTES)))
+        return NULL;
+    uint8_t *map = nb->offered + (answer ? HERD_REPAIR_BITMAP_BYTES : 0);
+    memset(map, 0, HERD_REPAIR_BITMAP_BYTES);
+    return map;
+}
+
+/* The same bitmap, as it is (NULL when none was made: nothing is offered). */
+static uint8_t *bitmap_kept(neighbour_t *nb, bool answer)
+{
+    return nb->offered ? nb->offered + (answer ? HERD_REPAIR_BITMAP_BYTES : 0) : NULL;
+}
+
+/* A time on the wall clock, in seconds, for the metrics. */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* An exchange with nb ended: the tables hold the same now (as far as that
+ * exchange could tell). */
+static void exchange_success(neighbour_t *nb)
+{
+    nb->success_s = wall_now();
 }
 
 /* Notes a request sent to nb: its answer is awaited (liveness) and accepted. */
@@ -91,6 +127,7 @@ static void answered(herd_links_t *links, neighbour_t *nb)
 static void round_done(herd_links_t *links, neighbour_t *nb, uint64_t received)
 {
     answered(links, nb);
+    exchange_success(nb);
     if (!nb->synced || received)
         herd_log_event(links->log, "repair: exchange with %s done (%" PRIu64 " records sent to us)", nb->name,
                        received);
@@ -112,9 +149,25 @@ static bool within_rate(herd_links_t *links, int64_t *window_ms, unsigned *count
 
 static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
 {
-    if (nb->repair_refused++ % 100 == 0)
-        herd_log_event(links->log, "repair: refused %s from %s (%" PRIu64 " refused so far)", what, nb->name,
-                       nb->repair_refused);
+    nb->repair_refused++;
+    uint64_t left;
+    char more[64];
+    if (links_log_ok(links, LINKS_LOG_REPAIR, &left))
+        herd_log_event(links->log, "repair: refused %s from %s (%" PRIu64 " refused so far)%s", what, nb->name,
+                       nb->repair_refused, links_left_out(more, sizeof more, left));
+}
+
+/* Our answer to nb's exchange is over (at `when`): the next BUCKETS waits
+ * in proportion to what this one sent, and nothing it sends shortens that. */
+static void answer_end(neighbour_t *nb, int64_t when)
+{
+    nb->answering_ms = 0;
+    nb->answer_end_ms = when;
+    nb->answer_gap_ms = (int64_t)(nb->answer_records / ANSWER_RECORDS_PER_MS);
+    if (nb->answer_gap_ms > ANSWER_MS)
+        nb->answer_gap_ms = ANSWER_MS;
+    if (nb->offered) /* what it offered is answered or given up */
+        memset(nb->offered + HERD_REPAIR_BITMAP_BYTES, 0, HERD_REPAIR_BITMAP_BYTES);
 }
 
 /* B's side: answers a DIGEST or HELLO with SYNC_END or GROUPS. */
@@ -123,10 +176,13 @@ static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, 
     herd_repair_io_t io = repair_io(nb);
     herd_links_flush(links);
     int rc = herd_repair_on_digest(links->table, count, digest, &io);
-    if (rc == 1)
+    nb->differ = rc != 1;
+    if (rc == 1) {
         links_send_sync_end(links, nb, 0);
-    else
-        nb->answer_records = 0; /* a new exchange of its begins */
+        exchange_success(nb);
+    } else if (rc == 0) {
+        nb->groups_ms = herd_loop_now_ms(links->loop); /* its BUCKETS may answer this, once */
+    }
     if (rc == 1 && hello)
         herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
 }
@@ -138,6 +194,7 @@ void links_repair_tick(herd_loop_t *loop, void *arg)
 {
     herd_links_t *links = arg;
     int64_t now = herd_loop_now_ms(loop);
+    links_guard_tick(links, now);
     for (size_t i = 0; i < links->n_nb; i++) {
         neighbour_t *nb = links->nb[i];
         if (nb->redial_at_ms && now >= nb->redial_at_ms) {
@@ -195,8 +252,13 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
     if (msg->type == HERD_MSG_HELLO) {
         if (msg->name.len != strlen(nb->name) || memcmp(msg->name.p, nb->name, msg->name.len) != 0) {
             links->rejected++;
-            herd_log_data(links->log, "peer: dropped a HELLO whose name does not match its link: ", msg->name.p,
-                          msg->name.len);
+            uint64_t left;
+            char more[64], prefix[128];
+            if (links_log_ok(links, LINKS_LOG_NAME, &left)) {
+                snprintf(prefix, sizeof prefix, "peer: dropped a HELLO whose name does not match its link%s: ",
+                         links_left_out(more, sizeof more, left));
+                herd_log_data(links->log, prefix, msg->name.p, msg->name.len);
+            }
             return;
         }
         herd_log_event(links->log, "rejoin: HELLO from %s (incarnation %016" PRIx64 ", %" PRIu64 " clients)",
@@ -230,6 +292,10 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         }
         answered(links, nb);
         nb->round_answered = true;
+        nb->differ = true;
+        io.buckets = bitmap(nb, false);
+        if (!io.buckets)
+            break;
         if (herd_repair_on_groups(links->table, msg, &io) == 1)
             round_done(links, nb, 0);
         else
@@ -240,14 +306,32 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             refuse(links, nb, "BUCKETS past the rate limit");
             break;
         }
-        if (nb->answering_ms && now - nb->answering_ms < ANSWER_MS) {
+        if (!nb->groups_ms || now - nb->groups_ms > ROUND_MS) {
+            /* BUCKETS answers our GROUPS, once. */
+            refuse(links, nb, "BUCKETS we did not ask for");
+            break;
+        }
+        if (nb->answering_ms && now - nb->answering_ms >= ANSWER_MS)
+            answer_end(nb, nb->answering_ms + ANSWER_MS); /* it never sent its last WANT */
+        if (nb->answering_ms) {
             /* Our answer to its last BUCKETS is still under way: one at a
              * time, so that no neighbour can have the table sent over and over. */
             refuse(links, nb, "BUCKETS while our answer to the last one is under way");
             break;
         }
+        if (now < nb->answer_end_ms + nb->answer_gap_ms) {
+            /* Nothing it sends ends this wait early: a big answer is not
+             * made again at once, whatever the neighbour says. */
+            refuse(links, nb, "BUCKETS too soon after a large answer");
+            break;
+        }
+        io.buckets = bitmap(nb, true);
+        if (!io.buckets)
+            break;
         herd_links_flush(links);
+        nb->groups_ms = 0;
         nb->answering_ms = now;
+        nb->answer_records = 0;
         herd_repair_on_buckets(links->table, msg, &io);
         nb->repair_records_out += io.records;
         nb->answer_records += io.records;
@@ -262,7 +346,12 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             break;
         }
         answered(links, nb);
+        io.buckets = bitmap_kept(nb, false);
+        if (!io.buckets)
+            break;
         herd_repair_on_fprints(links->table, msg, &io);
+        if (io.skipped)
+            refuse(links, nb, "FPRINTS for buckets we did not ask about");
         nb->repair_records_out += io.records;
         nb->round_records += io.records;
         if (msg->last) {
@@ -279,20 +368,27 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             refuse(links, nb, "WANT we did not offer");
             break;
         }
+        io.buckets = bitmap_kept(nb, true);
+        if (!io.buckets)
+            break;
         herd_repair_on_want(links->table, msg, &io);
+        if (io.skipped)
+            refuse(links, nb, "WANT for records we did not offer");
         nb->repair_records_out += io.records;
         nb->answer_records += io.records;
         if (msg->last) {
-            nb->answering_ms = 0;
+            answer_end(nb, now);
             links_send_sync_end(links, nb, nb->answer_records);
+            exchange_success(nb);
             if (nb->answer_records)
                 herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
                                io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
-            nb->answer_records = 0;
         }
         break;
     case HERD_MSG_SYNC_END:
         /* It answers our HELLO or DIGEST: the exchange is over. */
+        if (!nb->round_answered)
+            nb->differ = false; /* it found our tables equal at once */
         round_done(links, nb, msg->count);
         break;
     case HERD_MSG_UPDATES: /* handled by the caller */

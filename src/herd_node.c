@@ -621,6 +621,7 @@ void herd_node_destroy(herd_node_t **p)
     if (node->places)
         herd_loop_remove_zmq(node->loop, herd_places_sock(node->places));
     herd_places_destroy(&node->places);
+    herd_links_close_gracefully(node->links, 2000); /* PROTOCOL.md section 8: neighbours take what was flooded */
     herd_links_destroy(&node->links);
     if (node->journal_tick > 0)
         herd_loop_remove_tick(node->loop, node->journal_tick);

@@ -10,8 +10,39 @@
 
 #define UPDATES_BATCH 2048      /* AT lines per RECORDS message at most */
 #define BATCH_BYTES   (256u * 1024u) /* ... and bytes: a queue of full messages stays bounded */
+/* Every message stays under HERD_WIRE_MAX_FRAME: an FPRINTS holds fewer
+ * than FPRINTS_CHUNK fingerprints before its last bucket, a bucket lists
+ * at most BUCKET_FPS of its own, and a WANT holds fewer than WANT_CHUNK
+ * pairs before its last bucket, at most BUCKET_FPS of each. */
 #define FPRINTS_CHUNK 262144    /* fingerprints per FPRINTS message (2 MiB) */
-#define WANT_CHUNK    262144    /* pairs per WANT message */
+#define WANT_CHUNK    196608    /* pairs per WANT message (1.9 MiB), plus one bucket's at most */
+/* A bucket holds about table size / HERD_TABLE_BUCKETS records; only ids
+ * aimed at one bucket make it hold more than this. The fingerprints past it
+ * are not listed: the other side then sends its records of that bucket
+ * that were not listed (some it need not), and the records of ours that
+ * were not listed reach it when it opens its own exchange with us, where we
+ * send what it does not list. */
+#define BUCKET_FPS    131072
+
+static void bit_set(uint8_t *map, uint32_t b)
+{
+    map[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
+/* Whether bucket b was offered (always, without a bitmap); clears it, so
+ * that each is answered once. */
+static bool bit_take(herd_repair_io_t *io, uint32_t b)
+{
+    if (io->buckets == NULL)
+        return true;
+    uint8_t bit = (uint8_t)(1u << (b & 7));
+    if (!(io->buckets[b >> 3] & bit)) {
+        io->skipped++;
+        return false;
+    }
+    io->buckets[b >> 3] &= (uint8_t)~bit;
+    return true;
+}
 
 static int send_msg(herd_repair_io_t *io, int rc, char *data, size_t len)
 {
@@ -128,9 +159,12 @@ int herd_repair_on_groups(const herd_table_t *t, const herd_msg_t *msg, herd_rep
         io->failed = true;
         return -1;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         memcpy(digests + i * HERD_TABLE_GROUP_SIZE, buckets + (size_t) groups[i] * HERD_TABLE_GROUP_SIZE,
                HERD_TABLE_GROUP_SIZE * sizeof *digests);
+        for (uint32_t j = 0; io->buckets != NULL && j < HERD_TABLE_GROUP_SIZE; j++)
+            bit_set(io->buckets, (uint32_t) groups[i] * HERD_TABLE_GROUP_SIZE + j);
+    }
     char *data;
     size_t len;
     int rc = herd_wire_encode_buckets(groups, n, digests, &data, &len);
@@ -181,6 +215,8 @@ static int fprints_add(fprints_t *f, uint32_t b, const herd_record_t **recs, siz
         f->fps = p;
         f->n_cap = cap;
     }
+    if (n > BUCKET_FPS)
+        n = BUCKET_FPS;
     f->buckets[f->k] = (uint16_t) b;
     f->counts[f->k++] = (uint32_t) n;
     for (size_t i = 0; i < n; i++)
@@ -212,6 +248,8 @@ int herd_repair_on_buckets(const herd_table_t *t, const herd_msg_t *msg, herd_re
                 for (long r = 0; r < n && rc == 0; r++)
                     rc = batch_add(batch, recs[r], io);
             } else {
+                if (io->buckets != NULL)
+                    bit_set(io->buckets, b);
                 rc = fprints_add(&f, b, recs, (size_t) n);
                 if (rc == 0 && f.n >= FPRINTS_CHUNK)
                     rc = batch_flush(batch, io) == 0 ? fprints_send(&f, false, io) : -1;
@@ -292,6 +330,8 @@ int herd_repair_on_fprints(const herd_table_t *t, const herd_msg_t *msg, herd_re
         for (size_t j = 0; j < c; j++)
             theirs[j] = herd_wire_u64(msg->fps, off + j);
         off += c;
+        if (!bit_take(io, b))
+            continue; /* a bucket we did not ask about, or asked about and answered already */
         if (c > 1) /* theirs and recs are NULL while nothing was listed: qsort must not see them */
             qsort(theirs, c, sizeof *theirs, cmp_u64);
         long n = bucket_records(t, b, &recs, &cap);
@@ -302,21 +342,25 @@ int herd_repair_on_fprints(const herd_table_t *t, const herd_msg_t *msg, herd_re
         if (n > 1)
             qsort(recs, (size_t) n, sizeof *recs, cmp_rec_digest);
         /* Merge the two sorted lists. */
-        size_t x = 0, y = 0;
+        size_t x = 0, y = 0, wanted = 0;
         while (rc == 0 && (x < (size_t) n || y < c)) {
             if (y == c || (x < (size_t) n && recs[x]->digest < theirs[y])) {
                 rc = batch_add(batch, recs[x++], io); /* ours only */
             } else if (x == (size_t) n || theirs[y] < recs[x]->digest) {
-                if (y == 0 || theirs[y] != theirs[y - 1])
+                if ((y == 0 || theirs[y] != theirs[y - 1]) && wanted < BUCKET_FPS) {
                     rc = want_add(&w, b, theirs[y]); /* theirs only */
+                    wanted++;
+                }
                 y++;
             } else {
                 x++;
                 y++;
             }
-            if (rc == 0 && w.m >= WANT_CHUNK)
-                rc = want_send(&w, false, io);
         }
+        /* A WANT ends at a bucket's end: the other side answers each
+         * bucket once. */
+        if (rc == 0 && w.m >= WANT_CHUNK)
+            rc = want_send(&w, false, io);
     }
     if (rc == 0)
         rc = batch_flush(batch, io);
@@ -364,6 +408,10 @@ int herd_repair_on_want(const herd_table_t *t, const herd_msg_t *msg, herd_repai
         size_t j = i;
         while (j < m && pairs[j].bucket == pairs[i].bucket)
             j++;
+        if (!bit_take(io, pairs[i].bucket)) {
+            i = j;
+            continue; /* not offered, or answered already */
+        }
         /* Walk the bucket once; look each record up among the wanted. */
         const void *cur = NULL;
         const herd_record_t *r;

@@ -580,6 +580,7 @@ static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
     t->frontend_threads = -1;
     t->log_commands = true;
     if (get_bool(c, root, "", "insecure_links", &t->insecure_links) < 0
+        || get_bool(c, root, "", "curve_rollout", &t->curve_rollout) < 0
         || get_bool(c, root, "", "log_commands", &t->log_commands) < 0
         || get_int(c, root, "", "frontend_threads", false, 0, FRONTEND_THREADS_MAX,
                    FRONTEND_THREADS_WHAT, &t->frontend_threads) < 0)
@@ -594,7 +595,7 @@ static int check_security(ctx_t *c, const herd_topology_t *t)
 {
     for (size_t i = 0; i < t->n_links; i++) {
         const herd_server_conf_t *a = &t->servers[t->links[i].a], *b = &t->servers[t->links[i].b];
-        if (!a->public_key != !b->public_key) {
+        if (!a->public_key != !b->public_key && !t->curve_rollout) {
             fail(c, "servers.%s has a public_key but servers.%s has none: a link is authenticated at "
                     "both ends or at neither", a->public_key ? a->name : b->name,
                  a->public_key ? b->name : a->name);

@@ -30,20 +30,35 @@ msgpack, only the forms herd's wire uses
     ``mp_array_header(n)``;
     ``mp_updates(lines)``  UPDATES, [1, 2, [at_line, ...]];
     ``mp_hello(name, incarnation, count, digest)``  HELLO, [1, 1, name, ...].
+    ``mp_digest(count, digest)``  DIGEST, [1, 4, count, digest];
+    ``mp_buckets(groups, digests)``  BUCKETS for these group numbers, with
+                                  these bucket digests (256 per group);
+    ``mp_want(last, pairs)``  WANT for (bucket, fingerprint) pairs.
+
+The server side of a link, for a test that plays a neighbour's ROUTER
+    ``ZmtpListener(port)`` listens on 127.0.0.1:port, takes the server's
+        DEALER connection(s), answers the handshake as a ROUTER, and counts
+        the messages and bytes that arrive (``messages``, ``bytes``), on a
+        thread of its own; ``close()``.
 """
 
 import socket
 import struct
+import threading
 import time
 
 __all__ = [
-    "Zmtp", "mp_array_header", "mp_hello", "mp_str", "mp_uint", "mp_updates",
+    "Zmtp", "ZmtpListener", "mp_array_header", "mp_buckets", "mp_digest", "mp_hello", "mp_str", "mp_uint",
+    "mp_updates", "mp_want",
     "raw_connection", "zmtp_frame_header", "zmtp_greeting", "zmtp_ready",
 ]
 
 WIRE_VERSION = 1   # HERD_WIRE_VERSION
 MSG_HELLO = 1      # HERD_MSG_HELLO
 MSG_UPDATES = 2    # HERD_MSG_UPDATES
+MSG_DIGEST = 4     # HERD_MSG_DIGEST
+MSG_BUCKETS = 6    # HERD_MSG_BUCKETS
+MSG_WANT = 8       # HERD_MSG_WANT
 
 
 # ------------------------------------------------------------------ msgpack
@@ -86,6 +101,34 @@ def mp_hello(name, incarnation, count, digest):
     """The HELLO message: [1, 1, name, incarnation, count, digest]."""
     return (mp_array_header(6) + mp_uint(WIRE_VERSION) + mp_uint(MSG_HELLO) + mp_str(name)
             + mp_uint(incarnation) + mp_uint(count) + mp_uint(digest))
+
+
+def mp_bin(b):
+    """Bytes b as a msgpack bin (bin 8, bin 16 or bin 32)."""
+    n = len(b)
+    if n < 256:
+        return b"\xc4" + bytes([n]) + b
+    if n < 65536:
+        return b"\xc5" + struct.pack(">H", n) + b
+    return b"\xc6" + struct.pack(">I", n) + b
+
+
+def mp_digest(count, digest):
+    """The DIGEST message: [1, 4, count, digest]."""
+    return mp_array_header(4) + mp_uint(WIRE_VERSION) + mp_uint(MSG_DIGEST) + mp_uint(count) + mp_uint(digest)
+
+
+def mp_buckets(groups, digests):
+    """The BUCKETS message: [1, 6, bin(groups as u8), bin(digests as u64 LE)]."""
+    return (mp_array_header(4) + mp_uint(WIRE_VERSION) + mp_uint(MSG_BUCKETS) + mp_bin(bytes(groups))
+            + mp_bin(b"".join(struct.pack("<Q", d) for d in digests)))
+
+
+def mp_want(last, pairs):
+    """The WANT message: [1, 8, last, bin(buckets as u16 LE), bin(fingerprints as u64 LE)]."""
+    return (mp_array_header(5) + mp_uint(WIRE_VERSION) + mp_uint(MSG_WANT) + (b"\xc3" if last else b"\xc2")
+            + mp_bin(b"".join(struct.pack("<H", b) for b, _ in pairs))
+            + mp_bin(b"".join(struct.pack("<Q", f) for _, f in pairs)))
 
 
 # ----------------------------------------------------------------- ZMTP 3.0
@@ -181,3 +224,71 @@ class Zmtp:
 
     def close(self):
         self.sock.close()
+
+
+class ZmtpListener:
+    """A stand-in for a neighbour's ROUTER on 127.0.0.1:port (NULL
+    mechanism): every connection that arrives is answered as a ROUTER and
+    drained on a thread; ``messages`` and ``bytes`` count what came in."""
+
+    def __init__(self, port):
+        self.messages = 0
+        self.bytes = 0
+        self._closed = False
+        self._conns = []
+        self._lock = threading.Lock()
+        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind(("127.0.0.1", port))
+        self._srv.listen(16)
+        self._srv.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                conn, _ = self._srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _recv(conn, n):
+        out = b""
+        while len(out) < n:
+            chunk = conn.recv(n - len(out))
+            if not chunk:
+                raise OSError("closed")
+            out += chunk
+        return out
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(None)
+            conn.sendall(zmtp_greeting())
+            self._recv(conn, 64)
+            body = zmtp_ready(b"ROUTER", b"")
+            conn.sendall(zmtp_frame_header(0x04, len(body)) + body)
+            while not self._closed:
+                flags = self._recv(conn, 1)[0]
+                size = struct.unpack(">Q", self._recv(conn, 8))[0] if flags & 0x02 else self._recv(conn, 1)[0]
+                self._recv(conn, size)
+                if not flags & 0x04 and not flags & 0x01:
+                    with self._lock:
+                        self.messages += 1
+                        self.bytes += size
+        except OSError:
+            pass
+
+    def close(self):
+        self._closed = True
+        self._srv.close()
+        with self._lock:
+            for c in self._conns:
+                c.close()
+        self._thread.join(2)

@@ -45,8 +45,8 @@ REQ_TIMEOUT = 5      # one client exchange
 PROMPT = 0.5         # the most a well-behaved client may wait for an answer under abuse
 PEER_TIMEOUT = 10    # a large peer message decoded and handled
 
-MAX_UPDATES = 65536  # HERD_WIRE_MAX_UPDATES (include/herd_wire.h)
-MAX_FRAME = 64 * 1024 * 1024  # HERD_WIRE_MAX_FRAME: ZMQ_MAXMSGSIZE on the peer port
+MAX_UPDATES = 16384  # HERD_WIRE_MAX_UPDATES (include/herd_wire.h)
+MAX_FRAME = 4 * 1024 * 1024  # HERD_WIRE_MAX_FRAME: ZMQ_MAXMSGSIZE on the peer port
 
 
 def uid(tag):
@@ -552,10 +552,10 @@ class PeerAbuseTest(AbuseCase):
 
     def test_oversized_messages(self):
         mark = self.herd.log_size("Bailey")
-        ten_mb = 10 * 1024 * 1024
+        ten_mb = 3 * 1024 * 1024  # just under the frame cap
         big_id = uid("big") + b"x" * (1 << 20)
         self.bona.send(b"\x00" * ten_mb)                                   # not msgpack at all
-        self.bona.send(mp_updates([b"A" * ten_mb]))                        # one 10 MB AT line
+        self.bona.send(mp_updates([b"A" * ten_mb]))                        # one 3 MB AT line
         self.bona.send(mp_updates([self.at_line(big_id)]))                 # an id of 1 MB
         self.control()
         got = self.dropped_lines(mark)
@@ -566,13 +566,13 @@ class PeerAbuseTest(AbuseCase):
         self.assertRegex(got[2], r"^peer Bona: dropped a message: UPDATES line 0 is %d bytes, "
                                  r"longer than \d+$" % len(self.at_line(big_id)))
         self.assertIsNone(self.stored_at(self.herd, "Bailey", big_id[:200]))
-        self.assertTableRight("after 10 MB messages")
+        self.assertTableRight("after 3 MB messages")
 
         # Past ZeroMQ's limit on the peer port the connection is closed as
-        # soon as the frame header is read: the 64 MB are never sent.
+        # soon as the frame header is read: the 4 MiB are never sent.
         self.bona.sock.sendall(zmtp_frame_header(0, MAX_FRAME + 1) + b"\x93\x01\x02")
-        self.assertTrue(self.bona.closed_by_peer(5), "a frame over 64 MB was not refused")
-        self.assertTableRight("after a frame over 64 MB")
+        self.assertTrue(self.bona.closed_by_peer(5), "a frame over 4 MiB was not refused")
+        self.assertTableRight("after a frame over 4 MiB")
         self.control(self.zmtp(b"Bona"))      # Bona may come back
         self.assertCleanExit(self.herd, "Bailey")
 
@@ -636,7 +636,7 @@ class PeerAbuseTest(AbuseCase):
         # Past the limit: the whole message is dropped, none of its lines stored.
         too_many = batch(MAX_UPDATES + 1, b"over")
         self.bona.send(mp_updates(too_many))
-        way_too_many = batch(100000, b"way")
+        way_too_many = batch(40000, b"way")  # still under the frame cap
         self.bona.send(mp_updates(way_too_many))
         # At the limit: every line is stored.
         full = batch(MAX_UPDATES, b"full")
@@ -652,7 +652,7 @@ class PeerAbuseTest(AbuseCase):
             self.assertIsNone(self.stored_at(self.herd, "Bailey", at.split(b" ")[3]), at)
         for at in (full[0], full[1], full[MAX_UPDATES // 2], full[-1]):
             self.assertEqual(self.stored_at(self.herd, "Bailey", at.split(b" ")[3]), at)
-        self.assertTableRight("after 65536 lines in one message")
+        self.assertTableRight("after %d lines in one message" % MAX_UPDATES)
         self.assertCleanExit(self.herd, "Bailey")
 
 

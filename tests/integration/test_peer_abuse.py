@@ -92,27 +92,15 @@ class PeerAbuseTest(HerdTestCase):
                             "an impostor knocked Campbell's link off")
 
     def test_a_connection_flood_on_the_peer_port_is_capped(self):
-        """Bailey has two neighbours: the peer port lets 64 + 4 x 2 connections
-        stay; past that a new one is shut at once (counted, logged with its
-        address), so a flood cannot take every descriptor; the real link
-        stays up and a neighbour that reconnects later gets in."""
-        mark = self.herd.log_size("Bailey")
+        """250 raw connections that never start a handshake: the real link
+        stays up, and a neighbour that reconnects later gets in once their
+        handshake window is over. (Handshakes past the cap are refused
+        inside libzmq: test_peer_guard.py.)"""
         conns = []
         for _ in range(250):
             s = raw_connection(self.port, b"")
             self.addCleanup(s.close)
             conns.append(s)
-
-        def refused():
-            m = self.herd.metrics("Bailey")
-            return m.get(("herd_peer_connections_refused_total", frozenset()), 0)
-        # 250 strangers, one real neighbour (Campbell) already connected: at
-        # least 250 + 1 - 72 of them are shut at once.
-        wait_until(lambda: refused() >= 250 + 1 - 72, 5, msg="the peer port let a flood in")
-        refused_re = re.compile(r"peer port: refused a connection from 127\.0\.0\.1:\d+: \d+ connections open, "
-                                r"the cap is 72")
-        wait_until(lambda: refused_re.search(self.herd.log_since("Bailey", mark)), 10,
-                   msg="no refusal logged by the peer port")
         self.still_linked("during a connection flood on the peer port")
         # Campbell restarts: once the strangers' connections are gone (their
         # handshake window), it links again.

@@ -47,7 +47,12 @@ typedef struct {
     uint64_t sync_ends;           /* SYNC_END received */
     uint64_t nothing_differs;     /* on_groups found no group differing */
     bool queue_fails;             /* make sends fail (the link's queue is full) */
+    /* With maps on, each side keeps what its exchange asked about and what
+     * its answer offered, as herd_links does (herd_repair_io_t.buckets). */
+    uint8_t ask[HERD_REPAIR_BITMAP_BYTES], offer[HERD_REPAIR_BITMAP_BYTES];
 } side_t;
+
+static bool maps; /* the cases run with the maps when true */
 
 typedef struct {
     side_t a, b;
@@ -157,6 +162,10 @@ static void deliver_one(side_t *me, side_t *peer)
         break;
     }
     case HERD_MSG_GROUPS: {
+        if (maps) {
+            memset(me->ask, 0, sizeof me->ask);
+            io.buckets = me->ask;
+        }
         int rc = herd_repair_on_groups(me->t, &m, &io);
         assert_int_not_equal(rc, -1);
         if (rc == 1)
@@ -164,13 +173,21 @@ static void deliver_one(side_t *me, side_t *peer)
         break;
     }
     case HERD_MSG_BUCKETS:
+        if (maps) {
+            memset(me->offer, 0, sizeof me->offer);
+            io.buckets = me->offer;
+        }
         assert_int_equal(herd_repair_on_buckets(me->t, &m, &io), 0);
         break;
     case HERD_MSG_FPRINTS:
+        io.buckets = maps ? me->ask : NULL;
         assert_int_equal(herd_repair_on_fprints(me->t, &m, &io), 0);
+        assert_int_equal(io.skipped, 0);
         break;
     case HERD_MSG_WANT:
+        io.buckets = maps ? me->offer : NULL;
         assert_int_equal(herd_repair_on_want(me->t, &m, &io), 0);
+        assert_int_equal(io.skipped, 0);
         if (m.last) {
             assert_int_equal(herd_wire_encode_sync_end(0, io.records, &out, &len), 0);
             assert_int_equal(link_send(peer, out, len), 0);
@@ -577,10 +594,12 @@ static void test_huge_bucket(void **state)
 /* Every record differs (B holds a later version of each of 270000
  * clients): more fingerprints than one FPRINTS carries and more pairs than
  * one WANT carries, so both come in several messages, only the last marked
- * last, and the round still ends with one SYNC_END. */
+ * last, and the round still ends with one SYNC_END; with the maps of
+ * herd_links on, so each bucket is answered once. */
 static void test_chunked_messages(void **state)
 {
     (void)state;
+    maps = true; /* as herd_links runs it: a WANT cut at a bucket's end loses nothing */
     link_t l;
     link_init(&l);
     const uint64_t n = 270000;
@@ -597,6 +616,7 @@ static void test_chunked_messages(void **state)
     assert_tables_equal(l.a.t, l.b.t);
     second_round(&l);
     link_free(&l);
+    maps = false;
 }
 
 /* Random tables from a common past: each side drops, adds and updates at
@@ -640,6 +660,78 @@ static void test_send_failure(void **state)
     link_free(&l);
 }
 
+/* With the maps herd_links keeps, the legitimate exchanges of the cases
+ * above still end in one round: every FPRINTS answers buckets that were
+ * asked about, every WANT buckets that were offered, each once. */
+static void test_with_offered_maps(void **state)
+{
+    maps = true;
+    test_one_percent_missing(state);
+    test_random_divergence(state);
+    maps = false;
+}
+
+/* B answers only what it offered: a WANT for a bucket its last FPRINTS did
+ * not list sends nothing, and a bucket is answered once. */
+static void test_want_only_what_was_offered(void **state)
+{
+    (void)state;
+    herd_table_t *t = herd_table_new();
+    assert_non_null(t);
+    for (uint64_t i = 0; i < 500; i++)
+        put_client(t, i, 1);
+    /* Every record of ours, wanted by (bucket, fingerprint). */
+    uint16_t *buckets = malloc(500 * sizeof *buckets);
+    uint64_t *fps = malloc(500 * sizeof *fps);
+    assert_non_null(buckets);
+    assert_non_null(fps);
+    size_t m = 0;
+    for (uint32_t b = 0; b < HERD_TABLE_BUCKETS && m < 500; b++) {
+        const void *cur = NULL;
+        const herd_record_t *r;
+        while ((r = herd_table_bucket_next(t, b, &cur)) != NULL) {
+            buckets[m] = (uint16_t)b;
+            fps[m++] = r->digest;
+        }
+    }
+    assert_int_equal(m, 500);
+    char *data;
+    size_t len;
+    assert_int_equal(herd_wire_encode_want(true, buckets, fps, m, &data, &len), 0);
+    herd_msg_t msg;
+    char err[128];
+    assert_int_equal(herd_wire_decode(data, len, &msg, err, sizeof err), 0);
+    side_t sink;
+    memset(&sink, 0, sizeof sink);
+    uint8_t offered[HERD_REPAIR_BITMAP_BYTES] = {0};
+    herd_repair_io_t io = {.send = link_send, .arg = &sink, .buckets = offered};
+    assert_int_equal(herd_repair_on_want(t, &msg, &io), 0);
+    assert_int_equal(io.records, 0); /* nothing was offered */
+    assert_true(io.skipped > 0);
+    /* One bucket offered: its records go, once. */
+    offered[buckets[0] >> 3] |= (uint8_t)(1u << (buckets[0] & 7));
+    size_t in_first = 0;
+    while (in_first < m && buckets[in_first] == buckets[0])
+        in_first++;
+    io = (herd_repair_io_t){.send = link_send, .arg = &sink, .buckets = offered};
+    assert_int_equal(herd_repair_on_want(t, &msg, &io), 0);
+    assert_int_equal(io.records, in_first);
+    io = (herd_repair_io_t){.send = link_send, .arg = &sink, .buckets = offered};
+    assert_int_equal(herd_repair_on_want(t, &msg, &io), 0);
+    assert_int_equal(io.records, 0);
+    while (sink.head) {
+        qmsg_t *q = sink.head;
+        sink.head = q->next;
+        free(q->data);
+        free(q);
+    }
+    herd_wire_msg_free(&msg);
+    free(data);
+    free(buckets);
+    free(fps);
+    herd_table_destroy(&t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -656,6 +748,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chunked_messages),
         cmocka_unit_test(test_random_divergence),
         cmocka_unit_test(test_send_failure),
+        cmocka_unit_test(test_with_offered_maps),
+        cmocka_unit_test(test_want_only_what_was_offered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
