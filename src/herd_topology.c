@@ -512,7 +512,8 @@ static const char *const limits_fields[] = {"idle_timeout_ms",         "max_outp
  * the rest by parse_rest). */
 static const char *const top_fields[] = {"servers",   "links",        "places",         "log_dir",
                                          "keys_dir",  "limits",       "state_dir",      "fsync",
-                                         "insecure_links", "log_commands", "frontend_threads", NULL};
+                                         "insecure_links", "log_commands", "frontend_threads", "curve_rollout",
+                                         NULL};
 
 static int parse_rest(ctx_t *c, json_t *root, herd_topology_t *t)
 {

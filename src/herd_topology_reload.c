@@ -71,7 +71,6 @@ int herd_topology_keep_running(herd_topology_t *next, const herd_topology_t *run
     KEEP_INT(a->peer_port != b->peer_port, "peer_port", b->peer_port = a->peer_port);
     KEEP_STR(b->admin_host, a->admin_host, "admin_host");
     KEEP_INT(a->admin_port != b->admin_port, "admin_port", b->admin_port = a->admin_port);
-    KEEP_STR(b->public_key, a->public_key, "public_key");
     /* What the server would run, not the raw fields: unset and the
      * default's own value are the same. */
     long fe_running = herd_topology_frontend_threads(running, a);
@@ -81,7 +80,6 @@ int herd_topology_keep_running(herd_topology_t *next, const herd_topology_t *run
         KEEP_STR(next->log_dir, running->log_dir, "log_dir");
     KEEP_STR(next->state_dir, running->state_dir, "state_dir");
     KEEP_INT(next->fsync != running->fsync, "fsync", next->fsync = running->fsync);
-    KEEP_STR(next->keys_dir, running->keys_dir, "keys_dir");
     KEEP_STR(next->places_url, running->places_url, "places.url");
     KEEP_STR(next->places_key_env, running->places_key_env, "places.key_env");
 #undef KEEP_STR
