@@ -612,8 +612,15 @@ class PeerAbuseTest(AbuseCase):
         self.bona.send(mp_updates(future + invalid[:5] + ok + invalid[5:]))
         self.control()
 
+        # The log writer puts every thread's lines in time order, so the
+        # lines may reach the file a little after the control is stored.
+        want = len(future) + len(invalid)
+        try:
+            wait_until(lambda: len(self.dropped_lines(mark)) >= want, PEER_TIMEOUT)
+        except HerdTimeout:
+            pass
         got = self.dropped_lines(mark)
-        self.assertEqual(len(got), len(future) + len(invalid), "\n".join(got))
+        self.assertEqual(len(got), want, "\n".join(got))
         for at in future:
             self.assertIn('peer Bona: dropped an AT line whose client time is too far in the future: "%s"'
                           % at.decode("latin-1"), got)
