@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "herd_time.h"
+#include "herd_types.h"
 
 #define HERD_MAX_LINE      4096 /* bytes of a command before its line end */
 #define HERD_MAX_CLIENT_ID 255  /* bytes of a client id */
@@ -17,11 +18,6 @@
 #define HERD_MAX_BOUND     20   /* WHATSAT: most places asked for */
 #define HERD_MAX_RADIUS_KM 50   /* WHATSAT: widest radius */
 
-/* A view into a caller's buffer; never owns its bytes. */
-typedef struct {
-    const char *p; /* first byte (may be NULL when len is 0) */
-    size_t len;    /* number of bytes */
-} herd_span_t;
 
 typedef enum {
     HERD_CMD_EMPTY,   /* only white space: ignored, no reply */

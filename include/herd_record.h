@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 #include "herd_time.h"
 
 /* The origin server's name: the bytes from offset 3 to the next space (the

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 #include "herd_time.h"
 
 #define HERD_TABLE_BUCKETS 65536u /* digest buckets (a power of two) */

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 
 #define HERD_WIRE_VERSION     1
 #define HERD_WIRE_MAX_UPDATES 65536 /* AT lines in one UPDATES message */
