@@ -63,17 +63,6 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
 size_t herd_proto_format_at(char *buf, size_t cap, const char *server, size_t server_len,
                             herd_time_t now, const herd_cmd_t *cmd);
 
-/* The fields of an AT line, as made by herd_proto_format_at. */
-typedef struct {
-    herd_span_t server, skew, id, pos, time_txt;
-    herd_time_t time;
-} herd_at_t;
-
-/* Parses and validates an AT line received from another server: exactly six
- * fields, single spaces, a valid server name, skew, client id, position and
- * time. Returns 0 and fills *at, or -1. */
-int herd_proto_parse_at(const char *line, size_t len, herd_at_t *at);
-
 /* Converts a validated radius in kilometres (`D+[.D+]`) into metres as
  * decimal text: times 1000, no leading zeros, and no fraction when whole
  * ("10" -> "10000", "1.5" -> "1500", "0.0001" -> "0.1"). Writes a NUL.
