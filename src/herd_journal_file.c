@@ -137,29 +137,13 @@ int hj_set_aside(int dirfd, const char *name, char *aside, size_t cap)
     return -1;
 }
 
-int hj_write_all(int fd, const void *p, size_t n)
+/* Writes all n bytes, at `off` when `positioned` (leaving the file offset
+ * alone) or at the file offset; retries on EINTR and short writes. */
+static int write_loop(int fd, const void *p, size_t n, bool positioned, uint64_t off)
 {
     const char *c = p;
     while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, c, n, (off_t)off);
+        ssize_t w = positioned ? pwrite(fd, c, n, (off_t)off) : write(fd, c, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -172,6 +156,16 @@ int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
         n -= (size_t)w;
     }
     return 0;
+}
+
+int hj_write_all(int fd, const void *p, size_t n)
+{
+    return write_loop(fd, p, n, false, 0);
+}
+
+int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    return write_loop(fd, p, n, true, off);
 }
 
 /* ---------------------------------------------------------------------- */
