@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herd_time.h"
 #include "herd_types.h"
@@ -50,6 +51,11 @@ bool herd_record_valid_name(const char *p, size_t len);
 
 /* True for the bytes a server name may hold: letters, digits, '_', '-'. */
 bool herd_record_name_byte(unsigned char c);
+
+/* The fingerprint of an AT line (herd_record_t.digest in the table): a
+ * 64-bit hash of its bytes with a fixed seed, so every server computes the
+ * same one, and never 0, which means "empty" in a digest exchange. */
+uint64_t herd_record_fingerprint(const char *at, size_t at_len);
 
 /* The origin server's name: the bytes from offset 3 to the next space (the
  * whole rest of the line when there is none; empty when the line is shorter

@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <string.h>
 
+#include "herd_hash.h"
 #include "herd_proto.h"
 
 #define NSEC_PER_SEC 1000000000
@@ -116,6 +117,16 @@ int herd_record_parse_quick(const char *line, size_t len, herd_at_t *at)
     if (split_six(line, len, f, false) != 0 || f[3].len == 0 || f[4].len == 0)
         return -1;
     return fill(f, at);
+}
+
+#define FINGERPRINT_SEED 0x6865726466707231ULL /* fixed: every server must agree */
+
+/*  --------------------------------------------------------------------------
+ *  A hash of the whole line, the same on every server. */
+uint64_t herd_record_fingerprint(const char *at, size_t at_len)
+{
+    uint64_t h = herd_hash_fixed(FINGERPRINT_SEED, at, at_len);
+    return h ? h : 1;
 }
 
 /*  --------------------------------------------------------------------------

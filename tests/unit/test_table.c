@@ -514,7 +514,7 @@ static void test_buckets(void **state)
             const herd_record_t *r;
             while ((r = herd_table_bucket_next(t, b, &cur)) != NULL) {
                 assert_int_equal(herd_table_bucket_of(r->id, r->id_len), b);
-                assert_true(r->digest == herd_table_fingerprint(r->at, r->at_len));
+                assert_true(r->digest == herd_record_fingerprint(r->at, r->at_len));
                 y ^= r->digest;
                 listed++;
             }
@@ -527,8 +527,8 @@ static void test_buckets(void **state)
     assert_int_equal(listed, N);
     assert_true(all == herd_table_digest(t));
     /* Fingerprints are fixed across processes: a known value. */
-    assert_true(herd_table_fingerprint("", 0) != 0);
-    assert_true(herd_table_fingerprint("AT A +0 x +0+0 1", 16) != herd_table_fingerprint("AT A +0 x +0+0 2", 16));
+    assert_true(herd_record_fingerprint("", 0) != 0);
+    assert_true(herd_record_fingerprint("AT A +0 x +0+0 1", 16) != herd_record_fingerprint("AT A +0 x +0+0 2", 16));
     herd_table_destroy(&t);
 }
 
@@ -861,7 +861,7 @@ static void test_bounds_model(void **state)
                     assert_non_null(got_r);
                     assert_string_equal(got_r->at, model[j].at);
                     assert_int_equal(got_r->pos_off, model[j].pos_off);
-                    assert_int_equal(got_r->digest, herd_table_fingerprint(model[j].at, model[j].at_len));
+                    assert_int_equal(got_r->digest, herd_record_fingerprint(model[j].at, model[j].at_len));
                     herd_table_update(fresh, id, (size_t) n, model[j].time, model[j].at, model[j].at_len,
                                       model[j].pos_off, model[j].pos_len, NULL);
                 }
