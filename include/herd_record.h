@@ -72,7 +72,8 @@ herd_span_t herd_record_skew(const char *at, size_t at_len);
  * A line whose skew is not of that form, or a client time outside the
  * range herd_time_parse gives, is taken as received at the client's time
  * (it is returned unchanged). Otherwise the result's seconds may be
- * negative or exceed HERD_TIME_MAX_SEC (never by more than it); its
+ * negative or exceed HERD_TIME_MAX_SEC, by at most HERD_TIME_MAX_SEC + 1
+ * either way, so they never overflow an int64_t; its
  * nanoseconds are always a valid herd_time_t's, so herd_time_cmp orders
  * receive times exactly. */
 herd_time_t herd_record_receive_time(const char *at, size_t at_len, herd_time_t client_time);
