@@ -138,6 +138,27 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
     return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* A coordinate without its '+'; see herd_proto.h. */
+herd_span_t herd_proto_strip_plus(herd_span_t v)
+{
+    if (v.len > 0 && v.p[0] == '+') {
+        v.p++;
+        v.len--;
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The blank-line rule; see herd_proto.h. */
+bool herd_proto_is_blank(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!herd_proto_is_space((unsigned char) line[i]))
+            return false;
+    return true;
+}
+
 /* Radius in km: `D+[.D+]`, above 0 and at most 50. */
 static bool radius_ok(herd_span_t s)
 {
@@ -177,12 +198,12 @@ void herd_proto_parse(const char *line, size_t len, herd_cmd_t *cmd)
     memset(&c, 0, sizeof c);
     memset(cmd, 0, sizeof *cmd);
 
-    herd_span_t f[4];
-    size_t n = herd_proto_split(line, len, f, 4);
-    if (n == 0) {
+    if (herd_proto_is_blank(line, len)) {
         cmd->kind = HERD_CMD_EMPTY;
         return;
     }
+    herd_span_t f[4];
+    size_t n = herd_proto_split(line, len, f, 4);
     /* Whatever fails below leaves every field zeroed: no partial command. */
     cmd->kind = HERD_CMD_INVALID;
     if (n != 4)

@@ -69,6 +69,32 @@ static void test_is_space(void **state)
     }
 }
 
+/* The blank-line rule: nothing but the six white-space bytes. */
+static void test_is_blank(void **state)
+{
+    (void) state;
+    assert_true(herd_proto_is_blank(NULL, 0));
+    assert_true(herd_proto_is_blank(L(" \t\r\n\f\v ")));
+    assert_false(herd_proto_is_blank(L(" x ")));
+    assert_false(herd_proto_is_blank(L("\0")));
+    assert_false(herd_proto_is_blank(L(" \xa0")));
+}
+
+/* A coordinate loses its '+' only. */
+static void test_strip_plus(void **state)
+{
+    (void) state;
+    herd_span_t s = herd_proto_strip_plus((herd_span_t){"+34.1", 5});
+    assert_int_equal(s.len, 4);
+    assert_memory_equal(s.p, "34.1", 4);
+    s = herd_proto_strip_plus((herd_span_t){"-118.4", 6});
+    assert_int_equal(s.len, 6);
+    s = herd_proto_strip_plus((herd_span_t){"++1", 3});
+    assert_int_equal(s.len, 2);
+    s = herd_proto_strip_plus((herd_span_t){NULL, 0});
+    assert_int_equal(s.len, 0);
+}
+
 /* ---------------------------------------------------------------------- */
 /* herd_proto_split */
 
@@ -837,6 +863,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_is_space),
+        cmocka_unit_test(test_is_blank),
+        cmocka_unit_test(test_strip_plus),
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_parse_iamat_valid),
         cmocka_unit_test(test_parse_whatsat_valid),
