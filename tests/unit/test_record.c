@@ -40,10 +40,23 @@ static void test_record_fields(void **state)
     herd_time_t r = herd_record_receive_time(at, strlen(at), tm(1621464827, 959498503));
     assert_int_equal(r.sec, 1621464828);
     assert_int_equal(r.nsec, 223371889);
+    assert_int_equal(herd_record_origin("AT", 2).len, 0);
+    assert_int_equal(herd_record_origin("AT Alone", 8).len, 5);
+    assert_int_equal(herd_record_skew("AT Alone", 8).len, 0);
+    assert_int_equal(herd_record_skew("AT A +1", 7).len, 2);
+}
+
+/* The receive time, exactly: the contract's examples, and the edges of the
+ * skew: signs, borrows and carries across the second, exactly nine digits,
+ * longer and shorter fractions, text that is no skew. */
+static void test_receive_time_edges(void **state)
+{
+    (void) state;
     struct {
         const char *line;
         herd_time_t client, want;
     } cases[] = {
+        /* the examples of the contract and the skew's longer forms */
         {"AT A -0.959498504 x +1+1 5", tm(1621464827, 959498503), tm(1621464826, 999999999)},
         {"AT A -86400.000000000 x +1+1 5", tm(1700086400, 5), tm(1700000000, 5)},
         {"AT A +0.1 x +1+1 5", tm(10, 950000000), tm(11, 50000000)},
@@ -61,27 +74,6 @@ static void test_record_fields(void **state)
         {"AT", tm(7, 0), tm(7, 0)},
         {"", tm(7, 0), tm(7, 0)},
         {"AT A +1.0 x", tm(-1, 0), tm(-1, 0)},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        r = herd_record_receive_time(cases[i].line, strlen(cases[i].line), cases[i].client);
-        assert_int_equal(r.sec, cases[i].want.sec);
-        assert_int_equal(r.nsec, cases[i].want.nsec);
-    }
-    assert_int_equal(herd_record_origin("AT", 2).len, 0);
-    assert_int_equal(herd_record_origin("AT Alone", 8).len, 5);
-    assert_int_equal(herd_record_skew("AT Alone", 8).len, 0);
-    assert_int_equal(herd_record_skew("AT A +1", 7).len, 2);
-}
-
-/* The receive time at the edges of the skew: signs, borrows and carries
- * across the second, exactly nine digits, longer and shorter fractions. */
-static void test_receive_time_edges(void **state)
-{
-    (void) state;
-    struct {
-        const char *line;
-        herd_time_t client, want;
-    } cases[] = {
         /* zero either way */
         {"AT A +0.000000000 x +1+1 5", tm(5, 7), tm(5, 7)},
         {"AT A -0.000000000 x +1+1 5", tm(5, 7), tm(5, 7)},
@@ -157,16 +149,42 @@ static void test_valid_name(void **state)
     }
 }
 
+/* A line and what a parser must return for it. */
+typedef struct {
+    const char *line;
+    size_t len;
+    int want;
+} row_t;
+
+/* Runs `parse` on each row: the answer is the row's; a refusal leaves *at
+ * alone; a line taken has the server and skew spans herd_record_origin and
+ * herd_record_skew find. */
+static void check_rows(const row_t *rows, size_t n, int (*parse)(const char *, size_t, herd_at_t *))
+{
+    for (size_t i = 0; i < n; i++) {
+        herd_at_t at;
+        memset(&at, 0x5a, sizeof at);
+        herd_at_t before = at;
+        int rc = parse(rows[i].line, rows[i].len, &at);
+        if (rc != rows[i].want)
+            fail_msg("row %zu \"%.*s\": not %d", i, (int) rows[i].len, rows[i].line, rows[i].want);
+        if (rc != 0 && memcmp(&at, &before, sizeof at) != 0)
+            fail_msg("row %zu: *at changed on failure", i);
+        if (rc == 0) {
+            herd_span_t o = herd_record_origin(rows[i].line, rows[i].len);
+            herd_span_t k = herd_record_skew(rows[i].line, rows[i].len);
+            expect_span(at.server, o.p, o.len, "server", i);
+            expect_span(at.skew, k.p, k.len, "skew", i);
+        }
+    }
+}
+
 /* Strict parsing: the skew's exactly nine fraction digits, its widest
  * form, and the name's length, at their edges. */
 static void test_parse_strict_edges(void **state)
 {
     (void) state;
-    static const struct {
-        const char *line;
-        size_t len;
-        int want;
-    } rows[] = {
+    static const row_t rows[] = {
         {L("AT S +1.000000000 k +0-0 1"), 0},
         {L("AT S -1.000000000 k +0-0 1"), 0},
         {L("AT S -0.000000000 k +0-0 1"), 0},
@@ -193,16 +211,7 @@ static void test_parse_strict_edges(void **state)
         {L("AT S +1.000000000 k +0-0 999999999999999999.999999999"), 0},
         {L("AT S +1.000000000 k +0-0 1000000000000000000"), -1},
     };
-    for (size_t i = 0; i < COUNT(rows); i++) {
-        herd_at_t at;
-        if (herd_record_parse(rows[i].line, rows[i].len, &at) != rows[i].want)
-            fail_msg("row %zu \"%.*s\": not %d", i, (int) rows[i].len, rows[i].line, rows[i].want);
-        if (rows[i].want == 0) {
-            expect_span(at.server, rows[i].line + 3, herd_record_origin(rows[i].line, rows[i].len).len, "server", i);
-            expect_span(at.skew, herd_record_skew(rows[i].line, rows[i].len).p, herd_record_skew(rows[i].line, rows[i].len).len,
-                        "skew", i);
-        }
-    }
+    check_rows(rows, COUNT(rows), herd_record_parse);
 }
 
 /* Quick parsing finds the same fields strict parsing does, and checks only
@@ -226,11 +235,7 @@ static void test_parse_quick(void **state)
     assert_int_equal(q.time_txt.len, s.time_txt.len);
     assert_int_equal(herd_time_cmp(q.time, s.time), 0);
 
-    static const struct {
-        const char *line;
-        size_t len;
-        int want;
-    } rows[] = {
+    static const row_t rows[] = {
         /* not judged quickly: the name, the skew, the position's form */
         {L("AT S.x junk k pos 1"), 0},
         {L("AT  +1 k +0-0 1"), 0},
@@ -252,16 +257,7 @@ static void test_parse_quick(void **state)
         {L("AT S +1 k +0-0 x"), -1},
         {L("AT S +1 k +0-0 1\n"), -1},
     };
-    for (size_t i = 0; i < COUNT(rows); i++) {
-        herd_at_t at;
-        memset(&at, 0x5a, sizeof at);
-        herd_at_t before = at;
-        int rc = herd_record_parse_quick(rows[i].line, rows[i].len, &at);
-        if (rc != rows[i].want)
-            fail_msg("row %zu \"%.*s\": not %d", i, (int) rows[i].len, rows[i].line, rows[i].want);
-        if (rc != 0 && memcmp(&at, &before, sizeof at) != 0)
-            fail_msg("row %zu: *at changed on failure", i);
-    }
+    check_rows(rows, COUNT(rows), herd_record_parse_quick);
     herd_at_t at;
     assert_int_equal(herd_record_parse_quick(NULL, 0, &at), -1);
 }
