@@ -3,7 +3,7 @@
  * Two tables are joined by an in-process link: each side's messages are
  * queued for the other, decoded with herd_wire_decode and handed to the
  * herd_repair step they call for, as herd_links does; UPDATES lines are
- * parsed with herd_proto_parse_at and stored with herd_table_update, as the
+ * parsed with herd_record_parse and stored with herd_table_update, as the
  * node does. No sockets, no event loop: the figures are the protocol's and
  * the table's own cost, not ZeroMQ's. Side A always opens the round.
  *
@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "herd_proto.h"
+#include "herd_record.h"
 #include "herd_repair.h"
 #include "herd_table.h"
 #include "herd_wire.h"
@@ -130,7 +131,7 @@ static void deliver_one(side_t *me, side_t *peer)
             const char *line = m.updates[i].p;
             size_t len = m.updates[i].len;
             herd_at_t at;
-            if (herd_proto_parse_at(line, len, &at) != 0)
+            if (herd_record_parse(line, len, &at) != 0)
                 die("%s got an invalid AT line", me->name);
             herd_update_t u = herd_table_update(me->t, at.id.p, at.id.len, at.time, line, len,
                                                 (size_t)(at.pos.p - line), at.pos.len, NULL);
@@ -206,7 +207,7 @@ static void put_client(herd_table_t *t, uint64_t i, uint64_t *bytes)
     char line[HERD_AT_MAX];
     size_t len = client_line(line, sizeof line, i);
     herd_at_t at;
-    if (herd_proto_parse_at(line, len, &at) != 0)
+    if (herd_record_parse(line, len, &at) != 0)
         die("made an invalid AT line: %s", line);
     if (herd_table_update(t, at.id.p, at.id.len, at.time, line, len, (size_t)(at.pos.p - line), at.pos.len, NULL)
         != HERD_UPDATE_NEWER)

@@ -33,14 +33,10 @@
 
 #include "herd_log.h"
 #include "herd_loop.h"
+#include "herd_types.h"
 
 typedef struct herd_frontend_t herd_frontend_t;
 
-/* Names one line of one connection; answered exactly once. */
-typedef struct {
-    uint64_t conn; /* connection id (never reused while the process lives) */
-    uint64_t seq;  /* the line's number on that connection */
-} herd_ticket_t;
 
 /* Called for each command line (its bytes, without LF or CR LF; lines of only
  * white space are answered here with nothing and never reach the handler). */

@@ -40,7 +40,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "herd_frontend.h"
+#include "herd_types.h"
 #include "herd_log.h"
 #include "herd_loop.h"
 #include "herd_table.h"

@@ -22,7 +22,7 @@
 #include <stdio.h>
 
 #include "herd_log.h"
-#include "herd_proto.h"
+#include "herd_types.h"
 #include "herd_loop.h"
 #include "herd_table.h"
 #include "herd_topology.h"

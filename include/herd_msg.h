@@ -40,7 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 #include "herd_time.h"
 
 typedef enum {

@@ -21,7 +21,7 @@
 
 #include <czmq.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 
 typedef struct herd_places_t herd_places_t;
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "herd_time.h"
+#include "herd_types.h"
 
 #define HERD_MAX_LINE      4096 /* bytes of a command before its line end */
 #define HERD_MAX_CLIENT_ID 255  /* bytes of a client id */
@@ -17,11 +18,6 @@
 #define HERD_MAX_BOUND     20   /* WHATSAT: most places asked for */
 #define HERD_MAX_RADIUS_KM 50   /* WHATSAT: widest radius */
 
-/* A view into a caller's buffer; never owns its bytes. */
-typedef struct {
-    const char *p; /* first byte (may be NULL when len is 0) */
-    size_t len;    /* number of bytes */
-} herd_span_t;
 
 typedef enum {
     HERD_CMD_EMPTY,   /* only white space: ignored, no reply */
@@ -67,16 +63,14 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
 size_t herd_proto_format_at(char *buf, size_t cap, const char *server, size_t server_len,
                             herd_time_t now, const herd_cmd_t *cmd);
 
-/* The fields of an AT line, as made by herd_proto_format_at. */
-typedef struct {
-    herd_span_t server, skew, id, pos, time_txt;
-    herd_time_t time;
-} herd_at_t;
+/* One coordinate of a position without its leading '+', if any ("+34.1"
+ * -> "34.1", "-118.4" unchanged), as Places and its URLs want it. Points
+ * into v. */
+herd_span_t herd_proto_strip_plus(herd_span_t v);
 
-/* Parses and validates an AT line received from another server: exactly six
- * fields, single spaces, a valid server name, skew, client id, position and
- * time. Returns 0 and fills *at, or -1. */
-int herd_proto_parse_at(const char *line, size_t len, herd_at_t *at);
+/* True when the line is empty or only white space (herd_proto_is_space):
+ * such a line is ignored, with no reply (PROTOCOL.md section 2). */
+bool herd_proto_is_blank(const char *line, size_t len);
 
 /* Converts a validated radius in kilometres (`D+[.D+]`) into metres as
  * decimal text: times 1000, no leading zeros, and no fraction when whole

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 #include "herd_time.h"
 
 #define HERD_TABLE_BUCKETS 65536u /* digest buckets (a power of two) */
@@ -153,9 +153,6 @@ const herd_record_t *herd_table_next(const herd_table_t *t, size_t *cursor);
  * same as, or above b. */
 int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
                   herd_span_t pos_b);
-
-/* The fingerprint of an AT line, as herd_record_t.digest holds it. */
-uint64_t herd_table_fingerprint(const char *at, size_t at_len);
 
 /* Makes the index big enough for n clients without growing again (a
  * start that knows about how many records it will load). Returns 0, or -1

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_proto.h"
+#include "herd_types.h"
 
 #define HERD_WIRE_VERSION     1
 /* AT lines in one UPDATES message: more than a flood batch holds (it is
@@ -107,7 +107,7 @@ int herd_wire_encode_want(bool last, const uint16_t *buckets, const uint64_t *fp
  * with no trailing bytes, version == HERD_WIRE_VERSION, a known type, the
  * exact element count and types for that type, a server name of 1..64 of
  * [A-Za-z0-9_-], at most HERD_WIRE_MAX_UPDATES AT lines of at most HERD_AT_MAX
- * bytes each. It does not parse the AT lines themselves (herd_proto_parse_at
+ * bytes each. It does not parse the AT lines themselves (herd_record_parse
  * does, in the node). */
 int herd_wire_decode(const char *data, size_t len, herd_msg_t *msg, char *err, size_t errlen);
 

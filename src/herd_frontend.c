@@ -282,10 +282,7 @@ static void conn_line(conn_t *c, const char *line, size_t len)
     herd_frontend_t *fe = c->fe;
     log_io(c, "in ", 3, line, len);
     herd_ticket_t t = {.conn = c->id, .seq = c->next_seq++};
-    size_t i = 0;
-    while (i < len && herd_proto_is_space((unsigned char)line[i]))
-        i++;
-    if (i == len) {
+    if (herd_proto_is_blank(line, len)) {
         herd_frontend_answer(fe, t, NULL, 0);
         return;
     }

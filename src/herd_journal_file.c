@@ -2,6 +2,7 @@
  * (with damage handling) and compaction. See herd_journal_int.h. */
 #define _GNU_SOURCE
 #include "herd_journal_int.h"
+#include "herd_record.h"
 
 #include <errno.h>
 #include <dirent.h>
@@ -136,29 +137,13 @@ int hj_set_aside(int dirfd, const char *name, char *aside, size_t cap)
     return -1;
 }
 
-int hj_write_all(int fd, const void *p, size_t n)
+/* Writes all n bytes, at `off` when `positioned` (leaving the file offset
+ * alone) or at the file offset; retries on EINTR and short writes. */
+static int write_loop(int fd, const void *p, size_t n, bool positioned, uint64_t off)
 {
     const char *c = p;
     while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, c, n, (off_t)off);
+        ssize_t w = positioned ? pwrite(fd, c, n, (off_t)off) : write(fd, c, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -171,6 +156,16 @@ int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
         n -= (size_t)w;
     }
     return 0;
+}
+
+int hj_write_all(int fd, const void *p, size_t n)
+{
+    return write_loop(fd, p, n, false, 0);
+}
+
+int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    return write_loop(fd, p, n, true, off);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -303,27 +298,19 @@ out:
 
 int hj_parse_at(const char *at, size_t len, herd_journal_rec_t *rec)
 {
-    const char *f[6], *end = at + len, *p = at;
-    f[0] = at;
-    for (int i = 1; i < 6; i++) {
-        const char *sp = memchr(p, ' ', (size_t)(end - p));
-        if (!sp)
-            return -1;
-        f[i] = p = sp + 1;
-    }
-    if (memchr(p, ' ', (size_t)(end - p)) || f[1] - f[0] != 3 || memcmp(at, "AT ", 3) != 0)
+    herd_at_t a;
+    if (herd_record_parse_quick(at, len, &a) != 0)
         return -1;
     memset(rec, 0, sizeof *rec);
     rec->kind = 'A';
     rec->at = at;
     rec->at_len = len;
-    rec->id = f[3];
-    rec->id_len = (size_t)(f[4] - f[3] - 1);
-    rec->pos_off = (size_t)(f[4] - at);
-    rec->pos_len = (size_t)(f[5] - f[4] - 1);
-    if (rec->id_len == 0 || rec->pos_len == 0)
-        return -1;
-    return herd_time_parse(f[5], (size_t)(end - f[5]), &rec->time);
+    rec->id = a.id.p;
+    rec->id_len = a.id.len;
+    rec->pos_off = (size_t)(a.pos.p - at);
+    rec->pos_len = a.pos.len;
+    rec->time = a.time;
+    return 0;
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -6,6 +6,7 @@
  * to read them back. The bytes are standard msgpack (any msgpack reader can
  * dump a frame as a sequence of values). */
 #include "herd_msg.h"
+#include "herd_proto.h"
 
 #include <stdlib.h>
 #include <string.h>

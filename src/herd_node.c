@@ -233,29 +233,6 @@ static void on_accept(void *arg, int fd, uint64_t serial, const char *peer)
  * record one server accepted is not refused by the next for a clock step. */
 #define PEER_CLOCK_SLACK_SEC 60
 
-/* The id, position and time of what looks like an AT line (six fields, one
- * space apart), without validating the rest; false when it does not look
- * like one. */
-static bool quick_fields(const char *line, size_t len, herd_span_t *id, herd_span_t *pos, herd_time_t *time)
-{
-    const char *f[6], *end = line + len, *p = line;
-    f[0] = line;
-    for (int i = 1; i < 6; i++) {
-        const char *sp = memchr(p, ' ', (size_t)(end - p));
-        if (!sp)
-            return false;
-        f[i] = p = sp + 1;
-    }
-    if (memchr(p, ' ', (size_t)(end - p)))
-        return false;
-    id->p = f[3];
-    id->len = (size_t)(f[4] - f[3] - 1);
-    pos->p = f[4];
-    pos->len = (size_t)(f[5] - f[4] - 1);
-    return herd_time_parse(f[5], (size_t)(end - f[5]), time) == 0;
-}
-
-
 /* Lines about dropped peer records logged per second: a neighbour sending
  * 65,536 bad lines a message must not be able to fill the disk. */
 #define PEER_LOG_PER_SEC 20
@@ -289,15 +266,14 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     /* Most of what neighbours send is already here (each update comes in
      * once per path). A line that could not replace what we hold is dropped
      * before the full validation, which costs several times more. */
-    herd_span_t qid, qpos;
-    herd_time_t qtime;
-    if (quick_fields(line, len, &qid, &qpos, &qtime) &&
-        !herd_table_would_take(node->table, qid.p, qid.len, qtime, line, len, (size_t)(qpos.p - line), qpos.len)) {
+    herd_at_t q;
+    if (herd_record_parse_quick(line, len, &q) == 0 &&
+        !herd_table_would_take(node->table, q.id.p, q.id.len, q.time, line, len, (size_t)(q.pos.p - line), q.pos.len)) {
         node->n.peer_duplicates++;
         return;
     }
     const char *why = NULL;
-    if (herd_proto_parse_at(line, len, &at) != 0)
+    if (herd_record_parse(line, len, &at) != 0)
         why = "an invalid AT line";
     else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
         why = "an AT line whose client time is too far in the future";

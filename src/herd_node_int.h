@@ -18,6 +18,7 @@
 #include "herd_node.h"
 #include "herd_places.h"
 #include "herd_proto.h"
+#include "herd_record.h"
 #include "herd_table.h"
 
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */

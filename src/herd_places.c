@@ -184,19 +184,10 @@ static void drop_replies(worker_t *w)
     w->out_tail = NULL;
 }
 
-static herd_span_t strip_plus(herd_span_t v)
-{
-    if (v.len > 0 && v.p[0] == '+') {
-        v.p++;
-        v.len--;
-    }
-    return v;
-}
-
 static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_span_t lng, herd_span_t radius,
                            uint32_t bound)
 {
-    herd_span_t la = strip_plus(lat), lo = strip_plus(lng);
+    herd_span_t la = herd_proto_strip_plus(lat), lo = herd_proto_strip_plus(lng);
     size_t mcap = radius.len + 16; /* times 1000 adds at most three digits */
     char *metres = malloc(mcap);
     size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;

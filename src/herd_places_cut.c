@@ -9,6 +9,7 @@
  * container stack on the heap, so a body of any depth is scanned in linear
  * time without recursion. */
 #include "herd_places.h"
+#include "herd_proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -624,15 +625,6 @@ static size_t url_escape_into(char *buf, size_t w, const char *s, size_t n)
     return w;
 }
 
-static herd_span_t strip_plus(herd_span_t v)
-{
-    if (v.len > 0 && v.p[0] == '+') {
-        v.p++;
-        v.len--;
-    }
-    return v;
-}
-
 char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_span_t radius_km,
                       const char *key)
 {
@@ -649,8 +641,8 @@ char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_s
         free(metres);
         return NULL;
     }
-    lat = strip_plus(lat);
-    lng = strip_plus(lng);
+    lat = herd_proto_strip_plus(lat);
+    lng = herd_proto_strip_plus(lng);
 
     size_t blen = strlen(base);
     const char *sep = "?";

@@ -138,6 +138,27 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
     return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* A coordinate without its '+'; see herd_proto.h. */
+herd_span_t herd_proto_strip_plus(herd_span_t v)
+{
+    if (v.len > 0 && v.p[0] == '+') {
+        v.p++;
+        v.len--;
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The blank-line rule; see herd_proto.h. */
+bool herd_proto_is_blank(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!herd_proto_is_space((unsigned char) line[i]))
+            return false;
+    return true;
+}
+
 /* Radius in km: `D+[.D+]`, above 0 and at most 50. */
 static bool radius_ok(herd_span_t s)
 {
@@ -177,12 +198,12 @@ void herd_proto_parse(const char *line, size_t len, herd_cmd_t *cmd)
     memset(&c, 0, sizeof c);
     memset(cmd, 0, sizeof *cmd);
 
-    herd_span_t f[4];
-    size_t n = herd_proto_split(line, len, f, 4);
-    if (n == 0) {
+    if (herd_proto_is_blank(line, len)) {
         cmd->kind = HERD_CMD_EMPTY;
         return;
     }
+    herd_span_t f[4];
+    size_t n = herd_proto_split(line, len, f, 4);
     /* Whatever fails below leaves every field zeroed: no partial command. */
     cmd->kind = HERD_CMD_INVALID;
     if (n != 4)
@@ -249,81 +270,6 @@ size_t herd_proto_format_at(char *buf, size_t cap, const char *server, size_t se
     assert(at == need);
     buf[at] = '\0';
     return at;
-}
-
-static bool server_name_ok(herd_span_t s)
-{
-    if (s.len < 1 || s.len > HERD_MAX_NAME)
-        return false;
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char c = (unsigned char) s.p[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_'
-                  || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-/* `[+-]D+.DDDDDDDDD`, and no longer than herd_time_format_diff can write, so
- * a receiver may keep it in a HERD_TIME_DIFF_MAX buffer. */
-static bool skew_ok(herd_span_t s)
-{
-    if (s.len < 1 + 1 + 1 + 9 || s.len >= HERD_TIME_DIFF_MAX)
-        return false;
-    if (!is_sign((unsigned char) s.p[0]))
-        return false;
-    size_t point = s.len - 10;
-    if (s.p[point] != '.')
-        return false;
-    for (size_t i = 1; i < s.len; i++)
-        if (i != point && !is_digit((unsigned char) s.p[i]))
-            return false;
-    return true;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Parses an AT line from a peer; see herd_proto.h. */
-int herd_proto_parse_at(const char *line, size_t len, herd_at_t *at)
-{
-    assert(at);
-    assert(line || len == 0);
-    herd_span_t f[6];
-    size_t start = 0;
-    /* Exactly one space between fields: an empty field means a doubled,
-     * leading or trailing space, and any other white space is foreign to
-     * the lines we make. */
-    for (size_t k = 0; k < 6; k++) {
-        size_t e = start;
-        while (e < len && line[e] != ' ') {
-            if (herd_proto_is_space((unsigned char) line[e]))
-                return -1;
-            e++;
-        }
-        if (e == start)
-            return -1;
-        f[k] = (herd_span_t){ line + start, e - start };
-        if (k < 5) {
-            if (e >= len)
-                return -1;
-            start = e + 1;
-        } else if (e != len) {
-            return -1;
-        }
-    }
-
-    herd_at_t a;
-    if (!span_is(f[0], "AT") || !server_name_ok(f[1]) || !skew_ok(f[2]) || !client_id_ok(f[3])
-        || herd_proto_parse_position(f[4], NULL, NULL) != 0
-        || herd_time_parse(f[5].p, f[5].len, &a.time) != 0)
-        return -1;
-    a.server = f[1];
-    a.skew = f[2];
-    a.id = f[3];
-    a.pos = f[4];
-    a.time_txt = f[5];
-    *at = a;
-    return 0;
 }
 
 /* Emits one byte if there is room for it and a final NUL. */

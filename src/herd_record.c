@@ -1,10 +1,133 @@
 /* herd_record: the fields of an AT line where they lie; see herd_record.h. */
 #include "herd_record.h"
 
-#include <stdbool.h>
+#include <assert.h>
 #include <string.h>
 
+#include "herd_hash.h"
+#include "herd_proto.h"
+
 #define NSEC_PER_SEC 1000000000
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/*  --------------------------------------------------------------------------
+ *  The server-name charset, the one place it is written. */
+bool herd_record_name_byte(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit((char) c) || c == '_' || c == '-';
+}
+
+/*  --------------------------------------------------------------------------
+ *  A server name: 1..HERD_MAX_NAME bytes of the charset. */
+bool herd_record_valid_name(const char *p, size_t len)
+{
+    if (len < 1 || len > HERD_MAX_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!herd_record_name_byte((unsigned char) p[i]))
+            return false;
+    return true;
+}
+
+/* Splits a line into exactly six fields joined by single spaces. Strictly,
+ * no field may be empty (a doubled, leading or trailing space) and no other
+ * white space may appear, since it is foreign to the lines we make; quickly,
+ * only the spaces are looked at. Returns 0 or -1. */
+static int split_six(const char *line, size_t len, herd_span_t f[6], bool strict)
+{
+    size_t start = 0;
+    for (size_t k = 0; k < 6; k++) {
+        size_t e = start;
+        while (e < len && line[e] != ' ') {
+            if (strict && herd_proto_is_space((unsigned char) line[e]))
+                return -1;
+            e++;
+        }
+        if (strict && e == start)
+            return -1;
+        f[k] = (herd_span_t){line + start, e - start};
+        if (k < 5) {
+            if (e >= len)
+                return -1;
+            start = e + 1;
+        } else if (e != len) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills *at from six fields whose first is "AT" and whose last is a time;
+ * returns -1 (leaving *at alone) when they are not. */
+static int fill(const herd_span_t f[6], herd_at_t *at)
+{
+    herd_at_t a;
+    if (f[0].len != 2 || memcmp(f[0].p, "AT", 2) != 0 || herd_time_parse(f[5].p, f[5].len, &a.time) != 0)
+        return -1;
+    a.server = f[1];
+    a.skew = f[2];
+    a.id = f[3];
+    a.pos = f[4];
+    a.time_txt = f[5];
+    *at = a;
+    return 0;
+}
+
+/* `[+-]D+.DDDDDDDDD`, and no longer than herd_time_format_diff can write, so
+ * a receiver may keep it in a HERD_TIME_DIFF_MAX buffer. */
+static bool skew_ok(herd_span_t s)
+{
+    if (s.len < 1 + 1 + 1 + 9 || s.len >= HERD_TIME_DIFF_MAX)
+        return false;
+    if (s.p[0] != '+' && s.p[0] != '-')
+        return false;
+    size_t point = s.len - 10;
+    if (s.p[point] != '.')
+        return false;
+    for (size_t i = 1; i < s.len; i++)
+        if (i != point && !is_digit(s.p[i]))
+            return false;
+    return true;
+}
+
+/*  --------------------------------------------------------------------------
+ *  An AT line from outside, every field checked. */
+int herd_record_parse(const char *line, size_t len, herd_at_t *at)
+{
+    assert(at);
+    assert(line || len == 0);
+    herd_span_t f[6];
+    if (split_six(line, len, f, true) != 0 || !herd_record_valid_name(f[1].p, f[1].len) || !skew_ok(f[2])
+        || f[3].len > HERD_MAX_CLIENT_ID || herd_proto_parse_position(f[4], NULL, NULL) != 0)
+        return -1;
+    return fill(f, at);
+}
+
+/*  --------------------------------------------------------------------------
+ *  An AT line of our own: its fields found, not judged. */
+int herd_record_parse_quick(const char *line, size_t len, herd_at_t *at)
+{
+    assert(at);
+    assert(line || len == 0);
+    herd_span_t f[6];
+    if (split_six(line, len, f, false) != 0 || f[3].len == 0 || f[4].len == 0)
+        return -1;
+    return fill(f, at);
+}
+
+#define FINGERPRINT_SEED 0x6865726466707231ULL /* fixed: every server must agree */
+
+/*  --------------------------------------------------------------------------
+ *  A hash of the whole line, the same on every server. */
+uint64_t herd_record_fingerprint(const char *at, size_t at_len)
+{
+    uint64_t h = herd_hash_fixed(FINGERPRINT_SEED, at, at_len);
+    return h ? h : 1;
+}
 
 /*  --------------------------------------------------------------------------
  *  The origin name: from byte 3 to the next space. */
@@ -26,11 +149,6 @@ herd_span_t herd_record_skew(const char *at, size_t at_len)
         return (herd_span_t){NULL, 0};
     const char *sp = memchr(at + start, ' ', at_len - start);
     return (herd_span_t){at + start, sp ? (size_t)(sp - at - start) : at_len - start};
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
 }
 
 /* Parses `[+-]D+[.D+]` into a sign and a magnitude (whole seconds saturated

@@ -43,6 +43,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "herd_hash.h"
 #include "herd_record.h"
 
 #define INITIAL_CAPACITY 16
@@ -99,68 +100,25 @@ struct herd_table_t {
     bool heap_on;           /* every record is in the heap */
 };
 
-/* A bijective 64-bit finaliser: every input bit affects every output bit. */
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 31;
-    x *= 0x9e3779b97f4a7c15ULL;
-    x ^= x >> 29;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 32;
-    return x;
-}
-
-static uint64_t rotl64(uint64_t x, unsigned r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
-/* Eight bytes little-endian, whatever the machine's byte order, so that the
- * unseeded hashes agree between servers. */
-static uint64_t load_le64(const char *p)
-{
-    const unsigned char *u = (const unsigned char *) p;
-    return (uint64_t) u[0] | (uint64_t) u[1] << 8 | (uint64_t) u[2] << 16 | (uint64_t) u[3] << 24
-           | (uint64_t) u[4] << 32 | (uint64_t) u[5] << 40 | (uint64_t) u[6] << 48 | (uint64_t) u[7] << 56;
-}
-
-/* A 64-bit hash, eight bytes a step, with a fixed seed: the digest and
- * bucket hashes, which every server must compute alike. */
-static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
-{
-    const uint64_t k1 = 0x87c37b91114253d5ULL, k2 = 0xff51afd7ed558ccdULL;
-    uint64_t h = seed ^ ((uint64_t) n * k2);
-    while (n >= 8) {
-        h = rotl64(h ^ (load_le64(p) * k1), 31) * k2;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        w |= (uint64_t) (unsigned char) p[i] << (8 * i);
-    h = rotl64(h ^ (w * k1), 31) * k2;
-    return mix64(h ^ seed);
-}
-
 /* SipHash-1-3 (Aumasson and Bernstein's keyed hash, with the round counts
  * Redis uses for its dictionaries): the index's hash, keyed by a random
  * 128-bit key per table, so clients cannot aim ids at one probe chain. */
 #define SIP_ROUND(v0, v1, v2, v3)                                                                                  \
     do {                                                                                                           \
         v0 += v1;                                                                                                  \
-        v1 = rotl64(v1, 13);                                                                                       \
+        v1 = herd_hash_rotl64(v1, 13);                                                                                       \
         v1 ^= v0;                                                                                                  \
-        v0 = rotl64(v0, 32);                                                                                       \
+        v0 = herd_hash_rotl64(v0, 32);                                                                                       \
         v2 += v3;                                                                                                  \
-        v3 = rotl64(v3, 16);                                                                                       \
+        v3 = herd_hash_rotl64(v3, 16);                                                                                       \
         v3 ^= v2;                                                                                                  \
         v0 += v3;                                                                                                  \
-        v3 = rotl64(v3, 21);                                                                                       \
+        v3 = herd_hash_rotl64(v3, 21);                                                                                       \
         v3 ^= v0;                                                                                                  \
         v2 += v1;                                                                                                  \
-        v1 = rotl64(v1, 17);                                                                                       \
+        v1 = herd_hash_rotl64(v1, 17);                                                                                       \
         v1 ^= v2;                                                                                                  \
-        v2 = rotl64(v2, 32);                                                                                       \
+        v2 = herd_hash_rotl64(v2, 32);                                                                                       \
     } while (0)
 
 static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
@@ -170,7 +128,7 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
     uint64_t b = (uint64_t) n << 56;
     size_t left = n;
     while (left >= 8) {
-        uint64_t m = load_le64(p);
+        uint64_t m = herd_hash_load_le64(p);
         v3 ^= m;
         SIP_ROUND(v0, v1, v2, v3);
         v0 ^= m;
@@ -195,18 +153,11 @@ static uint64_t index_hash(const herd_table_t *t, const char *id, size_t id_len)
     return siphash13(t->seed, t->seed2, id, id_len);
 }
 
-#define FINGERPRINT_SEED 0x6865726466707231ULL /* fixed: every server must agree */
-#define BUCKET_SEED      0x6865726462756b31ULL
-
-uint64_t herd_table_fingerprint(const char *at, size_t at_len)
-{
-    uint64_t h = hash_bytes(FINGERPRINT_SEED, at, at_len);
-    return h ? h : 1; /* 0 means "empty" in a bucket digest exchange */
-}
+#define BUCKET_SEED 0x6865726462756b31ULL /* fixed: every server must agree */
 
 uint32_t herd_table_bucket_of(const char *id, size_t id_len)
 {
-    return (uint32_t) (hash_bytes(BUCKET_SEED, id, id_len) >> 48) & (HERD_TABLE_BUCKETS - 1);
+    return (uint32_t) (herd_hash_fixed(BUCKET_SEED, id, id_len) >> 48) & (HERD_TABLE_BUCKETS - 1);
 }
 
 /* Byte-wise comparison of two runs, the shorter first when one is a prefix. */
@@ -275,7 +226,7 @@ static uint64_t make_seed(const herd_table_t *t)
     /* No entropy yet (early boot): still differ from run to run. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return mix64((uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 30) ^ (uint64_t) (uintptr_t) t);
+    return herd_hash_mix64((uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 30) ^ (uint64_t) (uintptr_t) t);
 }
 
 static bool same_id(const rec_t *r, const char *id, size_t id_len)
@@ -576,7 +527,7 @@ herd_table_t *herd_table_new(void)
     }
     t->mask = INITIAL_CAPACITY - 1;
     t->seed = make_seed(t);
-    t->seed2 = mix64(make_seed(t) ^ 0x9e3779b97f4a7c15ULL);
+    t->seed2 = herd_hash_mix64(make_seed(t) ^ 0x9e3779b97f4a7c15ULL);
     t->floor_sec = INT64_MIN;
     return t;
 }
@@ -660,7 +611,7 @@ bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len,
 static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const char *id, size_t id_len, herd_time_t time,
                       const char *at, size_t at_len, size_t pos_off, size_t pos_len, herd_time_t recv)
 {
-    uint64_t fingerprint = herd_table_fingerprint(at, at_len);
+    uint64_t fingerprint = herd_record_fingerprint(at, at_len);
     rec_t *r = old;
     if (room_for(id_len, at_len) <= old->room) {
         digest_flip(t, old, old->r.digest ^ fingerprint);
@@ -746,7 +697,7 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
         if ((t->size + 1 > (t->mask + 1) - (t->mask + 1) / 4 && grow(t) < 0)
             || (t->heap_on && heap_reserve(t, t->size + 1) != 0))
             return HERD_UPDATE_ERROR;
-        r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, herd_table_fingerprint(at, at_len),
+        r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, herd_record_fingerprint(at, at_len),
                     herd_table_bucket_of(id, id_len));
         if (r == NULL)
             return HERD_UPDATE_ERROR;

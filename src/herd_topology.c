@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "herd_proto.h"
+#include "herd_record.h"
 #include "herd_topology_int.h"
 
 #define DEFAULT_PLACES_URL       "https://maps.googleapis.com/maps/api/place/nearbysearch/json"
@@ -90,21 +91,6 @@ static const char *quote(const char *s, char *buf, size_t cap)
     buf[o++] = '"';
     buf[o] = '\0';
     return buf;
-}
-
-static bool valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > HERD_MAX_NAME)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
-                  || ch == '_' || ch == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
 }
 
 /* Hosts go into endpoint strings and log lines: printable ASCII, no spaces. */
@@ -364,7 +350,7 @@ static int parse_servers(ctx_t *c, json_t *root, herd_topology_t *t)
     for (void *it = json_object_iter(servers); it != NULL;
          it = json_object_iter_next(servers, it)) {
         const char *name = json_object_iter_key(it);
-        if (strlen(name) != json_object_iter_key_len(it) || !valid_name(name)) {
+        if (strlen(name) != json_object_iter_key_len(it) || !herd_record_valid_name(name, strlen(name))) {
             char q[QUOTE_MAX];
             fail(c, "servers: server name %s must be 1 to 64 letters, digits, '_' or '-'",
                  quote(name, q, sizeof q));

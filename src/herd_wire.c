@@ -14,6 +14,7 @@
  * bounds what msgpack-c can allocate to about 2 MB, whatever the input. */
 #include "herd_wire.h"
 #include "herd_wire_int.h"
+#include "herd_proto.h"
 
 #include <assert.h>
 #include <inttypes.h>

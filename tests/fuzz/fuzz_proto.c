@@ -11,9 +11,9 @@
  *   kind, the fields and the values, and an invalid line has no fields;
  * - herd_time_parse, herd_proto_parse_position and herd_proto_radius_metres
  *   agree with the reference on the whole input and on every field of it;
- * - herd_proto_parse_at accepts exactly what the reference accepts;
+ * - herd_record_parse accepts exactly what the reference accepts;
  * - a valid IAMAT formatted with herd_proto_format_at (for several clocks)
- *   parses back with herd_proto_parse_at to the same id, position and time
+ *   parses back with herd_record_parse to the same id, position and time
  *   bytes and the reference skew, and format_at honours its capacity. */
 #include "fuzz_target.h"
 
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "herd_proto.h"
+#include "herd_record.h"
 #include "herd_time.h"
 
 /* ---------------------------------------------------------------------- */
@@ -354,7 +355,7 @@ static void check_parse_at(const uint8_t *s, size_t n)
     memset(&at, 0, sizeof at);
     herd_span_t f[6];
     herd_time_t t = { 0, 0 };
-    int rc = herd_proto_parse_at((const char *) s, n, &at);
+    int rc = herd_record_parse((const char *) s, n, &at);
     bool ok = ref_at(s, n, f, &t);
     FUZZ_CHECK((rc == 0) == ok, "parse_at returned %d, reference %d", rc, ok);
     if (!ok)
@@ -384,7 +385,7 @@ static void check_round_trip(const herd_cmd_t *cmd, herd_time_t now)
                want_skew);
 
     herd_at_t at;
-    FUZZ_CHECK(herd_proto_parse_at(buf, n, &at) == 0, "our own AT line must parse: %s", buf);
+    FUZZ_CHECK(herd_record_parse(buf, n, &at) == 0, "our own AT line must parse: %s", buf);
     FUZZ_CHECK(span_eq(at.server, (const uint8_t *) server, strlen(server)), "server differs");
     FUZZ_CHECK(span_eq(at.skew, (const uint8_t *) want_skew, wlen), "skew field differs");
     FUZZ_CHECK(span_eq(at.id, (const uint8_t *) cmd->id.p, cmd->id.len), "id differs");

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "herd_proto.h"
+#include "herd_record.h"
 
 /* A literal and its length, so rows may hold NUL bytes. */
 #define L(lit) lit, sizeof(lit) - 1
@@ -66,6 +67,32 @@ static void test_is_space(void **state)
         if (herd_proto_is_space((unsigned char) c) != want)
             fail_msg("byte 0x%02x: got %d", c, !want);
     }
+}
+
+/* The blank-line rule: nothing but the six white-space bytes. */
+static void test_is_blank(void **state)
+{
+    (void) state;
+    assert_true(herd_proto_is_blank(NULL, 0));
+    assert_true(herd_proto_is_blank(L(" \t\r\n\f\v ")));
+    assert_false(herd_proto_is_blank(L(" x ")));
+    assert_false(herd_proto_is_blank(L("\0")));
+    assert_false(herd_proto_is_blank(L(" \xa0")));
+}
+
+/* A coordinate loses its '+' only. */
+static void test_strip_plus(void **state)
+{
+    (void) state;
+    herd_span_t s = herd_proto_strip_plus((herd_span_t){"+34.1", 5});
+    assert_int_equal(s.len, 4);
+    assert_memory_equal(s.p, "34.1", 4);
+    s = herd_proto_strip_plus((herd_span_t){"-118.4", 6});
+    assert_int_equal(s.len, 6);
+    s = herd_proto_strip_plus((herd_span_t){"++1", 3});
+    assert_int_equal(s.len, 2);
+    s = herd_proto_strip_plus((herd_span_t){NULL, 0});
+    assert_int_equal(s.len, 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -607,14 +634,14 @@ static void test_format_at_max(void **state)
 
     /* and it parses back */
     herd_at_t at;
-    assert_int_equal(herd_proto_parse_at(buf, len, &at), 0);
+    assert_int_equal(herd_record_parse(buf, len, &at), 0);
     assert_int_equal(at.id.len, HERD_MAX_CLIENT_ID);
     assert_int_equal(at.time.sec, 99999999);
     assert_int_equal(at.time.nsec, 999000000);
 }
 
 /* ---------------------------------------------------------------------- */
-/* herd_proto_parse_at */
+/* herd_record_parse */
 
 /* format_at then parse_at gives back every field, byte for byte. */
 static void test_at_round_trip(void **state)
@@ -643,7 +670,7 @@ static void test_at_round_trip(void **state)
                                         rows[i].now, &c);
         assert_true(n > 0);
         herd_at_t at;
-        if (herd_proto_parse_at(buf, n, &at) != 0)
+        if (herd_record_parse(buf, n, &at) != 0)
             fail_msg("row %zu \"%s\": rejected", i, esc(buf, n));
         expect_span(at.server, rows[i].server, strlen(rows[i].server), "server", i);
         expect_span(at.skew, rows[i].skew, strlen(rows[i].skew), "skew", i);
@@ -662,7 +689,7 @@ static void test_parse_at_valid(void **state)
     (void) state;
     herd_at_t at;
     assert_int_equal(
-        herd_proto_parse_at(L("AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 "
+        herd_record_parse(L("AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 "
                               "1621464827.959498503"), &at), 0);
     expect_span(at.server, L("Clark"), "server", 0);
     expect_span(at.skew, L("+0.263873386"), "skew", 0);
@@ -673,10 +700,10 @@ static void test_parse_at_valid(void **state)
     assert_int_equal(at.time.nsec, 959498503);
 
     /* the widest skew a server can write is 29 bytes; up to 31 accepted */
-    assert_int_equal(herd_proto_parse_at(L("AT S -99999999999999999999.000000000 k +0+0 1"), &at),
+    assert_int_equal(herd_record_parse(L("AT S -99999999999999999999.000000000 k +0+0 1"), &at),
                      0);
     expect_span(at.skew, L("-99999999999999999999.000000000"), "long skew", 1);
-    assert_int_equal(herd_proto_parse_at(L("AT S +00.000000000 k +0+0 1"), &at), 0);
+    assert_int_equal(herd_record_parse(L("AT S +00.000000000 k +0+0 1"), &at), 0);
     expect_span(at.skew, L("+00.000000000"), "zero skew", 2);
     /* a 255-byte id, a 64-byte name */
     char line[512];
@@ -686,7 +713,7 @@ static void test_parse_at_valid(void **state)
                      "iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii"
                      "iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii"
                      "iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii");
-    assert_int_equal(herd_proto_parse_at(line, (size_t) n, &at), 0);
+    assert_int_equal(herd_record_parse(line, (size_t) n, &at), 0);
     assert_int_equal(at.server.len, 64);
     assert_int_equal(at.id.len, 255);
 }
@@ -737,22 +764,22 @@ static void test_parse_at_invalid(void **state)
         herd_at_t at;
         memset(&at, 0x5a, sizeof at);
         herd_at_t before = at;
-        if (herd_proto_parse_at(rows[i].line, rows[i].len, &at) != -1)
+        if (herd_record_parse(rows[i].line, rows[i].len, &at) != -1)
             fail_msg("row %zu \"%s\": accepted", i, esc(rows[i].line, rows[i].len));
         if (memcmp(&at, &before, sizeof at) != 0)
             fail_msg("row %zu: *at changed on failure", i);
     }
     herd_at_t at;
-    assert_int_equal(herd_proto_parse_at(NULL, 0, &at), -1);
+    assert_int_equal(herd_record_parse(NULL, 0, &at), -1);
 
     /* a 256-byte id; one byte less is accepted */
     char line[512];
     memcpy(line, "AT S +1.000000000 ", 18);
     memset(line + 18, 'i', 256);
     memcpy(line + 18 + 256, " +0-0 1", 7);
-    assert_int_equal(herd_proto_parse_at(line, 18 + 256 + 7, &at), -1);
+    assert_int_equal(herd_record_parse(line, 18 + 256 + 7, &at), -1);
     memmove(line + 18 + 255, line + 18 + 256, 7);
-    assert_int_equal(herd_proto_parse_at(line, 18 + 255 + 7, &at), 0);
+    assert_int_equal(herd_record_parse(line, 18 + 255 + 7, &at), 0);
     assert_int_equal(at.id.len, 255);
 }
 
@@ -836,6 +863,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_is_space),
+        cmocka_unit_test(test_is_blank),
+        cmocka_unit_test(test_strip_plus),
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_parse_iamat_valid),
         cmocka_unit_test(test_parse_whatsat_valid),

@@ -6,7 +6,7 @@
  * hands them to the herd_repair step the message calls for, as herd_links
  * does (DIGEST -> on_digest, 1 => SYNC_END; GROUPS -> on_groups; BUCKETS ->
  * on_buckets; FPRINTS -> on_fprints; WANT -> on_want, SYNC_END after the
- * last; UPDATES -> herd_table_update with the fields herd_proto_parse_at
+ * last; UPDATES -> herd_table_update with the fields herd_record_parse
  * finds). Side A always opens, once: every case checks that this one round
  * leaves both tables with the same digest and the same records, each the
  * higher-ranked of the two sides' records for its client, and that a second
@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "herd_proto.h"
+#include "herd_record.h"
 #include "herd_repair.h"
 #include "herd_table.h"
 #include "herd_wire.h"
@@ -123,7 +124,7 @@ static uint64_t bytes_total(const side_t *s)
 static void apply_line(side_t *me, const char *line, size_t len)
 {
     herd_at_t at;
-    if (herd_proto_parse_at(line, len, &at) != 0)
+    if (herd_record_parse(line, len, &at) != 0)
         fail_msg("%s got an AT line that does not parse: %.*s", me->name, (int)len, line);
     herd_update_t u = herd_table_update(me->t, at.id.p, at.id.len, at.time, line, len, (size_t)(at.pos.p - line),
                                         at.pos.len, NULL);
@@ -263,7 +264,7 @@ static herd_update_t put(herd_table_t *t, const char *origin, const char *id, co
     char line[HERD_AT_MAX];
     size_t len = format_at(line, sizeof line, origin, id, pos, sec, nsec, skew_ns);
     herd_at_t at;
-    assert_int_equal(herd_proto_parse_at(line, len, &at), 0);
+    assert_int_equal(herd_record_parse(line, len, &at), 0);
     return herd_table_update(t, at.id.p, at.id.len, at.time, line, len, (size_t)(at.pos.p - line), at.pos.len,
                              NULL);
 }

@@ -514,7 +514,7 @@ static void test_buckets(void **state)
             const herd_record_t *r;
             while ((r = herd_table_bucket_next(t, b, &cur)) != NULL) {
                 assert_int_equal(herd_table_bucket_of(r->id, r->id_len), b);
-                assert_true(r->digest == herd_table_fingerprint(r->at, r->at_len));
+                assert_true(r->digest == herd_record_fingerprint(r->at, r->at_len));
                 y ^= r->digest;
                 listed++;
             }
@@ -527,8 +527,8 @@ static void test_buckets(void **state)
     assert_int_equal(listed, N);
     assert_true(all == herd_table_digest(t));
     /* Fingerprints are fixed across processes: a known value. */
-    assert_true(herd_table_fingerprint("", 0) != 0);
-    assert_true(herd_table_fingerprint("AT A +0 x +0+0 1", 16) != herd_table_fingerprint("AT A +0 x +0+0 2", 16));
+    assert_true(herd_record_fingerprint("", 0) != 0);
+    assert_true(herd_record_fingerprint("AT A +0 x +0+0 1", 16) != herd_record_fingerprint("AT A +0 x +0+0 2", 16));
     herd_table_destroy(&t);
 }
 
@@ -861,7 +861,7 @@ static void test_bounds_model(void **state)
                     assert_non_null(got_r);
                     assert_string_equal(got_r->at, model[j].at);
                     assert_int_equal(got_r->pos_off, model[j].pos_off);
-                    assert_int_equal(got_r->digest, herd_table_fingerprint(model[j].at, model[j].at_len));
+                    assert_int_equal(got_r->digest, herd_record_fingerprint(model[j].at, model[j].at_len));
                     herd_table_update(fresh, id, (size_t) n, model[j].time, model[j].at, model[j].at_len,
                                       model[j].pos_off, model[j].pos_len, NULL);
                 }
@@ -915,52 +915,6 @@ static void test_newest_received_admitted(void **state)
     herd_table_destroy(&t);
 }
 
-/* herd_record: the fields and the receive time, exactly. */
-static void test_record_fields(void **state)
-{
-    (void) state;
-    const char *at = "AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
-    herd_span_t o = herd_record_origin(at, strlen(at)), s = herd_record_skew(at, strlen(at));
-    assert_int_equal(o.len, 5);
-    assert_memory_equal(o.p, "Clark", 5);
-    assert_int_equal(s.len, 12);
-    assert_memory_equal(s.p, "+0.263873386", 12);
-    herd_time_t r = herd_record_receive_time(at, strlen(at), tm(1621464827, 959498503));
-    assert_int_equal(r.sec, 1621464828);
-    assert_int_equal(r.nsec, 223371889);
-    struct {
-        const char *line;
-        herd_time_t client, want;
-    } cases[] = {
-        {"AT A -0.959498504 x +1+1 5", tm(1621464827, 959498503), tm(1621464826, 999999999)},
-        {"AT A -86400.000000000 x +1+1 5", tm(1700086400, 5), tm(1700000000, 5)},
-        {"AT A +0.1 x +1+1 5", tm(10, 950000000), tm(11, 50000000)},
-        {"AT A +2.0000000019 x +1+1 5", tm(10, 0), tm(12, 1)},
-        {"AT A -20.5 x +1+1 5", tm(10, 0), tm(-11, 500000000)},
-        {"AT A +99999999999999999999.000000000 x +1+1 5", tm(999999999999999999LL, 0),
-         tm(1999999999999999998LL, 0)},
-        {"AT A +5 x", tm(7, 0), tm(12, 0)},
-        {"AT A 5.0 x", tm(7, 0), tm(7, 0)},
-        {"AT A +5. x", tm(7, 0), tm(7, 0)},
-        {"AT A +.5 x", tm(7, 0), tm(7, 0)},
-        {"AT A +5.x x", tm(7, 0), tm(7, 0)},
-        {"AT A", tm(7, 0), tm(7, 0)},
-        {"AT A ", tm(7, 0), tm(7, 0)},
-        {"AT", tm(7, 0), tm(7, 0)},
-        {"", tm(7, 0), tm(7, 0)},
-        {"AT A +1.0 x", tm(-1, 0), tm(-1, 0)},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        r = herd_record_receive_time(cases[i].line, strlen(cases[i].line), cases[i].client);
-        assert_int_equal(r.sec, cases[i].want.sec);
-        assert_int_equal(r.nsec, cases[i].want.nsec);
-    }
-    assert_int_equal(herd_record_origin("AT", 2).len, 0);
-    assert_int_equal(herd_record_origin("AT Alone", 8).len, 5);
-    assert_int_equal(herd_record_skew("AT Alone", 8).len, 0);
-    assert_int_equal(herd_record_skew("AT A +1", 7).len, 2);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -974,7 +928,6 @@ int main(void)
         cmocka_unit_test(test_evict_by_receive_time),
         cmocka_unit_test(test_bounds_model),
         cmocka_unit_test(test_newest_received_admitted),
-        cmocka_unit_test(test_record_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "herd_proto.h"
 #include "herd_wire.h"
 #include "wire_check.h"
 
