@@ -35,13 +35,23 @@
 #            clients (REJOIN_KEYS), with no state on disk: the exchange does it all
 #   redis    Redis GEOADD (redis-benchmark), a primary alone and with 4 replicas,
 #            32 x 16 and 32 x 1, and herd's Bailey at 32 x 1 beside it
+#   cpu      CPU per update (issue 22): a herd of its own with the defaults of
+#            topology.json (state on, fsync everysec, admin ports) and
+#            CPU_IDS client ids (default 100,000) against Redis primary + 4
+#            replicas (appendonly yes, appendfsync everysec), 32 x 1 and
+#            32 x 16 in flight; utime + stime of all five servers over the
+#            run, divided by the updates acknowledged; then perf's top
+#            symbols of the herd over one 32 x 16 run (when perf works).
+#            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 40000 and
+#            200000), PROFILE=0 (no perf). `ONLY=cpu RUNS=3` takes about
+#            5 minutes on an idle 2-core machine.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
-ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin redis"}
+ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin redis cpu"}
 TMP=$(mktemp -d /tmp/herd-bench.XXXXXX)
 OUT_DIR=${OUT_DIR:-$TMP/results}
 mkdir -p "$OUT_DIR"
@@ -111,9 +121,9 @@ wait_line() {
     return 1
 }
 
-# Free ports: base..base+29 all unbound on 127.0.0.1.
-pick_ports() {
-    BASE=$(python3 - <<'EOF'
+# Free ports: prints a base with base..base+29 all unbound on 127.0.0.1.
+free_base() {
+    python3 - <<'EOF'
 import random, socket
 for _ in range(200):
     base = random.randrange(20000, 32000, 10)
@@ -132,7 +142,10 @@ for _ in range(200):
         print(base)
         break
 EOF
-)
+}
+
+pick_ports() {
+    BASE=$(free_base)
     [[ -n $BASE ]] || { say "no free ports"; exit 1; }
     FLOOR_PORT=$((BASE + 20))
 }
@@ -522,26 +535,279 @@ bench_redis() {
     row "Redis GEOADD, primary + 4 replicas, 32 x 1" "$(fmt "$(med "${R}_replicas_1" tput)")" "" ""
 }
 
+# CPU per update, herd against Redis + 4 replicas (issue 22). The herd is a
+# second one of its own, on its own free ports, written from the repository's
+# topology.json so that it runs with the defaults (state_dir, fsync
+# everysec, admin ports, limits); Redis runs a primary and 4 replicas, each
+# with appendonly yes and appendfsync everysec (no RDB snapshots: the AOF is
+# its durability, as the journal is the herd's). Both hold CPU_IDS ids
+# before the first measured run. A run's CPU is utime + stime (and reaped
+# children: a Redis AOF rewrite) of the five server processes from before
+# the load until the work it caused is done (replicas caught up, the
+# servers' CPU quiet), read by bench/cpu_per_update.py; divided by the
+# updates acknowledged to the client.
+
+write_cpu_topology() { # file base: clients base+0..4, peers +10..14, admin +20..24
+    python3 - "$ROOT/topology.json" "$1" "$2" <<'PY'
+import json, sys
+src, dst, base = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = json.load(open(src))
+for i, name in enumerate(sorted(t["servers"], key=lambda n: t["servers"][n]["client_port"])):
+    s = t["servers"][name]
+    s["host"] = "127.0.0.1"
+    s["client_port"], s["peer_port"], s["admin_port"] = base + i, base + 10 + i, base + 20 + i
+# IAMAT only: Places is never asked; the key must still name a variable.
+t["places"] = dict(t.get("places", {}), url="http://127.0.0.1:1/unused", key_env="HERD_BENCH_PLACES_KEY")
+t["log_dir"], t["state_dir"] = "logs", "state"
+json.dump(t, open(dst, "w"), indent=2)
+PY
+}
+
+cpu_server_start() { # dir name
+    local d=$1 n=$2
+    : >"$d/$n.out"
+    ( ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+      export HERD_PLACES_URL="http://127.0.0.1:1/unused" HERD_BENCH_PLACES_KEY=bench-key
+      exec "$SERVER" --config "$d/topology.json" "$n" >"$d/$n.out" 2>&1 ) &
+    PID[cpu_$n]=$!
+    wait_line "$d/$n.out" "READY $n"
+}
+
+cpu_redis_start() { # dir port [primary port]
+    local d=$1/redis-$2 i
+    mkdir -p "$d"
+    local args=(--port "$2" --bind 127.0.0.1 --daemonize no --protected-mode no --save ""
+                --appendonly yes --appendfsync everysec --dir "$d" --logfile "$d/redis.log")
+    [[ -n ${3:-} ]] && args+=(--replicaof 127.0.0.1 "$3")
+    redis-server "${args[@]}" &
+    PID[cpu_redis$2]=$!
+    for ((i = 0; i < 300; i++)); do
+        redis-cli -p "$2" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    say "redis on port $2 did not start"
+    return 1
+}
+
+cpu_stop_all() {
+    local k
+    for k in "${!PID[@]}"; do
+        [[ $k == cpu_* ]] || continue
+        stop_pid "${PID[$k]}"
+        unset "PID[$k]"
+    done
+}
+
+# Runs COMMAND under cpu_per_update.py and appends one RESULT line to FILE:
+# sys, depth, ops (acknowledged), tput, cpu_s, us (CPU us per update).
+cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- command...
+    local file=$1 sys=$2 depth=$3 pids=$4 rports=$5 nops=$6
+    shift 6
+    local extra=()
+    if [[ $1 == --perf ]]; then extra=(--perf "$2"); shift 2; fi
+    shift # --
+    local out ops tput cpu
+    # In the background, so that the exit trap can stop it (and it, its load and perf).
+    python3 "$ROOT/bench/cpu_per_update.py" --pids "$pids" --redis-ports "$rports" "${extra[@]}" \
+        --timeout 300 -- "$@" >"$TMP/cpu_run.out" 2>>"$OUT_DIR/stderr.log" &
+    PID[cpu_helper]=$!
+    wait "${PID[cpu_helper]}" || true
+    unset "PID[cpu_helper]"
+    out=$(tr '\r' '\n' <"$TMP/cpu_run.out")
+    cpu=$(printf '%s\n' "$out" | sed -n 's/^CPU cpu_s=\([0-9.]*\) .*/\1/p' | tail -1)
+    if [[ $sys == herd ]]; then
+        local res errors
+        res=$(printf '%s\n' "$out" | grep '^RESULT' | tail -1)
+        ops=$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$res")
+        tput=$(sed -n 's/.* tput=\([0-9.]*\).*/\1/p' <<<"$res")
+        errors=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$res")
+        [[ ${errors:-1} == 0 ]] || say "  herd-bench reported ${errors:-no result} errors: see $OUT_DIR/stderr.log"
+    else
+        ops=$nops
+        tput=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+    fi
+    if [[ -z $cpu || -z $ops || -z $tput || $ops == 0 ]]; then
+        say "  ($sys 32 x $depth: no result; see $OUT_DIR/stderr.log)"
+        return 0
+    fi
+    local us
+    us=$(awk -v c="$cpu" -v n="$ops" 'BEGIN { printf "%.3f", c * 1e6 / n }')
+    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us" >>"$file"
+    say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
+}
+
+# RESP for redis-cli --pipe: GEOADD of members m:000000000000..N-1, the names
+# redis-benchmark -r N gives __rand_int__.
+redis_fill_resp() { # n
+    python3 - "$1" <<'PY'
+import sys
+out = sys.stdout.buffer
+for i in range(int(sys.argv[1])):
+    m = b"m:%012d" % i
+    out.write(b"*5\r\n$6\r\nGEOADD\r\n$4\r\nherd\r\n$9\r\n13.361389\r\n$9\r\n38.115556\r\n$%d\r\n%s\r\n" % (len(m), m))
+PY
+}
+
+perf_works() {
+    [[ ${PROFILE:-1} != 0 ]] || return 1
+    if ! command -v perf >/dev/null; then
+        local sudo=()
+        ((EUID == 0)) || sudo=(sudo -n)
+        say "installing linux-perf (apt-get) for the profile"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >"$TMP/perf-install.log" 2>&1 || true
+    fi
+    command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1
+}
+
+CPU_TABLE=()
+bench_cpu() {
+    redis_install || { say "no Redis: the CPU comparison is skipped"; return 0; }
+    local C=$TMP/cpu CB ids=${CPU_IDS:-100000} n1=${CPU_OPS_1:-40000} n16=${CPU_OPS_16:-200000}
+    local R=$OUT_DIR/cpu r d n i hp rp rports herd_pids=
+    mkdir -p "$C"
+    CB=$(free_base)
+    [[ -n $CB ]] || { say "no free ports"; return 1; }
+    write_cpu_topology "$C/topology.json" "$CB"
+    say "== CPU per update (issue 22): herd (defaults, state on, fsync everysec) on $CB-$((CB + 4)) against"
+    say "   Redis + 4 replicas (appendonly yes, appendfsync everysec) on $((CB + 25))-$((CB + 29)), $ids ids, $RUNS runs"
+    for n in "${NAMES[@]}"; do
+        cpu_server_start "$C" "$n"
+        herd_pids+="${herd_pids:+,}${PID[cpu_$n]}"
+    done
+    rp=$((CB + 25))
+    rports=$rp
+    cpu_redis_start "$C" "$rp"
+    for i in 1 2 3 4; do
+        cpu_redis_start "$C" $((rp + i)) "$rp"
+        rports+=",$((rp + i))"
+    done
+    local redis_pids=${PID[cpu_redis$rp]}
+    for i in 1 2 3 4; do redis_pids+=",${PID[cpu_redis$((rp + i))]}"; done
+    for ((i = 0; i < 600; i++)); do
+        [[ $(for p in ${rports//,/ }; do redis-cli -p "$p" info replication; done |
+             grep -c -e '^connected_slaves:4' -e '^master_link_status:up') == 5 ]] && break
+        sleep 0.05
+    done
+    ((i < 600)) || say "  (the Redis replicas did not all come up)"
+
+    say "  storing $ids ids in both (not measured)"
+    cpu_measure "$R.fill" herd 16 "$herd_pids" "" "" -- \
+        "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d 16 \
+        --keys "$ids" --count "$ids" --duration 0 --prefix cpu- --timeout 60
+    redis_fill_resp "$ids" | redis-cli -p "$rp" --pipe >>"$OUT_DIR/stderr.log" 2>&1 ||
+        say "  (filling Redis failed: see $OUT_DIR/stderr.log)"
+    # Until the replicas hold them too.
+    python3 "$ROOT/bench/cpu_per_update.py" --pids "$redis_pids" --redis-ports "$rports" -- true >/dev/null
+    say "  Redis holds $(redis-cli -p "$rp" zcard herd) members, herd's Bailey answered $(vals "$R.fill" ops | head -1) fills"
+
+    for ((r = 1; r <= RUNS; r++)); do
+        for d in 1 16; do
+            n=$([[ $d == 1 ]] && echo "$n1" || echo "$n16")
+            cpu_measure "${R}_herd_$d" herd "$d" "$herd_pids" "" "" -- \
+                "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d "$d" \
+                --keys "$ids" --count "$n" --duration 0 --prefix cpu- --timeout 60 --label run$r
+            cpu_measure "${R}_redis_$d" redis "$d" "$redis_pids" "$rports" "$n" -- \
+                redis-benchmark -h 127.0.0.1 -p "$rp" -c 32 -P "$d" -n "$n" -r "$ids" -q \
+                GEOADD herd 13.361389 38.115556 m:__rand_int__
+        done
+        for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
+    done
+
+    local lo hi
+    for d in 1 16; do
+        hp=$(paste <(vals "${R}_herd_$d" us) <(vals "${R}_redis_$d" us) |
+             awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
+        lo=$(paste <(vals "${R}_herd_$d" tput) <(vals "${R}_redis_$d" tput) |
+             awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
+        CPU_TABLE+=("$(printf '| 32 x %-2s in flight | %s | %s | %s | %s | %s | %s |' "$d" \
+            "$(cpu_cell "${R}_herd_$d" us 2)" "$(cpu_cell "${R}_redis_$d" us 2)" "$(fmt "$hp" 2)" \
+            "$(cpu_cell "${R}_herd_$d" tput 0)" "$(cpu_cell "${R}_redis_$d" tput 0)" "$(fmt "$lo" 2)")")
+    done
+
+    if perf_works; then
+        say "  profiling one herd run, 32 x 16, $n16 updates (perf record -a -g)"
+        for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
+        cpu_measure "${R}_perf" herd 16 "$herd_pids" "" "" --perf "$C/perf.data" -- \
+            "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d 16 \
+            --keys "$ids" --count "$n16" --duration 0 --prefix cpu- --timeout 60 --label perf
+        cpu_profile "$C/perf.data" "$herd_pids" >"$OUT_DIR/cpu_profile.txt" 2>>"$OUT_DIR/stderr.log" ||
+            echo "perf report failed: see $OUT_DIR/stderr.log" >"$OUT_DIR/cpu_profile.txt"
+    else
+        echo "perf is not usable here (perf stat -e task-clock true fails, or PROFILE=0): no profile" >"$OUT_DIR/cpu_profile.txt"
+    fi
+    cpu_stop_all
+}
+
+# "median (min-max)" of KEY in FILE.
+cpu_cell() { # file key decimals
+    local m lo hi
+    m=$(med "$1" "$2")
+    [[ $m == - ]] && { echo "-"; return; }
+    lo=$(vals "$1" "$2" | sort -g | head -1)
+    hi=$(vals "$1" "$2" | sort -g | tail -1)
+    if [[ $lo == "$hi" ]]; then fmt "$m" "$3"; else echo "$(fmt "$m" "$3") ($(fmt "$lo" "$3")-$(fmt "$hi" "$3"))"; fi
+}
+
+# The herd's share of the samples, its split by thread and by binary, and
+# its 15 symbols with the most self time (percent of the herd's own samples).
+# A subshell without pipefail: head closes perf report's pipe early.
+cpu_profile() ( # perf.data pids
+    set +o pipefail
+    data=$1 pids=$2
+    rep() { perf report -i "$data" --stdio --no-children --pid "$pids" -g none "$@" 2>/dev/null |
+            awk '!/^#/ && NF && $1 ~ /%$/' | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//'; }
+    share=$(rep --percentage absolute --sort dso,symbol | awk '{ s += $1 } END { printf "%.1f", s }')
+    echo "herd-server processes: $share % of all samples on the machine (perf record -a -g, 32 x 16)"
+    echo "by thread (percent of the herd's samples):"
+    rep --percentage relative --sort comm | head -6 | sed 's/^ */  /; s/ *$//'
+    echo "by binary:"
+    rep --percentage relative --sort dso,symbol |
+        awk '{ a[$2] += $1 } END { for (k in a) printf "  %.2f%%  %s\n", a[k], k }' | sort -k1,1gr | head -6
+    echo "top 15 symbols by self time:"
+    rep --percentage relative --sort dso,symbol | head -15 | sed 's/^ */  /; s/ *$//'
+)
+
 # ---- main ----
 
 say "building in $BUILD_DIR"
 build
 pick_ports
-write_topology
-start_places
-start_herd
-start_floor
-say "herd on 127.0.0.1:$BASE-$((BASE + 4)) (peers $((BASE + 10))-$((BASE + 14))), floor on $FLOOR_PORT, Places stand-in on $PLACES_PORT"
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+NEED_HERD=
+for b in iamat oneshot mix paced prop conns places mem rejoin redis; do
+    want "$b" && NEED_HERD=1
+done
+if [[ -n $NEED_HERD ]]; then
+    write_topology
+    start_places
+    start_herd
+    start_floor
+    say "herd on 127.0.0.1:$BASE-$((BASE + 4)) (peers $((BASE + 10))-$((BASE + 14))), floor on $FLOOR_PORT, Places stand-in on $PLACES_PORT"
+fi
 
 HERD_TPUT=
-for b in iamat oneshot mix paced prop conns places mem rejoin redis; do
+for b in iamat oneshot mix paced prop conns places mem rejoin redis cpu; do
     want "$b" && "bench_$b"
 done
 
-echo
-echo "herd benchmarks: medians of $RUNS runs on $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"
-printf '%-46s %16s %16s %8s\n' "" "herd" "floor" "ratio"
-for line in "${SUMMARY[@]}"; do
-    printf '%s\n' "$line"
-done
+if ((${#SUMMARY[@]})); then
+    echo
+    echo "herd benchmarks: medians of $RUNS runs on $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"
+    printf '%-46s %16s %16s %8s\n' "" "herd" "floor" "ratio"
+    for line in "${SUMMARY[@]}"; do
+        printf '%s\n' "$line"
+    done
+fi
+if ((${#CPU_TABLE[@]})); then
+    echo
+    echo "CPU per update, herd (5 servers, defaults) and Redis + 4 replicas (appendonly, everysec), ${CPU_IDS:-100000} ids:"
+    echo "medians of $RUNS runs (min-max), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo
+    echo "| load | herd us/update | Redis + 4 us/update | herd / Redis | Bailey updates/s | Redis primary updates/s | Bailey / Redis |"
+    echo "|---|---|---|---|---|---|---|"
+    for line in "${CPU_TABLE[@]}"; do
+        printf '%s\n' "$line"
+    done
+    echo
+    cat "$OUT_DIR/cpu_profile.txt" 2>/dev/null || true
+fi
