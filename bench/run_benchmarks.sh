@@ -42,9 +42,9 @@
 #            32 x 16 in flight; utime + stime of all five servers over the
 #            run, divided by the updates acknowledged; then perf's top
 #            symbols of the herd over one 32 x 16 run (when perf works).
-#            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 40000 and
-#            200000), PROFILE=0 (no perf). `ONLY=cpu RUNS=3` takes about
-#            5 minutes on an idle 2-core machine.
+#            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 100000 and
+#            500000: long enough to take in the journal's compactions),
+#            PROFILE=0 (no perf). `ONLY=cpu RUNS=3` takes about 3 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -632,7 +632,7 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     fi
     local us
     us=$(awk -v c="$cpu" -v n="$ops" 'BEGIN { printf "%.3f", c * 1e6 / n }')
-    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us" >>"$file"
+    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)" >>"$file"
     say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
 }
 
@@ -662,7 +662,7 @@ perf_works() {
 CPU_TABLE=()
 bench_cpu() {
     redis_install || { say "no Redis: the CPU comparison is skipped"; return 0; }
-    local C=$TMP/cpu CB ids=${CPU_IDS:-100000} n1=${CPU_OPS_1:-40000} n16=${CPU_OPS_16:-200000}
+    local C=$TMP/cpu CB ids=${CPU_IDS:-100000} n1=${CPU_OPS_1:-100000} n16=${CPU_OPS_16:-500000}
     local R=$OUT_DIR/cpu r d n i hp rp rports herd_pids=
     mkdir -p "$C"
     CB=$(free_base)
@@ -719,7 +719,7 @@ bench_cpu() {
              awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
         lo=$(paste <(vals "${R}_herd_$d" tput) <(vals "${R}_redis_$d" tput) |
              awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
-        CPU_TABLE+=("$(printf '| 32 x %-2s in flight | %s | %s | %s | %s | %s | %s |' "$d" \
+        CPU_TABLE+=("$(printf '| 32 x %s in flight | %s | %s | %s | %s | %s | %s |' "$d" \
             "$(cpu_cell "${R}_herd_$d" us 2)" "$(cpu_cell "${R}_redis_$d" us 2)" "$(fmt "$hp" 2)" \
             "$(cpu_cell "${R}_herd_$d" tput 0)" "$(cpu_cell "${R}_redis_$d" tput 0)" "$(fmt "$lo" 2)")")
     done
@@ -749,23 +749,49 @@ cpu_cell() { # file key decimals
 }
 
 # The herd's share of the samples, its split by thread and by binary, and
-# its 15 symbols with the most self time (percent of the herd's own samples).
-# A subshell without pipefail: head closes perf report's pipe early.
-cpu_profile() ( # perf.data pids
-    set +o pipefail
-    data=$1 pids=$2
-    rep() { perf report -i "$data" --stdio --no-children --pid "$pids" -g none "$@" 2>/dev/null |
-            awk '!/^#/ && NF && $1 ~ /%$/' | sed 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//'; }
-    share=$(rep --percentage absolute --sort dso,symbol | awk '{ s += $1 } END { printf "%.1f", s }')
-    echo "herd-server processes: $share % of all samples on the machine (perf record -a -g, 32 x 16)"
-    echo "by thread (percent of the herd's samples):"
-    rep --percentage relative --sort comm | head -6 | sed 's/^ */  /; s/ *$//'
-    echo "by binary:"
-    rep --percentage relative --sort dso,symbol |
-        awk '{ a[$2] += $1 } END { for (k in a) printf "  %.2f%%  %s\n", a[k], k }' | sort -k1,1gr | head -6
-    echo "top 15 symbols by self time:"
-    rep --percentage relative --sort dso,symbol | head -15 | sed 's/^ */  /; s/ *$//'
-)
+# its 15 symbols with the most self time (percent of the herd's own
+# samples), counted from perf script: perf report's thread names are not
+# to be trusted for processes that were running before the recording.
+cpu_profile() { # perf.data pids
+    perf script -i "$1" -F comm,pid,tid,ip,sym,dso -G 2>/dev/null | python3 -c '
+import collections, os, re, sys
+pids = {int(p) for p in sys.argv[1].split(",")}
+line_re = re.compile(r"^\s*(.*?)\s+(\d+)/(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
+total = 0
+thread, dso, sym = collections.Counter(), collections.Counter(), collections.Counter()
+by_thread = collections.defaultdict(collections.Counter)
+for line in sys.stdin:
+    m = line_re.match(line)
+    if not m:
+        continue
+    total += 1
+    comm, pid, tid, s, d = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), os.path.basename(m.group(5))
+    if pid not in pids:
+        continue
+    t = comm + (" (main thread)" if pid == tid else " (unnamed threads)" if comm == "herd-server" else "")
+    thread[t] += 1
+    dso[d] += 1
+    sym[(d, s)] += 1
+    by_thread[t][s] += 1
+n = sum(dso.values())
+if not n:
+    print("no samples of the herd in the profile")
+    sys.exit(0)
+print(f"herd-server processes {sys.argv[1]}: {n} samples, {100 * n / total:.1f} % of all {total} "
+      f"on the machine (perf record -a -g, 32 x 16)")
+print("by thread (percent of the herd samples):")
+for k, v in thread.most_common(6):
+    print(f"  {100 * v / n:6.2f} %  {k}")
+print("by binary:")
+for k, v in dso.most_common(6):
+    print(f"  {100 * v / n:6.2f} %  {k}")
+print("top 15 symbols by self time:")
+for (d, s), v in sym.most_common(15):
+    print(f"  {100 * v / n:6.2f} %  {s:<36} {d}")
+for t, _ in thread.most_common(3):
+    print(f"top 5 in {t}: " + ", ".join(f"{k} {100 * v / n:.1f} %" for k, v in by_thread[t].most_common(5)))
+' "$2"
+}
 
 # ---- main ----
 
