@@ -607,6 +607,8 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     if [[ $1 == --perf ]]; then extra=(--perf "$2"); shift 2; fi
     shift # --
     local out ops tput cpu
+    local comp0=-
+    [[ $sys == herd && -n ${CPU_ADMIN:-} ]] && comp0=$(herd_compactions "$CPU_ADMIN")
     # In the background, so that the exit trap can stop it (and it, its load and perf).
     python3 "$ROOT/bench/cpu_per_update.py" --pids "$pids" --redis-ports "$rports" "${extra[@]}" \
         --timeout 300 -- "$@" >"$TMP/cpu_run.out" 2>>"$OUT_DIR/stderr.log" &
@@ -632,8 +634,29 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     fi
     local us
     us=$(awk -v c="$cpu" -v n="$ops" 'BEGIN { printf "%.3f", c * 1e6 / n }')
-    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)" >>"$file"
+    [[ $sys == herd && -n ${CPU_ADMIN:-} ]] && CPU_EXTRA=" compactions=$(awk -v a="$(herd_compactions "$CPU_ADMIN")" \
+        -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
+    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)${CPU_EXTRA:-}" >>"$file"
+    CPU_EXTRA=
     say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
+}
+
+# Snapshots written so far by the herd's five servers together
+# (herd_state_compactions_total on their admin ports); "-" if unknown.
+herd_compactions() { # admin base port
+    python3 - "$1" <<'PY2'
+import re, sys, urllib.request
+total = 0
+try:
+    for i in range(5):
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(sys.argv[1]) + i}/metrics", timeout=5) as r:
+            m = re.search(rb"^herd_state_compactions_total (\d+)", r.read(), re.M)
+            total += int(m.group(1))
+except Exception:
+    print("-")
+    sys.exit(0)
+print(total)
+PY2
 }
 
 # RESP for redis-cli --pipe: GEOADD of members m:000000000000..N-1, the names
@@ -668,6 +691,7 @@ bench_cpu() {
     CB=$(free_base)
     [[ -n $CB ]] || { say "no free ports"; return 1; }
     write_cpu_topology "$C/topology.json" "$CB"
+    CPU_ADMIN=$((CB + 20))
     say "== CPU per update (issue 22): herd (defaults, state on, fsync everysec) on $CB-$((CB + 4)) against"
     say "   Redis + 4 replicas (appendonly yes, appendfsync everysec) on $((CB + 25))-$((CB + 29)), $ids ids, $RUNS runs"
     for n in "${NAMES[@]}"; do
@@ -834,6 +858,9 @@ if ((${#CPU_TABLE[@]})); then
     for line in "${CPU_TABLE[@]}"; do
         printf '%s\n' "$line"
     done
+    echo
+    echo "journal compactions in the five servers during the measured runs (medians): 32 x 1: $(med "$OUT_DIR/cpu_herd_1" compactions)," \
+        "32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions); in the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)"
     echo
     cat "$OUT_DIR/cpu_profile.txt" 2>/dev/null || true
 fi
