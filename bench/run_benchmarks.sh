@@ -19,7 +19,7 @@
 # per-run human lines go to stderr, the table to stdout. Every process
 # started here is stopped on exit. Other knobs: PROP_MAX_COUNT (updates in
 # the flat-out propagation run, default 200000), KEEP_TMP=1 (keep the
-# topology and the herd's logs). It takes about 7 minutes with the defaults.
+# topology and the herd's logs). It takes about 10 minutes with the defaults.
 #
 # Benchmarks (names for ONLY):
 #   iamat    IAMAT throughput and latency, 32 connections x 16 pipelined
@@ -608,7 +608,8 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     shift # --
     local out ops tput cpu
     local comp0=-
-    [[ $sys == herd && -n ${CPU_ADMIN:-} ]] && comp0=$(herd_compactions "$CPU_ADMIN")
+    if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp0=$(herd_compactions "$CPU_ADMIN"); fi
+    if [[ $sys == redis ]]; then comp0=$(redis_rewrites "$rports"); fi
     # In the background, so that the exit trap can stop it (and it, its load and perf).
     python3 "$ROOT/bench/cpu_per_update.py" --pids "$pids" --redis-ports "$rports" "${extra[@]}" \
         --timeout 300 -- "$@" >"$TMP/cpu_run.out" 2>>"$OUT_DIR/stderr.log" &
@@ -634,10 +635,11 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     fi
     local us
     us=$(awk -v c="$cpu" -v n="$ops" 'BEGIN { printf "%.3f", c * 1e6 / n }')
-    [[ $sys == herd && -n ${CPU_ADMIN:-} ]] && CPU_EXTRA=" compactions=$(awk -v a="$(herd_compactions "$CPU_ADMIN")" \
-        -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
-    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)${CPU_EXTRA:-}" >>"$file"
-    CPU_EXTRA=
+    local comp1=-
+    if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp1=$(herd_compactions "$CPU_ADMIN"); fi
+    if [[ $sys == redis ]]; then comp1=$(redis_rewrites "$rports"); fi
+    local kv=" compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
+    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)$kv" >>"$file"
     say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
 }
 
@@ -657,6 +659,17 @@ except Exception:
     sys.exit(0)
 print(total)
 PY2
+}
+
+# AOF rewrites so far of the Redis servers on PORTS (comma-separated) together.
+redis_rewrites() { # ports
+    local p n total=0
+    for p in ${1//,/ }; do
+        n=$(redis-cli -p "$p" info persistence 2>/dev/null | tr -d '\r' | sed -n 's/^aof_rewrites://p')
+        [[ -n $n ]] || { echo -; return 0; }
+        total=$((total + n))
+    done
+    echo "$total"
 }
 
 # RESP for redis-cli --pipe: GEOADD of members m:000000000000..N-1, the names
@@ -859,8 +872,10 @@ if ((${#CPU_TABLE[@]})); then
         printf '%s\n' "$line"
     done
     echo
-    echo "journal compactions in the five servers during the measured runs (medians): 32 x 1: $(med "$OUT_DIR/cpu_herd_1" compactions)," \
-        "32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions); in the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)"
+    echo "snapshots written in a run (medians, the five together): herd's journal compactions 32 x 1:" \
+        "$(med "$OUT_DIR/cpu_herd_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions)" \
+        "(the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)); Redis AOF rewrites 32 x 1:" \
+        "$(med "$OUT_DIR/cpu_redis_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_redis_16" compactions)"
     echo
     cat "$OUT_DIR/cpu_profile.txt" 2>/dev/null || true
 fi
