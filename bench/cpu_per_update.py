@@ -12,10 +12,12 @@ have applied every byte of the primary's replication stream, and the
 processes' CPU has stopped growing (less than --quiet-cpu seconds in a
 --quiet-window). Then it reads the CPU again and prints one line
 
-    CPU cpu_s=... run_s=... settle_s=... rc=...
+    CPU cpu_s=... run_s=... settle_s=... ctxsw=... rc=...
 
 so that a caller can divide cpu_s by the updates that COMMAND saw
 acknowledged: the servers' CPU for the whole run, propagation included.
+ctxsw counts the context switches of the processes' threads over the same
+span (wake-ups: a thread that ended during it is not counted).
 With --perf FILE a system-wide `perf record -a -g` runs over the same
 span and stops (SIGINT) before the line is printed. Every process started
 here is stopped before it exits, also on SIGINT and SIGTERM.
@@ -54,6 +56,26 @@ def total_cpu_s(pids):
         if c is None:
             raise SystemExit(f"cpu_per_update: process {p} is gone")
         total += c
+    return total
+
+
+def ctx_switches(pids):
+    """Context switches so far of every thread of PIDS that is alive now
+    (a thread that has ended takes its count with it)."""
+    total = 0
+    for p in pids:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
     return total
 
 
@@ -160,6 +182,7 @@ def main():
     try:
         if a.perf:
             perf = start_perf(a.perf, a.perf_freq, children)
+        ctx0 = ctx_switches(pids)
         cpu0 = total_cpu_s(pids)
         t0 = time.monotonic()
         run = subprocess.Popen(cmd)
@@ -183,7 +206,7 @@ def main():
         # row): the herd floods each update on after Bailey has answered it,
         # and writes it to disk. The reading taken as the quiet began ends
         # the span, so idle time is not counted.
-        mark, t2 = total_cpu_s(pids), time.monotonic()
+        mark, t2, ctx1 = total_cpu_s(pids), time.monotonic(), ctx_switches(pids)
         last, quiet = mark, 0
         while time.monotonic() < deadline and quiet < 2:
             time.sleep(a.quiet_window)
@@ -192,14 +215,15 @@ def main():
                 quiet += 1
             else:
                 quiet = 0
-                mark, t2 = now, time.monotonic()
+                mark, t2, ctx1 = now, time.monotonic(), ctx_switches(pids)
             last = now
         cpu1 = mark
     finally:
         stop_children()
     if perf is not None and perf.returncode not in (0, -signal.SIGINT, 130):
         print(f"cpu_per_update: perf record exited with {perf.returncode}", file=sys.stderr)
-    print(f"CPU cpu_s={cpu1 - cpu0:.3f} run_s={t1 - t0:.3f} settle_s={t2 - t1:.3f} rc={rc}", flush=True)
+    print(f"CPU cpu_s={cpu1 - cpu0:.3f} run_s={t1 - t0:.3f} settle_s={t2 - t1:.3f} ctxsw={ctx1 - ctx0} rc={rc}",
+          flush=True)
     return 0
 
 

@@ -42,9 +42,12 @@
 #            32 x 16 in flight; utime + stime of all five servers over the
 #            run, divided by the updates acknowledged; then perf's top
 #            symbols of the herd over one 32 x 16 run (when perf works).
+#            The raw lines (RESULT, with each run's compactions and the
+#            seconds it took the herd to fall quiet) are in $OUT_DIR/cpu_*.
 #            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 100000 and
 #            500000: long enough to take in the journal's compactions),
-#            PROFILE=0 (no perf). `ONLY=cpu RUNS=3` takes about 3 minutes.
+#            PROFILE=0 (no perf), PROFILE_DEPTH=1 (profile 32 x 1 instead).
+#            `ONLY=cpu RUNS=3` takes about 3 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -638,7 +641,10 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     local comp1=-
     if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp1=$(herd_compactions "$CPU_ADMIN"); fi
     if [[ $sys == redis ]]; then comp1=$(redis_rewrites "$rports"); fi
-    local kv=" compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
+    local sw
+    sw=$(sed -n 's/^CPU .* ctxsw=\([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+    sw=$(awk -v c="${sw:-0}" -v n="$ops" 'BEGIN { printf "%.3f", c / n }')
+    local kv=" sw=$sw compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
     echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)$kv" >>"$file"
     say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
 }
@@ -762,12 +768,14 @@ bench_cpu() {
     done
 
     if perf_works; then
-        say "  profiling one herd run, 32 x 16, $n16 updates (perf record -a -g)"
+        local pd=${PROFILE_DEPTH:-16} pn
+        pn=$([[ $pd == 1 ]] && echo "$n1" || echo "$n16")
+        say "  profiling one herd run, 32 x $pd, $pn updates (perf record -a -g)"
         for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
-        cpu_measure "${R}_perf" herd 16 "$herd_pids" "" "" --perf "$C/perf.data" -- \
-            "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d 16 \
-            --keys "$ids" --count "$n16" --duration 0 --prefix cpu- --timeout 60 --label perf
-        cpu_profile "$C/perf.data" "$herd_pids" >"$OUT_DIR/cpu_profile.txt" 2>>"$OUT_DIR/stderr.log" ||
+        cpu_measure "${R}_perf" herd "$pd" "$herd_pids" "" "" --perf "$C/perf.data" -- \
+            "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d "$pd" \
+            --keys "$ids" --count "$pn" --duration 0 --prefix cpu- --timeout 60 --label perf
+        cpu_profile "$C/perf.data" "$herd_pids" "32 x $pd" >"$OUT_DIR/cpu_profile.txt" 2>>"$OUT_DIR/stderr.log" ||
             echo "perf report failed: see $OUT_DIR/stderr.log" >"$OUT_DIR/cpu_profile.txt"
     else
         echo "perf is not usable here (perf stat -e task-clock true fails, or PROFILE=0): no profile" >"$OUT_DIR/cpu_profile.txt"
@@ -789,7 +797,7 @@ cpu_cell() { # file key decimals
 # its 15 symbols with the most self time (percent of the herd's own
 # samples), counted from perf script: perf report's thread names are not
 # to be trusted for processes that were running before the recording.
-cpu_profile() { # perf.data pids
+cpu_profile() { # perf.data pids load
     perf script -i "$1" -F comm,pid,tid,ip,sym,dso -G 2>/dev/null | python3 -c '
 import collections, os, re, sys
 pids = {int(p) for p in sys.argv[1].split(",")}
@@ -815,7 +823,7 @@ if not n:
     print("no samples of the herd in the profile")
     sys.exit(0)
 print(f"herd-server processes {sys.argv[1]}: {n} samples, {100 * n / total:.1f} % of all {total} "
-      f"on the machine (perf record -a -g, 32 x 16)")
+      f"on the machine (perf record -a -g, {sys.argv[2]})")
 print("by thread (percent of the herd samples):")
 for k, v in thread.most_common(6):
     print(f"  {100 * v / n:6.2f} %  {k}")
@@ -827,7 +835,7 @@ for (d, s), v in sym.most_common(15):
     print(f"  {100 * v / n:6.2f} %  {s:<36} {d}")
 for t, _ in thread.most_common(3):
     print(f"top 5 in {t}: " + ", ".join(f"{k} {100 * v / n:.1f} %" for k, v in by_thread[t].most_common(5)))
-' "$2"
+' "$2" "$3"
 }
 
 # ---- main ----
@@ -872,6 +880,9 @@ if ((${#CPU_TABLE[@]})); then
         printf '%s\n' "$line"
     done
     echo
+    echo "context switches of the five servers' threads per update (medians): herd 32 x 1:" \
+        "$(fmt "$(med "$OUT_DIR/cpu_herd_1" sw)" 2), 32 x 16: $(fmt "$(med "$OUT_DIR/cpu_herd_16" sw)" 2);" \
+        "Redis 32 x 1: $(fmt "$(med "$OUT_DIR/cpu_redis_1" sw)" 2), 32 x 16: $(fmt "$(med "$OUT_DIR/cpu_redis_16" sw)" 2)"
     echo "snapshots written in a run (medians, the five together): herd's journal compactions 32 x 1:" \
         "$(med "$OUT_DIR/cpu_herd_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions)" \
         "(the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)); Redis AOF rewrites 32 x 1:" \
