@@ -19,7 +19,7 @@
 # per-run human lines go to stderr, the table to stdout. Every process
 # started here is stopped on exit. Other knobs: PROP_MAX_COUNT (updates in
 # the flat-out propagation run, default 200000), KEEP_TMP=1 (keep the
-# topology and the herd's logs). It takes about 7 minutes with the defaults.
+# topology and the herd's logs). It takes about 10 minutes with the defaults.
 #
 # Benchmarks (names for ONLY):
 #   iamat    IAMAT throughput and latency, 32 connections x 16 pipelined
@@ -35,13 +35,26 @@
 #            clients (REJOIN_KEYS), with no state on disk: the exchange does it all
 #   redis    Redis GEOADD (redis-benchmark), a primary alone and with 4 replicas,
 #            32 x 16 and 32 x 1, and herd's Bailey at 32 x 1 beside it
+#   cpu      CPU per update (issue 22): a herd of its own with the defaults of
+#            topology.json (state on, fsync everysec, admin ports) and
+#            CPU_IDS client ids (default 100,000) against Redis primary + 4
+#            replicas (appendonly yes, appendfsync everysec), 32 x 1 and
+#            32 x 16 in flight; utime + stime of all five servers over the
+#            run, divided by the updates acknowledged; then perf's top
+#            symbols of the herd over one 32 x 16 run (when perf works).
+#            The raw lines (RESULT, with each run's compactions and the
+#            seconds it took the herd to fall quiet) are in $OUT_DIR/cpu_*.
+#            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 100000 and
+#            500000: long enough to take in the journal's compactions),
+#            PROFILE=0 (no perf), PROFILE_DEPTH=1 (profile 32 x 1 instead).
+#            `ONLY=cpu RUNS=3` takes about 3 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
-ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin redis"}
+ONLY=${ONLY:-"iamat oneshot mix paced prop conns places mem rejoin redis cpu"}
 TMP=$(mktemp -d /tmp/herd-bench.XXXXXX)
 OUT_DIR=${OUT_DIR:-$TMP/results}
 mkdir -p "$OUT_DIR"
@@ -111,9 +124,9 @@ wait_line() {
     return 1
 }
 
-# Free ports: base..base+29 all unbound on 127.0.0.1.
-pick_ports() {
-    BASE=$(python3 - <<'EOF'
+# Free ports: prints a base with base..base+29 all unbound on 127.0.0.1.
+free_base() {
+    python3 - <<'EOF'
 import random, socket
 for _ in range(200):
     base = random.randrange(20000, 32000, 10)
@@ -132,7 +145,10 @@ for _ in range(200):
         print(base)
         break
 EOF
-)
+}
+
+pick_ports() {
+    BASE=$(free_base)
     [[ -n $BASE ]] || { say "no free ports"; exit 1; }
     FLOOR_PORT=$((BASE + 20))
 }
@@ -522,26 +538,355 @@ bench_redis() {
     row "Redis GEOADD, primary + 4 replicas, 32 x 1" "$(fmt "$(med "${R}_replicas_1" tput)")" "" ""
 }
 
+# CPU per update, herd against Redis + 4 replicas (issue 22). The herd is a
+# second one of its own, on its own free ports, written from the repository's
+# topology.json so that it runs with the defaults (state_dir, fsync
+# everysec, admin ports, limits); Redis runs a primary and 4 replicas, each
+# with appendonly yes and appendfsync everysec (no RDB snapshots: the AOF is
+# its durability, as the journal is the herd's). Both hold CPU_IDS ids
+# before the first measured run. A run's CPU is utime + stime (and reaped
+# children: a Redis AOF rewrite) of the five server processes from before
+# the load until the work it caused is done (replicas caught up, the
+# servers' CPU quiet), read by bench/cpu_per_update.py; divided by the
+# updates acknowledged to the client.
+
+write_cpu_topology() { # file base: clients base+0..4, peers +10..14, admin +20..24
+    python3 - "$ROOT/topology.json" "$1" "$2" <<'PY'
+import json, sys
+src, dst, base = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = json.load(open(src))
+for i, name in enumerate(sorted(t["servers"], key=lambda n: t["servers"][n]["client_port"])):
+    s = t["servers"][name]
+    s["host"] = "127.0.0.1"
+    s["client_port"], s["peer_port"], s["admin_port"] = base + i, base + 10 + i, base + 20 + i
+# IAMAT only: Places is never asked; the key must still name a variable.
+t["places"] = dict(t.get("places", {}), url="http://127.0.0.1:1/unused", key_env="HERD_BENCH_PLACES_KEY")
+t["log_dir"], t["state_dir"] = "logs", "state"
+json.dump(t, open(dst, "w"), indent=2)
+PY
+}
+
+cpu_server_start() { # dir name
+    local d=$1 n=$2
+    : >"$d/$n.out"
+    ( ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+      export HERD_PLACES_URL="http://127.0.0.1:1/unused" HERD_BENCH_PLACES_KEY=bench-key
+      exec "$SERVER" --config "$d/topology.json" "$n" >"$d/$n.out" 2>&1 ) &
+    PID[cpu_$n]=$!
+    wait_line "$d/$n.out" "READY $n"
+}
+
+cpu_redis_start() { # dir port [primary port]
+    local d=$1/redis-$2 i
+    mkdir -p "$d"
+    local args=(--port "$2" --bind 127.0.0.1 --daemonize no --protected-mode no --save ""
+                --appendonly yes --appendfsync everysec --dir "$d" --logfile "$d/redis.log")
+    [[ -n ${3:-} ]] && args+=(--replicaof 127.0.0.1 "$3")
+    redis-server "${args[@]}" &
+    PID[cpu_redis$2]=$!
+    for ((i = 0; i < 300; i++)); do
+        redis-cli -p "$2" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    say "redis on port $2 did not start"
+    return 1
+}
+
+cpu_stop_all() {
+    local k
+    for k in "${!PID[@]}"; do
+        [[ $k == cpu_* ]] || continue
+        stop_pid "${PID[$k]}"
+        unset "PID[$k]"
+    done
+}
+
+# Runs COMMAND under cpu_per_update.py and appends one RESULT line to FILE:
+# sys, depth, ops (acknowledged), tput, cpu_s, us (CPU us per update).
+cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- command...
+    local file=$1 sys=$2 depth=$3 pids=$4 rports=$5 nops=$6
+    shift 6
+    local extra=()
+    if [[ $1 == --perf ]]; then extra=(--perf "$2"); shift 2; fi
+    shift # --
+    local out ops tput cpu
+    local comp0=-
+    if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp0=$(herd_compactions "$CPU_ADMIN"); fi
+    if [[ $sys == redis ]]; then comp0=$(redis_rewrites "$rports"); fi
+    # In the background, so that the exit trap can stop it (and it, its load and perf).
+    python3 "$ROOT/bench/cpu_per_update.py" --pids "$pids" --redis-ports "$rports" "${extra[@]}" \
+        --timeout 300 -- "$@" >"$TMP/cpu_run.out" 2>>"$OUT_DIR/stderr.log" &
+    PID[cpu_helper]=$!
+    wait "${PID[cpu_helper]}" || true
+    unset "PID[cpu_helper]"
+    out=$(tr '\r' '\n' <"$TMP/cpu_run.out")
+    cpu=$(printf '%s\n' "$out" | sed -n 's/^CPU cpu_s=\([0-9.]*\) .*/\1/p' | tail -1)
+    if [[ $sys == herd ]]; then
+        local res errors
+        res=$(printf '%s\n' "$out" | grep '^RESULT' | tail -1)
+        ops=$(sed -n 's/.* ops=\([0-9]*\).*/\1/p' <<<"$res")
+        tput=$(sed -n 's/.* tput=\([0-9.]*\).*/\1/p' <<<"$res")
+        errors=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$res")
+        [[ ${errors:-1} == 0 ]] || say "  herd-bench reported ${errors:-no result} errors: see $OUT_DIR/stderr.log"
+    else
+        ops=$nops
+        tput=$(printf '%s\n' "$out" | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+    fi
+    if [[ -z $cpu || -z $ops || -z $tput || $ops == 0 ]]; then
+        say "  ($sys 32 x $depth: no result; see $OUT_DIR/stderr.log)"
+        return 0
+    fi
+    local us
+    us=$(awk -v c="$cpu" -v n="$ops" 'BEGIN { printf "%.3f", c * 1e6 / n }')
+    local comp1=-
+    if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp1=$(herd_compactions "$CPU_ADMIN"); fi
+    if [[ $sys == redis ]]; then comp1=$(redis_rewrites "$rports"); fi
+    local sw
+    sw=$(sed -n 's/^CPU .* ctxsw=\([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+    sw=$(awk -v c="${sw:-0}" -v n="$ops" 'BEGIN { printf "%.3f", c / n }')
+    local kv=" sw=$sw compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
+    echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)$kv" >>"$file"
+    say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
+}
+
+# Snapshots written so far by the herd's five servers together
+# (herd_state_compactions_total on their admin ports); "-" if unknown.
+herd_compactions() { # admin base port
+    python3 - "$1" <<'PY2'
+import re, sys, urllib.request
+total = 0
+try:
+    for i in range(5):
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(sys.argv[1]) + i}/metrics", timeout=5) as r:
+            m = re.search(rb"^herd_state_compactions_total (\d+)", r.read(), re.M)
+            total += int(m.group(1))
+except Exception:
+    print("-")
+    sys.exit(0)
+print(total)
+PY2
+}
+
+# AOF rewrites so far of the Redis servers on PORTS (comma-separated) together.
+redis_rewrites() { # ports
+    local p n total=0
+    for p in ${1//,/ }; do
+        n=$(redis-cli -p "$p" info persistence 2>/dev/null | tr -d '\r' | sed -n 's/^aof_rewrites://p')
+        [[ -n $n ]] || { echo -; return 0; }
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# RESP for redis-cli --pipe: GEOADD of members m:000000000000..N-1, the names
+# redis-benchmark -r N gives __rand_int__.
+redis_fill_resp() { # n
+    python3 - "$1" <<'PY'
+import sys
+out = sys.stdout.buffer
+for i in range(int(sys.argv[1])):
+    m = b"m:%012d" % i
+    out.write(b"*5\r\n$6\r\nGEOADD\r\n$4\r\nherd\r\n$9\r\n13.361389\r\n$9\r\n38.115556\r\n$%d\r\n%s\r\n" % (len(m), m))
+PY
+}
+
+perf_works() {
+    [[ ${PROFILE:-1} != 0 ]] || return 1
+    if ! command -v perf >/dev/null; then
+        local sudo=()
+        ((EUID == 0)) || sudo=(sudo -n)
+        say "installing linux-perf (apt-get) for the profile"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >"$TMP/perf-install.log" 2>&1 || true
+    fi
+    command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1
+}
+
+CPU_TABLE=()
+bench_cpu() {
+    redis_install || { say "no Redis: the CPU comparison is skipped"; return 0; }
+    local C=$TMP/cpu CB ids=${CPU_IDS:-100000} n1=${CPU_OPS_1:-100000} n16=${CPU_OPS_16:-500000}
+    local R=$OUT_DIR/cpu r d n i hp rp rports herd_pids=
+    mkdir -p "$C"
+    CB=$(free_base)
+    [[ -n $CB ]] || { say "no free ports"; return 1; }
+    write_cpu_topology "$C/topology.json" "$CB"
+    CPU_ADMIN=$((CB + 20))
+    say "== CPU per update (issue 22): herd (defaults, state on, fsync everysec) on $CB-$((CB + 4)) against"
+    say "   Redis + 4 replicas (appendonly yes, appendfsync everysec) on $((CB + 25))-$((CB + 29)), $ids ids, $RUNS runs"
+    for n in "${NAMES[@]}"; do
+        cpu_server_start "$C" "$n"
+        herd_pids+="${herd_pids:+,}${PID[cpu_$n]}"
+    done
+    rp=$((CB + 25))
+    rports=$rp
+    cpu_redis_start "$C" "$rp"
+    for i in 1 2 3 4; do
+        cpu_redis_start "$C" $((rp + i)) "$rp"
+        rports+=",$((rp + i))"
+    done
+    local redis_pids=${PID[cpu_redis$rp]}
+    for i in 1 2 3 4; do redis_pids+=",${PID[cpu_redis$((rp + i))]}"; done
+    for ((i = 0; i < 600; i++)); do
+        [[ $(for p in ${rports//,/ }; do redis-cli -p "$p" info replication; done |
+             grep -c -e '^connected_slaves:4' -e '^master_link_status:up') == 5 ]] && break
+        sleep 0.05
+    done
+    ((i < 600)) || say "  (the Redis replicas did not all come up)"
+
+    say "  storing $ids ids in both (not measured)"
+    cpu_measure "$R.fill" herd 16 "$herd_pids" "" "" -- \
+        "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d 16 \
+        --keys "$ids" --count "$ids" --duration 0 --prefix cpu- --timeout 60
+    redis_fill_resp "$ids" | redis-cli -p "$rp" --pipe >>"$OUT_DIR/stderr.log" 2>&1 ||
+        say "  (filling Redis failed: see $OUT_DIR/stderr.log)"
+    # Until the replicas hold them too.
+    python3 "$ROOT/bench/cpu_per_update.py" --pids "$redis_pids" --redis-ports "$rports" -- true >/dev/null
+    say "  Redis holds $(redis-cli -p "$rp" zcard herd) members, herd's Bailey answered $(vals "$R.fill" ops | head -1) fills"
+
+    for ((r = 1; r <= RUNS; r++)); do
+        for d in 1 16; do
+            n=$([[ $d == 1 ]] && echo "$n1" || echo "$n16")
+            cpu_measure "${R}_herd_$d" herd "$d" "$herd_pids" "" "" -- \
+                "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d "$d" \
+                --keys "$ids" --count "$n" --duration 0 --prefix cpu- --timeout 60 --label run$r
+            cpu_measure "${R}_redis_$d" redis "$d" "$redis_pids" "$rports" "$n" -- \
+                redis-benchmark -h 127.0.0.1 -p "$rp" -c 32 -P "$d" -n "$n" -r "$ids" -q \
+                GEOADD herd 13.361389 38.115556 m:__rand_int__
+        done
+        for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
+    done
+
+    local lo hi
+    for d in 1 16; do
+        hp=$(paste <(vals "${R}_herd_$d" us) <(vals "${R}_redis_$d" us) |
+             awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
+        lo=$(paste <(vals "${R}_herd_$d" tput) <(vals "${R}_redis_$d" tput) |
+             awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
+        CPU_TABLE+=("$(printf '| 32 x %s in flight | %s | %s | %s | %s | %s | %s |' "$d" \
+            "$(cpu_cell "${R}_herd_$d" us 2)" "$(cpu_cell "${R}_redis_$d" us 2)" "$(fmt "$hp" 2)" \
+            "$(cpu_cell "${R}_herd_$d" tput 0)" "$(cpu_cell "${R}_redis_$d" tput 0)" "$(fmt "$lo" 2)")")
+    done
+
+    if perf_works; then
+        local pd=${PROFILE_DEPTH:-16} pn
+        pn=$([[ $pd == 1 ]] && echo "$n1" || echo "$n16")
+        say "  profiling one herd run, 32 x $pd, $pn updates (perf record -a -g)"
+        for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
+        cpu_measure "${R}_perf" herd "$pd" "$herd_pids" "" "" --perf "$C/perf.data" -- \
+            "$BENCH" load -q --config "$C/topology.json" --server Bailey --expect-name Bailey -c 32 -d "$pd" \
+            --keys "$ids" --count "$pn" --duration 0 --prefix cpu- --timeout 60 --label perf
+        cpu_profile "$C/perf.data" "$herd_pids" "32 x $pd" >"$OUT_DIR/cpu_profile.txt" 2>>"$OUT_DIR/stderr.log" ||
+            echo "perf report failed: see $OUT_DIR/stderr.log" >"$OUT_DIR/cpu_profile.txt"
+    else
+        echo "perf is not usable here (perf stat -e task-clock true fails, or PROFILE=0): no profile" >"$OUT_DIR/cpu_profile.txt"
+    fi
+    cpu_stop_all
+}
+
+# "median (min-max)" of KEY in FILE.
+cpu_cell() { # file key decimals
+    local m lo hi
+    m=$(med "$1" "$2")
+    [[ $m == - ]] && { echo "-"; return; }
+    lo=$(vals "$1" "$2" | sort -g | head -1)
+    hi=$(vals "$1" "$2" | sort -g | tail -1)
+    if [[ $lo == "$hi" ]]; then fmt "$m" "$3"; else echo "$(fmt "$m" "$3") ($(fmt "$lo" "$3")-$(fmt "$hi" "$3"))"; fi
+}
+
+# The herd's share of the samples, its split by thread and by binary, and
+# its 15 symbols with the most self time (percent of the herd's own
+# samples), counted from perf script: perf report's thread names are not
+# to be trusted for processes that were running before the recording.
+cpu_profile() { # perf.data pids load
+    perf script -i "$1" -F comm,pid,tid,ip,sym,dso -G 2>/dev/null | python3 -c '
+import collections, os, re, sys
+pids = {int(p) for p in sys.argv[1].split(",")}
+line_re = re.compile(r"^\s*(.*?)\s+(\d+)/(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
+total = 0
+thread, dso, sym = collections.Counter(), collections.Counter(), collections.Counter()
+by_thread = collections.defaultdict(collections.Counter)
+for line in sys.stdin:
+    m = line_re.match(line)
+    if not m:
+        continue
+    total += 1
+    comm, pid, tid, s, d = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), os.path.basename(m.group(5))
+    if pid not in pids:
+        continue
+    t = comm + (" (main thread)" if pid == tid else " (unnamed threads)" if comm == "herd-server" else "")
+    thread[t] += 1
+    dso[d] += 1
+    sym[(d, s)] += 1
+    by_thread[t][s] += 1
+n = sum(dso.values())
+if not n:
+    print("no samples of the herd in the profile")
+    sys.exit(0)
+print(f"herd-server processes {sys.argv[1]}: {n} samples, {100 * n / total:.1f} % of all {total} "
+      f"on the machine (perf record -a -g, {sys.argv[2]})")
+print("by thread (percent of the herd samples):")
+for k, v in thread.most_common(6):
+    print(f"  {100 * v / n:6.2f} %  {k}")
+print("by binary:")
+for k, v in dso.most_common(6):
+    print(f"  {100 * v / n:6.2f} %  {k}")
+print("top 15 symbols by self time:")
+for (d, s), v in sym.most_common(15):
+    print(f"  {100 * v / n:6.2f} %  {s:<36} {d}")
+for t, _ in thread.most_common(3):
+    print(f"top 5 in {t}: " + ", ".join(f"{k} {100 * v / n:.1f} %" for k, v in by_thread[t].most_common(5)))
+' "$2" "$3"
+}
+
 # ---- main ----
 
 say "building in $BUILD_DIR"
 build
 pick_ports
-write_topology
-start_places
-start_herd
-start_floor
-say "herd on 127.0.0.1:$BASE-$((BASE + 4)) (peers $((BASE + 10))-$((BASE + 14))), floor on $FLOOR_PORT, Places stand-in on $PLACES_PORT"
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+NEED_HERD=
+for b in iamat oneshot mix paced prop conns places mem rejoin redis; do
+    want "$b" && NEED_HERD=1
+done
+if [[ -n $NEED_HERD ]]; then
+    write_topology
+    start_places
+    start_herd
+    start_floor
+    say "herd on 127.0.0.1:$BASE-$((BASE + 4)) (peers $((BASE + 10))-$((BASE + 14))), floor on $FLOOR_PORT, Places stand-in on $PLACES_PORT"
+fi
 
 HERD_TPUT=
-for b in iamat oneshot mix paced prop conns places mem rejoin redis; do
+for b in iamat oneshot mix paced prop conns places mem rejoin redis cpu; do
     want "$b" && "bench_$b"
 done
 
-echo
-echo "herd benchmarks: medians of $RUNS runs on $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"
-printf '%-46s %16s %16s %8s\n' "" "herd" "floor" "ratio"
-for line in "${SUMMARY[@]}"; do
-    printf '%s\n' "$line"
-done
+if ((${#SUMMARY[@]})); then
+    echo
+    echo "herd benchmarks: medians of $RUNS runs on $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)"
+    printf '%-46s %16s %16s %8s\n' "" "herd" "floor" "ratio"
+    for line in "${SUMMARY[@]}"; do
+        printf '%s\n' "$line"
+    done
+fi
+if ((${#CPU_TABLE[@]})); then
+    echo
+    echo "CPU per update, herd (5 servers, defaults) and Redis + 4 replicas (appendonly, everysec), ${CPU_IDS:-100000} ids:"
+    echo "medians of $RUNS runs (min-max), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo
+    echo "| load | herd us/update | Redis + 4 us/update | herd / Redis | Bailey updates/s | Redis primary updates/s | Bailey / Redis |"
+    echo "|---|---|---|---|---|---|---|"
+    for line in "${CPU_TABLE[@]}"; do
+        printf '%s\n' "$line"
+    done
+    echo
+    echo "context switches of the five servers' threads per update (medians): herd 32 x 1:" \
+        "$(fmt "$(med "$OUT_DIR/cpu_herd_1" sw)" 2), 32 x 16: $(fmt "$(med "$OUT_DIR/cpu_herd_16" sw)" 2);" \
+        "Redis 32 x 1: $(fmt "$(med "$OUT_DIR/cpu_redis_1" sw)" 2), 32 x 16: $(fmt "$(med "$OUT_DIR/cpu_redis_16" sw)" 2)"
+    echo "snapshots written in a run (medians, the five together): herd's journal compactions 32 x 1:" \
+        "$(med "$OUT_DIR/cpu_herd_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions)" \
+        "(the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)); Redis AOF rewrites 32 x 1:" \
+        "$(med "$OUT_DIR/cpu_redis_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_redis_16" compactions)"
+    echo
+    cat "$OUT_DIR/cpu_profile.txt" 2>/dev/null || true
+fi
