@@ -11,7 +11,8 @@ document):
 
     NAME       the server
     STATE      running; dead (a pid file of a process that is gone: killed
-               or crashed); stopped
+               or crashed; or a server started by hand that is gone without
+               the log line of a clean stop); stopped
     PID        its pid; "?" when it answers on its admin endpoint but its
                pid is not known or not on this machine; "-"
     MANAGER    herdctl (its pid file), systemd (a unit runs it), hand (found
@@ -36,7 +37,13 @@ written here whenever its /config names the ports it uses) and at those of
 CONFIG; its /config must name it (an older server's /config has no name:
 then the address is trusted). Servers of the run folder that CONFIG no longer
 names (a rename, a removal) are listed too, with IN_FILE "no", when no NAME
-is given.
+is given and they still run (or died).
+
+A server started by hand has no pid file: the pid its /config gives and its
+log file are kept in RUN_DIR/NAME.hpid, so that a later call can tell a
+frozen server (the process runs, its admin endpoint does not answer: state
+running, READY "?") and a killed one (the process is gone and its log does
+not end with its clean stop: dead) from one that stopped.
 
 With --json and --probe the exit status is herdctl status's: 0 when every
 server of the file (or every one named) runs, answers and is ready, else 3.
@@ -141,6 +148,84 @@ def systemd_unit(pid):
     except (OSError, subprocess.SubprocessError):
         return None
     return unit if r.returncode == 0 and r.stdout.strip() == str(pid) else None
+
+
+def read_hand(run_dir, name):
+    """The record of a server started by hand (RUN_DIR/NAME.hpid): a dict
+    with an int "pid" and "log" (its log file or None), or None."""
+    try:
+        with open(os.path.join(run_dir, name + ".hpid"), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+        return None
+    return doc
+
+
+def write_hand(run_dir, name, pid, log_dir):
+    """Records the pid and log file of a server started by hand, for when
+    its admin endpoint stops answering. A relative log folder is the
+    server's own (its working directory). Best effort, as write_addr."""
+    log = None
+    if isinstance(log_dir, str) and log_dir:
+        if not os.path.isabs(log_dir):
+            try:
+                log_dir = os.path.join(os.readlink("/proc/%d/cwd" % pid), log_dir)
+            except OSError:
+                log_dir = None
+        if log_dir:
+            log = os.path.join(log_dir, name + ".log")
+    doc = {"pid": pid, "log": log}
+    try:
+        if read_hand(run_dir, name) == doc:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        tmp = os.path.join(run_dir, ".%s.hpid.tmp" % name)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+            f.write("\n")
+        os.replace(tmp, os.path.join(run_dir, name + ".hpid"))
+    except OSError:
+        pass
+
+
+def forget_hand(run_dir, name):
+    try:
+        os.unlink(os.path.join(run_dir, name + ".hpid"))
+    except OSError:
+        pass
+
+
+# How far from its end a log is read for the last start or stop: the lines
+# after a clean stop (links closing, the journal's last records) are few.
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def stopped_cleanly(log, name):
+    """True when the log's last start or stop line of NAME is its stop
+    ("server NAME stopped", written as the event loop ends after SIGTERM,
+    SIGINT or a rename) with no failed event loop (an exit 1) before it. A
+    process killed (SIGKILL) or crashed never writes that line."""
+    if not log:
+        return False
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return False
+    start = "server %s starting" % name
+    stop = "server %s stopped" % name
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line.endswith(" " + stop) or line.endswith(" " + stop + "\r"):
+            return not any(" event loop failed: " in before for before in lines[max(0, i - 50):i])
+        if start in line:
+            return False
+    return False
 
 
 def read_addr(run_dir, name):
@@ -263,8 +348,11 @@ class Server:
             self.config, self.admin = doc, (host, port)
             break
         file_pid = read_pid_file(run_dir, self.name)
+        hand = read_hand(run_dir, self.name)
         if isinstance(file_pid, int) and alive(file_pid) and is_server_process(file_pid, self.name):
             self.pid, self.manager, self.state = file_pid, "herdctl", "running"
+            if hand and hand["pid"] != file_pid:
+                forget_hand(run_dir, self.name)  # an earlier process, gone
         elif self.config is not None:
             self.state = "running"
             pid = self.config.get("pid")
@@ -272,10 +360,24 @@ class Server:
                 self.pid = pid
                 self.unit = systemd_unit(pid)
                 self.manager = "systemd" if self.unit else "hand"
+                if self.manager == "hand":
+                    write_hand(run_dir, self.name, pid, self.config.get("log_dir"))
             else:
                 self.pid, self.manager = "?", "hand"
         elif file_pid is not None:
             self.state = "dead"
+        elif hand and alive(hand["pid"]) and is_server_process(hand["pid"], self.name):
+            # Started by hand, its admin endpoint silent: frozen (SIGSTOP,
+            # a stalled loop), still holding its ports.
+            self.pid, self.state = hand["pid"], "running"
+            self.unit = systemd_unit(self.pid)
+            self.manager = "systemd" if self.unit else "hand"
+        elif hand:
+            # Gone: a clean stop leaves its last line in the log.
+            if stopped_cleanly(hand.get("log"), self.name):
+                forget_hand(run_dir, self.name)
+            else:
+                self.state, self.manager = "dead", "hand"
         if self.state == "running":
             # The addresses in use: /config's; an older server's /config has
             # none: then those recorded when it was first found, else the
@@ -377,7 +479,7 @@ def run_dir_names(run_dir):
     except OSError:
         return names
     for entry in entries:
-        for suffix in (".pid", ".addr"):
+        for suffix in (".pid", ".addr", ".hpid"):
             if entry.endswith(suffix) and valid_name(entry[:-len(suffix)]):
                 names.add(entry[:-len(suffix)])
     return names
@@ -423,6 +525,10 @@ def locate(args):
         t.start()
     for t in threads:
         t.join()
+    if not wanted:
+        # A name the file no longer has, that no longer runs: nothing to
+        # show or do (its last known address stays, for a name reused).
+        servers = [s for s in servers if s.in_file is not False or s.state != "stopped"]
     if as_json:
         json.dump({"topology": config_path, "valid": isinstance(topo, dict),
                    "servers": [s.as_json() for s in servers]}, sys.stdout, indent=2)

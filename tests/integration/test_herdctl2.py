@@ -67,6 +67,86 @@ class HandStarted(HerdctlCase):
         self.assertNotEqual(self.pid(t1), old)
         self.assertIn("herdctl: %s is ready\n" % t1, r.stdout)
 
+    def seen_running(self, *names):
+        """Waits until status finds every one of names running and answering
+        (it learns each pid from /config then); returns the rows."""
+        def ready():
+            code, rows = self.status(*names)
+            return rows if all(rows[n]["STATE"] == "running" and rows[n]["ANSWERS"] == "yes"
+                               for n in names) else None
+        rows = wait_until(ready, 15, msg="status never found %s running" % (names,))
+        for name in names:
+            self.assertEqual(rows[name]["PID"], str(self.herd.pid(name)), rows[name])
+        return rows
+
+    def test_notes_one_per_line(self):
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])
+        self.seen_running(t1, t2)
+        r = self.herdctl("status", t1, t2, check=None)
+        notes = [line for line in r.stdout.splitlines() if line.startswith("herdctl: ")]
+        self.assertEqual(notes, ["herdctl: %s: was not started by herdctl (pid from its /config)" % n
+                                 for n in (t1, t2)], r.stdout)
+
+    def test_killed_by_hand_is_dead(self):
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])
+        self.seen_running(t1)
+        self.herd.kill(t1)
+        code, rows = self.status(t1)
+        self.assertEqual(code, 3)
+        self.assertEqual((rows[t1]["STATE"], rows[t1]["ANSWERS"]), ("dead", "no"), rows[t1])
+        r = self.herdctl("status", t1, check=3)
+        self.assertIn("herdctl: %s: dead: the process started by hand is gone without a clean stop" % t1,
+                      r.stdout)
+        # down forgets it: then it is stopped.
+        r = self.herdctl("down", t1)
+        self.assertIn("%s: not running (forgot the process started by hand" % t1, r.stdout)
+        self.assertEqual(self.status(t1)[1][t1]["STATE"], "stopped")
+
+    def test_sigterm_by_hand_is_stopped(self):
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])
+        self.seen_running(t1)
+        self.assertEqual(self.herd.stop(t1), 0)
+        code, rows = self.status(t1)
+        self.assertEqual(code, 3)
+        self.assertEqual((rows[t1]["STATE"], rows[t1]["PID"]), ("stopped", "-"), rows[t1])
+
+    def test_frozen_by_hand_runs_but_does_not_answer(self):
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])
+        self.seen_running(t1)
+        pid = self.herd.pid(t1)
+        self.herd.pause(t1)
+        try:
+            code, rows = self.status(t1)
+            self.assertEqual(code, 3)
+            self.assertEqual((rows[t1]["STATE"], rows[t1]["PID"], rows[t1]["READY"], rows[t1]["ANSWERS"]),
+                             ("running", str(pid), "?", "no"), rows[t1])
+            # up does not start a second copy (it could not bind the ports).
+            r = self.herdctl("up", t1)
+            self.assertIn("herdctl: %s is running but not answering (pid %d" % (t1, pid), r.stdout)
+            self.assertFalse(os.path.exists(os.path.join(self.run_dir, t1 + ".pid")))
+        finally:
+            self.herd.resume(t1)
+        self.seen_running(t1)
+
+    def test_a_name_renamed_away_that_exited_is_not_listed(self):
+        """Needs PROTOCOL section 7's renames in the server (issue 20 item 3)."""
+        t1, t2 = self.t1, self.t2
+        self.herd.start_all([t1, t2])
+        self.seen_running(t1, t2)
+        topo = self.herd.topology
+        topo["servers"]["N%s" % uuid.uuid4().hex[:8]] = topo["servers"].pop(t2)
+        topo["links"] = []
+        self.herd.write_topology()
+        os.kill(self.herd.pid(t2), signal.SIGHUP)
+        self.assertEqual(self.herd.wait_exit(t2), 0)
+        r = self.herdctl("status", check=None)
+        self.assertNotRegex(r.stdout, r"(?m)^%s\s" % t2)
+        self.assertNotIn("exits at its next reload", r.stdout)
+
 
 class StatusTruth(HerdctlCase):
     """What status says is what is: dead, frozen, moved, --json, bad file."""
@@ -226,6 +306,10 @@ class ReloadOutcomes(HerdctlCase):
         self.assertIn("herdctl: %s: exited, as a server whose name left the topology does" % t2, r.stdout)
         self.assertIn("herdctl: started %s" % new, r.stdout)
         self.assertTrue(gone(old_pid))
+        # The old name, gone, is no longer listed.
+        r = self.herdctl("status", check=None)
+        self.assertNotRegex(r.stdout, r"(?m)^%s\s" % t2)
+        self.assertNotIn("exits at its next reload", r.stdout)
         # Every record is kept, the old origin's too, and the new name has it.
         self.assertEqual(self.first_line(t1, cid), at)
         self.wait_seen(new, cid, at)
