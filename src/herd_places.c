@@ -35,155 +35,6 @@
 #define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
 #define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
 
-/* ---------------------------------------------------------------------- */
-/* Small helpers */
-
-char *places_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = n < 0 ? NULL : malloc((size_t)n + 1);
-    if (s) {
-        va_start(ap, fmt);
-        vsnprintf(s, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
-double places_ms_since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-/* Replaces every occurrence of `needle` in the malloc'd *s by "***". */
-static void scrub_one(char **s, const char *needle)
-{
-    if (!*s || !needle || !*needle)
-        return;
-    size_t nlen = strlen(needle);
-    char *hit = strstr(*s, needle);
-    while (hit) {
-        size_t at = (size_t)(hit - *s);
-        char *t = places_printf("%.*s***%s", (int)at, *s, hit + nlen);
-        if (!t) {
-            /* Out of memory: better no text than one with the key. */
-            free(*s);
-            *s = NULL;
-            return;
-        }
-        free(*s);
-        *s = t;
-        hit = strstr(*s + at + 3, needle);
-    }
-}
-
-/* The key never leaves the worker in a message or a note. */
-void places_scrub_key(const worker_t *w, char **s)
-{
-    scrub_one(s, w->key);
-    scrub_one(s, w->key_escaped);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Replies */
-
-static void queue_frame(worker_t *w, char *data, size_t len)
-{
-    outmsg_t *m = malloc(sizeof *m);
-    if (!m) {
-        free(data); /* the node answers that request on its own deadline */
-        return;
-    }
-    m->data = data;
-    m->len = len;
-    m->next = NULL;
-    if (w->out_tail)
-        w->out_tail->next = m;
-    else
-        w->out_head = m;
-    w->out_tail = m;
-}
-
-/* Queues one answer for the n requests in ids; `json` and `note` are
- * copied. Out of memory, nothing is sent and the node answers those
- * requests on its own deadline. */
-static void reply(worker_t *w, const uint64_t *ids, size_t n, const char *json, size_t json_len, const char *note,
-                  places_how_t how)
-{
-    herd_places_answer_t a = {.ids = (uint64_t *)ids, .n_ids = n, .json = {json, json_len}, .note = (char *)note,
-                              .cache_hit = how.cache_hit, .shared = how.shared, .upstream = how.upstream,
-                              .refused = how.refused, .upstream_ms = how.upstream_ms};
-    size_t len = 0;
-    char *frame = n ? herd_places_msg_encode_answer(&a, &len) : NULL;
-    if (frame)
-        queue_frame(w, frame, len);
-}
-
-void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *status, const char *message,
-                        const char *what, places_how_t how)
-{
-    char *json = herd_places_error_json(status, message);
-    char *note = places_printf("Places call for %s: %s", what ? what : "a request", message);
-    places_scrub_key(w, &note);
-    if (json)
-        reply(w, ids, n, json, strlen(json), note, how);
-    free(json);
-    free(note);
-}
-
-bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
-                      const char *what, places_how_t how)
-{
-    char *out = NULL;
-    size_t out_len = 0;
-    bool ok = false;
-    char err[200];
-    if (herd_places_cut(body, len, bound, &out, &out_len, &ok, err, sizeof err) == 0) {
-        reply(w, ids, n, out, out_len, NULL, how);
-        free(out);
-        return ok;
-    }
-    char *msg = places_printf("Places service sent a body that is not a JSON object (%s)", err);
-    places_reply_error(w, ids, n, "UNKNOWN_ERROR",
-                       msg ? msg : "Places service sent a body that is not a JSON object", what, how);
-    free(msg);
-    return false;
-}
-
-/* Sends queued replies until the pipe is full. */
-static void flush_replies(worker_t *w, void *sock)
-{
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
-        if (zmq_send(sock, m->data, m->len, ZMQ_DONTWAIT) < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* EAGAIN: the node will read; ETERM: we are going away */
-        }
-        w->out_head = m->next;
-        if (!w->out_head)
-            w->out_tail = NULL;
-        free(m->data);
-        free(m);
-    }
-}
-
-static void drop_replies(worker_t *w)
-{
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
-        w->out_head = m->next;
-        free(m->data);
-        free(m);
-    }
-    w->out_tail = NULL;
-}
-
 static herd_span_t strip_plus(herd_span_t v)
 {
     if (v.len > 0 && v.p[0] == '+') {
@@ -296,10 +147,10 @@ static bool drain_frames(worker_t *w, void *sock)
         else if (frame_is(&m, "$STOP")) {
             w->stopping = true;
             places_abandon(w);
-            drop_replies(w);
+            places_drop_replies(w);
             char *ack = strdup("$STOPPED");
             if (ack)
-                queue_frame(w, ack, strlen(ack));
+                places_queue_frame(w, ack, strlen(ack));
         } else if (!w->stopping)
             handle_frame(w, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
@@ -332,7 +183,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         curl_multi_perform(w->multi, &running);
         places_collect(w);
         long next_deadline = places_expire(w);
-        flush_replies(w, sock);
+        places_flush_replies(w, sock);
         places_pool_prune(w);
 
         /* ZMQ_FD is edge-like: only sleep when ZMQ_EVENTS, read after the
@@ -361,7 +212,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         }
     }
     places_abandon(w);
-    drop_replies(w);
+    places_drop_replies(w);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -377,7 +228,7 @@ static void worker_free(worker_t *w)
     }
     zhashx_destroy(&w->waiters);
     herd_places_cache_destroy(&w->cache);
-    drop_replies(w);
+    places_drop_replies(w);
     if (w->multi)
         curl_multi_cleanup(w->multi);
     free(w->url);

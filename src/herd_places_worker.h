@@ -1,7 +1,8 @@
-/* herd_places_worker.h: the Places worker's state, private to
- * herd_places.c (the thread, the pipe, replies), herd_places_flight.c
- * (upstream calls, their queue, the connection pool) and
- * herd_places_pipe.c (the node's end). worker_t is used by the worker
+/* herd_places_worker.h: the Places worker's state, private to its layers,
+ * each calling only those below it: herd_places.c (the thread, its loop,
+ * requests, the node's handle) -> herd_places_flight.c (upstream calls,
+ * their queue, the connection pool) -> herd_places_reply.c (answers queued
+ * for the pipe); herd_places_pipe.c is the node's end. worker_t is used by the worker
  * thread only, between herd_places_new and herd_places_destroy;
  * herd_places_t by the node's thread. */
 #ifndef HERD_PLACES_WORKER_H
@@ -89,7 +90,7 @@ struct herd_places_t {
     size_t inbox_next;           /* the next of its ids to hand out */
 };
 
-/* ---- herd_places.c ---- */
+/* ---- herd_places_reply.c ---- */
 
 /* printf into a malloc'd string, or NULL. */
 char *places_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -119,6 +120,16 @@ void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *
  * object. Returns whether the status is "OK". */
 bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
                       const char *what, places_how_t how);
+
+/* Queues a frame (taking data) for the pipe; out of memory it is dropped,
+ * and the node answers those requests on its own deadline. */
+void places_queue_frame(worker_t *w, char *data, size_t len);
+
+/* Sends queued replies until the pipe is full. */
+void places_flush_replies(worker_t *w, void *sock);
+
+/* Drops the queued replies, unsent. */
+void places_drop_replies(worker_t *w);
 
 /* ---- herd_places_flight.c ---- */
 
