@@ -8,14 +8,22 @@
  * The worker sleeps in curl_multi_wait() with the pipe's ZMQ_FD as an extra
  * descriptor. ZMQ_FD only says "something may have changed", so the loop
  * reads the pipe until EAGAIN (or a batch), and goes to sleep only when
- * ZMQ_EVENTS, read after its last send and receive, has nothing for it. Replies are sent with ZMQ_DONTWAIT; what
- * the pipe does not take is queued and sent when it has room again, so the
- * worker never blocks on the node. The upstream calls themselves (bounds,
- * queue, sharing, cancels, the connection pool) are in herd_places_flight.c. */
+ * ZMQ_EVENTS, read after its last send and receive, has nothing for it.
+ * Replies are sent with ZMQ_DONTWAIT; what the pipe does not take is queued
+ * and sent when it has room again, so the worker never blocks on the node.
+ *
+ * Thread pattern: zactor (the start handshake; "$TERM", once "$STOP" has
+ * emptied the pipe both ways, see herd_places_destroy).
+ *
+ * Layers, each calling only those below it: this file (the thread, its
+ * loop, requests, the node's handle) -> herd_places_flight.c (upstream
+ * calls: bounds, queue, sharing, cancels, the connection pool) ->
+ * herd_places_reply.c (answers queued for the pipe). */
 #include "herd_places.h"
 #include "herd_places_cache.h"
 #include "herd_places_msg.h"
 #include "herd_places_worker.h"
+#include "herd_topology.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -26,28 +34,16 @@
 #include <time.h>
 #include <zmq.h>
 
-#define DEFAULT_TIMEOUT_MS   5000L
 #define DEFAULT_CACHE_MAX    1024       /* cached bodies when the configuration says 0 */
 #define MAX_CACHE_BYTES      (64u << 20) /* all cached bodies together */
 #define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
 #define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
-#define DEFAULT_IN_FLIGHT    64L        /* places.max_in_flight when unset */
 #define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
-#define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
-
-static herd_span_t strip_plus(herd_span_t v)
-{
-    if (v.len > 0 && v.p[0] == '+') {
-        v.p++;
-        v.len--;
-    }
-    return v;
-}
 
 static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_span_t lng, herd_span_t radius,
                            uint32_t bound)
 {
-    herd_span_t la = strip_plus(lat), lo = strip_plus(lng);
+    herd_span_t la = herd_places_coord(lat), lo = herd_places_coord(lng);
     size_t mcap = radius.len + 16; /* times 1000 adds at most three digits */
     char *metres = malloc(mcap);
     size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;
@@ -76,19 +72,26 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     free(what);
 }
 
-/* Reloaded settings, the same values the node now uses (the defaults as in
- * herd_places_new). Calls already running keep their slot; the queue
- * starts more when max_in_flight grew (places_refill, after the batch). */
+/* The bounds the node gives (herd_places_conf_t's meaning); a value it
+ * leaves unset takes the topology's default, so the worker has no defaults
+ * of its own. */
+static void take_bounds(worker_t *w, long timeout_ms, long max_in_flight, long max_queued)
+{
+    w->timeout_ms = timeout_ms > 0 ? timeout_ms : HERD_TOPOLOGY_PLACES_TIMEOUT_MS;
+    w->max_in_flight = max_in_flight > 0 ? max_in_flight : HERD_TOPOLOGY_PLACES_MAX_IN_FLIGHT;
+    w->max_queued = max_queued >= 0 ? max_queued : HERD_TOPOLOGY_PLACES_MAX_QUEUED;
+}
+
+/* Reloaded settings, the same values the node now uses. Calls already
+ * running keep their slot; the queue starts more when max_in_flight grew
+ * (places_refill, after the batch). */
 static void apply_config(worker_t *w, const herd_places_msg_t *m)
 {
-    w->timeout_ms = m->timeout_ms > 0 ? (long)m->timeout_ms : DEFAULT_TIMEOUT_MS;
-    long in_flight = m->max_in_flight > 0 ? (long)m->max_in_flight : DEFAULT_IN_FLIGHT;
-    w->max_queued = m->max_queued >= 0 ? (long)m->max_queued : DEFAULT_QUEUED;
+    long in_flight = w->max_in_flight;
+    take_bounds(w, (long)m->timeout_ms, (long)m->max_in_flight, (long)m->max_queued);
     herd_places_cache_set_ttl(w->cache, m->cache_ttl_ms > 0 ? (long)m->cache_ttl_ms : 0, zclock_mono());
-    if (in_flight != w->max_in_flight) {
-        w->max_in_flight = in_flight;
+    if (in_flight != w->max_in_flight)
         places_pool_resize(w);
-    }
 }
 
 /* Decodes one frame from the node; a malformed one is answered when its id
@@ -268,9 +271,7 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
         if (!w->key || !w->key_escaped)
             goto oom;
     }
-    w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
-    w->max_in_flight = conf->max_in_flight > 0 ? conf->max_in_flight : DEFAULT_IN_FLIGHT;
-    w->max_queued = conf->max_queued >= 0 ? conf->max_queued : DEFAULT_QUEUED;
+    take_bounds(w, conf->timeout_ms, conf->max_in_flight, conf->max_queued);
     w->multi = places_multi_new(w->max_in_flight);
     w->flights = zhashx_new();
     w->waiters = zhashx_new();
