@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "herd_frontend_accept.h"
+#include "herd_list.h"
 #include "herd_proto.h"
 
 #define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
@@ -81,8 +82,8 @@ typedef struct conn_t {
     uint64_t written;     /* bytes the client has taken, in all */
     uint64_t blocked_written; /* blocked: `written` when last seen moving */
     int64_t blocked_since_ms; /* blocked: when `written` last moved */
-    struct conn_t *lru_prev, *lru_next; /* idle order (or linger order), oldest first */
-    struct conn_t *blocked_prev, *blocked_next; /* list of blocked connections */
+    herd_list_node_t lru;     /* on the front end's idle list (or linger list) */
+    herd_list_node_t blocked_link; /* on the front end's blocked list */
     struct conn_t *dirty_next;          /* list of connections to flush this turn */
     struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
                                            one closed while on it must not cut the rest of it off) */
@@ -98,11 +99,6 @@ typedef struct conn_t {
     uint8_t tag_len;      /* bytes of tag */
 } conn_t;
 
-/* A list of connections through lru_prev / lru_next, oldest first. */
-typedef struct {
-    conn_t *head, *tail;
-} conn_list_t;
-
 struct herd_frontend_t {
     herd_loop_t *loop;
     herd_log_t *log;
@@ -111,9 +107,9 @@ struct herd_frontend_t {
     conn_t **by_fd;          /* open connections by descriptor */
     size_t by_fd_cap;
     size_t n_conns;          /* open connections */
-    conn_list_t idle;        /* open connections by idle time, oldest first */
-    conn_list_t linger;      /* lingering connections, by when they give up, soonest first */
-    conn_t *blocked;         /* connections with output the kernel did not take (blocked_next) */
+    herd_list_t idle;        /* open connections by idle time, oldest first (conn_t.lru) */
+    herd_list_t linger;      /* lingering connections, by when they give up, soonest first (conn_t.lru) */
+    herd_list_t blocked;     /* connections with output the kernel did not take (conn_t.blocked_link) */
     size_t out_total;        /* backlog of all connections here (their `counted`) */
     bool serving;            /* serves connections (counts in the process's share of the total cap) */
     conn_t *dirty;           /* connections with output or resumable input */
@@ -159,28 +155,10 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, si
 
 /* ---- bookkeeping lists ---- */
 
-static void list_unlink(conn_list_t *l, conn_t *c)
+/* The connection of a node on the idle or linger list, or NULL. */
+static conn_t *lru_conn(herd_list_node_t *n)
 {
-    if (c->lru_prev)
-        c->lru_prev->lru_next = c->lru_next;
-    else if (l->head == c)
-        l->head = c->lru_next;
-    if (c->lru_next)
-        c->lru_next->lru_prev = c->lru_prev;
-    else if (l->tail == c)
-        l->tail = c->lru_prev;
-    c->lru_prev = c->lru_next = NULL;
-}
-
-static void list_push(conn_list_t *l, conn_t *c)
-{
-    c->lru_prev = l->tail;
-    c->lru_next = NULL;
-    if (l->tail)
-        l->tail->lru_next = c;
-    else
-        l->head = c;
-    l->tail = c;
+    return HERD_LIST_ENTRY(n, conn_t, lru);
 }
 
 /* The connection completed something: its idle time starts again. Only a
@@ -191,8 +169,8 @@ static void conn_touch(conn_t *c)
     if (c->lingering || c->dead)
         return;
     c->last_in_ms = herd_loop_now_ms(c->fe->loop);
-    list_unlink(&c->fe->idle, c);
-    list_push(&c->fe->idle, c);
+    herd_list_remove(&c->fe->idle, &c->lru);
+    herd_list_push(&c->fe->idle, &c->lru);
 }
 
 static void mark_dirty(conn_t *c)
@@ -242,13 +220,7 @@ static void blocked_remove(conn_t *c)
 {
     if (!c->blocked)
         return;
-    if (c->blocked_prev)
-        c->blocked_prev->blocked_next = c->blocked_next;
-    else
-        c->fe->blocked = c->blocked_next;
-    if (c->blocked_next)
-        c->blocked_next->blocked_prev = c->blocked_prev;
-    c->blocked_prev = c->blocked_next = NULL;
+    herd_list_remove(&c->fe->blocked, &c->blocked_link);
     c->blocked = false;
 }
 
@@ -262,11 +234,7 @@ static void blocked_add(conn_t *c)
     c->blocked = true;
     c->blocked_written = c->written;
     c->blocked_since_ms = herd_loop_now_ms(fe->loop);
-    c->blocked_prev = NULL;
-    c->blocked_next = fe->blocked;
-    if (fe->blocked)
-        fe->blocked->blocked_prev = c;
-    fe->blocked = c;
+    herd_list_push(&fe->blocked, &c->blocked_link);
 }
 
 /* The epoll events a connection needs now. */
@@ -597,11 +565,11 @@ static void conn_linger(conn_t *c)
     free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;
-    list_unlink(&fe->idle, c);
+    herd_list_remove(&fe->idle, &c->lru);
     c->lingering = true;
     c->linger_until = herd_loop_now_ms(fe->loop) + LINGER_MS;
     c->linger_left = LINGER_MAX_BYTES;
-    list_push(&fe->linger, c);
+    herd_list_push(&fe->linger, &c->lru);
     herd_loop_rewatch(fe->loop, &c->watch, EPOLLIN);
 }
 
@@ -631,7 +599,7 @@ static void conn_close(conn_t *c, const char *why)
     herd_loop_unwatch(fe->loop, &c->watch);
     close(c->watch.fd);
     fe->by_fd[c->watch.fd] = NULL;
-    list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
+    herd_list_remove(c->lingering ? &fe->linger : &fe->idle, &c->lru);
     blocked_remove(c);
     fe->n_conns--;
     c->dead = true;
@@ -779,17 +747,17 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
 {
     herd_frontend_t *fe = arg;
     int64_t now = herd_loop_now_ms(loop);
-    conn_t *c = fe->idle.head;
+    conn_t *c = lru_conn(fe->idle.head);
     while (c && now - c->last_in_ms >= fe->conf.idle_timeout_ms) {
-        conn_t *next = c->lru_next;
+        conn_t *next = lru_conn(c->lru.next);
         if (unanswered(c) == 0)
             conn_close(c, "idle timeout");
         else if (now - c->last_in_ms >= fe->conf.idle_timeout_ms + OWED_GRACE_MS)
             conn_close(c, "its commands were never answered (lost to an internal failure)");
         c = next;
     }
-    for (c = fe->blocked; c;) {
-        conn_t *next = c->blocked_next;
+    for (c = HERD_LIST_ENTRY(fe->blocked.head, conn_t, blocked_link); c;) {
+        conn_t *next = HERD_LIST_ENTRY(c->blocked_link.next, conn_t, blocked_link);
         if (!unsent(c))
             blocked_remove(c);
         else if (c->written != c->blocked_written) {
@@ -802,8 +770,8 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
         c = next;
     }
     enforce_total(fe);
-    while (fe->linger.head && now >= fe->linger.head->linger_until)
-        conn_close(fe->linger.head, "closed after error (no end from the client)");
+    while (fe->linger.head && now >= lru_conn(fe->linger.head)->linger_until)
+        conn_close(lru_conn(fe->linger.head), "closed after error (no end from the client)");
 }
 
 static int index_conn(herd_frontend_t *fe, conn_t *c)
@@ -848,7 +816,7 @@ int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char
         free(c);
         return -1;
     }
-    list_push(&fe->idle, c);
+    herd_list_push(&fe->idle, &c->lru);
     fe->n_conns++;
     herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
     if (fe->draining) {

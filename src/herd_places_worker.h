@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <czmq.h>
 
+#include "herd_list.h"
 #include "herd_places.h"
 #include "herd_places_cache.h"
 #include "herd_places_msg.h"
@@ -41,7 +42,7 @@ typedef struct flight_t {
     char *url;                     /* the request URL (with the key: never logged) */
     bool running;                  /* started (else waiting in the queue) */
     size_t n_waiters;              /* requests in waiters */
-    struct flight_t *q_prev, *q_next; /* the queue while not running; the running list (start order) while running */
+    herd_list_node_t link;         /* on the queue while not running; on the running list (start order) while running */
     CURL *easy;                    /* the transfer */
     char *body;                    /* bytes received so far */
     size_t len, cap;               /* used and allocated size of body */
@@ -75,8 +76,8 @@ typedef struct {
     zhashx_t *waiters;            /* req_id ("%" PRIx64) -> waiter_t, for cancels */
     size_t in_flight;             /* running flights */
     size_t waiting;               /* waiters but the first of each running flight: what max_queued bounds */
-    flight_t *q_head, *q_tail;    /* queued flights, oldest first */
-    flight_t *run_head, *run_tail; /* running flights, first started first: deadline order */
+    herd_list_t queue;            /* queued flights, oldest first (flight_t.link) */
+    herd_list_t running;          /* running flights, first started first: deadline order (flight_t.link) */
     herd_places_cache_t *cache;   /* OK bodies by key */
     outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
     bool stopping;                /* "$STOP" seen: nothing new is started */
