@@ -848,13 +848,11 @@ herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const her
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    fe->loop = loop;
-    fe->log = log;
-    fe->conf = *conf;
-    fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
     /* An acceptor that hands its connections on serves none: no read
-     * buffer, settle tick or idle sweep of its own. */
-    fe->serving = conf->on_accept == NULL;
+     * buffer, settle tick or idle sweep of its own. host is only needed to
+     * bind, and the topology it points into may be reloaded. */
+    *fe = (herd_frontend_t){.loop = loop, .log = log, .conf = *conf, .serving = conf->on_accept == NULL};
+    fe->conf.host = NULL;
     if (fe->serving)
         atomic_fetch_add(&process_serving, 1);
     long sweep = conf->idle_timeout_ms / 8;

@@ -199,7 +199,7 @@ static void worker_actor(zsock_t *pipe, void *args)
             events = 0;
         }
         long wait_ms = MAX_IDLE_WAIT_MS;
-        if ((events & ZMQ_POLLIN) || (w->out_head && (events & ZMQ_POLLOUT)))
+        if ((events & ZMQ_POLLIN) || (w->out.head && (events & ZMQ_POLLOUT)))
             wait_ms = 0;
         else {
             long t = -1;

@@ -82,12 +82,16 @@ void places_queue_frame(worker_t *w, char *data, size_t len)
     }
     m->data = data;
     m->len = len;
-    m->next = NULL;
-    if (w->out_tail)
-        w->out_tail->next = m;
-    else
-        w->out_head = m;
-    w->out_tail = m;
+    herd_list_push(&w->out, &m->link);
+}
+
+/* Unlinks and frees the first queued reply. */
+static void drop_first(worker_t *w)
+{
+    outmsg_t *m = HERD_LIST_ENTRY(w->out.head, outmsg_t, link);
+    herd_list_remove(&w->out, &m->link);
+    free(m->data);
+    free(m);
 }
 
 /* Queues one answer for the n requests in ids; `json` and `note` are
@@ -138,28 +142,19 @@ bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound
 
 void places_flush_replies(worker_t *w, void *sock)
 {
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
+    while (w->out.head) {
+        const outmsg_t *m = HERD_LIST_ENTRY(w->out.head, outmsg_t, link);
         if (zmq_send(sock, m->data, m->len, ZMQ_DONTWAIT) < 0) {
             if (errno == EINTR)
                 continue;
             return; /* EAGAIN: the node will read; ETERM: we are going away */
         }
-        w->out_head = m->next;
-        if (!w->out_head)
-            w->out_tail = NULL;
-        free(m->data);
-        free(m);
+        drop_first(w);
     }
 }
 
 void places_drop_replies(worker_t *w)
 {
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
-        w->out_head = m->next;
-        free(m->data);
-        free(m);
-    }
-    w->out_tail = NULL;
+    while (w->out.head)
+        drop_first(w);
 }

@@ -25,7 +25,6 @@
 #define MAX_BODY_BYTES (16u << 20) /* an upstream body past this is an error */
 
 struct flight_t;
-struct outmsg_t;
 
 /* One request waiting for an upstream call. */
 typedef struct waiter_t {
@@ -57,7 +56,7 @@ typedef struct flight_t {
 typedef struct outmsg_t {
     char *data;            /* the frame */
     size_t len;            /* its size */
-    struct outmsg_t *next; /* next in sending order */
+    herd_list_node_t link; /* on the worker's out list, in sending order */
 } outmsg_t;
 
 /* Everything the worker thread owns. Created and freed by the caller's
@@ -79,7 +78,7 @@ typedef struct {
     herd_list_t queue;            /* queued flights, oldest first (flight_t.link) */
     herd_list_t running;          /* running flights, first started first: deadline order (flight_t.link) */
     herd_places_cache_t *cache;   /* OK bodies by key */
-    outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
+    herd_list_t out;              /* replies waiting for room in the pipe, in sending order (outmsg_t.link) */
     bool stopping;                /* "$STOP" seen: nothing new is started */
 } worker_t;
 
