@@ -9,8 +9,9 @@
  * places). From the node's answers it writes every reply's bytes, in
  * command order per connection.
  *
- * It shares nothing with the node but one inproc PAIR socket (no
- * high-water mark: nothing on it is ever dropped; a connection stops being
+ * Thread pattern: zactor (start handshake, "$TERM" to stop). It shares
+ * nothing with the node but the actor's pipe, an inproc PAIR with no
+ * high-water mark (nothing on it is ever dropped; a connection stops being
  * read at 256 unanswered lines or at a backlog of a quarter of
  * limits.max_output_bytes, which bounds what one client queues).
  *

@@ -10,7 +10,11 @@
  * Two uses in a server: on the node's thread, an acceptor (the listening
  * socket, max_clients for the whole server, the refusals, on_accept hands
  * each connection on); on each front-end thread, a listener-less instance
- * serving the connections handed to it (herd_frontend_adopt).
+ * serving the connections handed to it (herd_frontend_adopt). The listener
+ * is a layer below the connections (src/herd_frontend_accept.h): it hands
+ * each accepted socket up through a callback and knows nothing of them; an
+ * acceptor that hands its connections on keeps no read buffer, settle tick
+ * or idle sweep.
  *
  * Output limits (PROTOCOL §6). Back-pressure: while a connection's unsent
  * and held answers are at least a quarter of limits.max_output_bytes (or it

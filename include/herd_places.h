@@ -31,8 +31,8 @@ typedef struct {
     long timeout_ms;         /* deadline of one upstream call */
     long cache_ttl_ms;       /* response cache lifetime, 0 = no cache */
     size_t cache_max_entries; /* bound on cached bodies (0 = a sane default) */
-    long max_in_flight;      /* upstream calls at once (places.max_in_flight; <= 0: 64) */
-    long max_queued;         /* requests waiting (places.max_queued; 0: none wait, < 0: 4096): every
+    long max_in_flight;      /* upstream calls at once (places.max_in_flight; <= 0: the topology's default) */
+    long max_queued;         /* requests waiting (places.max_queued; 0: none wait, < 0: the topology's default): every
                                 request but the one that started each running call, so those
                                 that share a call count too */
 } herd_places_conf_t;
@@ -129,6 +129,10 @@ int herd_places_cut(const char *body, size_t len, uint32_t bound, char **out, si
  * ("REQUEST_DENIED", "UNKNOWN_ERROR") and message (JSON-escaped here).
  * Returns a malloc'd NUL-terminated string, or NULL when out of memory. */
 char *herd_places_error_json(const char *status, const char *message);
+
+/* A coordinate as the Places request and its cache key write it: its
+ * decimal text without a leading '+' (PROTOCOL §10). */
+herd_span_t herd_places_coord(herd_span_t v);
 
 /* Builds the request URL of PROTOCOL.md section 10 (lat/lng without a leading
  * '+', radius in metres, the key URL-escaped). Returns a malloc'd string. */

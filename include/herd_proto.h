@@ -63,10 +63,6 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
 size_t herd_proto_format_at(char *buf, size_t cap, const char *server, size_t server_len,
                             herd_time_t now, const herd_cmd_t *cmd);
 
-/* One coordinate of a position without its leading '+', if any ("+34.1"
- * -> "34.1", "-118.4" unchanged), as Places and its URLs want it. Points
- * into v. */
-herd_span_t herd_proto_strip_plus(herd_span_t v);
 
 /* True when the line is empty or only white space (herd_proto_is_space):
  * such a line is ignored, with no reply (PROTOCOL.md section 2). */

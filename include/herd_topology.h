@@ -10,6 +10,13 @@
 
 struct json_t;
 
+/* The places block's defaults, where the file leaves a value out (the
+ * Places worker takes the same for a value it is not given). */
+#define HERD_TOPOLOGY_PLACES_TIMEOUT_MS    5000L
+#define HERD_TOPOLOGY_PLACES_CACHE_TTL_MS  60000L
+#define HERD_TOPOLOGY_PLACES_MAX_IN_FLIGHT 64L
+#define HERD_TOPOLOGY_PLACES_MAX_QUEUED    4096L
+
 /* One server of the herd. */
 typedef struct {
     char *name;       /* 1..64 of [A-Za-z0-9_-] */

@@ -1,5 +1,9 @@
 /* herd_fethread: a front-end thread: text in, herd_msg batches to the node,
- * herd_msg answers back, text out. See herd_fethread.h. */
+ * herd_msg answers back, text out. See herd_fethread.h.
+ *
+ * Thread pattern: zactor. The actor's pipe is the one socket shared with
+ * the node (start handshake: the thread signals once its reactor watches
+ * the pipe; "$TERM" from zactor_destroy stops the reactor). */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "herd_fethread.h"
 
@@ -51,10 +55,11 @@ struct herd_fethread_t {
     herd_loop_t *loop;        /* this thread's reactor */
     herd_log_t *log;          /* this thread's log handle */
     herd_frontend_t *fe;      /* its connections */
-    void *node_side;          /* the node's end of the pair */
-    void *fe_side;            /* ours */
-    pthread_t thread;
-    bool started;             /* thread running (join it) */
+    zactor_t *actor;          /* the thread and its pipe (NULL in-line) */
+    void *fe_side;            /* the thread's end of the pipe, while it runs */
+    bool start_failed;        /* the thread could not watch its pipe (set before its start signal) */
+    bool has_clock;           /* cpu_clock is the thread's CPU-time clock */
+    clockid_t cpu_clock;
     bool in_line;             /* on the node's loop: no thread, no sockets */
     herd_fethread_deliver_fn *deliver; /* in-line: where batches go */
     void *deliver_arg;
@@ -353,6 +358,11 @@ static void node_ready(herd_loop_t *loop, void *arg)
                 continue;
             return;
         }
+        if (zmq_msg_size(&m) == 5 && memcmp(zmq_msg_data(&m), "$TERM", 5) == 0) {
+            zmq_msg_close(&m);
+            herd_loop_stop(t->loop);
+            return;
+        }
         herd_fethread_take(t, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
     }
@@ -441,36 +451,38 @@ void herd_fethread_flush(herd_fethread_t *t)
         send_batch(t, false);
 }
 
-static void *thread_main(void *arg)
+/* The thread: watch the pipe, signal the start, run the reactor until
+ * "$TERM". */
+static void fe_actor(zsock_t *pipe, void *arg)
 {
     herd_fethread_t *t = arg;
+    char name[16];
+    snprintf(name, sizeof name, "herd-fe-%u", t->index);
+    pthread_setname_np(pthread_self(), name);
+    t->has_clock = pthread_getcpuclockid(pthread_self(), &t->cpu_clock) == 0;
+    t->fe_side = zsock_resolve(pipe);
+    t->start_failed = herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0;
+    zsock_signal(pipe, 0);
+    if (t->start_failed)
+        return;
     if (herd_loop_run(t->loop) != 0)
         herd_log_event(t->log, "front end %u: event loop failed: %s", t->index, strerror(errno));
     herd_log_flush(t->log);
-    return NULL;
+    herd_loop_remove_zmq(t->loop, t->fe_side);
+    t->fe_side = NULL;
 }
 
-/* The pair of inproc sockets to the node and the thread's ticks. */
-static int setup_pair(herd_fethread_t *t)
+/* Starts the thread. Its pipe has no high-water mark (CZMQ's global pipe
+ * setting, restored at once): nothing on it is ever dropped. */
+static int start_actor(herd_fethread_t *t)
 {
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://herd-fe-%p", (void *)t);
-    void *ctx = zsys_init();
-    t->node_side = zmq_socket(ctx, ZMQ_PAIR);
-    t->fe_side = zmq_socket(ctx, ZMQ_PAIR);
-    int zero = 0;
-    for (int k = 0; k < 2; k++) {
-        void *s = k ? t->fe_side : t->node_side;
-        if (s) {
-            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-            zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
-            zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
-        }
-    }
-    if (!t->node_side || !t->fe_side || zmq_bind(t->node_side, endpoint) != 0 ||
-        zmq_connect(t->fe_side, endpoint) != 0 || herd_loop_add_zmq(t->loop, t->fe_side, node_ready, t) != 0)
-        return -1;
-    return 0;
+    size_t old_hwm = zsys_pipehwm();
+    zsys_set_pipehwm(0);
+    t->actor = zactor_new(fe_actor, t);
+    zsys_set_pipehwm(old_hwm);
+    if (t->actor && t->start_failed)
+        zactor_destroy(&t->actor);
+    return t->actor ? 0 : -1;
 }
 
 herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t *log, char *err, size_t errlen)
@@ -517,8 +529,7 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
         goto fail;
     herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
     herd_msg_begin(&t->out, &h);
-    if (t->out.oom || (!t->in_line && setup_pair(t) != 0) ||
-        (t->ticks[0] = herd_loop_add_tick(t->loop, HERD_PHASE_COMMANDS, send_early, t)) < 0 ||
+    if (t->out.oom || (t->ticks[0] = herd_loop_add_tick(t->loop, HERD_PHASE_COMMANDS, send_early, t)) < 0 ||
         (t->ticks[1] = herd_loop_add_tick(t->loop, HERD_PHASE_LOG, send_late, t)) < 0 ||
         herd_log_attach_loop(t->log, t->loop) != 0) {
         snprintf(err, errlen, "cannot set up front end %u (its socket, ticks or log): %s", t->index,
@@ -527,14 +538,10 @@ herd_fethread_t *herd_fethread_new(const herd_fethread_conf_t *conf, herd_log_t 
     }
     if (t->in_line)
         return t;
-    if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
-        snprintf(err, errlen, "cannot start front-end thread %u", t->index);
+    if (start_actor(t) != 0) {
+        snprintf(err, errlen, "cannot start front-end thread %u: %s", t->index, zmq_strerror(errno));
         goto fail;
     }
-    t->started = true;
-    char name[16];
-    snprintf(name, sizeof name, "herd-fe-%u", t->index);
-    pthread_setname_np(t->thread, name);
     return t;
 fail:
     herd_fethread_destroy(&t);
@@ -543,14 +550,13 @@ fail:
 
 void *herd_fethread_sock(herd_fethread_t *t)
 {
-    return t->node_side;
+    return t->actor ? zsock_resolve(zactor_sock(t->actor)) : NULL;
 }
 
 double herd_fethread_cpu_seconds(const herd_fethread_t *t)
 {
-    clockid_t cid;
     struct timespec ts;
-    if (!t->started || pthread_getcpuclockid(t->thread, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+    if (!t->actor || !t->has_clock || clock_gettime(t->cpu_clock, &ts) != 0)
         return -1;
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
@@ -560,25 +566,8 @@ void herd_fethread_destroy(herd_fethread_t **p)
     if (!p || !*p)
         return;
     herd_fethread_t *t = *p;
-    if (t->started) {
-        herd_msg_buf_t b = {0};
-        herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = t->index};
-        herd_msg_begin(&b, &h);
-        herd_msg_item_t stop = {.kind = HERD_MSG_STOP};
-        herd_msg_put(&b, HERD_MSG_TO_FE, &stop);
-        if (!b.oom)
-            zmq_send(t->node_side, b.p, b.len, 0);
-        herd_msg_buf_free(&b);
-        pthread_join(t->thread, NULL);
-    }
+    zactor_destroy(&t->actor); /* "$TERM", then waits for the thread's end */
     herd_frontend_destroy(&t->fe);
-    if (t->fe_side) {
-        if (t->loop)
-            herd_loop_remove_zmq(t->loop, t->fe_side);
-        zmq_close(t->fe_side);
-    }
-    if (t->node_side)
-        zmq_close(t->node_side);
     herd_log_detach_loop(t->log);
     if (t->in_line) {
         for (int i = 0; i < 2; i++)

@@ -1,7 +1,8 @@
 /* herd_frontend: client connections, line framing, ordered answers,
- * limits and lingering close. See herd_frontend.h; the listener is in
- * herd_frontend_accept.c. */
-#include "herd_frontend_int.h"
+ * limits and lingering close. See herd_frontend.h. The listener is the
+ * layer below (herd_frontend_accept.h): it hands each accepted socket up
+ * through a callback and knows nothing of connections. */
+#include "herd_frontend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,11 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "herd_frontend_accept.h"
+#include "herd_list.h"
 #include "herd_proto.h"
 
 #define READ_CHUNK     (64u * 1024u) /* bytes read per connection per turn: the fairness bound */
@@ -48,6 +53,73 @@
  * it) only happens past these bounds. */
 #define LINGER_MS        2000L
 #define LINGER_MAX_BYTES (4u << 20)
+
+/* An answer that came before an earlier line's answer: held until its turn. */
+typedef struct slot_t {
+    struct slot_t *next; /* next held answer, in seq order */
+    uint64_t seq;        /* the line it answers */
+    size_t len;          /* bytes of data */
+    char data[];         /* the answer */
+} slot_t;
+
+typedef struct conn_t {
+    herd_watch_t watch;   /* fd and epoll registration (watch.arg = this) */
+    herd_frontend_t *fe;  /* owner */
+    uint64_t id;          /* serial << 32 | fd */
+    uint64_t serial;      /* the number the log calls it by */
+    char *in;             /* unprocessed input: a partial line, or lines held while paused */
+    size_t in_len, in_cap;
+    char *out;            /* answers not yet written */
+    size_t out_off, out_len, out_cap;
+    uint64_t next_seq;    /* number of the next line read */
+    uint64_t done_seq;    /* number of the next answer to write */
+    slot_t *slots;        /* answers held for order */
+    size_t held_bytes;    /* bytes in slots */
+    int64_t last_in_ms;   /* when the client last completed a non-empty line, or got an answer */
+    int64_t linger_until; /* lingering: when to give up waiting for the client's end */
+    size_t linger_left;   /* lingering: bytes still to discard before giving up */
+    size_t counted;       /* backlog (unsent + held) counted in the front end's and the process's totals */
+    uint64_t written;     /* bytes the client has taken, in all */
+    uint64_t blocked_written; /* blocked: `written` when last seen moving */
+    int64_t blocked_since_ms; /* blocked: when `written` last moved */
+    herd_list_node_t lru;     /* on the front end's idle list (or linger list) */
+    herd_list_node_t blocked_link; /* on the front end's blocked list */
+    struct conn_t *dirty_next;          /* list of connections to flush this turn */
+    struct conn_t *dead_next;           /* list of closed connections to free (apart from the dirty list:
+                                           one closed while on it must not cut the rest of it off) */
+    bool dirty;           /* on the dirty list */
+    bool eof;             /* the client half-closed */
+    bool closing;         /* read no more; close once everything owed is written */
+    bool paused;          /* too many lines owed: not reading */
+    bool dead;            /* closed, waiting to be freed at the end of the turn */
+    bool lingering;       /* answered and shut down for writing: discarding input until EOF */
+    bool blocked;         /* output waits for the client: on the blocked list */
+    char peer[FE_PEER_MAX];        /* the client's address:port, for the log */
+    char tag[24];         /* "conn N ", the start of its log lines */
+    uint8_t tag_len;      /* bytes of tag */
+} conn_t;
+
+struct herd_frontend_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    herd_frontend_conf_t conf;
+    fe_acceptor_t *acceptor; /* the client port's listener (NULL: connections come by herd_frontend_adopt) */
+    conn_t **by_fd;          /* open connections by descriptor */
+    size_t by_fd_cap;
+    size_t n_conns;          /* open connections */
+    herd_list_t idle;        /* open connections by idle time, oldest first (conn_t.lru) */
+    herd_list_t linger;      /* lingering connections, by when they give up, soonest first (conn_t.lru) */
+    herd_list_t blocked;     /* connections with output the kernel did not take (conn_t.blocked_link) */
+    size_t out_total;        /* backlog of all connections here (their `counted`) */
+    bool serving;            /* serves connections (counts in the process's share of the total cap) */
+    conn_t *dirty;           /* connections with output or resumable input */
+    conn_t *dead;            /* closed connections to free at the end of the turn */
+    char *rbuf;              /* the read buffer shared by all connections (serving only) */
+    int idle_timer;          /* timer id of the idle sweep (serving only) */
+    int tick;                /* tick id of the end-of-turn settle (serving only) */
+    bool draining;           /* shutting down */
+    uint64_t cut_total;      /* connections cut for limits.max_output_total_bytes */
+};
 
 static void conn_close(conn_t *c, const char *why);
 static void conn_linger(conn_t *c);
@@ -83,28 +155,10 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const char *data, si
 
 /* ---- bookkeeping lists ---- */
 
-static void list_unlink(conn_list_t *l, conn_t *c)
+/* The connection of a node on the idle or linger list, or NULL. */
+static conn_t *lru_conn(herd_list_node_t *n)
 {
-    if (c->lru_prev)
-        c->lru_prev->lru_next = c->lru_next;
-    else if (l->head == c)
-        l->head = c->lru_next;
-    if (c->lru_next)
-        c->lru_next->lru_prev = c->lru_prev;
-    else if (l->tail == c)
-        l->tail = c->lru_prev;
-    c->lru_prev = c->lru_next = NULL;
-}
-
-void fe_list_push(conn_list_t *l, conn_t *c)
-{
-    c->lru_prev = l->tail;
-    c->lru_next = NULL;
-    if (l->tail)
-        l->tail->lru_next = c;
-    else
-        l->head = c;
-    l->tail = c;
+    return HERD_LIST_ENTRY(n, conn_t, lru);
 }
 
 /* The connection completed something: its idle time starts again. Only a
@@ -115,11 +169,11 @@ static void conn_touch(conn_t *c)
     if (c->lingering || c->dead)
         return;
     c->last_in_ms = herd_loop_now_ms(c->fe->loop);
-    list_unlink(&c->fe->idle, c);
-    fe_list_push(&c->fe->idle, c);
+    herd_list_remove(&c->fe->idle, &c->lru);
+    herd_list_push(&c->fe->idle, &c->lru);
 }
 
-void fe_mark_dirty(conn_t *c)
+static void mark_dirty(conn_t *c)
 {
     if (c->dirty || c->dead)
         return;
@@ -166,13 +220,7 @@ static void blocked_remove(conn_t *c)
 {
     if (!c->blocked)
         return;
-    if (c->blocked_prev)
-        c->blocked_prev->blocked_next = c->blocked_next;
-    else
-        c->fe->blocked = c->blocked_next;
-    if (c->blocked_next)
-        c->blocked_next->blocked_prev = c->blocked_prev;
-    c->blocked_prev = c->blocked_next = NULL;
+    herd_list_remove(&c->fe->blocked, &c->blocked_link);
     c->blocked = false;
 }
 
@@ -186,11 +234,7 @@ static void blocked_add(conn_t *c)
     c->blocked = true;
     c->blocked_written = c->written;
     c->blocked_since_ms = herd_loop_now_ms(fe->loop);
-    c->blocked_prev = NULL;
-    c->blocked_next = fe->blocked;
-    if (fe->blocked)
-        fe->blocked->blocked_prev = c;
-    fe->blocked = c;
+    herd_list_push(&fe->blocked, &c->blocked_link);
 }
 
 /* The epoll events a connection needs now. */
@@ -270,7 +314,7 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
      * in one turn, and a client that reads takes them. The idle sweep cuts
      * one that takes nothing (stalled_bytes). */
     conn_recount(c);
-    fe_mark_dirty(c);
+    mark_dirty(c);
     return 0;
 }
 
@@ -419,7 +463,7 @@ static void conn_eof(conn_t *c)
 {
     c->eof = true;
     conn_last_line(c);
-    fe_mark_dirty(c);
+    mark_dirty(c);
 }
 
 static void conn_read(conn_t *c)
@@ -429,7 +473,7 @@ static void conn_read(conn_t *c)
     if (n > 0) {
         conn_feed(c, fe->rbuf, (size_t)n);
         if (!c->dead)
-            fe_mark_dirty(c);
+            mark_dirty(c);
     } else if (n == 0) {
         conn_eof(c);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -518,11 +562,11 @@ static void conn_linger(conn_t *c)
     free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;
-    list_unlink(&fe->idle, c);
+    herd_list_remove(&fe->idle, &c->lru);
     c->lingering = true;
     c->linger_until = herd_loop_now_ms(fe->loop) + LINGER_MS;
     c->linger_left = LINGER_MAX_BYTES;
-    fe_list_push(&fe->linger, c);
+    herd_list_push(&fe->linger, &c->lru);
     herd_loop_rewatch(fe->loop, &c->watch, EPOLLIN);
 }
 
@@ -552,13 +596,13 @@ static void conn_close(conn_t *c, const char *why)
     herd_loop_unwatch(fe->loop, &c->watch);
     close(c->watch.fd);
     fe->by_fd[c->watch.fd] = NULL;
-    list_unlink(c->lingering ? &fe->linger : &fe->idle, c);
+    herd_list_remove(c->lingering ? &fe->linger : &fe->idle, &c->lru);
     blocked_remove(c);
     fe->n_conns--;
     c->dead = true;
     conn_recount(c);
-    if (!fe->conf.on_accept && fe->addrs)
-        fe_addr_release(fe, c->serial);
+    if (fe->acceptor)
+        fe_acceptor_release(fe->acceptor, c->serial);
     c->dead_next = fe->dead; /* freed at the end of the turn: events (and the dirty list) may still name it */
     fe->dead = c;
 }
@@ -575,7 +619,7 @@ static void conn_free(conn_t *c)
     free(c);
 }
 
-void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+static void conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)loop;
     conn_t *c = w->arg;
@@ -595,7 +639,7 @@ void fe_conn_event(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         return;
     }
     if (!c->dead && (events & EPOLLOUT))
-        fe_mark_dirty(c);
+        mark_dirty(c);
 }
 
 static int by_backlog_desc(const void *a, const void *b)
@@ -692,8 +736,7 @@ static size_t stalled_bytes(const conn_t *c)
 }
 
 /* Closes connections that completed no command for limits.idle_timeout_ms
- * and lingering ones past their time; resumes accepting once a spare
- * descriptor can be had again. A connection still owed an answer is waiting
+ * and lingering ones past their time. A connection still owed an answer is waiting
  * on us, not idle: the handler answers every ticket by a deadline (the node
  * answers a WHATSAT by places.timeout_ms plus a margin), and the answer
  * starts its idle time again. */
@@ -701,17 +744,17 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
 {
     herd_frontend_t *fe = arg;
     int64_t now = herd_loop_now_ms(loop);
-    conn_t *c = fe->idle.head;
+    conn_t *c = lru_conn(fe->idle.head);
     while (c && now - c->last_in_ms >= fe->conf.idle_timeout_ms) {
-        conn_t *next = c->lru_next;
+        conn_t *next = lru_conn(c->lru.next);
         if (unanswered(c) == 0)
             conn_close(c, "idle timeout");
         else if (now - c->last_in_ms >= fe->conf.idle_timeout_ms + OWED_GRACE_MS)
             conn_close(c, "its commands were never answered (lost to an internal failure)");
         c = next;
     }
-    for (c = fe->blocked; c;) {
-        conn_t *next = c->blocked_next;
+    for (c = HERD_LIST_ENTRY(fe->blocked.head, conn_t, blocked_link); c;) {
+        conn_t *next = HERD_LIST_ENTRY(c->blocked_link.next, conn_t, blocked_link);
         if (!unsent(c))
             blocked_remove(c);
         else if (c->written != c->blocked_written) {
@@ -724,56 +767,118 @@ static void idle_sweep(herd_loop_t *loop, void *arg)
         c = next;
     }
     enforce_total(fe);
-    herd_log_limited_flush(fe->log, &fe->lim_max_clients);
-    herd_log_limited_flush(fe->log, &fe->lim_per_address);
-    herd_log_limited_flush(fe->log, &fe->lim_descriptors);
-    while (fe->linger.head && now >= fe->linger.head->linger_until)
-        conn_close(fe->linger.head, "closed after error (no end from the client)");
-    if (fe->accept_paused && !fe->draining && fe->listener.fd >= 0) {
-        if (fe->reserve_fd < 0)
-            fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fe->reserve_fd >= 0 && herd_loop_rewatch(loop, &fe->listener, EPOLLIN) == 0) {
-            fe->accept_paused = false;
-            herd_log_event(fe->log, "accepting connections again");
-        }
+    while (fe->linger.head && now >= lru_conn(fe->linger.head)->linger_until)
+        conn_close(lru_conn(fe->linger.head), "closed after error (no end from the client)");
+}
+
+static int index_conn(herd_frontend_t *fe, conn_t *c)
+{
+    size_t fd = (size_t)c->watch.fd;
+    if (fd >= fe->by_fd_cap) {
+        size_t ncap = fe->by_fd_cap ? fe->by_fd_cap : 1024;
+        while (ncap <= fd)
+            ncap *= 2;
+        conn_t **p = realloc(fe->by_fd, ncap * sizeof *p);
+        if (!p)
+            return -1;
+        memset(p + fe->by_fd_cap, 0, (ncap - fe->by_fd_cap) * sizeof *p);
+        fe->by_fd = p;
+        fe->by_fd_cap = ncap;
     }
+    fe->by_fd[fd] = c;
+    return 0;
+}
+
+int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char *peer)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        herd_log_event(fe->log, "refused connection from %s: out of memory", peer);
+        close(fd);
+        return -1;
+    }
+    c->fe = fe;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->serial = serial;
+    c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
+    c->id = (c->serial << 32) | (uint32_t)fd;
+    c->watch = (herd_watch_t){.fd = fd, .fn = conn_event, .arg = c};
+    c->last_in_ms = herd_loop_now_ms(fe->loop);
+    if (index_conn(fe, c) != 0 || herd_loop_watch(fe->loop, &c->watch, EPOLLIN) != 0) {
+        if ((size_t)fd < fe->by_fd_cap)
+            fe->by_fd[fd] = NULL;
+        close(fd);
+        free(c);
+        return -1;
+    }
+    herd_list_push(&fe->idle, &c->lru);
+    fe->n_conns++;
+    herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
+    if (fe->draining) {
+        c->closing = true;
+        mark_dirty(c);
+    }
+    return 0;
+}
+
+/* The acceptor's callback when the connections are served here. */
+static void serve_accepted(void *arg, int fd, uint64_t serial, const char *peer)
+{
+    herd_frontend_t *fe = arg;
+    if (herd_frontend_adopt(fe, fd, serial, peer) != 0)
+        fe_acceptor_release(fe->acceptor, serial);
+}
+
+void herd_frontend_released(herd_frontend_t *fe, uint64_t conn)
+{
+    if (fe->acceptor)
+        fe_acceptor_release(fe->acceptor, conn >> 32);
 }
 
 herd_frontend_t *herd_frontend_new(herd_loop_t *loop, herd_log_t *log, const herd_frontend_conf_t *conf,
                                    char *err, size_t errlen)
 {
     herd_frontend_t *fe = calloc(1, sizeof *fe);
-    if (!fe || !(fe->rbuf = malloc(READ_CHUNK))) {
+    if (!fe) {
         snprintf(err, errlen, "out of memory");
-        free(fe);
         return NULL;
     }
-    fe->loop = loop;
-    fe->log = log;
-    fe->conf = *conf;
-    fe->lim_max_clients = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients");
-    fe->lim_per_address = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients_per_address");
-    fe->lim_descriptors = HERD_LOG_LIMIT_INIT("refusals for want of file descriptors");
-    fe->serving = conf->on_accept == NULL;
+    /* An acceptor that hands its connections on serves none: no read
+     * buffer, settle tick or idle sweep of its own. host is only needed to
+     * bind, and the topology it points into may be reloaded. */
+    *fe = (herd_frontend_t){.loop = loop, .log = log, .conf = *conf, .serving = conf->on_accept == NULL};
+    fe->conf.host = NULL;
     if (fe->serving)
         atomic_fetch_add(&process_serving, 1);
-    fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int fd = -1;
+    long sweep = conf->idle_timeout_ms / 8;
+    sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
     if (conf->port) {
-        fd = fe_bind_listener(conf, err, errlen);
-        if (fd < 0) {
+        fe_acceptor_conf_t ac = {.host = conf->host,
+                                 .port = conf->port,
+                                 .max_clients = conf->max_clients,
+                                 .max_clients_per_address = conf->max_clients_per_address,
+                                 .sweep_ms = sweep,
+                                 .on_accept = fe->serving ? serve_accepted : conf->on_accept,
+                                 .on_full = fe->serving ? NULL : conf->on_full,
+                                 .arg = fe->serving ? fe : conf->arg};
+        fe->acceptor = fe_acceptor_new(loop, log, &ac, err, errlen);
+        if (!fe->acceptor) {
             herd_frontend_destroy(&fe);
             return NULL;
         }
     }
-    fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
-    fe->listener = (herd_watch_t){.fd = fd, .fn = fe_accept_ready, .arg = fe};
-    long sweep = conf->idle_timeout_ms / 8;
-    sweep = sweep < 5 ? 5 : sweep > 1000 ? 1000 : sweep;
-    if ((fd >= 0 && herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0) ||
-        (fe->tick = herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe)) < 0 ||
+    if (!fe->serving)
+        return fe;
+    if (!(fe->rbuf = malloc(READ_CHUNK))) {
+        snprintf(err, errlen, "out of memory");
+        herd_frontend_destroy(&fe);
+        return NULL;
+    }
+    if ((fe->tick = herd_loop_add_tick(loop, HERD_PHASE_FRONTEND, frontend_tick, fe)) < 0 ||
         (fe->idle_timer = herd_loop_add_timer(loop, sweep, idle_sweep, fe)) < 0) {
-        snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
+        snprintf(err, errlen, "cannot set up the front end's timers: %s", strerror(errno));
         herd_frontend_destroy(&fe);
         return NULL;
     }
@@ -791,6 +896,7 @@ void herd_frontend_close(herd_frontend_t *fe, herd_ticket_t t, const char *why)
 void herd_frontend_render(const herd_frontend_t *fe, FILE *f)
 {
     long long total = atomic_load(&process_backlog);
+    fe_refusals_t r = fe->acceptor ? fe_acceptor_refusals(fe->acceptor) : (fe_refusals_t){0};
     fprintf(f,
             "# HELP herd_connections_refused_total Client connections closed at accept, by reason.\n"
             "# TYPE herd_connections_refused_total counter\n"
@@ -804,8 +910,8 @@ void herd_frontend_render(const herd_frontend_t *fe, FILE *f)
             "# HELP herd_client_output_bytes Answers made and not yet taken by their clients, all connections.\n"
             "# TYPE herd_client_output_bytes gauge\n"
             "herd_client_output_bytes %lld\n",
-            (unsigned long long)fe->refused_max_clients, (unsigned long long)fe->refused_per_address,
-            (unsigned long long)fe->refused_descriptors, (unsigned long long)atomic_load(&process_cut_stalled),
+            (unsigned long long)r.max_clients, (unsigned long long)r.per_address,
+            (unsigned long long)r.descriptors, (unsigned long long)atomic_load(&process_cut_stalled),
             (unsigned long long)atomic_load(&process_cut_total), total > 0 ? total : 0);
 }
 
@@ -817,28 +923,28 @@ void herd_frontend_set_limits(herd_frontend_t *fe, const herd_frontend_conf_t *c
     fe->conf.max_clients_per_address = conf->max_clients_per_address;
     fe->conf.max_output_total_bytes = conf->max_output_total_bytes;
     fe->conf.log_commands = conf->log_commands;
+    if (fe->acceptor)
+        fe_acceptor_set_limits(fe->acceptor, conf->max_clients, conf->max_clients_per_address);
 }
 
 void herd_frontend_drain(herd_frontend_t *fe)
 {
     fe->draining = true;
-    if (fe->listener.fd >= 0) {
-        herd_loop_unwatch(fe->loop, &fe->listener);
-        close(fe->listener.fd);
-        fe->listener.fd = -1;
-    }
+    if (fe->acceptor)
+        fe_acceptor_stop(fe->acceptor);
     for (size_t fd = 0; fd < fe->by_fd_cap; fd++) {
         conn_t *c = fe->by_fd[fd];
         if (!c)
             continue;
         c->closing = true;
-        fe_mark_dirty(c);
+        mark_dirty(c);
     }
 }
 
 size_t herd_frontend_connections(const herd_frontend_t *fe)
 {
-    return fe->n_conns;
+    /* An acceptor that hands its connections on counts them until they are released. */
+    return fe->serving || !fe->acceptor ? fe->n_conns : fe_acceptor_open(fe->acceptor);
 }
 
 size_t herd_frontend_busy(const herd_frontend_t *fe)
@@ -866,19 +972,13 @@ void herd_frontend_destroy(herd_frontend_t **p)
         fe->dead = c->dead_next;
         conn_free(c);
     }
-    if (fe->listener.fd >= 0 && fe->listener.fn) {
-        herd_loop_unwatch(fe->loop, &fe->listener);
-        close(fe->listener.fd);
-    }
+    fe_acceptor_destroy(&fe->acceptor);
     if (fe->idle_timer > 0)
         herd_loop_remove_timer(fe->loop, fe->idle_timer);
     if (fe->tick > 0)
         herd_loop_remove_tick(fe->loop, fe->tick);
-    if (fe->reserve_fd >= 0)
-        close(fe->reserve_fd);
     if (fe->serving)
         atomic_fetch_sub(&process_serving, 1);
-    fe_addr_free(fe);
     free(fe->by_fd);
     free(fe->rbuf);
     free(fe);

@@ -1,17 +1,14 @@
-/* herd_frontend_accept: the front end's listener: binding the client port,
- * accepting connections, and refusing them past limits.max_clients,
- * limits.max_clients_per_address or when descriptors run out (logged with
- * the peer and the limit, at most a few lines a second per reason, and
- * counted). See herd_frontend_int.h. */
+/* herd_frontend_accept: the client port's listener, below the connections.
+ * See herd_frontend_accept.h. */
 #define _GNU_SOURCE /* accept4 */
-#include "herd_frontend_int.h"
+#include "herd_frontend_accept.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +28,24 @@ typedef struct {
     long open;                      /* connections open from it */
     char host[INET6_ADDRSTRLEN];    /* the key */
 } fe_addr_t;
+
+struct fe_acceptor_t {
+    herd_loop_t *loop;
+    herd_log_t *log;
+    fe_acceptor_conf_t conf;
+    herd_watch_t listener;   /* the listening socket (fd -1 once stopped) */
+    int reserve_fd;          /* spare descriptor, given up to shed a connection at EMFILE */
+    int timer;               /* timer id of the sweep */
+    size_t n_open;           /* connections let in and not yet released */
+    uint64_t next_serial;    /* serial for the next connection */
+    zhashx_t *addrs;         /* "IP" -> fe_addr_t, connections open per address */
+    zhashx_t *serials;       /* "serial" -> fe_addr_t of that connection */
+    bool paused;             /* out of descriptors with no spare: not accepting for now */
+    fe_refusals_t refused;   /* connections closed at accept, by reason */
+    herd_log_limit_t lim_max_clients, lim_per_address, lim_descriptors; /* refusals' log lines */
+};
+
+static void addrs_free(fe_acceptor_t *fe);
 
 /* The IP address of a peer as text (an IPv4-mapped IPv6 address as IPv4,
  * so that one client counts once whichever way it came). */
@@ -55,7 +70,7 @@ static void addr_destroy(void **item)
 }
 
 /* Connections open from host now. */
-static long addr_open(herd_frontend_t *fe, const char *host)
+static long addr_open(fe_acceptor_t *fe, const char *host)
 {
     fe_addr_t *a = fe->addrs ? zhashx_lookup(fe->addrs, host) : NULL;
     return a ? a->open : 0;
@@ -63,13 +78,13 @@ static long addr_open(herd_frontend_t *fe, const char *host)
 
 /* Counts one more connection (serial) from host. Out of memory it is not
  * counted: the cap errs on the side of serving. */
-static void addr_take(herd_frontend_t *fe, const char *host, uint64_t serial)
+static void addr_take(fe_acceptor_t *fe, const char *host, uint64_t serial)
 {
     if (!fe->addrs) {
         fe->addrs = zhashx_new();
         fe->serials = zhashx_new();
         if (!fe->addrs || !fe->serials) {
-            fe_addr_free(fe);
+            addrs_free(fe);
             return;
         }
         zhashx_set_destructor(fe->addrs, addr_destroy);
@@ -96,8 +111,10 @@ static void addr_take(herd_frontend_t *fe, const char *host, uint64_t serial)
     }
 }
 
-void fe_addr_release(herd_frontend_t *fe, uint64_t serial)
+void fe_acceptor_release(fe_acceptor_t *fe, uint64_t serial)
 {
+    if (fe->n_open > 0)
+        fe->n_open--;
     if (!fe->serials)
         return;
     char key[24];
@@ -113,12 +130,10 @@ void fe_addr_release(herd_frontend_t *fe, uint64_t serial)
     }
 }
 
-void fe_addr_free(herd_frontend_t *fe)
+static void addrs_free(fe_acceptor_t *fe)
 {
-    zhashx_t *a = fe->addrs, *s = fe->serials;
-    zhashx_destroy(&s);
-    zhashx_destroy(&a);
-    fe->addrs = fe->serials = NULL;
+    zhashx_destroy(&fe->serials);
+    zhashx_destroy(&fe->addrs);
 }
 
 /* Formats a peer address for the log. */
@@ -138,29 +153,11 @@ static void describe_peer(const struct sockaddr_storage *ss, char *buf, size_t c
     snprintf(buf, cap, "%s:%d", host, port);
 }
 
-static int index_conn(herd_frontend_t *fe, conn_t *c)
-{
-    size_t fd = (size_t)c->watch.fd;
-    if (fd >= fe->by_fd_cap) {
-        size_t ncap = fe->by_fd_cap ? fe->by_fd_cap : 1024;
-        while (ncap <= fd)
-            ncap *= 2;
-        conn_t **p = realloc(fe->by_fd, ncap * sizeof *p);
-        if (!p)
-            return -1;
-        memset(p + fe->by_fd_cap, 0, (ncap - fe->by_fd_cap) * sizeof *p);
-        fe->by_fd = p;
-        fe->by_fd_cap = ncap;
-    }
-    fe->by_fd[fd] = c;
-    return 0;
-}
-
 /* accept4 failed with EMFILE or ENFILE (error e): gives up the spare
  * descriptor to accept and close one waiting connection, so the listener
  * does not stay readable forever, and logs it with the limit. Without a
  * spare, accepting pauses until the idle sweep can make one again. */
-static void refuse_no_descriptors(herd_frontend_t *fe, int e)
+static void refuse_no_descriptors(fe_acceptor_t *fe, int e)
 {
     if (fe->reserve_fd >= 0) {
         close(fe->reserve_fd);
@@ -170,9 +167,9 @@ static void refuse_no_descriptors(herd_frontend_t *fe, int e)
         int shed = accept4(fe->listener.fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
         if (shed >= 0) {
             close(shed);
-            char peer[sizeof ((conn_t *)0)->peer];
+            char peer[FE_PEER_MAX];
             describe_peer(&ss, peer, sizeof peer);
-            fe->refused_descriptors++;
+            fe->refused.descriptors++;
             struct rlimit rl;
             if (e == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
                 herd_log_limited(fe->log, &fe->lim_descriptors, "refused connection from %s: out of file descriptors "
@@ -184,18 +181,18 @@ static void refuse_no_descriptors(herd_frontend_t *fe, int e)
         }
         fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
-    if (fe->reserve_fd < 0 && !fe->accept_paused) {
-        fe->accept_paused = true;
+    if (fe->reserve_fd < 0 && !fe->paused) {
+        fe->paused = true;
         herd_loop_rewatch(fe->loop, &fe->listener, 0);
         herd_log_event(fe->log, "not accepting connections: out of file descriptors with none to spare");
     }
 }
 
-void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
+static void accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
     (void)events;
     (void)loop;
-    herd_frontend_t *fe = w->arg;
+    fe_acceptor_t *fe = w->arg;
     for (int i = 0; i < ACCEPT_BURST && fe->listener.fd >= 0; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
@@ -207,12 +204,12 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
                 refuse_no_descriptors(fe, errno);
             break;
         }
-        char peer[sizeof ((conn_t *)0)->peer];
+        char peer[FE_PEER_MAX];
         describe_peer(&ss, peer, sizeof peer);
-        if ((long)fe->n_conns >= fe->conf.max_clients && fe->conf.on_full)
+        if ((long)fe->n_open >= fe->conf.max_clients && fe->conf.on_full)
             fe->conf.on_full(fe->conf.arg);
-        if ((long)fe->n_conns >= fe->conf.max_clients) {
-            fe->refused_max_clients++;
+        if ((long)fe->n_open >= fe->conf.max_clients) {
+            fe->refused.max_clients++;
             herd_log_limited(fe->log, &fe->lim_max_clients, "refused connection from %s: limits.max_clients (%ld) reached",
                              peer, fe->conf.max_clients);
             close(fd);
@@ -221,7 +218,7 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         char host[INET6_ADDRSTRLEN];
         peer_host(&ss, host, sizeof host);
         if (fe->conf.max_clients_per_address > 0 && addr_open(fe, host) >= fe->conf.max_clients_per_address) {
-            fe->refused_per_address++;
+            fe->refused.per_address++;
             herd_log_limited(fe->log, &fe->lim_per_address,
                              "refused connection from %s: limits.max_clients_per_address (%ld) reached for %s", peer,
                              fe->conf.max_clients_per_address, host);
@@ -230,58 +227,14 @@ void fe_accept_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
         }
         uint64_t serial = ++fe->next_serial;
         addr_take(fe, host, serial);
-        if (fe->conf.on_accept) {
-            fe->n_conns++; /* until herd_frontend_released */
-            fe->conf.on_accept(fe->conf.arg, fd, serial, peer);
-            continue;
-        }
-        if (herd_frontend_adopt(fe, fd, serial, peer) != 0)
-            fe_addr_release(fe, serial);
+        fe->n_open++; /* until fe_acceptor_release */
+        fe->conf.on_accept(fe->conf.arg, fd, serial, peer);
     }
 }
 
-int herd_frontend_adopt(herd_frontend_t *fe, int fd, uint64_t serial, const char *peer)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    conn_t *c = calloc(1, sizeof *c);
-    if (!c) {
-        herd_log_event(fe->log, "refused connection from %s: out of memory", peer);
-        close(fd);
-        return -1;
-    }
-    c->fe = fe;
-    snprintf(c->peer, sizeof c->peer, "%s", peer);
-    c->serial = serial;
-    c->tag_len = (uint8_t)snprintf(c->tag, sizeof c->tag, "conn %llu ", (unsigned long long)c->serial);
-    c->id = (c->serial << 32) | (uint32_t)fd;
-    c->watch = (herd_watch_t){.fd = fd, .fn = fe_conn_event, .arg = c};
-    c->last_in_ms = herd_loop_now_ms(fe->loop);
-    if (index_conn(fe, c) != 0 || herd_loop_watch(fe->loop, &c->watch, EPOLLIN) != 0) {
-        if ((size_t)fd < fe->by_fd_cap)
-            fe->by_fd[fd] = NULL;
-        close(fd);
-        free(c);
-        return -1;
-    }
-    fe_list_push(&fe->idle, c);
-    fe->n_conns++;
-    herd_log_event(fe->log, "conn %llu opened from %s", (unsigned long long)c->serial, peer);
-    if (fe->draining) {
-        c->closing = true;
-        fe_mark_dirty(c);
-    }
-    return 0;
-}
-
-void herd_frontend_released(herd_frontend_t *fe, uint64_t conn)
-{
-    if (fe->n_conns > 0)
-        fe->n_conns--;
-    fe_addr_release(fe, conn >> 32);
-}
-
-int fe_bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)
+/* Binds and listens on the client port; returns the descriptor, or -1 with
+ * err filled. */
+static int bind_listener(const fe_acceptor_conf_t *conf, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
@@ -311,4 +264,93 @@ int fe_bind_listener(const herd_frontend_conf_t *conf, char *err, size_t errlen)
     if (fd < 0)
         snprintf(err, errlen, "cannot bind client port %s:%d: %s", conf->host, conf->port, strerror(saved));
     return fd;
+}
+
+/* Resumes accepting once a spare descriptor can be had again; writes the
+ * refusals' held log lines. */
+static void sweep(herd_loop_t *loop, void *arg)
+{
+    fe_acceptor_t *fe = arg;
+    herd_log_limited_flush(fe->log, &fe->lim_max_clients);
+    herd_log_limited_flush(fe->log, &fe->lim_per_address);
+    herd_log_limited_flush(fe->log, &fe->lim_descriptors);
+    if (fe->paused && fe->listener.fd >= 0) {
+        if (fe->reserve_fd < 0)
+            fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fe->reserve_fd >= 0 && herd_loop_rewatch(loop, &fe->listener, EPOLLIN) == 0) {
+            fe->paused = false;
+            herd_log_event(fe->log, "accepting connections again");
+        }
+    }
+}
+
+fe_acceptor_t *fe_acceptor_new(herd_loop_t *loop, herd_log_t *log, const fe_acceptor_conf_t *conf, char *err,
+                               size_t errlen)
+{
+    fe_acceptor_t *fe = calloc(1, sizeof *fe);
+    if (!fe) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    fe->loop = loop;
+    fe->log = log;
+    fe->conf = *conf;
+    fe->conf.host = NULL; /* only needed to bind; the topology it points into may be reloaded */
+    fe->lim_max_clients = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients");
+    fe->lim_per_address = HERD_LOG_LIMIT_INIT("refusals for limits.max_clients_per_address");
+    fe->lim_descriptors = HERD_LOG_LIMIT_INIT("refusals for want of file descriptors");
+    fe->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int fd = bind_listener(conf, err, errlen);
+    fe->listener = (herd_watch_t){.fd = fd, .fn = accept_ready, .arg = fe};
+    if (fd < 0) {
+        fe_acceptor_destroy(&fe);
+        return NULL;
+    }
+    if (herd_loop_watch(loop, &fe->listener, EPOLLIN) != 0 ||
+        (fe->timer = herd_loop_add_timer(loop, conf->sweep_ms, sweep, fe)) < 0) {
+        snprintf(err, errlen, "cannot watch the client port: %s", strerror(errno));
+        fe_acceptor_destroy(&fe);
+        return NULL;
+    }
+    return fe;
+}
+
+void fe_acceptor_set_limits(fe_acceptor_t *fe, long max_clients, long max_clients_per_address)
+{
+    fe->conf.max_clients = max_clients;
+    fe->conf.max_clients_per_address = max_clients_per_address;
+}
+
+void fe_acceptor_stop(fe_acceptor_t *fe)
+{
+    if (fe->listener.fd < 0)
+        return;
+    herd_loop_unwatch(fe->loop, &fe->listener);
+    close(fe->listener.fd);
+    fe->listener.fd = -1;
+}
+
+size_t fe_acceptor_open(const fe_acceptor_t *fe)
+{
+    return fe->n_open;
+}
+
+fe_refusals_t fe_acceptor_refusals(const fe_acceptor_t *fe)
+{
+    return fe->refused;
+}
+
+void fe_acceptor_destroy(fe_acceptor_t **p)
+{
+    if (!p || !*p)
+        return;
+    fe_acceptor_t *fe = *p;
+    fe_acceptor_stop(fe);
+    if (fe->timer > 0)
+        herd_loop_remove_timer(fe->loop, fe->timer);
+    if (fe->reserve_fd >= 0)
+        close(fe->reserve_fd);
+    addrs_free(fe);
+    free(fe);
+    *p = NULL;
 }

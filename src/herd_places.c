@@ -8,14 +8,22 @@
  * The worker sleeps in curl_multi_wait() with the pipe's ZMQ_FD as an extra
  * descriptor. ZMQ_FD only says "something may have changed", so the loop
  * reads the pipe until EAGAIN (or a batch), and goes to sleep only when
- * ZMQ_EVENTS, read after its last send and receive, has nothing for it. Replies are sent with ZMQ_DONTWAIT; what
- * the pipe does not take is queued and sent when it has room again, so the
- * worker never blocks on the node. The upstream calls themselves (bounds,
- * queue, sharing, cancels, the connection pool) are in herd_places_flight.c. */
+ * ZMQ_EVENTS, read after its last send and receive, has nothing for it.
+ * Replies are sent with ZMQ_DONTWAIT; what the pipe does not take is queued
+ * and sent when it has room again, so the worker never blocks on the node.
+ *
+ * Thread pattern: zactor (the start handshake; "$TERM", once "$STOP" has
+ * emptied the pipe both ways, see herd_places_destroy).
+ *
+ * Layers, each calling only those below it: this file (the thread, its
+ * loop, requests, the node's handle) -> herd_places_flight.c (upstream
+ * calls: bounds, queue, sharing, cancels, the connection pool) ->
+ * herd_places_reply.c (answers queued for the pipe). */
 #include "herd_places.h"
 #include "herd_places_cache.h"
 #include "herd_places_msg.h"
 #include "herd_places_worker.h"
+#include "herd_topology.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -26,168 +34,16 @@
 #include <time.h>
 #include <zmq.h>
 
-#define DEFAULT_TIMEOUT_MS   5000L
 #define DEFAULT_CACHE_MAX    1024       /* cached bodies when the configuration says 0 */
 #define MAX_CACHE_BYTES      (64u << 20) /* all cached bodies together */
 #define MAX_IDLE_WAIT_MS     1000L      /* longest sleep with nothing scheduled */
 #define MAX_DRAIN            256        /* requests taken per turn, so calls keep moving */
-#define DEFAULT_IN_FLIGHT    64L        /* places.max_in_flight when unset */
 #define PIPE_SLACK           4096       /* pipe room beyond the bounds (see herd_places_new) */
-#define DEFAULT_QUEUED       4096L      /* places.max_queued when unset */
-
-/* ---------------------------------------------------------------------- */
-/* Small helpers */
-
-char *places_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = n < 0 ? NULL : malloc((size_t)n + 1);
-    if (s) {
-        va_start(ap, fmt);
-        vsnprintf(s, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
-double places_ms_since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-/* Replaces every occurrence of `needle` in the malloc'd *s by "***". */
-static void scrub_one(char **s, const char *needle)
-{
-    if (!*s || !needle || !*needle)
-        return;
-    size_t nlen = strlen(needle);
-    char *hit = strstr(*s, needle);
-    while (hit) {
-        size_t at = (size_t)(hit - *s);
-        char *t = places_printf("%.*s***%s", (int)at, *s, hit + nlen);
-        if (!t) {
-            /* Out of memory: better no text than one with the key. */
-            free(*s);
-            *s = NULL;
-            return;
-        }
-        free(*s);
-        *s = t;
-        hit = strstr(*s + at + 3, needle);
-    }
-}
-
-/* The key never leaves the worker in a message or a note. */
-void places_scrub_key(const worker_t *w, char **s)
-{
-    scrub_one(s, w->key);
-    scrub_one(s, w->key_escaped);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Replies */
-
-static void queue_frame(worker_t *w, char *data, size_t len)
-{
-    outmsg_t *m = malloc(sizeof *m);
-    if (!m) {
-        free(data); /* the node answers that request on its own deadline */
-        return;
-    }
-    m->data = data;
-    m->len = len;
-    m->next = NULL;
-    if (w->out_tail)
-        w->out_tail->next = m;
-    else
-        w->out_head = m;
-    w->out_tail = m;
-}
-
-/* Queues one answer for the n requests in ids; `json` and `note` are
- * copied. Out of memory, nothing is sent and the node answers those
- * requests on its own deadline. */
-static void reply(worker_t *w, const uint64_t *ids, size_t n, const char *json, size_t json_len, const char *note,
-                  places_how_t how)
-{
-    herd_places_answer_t a = {.ids = (uint64_t *)ids, .n_ids = n, .json = {json, json_len}, .note = (char *)note,
-                              .cache_hit = how.cache_hit, .shared = how.shared, .upstream = how.upstream,
-                              .refused = how.refused, .upstream_ms = how.upstream_ms};
-    size_t len = 0;
-    char *frame = n ? herd_places_msg_encode_answer(&a, &len) : NULL;
-    if (frame)
-        queue_frame(w, frame, len);
-}
-
-void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *status, const char *message,
-                        const char *what, places_how_t how)
-{
-    char *json = herd_places_error_json(status, message);
-    char *note = places_printf("Places call for %s: %s", what ? what : "a request", message);
-    places_scrub_key(w, &note);
-    if (json)
-        reply(w, ids, n, json, strlen(json), note, how);
-    free(json);
-    free(note);
-}
-
-bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
-                      const char *what, places_how_t how)
-{
-    char *out = NULL;
-    size_t out_len = 0;
-    bool ok = false;
-    char err[200];
-    if (herd_places_cut(body, len, bound, &out, &out_len, &ok, err, sizeof err) == 0) {
-        reply(w, ids, n, out, out_len, NULL, how);
-        free(out);
-        return ok;
-    }
-    char *msg = places_printf("Places service sent a body that is not a JSON object (%s)", err);
-    places_reply_error(w, ids, n, "UNKNOWN_ERROR",
-                       msg ? msg : "Places service sent a body that is not a JSON object", what, how);
-    free(msg);
-    return false;
-}
-
-/* Sends queued replies until the pipe is full. */
-static void flush_replies(worker_t *w, void *sock)
-{
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
-        if (zmq_send(sock, m->data, m->len, ZMQ_DONTWAIT) < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* EAGAIN: the node will read; ETERM: we are going away */
-        }
-        w->out_head = m->next;
-        if (!w->out_head)
-            w->out_tail = NULL;
-        free(m->data);
-        free(m);
-    }
-}
-
-static void drop_replies(worker_t *w)
-{
-    while (w->out_head) {
-        outmsg_t *m = w->out_head;
-        w->out_head = m->next;
-        free(m->data);
-        free(m);
-    }
-    w->out_tail = NULL;
-}
 
 static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_span_t lng, herd_span_t radius,
                            uint32_t bound)
 {
-    herd_span_t la = herd_proto_strip_plus(lat), lo = herd_proto_strip_plus(lng);
+    herd_span_t la = herd_places_coord(lat), lo = herd_places_coord(lng);
     size_t mcap = radius.len + 16; /* times 1000 adds at most three digits */
     char *metres = malloc(mcap);
     size_t mlen = metres ? herd_proto_radius_metres(radius, metres, mcap) : 0;
@@ -216,19 +72,26 @@ static void handle_request(worker_t *w, uint64_t req_id, herd_span_t lat, herd_s
     free(what);
 }
 
-/* Reloaded settings, the same values the node now uses (the defaults as in
- * herd_places_new). Calls already running keep their slot; the queue
- * starts more when max_in_flight grew (places_refill, after the batch). */
+/* The bounds the node gives (herd_places_conf_t's meaning); a value it
+ * leaves unset takes the topology's default, so the worker has no defaults
+ * of its own. */
+static void take_bounds(worker_t *w, long timeout_ms, long max_in_flight, long max_queued)
+{
+    w->timeout_ms = timeout_ms > 0 ? timeout_ms : HERD_TOPOLOGY_PLACES_TIMEOUT_MS;
+    w->max_in_flight = max_in_flight > 0 ? max_in_flight : HERD_TOPOLOGY_PLACES_MAX_IN_FLIGHT;
+    w->max_queued = max_queued >= 0 ? max_queued : HERD_TOPOLOGY_PLACES_MAX_QUEUED;
+}
+
+/* Reloaded settings, the same values the node now uses. Calls already
+ * running keep their slot; the queue starts more when max_in_flight grew
+ * (places_refill, after the batch). */
 static void apply_config(worker_t *w, const herd_places_msg_t *m)
 {
-    w->timeout_ms = m->timeout_ms > 0 ? (long)m->timeout_ms : DEFAULT_TIMEOUT_MS;
-    long in_flight = m->max_in_flight > 0 ? (long)m->max_in_flight : DEFAULT_IN_FLIGHT;
-    w->max_queued = m->max_queued >= 0 ? (long)m->max_queued : DEFAULT_QUEUED;
+    long in_flight = w->max_in_flight;
+    take_bounds(w, (long)m->timeout_ms, (long)m->max_in_flight, (long)m->max_queued);
     herd_places_cache_set_ttl(w->cache, m->cache_ttl_ms > 0 ? (long)m->cache_ttl_ms : 0, zclock_mono());
-    if (in_flight != w->max_in_flight) {
-        w->max_in_flight = in_flight;
+    if (in_flight != w->max_in_flight)
         places_pool_resize(w);
-    }
 }
 
 /* Decodes one frame from the node; a malformed one is answered when its id
@@ -287,10 +150,10 @@ static bool drain_frames(worker_t *w, void *sock)
         else if (frame_is(&m, "$STOP")) {
             w->stopping = true;
             places_abandon(w);
-            drop_replies(w);
+            places_drop_replies(w);
             char *ack = strdup("$STOPPED");
             if (ack)
-                queue_frame(w, ack, strlen(ack));
+                places_queue_frame(w, ack, strlen(ack));
         } else if (!w->stopping)
             handle_frame(w, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
@@ -323,7 +186,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         curl_multi_perform(w->multi, &running);
         places_collect(w);
         long next_deadline = places_expire(w);
-        flush_replies(w, sock);
+        places_flush_replies(w, sock);
         places_pool_prune(w);
 
         /* ZMQ_FD is edge-like: only sleep when ZMQ_EVENTS, read after the
@@ -336,7 +199,7 @@ static void worker_actor(zsock_t *pipe, void *args)
             events = 0;
         }
         long wait_ms = MAX_IDLE_WAIT_MS;
-        if ((events & ZMQ_POLLIN) || (w->out_head && (events & ZMQ_POLLOUT)))
+        if ((events & ZMQ_POLLIN) || (w->out.head && (events & ZMQ_POLLOUT)))
             wait_ms = 0;
         else {
             long t = -1;
@@ -352,7 +215,7 @@ static void worker_actor(zsock_t *pipe, void *args)
         }
     }
     places_abandon(w);
-    drop_replies(w);
+    places_drop_replies(w);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -368,7 +231,7 @@ static void worker_free(worker_t *w)
     }
     zhashx_destroy(&w->waiters);
     herd_places_cache_destroy(&w->cache);
-    drop_replies(w);
+    places_drop_replies(w);
     if (w->multi)
         curl_multi_cleanup(w->multi);
     free(w->url);
@@ -408,9 +271,7 @@ herd_places_t *herd_places_new(const herd_places_conf_t *conf, char *err, size_t
         if (!w->key || !w->key_escaped)
             goto oom;
     }
-    w->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
-    w->max_in_flight = conf->max_in_flight > 0 ? conf->max_in_flight : DEFAULT_IN_FLIGHT;
-    w->max_queued = conf->max_queued >= 0 ? conf->max_queued : DEFAULT_QUEUED;
+    take_bounds(w, conf->timeout_ms, conf->max_in_flight, conf->max_queued);
     w->multi = places_multi_new(w->max_in_flight);
     w->flights = zhashx_new();
     w->waiters = zhashx_new();

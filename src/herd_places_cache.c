@@ -6,13 +6,15 @@
 
 #include <czmq.h>
 
+#include "herd_list.h"
+
 /* One cached upstream body. */
 typedef struct entry_t {
     char *key;                  /* request key (owned) */
     char *body;                 /* the raw body; cut per request */
     size_t len;                 /* its length */
     int64_t expires_ms;         /* monotonic time it stops being served */
-    struct entry_t *prev, *next; /* insertion order, oldest first */
+    herd_list_node_t link;      /* on the cache's list, in insertion order */
 } entry_t;
 
 struct herd_places_cache_t {
@@ -20,8 +22,7 @@ struct herd_places_cache_t {
     size_t max_entries;  /* most entries */
     size_t max_bytes;    /* most bytes of bodies in all */
     zhashx_t *index;     /* key -> entry_t */
-    entry_t *oldest;     /* head of the insertion-order list */
-    entry_t *newest;     /* its tail */
+    herd_list_t order;   /* entries in insertion order, oldest first (entry_t.link) */
     size_t bytes;        /* bytes of all bodies held */
 };
 
@@ -38,16 +39,15 @@ herd_places_cache_t *herd_places_cache_new(long ttl_ms, size_t max_entries, size
     return c;
 }
 
+/* The oldest entry, or NULL. */
+static entry_t *oldest(const herd_places_cache_t *c)
+{
+    return HERD_LIST_ENTRY(c->order.head, entry_t, link);
+}
+
 static void unlink_free(herd_places_cache_t *c, entry_t *e)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->oldest = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->newest = e->prev;
+    herd_list_remove(&c->order, &e->link);
     c->bytes -= e->len;
     zhashx_delete(c->index, e->key);
     free(e->key);
@@ -60,8 +60,8 @@ void herd_places_cache_destroy(herd_places_cache_t **p)
     if (!p || !*p)
         return;
     herd_places_cache_t *c = *p;
-    while (c->oldest)
-        unlink_free(c, c->oldest);
+    while (c->order.head)
+        unlink_free(c, oldest(c));
     zhashx_destroy(&c->index);
     free(c);
     *p = NULL;
@@ -71,8 +71,8 @@ const char *herd_places_cache_get(herd_places_cache_t *c, const char *key, int64
 {
     if (!c->ttl_ms)
         return NULL;
-    while (c->oldest && c->oldest->expires_ms <= now_ms)
-        unlink_free(c, c->oldest);
+    while (c->order.head && oldest(c)->expires_ms <= now_ms)
+        unlink_free(c, oldest(c));
     entry_t *e = zhashx_lookup(c->index, key);
     if (!e)
         return NULL;
@@ -89,8 +89,8 @@ void herd_places_cache_put(herd_places_cache_t *c, const char *key, char *body, 
     entry_t *old = zhashx_lookup(c->index, key);
     if (old)
         unlink_free(c, old);
-    while (c->oldest && (zhashx_size(c->index) >= c->max_entries || c->bytes + len > c->max_bytes))
-        unlink_free(c, c->oldest);
+    while (c->order.head && (zhashx_size(c->index) >= c->max_entries || c->bytes + len > c->max_bytes))
+        unlink_free(c, oldest(c));
     entry_t *e = calloc(1, sizeof *e);
     char *k = strdup(key);
     if (!e || !k) {
@@ -103,12 +103,7 @@ void herd_places_cache_put(herd_places_cache_t *c, const char *key, char *body, 
     e->body = body;
     e->len = len;
     e->expires_ms = now_ms + c->ttl_ms;
-    e->prev = c->newest;
-    if (c->newest)
-        c->newest->next = e;
-    else
-        c->oldest = e;
-    c->newest = e;
+    herd_list_push(&c->order, &e->link);
     c->bytes += len;
     zhashx_insert(c->index, key, e);
 }
@@ -120,12 +115,12 @@ void herd_places_cache_set_ttl(herd_places_cache_t *c, long ttl_ms, int64_t now_
         /* Every entry was put with the same lifetime, so moving all their
          * ends by the same amount keeps the oldest first to expire. */
         int64_t shorter = c->ttl_ms - ttl;
-        for (entry_t *e = c->oldest; e; e = e->next)
-            e->expires_ms -= shorter;
+        for (herd_list_node_t *n = c->order.head; n; n = n->next)
+            HERD_LIST_ENTRY(n, entry_t, link)->expires_ms -= shorter;
     }
     c->ttl_ms = ttl;
-    while (c->oldest && (!c->ttl_ms || c->oldest->expires_ms <= now_ms))
-        unlink_free(c, c->oldest);
+    while (c->order.head && (!c->ttl_ms || oldest(c)->expires_ms <= now_ms))
+        unlink_free(c, oldest(c));
 }
 
 size_t herd_places_cache_size(const herd_places_cache_t *c)

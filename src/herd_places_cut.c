@@ -9,8 +9,9 @@
  * container stack on the heap, so a body of any depth is scanned in linear
  * time without recursion. */
 #include "herd_places.h"
-#include "herd_proto.h"
 
+#include <curl/curl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -606,23 +607,25 @@ char *herd_places_error_json(const char *status, const char *message)
     return out;
 }
 
-/* Appends the percent-encoded bytes (RFC 3986: all but the unreserved
- * characters) and returns the new write offset. `buf` has 3 bytes per byte. */
-static size_t url_escape_into(char *buf, size_t w, const char *s, size_t n)
+herd_span_t herd_places_coord(herd_span_t v)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '.' || c == '_' || c == '~')
-            buf[w++] = (char)c;
-        else {
-            buf[w++] = '%';
-            buf[w++] = hex[c >> 4];
-            buf[w++] = hex[c & 15];
-        }
+    if (v.len > 0 && v.p[0] == '+') {
+        v.p++;
+        v.len--;
     }
-    return w;
+    return v;
+}
+
+/* The percent-encoded form of n bytes at p (curl_free), or NULL. libcurl
+ * escapes every byte but RFC 3986's unreserved characters, in upper-case
+ * hex: the form PROTOCOL §10's URL is compared in, byte for byte. Only
+ * the values are escaped: the ',' between lat and lng is written as the
+ * protocol writes it. */
+static char *url_escape(const char *p, size_t n)
+{
+    if (n > INT_MAX)
+        return NULL;
+    return curl_easy_escape(NULL, n ? p : "", (int)n); /* a length of 0 would mean strlen(p) */
 }
 
 char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_span_t radius_km,
@@ -641,34 +644,25 @@ char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_s
         free(metres);
         return NULL;
     }
-    lat = herd_proto_strip_plus(lat);
-    lng = herd_proto_strip_plus(lng);
-
+    lat = herd_places_coord(lat);
+    lng = herd_places_coord(lng);
     size_t blen = strlen(base);
     const char *sep = "?";
     if (memchr(base, '?', blen))
         sep = (base[blen - 1] == '?' || base[blen - 1] == '&') ? "" : "&";
-    size_t klen = strlen(key);
-    size_t cap = blen + 64 + 3 * (lat.len + lng.len + mlen + klen);
-    char *url = malloc(cap);
-    if (!url) {
-        free(metres);
-        return NULL;
+    char *la = url_escape(lat.p, lat.len), *lo = url_escape(lng.p, lng.len);
+    char *m = url_escape(metres, mlen), *k = url_escape(key, strlen(key));
+    char *url = NULL;
+    if (la && lo && m && k) {
+        size_t cap = blen + strlen(la) + strlen(lo) + strlen(m) + strlen(k) + 32;
+        url = malloc(cap);
+        if (url)
+            snprintf(url, cap, "%s%slocation=%s,%s&radius=%s&key=%s", base, sep, la, lo, m, k);
     }
-    size_t w = 0;
-    memcpy(url, base, blen);
-    w = blen;
-    w += (size_t)sprintf(url + w, "%slocation=", sep);
-    w = url_escape_into(url, w, lat.p, lat.len);
-    url[w++] = ',';
-    w = url_escape_into(url, w, lng.p, lng.len);
-    memcpy(url + w, "&radius=", 8);
-    w += 8;
-    w = url_escape_into(url, w, metres, mlen);
-    memcpy(url + w, "&key=", 5);
-    w += 5;
-    w = url_escape_into(url, w, key, klen);
-    url[w] = '\0';
+    curl_free(la);
+    curl_free(lo);
+    curl_free(m);
+    curl_free(k);
     free(metres);
     return url;
 }

@@ -162,40 +162,21 @@ static flight_t *flight_new(worker_t *w, const char *key, const char *what, herd
     return f;
 }
 
-/* The queue (head, tail) or the running list (run_head, run_tail): a
- * flight is in one of them, by f->running. */
-static void list_unlink(flight_t **head, flight_t **tail, flight_t *f)
+/* The flight of a node on the queue or the running list (a flight is on
+ * one of them, by f->running), or NULL. */
+static flight_t *flight_of(herd_list_node_t *n)
 {
-    if (f->q_prev)
-        f->q_prev->q_next = f->q_next;
-    else
-        *head = f->q_next;
-    if (f->q_next)
-        f->q_next->q_prev = f->q_prev;
-    else
-        *tail = f->q_prev;
-    f->q_prev = f->q_next = NULL;
-}
-
-static void list_push(flight_t **head, flight_t **tail, flight_t *f)
-{
-    f->q_prev = *tail;
-    f->q_next = NULL;
-    if (*tail)
-        (*tail)->q_next = f;
-    else
-        *head = f;
-    *tail = f;
+    return HERD_LIST_ENTRY(n, flight_t, link);
 }
 
 static void queue_unlink(worker_t *w, flight_t *f)
 {
-    list_unlink(&w->q_head, &w->q_tail, f);
+    herd_list_remove(&w->queue, &f->link);
 }
 
 static void queue_push(worker_t *w, flight_t *f)
 {
-    list_push(&w->q_head, &w->q_tail, f);
+    herd_list_push(&w->queue, &f->link);
 }
 
 /* Starts the transfer of a flight. Returns -1 when it could not start. */
@@ -230,7 +211,7 @@ static int flight_run(worker_t *w, flight_t *f)
     w->waiting -= waiting_of(f);
     f->running = true;
     w->waiting += waiting_of(f);
-    list_push(&w->run_head, &w->run_tail, f);
+    herd_list_push(&w->running, &f->link);
     w->in_flight++;
     w->pool_used = true;
     return 0;
@@ -274,8 +255,8 @@ static void flight_fail(worker_t *w, flight_t *f, const char *message)
 /* Starts queued flights while there are free slots. */
 static void start_queued(worker_t *w)
 {
-    while (w->q_head && (long)w->in_flight < w->max_in_flight) {
-        flight_t *f = w->q_head;
+    while (w->queue.head && (long)w->in_flight < w->max_in_flight) {
+        flight_t *f = flight_of(w->queue.head);
         queue_unlink(w, f);
         if (flight_run(w, f) != 0)
             flight_fail(w, f, "could not start the Places request");
@@ -288,7 +269,7 @@ static void flight_stop(worker_t *w, flight_t *f)
 {
     curl_multi_remove_handle(w->multi, f->easy);
     zhashx_delete(w->flights, f->key);
-    list_unlink(&w->run_head, &w->run_tail, f);
+    herd_list_remove(&w->running, &f->link);
     w->waiting -= waiting_of(f);
     f->running = false;
     w->waiting += waiting_of(f);
@@ -308,8 +289,8 @@ static char *timeout_message(const worker_t *w)
 long places_expire(worker_t *w)
 {
     bool any = false;
-    while (w->run_head) {
-        flight_t *f = w->run_head;
+    while (w->running.head) {
+        flight_t *f = flight_of(w->running.head);
         double ms = places_ms_since(&f->start);
         if (ms < (double)w->timeout_ms) {
             if (any)
@@ -449,8 +430,8 @@ void places_abandon(worker_t *w)
         flight_free(w, f);
     }
     zhashx_purge(w->flights);
-    w->q_head = w->q_tail = NULL;
-    w->run_head = w->run_tail = NULL;
+    w->queue = (herd_list_t){0};
+    w->running = (herd_list_t){0};
     w->in_flight = w->waiting = 0;
 }
 
@@ -461,7 +442,7 @@ void places_join(worker_t *w, uint64_t req_id, const char *key, const char *what
     /* Every request waits, and counts, but one that starts a call of its
      * own at once: joining a running call is waiting too, so a flood of
      * identical requests is bounded like distinct ones. */
-    bool starts_now = !f && (long)w->in_flight < w->max_in_flight && !w->q_head;
+    bool starts_now = !f && (long)w->in_flight < w->max_in_flight && !w->queue.head;
     places_how_t none = {0};
     if (!starts_now && (long)w->waiting >= w->max_queued) {
         char *msg = places_printf("too many Places requests are waiting (places.max_queued is %ld)", w->max_queued);

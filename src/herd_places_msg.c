@@ -134,52 +134,71 @@ static bool get_int(const msgpack_object *o, int64_t *v)
     return true;
 }
 
+/* Reads the elements of a decoded array into out: 0, or -1. Sets *id
+ * (never NULL) whenever the first request id can be read, even when the
+ * rest is malformed, so that the request can still be answered. */
+typedef int(array_fill_fn)(const msgpack_object *a, uint32_t n, void *out, uint64_t *id);
+
+/* Decodes a frame that must be, whole, one flat array of at least `min`
+ * elements, by fill. Returns fill's result, or -1. */
+static int decode_array(const char *data, size_t len, uint32_t min, array_fill_fn *fill, void *out, uint64_t *id)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    uint64_t unused = 0;
+    int rc = -1;
+    if (flat_frame((const uint8_t *)data, len) &&
+        msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= min)
+        rc = fill(u.data.via.array.ptr, u.data.via.array.size, out, id ? id : &unused);
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+/* A node -> worker message's fields (strings stay in the frame's bytes:
+ * msgpack_unpack_next leaves them there). */
+static int fill_to_worker(const msgpack_object *a, uint32_t n, void *o, uint64_t *id)
+{
+    herd_places_msg_t *out = o;
+    bool kind_ok = a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    bool config = kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CONFIG;
+    if (kind_ok && !config && is_id(&a[1]))
+        *id = a[1].via.u64;
+    if (config && n == CONFIG_FIELDS && get_int(&a[1], &out->timeout_ms) && get_int(&a[2], &out->cache_ttl_ms) &&
+        get_int(&a[3], &out->max_in_flight) && get_int(&a[4], &out->max_queued)) {
+        out->kind = HERD_PLACES_MSG_CONFIG;
+        return 0;
+    }
+    if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CANCEL && n == CANCEL_FIELDS && is_id(&a[1])) {
+        out->kind = HERD_PLACES_MSG_CANCEL;
+        out->req_id = a[1].via.u64;
+        return 0;
+    }
+    if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_REQUEST && n == REQUEST_FIELDS && is_id(&a[1]) &&
+        a[2].type == MSGPACK_OBJECT_STR && a[3].type == MSGPACK_OBJECT_STR && a[4].type == MSGPACK_OBJECT_STR &&
+        a[5].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[5].via.u64 <= UINT32_MAX) {
+        out->kind = HERD_PLACES_MSG_REQUEST;
+        out->req_id = a[1].via.u64;
+        out->lat = obj_span(&a[2]);
+        out->lng = obj_span(&a[3]);
+        out->radius_km = obj_span(&a[4]);
+        out->bound = (uint32_t)a[5].via.u64;
+        return 0;
+    }
+    return -1;
+}
+
 int herd_places_msg_decode_to_worker(const char *data, size_t len, herd_places_msg_t *out, uint64_t *req_id_out)
 {
     memset(out, 0, sizeof *out);
     if (req_id_out)
         *req_id_out = 0;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    int rc = -1;
-    if (flat_frame((const uint8_t *)data, len) &&
-        msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 2) {
-        const msgpack_object *a = u.data.via.array.ptr;
-        uint32_t n = u.data.via.array.size;
-        bool kind_ok = a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-        bool config = kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CONFIG;
-        if (kind_ok && !config && is_id(&a[1]) && req_id_out)
-            *req_id_out = a[1].via.u64;
-        if (config && n == CONFIG_FIELDS && get_int(&a[1], &out->timeout_ms) && get_int(&a[2], &out->cache_ttl_ms) &&
-            get_int(&a[3], &out->max_in_flight) && get_int(&a[4], &out->max_queued)) {
-            out->kind = HERD_PLACES_MSG_CONFIG;
-            rc = 0;
-        } else if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_CANCEL && n == CANCEL_FIELDS && is_id(&a[1])) {
-            out->kind = HERD_PLACES_MSG_CANCEL;
-            out->req_id = a[1].via.u64;
-            rc = 0;
-        } else if (kind_ok && a[0].via.u64 == HERD_PLACES_MSG_REQUEST && n == REQUEST_FIELDS && is_id(&a[1]) &&
-                   a[2].type == MSGPACK_OBJECT_STR && a[3].type == MSGPACK_OBJECT_STR &&
-                   a[4].type == MSGPACK_OBJECT_STR && a[5].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                   a[5].via.u64 <= UINT32_MAX) {
-            out->kind = HERD_PLACES_MSG_REQUEST;
-            out->req_id = a[1].via.u64;
-            /* msgpack_unpack_next leaves strings in the input bytes. */
-            out->lat = obj_span(&a[2]);
-            out->lng = obj_span(&a[3]);
-            out->radius_km = obj_span(&a[4]);
-            out->bound = (uint32_t)a[5].via.u64;
-            rc = 0;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
+    int rc = decode_array(data, len, 2, fill_to_worker, out, req_id_out);
     if (rc != 0)
         memset(out, 0, sizeof *out);
     return rc;
 }
-
 herd_places_body_t *herd_places_body_new(const char *text, size_t len)
 {
     herd_places_body_t *b = malloc(sizeof *b + len + 1);
@@ -254,50 +273,46 @@ static bool is_bool(const msgpack_object *o)
     return o->type == MSGPACK_OBJECT_BOOLEAN;
 }
 
+/* A worker -> node answer's fields: the ids, a copy of the body, the note
+ * and the flags. */
+static int fill_answer(const msgpack_object *a, uint32_t n, void *o, uint64_t *first_id)
+{
+    herd_places_answer_t *out = o;
+    if (a[0].type != MSGPACK_OBJECT_BIN)
+        return -1;
+    const uint8_t *idb = (const uint8_t *)a[0].via.bin.ptr;
+    size_t idlen = a[0].via.bin.size;
+    if (idlen >= ID_BYTES)
+        *first_id = be(idb, ID_BYTES);
+    bool shape = idlen >= ID_BYTES && idlen % ID_BYTES == 0 && n == ANSWER_FIELDS && a[1].type == MSGPACK_OBJECT_STR &&
+                 (a[2].type == MSGPACK_OBJECT_STR || a[2].type == MSGPACK_OBJECT_NIL) && is_bool(&a[3]) &&
+                 is_bool(&a[4]) && is_bool(&a[5]) &&
+                 (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32) && is_bool(&a[7]);
+    if (!shape)
+        return -1;
+    out->n_ids = idlen / ID_BYTES;
+    out->ids = malloc(out->n_ids * sizeof *out->ids);
+    for (size_t i = 0; out->ids && i < out->n_ids; i++)
+        out->ids[i] = be(idb + i * ID_BYTES, ID_BYTES);
+    out->body = herd_places_body_new(a[1].via.str.ptr, a[1].via.str.size);
+    if (out->body)
+        out->json = (herd_span_t){out->body->text, out->body->len};
+    if (a[2].type == MSGPACK_OBJECT_STR)
+        out->note = dup_bytes(a[2].via.str.ptr, a[2].via.str.size);
+    out->cache_hit = a[3].via.boolean;
+    out->shared = a[4].via.boolean;
+    out->upstream = a[5].via.boolean;
+    out->upstream_ms = a[6].via.f64;
+    out->refused = a[7].via.boolean;
+    return out->ids && out->body && (a[2].type == MSGPACK_OBJECT_NIL || out->note) ? 0 : -1;
+}
+
 int herd_places_msg_decode_answer(const char *data, size_t len, herd_places_answer_t *out, uint64_t *first_id)
 {
     memset(out, 0, sizeof *out);
     if (first_id)
         *first_id = 0;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    int rc = -1;
-    if (flat_frame((const uint8_t *)data, len) &&
-        msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len &&
-        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 1 &&
-        u.data.via.array.ptr[0].type == MSGPACK_OBJECT_BIN) {
-        const msgpack_object *a = u.data.via.array.ptr;
-        const uint8_t *idb = (const uint8_t *)a[0].via.bin.ptr;
-        size_t idlen = a[0].via.bin.size;
-        if (idlen >= ID_BYTES && first_id)
-            *first_id = be(idb, ID_BYTES);
-        bool shape = idlen >= ID_BYTES && idlen % ID_BYTES == 0 && u.data.via.array.size == ANSWER_FIELDS &&
-                     a[1].type == MSGPACK_OBJECT_STR &&
-                     (a[2].type == MSGPACK_OBJECT_STR || a[2].type == MSGPACK_OBJECT_NIL) && is_bool(&a[3]) &&
-                     is_bool(&a[4]) && is_bool(&a[5]) &&
-                     (a[6].type == MSGPACK_OBJECT_FLOAT64 || a[6].type == MSGPACK_OBJECT_FLOAT32) &&
-                     is_bool(&a[7]);
-        if (shape) {
-            out->n_ids = idlen / ID_BYTES;
-            out->ids = malloc(out->n_ids * sizeof *out->ids);
-            for (size_t i = 0; out->ids && i < out->n_ids; i++)
-                out->ids[i] = be(idb + i * ID_BYTES, ID_BYTES);
-            out->body = herd_places_body_new(a[1].via.str.ptr, a[1].via.str.size);
-            if (out->body)
-                out->json = (herd_span_t){out->body->text, out->body->len};
-            if (a[2].type == MSGPACK_OBJECT_STR)
-                out->note = dup_bytes(a[2].via.str.ptr, a[2].via.str.size);
-            out->cache_hit = a[3].via.boolean;
-            out->shared = a[4].via.boolean;
-            out->upstream = a[5].via.boolean;
-            out->upstream_ms = a[6].via.f64;
-            out->refused = a[7].via.boolean;
-            if (out->ids && out->body && (a[2].type == MSGPACK_OBJECT_NIL || out->note))
-                rc = 0;
-        }
-    }
-    msgpack_unpacked_destroy(&u);
+    int rc = decode_array(data, len, 1, fill_answer, out, first_id);
     if (rc != 0) {
         herd_places_answer_free(out);
         memset(out, 0, sizeof *out);

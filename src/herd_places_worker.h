@@ -1,7 +1,8 @@
-/* herd_places_worker.h: the Places worker's state, private to
- * herd_places.c (the thread, the pipe, replies), herd_places_flight.c
- * (upstream calls, their queue, the connection pool) and
- * herd_places_pipe.c (the node's end). worker_t is used by the worker
+/* herd_places_worker.h: the Places worker's state, private to its layers,
+ * each calling only those below it: herd_places.c (the thread, its loop,
+ * requests, the node's handle) -> herd_places_flight.c (upstream calls,
+ * their queue, the connection pool) -> herd_places_reply.c (answers queued
+ * for the pipe); herd_places_pipe.c is the node's end. worker_t is used by the worker
  * thread only, between herd_places_new and herd_places_destroy;
  * herd_places_t by the node's thread. */
 #ifndef HERD_PLACES_WORKER_H
@@ -15,6 +16,7 @@
 #include <curl/curl.h>
 #include <czmq.h>
 
+#include "herd_list.h"
 #include "herd_places.h"
 #include "herd_places_cache.h"
 #include "herd_places_msg.h"
@@ -23,7 +25,6 @@
 #define MAX_BODY_BYTES (16u << 20) /* an upstream body past this is an error */
 
 struct flight_t;
-struct outmsg_t;
 
 /* One request waiting for an upstream call. */
 typedef struct waiter_t {
@@ -40,7 +41,7 @@ typedef struct flight_t {
     char *url;                     /* the request URL (with the key: never logged) */
     bool running;                  /* started (else waiting in the queue) */
     size_t n_waiters;              /* requests in waiters */
-    struct flight_t *q_prev, *q_next; /* the queue while not running; the running list (start order) while running */
+    herd_list_node_t link;         /* on the queue while not running; on the running list (start order) while running */
     CURL *easy;                    /* the transfer */
     char *body;                    /* bytes received so far */
     size_t len, cap;               /* used and allocated size of body */
@@ -55,7 +56,7 @@ typedef struct flight_t {
 typedef struct outmsg_t {
     char *data;            /* the frame */
     size_t len;            /* its size */
-    struct outmsg_t *next; /* next in sending order */
+    herd_list_node_t link; /* on the worker's out list, in sending order */
 } outmsg_t;
 
 /* Everything the worker thread owns. Created and freed by the caller's
@@ -74,10 +75,10 @@ typedef struct {
     zhashx_t *waiters;            /* req_id ("%" PRIx64) -> waiter_t, for cancels */
     size_t in_flight;             /* running flights */
     size_t waiting;               /* waiters but the first of each running flight: what max_queued bounds */
-    flight_t *q_head, *q_tail;    /* queued flights, oldest first */
-    flight_t *run_head, *run_tail; /* running flights, first started first: deadline order */
+    herd_list_t queue;            /* queued flights, oldest first (flight_t.link) */
+    herd_list_t running;          /* running flights, first started first: deadline order (flight_t.link) */
     herd_places_cache_t *cache;   /* OK bodies by key */
-    outmsg_t *out_head, *out_tail; /* replies waiting for room in the pipe */
+    herd_list_t out;              /* replies waiting for room in the pipe, in sending order (outmsg_t.link) */
     bool stopping;                /* "$STOP" seen: nothing new is started */
 } worker_t;
 
@@ -89,7 +90,7 @@ struct herd_places_t {
     size_t inbox_next;           /* the next of its ids to hand out */
 };
 
-/* ---- herd_places.c ---- */
+/* ---- herd_places_reply.c ---- */
 
 /* printf into a malloc'd string, or NULL. */
 char *places_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -119,6 +120,16 @@ void places_reply_error(worker_t *w, const uint64_t *ids, size_t n, const char *
  * object. Returns whether the status is "OK". */
 bool places_reply_cut(worker_t *w, const uint64_t *ids, size_t n, uint32_t bound, const char *body, size_t len,
                       const char *what, places_how_t how);
+
+/* Queues a frame (taking data) for the pipe; out of memory it is dropped,
+ * and the node answers those requests on its own deadline. */
+void places_queue_frame(worker_t *w, char *data, size_t len);
+
+/* Sends queued replies until the pipe is full. */
+void places_flush_replies(worker_t *w, void *sock);
+
+/* Drops the queued replies, unsent. */
+void places_drop_replies(worker_t *w);
 
 /* ---- herd_places_flight.c ---- */
 

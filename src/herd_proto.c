@@ -139,17 +139,6 @@ int herd_proto_parse_position(herd_span_t pos, herd_span_t *lat, herd_span_t *ln
 }
 
 /* ---------------------------------------------------------------------- */
-/* A coordinate without its '+'; see herd_proto.h. */
-herd_span_t herd_proto_strip_plus(herd_span_t v)
-{
-    if (v.len > 0 && v.p[0] == '+') {
-        v.p++;
-        v.len--;
-    }
-    return v;
-}
-
-/* ---------------------------------------------------------------------- */
 /* The blank-line rule; see herd_proto.h. */
 bool herd_proto_is_blank(const char *line, size_t len)
 {

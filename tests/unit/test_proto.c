@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "herd_places.h"
 #include "herd_proto.h"
 #include "herd_record.h"
 
@@ -84,14 +85,14 @@ static void test_is_blank(void **state)
 static void test_strip_plus(void **state)
 {
     (void) state;
-    herd_span_t s = herd_proto_strip_plus((herd_span_t){"+34.1", 5});
+    herd_span_t s = herd_places_coord((herd_span_t){"+34.1", 5});
     assert_int_equal(s.len, 4);
     assert_memory_equal(s.p, "34.1", 4);
-    s = herd_proto_strip_plus((herd_span_t){"-118.4", 6});
+    s = herd_places_coord((herd_span_t){"-118.4", 6});
     assert_int_equal(s.len, 6);
-    s = herd_proto_strip_plus((herd_span_t){"++1", 3});
+    s = herd_places_coord((herd_span_t){"++1", 3});
     assert_int_equal(s.len, 2);
-    s = herd_proto_strip_plus((herd_span_t){NULL, 0});
+    s = herd_places_coord((herd_span_t){NULL, 0});
     assert_int_equal(s.len, 0);
 }
 
