@@ -9,6 +9,7 @@
  * container stack on the heap, so a body of any depth is scanned in linear
  * time without recursion. */
 #include "herd_places.h"
+#include "herd_proto.h"
 
 #include <curl/curl.h>
 #include <limits.h>
