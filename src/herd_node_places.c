@@ -264,15 +264,14 @@ static bool deliver_one(herd_node_t *node, pending_t *p)
 
 /* Hands ready answers to the front ends, oldest first, until a front end's
  * batch for this turn is full; the rest go in the next turns. */
-static void node_places_deliver(herd_loop_t *loop, void *arg)
+void node_places_deliver(herd_node_t *node)
 {
-    herd_node_t *node = arg;
     while (node->ready_head) {
         pending_t *p = node->ready_head;
         ready_unlink(node, p);
         if (!deliver_one(node, p)) {
             ready_push_front(node, p);
-            herd_loop_again(loop);
+            herd_loop_again(node->loop);
             return;
         }
     }
@@ -281,10 +280,7 @@ static void node_places_deliver(herd_loop_t *loop, void *arg)
 int node_places_init(herd_node_t *node)
 {
     node->pending_conns = zhashx_new();
-    if (!node->pending_conns)
-        return -1;
-    node->places_tick = herd_loop_add_tick(node->loop, HERD_PHASE_ANSWERS, node_places_deliver, node);
-    return node->places_tick < 0 ? -1 : 0;
+    return node->pending_conns ? 0 : -1;
 }
 
 void node_places_reload(herd_node_t *node)
@@ -305,9 +301,6 @@ void node_places_reload(herd_node_t *node)
 
 void node_places_free(herd_node_t *node)
 {
-    if (node->places_tick > 0)
-        herd_loop_remove_tick(node->loop, node->places_tick);
-    node->places_tick = 0;
     while (node->oldest) {
         pending_t *p = node->oldest;
         waiting_unlink(node, p);
