@@ -79,6 +79,11 @@ typedef struct pending_t {
     char at[];              /* the AT line the query was made from */
 } pending_t;
 
+/* A list of pending WHATSATs through their older / newer links. */
+typedef struct {
+    pending_t *head, *tail; /* the oldest, the newest */
+} pending_list_t;
+
 struct herd_node_t;
 
 /* One front-end thread, as the node sees it. */
@@ -123,13 +128,11 @@ struct herd_node_t {
     uint64_t log_suppressed;      /* ... and not logged */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
-    pending_t *oldest, *newest;   /* every WHATSAT waiting on the worker, oldest first */
-    pending_t *ready_head, *ready_tail; /* answered by the worker, not yet handed to the front ends */
+    pending_list_t waiting;       /* every WHATSAT waiting on the worker, oldest first */
+    pending_list_t ready;         /* answered by the worker, not yet handed to the front ends */
     zhashx_t *pending_conns;      /* "fe:conn" -> that connection's first pending WHATSAT */
     bool places_reconf;           /* reloaded Places settings not yet taken by the worker's pipe */
-    int64_t refuse_log_window_ms; /* start of the second that refuse_log_lines counts */
-    unsigned refuse_log_lines;    /* refused-WHATSAT lines logged in it */
-    uint64_t refuse_log_suppressed; /* ... and not logged */
+    herd_log_limit_t refuse_limit; /* the rate of lines about refused WHATSATs */
     size_t n_pending;             /* WHATSATs waiting or ready */
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
