@@ -39,7 +39,7 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
  * progress goes to the log and to /readyz. */
 static void load_progress(herd_node_t *node)
 {
-    /* The clock is read once per 4096 records: a million load in about a second. */
+    /* The clock is read once per 4096 records, not per record. */
     if ((++node->load_records & 4095) != 0)
         return;
     int64_t now = herd_clock_ms();
@@ -97,13 +97,14 @@ static void journal_ready(herd_loop_t *loop, void *arg)
 }
 
 /* About how many clients the state folder holds, for sizing the index: the
- * snapshot's bytes plus the journals' over the typical 83 bytes of a record
- * on disk. Compaction keeps the journals under twice the table, so this is
+ * snapshot's bytes plus the journals' over RECORD_BYTES, the size of a
+ * typical record on disk (a typical AT line framed). Compaction keeps the journals under twice the table, so this is
  * exact for a fresh journal or a fresh snapshot and at most about three
  * times the clients otherwise; journals piled up by failed compactions are
  * counted up to twice the snapshot (or 2^22 records without one), so that
  * they cannot make a small table reserve a huge index. */
 #define RESERVE_JOURNAL_ONLY (1ull << 22)
+#define RECORD_BYTES 83
 static size_t records_on_disk(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -119,7 +120,7 @@ static size_t records_on_disk(const char *dir)
             *(snap ? &snapshot : &journals) += (uint64_t)st.st_size;
     }
     closedir(d);
-    uint64_t records = snapshot / 83, journal_records = journals / 83;
+    uint64_t records = snapshot / RECORD_BYTES, journal_records = journals / RECORD_BYTES;
     uint64_t bound = snapshot ? 2 * records : RESERVE_JOURNAL_ONLY;
     records += journal_records < bound ? journal_records : bound;
     return records > SIZE_MAX ? SIZE_MAX : (size_t)records;
@@ -133,8 +134,8 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* The index at its final size at once, rather than doubled twenty times
-     * while a million records load (about a quarter of the load time). A
+    /* The index at its final size at once, rather than doubled over and
+     * over while the records load (a large share of the load time). A
      * failure only means the index grows as it goes. */
     size_t expect = records_on_disk(dir);
     if (topo->max_records > 0 && expect > (size_t)topo->max_records)
