@@ -620,6 +620,16 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     return 0;
 }
 
+void herd_node_set_ready_wait(herd_node_t *node, long ms)
+{
+    node->ready_wait_ms = ms;
+}
+
+int64_t herd_node_places_deadline_ms(const herd_node_t *node)
+{
+    return node_places_deadline(node);
+}
+
 int64_t herd_node_stop_wait_ms(const herd_node_t *node)
 {
     /* The node answers a WHATSAT by its deadline (places.timeout_ms plus its

@@ -2,7 +2,6 @@
  * exchange with a neighbour, or the wait for one), durability and reach,
  * as /readyz, /healthz, herd_ready and the log say them. It reads the
  * node's parts and changes nothing but its own latch. See herd_node_int.h. */
-#include "herd_node.h"
 #include "herd_node_int.h"
 
 #include <stdio.h>
@@ -104,9 +103,4 @@ herd_health_t node_health(void *arg, char *reason, size_t cap)
 bool node_durable(const herd_node_t *node)
 {
     return !node->journal || herd_journal_durable(node->journal);
-}
-
-void herd_node_set_ready_wait(herd_node_t *node, long ms)
-{
-    node->ready_wait_ms = ms;
 }

@@ -21,11 +21,16 @@
 #include "herd_hist.h"
 #include "herd_journal.h"
 #include "herd_links.h"
+#include "herd_log.h"
+#include "herd_loop.h"
 #include "herd_msg.h"
-#include "herd_node.h"
 #include "herd_places.h"
 #include "herd_proto.h"
 #include "herd_table.h"
+#include "herd_topology.h"
+
+/* The node (herd_node.h names it too; the parts need only its layout). */
+typedef struct herd_node_t herd_node_t;
 
 #define N_TURN_TICKS 2 /* the node's steps of each turn: commit, answers */
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
@@ -165,6 +170,10 @@ void node_places_ready(herd_loop_t *loop, void *arg);
 void node_pending_sweep(herd_loop_t *loop, void *arg);
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed);
 void node_places_deliver(herd_node_t *node);
+
+/* The loop time by which every WHATSAT read so far has had its answer
+ * handed to its front end, or 0 (see herd_node_places_deadline_ms). */
+int64_t node_places_deadline(const herd_node_t *node);
 
 /* The node's WHATSAT state: node_places_init (0, or -1 out of memory) makes
  * the per-connection index; node_places_reload gives the worker the

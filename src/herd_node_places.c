@@ -275,7 +275,7 @@ void node_places_free(herd_node_t *node)
     zhashx_destroy(&node->pending_conns);
 }
 
-int64_t herd_node_places_deadline_ms(const herd_node_t *node)
+int64_t node_places_deadline(const herd_node_t *node)
 {
     int64_t until = 0;
     if (node->waiting.tail)
