@@ -190,9 +190,10 @@ static void send_answers(herd_node_t *node)
  *   5. writes    HERD_PHASE_FRONTEND  the front ends write the replies
  *   6. log       HERD_PHASE_LOG       the turn's log lines in one write
  *
- * With fsync "always" an IAMAT reply skips step 4: the journal holds it
- * until its record is on disk, and herd_node_state.c's release_reply
- * queues it then. Steps 3 and 4 are the node's: turn_ticks registers them. */
+ * With fsync "always" an IAMAT reply misses its own turn's step 4: the
+ * journal holds it until its record is on disk, and herd_node_state.c's
+ * release_reply queues it for the step 4 of the turn that learns so.
+ * Steps 3 and 4 are the node's: turn_ticks registers them. */
 static void turn_commit(herd_loop_t *loop, void *arg)
 {
     (void)loop;
