@@ -24,14 +24,19 @@
  * NAME.bad-TIME (kept, logged), never deleted. Replay is idempotent: each AT line is re-offered to the
  * table, whose ranking keeps the winner whatever the order or repetitions.
  *
- * Why a journal and not LMDB (bench/state_lmdb.c, 1M records in turns of
- * 64): a turn costs LMDB a B-tree write transaction and, synced, two
- * fsyncs (pages, then meta page): 1.28 ms a turn against 0.63 ms for the
- * journal's one write + one fdatasync; unsynced 36 us against 20 us. LMDB
- * would still have to be read into the node's own table at start (0.7-1 s
- * for 1M either way), and its 112 bytes a live record beat the journal only
- * where clients update often, which compaction bounds (at most twice the
- * table). Append-only suits a record whose replay is idempotent. */
+ * Threads: the writer, and the compactor it starts, are zactors (the start
+ * handshake, "$TERM" to stop; herd_journal_writer.c). One message style
+ * each way: the node hands the writer pointers to owned batches (the
+ * writer frees them), the writer answers with fixed-size cumulative
+ * reports (herd_journal_recv reads them on the node's loop).
+ *
+ * Why a journal and not LMDB (bench/state_lmdb.c; figures in the README):
+ * a turn costs LMDB a B-tree write transaction and, synced, two fsyncs
+ * (pages, then the meta page) against the journal's one write and one
+ * fdatasync; LMDB would still have to be read into the node's own table at
+ * start, and its smaller size per live record only counts where clients
+ * update often, which compaction bounds (at most twice the table).
+ * Append-only suits a record whose replay is idempotent. */
 #ifndef HERD_JOURNAL_H
 #define HERD_JOURNAL_H
 
@@ -112,10 +117,6 @@ uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len);
  * compares with the journal's length to decide when to compact. */
 void herd_journal_commit(herd_journal_t *j, size_t live);
 
-/* Asks the writer to compact now (tests, operators); it still skips when a
- * compaction is under way. */
-void herd_journal_compact(herd_journal_t *j);
-
 /* The writer's socket: register it on the node's loop and call
  * herd_journal_recv when it may have input. */
 void *herd_journal_sock(herd_journal_t *j);
@@ -155,25 +156,12 @@ bool herd_journal_wants_table(const herd_journal_t *j);
  * what was lost before; durable again once it is on disk. */
 void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t);
 
-/* Sequence number of the last record appended; of the last one on disk as
- * the mode promises (every one before it too, or given up); of the last one
- * whose write failed (not on disk, retried). */
-uint64_t herd_journal_seq(const herd_journal_t *j);
-uint64_t herd_journal_done(const herd_journal_t *j);
-uint64_t herd_journal_failed(const herd_journal_t *j);
-
 /* False while what the table holds is not all on disk as the mode
  * promises: writes failing (until a retry succeeds), records given up
  * (until the whole table is on disk again), or the disk hung. */
 bool herd_journal_durable(const herd_journal_t *j);
 
-/* Number of AT replies held for the disk. */
-size_t herd_journal_held(const herd_journal_t *j);
-
 /* Writes the herd_state_* metrics (Prometheus text). */
 void herd_journal_render(const herd_journal_t *j, FILE *f);
-
-/* The CRC32C (Castagnoli) of a byte run, continuing from `crc` (0 to start). */
-uint32_t herd_journal_crc32c(uint32_t crc, const void *data, size_t len);
 
 #endif

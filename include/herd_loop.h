@@ -53,7 +53,8 @@ struct herd_watch_t {
 };
 
 /* The end-of-turn phases, run in this order whatever the order in which the
- * ticks were added (within one phase: the order of adding). */
+ * ticks were added (within one phase: the order of adding). The whole turn
+ * and the promise it keeps are told once, at turn_ticks in herd_node.c. */
 typedef enum {
     HERD_PHASE_COMMANDS, /* commands: a front end on this thread hands the
                             turn's commands to the node */

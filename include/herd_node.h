@@ -26,12 +26,6 @@ typedef struct herd_node_t herd_node_t;
  * waits for a first exchange with one before /healthz says ready anyway. */
 #define HERD_NODE_READY_WAIT_MS 30000
 
-/* The number of front-end threads server `me` runs: its own
- * frontend_threads, else the topology's, else min(4, cores - 1) (the node
- * keeps a core; past 4 the node, not the front ends, is the limit), and 0
- * on two cores or fewer. 0: one front end runs on the node's thread. */
-long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me);
-
 /* Builds server number `self` of `topo` on `loop`: binds the client and peer
  * ports, starts the Places worker, connects to the neighbours. The topology
  * must outlive the node. Returns NULL and fills err (one line) on failure. */
@@ -62,18 +56,6 @@ herd_admin_t *herd_node_admin(herd_node_t *node);
 /* Sets how long the node waits for a first exchange with a neighbour
  * before it says ready without one (default HERD_NODE_READY_WAIT_MS). */
 void herd_node_set_ready_wait(herd_node_t *node, long ms);
-
-/* False when the topology has a state_dir and the table is no longer all on
- * disk (a write or fsync failed): for /healthz. True without a state_dir. */
-bool herd_node_durable(const herd_node_t *node);
-
-/* For tests of the node's side of the msgpack boundary, without its
- * front-end threads' sockets: handles one herd_msg batch as if front end
- * `fe` had sent it (returns -1 for no such front end), and takes the frame
- * of answers and orders queued for front end `fe` that the end of the turn
- * would send (malloc'd, *len set; NULL when out of memory). */
-int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len);
-char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len);
 
 /* Number of client connections still owed an answer or output. */
 size_t herd_node_busy(const herd_node_t *node);

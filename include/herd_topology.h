@@ -87,9 +87,6 @@ herd_topology_t *herd_topology_load(const char *path, char *err, size_t errlen);
 /* Frees everything; sets *p to NULL. NULL-safe. */
 void herd_topology_destroy(herd_topology_t **p);
 
-/* True when host names this machine's loopback (127.0.0.0/8, ::1, localhost). */
-bool herd_topology_is_loopback(const char *host);
-
 /* Index of the server called `name`, or -1. */
 long herd_topology_find(const herd_topology_t *t, const char *name);
 
@@ -135,8 +132,21 @@ struct json_t *herd_topology_running_json(const herd_topology_t *t, size_t self,
  * links and the warnings. A new reference, NULL when out of memory. */
 struct json_t *herd_topology_resolved_json(const herd_topology_t *t, const char *log_dir);
 
-/* `dir`/`name``suffix` made absolute against the current folder (malloc'd),
- * or NULL for a NULL dir or when out of memory. The folder need not exist. */
-char *herd_topology_abs_path(const char *dir, const char *name, const char *suffix);
+/* The document /config serves for server `name` (a new reference, NULL
+ * when out of memory or no such server): name, topology (the file's real
+ * path), host, client_port, peer_port, admin_host, admin_port, running
+ * (herd_topology_running_json), log_dir and state_dir (as running has
+ * them), pending (the `n_pending` settings waiting for a restart) and
+ * warnings (the file's unknown fields). The caller adds what the process
+ * knows (pid, version). */
+struct json_t *herd_topology_config_json(const herd_topology_t *t, const char *name, const char *log_dir,
+                                         const char *const *pending, size_t n_pending);
+
+/* A reload's changes to the links of server `name` (named in both
+ * topologies): appends ", link to X added" or ", link to X removed" to the
+ * text in `out` (capacity `cap`, cut to fit) for each neighbour `next` adds
+ * to or drops from `cur`. */
+void herd_topology_link_changes(const herd_topology_t *cur, const herd_topology_t *next, const char *name, char *out,
+                                size_t cap);
 
 #endif

@@ -1,5 +1,11 @@
 /* herd_admin: /metrics, /livez, /readyz, /healthz, /config and the page
- * at / over libmicrohttpd. See herd_admin.h. */
+ * at / over libmicrohttpd. See herd_admin.h.
+ *
+ * Threads: libmicrohttpd's own (it serves HTTP; not ours to shape), which
+ * asks the reactor over an inproc PAIR; and the sweeper, a zactor like
+ * every thread of ours. The locks guard what libmicrohttpd's thread shares
+ * with the others (one question at a time, the progress text, the list of
+ * connections the sweeper cuts). */
 #define _GNU_SOURCE /* asprintf */
 #include "herd_admin.h"
 
@@ -70,11 +76,7 @@ struct herd_admin_t {
     pthread_mutex_t conns_lock;    /* guards conns and cut_total (HTTP and sweeper threads) */
     conn_t *conns;                 /* open connections, newest first */
     uint64_t cut_total;            /* connections cut: at their deadline, or as the oldest past the cap */
-    pthread_t sweeper;             /* cuts connections past their deadline */
-    bool sweeper_running;
-    pthread_mutex_t stop_lock;     /* guards stop; with stop_cond, wakes the sweeper */
-    pthread_cond_t stop_cond;
-    bool stop;
+    zactor_t *sweeper;             /* cuts connections past their deadline */
 };
 
 const char *herd_health_name(herd_health_t h)
@@ -467,22 +469,26 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     }
 }
 
-/* The sweeper thread: a connection past its deadline gets its socket shut
+/* The sweeper thread (a zactor: the start handshake, "$TERM" or the end of
+ * its pipe to stop): a connection past its deadline gets its socket shut
  * down, which libmicrohttpd sees as the client going away and closes. The
  * idle time-out alone would let a client that sends a byte now and then
  * keep a slot for ever. */
-static void *sweep(void *arg)
+static void sweeper_actor(zsock_t *pipe, void *arg)
 {
     herd_admin_t *a = arg;
-    pthread_mutex_lock(&a->stop_lock);
-    while (!a->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += SWEEP_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&a->stop_cond, &a->stop_lock, &until);
-        if (a->stop)
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, NULL);
+    while (poller) {
+        if (zpoller_wait(poller, SWEEP_MS) == pipe) {
+            char *command = zstr_recv(pipe);
+            bool term = !command || streq(command, "$TERM");
+            zstr_free(&command);
+            if (term)
+                break;
+            continue;
+        }
+        if (zpoller_terminated(poller))
             break;
         int64_t now = zclock_mono();
         pthread_mutex_lock(&a->conns_lock);
@@ -495,8 +501,7 @@ static void *sweep(void *arg)
         }
         pthread_mutex_unlock(&a->conns_lock);
     }
-    pthread_mutex_unlock(&a->stop_lock);
-    return NULL;
+    zpoller_destroy(&poller);
 }
 
 herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd_admin_metrics_fn *metrics,
@@ -516,8 +521,6 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
     pthread_mutex_init(&a->ask_lock, NULL);
     pthread_mutex_init(&a->progress_lock, NULL);
     pthread_mutex_init(&a->conns_lock, NULL);
-    pthread_mutex_init(&a->stop_lock, NULL);
-    pthread_cond_init(&a->stop_cond, NULL);
 
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "inproc://herd-admin-%p", (void *)a);
@@ -564,12 +567,12 @@ herd_admin_t *herd_admin_new(herd_loop_t *loop, const char *host, int port, herd
         herd_admin_destroy(&a);
         return NULL;
     }
-    if (pthread_create(&a->sweeper, NULL, sweep, a) != 0) {
+    a->sweeper = zactor_new(sweeper_actor, a);
+    if (!a->sweeper) {
         snprintf(err, errlen, "cannot start the admin endpoint's sweeper thread");
         herd_admin_destroy(&a);
         return NULL;
     }
-    a->sweeper_running = true;
     return a;
 }
 
@@ -578,13 +581,7 @@ void herd_admin_destroy(herd_admin_t **p)
     if (!p || !*p)
         return;
     herd_admin_t *a = *p;
-    if (a->sweeper_running) {
-        pthread_mutex_lock(&a->stop_lock);
-        a->stop = true;
-        pthread_cond_signal(&a->stop_cond);
-        pthread_mutex_unlock(&a->stop_lock);
-        pthread_join(a->sweeper, NULL);
-    }
+    zactor_destroy(&a->sweeper); /* "$TERM", then waits for its end */
     if (a->daemon)
         MHD_stop_daemon(a->daemon); /* joins the HTTP thread: nothing uses http_side after this */
     if (a->reactor_side) {
@@ -599,8 +596,6 @@ void herd_admin_destroy(herd_admin_t **p)
     pthread_mutex_destroy(&a->ask_lock);
     pthread_mutex_destroy(&a->progress_lock);
     pthread_mutex_destroy(&a->conns_lock);
-    pthread_mutex_destroy(&a->stop_lock);
-    pthread_cond_destroy(&a->stop_cond);
     free(a);
     *p = NULL;
 }

@@ -349,22 +349,17 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
         goto fail;
     }
     j->sock = zsock_resolve(zactor_sock(j->writer));
-    if (conf->loop && j->mode != HERD_FSYNC_ALWAYS) {
-        j->timer = herd_loop_add_timer(conf->loop, HANDOVER_MS, handover_timer, j);
-        if (j->timer < 0) {
-            j->timer = 0;
+    if (conf->loop) {
+        /* "always": the held replies' deadlines; otherwise the hand-over of
+         * gathered turns. */
+        bool always = j->mode == HERD_FSYNC_ALWAYS;
+        int id = herd_loop_add_timer(conf->loop, always ? SWEEP_MS : HANDOVER_MS, always ? sweep_timer : handover_timer,
+                                     j);
+        if (id < 0) {
             snprintf(err, errlen, "cannot set the state writer's timer");
             goto fail;
         }
-        j->loop = conf->loop;
-    }
-    if (conf->loop && j->mode == HERD_FSYNC_ALWAYS) {
-        j->sweep_timer = herd_loop_add_timer(conf->loop, SWEEP_MS, sweep_timer, j);
-        if (j->sweep_timer < 0) {
-            j->sweep_timer = 0;
-            snprintf(err, errlen, "cannot set the state writer's timer");
-            goto fail;
-        }
+        *(always ? &j->sweep_timer : &j->timer) = id;
         j->loop = conf->loop;
     }
     return j;

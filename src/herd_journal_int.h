@@ -162,4 +162,20 @@ void hj_writer_free(void *writer);
 /* The writer thread (a zactor); args is an hj_writer_new() result it owns. */
 void hj_writer_actor(zsock_t *pipe, void *args);
 
+/* The CRC32C (Castagnoli) of a byte run, continuing from `crc` (0 to start). */
+uint32_t herd_journal_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* For tests and benchmarks, which wait on the writer without a node:
+ * herd_journal_compact asks the writer to compact now (it still skips when
+ * a compaction is under way); herd_journal_seq, _done and _failed are the
+ * sequence numbers of the last record appended, of the last one on disk as
+ * the mode promises (every one before it too, or given up), and of the
+ * last one whose write failed (not on disk, retried); herd_journal_held
+ * is the number of AT replies held for the disk. */
+void herd_journal_compact(herd_journal_t *j);
+uint64_t herd_journal_seq(const herd_journal_t *j);
+uint64_t herd_journal_done(const herd_journal_t *j);
+uint64_t herd_journal_failed(const herd_journal_t *j);
+size_t herd_journal_held(const herd_journal_t *j);
+
 #endif

@@ -1,7 +1,8 @@
 /* herd_node: the front-end threads' commands as herd_msg batches, the
- * table and floods, health, and the node's lifetime; WHATSATs are in
- * herd_node_places.c, /metrics in herd_node_metrics.c and durable state in
- * herd_node_state.c. See herd_node.h. */
+ * table and floods, the end of each turn, and the node's lifetime. The
+ * parts it calls (none calls back): WHATSATs in herd_node_places.c,
+ * durable state in herd_node_state.c, readiness in herd_node_health.c,
+ * /metrics in herd_node_metrics.c. See herd_node.h and herd_node_int.h. */
 #include "herd_node.h"
 #include "herd_node_int.h"
 
@@ -12,14 +13,6 @@
 #include <unistd.h>
 
 #include <zmq.h>
-
-/* Queues an answer (or order) for front end `fe`; it goes out at the end of
- * the turn, after the links' flush (flood before reply, PROTOCOL §7). */
-void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
-{
-    if (fe < node->n_fes)
-        herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
-}
 
 /* Offers an AT line to the table; floods it when stored and `flood`. `from`
  * is the link it came from, or -1 for our own client. */
@@ -162,13 +155,10 @@ char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
     return p;
 }
 
-/* End of turn, after the links' flush and the group commit: each front
- * end's answers and orders in one frame (handed over at once to a front end
- * on this thread). */
-static void send_answers(herd_loop_t *loop, void *arg)
+/* Each front end's answers and orders of this turn in one frame (handed
+ * over at once to a front end on this thread). */
+static void send_answers(herd_node_t *node)
 {
-    (void)loop;
-    herd_node_t *node = arg;
     for (size_t i = 0; i < node->n_fes; i++) {
         fe_t *f = &node->fes[i];
         if (!f->out.items)
@@ -184,6 +174,46 @@ static void send_answers(herd_loop_t *loop, void *arg)
         herd_msg_begin(&f->out, &h);
     }
 }
+
+/* The turn, in the order of the acknowledgement promise (PROTOCOL sections
+ * 7 and 9: a client's reply says its update is flooded and, as fsync
+ * promises, on disk). Each step is a phase of the loop (herd_loop.h), run
+ * in this order whoever registered it:
+ *
+ *   1. commands  HERD_PHASE_COMMANDS  a front end on this thread hands its
+ *                                     lines; handle_frame stores, queues
+ *                                     floods and answers (node_to_fe)
+ *   2. flood     HERD_PHASE_LINKS     herd_links sends the stored updates
+ *   3. commit    HERD_PHASE_STATE     node_state_commit (below)
+ *   4. answers   HERD_PHASE_ANSWERS   Places answers, then every front
+ *                                     end's batch (turn_answers, below)
+ *   5. writes    HERD_PHASE_FRONTEND  the front ends write the replies
+ *   6. log       HERD_PHASE_LOG       the turn's log lines in one write
+ *
+ * With fsync "always" an IAMAT reply misses its own turn's step 4: the
+ * journal holds it until its record is on disk, and herd_node_state.c's
+ * release_reply queues it for the step 4 of the turn that learns so.
+ * Steps 3 and 4 are the node's: turn_ticks registers them. */
+static void turn_commit(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    node_state_commit(arg);
+}
+
+static void turn_answers(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    node_places_deliver(arg);
+    send_answers(arg);
+}
+
+static const struct {
+    herd_phase_t phase;
+    herd_loop_fn *fn;
+} turn_ticks[N_TURN_TICKS] = {
+    {HERD_PHASE_STATE, turn_commit},
+    {HERD_PHASE_ANSWERS, turn_answers},
+};
 
 /* At max_clients: the front ends' batches already sent are read first, so
  * that a connection a front end has closed (and logged as closed) is no
@@ -302,98 +332,6 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
 }
 
 
-/* Readiness, latched: ready once the first rejoin exchange with a
- * neighbour is done, at once for a server without neighbours, or when
- * ready_wait_ms pass without any exchange (a herd must be able to start
- * from nothing). Until then a restarted server would answer "?" for
- * clients the herd knows, so probes must not route clients to it. */
-bool node_ready(herd_node_t *node)
-{
-    if (node->ready) {
-        /* Ready by the wait, then a neighbour came: say what is true now. */
-        if (node->ready_waited && herd_links_synced(node->links) > 0) {
-            node->ready_waited = false;
-            snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
-        }
-        return true;
-    }
-    size_t self = (size_t)herd_topology_find(node->topo, node->name);
-    if (herd_topology_neighbours(node->topo, self, NULL, 0) == 0)
-        snprintf(node->ready_reason, sizeof node->ready_reason, "no neighbour in the topology");
-    else if (herd_links_synced(node->links) > 0)
-        snprintf(node->ready_reason, sizeof node->ready_reason, "first exchange with a neighbour done");
-    else if (herd_loop_now_ms(node->loop) - node->start_ms >= node->ready_wait_ms)
-        node->ready_waited = snprintf(node->ready_reason, sizeof node->ready_reason,
-                                      "no neighbour answered within %ld s", node->ready_wait_ms / 1000) > 0;
-    else
-        return false;
-    node->ready = true;
-    return true;
-}
-
-/* Each change of readiness is logged once, as /readyz says it. */
-static void health_tick(herd_loop_t *loop, void *arg)
-{
-    (void)loop;
-    herd_node_t *node = arg;
-    char reason[256];
-    herd_health_t h = node_health(node, reason, sizeof reason);
-    bool durable = herd_node_durable(node);
-    if (node->health_seen && h == node->health_last && durable == node->health_durable)
-        return;
-    node->health_seen = true;
-    node->health_last = h;
-    node->health_durable = durable;
-    herd_log_event(node->log, "health: %s: %s", herd_health_name(h), reason);
-}
-
-/* /readyz (and /healthz), PROTOCOL section 9: ready when it serves, its
- * state is as durable as configured and it reaches a neighbour when it has
- * any. Draining beats everything; then starting (the first exchange), then
- * durability, then reach.
- *
- * Durability against fsync: under "always" a server whose state cannot be
- * written answers '?' to every IAMAT that would change the table, so
- * clients routed to it cannot report: not ready. Under "everysec" and
- * "never" the contract has it go on from memory and report it: it answers
- * every command as promised, so it stays ready and says "not durable" in
- * its reason, herd_state_durable and the log; taking it out of rotation
- * would only move its clients' load onto the rest, and a fault shared by
- * every server's disk would take the whole herd out. */
-herd_health_t node_health(void *arg, char *reason, size_t cap)
-{
-    herd_node_t *node = arg;
-    if (node->draining) {
-        snprintf(reason, cap, "stopping after SIGTERM, finishing owed replies");
-        return HERD_HEALTH_DRAINING;
-    }
-    if (!node_ready(node)) {
-        snprintf(reason, cap, "waiting for the first exchange with a neighbour (at most %ld s)",
-                 node->ready_wait_ms / 1000);
-        return HERD_HEALTH_STARTING;
-    }
-    bool durable = herd_node_durable(node);
-    if (!durable && node->topo->fsync == HERD_FSYNC_ALWAYS) {
-        herd_journal_why(node->journal, reason, cap);
-        return HERD_HEALTH_NOT_DURABLE;
-    }
-    long self = herd_topology_find(node->topo, node->name);
-    size_t neighbours = self < 0 ? 0 : herd_topology_neighbours(node->topo, (size_t)self, NULL, 0);
-    if (neighbours > 0 && herd_links_up(node->links) == 0) {
-        snprintf(reason, cap, "reaches none of its %zu neighbour%s", neighbours, neighbours == 1 ? "" : "s");
-        return HERD_HEALTH_ISOLATED;
-    }
-    if (durable) {
-        snprintf(reason, cap, "%s", node->ready_reason);
-    } else {
-        char why[512] = "";
-        if (node->journal)
-            herd_journal_why(node->journal, why, sizeof why);
-        snprintf(reason, cap, "%s; not durable: %s", node->ready_reason,
-                 why[0] ? why : "the state cannot be written (see the log)");
-    }
-    return HERD_HEALTH_READY;
-}
 
 /* A record dropped by limits.max_records or limits.record_ttl_s. */
 static void on_drop(void *arg, const herd_record_t *r)
@@ -420,7 +358,7 @@ static void expire_tick(herd_loop_t *loop, void *arg)
 static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const herd_server_conf_t *me, char *err,
                            size_t errlen)
 {
-    size_t threads = (size_t)herd_node_frontend_threads(topo, me);
+    size_t threads = (size_t)herd_topology_frontend_threads(topo, me);
     size_t n = threads ? threads : 1;
     node->fes = calloc(n, sizeof *node->fes);
     if (!node->fes) {
@@ -453,10 +391,11 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
             return -1;
         }
     }
-    if ((node->fe_tick = herd_loop_add_tick(node->loop, HERD_PHASE_ANSWERS, send_answers, node)) < 0) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    for (size_t i = 0; i < N_TURN_TICKS; i++)
+        if ((node->turn_ticks[i] = herd_loop_add_tick(node->loop, turn_ticks[i].phase, turn_ticks[i].fn, node)) < 0) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     herd_frontend_conf_t fc = {
         .host = me->host,
         .port = me->client_port,
@@ -478,15 +417,6 @@ static int start_frontends(herd_node_t *node, const herd_topology_t *topo, const
     return 0;
 }
 
-long herd_node_frontend_threads(const herd_topology_t *topo, const herd_server_conf_t *me)
-{
-    return herd_topology_frontend_threads(topo, me);
-}
-
-bool herd_node_durable(const herd_node_t *node)
-{
-    return !node->journal || herd_journal_durable(node->journal);
-}
 
 herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
                            char *err, size_t errlen)
@@ -562,7 +492,7 @@ herd_node_t *herd_node_new(herd_loop_t *loop, herd_log_t *log, const herd_topolo
         goto fail;
     node->start_ms = herd_loop_now_ms(loop);
     node->ready_wait_ms = HERD_NODE_READY_WAIT_MS;
-    node->health_timer = herd_loop_add_timer(loop, HEALTH_TICK_MS, health_tick, node);
+    node->health_timer = herd_loop_add_timer(loop, HEALTH_TICK_MS, node_health_tick, node);
     if (node->health_timer < 0) {
         snprintf(err, errlen, "cannot set up the health timer");
         goto fail;
@@ -579,6 +509,9 @@ void herd_node_destroy(herd_node_t **p)
     if (!p || !*p)
         return;
     herd_node_t *node = *p;
+    for (size_t i = 0; i < N_TURN_TICKS; i++)
+        if (node->turn_ticks[i] > 0)
+            herd_loop_remove_tick(node->loop, node->turn_ticks[i]);
     herd_admin_destroy(&node->admin);
     if (node->health_timer > 0)
         herd_loop_remove_timer(node->loop, node->health_timer);
@@ -590,8 +523,6 @@ void herd_node_destroy(herd_node_t **p)
         herd_msg_buf_free(&node->fes[i].out);
     }
     free(node->fes);
-    if (node->fe_tick > 0)
-        herd_loop_remove_tick(node->loop, node->fe_tick);
     if (node->pending_timer > 0)
         herd_loop_remove_timer(node->loop, node->pending_timer);
     if (node->places)
@@ -599,8 +530,6 @@ void herd_node_destroy(herd_node_t **p)
     herd_places_destroy(&node->places);
     herd_links_close_gracefully(node->links, 2000); /* PROTOCOL.md section 8: neighbours take what was flooded */
     herd_links_destroy(&node->links);
-    if (node->journal_tick > 0)
-        herd_loop_remove_tick(node->loop, node->journal_tick);
     if (node->journal)
         herd_loop_remove_zmq(node->loop, herd_journal_sock(node->journal));
     herd_journal_destroy(&node->journal);
@@ -637,10 +566,6 @@ herd_admin_t *herd_node_admin(herd_node_t *node)
     return node->admin;
 }
 
-void herd_node_set_ready_wait(herd_node_t *node, long ms)
-{
-    node->ready_wait_ms = ms;
-}
 
 int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen)
 {
@@ -671,6 +596,16 @@ int herd_node_reload(herd_node_t *node, const herd_topology_t *topo, char *err, 
     node->topo = topo;
     node_places_reload(node);
     return 0;
+}
+
+void herd_node_set_ready_wait(herd_node_t *node, long ms)
+{
+    node->ready_wait_ms = ms;
+}
+
+int64_t herd_node_places_deadline_ms(const herd_node_t *node)
+{
+    return node_places_deadline(node);
 }
 
 int64_t herd_node_stop_wait_ms(const herd_node_t *node)

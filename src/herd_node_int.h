@@ -1,6 +1,13 @@
-/* herd_node_int.h: what the node's files share (herd_node.c: commands,
- * the table, floods, health, lifetime; herd_node_places.c: WHATSATs and the
- * Places worker; herd_node_metrics.c: /metrics). Private to the node. */
+/* herd_node_int.h: what the node's files share. Private to the node.
+ *
+ * The files, each below the one that calls it (none calls back up):
+ *   herd_node.c         commands, the table, floods, the turn, lifetime
+ *   herd_node_places.c  WHATSATs and the Places worker's replies
+ *   herd_node_state.c   durable state: the load, the group commit, held replies
+ *   herd_node_metrics.c /metrics and the page at `/`
+ *   herd_node_health.c  readiness: /readyz, /healthz and their log lines
+ * They talk to the front ends through this header's node_to_fe, the answer
+ * sink: a part queues what goes out, the turn (herd_node.c) sends it. */
 #ifndef HERD_NODE_INT_H
 #define HERD_NODE_INT_H
 
@@ -14,13 +21,19 @@
 #include "herd_hist.h"
 #include "herd_journal.h"
 #include "herd_links.h"
+#include "herd_log.h"
+#include "herd_loop.h"
 #include "herd_msg.h"
-#include "herd_node.h"
 #include "herd_places.h"
 #include "herd_proto.h"
 #include "herd_record.h"
 #include "herd_table.h"
+#include "herd_topology.h"
 
+/* The node (herd_node.h names it too; the parts need only its layout). */
+typedef struct herd_node_t herd_node_t;
+
+#define N_TURN_TICKS 2 /* the node's steps of each turn: commit, answers */
 #define PENDING_BUCKETS 1024 /* WHATSATs waiting on the Places worker, hashed by request id */
 #define HEALTH_TICK_MS 100    /* how often readiness is looked at, so a brief exchange is not missed */
 /* A WHATSAT is answered by places.timeout_ms plus this margin even if the
@@ -72,6 +85,11 @@ typedef struct pending_t {
     char at[];              /* the AT line the query was made from */
 } pending_t;
 
+/* A list of pending WHATSATs through their older / newer links. */
+typedef struct {
+    pending_t *head, *tail; /* the oldest, the newest */
+} pending_list_t;
+
 struct herd_node_t;
 
 /* One front-end thread, as the node sees it. */
@@ -100,37 +118,33 @@ struct herd_node_t {
     herd_frontend_t *frontend;    /* the acceptor: the client port, max_clients, refusals */
     fe_t *fes;                    /* the front-end threads */
     size_t n_fes;
-    int fe_tick;                  /* tick id of send_answers */
+    int turn_ticks[N_TURN_TICKS]; /* the node's steps of the turn (turn_ticks in herd_node.c) */
     herd_places_t *places;        /* the Places worker */
     herd_links_t *links;          /* the neighbours */
     herd_admin_t *admin;          /* /metrics, /healthz, /config, or NULL without admin_port */
     int health_timer;             /* timer id of health_tick, or 0 */
     int64_t start_ms;             /* when the node was made: the wait for a neighbour starts here */
     long ready_wait_ms;           /* how long to wait for a first exchange before ready anyway */
-    bool ready;                   /* latched: ready once, ready until stopped */
+    bool started;                 /* latched: the start is over (herd_node_health.c) */
     bool draining;                /* SIGTERM seen: /healthz says draining */
-    char ready_reason[96];        /* why it is ready (or what it waits for) */
+    char start_reason[96];        /* how the start ended (or what it waits for) */
     herd_journal_t *journal;      /* the table on disk, or NULL without state_dir */
-    int journal_tick;             /* tick id of the per-turn group commit */
     int64_t log_window_ms;        /* start of the second that log_budget counts */
     unsigned log_lines;           /* dropped-record lines logged in it */
     uint64_t log_suppressed;      /* ... and not logged */
     counters_t n;                 /* counters for /metrics */
     pending_t *pending[PENDING_BUCKETS];
-    pending_t *oldest, *newest;   /* every WHATSAT waiting on the worker, oldest first */
-    pending_t *ready_head, *ready_tail; /* answered by the worker, not yet handed to the front ends */
+    pending_list_t waiting;       /* every WHATSAT waiting on the worker, oldest first */
+    pending_list_t ready;         /* answered by the worker, not yet handed to the front ends */
     zhashx_t *pending_conns;      /* "fe:conn" -> that connection's first pending WHATSAT */
-    int places_tick;              /* tick id of node_places_deliver */
     bool places_reconf;           /* reloaded Places settings not yet taken by the worker's pipe */
-    int64_t refuse_log_window_ms; /* start of the second that refuse_log_lines counts */
-    unsigned refuse_log_lines;    /* refused-WHATSAT lines logged in it */
-    uint64_t refuse_log_suppressed; /* ... and not logged */
+    herd_log_limit_t refuse_limit; /* the rate of lines about refused WHATSATs */
     size_t n_pending;             /* WHATSATs waiting or ready */
     int pending_timer;            /* timer id of the deadline sweep */
     uint64_t next_req_id;
     int expire_timer;             /* drops records past limits.record_ttl_s */
     herd_hist_t update_age[2];    /* stored peer updates' age here: [0] floods, [1] exchanges */
-    bool ready_waited;            /* ready by ready_wait_ms, no exchange done since */
+    bool started_by_wait;         /* started by ready_wait_ms, no exchange done since */
     bool health_seen;             /* a readiness was logged (health_tick) */
     herd_health_t health_last;    /* ... the last one */
     bool health_durable;          /* ... and whether the state was durable then */
@@ -139,40 +153,55 @@ struct herd_node_t {
     int64_t load_start_ms, load_said_ms; /* the load's start; its last progress report (herd_clock_ms) */
 };
 
-/* Queues an answer (or order) for front end `fe`; it goes out at the end of
- * the turn, after the links' flush (flood before reply, PROTOCOL section 7). */
-void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it);
-
-/* Readiness, latched (see herd_node.c). */
-bool node_ready(herd_node_t *node);
+/* The answer sink: queues an answer (or order) for front end `fe`; it goes
+ * out at the end of the turn (turn_answers in herd_node.c), after the links'
+ * flush and the group commit (flood before reply, PROTOCOL section 7). */
+static inline void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
+{
+    if (fe < node->n_fes)
+        herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
+}
 
 /* WHATSATs (herd_node_places.c): one from front end `fe`; the worker's
  * replies; the deadline sweep (a timer); a connection that closed while
- * owed answers. */
+ * owed answers; the turn's hand-over of answers the worker gave (oldest
+ * first, a bounded batch per front end; the rest wait for the next turn). */
 void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it);
 void node_places_ready(herd_loop_t *loop, void *arg);
 void node_pending_sweep(herd_loop_t *loop, void *arg);
 void node_on_closed(herd_node_t *node, uint32_t fe, uint64_t conn, bool owed);
+void node_places_deliver(herd_node_t *node);
+
+/* The loop time by which every WHATSAT read so far has had its answer
+ * handed to its front end, or 0 (see herd_node_places_deadline_ms). */
+int64_t node_places_deadline(const herd_node_t *node);
 
 /* The node's WHATSAT state: node_places_init (0, or -1 out of memory) makes
- * the per-connection index and the tick that hands ready answers to the
- * front ends (before their own tick of the same phase); node_places_reload
- * gives the worker the reloaded Places settings the node now uses;
- * node_places_free drops every pending WHATSAT unanswered. */
+ * the per-connection index; node_places_reload gives the worker the
+ * reloaded Places settings the node now uses; node_places_free drops every
+ * pending WHATSAT unanswered. */
 int node_places_init(herd_node_t *node);
 void node_places_reload(herd_node_t *node);
 void node_places_free(herd_node_t *node);
 
-/* Durable state (herd_node_state.c): loads state_dir/NAME into the table
- * and starts the writer (0, or -1 with err filled). */
+/* Durable state (herd_node_state.c): node_open_journal loads state_dir/NAME
+ * into the table and starts the writer (0, or -1 with err filled);
+ * node_state_commit hands the turn's records to the writer (nothing
+ * without a state_dir). */
 int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
+void node_state_commit(herd_node_t *node);
 
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */
 char *node_render_metrics(void *arg, size_t *len);
 
-/* /readyz and /healthz (herd_node.c): the state and its reason. */
+/* /readyz and /healthz (herd_node_health.c): the state and its reason;
+ * node_health_tick (a timer) logs each change of it once; node_durable is
+ * false when the table is no longer all on disk (a write or fsync failed),
+ * true without a state_dir. */
 herd_health_t node_health(void *arg, char *reason, size_t cap);
+void node_health_tick(herd_loop_t *loop, void *arg);
+bool node_durable(const herd_node_t *node);
 
 /* The page at `/` (herd_node_metrics.c, herd_admin_page.c). */
 char *node_render_page(void *arg, size_t *len);
@@ -182,8 +211,12 @@ char *node_render_page(void *arg, size_t *len);
  * AT line). `flood`: it came by flooding, not by an exchange. */
 void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood);
 
-/* One record read from state_dir at start: at most once a second, the
- * progress goes to the log and to /readyz (herd_node_metrics.c). */
-void node_load_progress(herd_node_t *node);
+/* For tests of the node's side of the msgpack boundary, without its
+ * front-end threads' sockets: handles one herd_msg batch as if front end
+ * `fe` had sent it (returns -1 for no such front end), and takes the frame
+ * of answers and orders queued for front end `fe` that the end of the turn
+ * would send (malloc'd, *len set; NULL when out of memory). */
+int herd_node_feed(herd_node_t *node, uint32_t fe, const void *data, size_t len);
+char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len);
 
 #endif

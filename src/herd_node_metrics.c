@@ -1,7 +1,7 @@
 /* herd_node_metrics: /metrics for the node: its counters, the links',
  * the front ends', the state's and the log's, CPU per thread, the build and
- * the process; the age of updates from neighbours; the progress of the
- * state's load; the data of the page at `/`. See herd_node_int.h. */
+ * the process; the age of updates from neighbours; the data of the page
+ * at `/`. See herd_node_int.h. */
 #define _GNU_SOURCE /* open_memstream */
 #include "herd_node_int.h"
 
@@ -206,31 +206,6 @@ void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood)
     else
         ns = sec * 1000000000 + nsec;
     herd_hist_observe(&node->update_age[flood ? 0 : 1], ns);
-}
-
-void node_load_progress(herd_node_t *node)
-{
-    /* The clock is read once per 4096 records: a million load in about a second. */
-    if ((++node->load_records & 4095) != 0)
-        return;
-    int64_t now = herd_clock_ms();
-    if (now - node->load_said_ms < 1000)
-        return;
-    node->load_said_ms = now;
-    char what[160];
-    double secs = (double)(now - node->load_start_ms) / 1000.0;
-    if (node->load_expect >= node->load_records)
-        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records of about %zu read in %.1f s",
-                 node->load_records, node->load_expect, secs);
-    else
-        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records read in %.1f s", node->load_records,
-                 secs);
-    herd_admin_progress(node->admin, what);
-    /* Flushed around: the line gets a time stamp of its own, and so does
-     * the next one. */
-    herd_log_flush(node->log);
-    herd_log_event(node->log, "state: %s", what);
-    herd_log_flush(node->log);
 }
 
 /* Per-neighbour facts for the page, read from the links' own metrics text

@@ -18,31 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Refused WHATSATs logged per second: a client can make thousands a
- * second, and each is counted in /metrics anyway. */
-#define REFUSE_LOG_PER_SEC 10
-
-/* Whether one more line about a refused WHATSAT may be logged now; says,
- * at the first refusal of a later second, how many were not. */
-static bool refuse_log_budget(herd_node_t *node)
-{
-    int64_t now = herd_loop_now_ms(node->loop);
-    if (now - node->refuse_log_window_ms >= 1000) {
-        if (node->refuse_log_suppressed)
-            herd_log_event(node->log, "places: %" PRIu64 " more refused WHATSATs were not logged (at most %d a second)",
-                           node->refuse_log_suppressed, REFUSE_LOG_PER_SEC);
-        node->refuse_log_window_ms = now;
-        node->refuse_log_lines = 0;
-        node->refuse_log_suppressed = 0;
-    }
-    if (node->refuse_log_lines < REFUSE_LOG_PER_SEC) {
-        node->refuse_log_lines++;
-        return true;
-    }
-    node->refuse_log_suppressed++;
-    return false;
-}
-
 /* Answers a WHATSAT with the AT line and the Places JSON. */
 static void answer_whatsat(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle, const char *at,
                            size_t at_len, const char *json, size_t json_len)
@@ -104,6 +79,35 @@ static void conn_unlink(herd_node_t *node, pending_t *p)
     p->cprev = p->cnext = NULL;
 }
 
+/* Takes p out of list l. */
+static void list_unlink(pending_list_t *l, pending_t *p)
+{
+    if (p->older)
+        p->older->newer = p->newer;
+    else
+        l->head = p->newer;
+    if (p->newer)
+        p->newer->older = p->older;
+    else
+        l->tail = p->older;
+    p->older = p->newer = NULL;
+}
+
+/* Puts p at the newest end of list l, or (front) back at its oldest end. */
+static void list_push(pending_list_t *l, pending_t *p, bool front)
+{
+    p->older = front ? NULL : l->tail;
+    p->newer = front ? l->head : NULL;
+    if (p->older)
+        p->older->newer = p;
+    else
+        l->head = p;
+    if (p->newer)
+        p->newer->older = p;
+    else
+        l->tail = p;
+}
+
 /* Takes a WHATSAT waiting on the worker out of the buckets and the arrival
  * list (it stays in its connection's list). */
 static void waiting_unlink(herd_node_t *node, pending_t *p)
@@ -112,53 +116,8 @@ static void waiting_unlink(herd_node_t *node, pending_t *p)
     while (*b != p)
         b = &(*b)->next;
     *b = p->next;
-    if (p->older)
-        p->older->newer = p->newer;
-    else
-        node->oldest = p->newer;
-    if (p->newer)
-        p->newer->older = p->older;
-    else
-        node->newest = p->older;
-    p->next = p->older = p->newer = NULL;
-}
-
-/* Takes a ready WHATSAT out of the ready list. */
-static void ready_unlink(herd_node_t *node, pending_t *p)
-{
-    if (p->older)
-        p->older->newer = p->newer;
-    else
-        node->ready_head = p->newer;
-    if (p->newer)
-        p->newer->older = p->older;
-    else
-        node->ready_tail = p->older;
-    p->older = p->newer = NULL;
-}
-
-/* Queues an answered WHATSAT (p->body set) for node_places_deliver. */
-static void ready_push(herd_node_t *node, pending_t *p)
-{
-    p->newer = NULL;
-    p->older = node->ready_tail;
-    if (node->ready_tail)
-        node->ready_tail->newer = p;
-    else
-        node->ready_head = p;
-    node->ready_tail = p;
-}
-
-/* Puts back at the head of the ready list one that could not go yet. */
-static void ready_push_front(herd_node_t *node, pending_t *p)
-{
-    p->older = NULL;
-    p->newer = node->ready_head;
-    if (node->ready_head)
-        node->ready_head->older = p;
-    else
-        node->ready_tail = p;
-    node->ready_head = p;
+    p->next = NULL;
+    list_unlink(&node->waiting, p);
 }
 
 /* Frees a pending WHATSAT that is in no list any more. */
@@ -185,7 +144,7 @@ static void pending_drop(herd_node_t *node, pending_t *p)
 {
     conn_unlink(node, p);
     if (p->body)
-        ready_unlink(node, p);
+        list_unlink(&node->ready, p);
     else {
         waiting_unlink(node, p);
         if (herd_places_cancel(node->places, p->req_id) != 0)
@@ -211,8 +170,9 @@ void node_pending_sweep(herd_loop_t *loop, void *arg)
     int64_t now = herd_loop_now_ms(loop);
     if (node->places_reconf)
         node_places_reload(node);
-    while (node->oldest && now >= deadline_of(node, node->oldest->arrival_ms)) {
-        pending_t *p = node->oldest;
+    herd_log_limited_flush(node->log, &node->refuse_limit);
+    while (node->waiting.head && now >= deadline_of(node, node->waiting.head->arrival_ms)) {
+        pending_t *p = node->waiting.head;
         char msg[96];
         snprintf(msg, sizeof msg, "the Places request was not answered within %ld ms",
                  node->topo->places_timeout_ms + PLACES_MARGIN_MS);
@@ -264,15 +224,14 @@ static bool deliver_one(herd_node_t *node, pending_t *p)
 
 /* Hands ready answers to the front ends, oldest first, until a front end's
  * batch for this turn is full; the rest go in the next turns. */
-static void node_places_deliver(herd_loop_t *loop, void *arg)
+void node_places_deliver(herd_node_t *node)
 {
-    herd_node_t *node = arg;
-    while (node->ready_head) {
-        pending_t *p = node->ready_head;
-        ready_unlink(node, p);
+    while (node->ready.head) {
+        pending_t *p = node->ready.head;
+        list_unlink(&node->ready, p);
         if (!deliver_one(node, p)) {
-            ready_push_front(node, p);
-            herd_loop_again(loop);
+            list_push(&node->ready, p, true);
+            herd_loop_again(node->loop);
             return;
         }
     }
@@ -280,11 +239,9 @@ static void node_places_deliver(herd_loop_t *loop, void *arg)
 
 int node_places_init(herd_node_t *node)
 {
+    node->refuse_limit = HERD_LOG_LIMIT_INIT("refused WHATSATs");
     node->pending_conns = zhashx_new();
-    if (!node->pending_conns)
-        return -1;
-    node->places_tick = herd_loop_add_tick(node->loop, HERD_PHASE_ANSWERS, node_places_deliver, node);
-    return node->places_tick < 0 ? -1 : 0;
+    return node->pending_conns ? 0 : -1;
 }
 
 void node_places_reload(herd_node_t *node)
@@ -305,28 +262,25 @@ void node_places_reload(herd_node_t *node)
 
 void node_places_free(herd_node_t *node)
 {
-    if (node->places_tick > 0)
-        herd_loop_remove_tick(node->loop, node->places_tick);
-    node->places_tick = 0;
-    while (node->oldest) {
-        pending_t *p = node->oldest;
+    while (node->waiting.head) {
+        pending_t *p = node->waiting.head;
         waiting_unlink(node, p);
         pending_free(node, p);
     }
-    while (node->ready_head) {
-        pending_t *p = node->ready_head;
-        ready_unlink(node, p);
+    while (node->ready.head) {
+        pending_t *p = node->ready.head;
+        list_unlink(&node->ready, p);
         pending_free(node, p);
     }
     zhashx_destroy(&node->pending_conns);
 }
 
-int64_t herd_node_places_deadline_ms(const herd_node_t *node)
+int64_t node_places_deadline(const herd_node_t *node)
 {
     int64_t until = 0;
-    if (node->newest)
-        until = deadline_of(node, node->newest->arrival_ms) + PENDING_SWEEP_MS;
-    if (node->ready_head && until < herd_loop_now_ms(node->loop) + PENDING_SWEEP_MS)
+    if (node->waiting.tail)
+        until = deadline_of(node, node->waiting.tail->arrival_ms) + PENDING_SWEEP_MS;
+    if (node->ready.head && until < herd_loop_now_ms(node->loop) + PENDING_SWEEP_MS)
         until = herd_loop_now_ms(node->loop) + PENDING_SWEEP_MS;
     return until;
 }
@@ -369,9 +323,10 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
         /* The worker's pipe is full: it holds more than the bounds let
          * wait, so this one would be refused there too. */
         node->n.places_refused_worker++;
-        if (refuse_log_budget(node))
-            herd_log_event(node->log, "places: request %llu could not be queued (the worker's pipe is full)",
-                           (unsigned long long)req_id);
+        /* A client can make thousands a second; each is counted in /metrics. */
+        herd_log_limited(node->log, &node->refuse_limit,
+                         "places: request %llu could not be queued (the worker's pipe is full)",
+                         (unsigned long long)req_id);
         conn_unlink(node, p);
         answer_places_error(node, p, "the Places worker could not take the request");
         pending_free(node, p);
@@ -380,13 +335,7 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     pending_t **b = &node->pending[req_id % PENDING_BUCKETS];
     p->next = *b;
     *b = p;
-    p->newer = NULL;
-    p->older = node->newest;
-    if (node->newest)
-        node->newest->newer = p;
-    else
-        node->oldest = p;
-    node->newest = p;
+    list_push(&node->waiting, p, false);
 }
 
 /* Counts one finished Places request in exactly one result of
@@ -412,6 +361,22 @@ static void count_places(herd_node_t *node, const herd_places_reply_t *r)
         node->n.latency_count++;
         node->n.latency_sum += s;
     }
+}
+
+/* Logs what a reply's note says, once for the requests it answers; a
+ * refusal (which a client can make thousands of a second) within the
+ * refusals' rate. */
+static void log_note(herd_node_t *node, const herd_places_reply_t *r)
+{
+    char more[48] = "";
+    if (r->group_size > 1)
+        snprintf(more, sizeof more, " and %zu more", r->group_size - 1);
+    const char *s = r->group_size > 1 ? "s" : "";
+    if (r->refused)
+        herd_log_limited(node->log, &node->refuse_limit, "places: request%s %llu%s: %s", s,
+                         (unsigned long long)r->req_id, more, r->note);
+    else
+        herd_log_event(node->log, "places: request%s %llu%s: %s", s, (unsigned long long)r->req_id, more, r->note);
 }
 
 /* Replies from the Places worker. */
@@ -443,13 +408,8 @@ void node_places_ready(herd_loop_t *loop, void *arg)
         count_places(node, &reply);
         if (reply.refused)
             node->n.places_refused_queued++;
-        if (reply.note && reply.group_index == 0 && (!reply.refused || refuse_log_budget(node))) {
-            if (reply.group_size > 1)
-                herd_log_event(node->log, "places: requests %llu and %zu more: %s", (unsigned long long)reply.req_id,
-                               reply.group_size - 1, reply.note);
-            else
-                herd_log_event(node->log, "places: request %llu: %s", (unsigned long long)reply.req_id, reply.note);
-        }
+        if (reply.note && reply.group_index == 0)
+            log_note(node, &reply);
         if (p) {
             /* Its turn comes in node_places_deliver, with the body shared. */
             /* It goes now when its front end's batch has room and none
@@ -457,8 +417,8 @@ void node_places_ready(herd_loop_t *loop, void *arg)
             waiting_unlink(node, p);
             p->body = reply.body;
             reply.body = NULL;
-            if (node->ready_head || !deliver_one(node, p))
-                ready_push(node, p);
+            if (node->ready.head || !deliver_one(node, p))
+                list_push(&node->ready, p, false);
         }
         herd_places_reply_free(&reply);
     }

@@ -5,6 +5,7 @@
 #include "herd_node_int.h"
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,12 +35,39 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
     node_to_fe(node, h.fe, &a);
 }
 
+/* One record read from state_dir at start: at most once a second, the
+ * progress goes to the log and to /readyz. */
+static void load_progress(herd_node_t *node)
+{
+    /* The clock is read once per 4096 records, not per record. */
+    if ((++node->load_records & 4095) != 0)
+        return;
+    int64_t now = herd_clock_ms();
+    if (now - node->load_said_ms < 1000)
+        return;
+    node->load_said_ms = now;
+    char what[160];
+    double secs = (double)(now - node->load_start_ms) / 1000.0;
+    if (node->load_expect >= node->load_records)
+        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records of about %zu read in %.1f s",
+                 node->load_records, node->load_expect, secs);
+    else
+        snprintf(what, sizeof what, "loading the state: %" PRIu64 " records read in %.1f s", node->load_records,
+                 secs);
+    herd_admin_progress(node->admin, what);
+    /* Flushed around: the line gets a time stamp of its own, and so does
+     * the next one. */
+    herd_log_flush(node->log);
+    herd_log_event(node->log, "state: %s", what);
+    herd_log_flush(node->log);
+}
+
 /* A record found on disk at start: offered to the table like any update
  * (its ranking makes replay idempotent), or removed for a DROP. */
 static void load_record(void *arg, const herd_journal_rec_t *rec)
 {
     herd_node_t *node = arg;
-    node_load_progress(node);
+    load_progress(node);
     if (rec->kind == 'D') {
         herd_table_remove(node->table, rec->id, rec->id_len);
         return;
@@ -51,10 +79,10 @@ static void load_record(void *arg, const herd_journal_rec_t *rec)
 /* End of every turn: this turn's records go to the writer in one batch
  * (after the whole table, when records were lost and writes succeed
  * again). */
-static void journal_tick(herd_loop_t *loop, void *arg)
+void node_state_commit(herd_node_t *node)
 {
-    (void)loop;
-    herd_node_t *node = arg;
+    if (!node->journal)
+        return;
     if (herd_journal_wants_table(node->journal))
         herd_journal_put_table(node->journal, node->table);
     herd_journal_commit(node->journal, herd_table_size(node->table));
@@ -69,13 +97,14 @@ static void journal_ready(herd_loop_t *loop, void *arg)
 }
 
 /* About how many clients the state folder holds, for sizing the index: the
- * snapshot's bytes plus the journals' over the typical 83 bytes of a record
- * on disk. Compaction keeps the journals under twice the table, so this is
+ * snapshot's bytes plus the journals' over RECORD_BYTES, the size of a
+ * typical record on disk (a typical AT line framed). Compaction keeps the journals under twice the table, so this is
  * exact for a fresh journal or a fresh snapshot and at most about three
  * times the clients otherwise; journals piled up by failed compactions are
  * counted up to twice the snapshot (or 2^22 records without one), so that
  * they cannot make a small table reserve a huge index. */
 #define RESERVE_JOURNAL_ONLY (1ull << 22)
+#define RECORD_BYTES 83
 static size_t records_on_disk(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -91,7 +120,7 @@ static size_t records_on_disk(const char *dir)
             *(snap ? &snapshot : &journals) += (uint64_t)st.st_size;
     }
     closedir(d);
-    uint64_t records = snapshot / 83, journal_records = journals / 83;
+    uint64_t records = snapshot / RECORD_BYTES, journal_records = journals / RECORD_BYTES;
     uint64_t bound = snapshot ? 2 * records : RESERVE_JOURNAL_ONLY;
     records += journal_records < bound ? journal_records : bound;
     return records > SIZE_MAX ? SIZE_MAX : (size_t)records;
@@ -105,8 +134,8 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* The index at its final size at once, rather than doubled twenty times
-     * while a million records load (about a quarter of the load time). A
+    /* The index at its final size at once, rather than doubled over and
+     * over while the records load (a large share of the load time). A
      * failure only means the index grows as it goes. */
     size_t expect = records_on_disk(dir);
     if (topo->max_records > 0 && expect > (size_t)topo->max_records)
@@ -130,8 +159,7 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
         return -1;
     /* And after it, for records that loading let in (a DROP is written). */
     herd_table_expire(node->table, herd_time_now().sec);
-    if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0 ||
-        (node->journal_tick = herd_loop_add_tick(node->loop, HERD_PHASE_STATE, journal_tick, node)) < 0) {
+    if (herd_loop_add_zmq(node->loop, herd_journal_sock(node->journal), journal_ready, node) != 0) {
         snprintf(err, errlen, "cannot watch the state writer");
         return -1;
     }

@@ -153,40 +153,55 @@ static const char *field_path(const char *prefix, const char *key, char *buf, si
     return buf;
 }
 
+/* The field `key` of obj, for the readers below: NULL when it is absent,
+ * with *rc 0 when it is optional (the caller's default stays) and -1 with
+ * the reason filled when it is `required` (it must be `what`). */
+static json_t *lookup(ctx_t *c, json_t *obj, const char *prefix, const char *key, bool required, const char *what,
+                      int *rc)
+{
+    char path[HERD_MAX_NAME + 64];
+    json_t *v = json_object_get(obj, key);
+    *rc = 0;
+    if (v == NULL && required) {
+        fail(c, "%s: missing (must be %s)", field_path(prefix, key, path, sizeof path), what);
+        *rc = -1;
+    }
+    return v;
+}
+
+/* Fills the reason for a field that is present but not `what`; -1. */
+static int wrong(ctx_t *c, const char *prefix, const char *key, const char *what)
+{
+    char path[HERD_MAX_NAME + 64];
+    fail(c, "%s: must be %s", field_path(prefix, key, path, sizeof path), what);
+    return -1;
+}
+
 /* Reads an integer field into *out. A missing field is an error when
  * `required`, and otherwise leaves *out as it was (the default). `what`
  * describes the accepted values for the message. */
 static int get_int(ctx_t *c, json_t *obj, const char *prefix, const char *key, bool required,
                    long lo, long hi, const char *what, long *out)
 {
-    char path[HERD_MAX_NAME + 64];
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL) {
-        if (!required)
-            return 0;
-        fail(c, "%s: missing (must be %s)", field_path(prefix, key, path, sizeof path), what);
-        return -1;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        fail(c, "%s: must be %s", field_path(prefix, key, path, sizeof path), what);
-        return -1;
-    }
+    int rc;
+    json_t *v = lookup(c, obj, prefix, key, required, what, &rc);
+    if (v == NULL)
+        return rc;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return wrong(c, prefix, key, what);
     *out = (long) json_integer_value(v);
     return 0;
 }
 
-/* As get_int, for counts and seconds that may pass 2^31. */
+/* As get_int, optional, for counts and seconds that may pass 2^31. */
 static int get_ll(ctx_t *c, json_t *obj, const char *prefix, const char *key, long long lo,
                   long long hi, const char *what, long long *out)
 {
-    char path[HERD_MAX_NAME + 64];
     json_t *v = json_object_get(obj, key);
     if (v == NULL)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        fail(c, "%s: must be %s", field_path(prefix, key, path, sizeof path), what);
-        return -1;
-    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return wrong(c, prefix, key, what);
     *out = (long long) json_integer_value(v);
     return 0;
 }
@@ -194,14 +209,11 @@ static int get_ll(ctx_t *c, json_t *obj, const char *prefix, const char *key, lo
 /* An optional boolean field; *out keeps its default when absent. */
 static int get_bool(ctx_t *c, json_t *obj, const char *prefix, const char *key, bool *out)
 {
-    char path[HERD_MAX_NAME + 64];
     json_t *v = json_object_get(obj, key);
     if (v == NULL)
         return 0;
-    if (!json_is_boolean(v)) {
-        fail(c, "%s: must be true or false", field_path(prefix, key, path, sizeof path));
-        return -1;
-    }
+    if (!json_is_boolean(v))
+        return wrong(c, prefix, key, "true or false");
     *out = json_is_true(v);
     return 0;
 }
@@ -211,18 +223,12 @@ static int get_bool(ctx_t *c, json_t *obj, const char *prefix, const char *key, 
 static int get_str_view(ctx_t *c, json_t *obj, const char *prefix, const char *key, bool required,
                         bool (*valid)(const char *), const char *what, const char **out)
 {
-    char path[HERD_MAX_NAME + 64];
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL) {
-        if (!required)
-            return 0;
-        fail(c, "%s: missing (must be %s)", field_path(prefix, key, path, sizeof path), what);
-        return -1;
-    }
-    if (!json_is_string(v) || !valid(json_string_value(v))) {
-        fail(c, "%s: must be %s", field_path(prefix, key, path, sizeof path), what);
-        return -1;
-    }
+    int rc;
+    json_t *v = lookup(c, obj, prefix, key, required, what, &rc);
+    if (v == NULL)
+        return rc;
+    if (!json_is_string(v) || !valid(json_string_value(v)))
+        return wrong(c, prefix, key, what);
     *out = json_string_value(v);
     return 0;
 }
@@ -331,15 +337,10 @@ static int parse_server(ctx_t *c, const char *name, json_t *v, herd_server_conf_
 static int parse_servers(ctx_t *c, json_t *root, herd_topology_t *t)
 {
     static const char what[] = "an object with at least one server";
-    json_t *servers = json_object_get(root, "servers");
-    if (servers == NULL) {
-        fail(c, "servers: missing (must be %s)", what);
-        return -1;
-    }
-    if (!json_is_object(servers) || json_object_size(servers) == 0) {
-        fail(c, "servers: must be %s", what);
-        return -1;
-    }
+    int rc;
+    json_t *servers = lookup(c, root, NULL, "servers", true, what, &rc);
+    if (servers == NULL || !json_is_object(servers) || json_object_size(servers) == 0)
+        return servers == NULL ? rc : wrong(c, NULL, "servers", what);
     t->servers = calloc(json_object_size(servers), sizeof *t->servers);
     if (t->servers == NULL) {
         fail(c, "out of memory");
@@ -384,15 +385,10 @@ static long find_name(const herd_topology_t *t, const char *name)
 static int parse_links(ctx_t *c, json_t *root, herd_topology_t *t)
 {
     static const char what[] = "an array of [\"server\", \"server\"] pairs";
-    json_t *links = json_object_get(root, "links");
-    if (links == NULL) {
-        fail(c, "links: missing (must be %s)", what);
-        return -1;
-    }
-    if (!json_is_array(links)) {
-        fail(c, "links: must be %s", what);
-        return -1;
-    }
+    int rc;
+    json_t *links = lookup(c, root, NULL, "links", true, what, &rc);
+    if (links == NULL || !json_is_array(links))
+        return links == NULL ? rc : wrong(c, NULL, "links", what);
     size_t n = json_array_size(links);
     if (n > 0) {
         t->links = calloc(n, sizeof *t->links);

@@ -1,8 +1,10 @@
-/* herd_topology_int.h: what herd_topology.c and herd_topology_addr.c share.
- * Private to the topology module. */
+/* herd_topology_int.h: what herd_topology.c and herd_topology_addr.c share,
+ * and the rules its unit test checks one by one. Private to the topology
+ * module. */
 #ifndef HERD_TOPOLOGY_INT_H
 #define HERD_TOPOLOGY_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "herd_topology.h"
@@ -14,5 +16,8 @@
  * or a wildcard, counts as the same. Returns 0, or -1 with the reason
  * (without the file name) in msg. */
 int herd_topology_check_addresses(const herd_topology_t *t, char *msg, size_t cap);
+
+/* True when host names this machine's loopback (127.0.0.0/8, ::1, localhost). */
+bool herd_topology_is_loopback(const char *host);
 
 #endif

@@ -11,9 +11,9 @@
 
 #include <jansson.h>
 
-/*  --------------------------------------------------------------------------
- *  dir/name+suffix made absolute against the current folder (malloc'd). */
-char *herd_topology_abs_path(const char *dir, const char *name, const char *suffix)
+/* `dir`/`name``suffix` made absolute against the current folder (malloc'd),
+ * or NULL for a NULL dir or when out of memory. The folder need not exist. */
+static char *abs_path(const char *dir, const char *name, const char *suffix)
 {
     char *p = NULL, cwd[PATH_MAX];
     if (!dir)
@@ -67,9 +67,9 @@ json_t *herd_topology_running_json(const herd_topology_t *t, size_t self, const 
                             "places", places ? places : json_null());
     if (!doc)
         return NULL;
-    set_path(doc, "log_dir", herd_topology_abs_path(log_dir, "", ""));
-    set_path(doc, "state_dir", herd_topology_abs_path(t->state_dir, "", ""));
-    set_path(doc, "keys_dir", herd_topology_abs_path(t->keys_dir, "", ""));
+    set_path(doc, "log_dir", abs_path(log_dir, "", ""));
+    set_path(doc, "state_dir", abs_path(t->state_dir, "", ""));
+    set_path(doc, "keys_dir", abs_path(t->keys_dir, "", ""));
     return doc;
 }
 
@@ -86,9 +86,9 @@ json_t *herd_topology_resolved_json(const herd_topology_t *t, const char *log_di
         return NULL;
     }
     json_object_set_new(doc, "topology", json_string(realpath(t->path, real) ? real : t->path));
-    set_path(doc, "log_dir", herd_topology_abs_path(log_dir, "", ""));
-    set_path(doc, "state_dir", herd_topology_abs_path(t->state_dir, "", ""));
-    set_path(doc, "keys_dir", herd_topology_abs_path(t->keys_dir, "", ""));
+    set_path(doc, "log_dir", abs_path(log_dir, "", ""));
+    set_path(doc, "state_dir", abs_path(t->state_dir, "", ""));
+    set_path(doc, "keys_dir", abs_path(t->keys_dir, "", ""));
     json_object_set_new(doc, "insecure_links", json_boolean(t->insecure_links));
     for (size_t i = 0; i < t->n_servers; i++) {
         const herd_server_conf_t *c = &t->servers[i];
@@ -98,9 +98,9 @@ json_t *herd_topology_resolved_json(const herd_topology_t *t, const char *log_di
         if (!o)
             continue;
         json_object_set_new(o, "admin_port", c->admin_port ? json_integer(c->admin_port) : json_null());
-        set_path(o, "log_file", herd_topology_abs_path(log_dir, c->name, ".log"));
-        set_path(o, "state_path", herd_topology_abs_path(t->state_dir, c->name, ""));
-        set_path(o, "key_secret", herd_topology_abs_path(t->keys_dir, c->name, ".key_secret"));
+        set_path(o, "log_file", abs_path(log_dir, c->name, ".log"));
+        set_path(o, "state_path", abs_path(t->state_dir, c->name, ""));
+        set_path(o, "key_secret", abs_path(t->keys_dir, c->name, ".key_secret"));
         json_array_append_new(servers, o);
     }
     for (size_t i = 0; i < t->n_links; i++)
@@ -108,5 +108,36 @@ json_t *herd_topology_resolved_json(const herd_topology_t *t, const char *log_di
     json_object_set_new(doc, "servers", servers);
     json_object_set_new(doc, "links", links);
     json_object_set_new(doc, "warnings", warnings_json(t));
+    return doc;
+}
+
+/*  --------------------------------------------------------------------------
+ *  /config: who server `name` is, where it listens, what it runs, what waits
+ *  for a restart, and the file's unknown fields. */
+json_t *herd_topology_config_json(const herd_topology_t *t, const char *name, const char *log_dir,
+                                  const char *const *pending, size_t n_pending)
+{
+    long self = herd_topology_find(t, name);
+    if (self < 0)
+        return NULL;
+    const herd_server_conf_t *me = &t->servers[self];
+    char real[PATH_MAX];
+    json_t *pend = json_array();
+    for (size_t i = 0; pend && i < n_pending; i++)
+        json_array_append_new(pend, json_string(pending[i]));
+    json_t *running = herd_topology_running_json(t, (size_t)self, log_dir), *warnings = warnings_json(t);
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:o, s:o, s:o}", "name", name, "topology",
+                            realpath(t->path, real) ? real : t->path, "host", me->host, "client_port",
+                            me->client_port, "peer_port", me->peer_port, "admin_host", me->admin_host, "running",
+                            running ? running : json_null(), "pending", pend ? pend : json_null(), "warnings",
+                            warnings ? warnings : json_null());
+    if (!doc)
+        return NULL;
+    json_object_set_new(doc, "admin_port", me->admin_port ? json_integer(me->admin_port) : json_null());
+    /* The folders at the top level too, as before "running" existed. */
+    json_t *r = json_object_get(doc, "running");
+    json_t *ld = json_object_get(r, "log_dir"), *sd = json_object_get(r, "state_dir");
+    json_object_set(doc, "log_dir", ld ? ld : json_null());
+    json_object_set(doc, "state_dir", sd ? sd : json_null());
     return doc;
 }

@@ -1,7 +1,9 @@
 /* herd_topology_reload: what a reload may change while the server runs,
- * decided once per setting (PROTOCOL section 9). See herd_topology.h. */
+ * decided once per setting, and what it changed (PROTOCOL section 9). See
+ * herd_topology.h. */
 #include "herd_topology.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,4 +87,29 @@ int herd_topology_keep_running(herd_topology_t *next, const herd_topology_t *run
 #undef KEEP_STR
 #undef KEEP_INT
     return oom ? -1 : n;
+}
+
+/*  --------------------------------------------------------------------------
+ *  Names the links of server `name` that `next` adds to or drops from `cur`. */
+void herd_topology_link_changes(const herd_topology_t *cur, const herd_topology_t *next, const char *name, char *out,
+                                size_t cap)
+{
+    const herd_topology_t *from[2] = {cur, next}, *to[2] = {next, cur};
+    static const char *verb[2] = {"added", "removed"};
+    size_t used = strlen(out);
+    for (int k = 0; k < 2; k++) {
+        long me = herd_topology_find(to[k], name), other = herd_topology_find(from[k], name);
+        if (me < 0 || other < 0)
+            continue;
+        for (size_t j = 0; j < to[k]->n_servers; j++) {
+            if (!herd_topology_linked(to[k], (size_t)me, j))
+                continue;
+            long there = herd_topology_find(from[k], to[k]->servers[j].name);
+            if (there >= 0 && herd_topology_linked(from[k], (size_t)other, (size_t)there))
+                continue;
+            if (used < cap)
+                used += (size_t)snprintf(out + used, cap - used, ", link to %s %s", to[k]->servers[j].name,
+                                         verb[k]);
+        }
+    }
 }

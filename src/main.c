@@ -93,40 +93,21 @@ __attribute__((format(printf, 1, 2))) static void notify(const char *fmt, ...)
 
 /* ---------------------------------------------------------------- /config */
 
-/* The fields /config serves besides the reload counter: who this is, where
- * it listens now, what it runs, what waits for a restart, and the file's
- * unknown fields. herdctl reads pid, name, topology, client_port,
- * admin_port and pending. */
+/* /config: what the topology says this server runs (herd_topology_config_json)
+ * and who runs it: pid, version, commit. */
 static void publish_config(server_t *s)
 {
     herd_admin_t *admin = herd_node_admin(s->node);
     if (!admin)
         return;
-    size_t self = (size_t)herd_topology_find(s->topo, s->name);
-    const herd_server_conf_t *me = &s->topo->servers[self];
-    char real[PATH_MAX];
-    json_t *pending = json_array(), *warnings = json_array();
-    for (size_t i = 0; pending && i < s->n_pending; i++)
-        json_array_append_new(pending, json_string(s->pending[i]));
-    for (size_t i = 0; warnings && i < s->topo->n_warnings; i++)
-        json_array_append_new(warnings, json_string(s->topo->warnings[i]));
-    json_t *running = herd_topology_running_json(s->topo, self, s->log_dir);
-    json_t *doc = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:o, s:o, s:o}", "pid",
-                            (json_int_t)getpid(), "name", s->name, "version", HERD_VERSION, "commit", HERD_COMMIT,
-                            "topology", realpath(s->topo->path, real) ? real : s->topo->path, "host", me->host,
-                            "client_port", me->client_port, "peer_port", me->peer_port, "admin_host",
-                            me->admin_host, "running", running ? running : json_null(), "pending",
-                            pending ? pending : json_null(), "warnings", warnings ? warnings : json_null());
-    if (!doc) {
+    json_t *doc = herd_topology_config_json(s->topo, s->name, s->log_dir, s->pending, s->n_pending);
+    if (!doc || json_object_set_new(doc, "pid", json_integer((json_int_t)getpid())) != 0 ||
+        json_object_set_new(doc, "version", json_string(HERD_VERSION)) != 0 ||
+        json_object_set_new(doc, "commit", json_string(HERD_COMMIT)) != 0) {
+        json_decref(doc);
         herd_log_event(s->log, "out of memory for /config");
         return;
     }
-    json_object_set_new(doc, "admin_port", me->admin_port ? json_integer(me->admin_port) : json_null());
-    /* The folders at the top level too, as before "running" existed. */
-    json_t *r = json_object_get(doc, "running");
-    json_t *ld = json_object_get(r, "log_dir"), *sd = json_object_get(r, "state_dir");
-    json_object_set(doc, "log_dir", ld ? ld : json_null());
-    json_object_set(doc, "state_dir", sd ? sd : json_null());
     herd_admin_set_config(admin, doc);
 }
 
@@ -138,29 +119,6 @@ static void log_warnings(server_t *s, const herd_topology_t *t)
 }
 
 /* ---------------------------------------------------------------- reload */
-
-/* Appends ", link to X added" / "removed" for each neighbour of ours that
- * `next` adds to or drops from `cur`. */
-static void link_changes(const server_t *s, const herd_topology_t *cur, const herd_topology_t *next, char *out,
-                         size_t cap)
-{
-    const herd_topology_t *from[2] = {cur, next}, *to[2] = {next, cur};
-    static const char *verb[2] = {"added", "removed"};
-    size_t used = strlen(out);
-    for (int k = 0; k < 2; k++) {
-        size_t me = (size_t)herd_topology_find(to[k], s->name), other = (size_t)herd_topology_find(from[k], s->name);
-        for (size_t j = 0; j < to[k]->n_servers; j++) {
-            if (!herd_topology_linked(to[k], me, j))
-                continue;
-            long there = herd_topology_find(from[k], to[k]->servers[j].name);
-            if (there >= 0 && herd_topology_linked(from[k], other, (size_t)there))
-                continue;
-            if (used < cap)
-                used += (size_t)snprintf(out + used, cap - used, ", link to %s %s", to[k]->servers[j].name,
-                                         verb[k]);
-        }
-    }
-}
 
 /* Logs a reload's outcome and hands it to /config, /metrics and systemd.
  * What is pending is reported whatever the outcome: a failed reload leaves
@@ -252,7 +210,7 @@ static void reload(server_t *s)
     }
     char applied[512];
     snprintf(applied, sizeof applied, "topology applied (%zu servers, %zu links)", next->n_servers, next->n_links);
-    link_changes(s, s->topo, next, applied, sizeof applied);
+    herd_topology_link_changes(s->topo, next, s->name, applied, sizeof applied);
     herd_topology_destroy(&s->topo);
     s->topo = next;
     if (!s->log_dir_given)

@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "herd_journal.h"
+#include "../../src/herd_journal_int.h" /* herd_journal_seq, _done, _failed, _held, _compact, _crc32c */
 #include "herd_log.h"
 #include "herd_loop.h"
 #include "herd_table.h"

@@ -21,6 +21,7 @@
 #include "herd_loop.h"
 #include "herd_msg.h"
 #include "herd_node.h"
+#include "../../src/herd_node_int.h" /* herd_node_feed, herd_node_take_answers: hooks for tests */
 #include "herd_topology.h"
 
 typedef struct {

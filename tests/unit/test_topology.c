@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "herd_topology.h"
+#include "../../src/herd_topology_int.h" /* herd_topology_is_loopback */
 
 #ifndef HERD_TEST_DATA
 #error "HERD_TEST_DATA must name the tests/data folder"
