@@ -266,26 +266,9 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
 {
     neighbour_t *nb = arg;
     herd_links_t *links = nb->links;
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, nb->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        uint32_t value = 0;
-        if (zmq_msg_size(&ev) >= 6) {
-            memcpy(&event, zmq_msg_data(&ev), 2);
-            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
-        }
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) { /* second frame: the endpoint */
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, nb->monitor, ZMQ_DONTWAIT);
-            zmq_msg_close(&addr);
-        }
+    uint16_t event;
+    uint32_t value;
+    while (links_monitor_read(nb->monitor, &event, &value)) {
         /* Only a finished handshake counts: a TCP connect alone also succeeds
          * against a frozen process. */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
@@ -570,6 +553,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     links->on_update = on_update;
     links->arg = arg;
     links->start_ms = herd_loop_now_ms(loop);
+    links_log_init(links);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     links->incarnation = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
@@ -767,7 +751,7 @@ void herd_links_render(herd_links_t *links, FILE *f)
                "# TYPE herd_peer_sweeps_total counter\nherd_peer_sweeps_total %" PRIu64 "\n"
                "# HELP herd_peer_log_left_out_total Log lines about strangers and peers left out by the rate limit.\n"
                "# TYPE herd_peer_log_left_out_total counter\nherd_peer_log_left_out_total %" PRIu64 "\n",
-            links->peer_conns, links->peer_refused, links->rebinds, links->log_left_out);
+            links->peer_conns, links->peer_refused, links->rebinds, links_log_left_out(links));
     fprintf(f, "# HELP herd_peer_rejected_total Peer messages rejected (malformed, or from a stranger).\n"
                "# TYPE herd_peer_rejected_total counter\nherd_peer_rejected_total %" PRIu64 "\n",
             links->rejected);

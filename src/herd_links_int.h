@@ -71,8 +71,8 @@ typedef struct {
 } neighbour_t;
 
 /* The kinds of log line that a stranger or a peer can make us repeat: each
- * kind is logged at most a few times a second, with a count of the lines
- * left out (links_log_ok). */
+ * kind is logged at most LINKS_LOG_PER_SEC times a second, by herd_log's
+ * limiter (herd_log_limit_take), the next line saying how many were left out. */
 typedef enum {
     LINKS_LOG_STRANGER,  /* a message from a sender that is not a neighbour */
     LINKS_LOG_BAD,       /* a message that does not decode, or of the wrong frame count */
@@ -83,11 +83,9 @@ typedef enum {
     LINKS_LOG_KINDS
 } links_log_kind_t;
 
-typedef struct {
-    int64_t window_ms;     /* when tokens were last added; 0 = never */
-    unsigned count;        /* tokens: lines of this kind that may be logged now */
-    uint64_t left_out;     /* lines left out since the last one logged */
-} links_quota_t;
+/* Lines of one kind a second: a burst of distinct faults from one peer (a
+ * line each) is logged whole; a flood is not. */
+#define LINKS_LOG_PER_SEC 16
 
 struct herd_links_t {
     herd_loop_t *loop;
@@ -121,8 +119,7 @@ struct herd_links_t {
     int64_t rebind_ms;     /* when the ROUTER's connections were last all dropped */
     int64_t full_since_ms; /* since when the guard refuses for the cap; 0 = it does not */
     uint64_t rebinds;      /* times the ROUTER's connections were all dropped */
-    links_quota_t quota[LINKS_LOG_KINDS];
-    uint64_t log_left_out; /* log lines left out in all, by every kind */
+    herd_log_limit_t log_limit[LINKS_LOG_KINDS]; /* the rate limit of each kind of line */
 };
 
 /* Sockets and messages (herd_links.c). */
@@ -157,6 +154,11 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
 
 /* The peer port's guard (herd_links_guard.c). */
 
+/* Reads one event from a socket monitor (a PAIR connected to the endpoint
+ * given to zmq_socket_monitor) without waiting: its number and value, its
+ * endpoint frame read and dropped. Returns false when none is waiting. */
+bool links_monitor_read(void *monitor, uint16_t *event, uint32_t *value);
+
 /* Starts answering ZeroMQ's authentication (ZAP) requests for the ROUTER,
  * with the NULL mechanism as well as CURVE (it sets the ROUTER's ZAP
  * domain), and counts the ROUTER's connections. Must come before the bind. */
@@ -174,10 +176,16 @@ void links_set_peer_cap(herd_links_t *links);
  * held the cap for long. */
 void links_guard_tick(herd_links_t *links, int64_t now);
 
-/* Whether a line of this kind may be logged now (a few a second per kind).
- * When true, *left_out is the number left out since the last one (to be
- * said in the line); when false, the line is counted as left out. */
+/* Whether a line of this kind may be logged now (herd_log_limit_take on
+ * its limit). When true, *left_out is the number left out since the last
+ * one (to be said in the line); when false, the line is counted as left out. */
 bool links_log_ok(herd_links_t *links, links_log_kind_t kind, uint64_t *left_out);
+
+/* Makes the limits of the kinds of line. */
+void links_log_init(herd_links_t *links);
+
+/* Lines left out by the limits, all kinds together. */
+uint64_t links_log_left_out(const herd_links_t *links);
 
 /* " (N more like it left out)" for a count, or "" (into buf). */
 const char *links_left_out(char *buf, size_t cap, uint64_t left_out);
