@@ -67,6 +67,35 @@ const char *links_left_out(char *buf, size_t cap, uint64_t left_out)
     return buf;
 }
 
+void *links_monitor_open(herd_links_t *links, void *sock, int events, herd_loop_fn *fn, void *arg)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://herd-monitor-%p-%u", (void *)links, links->monitor_seq++);
+    void *monitor = zmq_socket(zsys_init(), ZMQ_PAIR);
+    if (!monitor)
+        return NULL;
+    if (zmq_socket_monitor(sock, ep, events) != 0 || zmq_connect(monitor, ep) != 0 ||
+        herd_loop_add_zmq(links->loop, monitor, fn, arg) != 0) {
+        int e = errno;
+        zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(monitor);
+        errno = e;
+        return NULL;
+    }
+    return monitor;
+}
+
+void links_monitor_close(herd_links_t *links, void *sock, void **monitor)
+{
+    if (!*monitor)
+        return;
+    herd_loop_remove_zmq(links->loop, *monitor);
+    if (sock)
+        zmq_socket_monitor(sock, NULL, 0);
+    zmq_close(*monitor);
+    *monitor = NULL;
+}
+
 bool links_monitor_read(void *monitor, uint16_t *event, uint32_t *value)
 {
     zmq_msg_t ev;
@@ -225,13 +254,9 @@ int links_guard_start(herd_links_t *links, char *err, size_t errlen)
     }
     /* With a domain, libzmq asks ZAP about NULL handshakes too. */
     zmq_setsockopt(links->router, ZMQ_ZAP_DOMAIN, "herd", 4);
-    char mon[96];
-    snprintf(mon, sizeof mon, "inproc://herd-router-%p", (void *)links);
-    links->router_monitor = zmq_socket(ctx, ZMQ_PAIR);
-    if (!links->router_monitor ||
-        zmq_socket_monitor(links->router, mon, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-        zmq_connect(links->router_monitor, mon) != 0 ||
-        herd_loop_add_zmq(links->loop, links->router_monitor, router_events, links) != 0) {
+    links->router_monitor = links_monitor_open(links, links->router, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED,
+                                               router_events, links);
+    if (!links->router_monitor) {
         snprintf(err, errlen, "cannot watch the peer port's connections: %s", zmq_strerror(errno));
         return -1;
     }
@@ -240,13 +265,7 @@ int links_guard_start(herd_links_t *links, char *err, size_t errlen)
 
 void links_guard_stop(herd_links_t *links)
 {
-    if (links->router_monitor) {
-        herd_loop_remove_zmq(links->loop, links->router_monitor);
-        if (links->router)
-            zmq_socket_monitor(links->router, NULL, 0);
-        zmq_close(links->router_monitor);
-        links->router_monitor = NULL;
-    }
+    links_monitor_close(links, links->router, &links->router_monitor);
     if (links->zap) {
         herd_loop_remove_zmq(links->loop, links->zap);
         zmq_close(links->zap);

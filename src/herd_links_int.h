@@ -1,5 +1,10 @@
-/* herd_links_int.h: what herd_links.c and herd_links_auth.c share. Private
- * to the links module; nothing else includes it. */
+/* herd_links_int.h: what the files of the links module share. Private to
+ * the module; nothing else includes it. From the top down, each file calls
+ * only the ones below it:
+ *   herd_links.c         the link manager: ROUTER, DEALERs, batches, the timer
+ *   herd_links_repair.c  the exchange protocol of one link, through links_net_t
+ *   herd_links_auth.c    CURVE keys of the ROUTER and the DEALERs
+ *   herd_links_guard.c   the peer port's guard (ZAP), socket monitors, log limits */
 #ifndef HERD_LINKS_INT_H
 #define HERD_LINKS_INT_H
 
@@ -87,6 +92,19 @@ typedef enum {
  * line each) is logged whole; a flood is not. */
 #define LINKS_LOG_PER_SEC 16
 
+/* What the exchanges (herd_links_repair.c) need of the sockets, given by
+ * the link manager (herd_links.c), so that the exchange protocol sits below
+ * the manager and touches no socket. */
+typedef struct {
+    /* Sends one encoded message to nb without blocking; takes data. Returns
+     * 0, or -1 when it could not be queued (counted, logged once). */
+    int (*send)(herd_links_t *links, neighbour_t *nb, char *data, size_t len);
+    /* Sends the queued floods now, so that they go before what follows. */
+    void (*flush)(herd_links_t *links);
+    /* Whether nb's DEALER can take a message now (connected, below its HWM). */
+    bool (*writable)(neighbour_t *nb);
+} links_net_t;
+
 struct herd_links_t {
     herd_loop_t *loop;
     herd_log_t *log;
@@ -120,39 +138,34 @@ struct herd_links_t {
     int64_t full_since_ms; /* since when the guard refuses for the cap; 0 = it does not */
     uint64_t rebinds;      /* times the ROUTER's connections were all dropped */
     herd_log_limit_t log_limit[LINKS_LOG_KINDS]; /* the rate limit of each kind of line */
+    const links_net_t *net; /* the sockets, as the exchanges see them */
 };
 
-/* Sockets and messages (herd_links.c). */
-
-/* Sends one encoded message to a neighbour without blocking; takes data.
- * Returns 0, or -1 when it could not be queued (counted, logged once). */
-int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len);
-void links_send_hello(herd_links_t *links, neighbour_t *nb);
-void links_send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent);
-
-/* Makes, or closes, a neighbour's DEALER and its monitor. */
-int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen);
-void links_dealer_close(herd_links_t *links, neighbour_t *nb);
-
-/* Anti-entropy exchanges (herd_links_repair.c). */
-
-/* Whether nb's DEALER can take a message now (connected, below its HWM). */
-bool links_writable(neighbour_t *nb);
+/* The exchange protocol of one link (herd_links_repair.c). */
 
 /* Opens an exchange with nb (HELLO the first time after its link came up,
  * DIGEST after that), or notes that ours ended. */
 void links_round_open(herd_links_t *links, neighbour_t *nb, bool hello);
 void links_round_close(herd_links_t *links, neighbour_t *nb);
 
-/* The timer: opens due exchanges, redials refused DEALERs, and makes anew a
- * link whose neighbour answers nothing. */
-void links_repair_tick(herd_loop_t *loop, void *arg);
+/* Called by the links' timer for each neighbour not being redialled: opens
+ * a due exchange, and marks a link whose neighbour answers nothing for a
+ * redial (nb->redial_at_ms). */
+void links_exchange_tick(herd_links_t *links, neighbour_t *nb, int64_t now);
 
 /* Handles one exchange message (HELLO, DIGEST, GROUPS, BUCKETS, FPRINTS,
  * WANT, SYNC_END) from nb. */
 void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg);
 
 /* The peer port's guard (herd_links_guard.c). */
+
+/* Watches sock's connection events (the mask `events`) on a PAIR read by
+ * fn in the reactor. Returns the PAIR, or NULL with errno set (nothing is
+ * left open). */
+void *links_monitor_open(herd_links_t *links, void *sock, int events, herd_loop_fn *fn, void *arg);
+
+/* Stops watching sock and closes its monitor; *monitor = NULL. NULL-safe. */
+void links_monitor_close(herd_links_t *links, void *sock, void **monitor);
 
 /* Reads one event from a socket monitor (a PAIR connected to the endpoint
  * given to zmq_socket_monitor) without waiting: its number and value, its
