@@ -184,6 +184,24 @@ static void records_sent(herd_links_t *links, neighbour_t *nb, const herd_repair
                        io->failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
 }
 
+/* Answers a FPRINTS (our exchange) or a WANT (our answer to its exchange)
+ * with `step`, within what our side asked about or offered (the bitmap kept
+ * for that exchange). Returns false when there is none (nothing is sent). */
+static bool answer_offered(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg, herd_repair_io_t *io,
+                           int (*step)(const herd_table_t *, const herd_msg_t *, herd_repair_io_t *),
+                           uint64_t *total)
+{
+    bool want = msg->type == HERD_MSG_WANT;
+    io->buckets = bitmap_kept(nb, want);
+    if (!io->buckets)
+        return false;
+    step(links->table, msg, io);
+    if (io->skipped)
+        refuse(links, nb, want ? "WANT for records we did not offer" : "FPRINTS for buckets we did not ask about");
+    records_sent(links, nb, io, total, msg->last);
+    return true;
+}
+
 /* Our answer to nb's exchange is over (at `when`): the next BUCKETS waits
  * in proportion to what this one sent, and nothing it sends shortens that. */
 static void answer_end(neighbour_t *nb, int64_t when)
@@ -354,14 +372,8 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             break;
         }
         answered(links, nb);
-        io.buckets = bitmap_kept(nb, false);
-        if (!io.buckets)
-            break;
-        herd_repair_on_fprints(links->table, msg, &io);
-        if (io.skipped)
-            refuse(links, nb, "FPRINTS for buckets we did not ask about");
-        records_sent(links, nb, &io, &nb->round_records, msg->last);
-        if (msg->last && !nb->waiting_ms)
+        if (answer_offered(links, nb, msg, &io, herd_repair_on_fprints, &nb->round_records) && msg->last &&
+            !nb->waiting_ms)
             nb->waiting_ms = now; /* its SYNC_END closes the exchange */
         break;
     case HERD_MSG_WANT:
@@ -369,14 +381,7 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             refuse(links, nb, "WANT we did not offer");
             break;
         }
-        io.buckets = bitmap_kept(nb, true);
-        if (!io.buckets)
-            break;
-        herd_repair_on_want(links->table, msg, &io);
-        if (io.skipped)
-            refuse(links, nb, "WANT for records we did not offer");
-        records_sent(links, nb, &io, &nb->answer_records, msg->last);
-        if (msg->last) {
+        if (answer_offered(links, nb, msg, &io, herd_repair_on_want, &nb->answer_records) && msg->last) {
             answer_end(nb, now);
             send_sync_end(links, nb, nb->answer_records);
             exchange_success(nb);

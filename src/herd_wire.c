@@ -131,6 +131,13 @@ static int wire_begin(wire_out_t *w, size_t reserve, size_t elems, uint64_t type
     return rc ? rc : msgpack_pack_uint64(&w->pk, type);
 }
 
+/* wire_begin for FPRINTS and WANT, whose third element is the "last" flag. */
+static int wire_begin_last(wire_out_t *w, size_t elems, uint64_t type, bool last)
+{
+    int rc = wire_begin(w, 0, elems, type);
+    return rc ? rc : msgpack_pack_uint64(&w->pk, last ? 1 : 0);
+}
+
 /* Hands the packed bytes to the caller, or frees them when packing failed
  * or made a frame larger than the decoder takes (the encoders' cheap count
  * checks leave out the few bytes of heads). */
@@ -280,8 +287,7 @@ int herd_wire_encode_fprints(bool last, const uint16_t *buckets, const uint32_t 
     if (k > 65536 || n_fps > HERD_WIRE_MAX_FRAME / 8)
         return -1;
     wire_out_t w;
-    int rc = wire_begin(&w, 0, WIRE_FPRINTS_ELEMS, HERD_MSG_FPRINTS);
-    rc = rc ? rc : msgpack_pack_uint64(&w.pk, last ? 1 : 0);
+    int rc = wire_begin_last(&w, WIRE_FPRINTS_ELEMS, HERD_MSG_FPRINTS, last);
     rc = rc ? rc : wire_pack_le(&w.pk, buckets, k, 2);
     rc = rc ? rc : wire_pack_le(&w.pk, counts, k, 4);
     rc = rc ? rc : wire_pack_le(&w.pk, fps, n_fps, 8);
@@ -294,8 +300,7 @@ int herd_wire_encode_want(bool last, const uint16_t *buckets, const uint64_t *fp
     if (m > HERD_WIRE_MAX_FRAME / 10)
         return -1;
     wire_out_t w;
-    int rc = wire_begin(&w, 0, WIRE_WANT_ELEMS, HERD_MSG_WANT);
-    rc = rc ? rc : msgpack_pack_uint64(&w.pk, last ? 1 : 0);
+    int rc = wire_begin_last(&w, WIRE_WANT_ELEMS, HERD_MSG_WANT, last);
     rc = rc ? rc : wire_pack_le(&w.pk, buckets, m, 2);
     rc = rc ? rc : wire_pack_le(&w.pk, fps, m, 8);
     return wire_finish(&w, rc, out, len);
