@@ -60,16 +60,8 @@ void herd_links_destroy(herd_links_t **p);
  * Sent at the end of this reactor turn. */
 void herd_links_flood(herd_links_t *links, const char *at, size_t len, long except, herd_span_t origin);
 
-/* Sends what is queued now (normally done at the end of the turn). */
-void herd_links_flush(herd_links_t *links);
-
-/* Number of neighbours whose link is up. */
+/* Number of neighbours whose link is up (the health check's "no link up"). */
 size_t herd_links_up(const herd_links_t *links);
-
-/* Whether the first rejoin exchange is done: every neighbour whose link is
- * up has sent its table (or we hold what it holds), or no neighbour came up
- * within a second of start, or there are none. Once true, stays true. */
-bool herd_links_ready(herd_links_t *links);
 
 /* Number of neighbours whose link is up and whose rejoin exchange is done
  * (they sent their table, or we hold what they hold). */

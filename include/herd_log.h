@@ -84,34 +84,48 @@ void herd_log_data_head(herd_log_t *log, const char *prefix, size_t plen, const 
 
 /* Rate-limited events (PROTOCOL §6): an event that a stranger or a peer can
  * make us repeat (a refused connection, a dropped message) is written at
- * most HERD_LOG_LIMIT_PER_SEC times a second per kind, and the ones left out
- * are counted: when the next second starts, the line
+ * most HERD_LOG_LIMIT_PER_SEC times a second per kind (or the kind's own
+ * number), and the ones left out are counted: when the next second starts,
+ * the line
  *     N more KIND left out of the log (at most 5 a second are written)
  * goes first. One herd_log_limit_t per kind, owned by the thread that logs
  * with it (plain data, no lock), made with HERD_LOG_LIMIT_INIT:
  *     static or member:  herd_log_limit_t lim = HERD_LOG_LIMIT_INIT("refused connections");
  *     per event:         herd_log_limited(log, &lim, "refused connection from %s: ...", peer);
- *     from a timer:      herd_log_limited_flush(log, &lim);  (the count of a quiet kind) */
+ *     from a timer:      herd_log_limited_flush(log, &lim);  (the count of a quiet kind)
+ * A caller that writes its lines itself (an escaped field, herd_log_data)
+ * asks herd_log_limit_take instead and says the count in its next line. */
 #define HERD_LOG_LIMIT_PER_SEC 5
 
 typedef struct {
     const char *kind;  /* what is counted, plural, for the count line ("refused connections") */
+    uint32_t per_sec;  /* lines written a second at most; 0: HERD_LOG_LIMIT_PER_SEC */
     int64_t window_ms; /* start of the current second (CLOCK_MONOTONIC, ms) */
     uint32_t logged;   /* lines written in that second */
-    uint64_t left_out; /* events left out since the last count line */
+    uint64_t left_out; /* events left out since the last count line (or the last line taken) */
+    uint64_t left_out_total; /* events left out in all, for a metric */
 } herd_log_limit_t;
 
 #define HERD_LOG_LIMIT_INIT(kind_text) ((herd_log_limit_t){.kind = (kind_text)})
+/* A kind with its own number of lines a second: a burst of distinct faults
+ * (a peer's bad messages, one line each) is written whole. */
+#define HERD_LOG_LIMIT_INIT_N(kind_text, n) ((herd_log_limit_t){.kind = (kind_text), .per_sec = (n)})
 
-/* Logs one event as herd_log_event does, unless HERD_LOG_LIMIT_PER_SEC of
- * lim's kind were written in the current second: then it is only counted.
- * Returns true when the line was written. */
+/* Logs one event as herd_log_event does, unless lim's number of lines were
+ * written in the current second: then it is only counted. Returns true when
+ * the line was written. */
 bool herd_log_limited(herd_log_t *log, herd_log_limit_t *lim, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Writes lim's count line if events were left out and their second is over
  * (call it now and then: a kind that goes quiet still reports its count). */
 void herd_log_limited_flush(herd_log_t *log, herd_log_limit_t *lim);
+
+/* The same limit for a line the caller writes itself: returns true when one
+ * more line of lim's kind may be written now, with *left_out the events left
+ * out since the last line taken (the caller says that count in its line; no
+ * count line is written for them); false when the event is only counted. */
+bool herd_log_limit_take(herd_log_limit_t *lim, uint64_t *left_out);
 
 /* Hands what is buffered to the writer now and ends the time stamp set by
  * herd_log_set_now. Never waits on the disk. Returns 0, or -1 when the

@@ -93,8 +93,9 @@ static void link_options(void *sock, bool ipv6, bool router)
         set_int(sock, ZMQ_IPV6, 1);
 }
 
-/* Sends one encoded message to a neighbour without blocking. */
-int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
+/* Sends one encoded message to a neighbour without blocking; takes data.
+ * Returns 0, or -1 when it could not be queued (counted, logged once). */
+static int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len)
 {
     int rc = zmq_send(nb->dealer, data, len, ZMQ_DONTWAIT);
     free(data);
@@ -123,22 +124,13 @@ static int send_updates(herd_links_t *links, neighbour_t *nb, const herd_span_t 
     return 0;
 }
 
-void links_send_hello(herd_links_t *links, neighbour_t *nb)
+/* Whether the DEALER can take a message now: connected and below its
+ * high-water mark (the DEALERs queue nothing for a neighbour that is away). */
+static bool links_writable(neighbour_t *nb)
 {
-    char *data;
-    size_t len;
-    nb->hello_ms = herd_loop_now_ms(links->loop);
-    if (herd_wire_encode_hello(links->self_name, links->incarnation, herd_table_size(links->table),
-                               herd_table_digest(links->table), &data, &len) == 0)
-        links_send(links, nb, data, len);
-}
-
-void links_send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
-{
-    char *data;
-    size_t len;
-    if (herd_wire_encode_sync_end(links->incarnation, sent, &data, &len) == 0)
-        links_send(links, nb, data, len);
+    uint32_t ev = 0;
+    size_t len = sizeof ev;
+    return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
 }
 
 static void batch_send(herd_links_t *links, neighbour_t *nb)
@@ -199,11 +191,15 @@ void herd_links_flood(herd_links_t *links, const char *at, size_t len, long exce
     }
 }
 
-void herd_links_flush(herd_links_t *links)
+/* Sends what is queued now (normally done at the end of the turn). */
+static void links_flush(herd_links_t *links)
 {
     for (size_t i = 0; i < links->n_nb; i++)
         batch_send(links, links->nb[i]);
 }
+
+/* What the exchanges (herd_links_repair.c) need of the sockets. */
+static const links_net_t links_net = {.send = links_send, .flush = links_flush, .writable = links_writable};
 
 size_t herd_links_up(const herd_links_t *links)
 {
@@ -221,7 +217,11 @@ size_t herd_links_synced(const herd_links_t *links)
     return n;
 }
 
-bool herd_links_ready(herd_links_t *links)
+/* Whether the first rejoin exchange is done: every neighbour whose link is
+ * up has sent its table (or we hold what it holds), or no neighbour came up
+ * within a second of start, or there are none. Once true, stays true (and
+ * logged then). */
+static bool links_ready(herd_links_t *links)
 {
     if (links->ready)
         return true;
@@ -241,8 +241,8 @@ bool herd_links_ready(herd_links_t *links)
 static void flush_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
-    herd_links_flush(arg);
-    herd_links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
+    links_flush(arg);
+    links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
 
@@ -266,26 +266,9 @@ static void monitor_ready(herd_loop_t *loop, void *arg)
 {
     neighbour_t *nb = arg;
     herd_links_t *links = nb->links;
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, nb->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        uint32_t value = 0;
-        if (zmq_msg_size(&ev) >= 6) {
-            memcpy(&event, zmq_msg_data(&ev), 2);
-            memcpy(&value, (char *)zmq_msg_data(&ev) + 2, 4);
-        }
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) { /* second frame: the endpoint */
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, nb->monitor, ZMQ_DONTWAIT);
-            zmq_msg_close(&addr);
-        }
+    uint16_t event;
+    uint32_t value;
+    while (links_monitor_read(nb->monitor, &event, &value)) {
         /* Only a finished handshake counts: a TCP connect alone also succeeds
          * against a frozen process. */
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
@@ -434,15 +417,9 @@ static void router_ready(herd_loop_t *loop, void *arg)
 }
 
 /* Closes a neighbour's DEALER and its monitor (the neighbour stays). */
-void links_dealer_close(herd_links_t *links, neighbour_t *nb)
+static void links_dealer_close(herd_links_t *links, neighbour_t *nb)
 {
-    if (nb->monitor) {
-        herd_loop_remove_zmq(links->loop, nb->monitor);
-        if (nb->dealer)
-            zmq_socket_monitor(nb->dealer, NULL, 0);
-        zmq_close(nb->monitor);
-        nb->monitor = NULL;
-    }
+    links_monitor_close(links, nb->dealer, &nb->monitor);
     if (nb->dealer) {
         zmq_close(nb->dealer);
         nb->dealer = NULL;
@@ -453,16 +430,11 @@ void links_dealer_close(herd_links_t *links, neighbour_t *nb)
 /* Makes a neighbour's DEALER (our name as identity, its CURVE key when links
  * are authenticated) and the monitor that reports its connection events, and
  * starts connecting. Returns 0, or -1 with err filled. */
-int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen)
+static int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen)
 {
-    void *ctx = zsys_init();
-    char mon[96];
-    snprintf(mon, sizeof mon, "inproc://herd-links-%p-%u", (void *)links, links->monitor_seq++);
-    nb->dealer = zmq_socket(ctx, ZMQ_DEALER);
-    nb->monitor = zmq_socket(ctx, ZMQ_PAIR);
-    if (!nb->dealer || !nb->monitor) {
+    nb->dealer = zmq_socket(zsys_init(), ZMQ_DEALER);
+    if (!nb->dealer) {
         snprintf(err, errlen, "cannot make the link to %s: %s", nb->name, zmq_strerror(errno));
-        links_dealer_close(links, nb);
         return -1;
     }
     link_options(nb->dealer, nb->ipv6, false);
@@ -479,12 +451,8 @@ int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t er
     }
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
-    if (zmq_socket_monitor(nb->dealer, mon, events) != 0 || zmq_connect(nb->monitor, mon) != 0 ||
-        herd_loop_add_zmq(links->loop, nb->monitor, monitor_ready, nb) != 0) {
+    if (!(nb->monitor = links_monitor_open(links, nb->dealer, events, monitor_ready, nb))) {
         snprintf(err, errlen, "cannot watch the link to %s: %s", nb->name, zmq_strerror(errno));
-        zmq_socket_monitor(nb->dealer, NULL, 0);
-        zmq_close(nb->monitor);
-        nb->monitor = NULL;
         links_dealer_close(links, nb);
         return -1;
     }
@@ -554,6 +522,32 @@ static int neighbours_add(herd_links_t *links, neighbour_t *nb)
     return 0;
 }
 
+/* The links' timer: the guard's work, the redial of DEALERs that libzmq
+ * gave up on (or whose neighbour went silent), then each neighbour's
+ * exchange (which one to open, and a silent link to make anew). */
+static void links_tick(herd_loop_t *loop, void *arg)
+{
+    herd_links_t *links = arg;
+    int64_t now = herd_loop_now_ms(loop);
+    links_guard_tick(links, now);
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = links->nb[i];
+        if (nb->redial_at_ms && now >= nb->redial_at_ms) {
+            char err[256];
+            nb->redial_at_ms = 0;
+            links_dealer_close(links, nb);
+            if (links_dealer_open(links, nb, err, sizeof err) != 0) {
+                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, err);
+                nb->redial_at_ms = now + nb->redial_backoff_ms;
+            } else {
+                nb->redials++;
+            }
+            continue;
+        }
+        links_exchange_tick(links, nb, now);
+    }
+}
+
 herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topology_t *topo, size_t self,
                              const herd_table_t *table, herd_links_update_fn *on_update, void *arg,
                              char *err, size_t errlen)
@@ -570,6 +564,8 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     links->on_update = on_update;
     links->arg = arg;
     links->start_ms = herd_loop_now_ms(loop);
+    links->net = &links_net;
+    links_log_init(links);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     links->incarnation = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16);
@@ -613,7 +609,7 @@ herd_links_t *herd_links_new(herd_loop_t *loop, herd_log_t *log, const herd_topo
     if (herd_links_reconfigure(links, topo, err, errlen) != 0)
         goto fail;
     if ((links->flush_tick = herd_loop_add_tick(loop, HERD_PHASE_LINKS, flush_tick, links)) < 0 ||
-        (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, links_repair_tick, links)) < 0) {
+        (links->repair_timer = herd_loop_add_timer(loop, REPAIR_TICK_MS, links_tick, links)) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -719,23 +715,24 @@ int herd_links_reconfigure(herd_links_t *links, const herd_topology_t *topo, cha
                     (uint64_t)(links)->nb[i_]->field);                                                     \
     } while (0)
 
+/* Writes one counter with a value per neighbour and direction. */
+#define PEER_IN_OUT(f, links, metric, help, out, in)                                                       \
+    do {                                                                                                   \
+        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", metric, help, metric);                             \
+        for (size_t i_ = 0; i_ < (links)->n_nb; i_++) {                                                    \
+            const neighbour_t *nb_ = (links)->nb[i_];                                                      \
+            fprintf(f, "%s{direction=\"out\",peer=\"%s\"} %" PRIu64 "\n", metric, nb_->name, nb_->out);    \
+            fprintf(f, "%s{direction=\"in\",peer=\"%s\"} %" PRIu64 "\n", metric, nb_->name, nb_->in);      \
+        }                                                                                                  \
+    } while (0)
+
 void herd_links_render(herd_links_t *links, FILE *f)
 {
     PEER_METRIC(f, links, "herd_link_up", "Whether the link to the neighbour is up.", "gauge", up);
-    fprintf(f, "# HELP herd_flood_updates_total AT lines sent to or received from a neighbour.\n"
-               "# TYPE herd_flood_updates_total counter\n");
-    for (size_t i = 0; i < links->n_nb; i++)
-        fprintf(f,
-                "herd_flood_updates_total{direction=\"out\",peer=\"%s\"} %" PRIu64 "\n"
-                "herd_flood_updates_total{direction=\"in\",peer=\"%s\"} %" PRIu64 "\n",
-                links->nb[i]->name, links->nb[i]->updates_out, links->nb[i]->name, links->nb[i]->updates_in);
-    fprintf(f, "# HELP herd_flood_messages_total ZeroMQ messages sent to or received from a neighbour.\n"
-               "# TYPE herd_flood_messages_total counter\n");
-    for (size_t i = 0; i < links->n_nb; i++)
-        fprintf(f,
-                "herd_flood_messages_total{direction=\"out\",peer=\"%s\"} %" PRIu64 "\n"
-                "herd_flood_messages_total{direction=\"in\",peer=\"%s\"} %" PRIu64 "\n",
-                links->nb[i]->name, links->nb[i]->msgs_out, links->nb[i]->name, links->nb[i]->msgs_in);
+    PEER_IN_OUT(f, links, "herd_flood_updates_total", "AT lines sent to or received from a neighbour.", updates_out,
+                updates_in);
+    PEER_IN_OUT(f, links, "herd_flood_messages_total", "ZeroMQ messages sent to or received from a neighbour.",
+                msgs_out, msgs_in);
     PEER_METRIC(f, links, "herd_flood_dropped_total", "Messages to a neighbour that could not be queued.",
                 "counter", dropped);
     PEER_METRIC(f, links, "herd_repair_rounds_total", "Anti-entropy exchanges opened with a neighbour.",
@@ -767,7 +764,7 @@ void herd_links_render(herd_links_t *links, FILE *f)
                "# TYPE herd_peer_sweeps_total counter\nherd_peer_sweeps_total %" PRIu64 "\n"
                "# HELP herd_peer_log_left_out_total Log lines about strangers and peers left out by the rate limit.\n"
                "# TYPE herd_peer_log_left_out_total counter\nherd_peer_log_left_out_total %" PRIu64 "\n",
-            links->peer_conns, links->peer_refused, links->rebinds, links->log_left_out);
+            links->peer_conns, links->peer_refused, links->rebinds, links_log_left_out(links));
     fprintf(f, "# HELP herd_peer_rejected_total Peer messages rejected (malformed, or from a stranger).\n"
                "# TYPE herd_peer_rejected_total counter\nherd_peer_rejected_total %" PRIu64 "\n",
             links->rejected);
@@ -777,7 +774,7 @@ void herd_links_close_gracefully(herd_links_t *links, int ms)
 {
     if (!links)
         return;
-    herd_links_flush(links);
+    links_flush(links);
     for (size_t i = 0; i < links->n_nb; i++)
         if (links->nb[i]->dealer && links->nb[i]->up)
             set_int(links->nb[i]->dealer, ZMQ_LINGER, ms > 0 ? ms : 0);

@@ -31,35 +31,32 @@
  * reconnects and redials, not for a flood of strangers. */
 #define PEER_CAP_BASE   64
 #define PEER_CAP_PER_NB 4
-#define LOG_BURST       16     /* lines of one repeatable kind at once... */
-#define LOG_PER_SEC     4      /* ... and per second after that */
 #define LOCKOUT_MS      10000  /* a running neighbour unheard this long is locked out of its name */
 #define FULL_MS         10000  /* the cap held this long by completed handshakes: sweep */
 #define SWEEP_GAP_MS    30000  /* at most one sweep in this long */
 
-/* A token bucket per kind: LOG_BURST lines, refilled at LOG_PER_SEC. */
 bool links_log_ok(herd_links_t *links, links_log_kind_t kind, uint64_t *left_out)
 {
-    links_quota_t *q = &links->quota[kind];
-    int64_t now = herd_loop_now_ms(links->loop);
-    if (!q->window_ms) {
-        q->window_ms = now;
-        q->count = LOG_BURST;
-    }
-    int64_t earned = (now - q->window_ms) * LOG_PER_SEC / 1000;
-    if (earned > 0) {
-        q->count = q->count + (unsigned)earned > LOG_BURST ? LOG_BURST : q->count + (unsigned)earned;
-        q->window_ms += earned * 1000 / LOG_PER_SEC;
-    }
-    if (q->count == 0) {
-        q->left_out++;
-        links->log_left_out++;
-        return false;
-    }
-    q->count--;
-    *left_out = q->left_out;
-    q->left_out = 0;
-    return true;
+    return herd_log_limit_take(&links->log_limit[kind], left_out);
+}
+
+void links_log_init(herd_links_t *links)
+{
+    static const char *const kinds[LINKS_LOG_KINDS] = {
+        [LINKS_LOG_STRANGER] = "messages from strangers", [LINKS_LOG_BAD] = "undecodable peer messages",
+        [LINKS_LOG_KEY] = "messages under another's key", [LINKS_LOG_REFUSED] = "refused peer connections",
+        [LINKS_LOG_REPAIR] = "refused exchange requests", [LINKS_LOG_NAME] = "HELLOs under another name",
+    };
+    for (size_t k = 0; k < LINKS_LOG_KINDS; k++)
+        links->log_limit[k] = HERD_LOG_LIMIT_INIT_N(kinds[k], LINKS_LOG_PER_SEC);
+}
+
+uint64_t links_log_left_out(const herd_links_t *links)
+{
+    uint64_t n = 0;
+    for (size_t k = 0; k < LINKS_LOG_KINDS; k++)
+        n += links->log_limit[k].left_out_total;
+    return n;
 }
 
 const char *links_left_out(char *buf, size_t cap, uint64_t left_out)
@@ -70,28 +67,68 @@ const char *links_left_out(char *buf, size_t cap, uint64_t left_out)
     return buf;
 }
 
+void *links_monitor_open(herd_links_t *links, void *sock, int events, herd_loop_fn *fn, void *arg)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://herd-monitor-%p-%u", (void *)links, links->monitor_seq++);
+    void *monitor = zmq_socket(zsys_init(), ZMQ_PAIR);
+    if (!monitor)
+        return NULL;
+    if (zmq_socket_monitor(sock, ep, events) != 0 || zmq_connect(monitor, ep) != 0 ||
+        herd_loop_add_zmq(links->loop, monitor, fn, arg) != 0) {
+        int e = errno;
+        zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(monitor);
+        errno = e;
+        return NULL;
+    }
+    return monitor;
+}
+
+void links_monitor_close(herd_links_t *links, void *sock, void **monitor)
+{
+    if (!*monitor)
+        return;
+    herd_loop_remove_zmq(links->loop, *monitor);
+    if (sock)
+        zmq_socket_monitor(sock, NULL, 0);
+    zmq_close(*monitor);
+    *monitor = NULL;
+}
+
+bool links_monitor_read(void *monitor, uint16_t *event, uint32_t *value)
+{
+    zmq_msg_t ev;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return false;
+    }
+    *event = 0;
+    *value = 0;
+    if (zmq_msg_size(&ev) >= 6) {
+        memcpy(event, zmq_msg_data(&ev), 2);
+        memcpy(value, (char *)zmq_msg_data(&ev) + 2, 4);
+    }
+    bool more = zmq_msg_more(&ev);
+    zmq_msg_close(&ev);
+    if (more) { /* second frame: the endpoint */
+        zmq_msg_t addr;
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&addr);
+    }
+    return true;
+}
+
 /* Accept and disconnect events of the ROUTER: counted, nothing more. */
 static void router_events(herd_loop_t *loop, void *arg)
 {
     (void)loop;
     herd_links_t *links = arg;
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, links->router_monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            return;
-        }
-        uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 6)
-            memcpy(&event, zmq_msg_data(&ev), 2);
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        if (more) {
-            zmq_msg_init(&addr);
-            zmq_msg_recv(&addr, links->router_monitor, ZMQ_DONTWAIT);
-            zmq_msg_close(&addr);
-        }
+    uint16_t event;
+    uint32_t value;
+    while (links_monitor_read(links->router_monitor, &event, &value)) {
         if (event == ZMQ_EVENT_DISCONNECTED) {
             if (links->peer_conns > 0)
                 links->peer_conns--;
@@ -217,13 +254,9 @@ int links_guard_start(herd_links_t *links, char *err, size_t errlen)
     }
     /* With a domain, libzmq asks ZAP about NULL handshakes too. */
     zmq_setsockopt(links->router, ZMQ_ZAP_DOMAIN, "herd", 4);
-    char mon[96];
-    snprintf(mon, sizeof mon, "inproc://herd-router-%p", (void *)links);
-    links->router_monitor = zmq_socket(ctx, ZMQ_PAIR);
-    if (!links->router_monitor ||
-        zmq_socket_monitor(links->router, mon, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-        zmq_connect(links->router_monitor, mon) != 0 ||
-        herd_loop_add_zmq(links->loop, links->router_monitor, router_events, links) != 0) {
+    links->router_monitor = links_monitor_open(links, links->router, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED,
+                                               router_events, links);
+    if (!links->router_monitor) {
         snprintf(err, errlen, "cannot watch the peer port's connections: %s", zmq_strerror(errno));
         return -1;
     }
@@ -232,13 +265,7 @@ int links_guard_start(herd_links_t *links, char *err, size_t errlen)
 
 void links_guard_stop(herd_links_t *links)
 {
-    if (links->router_monitor) {
-        herd_loop_remove_zmq(links->loop, links->router_monitor);
-        if (links->router)
-            zmq_socket_monitor(links->router, NULL, 0);
-        zmq_close(links->router_monitor);
-        links->router_monitor = NULL;
-    }
+    links_monitor_close(links, links->router, &links->router_monitor);
     if (links->zap) {
         herd_loop_remove_zmq(links->loop, links->zap);
         zmq_close(links->zap);

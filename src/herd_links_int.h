@@ -1,5 +1,10 @@
-/* herd_links_int.h: what herd_links.c and herd_links_auth.c share. Private
- * to the links module; nothing else includes it. */
+/* herd_links_int.h: what the files of the links module share. Private to
+ * the module; nothing else includes it. From the top down, each file calls
+ * only the ones below it:
+ *   herd_links.c         the link manager: ROUTER, DEALERs, batches, the timer
+ *   herd_links_repair.c  the exchange protocol of one link, through links_net_t
+ *   herd_links_auth.c    CURVE keys of the ROUTER and the DEALERs
+ *   herd_links_guard.c   the peer port's guard (ZAP), socket monitors, log limits */
 #ifndef HERD_LINKS_INT_H
 #define HERD_LINKS_INT_H
 
@@ -71,8 +76,8 @@ typedef struct {
 } neighbour_t;
 
 /* The kinds of log line that a stranger or a peer can make us repeat: each
- * kind is logged at most a few times a second, with a count of the lines
- * left out (links_log_ok). */
+ * kind is logged at most LINKS_LOG_PER_SEC times a second, by herd_log's
+ * limiter (herd_log_limit_take), the next line saying how many were left out. */
 typedef enum {
     LINKS_LOG_STRANGER,  /* a message from a sender that is not a neighbour */
     LINKS_LOG_BAD,       /* a message that does not decode, or of the wrong frame count */
@@ -83,11 +88,22 @@ typedef enum {
     LINKS_LOG_KINDS
 } links_log_kind_t;
 
+/* Lines of one kind a second: a burst of distinct faults from one peer (a
+ * line each) is logged whole; a flood is not. */
+#define LINKS_LOG_PER_SEC 16
+
+/* What the exchanges (herd_links_repair.c) need of the sockets, given by
+ * the link manager (herd_links.c), so that the exchange protocol sits below
+ * the manager and touches no socket. */
 typedef struct {
-    int64_t window_ms;     /* when tokens were last added; 0 = never */
-    unsigned count;        /* tokens: lines of this kind that may be logged now */
-    uint64_t left_out;     /* lines left out since the last one logged */
-} links_quota_t;
+    /* Sends one encoded message to nb without blocking; takes data. Returns
+     * 0, or -1 when it could not be queued (counted, logged once). */
+    int (*send)(herd_links_t *links, neighbour_t *nb, char *data, size_t len);
+    /* Sends the queued floods now, so that they go before what follows. */
+    void (*flush)(herd_links_t *links);
+    /* Whether nb's DEALER can take a message now (connected, below its HWM). */
+    bool (*writable)(neighbour_t *nb);
+} links_net_t;
 
 struct herd_links_t {
     herd_loop_t *loop;
@@ -121,41 +137,40 @@ struct herd_links_t {
     int64_t rebind_ms;     /* when the ROUTER's connections were last all dropped */
     int64_t full_since_ms; /* since when the guard refuses for the cap; 0 = it does not */
     uint64_t rebinds;      /* times the ROUTER's connections were all dropped */
-    links_quota_t quota[LINKS_LOG_KINDS];
-    uint64_t log_left_out; /* log lines left out in all, by every kind */
+    herd_log_limit_t log_limit[LINKS_LOG_KINDS]; /* the rate limit of each kind of line */
+    const links_net_t *net; /* the sockets, as the exchanges see them */
 };
 
-/* Sockets and messages (herd_links.c). */
-
-/* Sends one encoded message to a neighbour without blocking; takes data.
- * Returns 0, or -1 when it could not be queued (counted, logged once). */
-int links_send(herd_links_t *links, neighbour_t *nb, char *data, size_t len);
-void links_send_hello(herd_links_t *links, neighbour_t *nb);
-void links_send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent);
-
-/* Makes, or closes, a neighbour's DEALER and its monitor. */
-int links_dealer_open(herd_links_t *links, neighbour_t *nb, char *err, size_t errlen);
-void links_dealer_close(herd_links_t *links, neighbour_t *nb);
-
-/* Anti-entropy exchanges (herd_links_repair.c). */
-
-/* Whether nb's DEALER can take a message now (connected, below its HWM). */
-bool links_writable(neighbour_t *nb);
+/* The exchange protocol of one link (herd_links_repair.c). */
 
 /* Opens an exchange with nb (HELLO the first time after its link came up,
  * DIGEST after that), or notes that ours ended. */
 void links_round_open(herd_links_t *links, neighbour_t *nb, bool hello);
 void links_round_close(herd_links_t *links, neighbour_t *nb);
 
-/* The timer: opens due exchanges, redials refused DEALERs, and makes anew a
- * link whose neighbour answers nothing. */
-void links_repair_tick(herd_loop_t *loop, void *arg);
+/* Called by the links' timer for each neighbour not being redialled: opens
+ * a due exchange, and marks a link whose neighbour answers nothing for a
+ * redial (nb->redial_at_ms). */
+void links_exchange_tick(herd_links_t *links, neighbour_t *nb, int64_t now);
 
 /* Handles one exchange message (HELLO, DIGEST, GROUPS, BUCKETS, FPRINTS,
  * WANT, SYNC_END) from nb. */
 void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg);
 
 /* The peer port's guard (herd_links_guard.c). */
+
+/* Watches sock's connection events (the mask `events`) on a PAIR read by
+ * fn in the reactor. Returns the PAIR, or NULL with errno set (nothing is
+ * left open). */
+void *links_monitor_open(herd_links_t *links, void *sock, int events, herd_loop_fn *fn, void *arg);
+
+/* Stops watching sock and closes its monitor; *monitor = NULL. NULL-safe. */
+void links_monitor_close(herd_links_t *links, void *sock, void **monitor);
+
+/* Reads one event from a socket monitor (a PAIR connected to the endpoint
+ * given to zmq_socket_monitor) without waiting: its number and value, its
+ * endpoint frame read and dropped. Returns false when none is waiting. */
+bool links_monitor_read(void *monitor, uint16_t *event, uint32_t *value);
 
 /* Starts answering ZeroMQ's authentication (ZAP) requests for the ROUTER,
  * with the NULL mechanism as well as CURVE (it sets the ROUTER's ZAP
@@ -174,10 +189,16 @@ void links_set_peer_cap(herd_links_t *links);
  * held the cap for long. */
 void links_guard_tick(herd_links_t *links, int64_t now);
 
-/* Whether a line of this kind may be logged now (a few a second per kind).
- * When true, *left_out is the number left out since the last one (to be
- * said in the line); when false, the line is counted as left out. */
+/* Whether a line of this kind may be logged now (herd_log_limit_take on
+ * its limit). When true, *left_out is the number left out since the last
+ * one (to be said in the line); when false, the line is counted as left out. */
 bool links_log_ok(herd_links_t *links, links_log_kind_t kind, uint64_t *left_out);
+
+/* Makes the limits of the kinds of line. */
+void links_log_init(herd_links_t *links);
+
+/* Lines left out by the limits, all kinds together. */
+uint64_t links_log_left_out(const herd_links_t *links);
 
 /* " (N more like it left out)" for a count, or "" (into buf). */
 const char *links_left_out(char *buf, size_t cap, uint64_t left_out);

@@ -1,6 +1,11 @@
-/* herd_links_repair: the anti-entropy exchanges of the links (which one to
- * open and when, which answers to accept, rate limits), driving the pure
- * steps of herd_repair. See herd_links.h and herd_repair.h. */
+/* herd_links_repair: the exchange protocol of one link (which exchange to
+ * open and when, which answers to accept, rate limits, liveness), driving
+ * the pure steps of herd_repair. It sits below the link manager
+ * (herd_links.c), which owns the sockets: its inputs are the messages a
+ * neighbour sent and the time, its outputs messages handed to the manager's
+ * links_net_t (send, flush, writable) and the state of the neighbour it
+ * reads and marks (up, synced, a redial due). See herd_links.h and
+ * herd_repair.h. */
 #include "herd_links_int.h"
 
 #include <inttypes.h>
@@ -28,7 +33,27 @@ static int repair_send(void *arg, char *data, size_t len)
 {
     neighbour_t *nb = arg;
     nb->repair_bytes_out += len;
-    return links_send(nb->links, nb, data, len);
+    return nb->links->net->send(nb->links, nb, data, len);
+}
+
+/* HELLO: our name, incarnation and table digest (opens a rejoin exchange). */
+static void send_hello(herd_links_t *links, neighbour_t *nb)
+{
+    char *data;
+    size_t len;
+    nb->hello_ms = herd_loop_now_ms(links->loop);
+    if (herd_wire_encode_hello(links->self_name, links->incarnation, herd_table_size(links->table),
+                               herd_table_digest(links->table), &data, &len) == 0)
+        links->net->send(links, nb, data, len);
+}
+
+/* SYNC_END: the end of our answer to its exchange, with the records sent. */
+static void send_sync_end(herd_links_t *links, neighbour_t *nb, uint64_t sent)
+{
+    char *data;
+    size_t len;
+    if (herd_wire_encode_sync_end(links->incarnation, sent, &data, &len) == 0)
+        links->net->send(links, nb, data, len);
 }
 
 static herd_repair_io_t repair_io(neighbour_t *nb)
@@ -87,9 +112,9 @@ void links_round_open(herd_links_t *links, neighbour_t *nb, bool hello)
     nb->round_answered = false;
     nb->round_records = 0;
     nb->rounds++;
-    herd_links_flush(links); /* updates queued before go first */
+    links->net->flush(links); /* updates queued before go first */
     if (hello) {
-        links_send_hello(links, nb);
+        send_hello(links, nb);
         return;
     }
     herd_repair_io_t io = repair_io(nb);
@@ -102,21 +127,12 @@ void links_round_close(herd_links_t *links, neighbour_t *nb)
     nb->round_end_ms = herd_loop_now_ms(links->loop);
 }
 
-/* Whether the DEALER can take a message now: connected and below its
- * high-water mark (the DEALERs queue nothing for a neighbour that is away). */
-bool links_writable(neighbour_t *nb)
-{
-    uint32_t ev = 0;
-    size_t len = sizeof ev;
-    return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
-}
-
 /* Marks our link to nb up on an answer to our own request: our DEALER's
  * connection works even if its handshake event never reached us. */
 static void answered(herd_links_t *links, neighbour_t *nb)
 {
     nb->waiting_ms = 0;
-    if (!nb->up && links_writable(nb)) { /* a late answer after a disconnect proves nothing */
+    if (!nb->up && links->net->writable(nb)) { /* a late answer after a disconnect proves nothing */
         nb->up = true;
         nb->drop_logged = false;
         herd_log_event(links->log, "link to %s up", nb->name);
@@ -157,6 +173,35 @@ static void refuse(herd_links_t *links, neighbour_t *nb, const char *what)
                        nb->repair_refused, links_left_out(more, sizeof more, left));
 }
 
+/* Adds the records a step sent (io) to nb's totals and to the exchange's
+ * (*total); after the exchange's last message, logs what it sent in all. */
+static void records_sent(herd_links_t *links, neighbour_t *nb, const herd_repair_io_t *io, uint64_t *total, bool last)
+{
+    nb->repair_records_out += io->records;
+    *total += io->records;
+    if (last && *total)
+        herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", *total, nb->name,
+                       io->failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
+}
+
+/* Answers a FPRINTS (our exchange) or a WANT (our answer to its exchange)
+ * with `step`, within what our side asked about or offered (the bitmap kept
+ * for that exchange). Returns false when there is none (nothing is sent). */
+static bool answer_offered(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg, herd_repair_io_t *io,
+                           int (*step)(const herd_table_t *, const herd_msg_t *, herd_repair_io_t *),
+                           uint64_t *total)
+{
+    bool want = msg->type == HERD_MSG_WANT;
+    io->buckets = bitmap_kept(nb, want);
+    if (!io->buckets)
+        return false;
+    step(links->table, msg, io);
+    if (io->skipped)
+        refuse(links, nb, want ? "WANT for records we did not offer" : "FPRINTS for buckets we did not ask about");
+    records_sent(links, nb, io, total, msg->last);
+    return true;
+}
+
 /* Our answer to nb's exchange is over (at `when`): the next BUCKETS waits
  * in proportion to what this one sent, and nothing it sends shortens that. */
 static void answer_end(neighbour_t *nb, int64_t when)
@@ -174,11 +219,11 @@ static void answer_end(neighbour_t *nb, int64_t when)
 static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, uint64_t digest, bool hello)
 {
     herd_repair_io_t io = repair_io(nb);
-    herd_links_flush(links);
+    links->net->flush(links);
     int rc = herd_repair_on_digest(links->table, count, digest, &io);
     nb->differ = rc != 1;
     if (rc == 1) {
-        links_send_sync_end(links, nb, 0);
+        send_sync_end(links, nb, 0);
         exchange_success(nb);
     } else if (rc == 0) {
         nb->groups_ms = herd_loop_now_ms(links->loop); /* its BUCKETS may answer this, once */
@@ -187,54 +232,36 @@ static void answer_digest(herd_links_t *links, neighbour_t *nb, uint64_t count, 
         herd_log_event(links->log, "rejoin: %s already holds what we hold", nb->name);
 }
 
-/* The anti-entropy timer: opens an exchange with every neighbour that had
- * none for CHECK_MS (or whose open one is overdue), and redials DEALERs
- * that libzmq gave up on. */
-void links_repair_tick(herd_loop_t *loop, void *arg)
+/* Each tick, for one neighbour: opens an exchange when it had none for
+ * CHECK_MS (or its open one is overdue), and marks a link whose neighbour
+ * answers nothing for a redial. */
+void links_exchange_tick(herd_links_t *links, neighbour_t *nb, int64_t now)
 {
-    herd_links_t *links = arg;
-    int64_t now = herd_loop_now_ms(loop);
-    links_guard_tick(links, now);
-    for (size_t i = 0; i < links->n_nb; i++) {
-        neighbour_t *nb = links->nb[i];
-        if (nb->redial_at_ms && now >= nb->redial_at_ms) {
-            char err[256];
-            nb->redial_at_ms = 0;
-            links_dealer_close(links, nb);
-            if (links_dealer_open(links, nb, err, sizeof err) != 0) {
-                herd_log_event(links->log, "link to %s: cannot make it anew: %s", nb->name, err);
-                nb->redial_at_ms = now + nb->redial_backoff_ms;
-            } else {
-                nb->redials++;
-            }
-            continue;
-        }
-        /* Its answer can be lost (its link to us not up yet when it answered):
-         * an unanswered exchange is opened again soon, a stuck one later. */
-        if (nb->up && nb->waiting_ms && now - nb->waiting_ms > LIVENESS_MS) {
-            /* Connected but silent (a frozen process, a cut path): make the
-             * DEALER anew, so a fresh connection replaces the dead one. */
-            herd_log_event(links->log, "link to %s: no answer for %lld ms: making the link anew", nb->name,
-                           (long long)(now - nb->waiting_ms));
-            herd_log_event(links->log, "link to %s down", nb->name);
-            nb->waiting_ms = 0;
-            nb->up = false;
-            links_round_close(links, nb);
-            nb->redial_at_ms = now;
-            continue;
-        }
-        if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
-            continue;
-        if (nb->answering_ms && now - nb->answering_ms < 2 * CHECK_MS)
-            continue; /* its exchange with us is under way: that one repairs both sides */
-        if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
-            continue;
-        /* Up by the monitor, or able to take a message (the handshake event
-         * can be missed); the answer marks the link up. */
-        if (!links_writable(nb))
-            continue;
-        links_round_open(links, nb, !nb->up);
+    /* Its answer can be lost (its link to us not up yet when it answered):
+     * an unanswered exchange is opened again soon, a stuck one later. */
+    if (nb->up && nb->waiting_ms && now - nb->waiting_ms > LIVENESS_MS) {
+        /* Connected but silent (a frozen process, a cut path): the DEALER
+         * is made anew, so a fresh connection replaces the dead one. */
+        herd_log_event(links->log, "link to %s: no answer for %lld ms: making the link anew", nb->name,
+                       (long long)(now - nb->waiting_ms));
+        herd_log_event(links->log, "link to %s down", nb->name);
+        nb->waiting_ms = 0;
+        nb->up = false;
+        links_round_close(links, nb);
+        nb->redial_at_ms = now;
+        return;
     }
+    if (nb->round_ms && now - nb->round_ms < (nb->round_answered ? ROUND_MS : ANSWER_WAIT_MS))
+        return;
+    if (nb->answering_ms && now - nb->answering_ms < 2 * CHECK_MS)
+        return; /* its exchange with us is under way: that one repairs both sides */
+    if (!nb->round_ms && now - nb->round_end_ms < CHECK_MS)
+        return;
+    /* Up by the monitor, or able to take a message (the handshake event
+     * can be missed); the answer marks the link up. */
+    if (!links->net->writable(nb))
+        return;
+    links_round_open(links, nb, !nb->up);
 }
 
 /* Handles one exchange message from nb (anything but UPDATES and RECORDS). */
@@ -271,7 +298,7 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
     /* An exchange message we cannot answer now (our link to it is not up
      * yet, or its queue is full) is left unanswered: its sender opens the
      * exchange again soon. */
-    if (msg->type != HERD_MSG_SYNC_END && !links_writable(nb))
+    if (msg->type != HERD_MSG_SYNC_END && !links->net->writable(nb))
         return;
     switch (msg->type) {
     case HERD_MSG_HELLO:
@@ -279,7 +306,7 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         /* Its exchange repairs both sides; ours waits until that one is
          * done (answering_ms), unless our link has not said HELLO yet. */
         if (!nb->hello_ms || (now - nb->hello_ms > HELLO_QUIET_MS && !nb->round_ms))
-            if (links_writable(nb))
+            if (links->net->writable(nb))
                 links_round_open(links, nb, true);
         break;
     case HERD_MSG_DIGEST:
@@ -328,13 +355,12 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
         io.buckets = bitmap(nb, true);
         if (!io.buckets)
             break;
-        herd_links_flush(links);
+        links->net->flush(links);
         nb->groups_ms = 0;
         nb->answering_ms = now;
         nb->answer_records = 0;
         herd_repair_on_buckets(links->table, msg, &io);
-        nb->repair_records_out += io.records;
-        nb->answer_records += io.records;
+        records_sent(links, nb, &io, &nb->answer_records, false);
         break;
     case HERD_MSG_FPRINTS:
         if (now - nb->asked_ms > ROUND_MS || !nb->round_ms) {
@@ -346,43 +372,19 @@ void links_exchange(herd_links_t *links, neighbour_t *nb, const herd_msg_t *msg)
             break;
         }
         answered(links, nb);
-        io.buckets = bitmap_kept(nb, false);
-        if (!io.buckets)
-            break;
-        herd_repair_on_fprints(links->table, msg, &io);
-        if (io.skipped)
-            refuse(links, nb, "FPRINTS for buckets we did not ask about");
-        nb->repair_records_out += io.records;
-        nb->round_records += io.records;
-        if (msg->last) {
-            if (!nb->waiting_ms) /* its SYNC_END closes the exchange */
-                nb->waiting_ms = now;
-            if (nb->round_records)
-                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->round_records,
-                               nb->name,
-                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
-        }
+        if (answer_offered(links, nb, msg, &io, herd_repair_on_fprints, &nb->round_records) && msg->last &&
+            !nb->waiting_ms)
+            nb->waiting_ms = now; /* its SYNC_END closes the exchange */
         break;
     case HERD_MSG_WANT:
         if (!nb->answering_ms || now - nb->answering_ms > ANSWER_MS) {
             refuse(links, nb, "WANT we did not offer");
             break;
         }
-        io.buckets = bitmap_kept(nb, true);
-        if (!io.buckets)
-            break;
-        herd_repair_on_want(links->table, msg, &io);
-        if (io.skipped)
-            refuse(links, nb, "WANT for records we did not offer");
-        nb->repair_records_out += io.records;
-        nb->answer_records += io.records;
-        if (msg->last) {
+        if (answer_offered(links, nb, msg, &io, herd_repair_on_want, &nb->answer_records) && msg->last) {
             answer_end(nb, now);
-            links_send_sync_end(links, nb, nb->answer_records);
+            send_sync_end(links, nb, nb->answer_records);
             exchange_success(nb);
-            if (nb->answer_records)
-                herd_log_event(links->log, "repair: sent %" PRIu64 " records to %s%s", nb->answer_records, nb->name,
-                               io.failed ? " (some were dropped: queue full; the next exchange repairs them)" : "");
         }
         break;
     case HERD_MSG_SYNC_END:

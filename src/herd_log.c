@@ -1089,32 +1089,65 @@ void herd_log_event(herd_log_t *log, const char *fmt, ...)
     va_end(ap);
 }
 
+static uint32_t limit_per_sec(const herd_log_limit_t *lim)
+{
+    return lim->per_sec ? lim->per_sec : HERD_LOG_LIMIT_PER_SEC;
+}
+
+/* Starts a new second for lim when the last one is over; returns whether it
+ * did. */
+static bool limit_new_second(herd_log_limit_t *lim, int64_t now)
+{
+    if (now - lim->window_ms < 1000)
+        return false;
+    lim->logged = 0;
+    lim->window_ms = now;
+    return true;
+}
+
+/* Counts one event: true when its line may be written in this second. */
+static bool limit_admit(herd_log_limit_t *lim)
+{
+    if (lim->logged >= limit_per_sec(lim)) {
+        lim->left_out++;
+        lim->left_out_total++;
+        return false;
+    }
+    lim->logged++;
+    return true;
+}
+
 /* Starts a new second for lim when the last one is over, first writing how
  * many events of it were left out. */
 static void limit_roll(herd_log_t *log, herd_log_limit_t *lim, int64_t now)
 {
-    if (now - lim->window_ms < 1000)
+    if (!limit_new_second(lim, now))
         return;
     if (lim->left_out)
-        herd_log_event(log, "%llu more %s left out of the log (at most %d a second are written)",
-                       (unsigned long long)lim->left_out, lim->kind, HERD_LOG_LIMIT_PER_SEC);
+        herd_log_event(log, "%llu more %s left out of the log (at most %u a second are written)",
+                       (unsigned long long)lim->left_out, lim->kind, (unsigned)limit_per_sec(lim));
     lim->left_out = 0;
-    lim->logged = 0;
-    lim->window_ms = now;
 }
 
 bool herd_log_limited(herd_log_t *log, herd_log_limit_t *lim, const char *fmt, ...)
 {
     limit_roll(log, lim, mono_ms());
-    if (lim->logged >= HERD_LOG_LIMIT_PER_SEC) {
-        lim->left_out++;
+    if (!limit_admit(lim))
         return false;
-    }
-    lim->logged++;
     va_list ap;
     va_start(ap, fmt);
     log_vevent(log, fmt, ap);
     va_end(ap);
+    return true;
+}
+
+bool herd_log_limit_take(herd_log_limit_t *lim, uint64_t *left_out)
+{
+    limit_new_second(lim, mono_ms());
+    if (!limit_admit(lim))
+        return false;
+    *left_out = lim->left_out;
+    lim->left_out = 0;
     return true;
 }
 

@@ -172,6 +172,20 @@ int herd_repair_on_groups(const herd_table_t *t, const herd_msg_t *msg, herd_rep
     return send_msg(io, rc, data, len);
 }
 
+/* Gives the array *p (p: the address of a pointer to the array) room for n
+ * elements of `size` bytes. Returns 0, or -1 with the array as it was. The
+ * pointer is read and written with memcpy, so one helper serves arrays of
+ * every element type. */
+static int resize(void *p, size_t n, size_t size)
+{
+    void *old, *grown;
+    memcpy(&old, p, sizeof old);
+    if (!(grown = realloc(old, n * size)))
+        return -1;
+    memcpy(p, &grown, sizeof grown);
+    return 0;
+}
+
 /* The FPRINTS being built. */
 typedef struct {
     uint16_t *buckets;
@@ -195,24 +209,16 @@ static int fprints_add(fprints_t *f, uint32_t b, const herd_record_t **recs, siz
 {
     if (f->k == f->k_cap) {
         size_t cap = f->k_cap ? f->k_cap * 2 : 256;
-        uint16_t *bp = realloc(f->buckets, cap * sizeof *bp);
-        if (bp == NULL)
+        if (resize(&f->buckets, cap, sizeof *f->buckets) != 0 || resize(&f->counts, cap, sizeof *f->counts) != 0)
             return -1;
-        f->buckets = bp;
-        uint32_t *cp = realloc(f->counts, cap * sizeof *cp);
-        if (cp == NULL)
-            return -1;
-        f->counts = cp;
         f->k_cap = cap;
     }
     if (f->n + n > f->n_cap) {
         size_t cap = f->n_cap ? f->n_cap : 1024;
         while (cap < f->n + n)
             cap *= 2;
-        uint64_t *p = realloc(f->fps, cap * sizeof *p);
-        if (p == NULL)
+        if (resize(&f->fps, cap, sizeof *f->fps) != 0)
             return -1;
-        f->fps = p;
         f->n_cap = cap;
     }
     if (n > BUCKET_FPS)
@@ -281,14 +287,8 @@ static int want_add(want_t *w, uint32_t b, uint64_t fp)
 {
     if (w->m == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 256;
-        uint16_t *bp = realloc(w->buckets, cap * sizeof *bp);
-        if (bp == NULL)
+        if (resize(&w->buckets, cap, sizeof *w->buckets) != 0 || resize(&w->fps, cap, sizeof *w->fps) != 0)
             return -1;
-        w->buckets = bp;
-        uint64_t *fp2 = realloc(w->fps, cap * sizeof *fp2);
-        if (fp2 == NULL)
-            return -1;
-        w->fps = fp2;
         w->cap = cap;
     }
     w->buckets[w->m] = (uint16_t) b;
