@@ -17,6 +17,7 @@
  * message needs, and more objects than the largest valid message has. That
  * bounds what msgpack-c can allocate to about 2 MB, whatever the input. */
 #include "herd_wire.h"
+#include "herd_proto.h"
 #include "herd_record.h"
 
 #include <assert.h>
