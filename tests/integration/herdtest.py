@@ -896,8 +896,19 @@ class Herd:
 
     # -- faults and operations
     def pause(self, name):
-        """SIGSTOP: the process freezes, its sockets stay open."""
-        self._procs[name].popen.send_signal(signal.SIGSTOP)
+        """SIGSTOP: the process freezes, its sockets stay open. Returns once
+        the kernel shows it stopped (state T), so a check that follows sees
+        a frozen server, not one still finishing its turn."""
+        popen = self._procs[name].popen
+        popen.send_signal(signal.SIGSTOP)
+
+        def stopped():
+            try:
+                with open("/proc/%d/stat" % popen.pid) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+            except OSError:
+                return True  # gone: nothing left to wait for
+        wait_until(stopped, 5, msg="%s did not stop after SIGSTOP" % name)
 
     def resume(self, name):
         """SIGCONT after pause()."""
