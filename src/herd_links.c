@@ -22,10 +22,10 @@
  * reads a connection whose routing id is already connected (no handover):
  * its queue stays full for as long as the connection lasts, and an unbind
  * does not end it (the socket's end of its pipe waits for the queue to be
- * read). One message queued
- * (and one more being decoded) is all such a connection can make us hold,
- * at most twice HERD_WIRE_MAX_FRAME; a neighbour's flood is batched into
- * few messages a turn, and the sender's own queue absorbs its bursts. */
+ * read). One message queued, and one more being decoded, is all such a
+ * connection can make us hold: at most twice HERD_WIRE_MAX_FRAME. A
+ * neighbour's flood is batched into few messages a turn, and the sender's
+ * own queue absorbs its bursts. */
 #define ROUTER_RCV_HWM  1
 /* Our DEALERs are never read (a ROUTER sends nothing back): a peer that
  * sends to them anyway can make them hold one small message. */
