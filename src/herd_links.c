@@ -18,11 +18,15 @@
 #include "herd_wire.h"
 
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
-/* Messages queued per connection on the peer port: with frames of at most
- * HERD_WIRE_MAX_FRAME bytes this bounds, in bytes, what one connection can
- * make us hold (16 x 4 MiB); a neighbour's flood is batched into few
- * messages a turn, and the sender's own queue absorbs its bursts. */
-#define ROUTER_RCV_HWM  16
+/* Messages queued per connection on the peer port. libzmq's ROUTER never
+ * reads a connection whose routing id is already connected (no handover):
+ * its queue stays full for as long as the connection lasts, and an unbind
+ * does not end it (the socket's end of its pipe waits for the queue to be
+ * read). One message queued, and one more being decoded, is all such a
+ * connection can make us hold: at most twice HERD_WIRE_MAX_FRAME. A
+ * neighbour's flood is batched into few messages a turn, and the sender's
+ * own queue absorbs its bursts. */
+#define ROUTER_RCV_HWM  1
 /* Our DEALERs are never read (a ROUTER sends nothing back): a peer that
  * sends to them anyway can make them hold one small message. */
 #define DEALER_RCV_HWM  1
