@@ -46,6 +46,7 @@
 #include <stdio.h>
 
 #include "herd_types.h"
+#include "herd_journal_rec.h"
 #include "herd_log.h"
 #include "herd_loop.h"
 #include "herd_table.h"
@@ -53,18 +54,6 @@
 #include "herd_topology.h"
 
 typedef struct herd_journal_t herd_journal_t;
-
-/* One record found on disk at start. */
-typedef struct {
-    char kind;          /* 'A': an AT line to offer; 'D': the client was dropped */
-    const char *id;     /* the client id (not NUL-terminated) */
-    size_t id_len;
-    const char *at;     /* 'A' only: the whole AT line (not NUL-terminated) */
-    size_t at_len;
-    size_t pos_off;     /* 'A' only: the position field inside the AT line */
-    size_t pos_len;
-    herd_time_t time;   /* 'A' only: the client's time */
-} herd_journal_rec_t;
 
 /* Called for each record loaded, in the order they were appended. */
 typedef void(herd_journal_load_fn)(void *arg, const herd_journal_rec_t *rec);

@@ -26,6 +26,7 @@
 #ifndef HERD_LOG_H
 #define HERD_LOG_H
 
+#include "herd_log_escape.h"
 #include "herd_loop.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -182,13 +183,5 @@ void herd_log_set_queue_cap(herd_log_t *log, size_t bytes);
 
 /* Fills *out with the log's totals (every handle). Any thread. */
 void herd_log_stats(const herd_log_t *log, herd_log_stats_t *out);
-
-/* Appends `data` escaped as in herd_log_data to buf (no quotes); returns the
- * number of bytes written, at most cap. Exposed for tests. */
-size_t herd_log_escape(char *buf, size_t cap, const char *data, size_t len);
-
-/* herd_log_escape that stops whole at cap (never half an escape) and sets
- * *used to the bytes of data it wrote out. */
-size_t herd_log_escape_prefix(char *buf, size_t cap, const char *data, size_t len, size_t *used);
 
 #endif

@@ -21,6 +21,8 @@
 
 #include <czmq.h>
 
+#include "herd_places_cut.h"
+#include "herd_places_msg.h"
 #include "herd_types.h"
 
 typedef struct herd_places_t herd_places_t;
@@ -36,40 +38,6 @@ typedef struct {
                                 request but the one that started each running call, so those
                                 that share a call count too */
 } herd_places_conf_t;
-
-/* A JSON text shared by every request it answers: counted references, used
- * by one thread at a time (the node's). */
-typedef struct herd_places_body_t {
-    size_t refs;  /* references held */
-    size_t len;   /* bytes of text */
-    char text[];  /* the text, NUL-terminated */
-} herd_places_body_t;
-
-/* A new body holding a copy of text (one reference), or NULL when out of
- * memory. */
-herd_places_body_t *herd_places_body_new(const char *text, size_t len);
-
-/* One more reference to b; returns b. */
-herd_places_body_t *herd_places_body_ref(herd_places_body_t *b);
-
-/* Drops one reference (the last frees it); *b = NULL. NULL-safe. */
-void herd_places_body_unref(herd_places_body_t **b);
-
-/* One finished request, as handed back to the node. */
-typedef struct {
-    uint64_t req_id;  /* the id given to herd_places_request */
-    herd_places_body_t *body; /* one reference to the JSON text; json points into it */
-    const char *json; /* the JSON text to send (cut, newlines collapsed, no trailing newline) */
-    size_t json_len;
-    char *note;       /* NULL, or a log line saying what went wrong upstream (never the key); owned */
-    bool cache_hit;   /* answered from the cache, no upstream call */
-    bool shared;      /* answered by an upstream call another request had started */
-    bool upstream;    /* this request made an upstream call */
-    bool refused;     /* turned away at once: places.max_queued requests were waiting */
-    double upstream_ms; /* duration of that upstream call, when upstream or shared */
-    size_t group_index, group_size; /* this request is number group_index of group_size answered by
-                                       the same body and note (log the note once, at index 0) */
-} herd_places_reply_t;
 
 /* Starts the worker thread. Returns NULL and fills err on failure. The
  * configuration strings are copied. */
@@ -108,35 +76,5 @@ int herd_places_reconfigure(herd_places_t *p, const herd_places_conf_t *conf);
  * never fatal; reply->req_id is then the request's id when it could be
  * read, else 0). */
 int herd_places_recv(herd_places_t *p, herd_places_reply_t *reply);
-
-/* Frees the owned parts of a reply (drops its body reference). */
-void herd_places_reply_free(herd_places_reply_t *reply);
-
-/* ---- pure helpers, also used by tests and fuzzers ---- */
-
-/* Cuts a Places body as PROTOCOL.md section 4 says: keeps at most `bound`
- * entries of the top-level "results" array (removing the bytes from the end of
- * entry `bound` to the end of the last entry), then turns every run of two or
- * more line ends (LF, or CR LF) into the first one and drops leading and
- * trailing ones. Every other byte is
- * kept. Returns 0 and a malloc'd *out (NUL-terminated), or -1 when the body
- * is not one valid JSON object (with a reason in err). When status_ok is not
- * NULL it is set to whether the top-level "status" is the string "OK". */
-int herd_places_cut(const char *body, size_t len, uint32_t bound, char **out, size_t *out_len,
-                    bool *status_ok, char *err, size_t errlen);
-
-/* Formats the error object of PROTOCOL.md section 4 with the given status
- * ("REQUEST_DENIED", "UNKNOWN_ERROR") and message (JSON-escaped here).
- * Returns a malloc'd NUL-terminated string, or NULL when out of memory. */
-char *herd_places_error_json(const char *status, const char *message);
-
-/* A coordinate as the Places request and its cache key write it: its
- * decimal text without a leading '+' (PROTOCOL §10). */
-herd_span_t herd_places_coord(herd_span_t v);
-
-/* Builds the request URL of PROTOCOL.md section 10 (lat/lng without a leading
- * '+', radius in metres, the key URL-escaped). Returns a malloc'd string. */
-char *herd_places_url(const char *base, herd_span_t lat, herd_span_t lng, herd_span_t radius_km,
-                      const char *key);
 
 #endif

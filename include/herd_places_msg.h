@@ -26,8 +26,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "herd_places.h"
 #include "herd_proto.h"
+
+/* A JSON text shared by every request it answers: counted references, used
+ * by one thread at a time (the node's). */
+typedef struct herd_places_body_t {
+    size_t refs;  /* references held */
+    size_t len;   /* bytes of text */
+    char text[];  /* the text, NUL-terminated */
+} herd_places_body_t;
+
+/* A new body holding a copy of text (one reference), or NULL when out of
+ * memory. */
+herd_places_body_t *herd_places_body_new(const char *text, size_t len);
+
+/* One more reference to b; returns b. */
+herd_places_body_t *herd_places_body_ref(herd_places_body_t *b);
+
+/* Drops one reference (the last frees it); *b = NULL. NULL-safe. */
+void herd_places_body_unref(herd_places_body_t **b);
+
+/* One finished request, as handed back to the node. */
+typedef struct {
+    uint64_t req_id;  /* the id given to herd_places_request */
+    herd_places_body_t *body; /* one reference to the JSON text; json points into it */
+    const char *json; /* the JSON text to send (cut, newlines collapsed, no trailing newline) */
+    size_t json_len;
+    char *note;       /* NULL, or a log line saying what went wrong upstream (never the key); owned */
+    bool cache_hit;   /* answered from the cache, no upstream call */
+    bool shared;      /* answered by an upstream call another request had started */
+    bool upstream;    /* this request made an upstream call */
+    bool refused;     /* turned away at once: places.max_queued requests were waiting */
+    double upstream_ms; /* duration of that upstream call, when upstream or shared */
+    size_t group_index, group_size; /* this request is number group_index of group_size answered by
+                                       the same body and note (log the note once, at index 0) */
+} herd_places_reply_t;
+
+/* Frees the owned parts of a reply (drops its body reference). */
+void herd_places_reply_free(herd_places_reply_t *reply);
 
 /* What the node asks of the worker. */
 typedef enum {

@@ -20,8 +20,13 @@
 
 #include <czmq.h>
 
-#include "herd_journal.h"
+#include "herd_journal_rec.h"
 #include "herd_table.h"
+#include "herd_topology.h"
+
+/* The node's journal handle (herd_journal.h), named here only by pointer so
+ * that the files and the writer stand below the node's side. */
+typedef struct herd_journal_t herd_journal_t;
 
 #define HJ_MAGIC_JOURNAL  "HERDJNL2"
 #define HJ_MAGIC_SNAPSHOT "HERDSNP2"

@@ -1,6 +1,6 @@
 /* herd_log_escape: how client and peer bytes are written in the log
- * (quoted, any byte value safe). Pure; see herd_log.h. */
-#include "herd_log.h"
+ * (quoted, any byte value safe). Pure; see herd_log_escape.h. */
+#include "herd_log_escape.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -8,7 +8,7 @@
  * body and records where the top-level "results" entries end. It keeps its
  * container stack on the heap, so a body of any depth is scanned in linear
  * time without recursion. */
-#include "herd_places.h"
+#include "herd_places_cut.h"
 #include "herd_proto.h"
 
 #include <curl/curl.h>

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "herd_places.h"
+#include "herd_places_cut.h"
 
 /* Idle upstream connections: libcurl drops one older than MAXAGE_CONN_S
  * when it looks for one to reuse, and the whole pool is closed once no call

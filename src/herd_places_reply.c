@@ -13,7 +13,7 @@
 #include <time.h>
 #include <zmq.h>
 
-#include "herd_places.h"
+#include "herd_places_cut.h"
 #include "herd_places_msg.h"
 
 /* ---------------------------------------------------------------------- */

@@ -17,7 +17,7 @@
 #include <czmq.h>
 
 #include "herd_list.h"
-#include "herd_places.h"
+#include "herd_places_cut.h"
 #include "herd_places_cache.h"
 #include "herd_places_msg.h"
 #include "herd_proto.h"
