@@ -180,19 +180,14 @@ static void format_stamp(char *out, const struct timespec *ts, time_t *date_sec,
 
 /* ---- the writer thread ---- */
 
-/* Writes a batch of buffers with writev, frees them and counts them. A
- * buffer not fully written when a write fails is counted as dropped. */
-static void write_batch(log_writer_t *w, log_msg_t *b, size_t n)
+/* Writes iov[0..n) whole (iov is advanced past what was written); returns
+ * 0 or an errno. *written (may be NULL) is the number of iovecs written
+ * whole, also on an error. */
+static int write_all(int fd, struct iovec *iov, int n, int *written)
 {
-    if (n == 0)
-        return;
-    struct iovec iov[LOG_BATCH];
-    for (size_t i = 0; i < n; i++)
-        iov[i] = (struct iovec){.iov_base = b[i].buf, .iov_len = b[i].len};
-    size_t done = 0; /* buffers fully written */
-    int err = 0;
+    int done = 0, err = 0;
     while (done < n) {
-        ssize_t k = writev(w->fd, iov + done, (int)(n - done));
+        ssize_t k = writev(fd, iov + done, n - done);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
@@ -207,6 +202,23 @@ static void write_batch(log_writer_t *w, log_msg_t *b, size_t n)
             iov[done].iov_len -= left;
         }
     }
+    if (written)
+        *written = done;
+    return err;
+}
+
+/* Writes a batch of buffers with writev, frees them and counts them. A
+ * buffer not fully written when a write fails is counted as dropped. */
+static void write_batch(log_writer_t *w, log_msg_t *b, size_t n)
+{
+    if (n == 0)
+        return;
+    struct iovec iov[LOG_BATCH];
+    for (size_t i = 0; i < n; i++)
+        iov[i] = (struct iovec){.iov_base = b[i].buf, .iov_len = b[i].len};
+    int written = 0;
+    int err = write_all(w->fd, iov, (int)n, &written);
+    size_t done = (size_t)written; /* buffers fully written */
     uint64_t wl = 0, wb = 0, dl = 0, db = 0, cost = 0;
     for (size_t i = 0; i < n; i++) {
         if (i < done) {
@@ -347,26 +359,6 @@ static uint64_t stamp_us(log_writer_t *w, const char *t)
     return (uint64_t)w->parsed_sec * 1000000u + us;
 }
 
-/* Writes iov[0..n) whole; returns 0 or an errno. */
-static int write_all(int fd, struct iovec *iov, int n)
-{
-    int done = 0;
-    while (done < n) {
-        ssize_t k = writev(fd, iov + done, n - done);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? errno : EIO;
-        size_t left = (size_t)k;
-        while (done < n && left >= iov[done].iov_len)
-            left -= iov[done++].iov_len;
-        if (left) {
-            iov[done].iov_base = (char *)iov[done].iov_base + left;
-            iov[done].iov_len -= left;
-        }
-    }
-    return 0;
-}
 
 /* A run of lines from the held buffers, and the buffers finished by it. */
 typedef struct {
@@ -379,7 +371,7 @@ typedef struct {
 /* Writes what e holds, then frees and counts the buffers it finished. */
 static void emit_flush(log_writer_t *w, emit_t *e)
 {
-    int err = e->n ? write_all(w->fd, e->iov, e->n) : 0;
+    int err = e->n ? write_all(w->fd, e->iov, e->n, NULL) : 0;
     if (err)
         for (int i = 0; i < e->n; i++)
             e->owner[i]->failed = true;
