@@ -50,6 +50,7 @@ typedef struct conn_t {
     bool dead;            /* closed, waiting to be freed at the end of the turn */
     bool lingering;       /* answered and shut down for writing: discarding input until EOF */
     bool blocked;         /* output waits for the client: on the blocked list */
+    bool total_held;      /* not read while the output of all connections is over max_output_total_bytes */
     char peer[56];        /* the client's address:port, for the log */
     char tag[24];         /* "conn N ", the start of its log lines */
     uint8_t tag_len;      /* bytes of tag */
@@ -88,6 +89,8 @@ struct herd_frontend_t {
     uint64_t refused_descriptors; /* connections closed at accept: out of descriptors */
     uint64_t refused_per_address; /* connections closed at accept: limits.max_clients_per_address */
     uint64_t cut_total;      /* connections cut for limits.max_output_total_bytes */
+    bool total_holding;      /* some connection may be total_held */
+    size_t answer_est;       /* size of recent large answers: bounds the answers still to come */
     herd_log_limit_t lim_max_clients, lim_per_address, lim_descriptors; /* refusals' log lines */
 };
 
