@@ -29,13 +29,12 @@
 #define RESUME_DIV     8
 /* A connection whose answers back up (unsent here, and in the kernel's send
  * queue) past max_output_bytes and that takes no byte for this long has
- * stopped reading and is cut (checked by the idle sweep). */
+ * stopped reading and is cut (checked by the idle sweep). Over
+ * limits.max_output_total_bytes, one with output waiting that took no byte
+ * for this long is cut too (largest first); one that took bytes more
+ * recently is a reader, and is only not read until the total drains: a
+ * shorter time would take a busy client's pause for a stop. */
 #define STALL_MS       2000L
-/* Over limits.max_output_total_bytes, a connection with output waiting that
- * took no byte of it for this long has stopped reading and is cut (largest
- * first); one that took bytes more recently is a reader and is only not
- * read until the total drains. */
-#define TOTAL_STALL_MS 500L
 /* An answer is logged with at most its first LOG_OUT_HEAD bytes and its
  * length (PROTOCOL §6 allows up to 512): a 17 KB Places answer to a 19-byte
  * WHATSAT then costs about 300 bytes of log, not 20 KB. */
@@ -653,7 +652,7 @@ static void total_hold(conn_t *c)
     conn_update_watch(c);
 }
 
-/* Has output waiting and took none of it for TOTAL_STALL_MS. The progress
+/* Has output waiting and took none of it for STALL_MS. The progress
  * mark is brought up to date here too (the idle sweep does so more rarely):
  * a client that took bytes since is a reader. */
 static bool total_not_reading(conn_t *c, int64_t now)
@@ -664,7 +663,7 @@ static bool total_not_reading(conn_t *c, int64_t now)
         c->blocked_written = c->written;
         c->blocked_since_ms = now;
     }
-    return now - c->blocked_since_ms >= TOTAL_STALL_MS;
+    return now - c->blocked_since_ms >= STALL_MS;
 }
 
 /* limits.max_output_total_bytes. One counter holds the backlog of every

@@ -25,10 +25,10 @@ S = "Bailey"
 KEY = "fe-total-test-key"
 RESULTS = 20            # the stand-in's answer: about 17 KB of JSON
 READERS = 6
-PIPELINED = 1500        # WHATSATs each reader pipelines (about 25 MB of answers)
+PIPELINED = 2000        # WHATSATs each reader pipelines (about 35 MB of answers)
 TIMEOUT = 120
 AT_LINE = re.compile(rb"(?m)^AT ")
-LIMITS = {"max_output_bytes": 4 << 20, "max_output_total_bytes": 1 << 20}
+LIMITS = {"max_output_bytes": 8 << 20, "max_output_total_bytes": 1 << 20}
 
 
 class TotalCapTest(HerdTestCase):
