@@ -34,7 +34,11 @@
 #define RESUME_DIV     8
 /* A connection whose answers back up (unsent here, and in the kernel's send
  * queue) past max_output_bytes and that takes no byte for this long has
- * stopped reading and is cut (checked by the idle sweep). */
+ * stopped reading and is cut (checked by the idle sweep). Over
+ * limits.max_output_total_bytes, one with output waiting that took no byte
+ * for this long is cut too (largest first); one that took bytes more
+ * recently is a reader, and is only not read until the total drains: a
+ * shorter time would take a busy client's pause for a stop. */
 #define STALL_MS       2000L
 /* An answer is logged with at most its first LOG_OUT_HEAD bytes and its
  * length (PROTOCOL §6 allows up to 512): a 17 KB Places answer to a 19-byte
@@ -94,6 +98,7 @@ typedef struct conn_t {
     bool dead;            /* closed, waiting to be freed at the end of the turn */
     bool lingering;       /* answered and shut down for writing: discarding input until EOF */
     bool blocked;         /* output waits for the client: on the blocked list */
+    bool total_held;      /* not read while the output of all connections is over max_output_total_bytes */
     char peer[FE_PEER_MAX];        /* the client's address:port, for the log */
     char tag[24];         /* "conn N ", the start of its log lines */
     uint8_t tag_len;      /* bytes of tag */
@@ -119,6 +124,8 @@ struct herd_frontend_t {
     int tick;                /* tick id of the end-of-turn settle (serving only) */
     bool draining;           /* shutting down */
     uint64_t cut_total;      /* connections cut for limits.max_output_total_bytes */
+    bool total_holding;      /* some connection may be total_held */
+    size_t answer_est;       /* size of recent large answers: bounds the answers still to come */
 };
 
 static void conn_close(conn_t *c, const char *why);
@@ -275,6 +282,7 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     conn_t *c = fd < fe->by_fd_cap ? fe->by_fd[fd] : NULL;
     if (!c || c->id != t.conn || c->dead || t.seq < c->done_seq || t.seq >= c->next_seq)
         return -1;
+    fe->answer_est = len > fe->answer_est ? len : fe->answer_est - fe->answer_est / 64;
     if (len) {
         log_io(c, "out ", 4, data, len);
         conn_touch(c);
@@ -370,7 +378,11 @@ static size_t conn_consume(conn_t *c, const char *p, size_t len)
 {
     size_t off = 0;
     while (off < len && !c->closing && !c->dead) {
-        if (unanswered(c) >= MAX_UNANSWERED || backlog(c) >= pause_at(c->fe)) {
+        /* The lines handed on and not yet answered will add about
+         * answer_est each: counted now, they cannot carry the backlog far
+         * past the pause point once they are answered. */
+        if (unanswered(c) >= MAX_UNANSWERED || c->total_held ||
+            backlog(c) + unanswered(c) * c->fe->answer_est >= pause_at(c->fe)) {
             c->paused = true;
             break;
         }
@@ -520,7 +532,7 @@ static void conn_settle(conn_t *c)
     conn_flush(c);
     if (c->dead)
         return;
-    if (c->paused && !c->closing && unanswered(c) < RESUME_BELOW &&
+    if (c->paused && !c->closing && !c->total_held && unanswered(c) < RESUME_BELOW &&
         backlog(c) < (size_t)(c->fe->conf.max_output_bytes / RESUME_DIV)) {
         c->paused = false;
         size_t used = conn_consume(c, c->in, c->in_len);
@@ -659,45 +671,102 @@ static void cut_for_total(conn_t *c)
     conn_close(c, why);
 }
 
+/* Connections held for the total read again: settled now, as the turn may
+ * bring no other event for them. */
+static void total_release(herd_frontend_t *fe)
+{
+    fe->total_holding = false;
+    for (size_t fd = 0; fd < fe->by_fd_cap; fd++) {
+        conn_t *c = fe->by_fd[fd];
+        if (c && c->total_held && !c->dead) {
+            c->total_held = false;
+            conn_settle(c);
+        }
+    }
+}
+
+/* Not read until the total drains (back-pressure, as for its own backlog). */
+static void total_hold(conn_t *c)
+{
+    if (c->total_held)
+        return;
+    c->total_held = true;
+    c->paused = true;
+    c->fe->total_holding = true;
+    conn_update_watch(c);
+}
+
+/* Has output waiting and took none of it for STALL_MS. The progress
+ * mark is brought up to date here too (the idle sweep does so more rarely):
+ * a client that took bytes since is a reader. */
+static bool total_not_reading(conn_t *c, int64_t now)
+{
+    if (!c->blocked || !unsent(c))
+        return false;
+    if (c->written != c->blocked_written) {
+        c->blocked_written = c->written;
+        c->blocked_since_ms = now;
+    }
+    return now - c->blocked_since_ms >= STALL_MS;
+}
+
 /* limits.max_output_total_bytes. One counter holds the backlog of every
  * front end of the process; while it is over the cap, a front end whose own
- * backlog is over its share (the cap over the number of front ends) cuts
+ * backlog is over its share (the cap over the number of front ends) acts on
  * its largest connections first until it is back within its share or the
- * process within the cap. Front ends under their share cut nothing: the
- * sum of the shares is the cap, so while the process is over it some front
- * end is over its share, and that one holds the excess. */
+ * process within the cap. Front ends under their share do nothing: the sum
+ * of the shares is the cap, so while the process is over it some front end
+ * is over its share, and that one holds the excess. A client that reads is
+ * never cut (PROTOCOL.md section 6): only connections that stopped taking
+ * their output are cut; of the rest, the largest are not read (their own
+ * answers still come) until the total is under the cap again. */
 static void enforce_total(herd_frontend_t *fe)
 {
     long long cap = fe->conf.max_output_total_bytes;
-    if (cap <= 0 || !fe->serving || atomic_load(&process_backlog) <= cap)
-        return;
     int serving = atomic_load(&process_serving);
     long long share = cap / (serving > 0 ? serving : 1);
-    if ((long long)fe->out_total <= share)
+    if (cap <= 0 || !fe->serving || atomic_load(&process_backlog) <= cap || (long long)fe->out_total <= share) {
+        if (fe->total_holding)
+            total_release(fe);
         return;
+    }
+    int64_t now = herd_loop_now_ms(fe->loop);
     size_t n = 0;
     conn_t **v = malloc((fe->n_conns ? fe->n_conns : 1) * sizeof *v);
-    if (v) {
-        for (size_t fd = 0; fd < fe->by_fd_cap && n < fe->n_conns; fd++)
-            if (fe->by_fd[fd] && fe->by_fd[fd]->counted)
-                v[n++] = fe->by_fd[fd];
-        qsort(v, n, sizeof *v, by_backlog_desc);
-    }
-    for (size_t i = 0; atomic_load(&process_backlog) > cap && (long long)fe->out_total > share; i++) {
-        conn_t *c = NULL;
-        if (v) {
-            if (i >= n)
-                break;
-            c = v[i];
-        } else { /* no memory to sort: the largest, one scan per cut */
-            for (size_t fd = 0; fd < fe->by_fd_cap; fd++)
-                if (fe->by_fd[fd] && (!c || fe->by_fd[fd]->counted > c->counted))
-                    c = fe->by_fd[fd];
-            if (!c || !c->counted)
-                break;
+    if (!v) { /* no memory to sort: cut every connection that stopped reading, hold the rest */
+        for (size_t fd = 0; fd < fe->by_fd_cap; fd++) {
+            conn_t *c = fe->by_fd[fd];
+            if (!c || c->dead || !c->counted)
+                continue;
+            if (atomic_load(&process_backlog) > cap && total_not_reading(c, now))
+                cut_for_total(c);
+            else
+                total_hold(c);
         }
-        cut_for_total(c);
+        return;
     }
+    for (size_t fd = 0; fd < fe->by_fd_cap && n < fe->n_conns; fd++)
+        if (fe->by_fd[fd] && !fe->by_fd[fd]->dead && fe->by_fd[fd]->counted)
+            v[n++] = fe->by_fd[fd];
+    qsort(v, n, sizeof *v, by_backlog_desc);
+    for (size_t i = 0; i < n && atomic_load(&process_backlog) > cap && (long long)fe->out_total > share; i++)
+        if (total_not_reading(v[i], now))
+            cut_for_total(v[i]);
+    /* The hard bound: while connections that stopped reading are told from
+     * slow readers (STALL_MS), the total may pass the cap, but never twice
+     * over: past that the largest go, reading or not, so memory stays
+     * bounded whatever many clients do at once. */
+    for (size_t i = 0; i < n && atomic_load(&process_backlog) > 2 * cap && (long long)fe->out_total > 2 * share; i++)
+        if (!v[i]->dead)
+            cut_for_total(v[i]);
+    long long excess = atomic_load(&process_backlog) - cap;
+    if ((long long)fe->out_total - share < excess)
+        excess = (long long)fe->out_total - share;
+    for (size_t i = 0; i < n && excess > 0; i++)
+        if (!v[i]->dead) {
+            total_hold(v[i]);
+            excess -= (long long)v[i]->counted;
+        }
     free(v);
 }
 
