@@ -173,7 +173,7 @@ class PeerUpdatesFamilyTest(ObserveCase):
             return sum(metrics(herd, n).get("herd_peer_updates_total", outcome=outcome)
                        - base[n].get("herd_peer_updates_total", outcome=outcome) for n in ("B", "C"))
         # B and C store it once each; whichever hears it again drops it.
-        wait_until(lambda: delta("stored") == 2 and delta("not_newer") >= 1, 10,
+        wait_until(lambda: delta("stored") == 2 and delta("not_newer") >= 1, LINK_TIMEOUT,
                    msg="stored %r, not newer %r" % (delta("stored"), delta("not_newer")))
         m = metrics(herd, "B")
         self.assertEqual(m.types["herd_peer_updates_total"], "counter")
