@@ -224,6 +224,23 @@ def server_binary():
     return path
 
 
+def sanitized_server():
+    """Whether the server binary is an ASan build: its allocator keeps freed
+    memory in quarantine and maps shadow memory, so its RSS says nothing of
+    the server's own bounds (memory checks skip themselves then)."""
+    with open(server_binary(), "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def status_kb(pid, field):
+    """A kB field of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
 # Ports for test servers are taken outside the kernel's ephemeral range:
 # a port the kernel handed out for bind(0) can be handed again, a moment later,
 # as the local port of some outgoing connection (a client, a ZeroMQ link of any

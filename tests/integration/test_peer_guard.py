@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from herdtest import HerdTestCase, iamat_line, server_binary, wait_until
+from herdtest import HerdTestCase, iamat_line, sanitized_server, status_kb, wait_until
 from peerwire import (Zmtp, ZmtpListener, mp_buckets, mp_digest, mp_updates, mp_want, raw_connection,
                       zmtp_frame_header)
 
@@ -29,21 +29,6 @@ SEEN_TIMEOUT = 10
 
 def uid(tag):
     return ("peer-guard-%s-%d" % (tag, time.monotonic_ns())).encode()
-
-
-def sanitized():
-    """Whether the server is an ASan build: its allocator keeps freed memory
-    in quarantine (256 MB by default), so RSS says nothing of our bounds."""
-    with open(server_binary(), "rb") as f:
-        return b"__asan_init" in f.read()
-
-
-def rss_peak_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 class PeerGuardTest(HerdTestCase):
@@ -230,8 +215,8 @@ class PeerGuardTest(HerdTestCase):
                 pass
             z.close()
         self.assertGreater(sent, 10)
-        peak = rss_peak_kb(self.herd.pid("Bailey"))
-        if not sanitized():
+        peak = status_kb(self.herd.pid("Bailey"), "VmHWM")
+        if not sanitized_server():
             self.assertLess(peak, 300 * 1024, "peak RSS %d kB under near-cap frames" % peak)
         self.still_linked("after oversized frames")
 
@@ -273,7 +258,17 @@ class PeerGuardTest(HerdTestCase):
             time.sleep(0.01)
         seconds = time.monotonic() - started
         wait_until(lambda: records_sent() >= before + 20000, 10, msg="the table was never sent")
-        time.sleep(0.5)  # the answers in flight are counted (a figure, not a condition)
+        # The answers still in flight are counted too: wait until the count
+        # has stood still for a moment (the answer gap is over 1 s, so a
+        # still count means no answer is on its way).
+        last = [records_sent(), time.monotonic()]
+
+        def settled():
+            now = records_sent()
+            if now != last[0]:
+                last[:] = [now, time.monotonic()]
+            return time.monotonic() - last[1] >= 0.5
+        wait_until(settled, 10, interval=0.05, msg="the records sent never settled")
         sent = records_sent() - before
         # The answer gap after 20,000 records is 20000 / 16 ms = 1.25 s.
         self.assertLessEqual(sent, 20000 * (int(seconds / 1.25) + 2),

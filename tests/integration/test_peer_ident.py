@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from herdtest import HerdTestCase, server_binary, wait_until
+from herdtest import HerdTestCase, sanitized_server, status_kb, wait_until
 from peerwire import Zmtp, zmtp_frame_header
 
 LINK_TIMEOUT = 10
@@ -32,21 +32,6 @@ PEAK_LIMIT_KB = 200 * 1024
 
 def uid(tag):
     return ("peer-ident-%s-%d" % (tag, time.monotonic_ns())).encode()
-
-
-def sanitized():
-    """Whether the server is an ASan build: its allocator keeps freed memory
-    in quarantine, so RSS says nothing of our bounds."""
-    with open(server_binary(), "rb") as f:
-        return b"__asan_init" in f.read()
-
-
-def rss_peak_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 class PeerIdentTest(HerdTestCase):
@@ -100,8 +85,8 @@ class PeerIdentTest(HerdTestCase):
         sent = self.attack()
         self.assertGreater(sent, 10, "the attack sent almost nothing")
         self.assertTrue(self.herd.running("Bailey"), "Bailey died under the attack")
-        peak = rss_peak_kb(self.herd.pid("Bailey"))
-        if not sanitized():
+        peak = status_kb(self.herd.pid("Bailey"), "VmHWM")
+        if not sanitized_server():
             self.assertLess(peak, PEAK_LIMIT_KB, "peak RSS %d kB under %d connections named Bona" % (peak, ATTACKERS))
         # Clients are served, and Campbell's reports still reach Bailey.
         cid = uid("campbell")

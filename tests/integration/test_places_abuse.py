@@ -22,26 +22,12 @@ import socket
 import struct
 import time
 
-from herdtest import AT_RE_B, PLACES_KEY_ENV, HerdTestCase, free_ports, iamat_line, server_binary, wait_until
+from herdtest import (AT_RE_B, PLACES_KEY_ENV, HerdTestCase, free_ports, iamat_line, sanitized_server, status_kb,
+                      wait_until)
 from places_standin import PlacesStandIn
 from test_places import KEY, fresh_position, next_time, standin_body, uid, whatsat_reply
 
 S = "Bailey"
-
-
-def instrumented():
-    """Whether the server is built with a sanitizer (its memory figures then
-    say nothing about ours: shadow memory and the free quarantine)."""
-    with open(server_binary(), "rb") as f:
-        return b"__asan_init" in f.read()
-
-
-def status_kb(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s for pid %d" % (field, pid))
 
 
 def refused(m, reason):
@@ -143,7 +129,7 @@ class SharedFloodTest(AbuseCase):
         first = flood[0].recv_until(b"\n\n", timeout=10)
         self.assertEqual(first, whatsat_reply(at, standin_body(loc, "12000", 20), 20))
 
-        if not instrumented():
+        if not sanitized_server():
             # MAX_QUEUED + 1 bodies of 17 KB are 4.4 MB; one per WHATSAT of
             # the flood would be 55 MB, several copies of each more still.
             grown = status_kb(pid, "VmHWM") - rss0
