@@ -2,8 +2,8 @@
  *
  * epoll for plain descriptors (client sockets, the listener, signalfd) and
  * ZeroMQ sockets together: a ZeroMQ socket's ZMQ_FD only says "look again",
- * so every registered ZeroMQ handler is also called after each turn and must
- * drain its socket while ZMQ_EVENTS shows input. Timers repeat at a fixed
+ * so a registered ZeroMQ handler is called after a turn in which its socket
+ * may have got input and has (herd_loop_add_zmq), and must drain it. Timers repeat at a fixed
  * interval. Ticks run at the end of every turn, in phase order.
  *
  * One turn: due timers, then the ticks (phase by phase), then the ZeroMQ
@@ -88,9 +88,18 @@ int herd_loop_rewatch(herd_loop_t *loop, herd_watch_t *w, uint32_t events);
 void herd_loop_unwatch(herd_loop_t *loop, herd_watch_t *w);
 
 /* Registers a ZeroMQ socket (a raw void* socket or a zsock_t*): fn(arg) is
- * called whenever the socket may have input, and after every turn. Returns
- * 0 or -1. */
+ * called after a turn when the socket has input (ZMQ_EVENTS), and must
+ * drain it. The loop looks only at sockets that may have input: their
+ * ZMQ_FD fired, the last look found input, or herd_loop_zmq_sent said so.
+ * Returns 0 or -1. */
 int herd_loop_add_zmq(herd_loop_t *loop, void *socket, herd_loop_fn *fn, void *arg);
+
+/* Tells the loop that this thread sent on a registered socket outside the
+ * socket's own handler (a send may process the socket's mailbox and eat
+ * the ZMQ_FD edge that announced input): the socket is looked at after the
+ * turn. Sends inside the socket's own handler need no call. NULL-safe; a
+ * socket that is not registered is ignored. */
+void herd_loop_zmq_sent(herd_loop_t *loop, void *socket);
 
 /* Stops watching a ZeroMQ socket; call it before closing the socket. Safe
  * from any handler, the socket's own included; fn is not called again. A

@@ -423,8 +423,11 @@ static void send_batch(herd_fethread_t *t, bool late)
     if (t->in_line)
         t->deliver(t->deliver_arg, t->out.p, t->out.len, late);
     else
+    {
         while (zmq_send(t->fe_side, t->out.p, t->out.len, 0) < 0 && errno == EINTR)
             ;
+        herd_loop_zmq_sent(t->loop, t->fe_side);
+    }
     t->invalid = 0;
     t->drain_sent = drain;
     t->n_closed = 0;

@@ -390,6 +390,7 @@ static int hand_over(herd_journal_t *j, bool wait)
     while (rc < 0 && errno == EINTR);
     if (rc < 0)
         return -1;
+    herd_loop_zmq_sent(j->loop, j->sock);
     j->batch = NULL;
     return 0;
 }
@@ -517,6 +518,7 @@ void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t)
 void herd_journal_compact(herd_journal_t *j)
 {
     zmq_send(j->sock, "C", 1, ZMQ_DONTWAIT);
+    herd_loop_zmq_sent(j->loop, j->sock);
 }
 
 void *herd_journal_sock(herd_journal_t *j)

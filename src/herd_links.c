@@ -32,6 +32,16 @@
 #define DEALER_RCV_HWM  1
 #define DEALER_MAX_MSG  65536
 #define BATCH_BYTES     (256u * 1024u)     /* flush a batch early past this many AT-line bytes */
+/* Relays (updates that came from a neighbour, flooded on) wait until this
+ * long after the link's last batch, so that under load one message carries
+ * the relays of many turns: every message costs both ends' ZeroMQ I/O
+ * threads and the receiver's loop a wake-up, which dominate the CPU of a
+ * small update. A link that was quiet for as long sends at once, so a lone
+ * update is not delayed; under load a relay waits at most this long a hop.
+ * An update of our own client's never waits: its AT reply follows it
+ * (PROTOCOL section 7), and it takes the relays waiting with it. */
+#define RELAY_HOLD_US   500
+#define HOLD_TIMER_MS   1                  /* sends held relays when no turn comes sooner */
 #define HANDSHAKE_MS    3000               /* a connection must finish its ZMTP handshake this soon */
 #define RECONNECT_MS    50                 /* retry interval of a DEALER whose neighbour is away */
 #define READY_ALONE_MS  1000               /* ready without an exchange when no neighbour came up */
@@ -137,10 +147,20 @@ static bool links_writable(neighbour_t *nb)
     return zmq_getsockopt(nb->dealer, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLOUT);
 }
 
+/* Monotonic microseconds. */
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void batch_send(herd_links_t *links, neighbour_t *nb)
 {
     if (!nb->n_lines)
         return;
+    nb->urgent = false;
+    nb->sent_us = now_us();
     herd_span_t *ats = malloc(nb->n_lines * sizeof *ats);
     if (ats) {
         for (size_t i = 0; i < nb->n_lines; i++)
@@ -190,16 +210,51 @@ void herd_links_flood(herd_links_t *links, const char *at, size_t len, long exce
             nb->dropped++;
             continue;
         }
+        nb->urgent |= except < 0;
         if (nb->batch_len >= BATCH_BYTES || nb->n_lines >= HERD_WIRE_MAX_UPDATES)
             batch_send(links, nb);
     }
 }
 
-/* Sends what is queued now (normally done at the end of the turn). */
+/* Sends what is queued now (before an exchange message, or at a stop). */
 static void links_flush(herd_links_t *links)
 {
     for (size_t i = 0; i < links->n_nb; i++)
         batch_send(links, links->nb[i]);
+}
+
+static void hold_timer_fired(herd_loop_t *loop, void *arg);
+
+/* The end of a turn: every batch that holds an update of our own, or whose
+ * link was quiet for RELAY_HOLD_US, is sent; the others wait for a later
+ * turn or the hold timer, which runs only while something waits. */
+static void links_flush_due(herd_links_t *links)
+{
+    bool held = false;
+    int64_t now = 0;
+    for (size_t i = 0; i < links->n_nb; i++) {
+        neighbour_t *nb = links->nb[i];
+        if (!nb->n_lines)
+            continue;
+        if (!nb->urgent && now == 0)
+            now = now_us();
+        if (nb->urgent || now - nb->sent_us >= RELAY_HOLD_US)
+            batch_send(links, nb);
+        else
+            held = true;
+    }
+    if (held && links->hold_timer <= 0)
+        links->hold_timer = herd_loop_add_timer(links->loop, HOLD_TIMER_MS, hold_timer_fired, links);
+    else if (!held && links->hold_timer > 0) {
+        herd_loop_remove_timer(links->loop, links->hold_timer);
+        links->hold_timer = 0;
+    }
+}
+
+static void hold_timer_fired(herd_loop_t *loop, void *arg)
+{
+    (void)loop;
+    links_flush_due(arg);
 }
 
 /* What the exchanges (herd_links_repair.c) need of the sockets. */
@@ -245,7 +300,7 @@ static bool links_ready(herd_links_t *links)
 static void flush_tick(herd_loop_t *loop, void *arg)
 {
     (void)loop;
-    links_flush(arg);
+    links_flush_due(arg);
     links_ready(arg); /* logs the moment it becomes ready; O(1) once it is */
 }
 
@@ -793,6 +848,8 @@ void herd_links_destroy(herd_links_t **p)
         herd_loop_remove_timer(links->loop, links->repair_timer);
     if (links->flush_tick > 0)
         herd_loop_remove_tick(links->loop, links->flush_tick);
+    if (links->hold_timer > 0)
+        herd_loop_remove_timer(links->loop, links->hold_timer);
     for (size_t i = 0; i < links->n_nb; i++)
         neighbour_close(links, links->nb[i]);
     links_guard_stop(links);

@@ -36,6 +36,8 @@ typedef struct {
     size_t batch_len, batch_cap;
     size_t *offs;          /* start of each line in batch, plus its end */
     size_t n_lines, offs_cap;
+    bool urgent;           /* the batch holds an update of our own client's (it goes at the end of the turn) */
+    int64_t sent_us;       /* when a batch of floods was last sent to it (monotonic microseconds) */
     uint64_t msgs_out, msgs_in;       /* ZeroMQ messages sent to it / received from it */
     uint64_t updates_out, updates_in; /* AT lines sent to it / received from it */
     uint64_t dropped;      /* messages that could not be queued */
@@ -127,6 +129,7 @@ struct herd_links_t {
     bool configured;       /* the first topology was applied */
     int repair_timer;      /* the anti-entropy timer's id */
     int flush_tick;        /* the end-of-turn flush's tick id */
+    int hold_timer;        /* sends held relays when no turn comes; 0 while nothing is held */
     zcert_t *cert;         /* our CURVE key pair, or NULL when links are not authenticated */
     zcert_t *eph;          /* a key pair of this run, for links to keyed neighbours while we have none
                               (a key roll-out); NULL until needed */

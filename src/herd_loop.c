@@ -20,6 +20,7 @@
 #include <czmq.h>
 
 #define MAX_EVENTS 256
+#define LOOK_ALL_MS 1000 /* every ZeroMQ socket is looked at least this often on a turn */
 
 /* A registered ZeroMQ socket. On the heap, so that the address epoll holds
  * (&watch) stays put while the table grows. */
@@ -28,6 +29,7 @@ typedef struct {
     void *socket;       /* raw libzmq socket; NULL once removed */
     herd_loop_fn *fn;   /* handler */
     void *arg;          /* its context */
+    bool look;          /* it may have input: look at ZMQ_EVENTS in the next pass */
 } zmq_entry_t;
 
 typedef struct {
@@ -59,6 +61,7 @@ struct herd_loop_t {
     size_t n_zmqs, cap_zmqs;
     bool zmq_busy;          /* a pass over zmqs is running */
     bool zmq_dead;          /* entries removed during it wait for the sweep */
+    int64_t look_all_ms;    /* when every ZeroMQ socket was last looked at */
     tick_t *ticks;          /* sorted by (phase, seq) outside a pass */
     size_t n_ticks, cap_ticks;
     bool ticks_busy;        /* a pass over the ticks is running */
@@ -170,10 +173,11 @@ static void dispatch(herd_loop_t *loop, int n)
 /* ---------------------------------------------------------------------- */
 /* ZeroMQ sockets */
 
-/* Nothing to do when the ZMQ_FD fires: the zmq handlers run after each turn. */
+/* The ZMQ_FD fired: the socket is looked at in the pass after the batch. */
 static void zmq_fd_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
 {
-    (void)loop, (void)w, (void)events;
+    (void)loop, (void)events;
+    ((zmq_entry_t *)w->arg)->look = true;
 }
 
 int herd_loop_add_zmq(herd_loop_t *loop, void *socket, herd_loop_fn *fn, void *arg)
@@ -188,7 +192,8 @@ int herd_loop_add_zmq(herd_loop_t *loop, void *socket, herd_loop_fn *fn, void *a
     zmq_entry_t *e = malloc(sizeof *e);
     if (!e)
         return -1;
-    *e = (zmq_entry_t){.watch = {.fd = fd, .fn = zmq_fd_ready, .arg = e}, .socket = raw, .fn = fn, .arg = arg};
+    *e = (zmq_entry_t){
+        .watch = {.fd = fd, .fn = zmq_fd_ready, .arg = e}, .socket = raw, .fn = fn, .arg = arg, .look = true};
     if (herd_loop_watch(loop, &e->watch, EPOLLIN) != 0) {
         free(e);
         return -1;
@@ -231,20 +236,38 @@ void herd_loop_remove_zmq(herd_loop_t *loop, void *socket)
     }
 }
 
-/* Runs the handler of every ZeroMQ socket that has input; each drains its
- * own socket. Returns true when any handler ran. */
+void herd_loop_zmq_sent(herd_loop_t *loop, void *socket)
+{
+    if (!loop || !socket)
+        return;
+    void *raw = zsock_is(socket) ? zsock_resolve(socket) : socket;
+    for (size_t i = 0; i < loop->n_zmqs; i++)
+        if (loop->zmqs[i]->socket == raw)
+            loop->zmqs[i]->look = true;
+}
+
+/* Runs the handler of every ZeroMQ socket that may have input and has; each
+ * drains its own socket. Returns true when any handler ran. */
 static bool run_zmq(herd_loop_t *loop)
 {
     bool ran = false;
     size_t n = loop->n_zmqs;
+    if (loop->now_ms - loop->look_all_ms >= LOOK_ALL_MS) {
+        loop->look_all_ms = loop->now_ms;
+        for (size_t i = 0; i < n; i++)
+            loop->zmqs[i]->look = true;
+    }
     loop->zmq_busy = true;
     for (size_t i = 0; i < n; i++) {
         zmq_entry_t *e = loop->zmqs[i]; /* the table may move, e does not */
-        if (!e->socket)
+        if (!e->socket || !e->look)
             continue;
         int ev = 0;
         size_t len = sizeof ev;
-        if (zmq_getsockopt(e->socket, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN)) {
+        /* Looked at now: the edge is consumed, so only the ZMQ_FD, a send or
+         * input left behind makes it worth another look. */
+        e->look = zmq_getsockopt(e->socket, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN);
+        if (e->look) {
             e->fn(loop, e->arg);
             ran = true;
         }

@@ -168,8 +168,11 @@ static void send_answers(herd_node_t *node)
         else if (f->in_line)
             herd_fethread_take(f->thread, f->out.p, f->out.len);
         else
+        {
             while (zmq_send(herd_fethread_sock(f->thread), f->out.p, f->out.len, 0) < 0 && errno == EINTR)
                 ;
+            herd_loop_zmq_sent(node->loop, herd_fethread_sock(f->thread));
+        }
         herd_msg_header_t h = {.dir = HERD_MSG_TO_FE, .fe = f->index};
         herd_msg_begin(&f->out, &h);
     }

@@ -137,6 +137,13 @@ static pending_t *pending_find(herd_node_t *node, uint64_t req_id)
     return p;
 }
 
+/* After a send to the worker: the loop looks at its pipe again (the send
+ * may have taken the wake-up of a reply). */
+static void places_sent(herd_node_t *node)
+{
+    herd_loop_zmq_sent(node->loop, herd_places_sock(node->places));
+}
+
 /* Gives up a pending WHATSAT whose connection is gone: the worker is told
  * to drop it when it still waits there (and to stop its upstream call when
  * nobody else waits), the front end frees its slot, and it is freed. */
@@ -147,7 +154,9 @@ static void pending_drop(herd_node_t *node, pending_t *p)
         list_unlink(&node->ready, p);
     else {
         waiting_unlink(node, p);
-        if (herd_places_cancel(node->places, p->req_id) != 0)
+        int rc = herd_places_cancel(node->places, p->req_id);
+        places_sent(node);
+        if (rc != 0)
             herd_log_event(node->log, "places: could not cancel request %llu (the worker's pipe is full)",
                            (unsigned long long)p->req_id);
     }
@@ -181,6 +190,7 @@ void node_pending_sweep(herd_loop_t *loop, void *arg)
         waiting_unlink(node, p);
         conn_unlink(node, p);
         herd_places_cancel(node->places, p->req_id);
+        places_sent(node);
         answer_places_error(node, p, msg);
         pending_free(node, p);
     }
@@ -251,6 +261,7 @@ void node_places_reload(herd_node_t *node)
                              .max_in_flight = t->places_max_in_flight, .max_queued = t->places_max_queued};
     bool again = node->places_reconf;
     node->places_reconf = herd_places_reconfigure(node->places, &pc) != 0;
+    places_sent(node);
     /* A full pipe is retried at every deadline sweep, so the worker runs
      * what the node runs as soon as it can take it. */
     if (node->places_reconf && !again)
@@ -319,7 +330,9 @@ void node_do_whatsat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
     p->at_len = rec->at_len;
     memcpy(p->at, rec->at, rec->at_len);
     node->n_pending++;
-    if (herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound) != 0) {
+    int sent = herd_places_request(node->places, req_id, lat, lng, it->radius, it->bound);
+    places_sent(node);
+    if (sent != 0) {
         /* The worker's pipe is full: it holds more than the bounds let
          * wait, so this one would be refused there too. */
         node->n.places_refused_worker++;

@@ -773,6 +773,79 @@ static void timer_added_by_a_tick_wakes_the_loop(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* A send outside a socket's handler may take the ZMQ_FD edge that announced
+ * its input (here a look at ZMQ_EVENTS does it for sure): once the owner
+ * says so with herd_loop_zmq_sent, the loop looks at the socket after the
+ * same turn; without it, only at its once-a-second look at every socket,
+ * many turns later (a 1 ms timer keeps turns coming). */
+
+typedef struct {
+    pair_t p;
+    bool tell;  /* call herd_loop_zmq_sent */
+    int turns;  /* ticks run */
+    int got;    /* messages the handler drained */
+    int got_turn; /* the tick count when it did */
+} edge_t;
+
+static void nop_timer(herd_loop_t *loop, void *arg)
+{
+    (void)loop, (void)arg;
+}
+
+static void edge_tick(herd_loop_t *loop, void *arg)
+{
+    edge_t *e = arg;
+    if (e->turns++ != 1) /* the first turn's look at every socket is over */
+        return;
+    pair_send(&e->p);
+    settle(e->p.in); /* takes the edge: the ZMQ_FD stays quiet */
+    assert_false(readable(zmq_fd_of(e->p.in)));
+    if (e->tell)
+        herd_loop_zmq_sent(loop, e->p.in);
+}
+
+static void edge_ready(herd_loop_t *loop, void *arg)
+{
+    edge_t *e = arg;
+    e->got += drain(e->p.in);
+    e->got_turn = e->turns;
+    herd_loop_stop(loop);
+}
+
+static void edge_run(edge_t *e)
+{
+    herd_loop_t *loop = new_loop();
+    pair_open(&e->p);
+    assert_int_equal(herd_loop_add_zmq(loop, e->p.in, edge_ready, e), 0);
+    assert_true(herd_loop_add_tick(loop, HERD_PHASE_LOG, edge_tick, e) > 0);
+    assert_true(herd_loop_add_timer(loop, 1, nop_timer, NULL) > 0); /* keeps turns coming */
+    assert_int_equal(herd_loop_run(loop), 0);
+    herd_loop_remove_zmq(loop, e->p.in);
+    herd_loop_destroy(&loop);
+    pair_close(&e->p);
+}
+
+static void zmq_sent_makes_the_loop_look(void **state)
+{
+    (void)state;
+    edge_t e = {.tell = true};
+    edge_run(&e);
+    assert_false(timed_out);
+    assert_int_equal(e.got, 1);
+    assert_int_equal(e.got_turn, 2); /* the turn that sent it */
+}
+
+static void zmq_idle_socket_is_not_looked_at(void **state)
+{
+    (void)state;
+    edge_t e = {.tell = false};
+    edge_run(&e);
+    assert_false(timed_out);
+    assert_int_equal(e.got, 1);  /* the look at every socket found it */
+    assert_true(e.got_turn > 2); /* but not in the turn that sent it */
+}
+
+/* ---------------------------------------------------------------------- */
 /* herd_loop_stop from a descriptor's handler: the turn's ticks still run. */
 
 static void stop_ready(herd_loop_t *loop, herd_watch_t *w, uint32_t events)
@@ -821,6 +894,8 @@ int main(void)
         cmocka_unit_test(timer_added_by_a_tick_wakes_the_loop),
         cmocka_unit_test(stop_still_ends_the_turn),
         cmocka_unit_test(again_runs_the_next_turn_at_once),
+        cmocka_unit_test(zmq_sent_makes_the_loop_look),
+        cmocka_unit_test(zmq_idle_socket_is_not_looked_at),
     };
     return cmocka_run_group_tests(tests, setup_ctx, teardown_ctx);
 }
