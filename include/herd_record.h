@@ -45,6 +45,12 @@ int herd_record_parse(const char *line, size_t len, herd_at_t *at);
  * and leaves *at alone. */
 int herd_record_parse_quick(const char *line, size_t len, herd_at_t *at);
 
+/* Whether the fields herd_record_parse_quick found pass the rest of
+ * herd_record_parse's checks (the name, the skew, the id's length and
+ * bytes, the position): parse_quick then check is parse, for a caller that
+ * wants the cheap part first. */
+bool herd_record_check(const herd_at_t *at);
+
 /* True when [p, p+len) is a server name (PROTOCOL.md section 9): 1 to
  * HERD_MAX_NAME bytes, each herd_record_name_byte. */
 bool herd_record_valid_name(const char *p, size_t len);
@@ -65,6 +71,11 @@ herd_span_t herd_record_origin(const char *at, size_t at_len);
 /* The skew: the field after the origin, up to the next space or the end
  * (empty when the line has no such field). Points into `at`. */
 herd_span_t herd_record_skew(const char *at, size_t at_len);
+
+/* The client id: the field after the skew, up to the next space or the end
+ * (empty when the line has no such field). Points into `at`. For a
+ * look-ahead before the line is parsed; herd_record_parse finds it too. */
+herd_span_t herd_record_id(const char *at, size_t at_len);
 
 /* The origin's receive time: `client_time` plus the AT line's skew, exact to
  * the nanosecond, for a skew `[+-]D+[.D+]` (fraction digits past the ninth

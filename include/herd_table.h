@@ -110,6 +110,22 @@ herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t i
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored);
 
+/* Looking ahead in a batch: a caller about to look up many ids (a peer's
+ * message, a front end's batch) names each HERD_TABLE_AHEAD lookups before
+ * it makes it, and the table starts loading the id's index slot then and,
+ * half that distance later, the record the slot holds and its digest
+ * bucket, so that the batch's cache misses overlap instead of coming one
+ * after another. Only a hint: nothing changes, and a lookup that was not
+ * announced (or whose announcement the table outgrew) works the same. The
+ * state starts zeroed, one per batch. */
+#define HERD_TABLE_AHEAD 8
+typedef struct {
+    uint64_t hash[HERD_TABLE_AHEAD]; /* the last announced ids' index hashes */
+    size_t n;                         /* ids announced so far */
+} herd_table_ahead_t;
+
+void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len);
+
 /* Would a record with this rank be stored? (Cheap: no allocation.) True when
  * the client is unknown or the stored record ranks below it; the bounds are
  * not considered. Used to drop repeats before validating them fully. */

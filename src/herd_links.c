@@ -15,6 +15,7 @@
 
 #include <czmq.h>
 
+#include "herd_record.h"
 #include "herd_wire.h"
 
 #define SEND_HWM        2000               /* messages queued per neighbour before dropping */
@@ -389,9 +390,18 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     nb->heard_ms = herd_loop_now_ms(links->loop);
     if (msg.type == HERD_MSG_UPDATES || msg.type == HERD_MSG_RECORDS) {
         nb->updates_in += msg.n_updates;
-        for (size_t i = 0; i < msg.n_updates; i++)
+        /* Each line is a table lookup: named to the table a few lines ahead,
+         * so that their cache misses overlap. */
+        herd_table_ahead_t ahead = {0};
+        size_t named = 0;
+        for (size_t i = 0; i < msg.n_updates; i++) {
+            for (; named < msg.n_updates && named < i + HERD_TABLE_AHEAD; named++) {
+                herd_span_t id = herd_record_id(msg.updates[named].p, msg.updates[named].len);
+                herd_table_ahead(links->table, &ahead, id.p ? id.p : "", id.len);
+            }
             links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len,
                              msg.type == HERD_MSG_UPDATES);
+        }
     } else {
         links_exchange(links, nb, &msg);
     }

@@ -33,22 +33,37 @@ bool herd_record_valid_name(const char *p, size_t len)
     return true;
 }
 
-/* Splits a line into exactly six fields joined by single spaces. Strictly,
- * no field may be empty (a doubled, leading or trailing space) and no other
- * white space may appear, since it is foreign to the lines we make; quickly,
- * only the spaces are looked at. Returns 0 or -1. */
-static int split_six(const char *line, size_t len, herd_span_t f[6], bool strict)
+/* The first byte from i on that is at most ' ' (a space, other white space
+ * or a control byte), or len. Eight bytes a step where the machine is
+ * little-endian: in (w - 0x21..) & ~w & 0x80.., the lowest flagged byte is
+ * always one below 0x21 (a borrow only flags bytes above a true match). */
+static size_t next_low(const char *line, size_t i, size_t len)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, line + i, 8);
+        uint64_t m = (w - 0x2121212121212121ULL) & ~w & 0x8080808080808080ULL;
+        if (m)
+            return i + ((size_t) __builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+#endif
+    while (i < len && (unsigned char) line[i] > ' ')
+        i++;
+    return i;
+}
+
+/* Splits a line into exactly six fields joined by single spaces, finding
+ * only the spaces (the fields' own checks, herd_record_check, judge the
+ * rest). Returns 0, or -1 when there are not six such fields. */
+static int split_six(const char *line, size_t len, herd_span_t f[6])
 {
     size_t start = 0;
     for (size_t k = 0; k < 6; k++) {
-        size_t e = start;
-        while (e < len && line[e] != ' ') {
-            if (strict && herd_proto_is_space((unsigned char) line[e]))
-                return -1;
-            e++;
-        }
-        if (strict && e == start)
-            return -1;
+        size_t e = next_low(line, start, len);
+        while (e < len && line[e] != ' ')
+            e = next_low(line, e + 1, len);
         f[k] = (herd_span_t){line + start, e - start};
         if (k < 5) {
             if (e >= len)
@@ -95,16 +110,30 @@ static bool skew_ok(herd_span_t s)
 }
 
 /*  --------------------------------------------------------------------------
+ *  The checks herd_record_parse adds to herd_record_parse_quick. */
+bool herd_record_check(const herd_at_t *at)
+{
+    if (!herd_record_valid_name(at->server.p, at->server.len) || !skew_ok(at->skew) || at->id.len > HERD_MAX_CLIENT_ID
+        || herd_proto_parse_position(at->pos, NULL, NULL) != 0)
+        return false;
+    /* Every field but the id is of a charset without white space; the id
+     * may hold any other byte. */
+    for (size_t i = 0; i < at->id.len; i++)
+        if (herd_proto_is_space((unsigned char) at->id.p[i]))
+            return false;
+    return true;
+}
+
+/*  --------------------------------------------------------------------------
  *  An AT line from outside, every field checked. */
 int herd_record_parse(const char *line, size_t len, herd_at_t *at)
 {
     assert(at);
-    assert(line || len == 0);
-    herd_span_t f[6];
-    if (split_six(line, len, f, true) != 0 || !herd_record_valid_name(f[1].p, f[1].len) || !skew_ok(f[2])
-        || f[3].len > HERD_MAX_CLIENT_ID || herd_proto_parse_position(f[4], NULL, NULL) != 0)
+    herd_at_t a;
+    if (herd_record_parse_quick(line, len, &a) != 0 || !herd_record_check(&a))
         return -1;
-    return fill(f, at);
+    *at = a;
+    return 0;
 }
 
 /*  --------------------------------------------------------------------------
@@ -114,7 +143,7 @@ int herd_record_parse_quick(const char *line, size_t len, herd_at_t *at)
     assert(at);
     assert(line || len == 0);
     herd_span_t f[6];
-    if (split_six(line, len, f, false) != 0 || f[3].len == 0 || f[4].len == 0)
+    if (split_six(line, len, f) != 0 || f[3].len == 0 || f[4].len == 0)
         return -1;
     return fill(f, at);
 }
@@ -149,6 +178,18 @@ herd_span_t herd_record_skew(const char *at, size_t at_len)
         return (herd_span_t){NULL, 0};
     const char *sp = memchr(at + start, ' ', at_len - start);
     return (herd_span_t){at + start, sp ? (size_t)(sp - at - start) : at_len - start};
+}
+
+herd_span_t herd_record_id(const char *at, size_t at_len)
+{
+    herd_span_t k = herd_record_skew(at, at_len);
+    if (!k.p)
+        return k;
+    size_t start = (size_t) (k.p - at) + k.len + 1;
+    if (at_len < start)
+        return (herd_span_t){NULL, 0};
+    const char *sp = memchr(at + start, ' ', at_len - start);
+    return (herd_span_t){at + start, sp ? (size_t) (sp - at - start) : at_len - start};
 }
 
 /* Parses `[+-]D+[.D+]` into a sign and a magnitude (whole seconds saturated

@@ -590,6 +590,33 @@ static bool lengths_ok(size_t id_len, size_t at_len, size_t pos_off, size_t pos_
 }
 
 /*  --------------------------------------------------------------------------
+ *  Starts loading what the lookups HERD_TABLE_AHEAD and HERD_TABLE_AHEAD / 2
+ *  ahead of the current one will touch. */
+void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len)
+{
+    uint64_t h = index_hash(t, id, id_len);
+    __builtin_prefetch(&t->slots[(size_t) h & t->mask]);
+    __builtin_prefetch(&t->bucket_digest[herd_table_bucket_of(id, id_len)]); /* a store changes it */
+    a->hash[a->n % HERD_TABLE_AHEAD] = h;
+    if (a->n >= HERD_TABLE_AHEAD / 2) {
+        /* The slot of the id named half the distance ago has had time to
+         * arrive: its record (the home slot's, or the next one's, which
+         * shares its cache line most of the time) is what the lookup reads
+         * and a store writes, its fields and then its bytes. */
+        uint64_t back = a->hash[(a->n - HERD_TABLE_AHEAD / 2) % HERD_TABLE_AHEAD];
+        size_t i = (size_t) back & t->mask;
+        const rec_t *r = t->slots[i].rec;
+        if (r != NULL && t->slots[i].hash != back)
+            r = t->slots[(i + 1) & t->mask].rec;
+        if (r != NULL) {
+            for (size_t off = 0; off < sizeof *r + 96; off += 64)
+                __builtin_prefetch((const char *) r + off);
+        }
+    }
+    a->n++;
+}
+
+/*  --------------------------------------------------------------------------
  *  Whether a record of this rank would replace what is held. */
 bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                            const char *at, size_t at_len, size_t pos_off, size_t pos_len)

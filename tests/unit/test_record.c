@@ -2,6 +2,7 @@
  * fields as spans, the server-name rule and the receive time, exactly. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -262,12 +263,111 @@ static void test_parse_quick(void **state)
     assert_int_equal(herd_record_parse_quick(NULL, 0, &at), -1);
 }
 
+/* The split as a plain byte loop (how it was written before it scanned
+ * eight bytes a step): the six fields of a line joined by single spaces;
+ * strictly, no empty field and no other white space. */
+static int ref_split(const char *line, size_t len, herd_span_t f[6], bool strict)
+{
+    size_t start = 0;
+    for (size_t k = 0; k < 6; k++) {
+        size_t e = start;
+        while (e < len && line[e] != ' ') {
+            if (strict && herd_proto_is_space((unsigned char) line[e]))
+                return -1;
+            e++;
+        }
+        if (strict && e == start)
+            return -1;
+        f[k] = (herd_span_t){line + start, e - start};
+        if (k < 5) {
+            if (e >= len)
+                return -1;
+            start = e + 1;
+        } else if (e != len) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Random lines, mostly well formed, with every kind of byte put at every
+ * distance from an eight-byte boundary: the word-at-a-time split finds the
+ * same fields as the byte loop, and parse is parse_quick plus check. */
+static void test_split_matches_bytewise(void **state)
+{
+    (void) state;
+    static const char odd[] = {' ', '\t', '\n', '\r', '\v', '\f', '\0', '\x01', '\x1f', '!', '\x7f', '\x80', '\xff'};
+    const char *good[] = {"AT", "Bailey", "+0.263873386", "kiwi.cs.ucla.edu", "+34.068930-118.445127",
+                          "1621464827.959498503"};
+    uint64_t seed = 0x243f6a8885a308d3ULL;
+    unsigned quick_ok = 0, strict_ok = 0;
+    for (int round = 0; round < 200000; round++) {
+        char line[200];
+        size_t len = 0;
+        for (int k = 0; k < 6; k++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t pad = (seed >> 33) % 12; /* moves the fields across word boundaries */
+            const char *g = good[k];
+            if (k == 3) {
+                for (size_t i = 0; i < pad; i++)
+                    line[len++] = (char) ('a' + i);
+            }
+            memcpy(line + len, g, strlen(g));
+            len += strlen(g);
+            if (k < 5)
+                line[len++] = ' ';
+        }
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        int changes = (int) ((seed >> 60) % 3);
+        for (int c = 0; c < changes; c++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            line[(seed >> 20) % len] = odd[(seed >> 40) % sizeof odd];
+        }
+        herd_span_t a[6], b[6];
+        herd_at_t at, at2;
+        int want_quick = ref_split(line, len, a, false);
+        int got_quick = herd_record_parse_quick(line, len, &at);
+        if (want_quick == 0 && a[3].len > 0 && a[4].len > 0 && a[0].len == 2 && !memcmp(a[0].p, "AT", 2)) {
+            herd_time_t t;
+            if (herd_time_parse(a[5].p, a[5].len, &t) == 0) {
+                assert_int_equal(got_quick, 0);
+                assert_ptr_equal(at.server.p, a[1].p);
+                assert_int_equal(at.skew.len, a[2].len);
+                assert_ptr_equal(at.id.p, a[3].p);
+                assert_int_equal(at.id.len, a[3].len);
+                assert_ptr_equal(at.pos.p, a[4].p);
+                assert_int_equal(at.time_txt.len, a[5].len);
+                quick_ok++;
+            } else {
+                assert_int_equal(got_quick, -1);
+            }
+        } else {
+            assert_int_equal(got_quick, -1);
+        }
+        bool want_strict = ref_split(line, len, b, true) == 0 && got_quick == 0
+                           && herd_record_valid_name(b[1].p, b[1].len) && b[3].len <= HERD_MAX_CLIENT_ID
+                           && herd_proto_parse_position(b[4], NULL, NULL) == 0;
+        int got_strict = herd_record_parse(line, len, &at2);
+        /* The skew's own form is checked by test_parse_strict_edges; here
+         * the skew bytes are only ever the good one or one changed byte. */
+        if (got_strict == 0) {
+            assert_true(want_strict);
+            strict_ok++;
+        } else if (want_strict) {
+            assert_true(b[2].len != strlen(good[2]) || memcmp(b[2].p, good[2], b[2].len) != 0);
+        }
+    }
+    assert_true(quick_ok > 1000);
+    assert_true(strict_ok > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_fields),   cmocka_unit_test(test_receive_time_edges),
         cmocka_unit_test(test_valid_name),      cmocka_unit_test(test_parse_strict_edges),
         cmocka_unit_test(test_parse_quick),
+        cmocka_unit_test(test_split_matches_bytewise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
