@@ -37,6 +37,7 @@
 
 #include "herd_log.h"
 #include "herd_loop.h"
+#include "herd_time.h"
 #include "herd_types.h"
 
 typedef struct herd_frontend_t herd_frontend_t;
@@ -117,6 +118,14 @@ void herd_frontend_set_limits(herd_frontend_t *fe, const herd_frontend_conf_t *c
 /* Stops accepting new connections and reading new commands (shutdown):
  * answers already owed are still written. */
 void herd_frontend_drain(herd_frontend_t *fe);
+
+/* The wall-clock time of the read(2) whose bytes completed the line that
+ * on_line is handling: the server's receive time of that command (one
+ * clock read a read, not one a line). */
+herd_time_t herd_frontend_read_time(const herd_frontend_t *fe);
+
+/* The same moment on the monotonic clock, in nanoseconds (for latencies). */
+int64_t herd_frontend_read_mono_ns(const herd_frontend_t *fe);
 
 /* Number of open connections, and of those still owed an answer or holding
  * unwritten output (the shutdown waits for 0). */

@@ -119,12 +119,19 @@ herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t i
  * announced (or whose announcement the table outgrew) works the same. The
  * state starts zeroed, one per batch. */
 #define HERD_TABLE_AHEAD 8
+/* Below this many records the table stays in the caches, and naming ids
+ * ahead costs more than it saves (herd_table_worth_ahead). */
+#define HERD_TABLE_AHEAD_MIN 32768
 typedef struct {
     uint64_t hash[HERD_TABLE_AHEAD]; /* the last announced ids' index hashes */
     size_t n;                         /* ids announced so far */
 } herd_table_ahead_t;
 
 void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len);
+
+/* Whether a batch should name its ids ahead: the table is large enough
+ * (HERD_TABLE_AHEAD_MIN) for its lookups to miss the caches. */
+bool herd_table_worth_ahead(const herd_table_t *t);
 
 /* Would a record with this rank be stored? (Cheap: no allocation.) True when
  * the client is unknown or the stored record ranks below it; the bounds are

@@ -79,6 +79,7 @@ struct herd_fethread_t {
     herd_hist_t hist[HERD_FETHREAD_KINDS];   /* command durations, this thread's own */
     herd_hist_t shown[HERD_FETHREAD_KINDS];  /* their copy as of the last turn, for /metrics */
     bool hist_moved;          /* hist changed since it was copied */
+    int64_t answer_ns;        /* monotonic time the node's frame being taken came in */
     pthread_mutex_t hist_lock; /* guards shown */
 };
 
@@ -183,7 +184,7 @@ static uint32_t slot_for(herd_fethread_t *t, herd_ticket_t tk, const char *line,
     s->line_len = (uint32_t)len;
     s->at_len = 0;
     s->batch = t->batch;
-    s->start_ns = mono_ns();
+    s->start_ns = herd_frontend_read_mono_ns(t->fe);
     return i;
 }
 
@@ -207,7 +208,8 @@ static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
     uint32_t i;
     if (cmd.kind == HERD_CMD_IAMAT) {
         char at[HERD_AT_MAX];
-        size_t n = herd_proto_format_at(at, sizeof at, t->server, t->server_len, herd_time_now(), &cmd);
+        size_t n = herd_proto_format_at(at, sizeof at, t->server, t->server_len,
+                                          herd_frontend_read_time(t->fe), &cmd);
         i = slot_for(t, tk, line, len, n + 1);
         if (i != NO_SLOT) {
             char *a = t->slots[i].data + len + 3;
@@ -268,7 +270,7 @@ static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
         return;
     if (it->kind == HERD_MSG_IAMAT || it->outcome != HERD_MSG_DROPPED) {
         herd_hist_observe(&t->hist[it->kind == HERD_MSG_IAMAT ? HERD_FETHREAD_IAMAT : HERD_FETHREAD_WHATSAT],
-                          mono_ns() - s->start_ns);
+                          t->answer_ns - s->start_ns);
         t->hist_moved = true;
     }
     if (it->kind == HERD_MSG_IAMAT) {
@@ -304,6 +306,7 @@ void herd_fethread_take(herd_fethread_t *t, const void *data, size_t len)
     herd_msg_header_t h;
     herd_msg_item_t it;
     int rc = herd_msg_open(&r, data, len, &h);
+    t->answer_ns = mono_ns(); /* the answers of a frame are taken together */
     while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
         rc = 0;
         switch (it.kind) {

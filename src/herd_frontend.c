@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "herd_frontend_accept.h"
@@ -117,6 +118,8 @@ struct herd_frontend_t {
     herd_list_t blocked;     /* connections with output the kernel did not take (conn_t.blocked_link) */
     size_t out_total;        /* backlog of all connections here (their `counted`) */
     bool serving;            /* serves connections (counts in the process's share of the total cap) */
+    herd_time_t read_time;   /* wall clock of the last read from a client (herd_frontend_read_time) */
+    int64_t read_mono_ns;    /* the same moment, monotonic */
     conn_t *dirty;           /* connections with output or resumable input */
     conn_t *dead;            /* closed connections to free at the end of the turn */
     char *rbuf;              /* the read buffer shared by all connections (serving only) */
@@ -478,10 +481,21 @@ static void conn_eof(conn_t *c)
     mark_dirty(c);
 }
 
+/* The clocks of a read: the lines it completes came in now. */
+static void read_clocks(herd_frontend_t *fe)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fe->read_mono_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    fe->read_time = herd_time_now();
+}
+
 static void conn_read(conn_t *c)
 {
     herd_frontend_t *fe = c->fe;
     ssize_t n = recv(c->watch.fd, fe->rbuf, READ_CHUNK, 0);
+    /* Every line this read completes (or an end of file ends) came in now. */
+    read_clocks(fe);
     if (n > 0) {
         conn_feed(c, fe->rbuf, (size_t)n);
         if (!c->dead)
@@ -535,6 +549,7 @@ static void conn_settle(conn_t *c)
     if (c->paused && !c->closing && !c->total_held && unanswered(c) < RESUME_BELOW &&
         backlog(c) < (size_t)(c->fe->conf.max_output_bytes / RESUME_DIV)) {
         c->paused = false;
+        read_clocks(c->fe); /* the kept lines are taken in now */
         size_t used = conn_consume(c, c->in, c->in_len);
         if (c->dead)
             return;
@@ -1008,6 +1023,16 @@ void herd_frontend_drain(herd_frontend_t *fe)
         c->closing = true;
         mark_dirty(c);
     }
+}
+
+herd_time_t herd_frontend_read_time(const herd_frontend_t *fe)
+{
+    return fe->read_time;
+}
+
+int64_t herd_frontend_read_mono_ns(const herd_frontend_t *fe)
+{
+    return fe->read_mono_ns;
 }
 
 size_t herd_frontend_connections(const herd_frontend_t *fe)

@@ -393,7 +393,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
         /* Each line is a table lookup: named to the table a few lines ahead,
          * so that their cache misses overlap. */
         herd_table_ahead_t ahead = {0};
-        size_t named = 0;
+        size_t named = herd_table_worth_ahead(links->table) ? 0 : msg.n_updates;
         for (size_t i = 0; i < msg.n_updates; i++) {
             for (; named < msg.n_updates && named < i + HERD_TABLE_AHEAD; named++) {
                 herd_span_t id = herd_record_id(msg.updates[named].p, msg.updates[named].len);

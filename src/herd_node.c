@@ -105,7 +105,7 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
     herd_msg_item_t ahead_it;
     herd_table_ahead_t ahead = {0};
     size_t read = 0, named = 0;
-    bool more = true;
+    bool more = herd_table_worth_ahead(node->table);
     while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
         rc = 0;
         for (read++; more && named < read + HERD_TABLE_AHEAD; named++) {

@@ -616,6 +616,11 @@ void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *
     a->n++;
 }
 
+bool herd_table_worth_ahead(const herd_table_t *t)
+{
+    return t->size >= HERD_TABLE_AHEAD_MIN;
+}
+
 /*  --------------------------------------------------------------------------
  *  Whether a record of this rank would replace what is held. */
 bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
