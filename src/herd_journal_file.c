@@ -456,11 +456,20 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* One client id's latest frame in the compactor's index. */
+/* Where a frame lies: its file (in reading order) above REF_FILE_SHIFT,
+ * its offset below, and REF_DROP when it is a DROP. Sorted as integers,
+ * live references come in file order. */
+#define REF_FILE_SHIFT 40
+#define REF_DROP (1ull << 63)
+#define REF_MAX_FILES (1u << 22)
+
+/* One client id in the compactor's index. The id's bytes are kept once in
+ * an arena, so that telling two ids apart reads a small, dense copy rather
+ * than the frame in a file far away. */
 typedef struct {
-    const char *frame; /* the frame (length, CRC, kind, data) in a mapped file; NULL: the slot is free */
-    uint32_t hash;     /* low bits of the id's keyed hash: its home slot, and a compare before the id's */
-    uint32_t file;     /* the file it lies in, in reading order (for writing in file order) */
+    uint64_t ref;    /* its latest frame; 0: the slot is free (no frame lies at offset 0) */
+    uint32_t hash;   /* low bits of the id's keyed hash: its home slot, and a compare before the id's */
+    uint32_t id_off; /* the id in the arena: a 16-bit length (LE), then the bytes */
 } slot_t;
 
 /* A file mapped for the compaction. */
@@ -469,29 +478,46 @@ typedef struct {
     size_t n;
 } map_t;
 
+/* A frame read but not yet applied: the index's slot for it is fetched
+ * into the cache while the next frames are read. */
 typedef struct {
-    slot_t *slots;   /* open addressing with linear probing, a power of two long */
-    size_t mask;     /* slots - 1 */
-    size_t used;     /* slots taken: ids seen, live or dropped */
-    uint64_t k0, k1; /* this compaction's SipHash key */
-    uint32_t file;   /* the file being read */
-    void *stop;      /* poll for abandonment, or NULL */
-    uint64_t seen;   /* frames read */
-    bool stopped;    /* input seen on stop */
-    bool oom;        /* the index could not grow */
+    uint64_t ref;
+    uint32_t hash;
+    uint32_t id_len;
+    const char *id;
+} pend_t;
+
+#define LEAN_AHEAD 16 /* frames read ahead of the one applied (a power of two) */
+
+typedef struct {
+    slot_t *slots;      /* open addressing with linear probing, a power of two long */
+    size_t mask;        /* slots - 1 */
+    size_t used;        /* slots taken: ids seen, live or dropped */
+    char *arena;        /* the ids */
+    size_t arena_len, arena_cap;
+    uint64_t k0, k1;    /* this compaction's SipHash key */
+    const char *base;   /* the file being read, mapped */
+    uint64_t file;      /* its number in reading order */
+    pend_t ahead[LEAN_AHEAD]; /* frames read ahead, oldest at head */
+    unsigned head, n_ahead;
+    void *stop;         /* poll for abandonment, or NULL */
+    uint64_t seen;      /* frames read */
+    bool stopped;       /* input seen on stop */
+    bool oom;           /* the index or the arena could not grow */
 } lean_t;
 
 /* The client id a frame is about: a DROP's data, or an AT line's fourth
  * field ("AT <origin> <skew> <id> <pos> <time>"). False for a line that is
  * not six fields one space apart with "AT" first and a non-empty id and
  * position (what herd_record_parse_quick refuses, but for the time, which
- * is not parsed: the node journals only lines it parsed). */
+ * is not parsed: the node journals only lines it parsed), and for an id
+ * longer than a frame can hold. */
 static bool frame_id(char kind, const char *data, size_t len, const char **id, size_t *id_len)
 {
     if (kind == 'D') {
         *id = data;
         *id_len = len;
-        return true;
+        return len <= UINT16_MAX;
     }
     if (len < 3 || memcmp(data, "AT ", 3) != 0)
         return false;
@@ -511,12 +537,6 @@ static bool frame_id(char kind, const char *data, size_t len, const char **id, s
     *id = f;
     *id_len = (size_t)(id_end - f);
     return true;
-}
-
-/* The id of a frame already in the index (it was found readable then). */
-static void slot_id(const char *frame, const char **id, size_t *id_len)
-{
-    (void)frame_id(frame[HJ_FRAME], frame + HJ_FRAME + 1, get32(frame) - 1, id, id_len);
 }
 
 static bool lean_init(lean_t *x, size_t expect)
@@ -547,10 +567,10 @@ static bool lean_grow(lean_t *x)
     if (!s)
         return false;
     for (size_t i = 0; i <= x->mask; i++) {
-        if (!x->slots[i].frame)
+        if (!x->slots[i].ref)
             continue;
         size_t k = x->slots[i].hash & (cap - 1);
-        while (s[k].frame)
+        while (s[k].ref)
             k = (k + 1) & (cap - 1);
         s[k] = x->slots[i];
     }
@@ -560,7 +580,72 @@ static bool lean_grow(lean_t *x)
     return true;
 }
 
-/* A good frame of the file being read: it becomes its id's latest. */
+/* Keeps an id in the arena. Returns its offset, or UINT32_MAX when out of
+ * memory (or past what an offset holds). */
+static uint32_t arena_put(lean_t *x, const char *id, size_t len)
+{
+    size_t need = x->arena_len + 2 + len;
+    if (need > UINT32_MAX)
+        return UINT32_MAX;
+    if (need > x->arena_cap) {
+        size_t cap = x->arena_cap ? x->arena_cap : 65536;
+        while (cap < need)
+            cap *= 2;
+        char *a = realloc(x->arena, cap);
+        if (!a)
+            return UINT32_MAX;
+        x->arena = a;
+        x->arena_cap = cap;
+    }
+    uint32_t off = (uint32_t)x->arena_len;
+    x->arena[off] = (char)(len & 0xff);
+    x->arena[off + 1] = (char)(len >> 8);
+    memcpy(x->arena + off + 2, id, len);
+    x->arena_len = need;
+    return off;
+}
+
+/* Makes a read-ahead frame its id's latest. */
+static void lean_apply(lean_t *x, const pend_t *f)
+{
+    if ((x->used + 1) * 2 > x->mask + 1 && !lean_grow(x)) {
+        x->oom = true;
+        return;
+    }
+    for (size_t k = f->hash & x->mask;; k = (k + 1) & x->mask) {
+        slot_t *s = &x->slots[k];
+        if (!s->ref) {
+            uint32_t off = arena_put(x, f->id, f->id_len);
+            if (off == UINT32_MAX) {
+                x->oom = true;
+                return;
+            }
+            *s = (slot_t){f->ref, f->hash, off};
+            x->used++;
+            return;
+        }
+        if (s->hash != f->hash)
+            continue;
+        const unsigned char *a = (const unsigned char *)x->arena + s->id_off;
+        if (((size_t)a[0] | (size_t)a[1] << 8) == f->id_len && memcmp(a + 2, f->id, f->id_len) == 0) {
+            s->ref = f->ref;
+            return;
+        }
+    }
+}
+
+/* Applies every frame read ahead, in the order read. */
+static void lean_drain(lean_t *x)
+{
+    while (x->n_ahead && !x->oom) {
+        lean_apply(x, &x->ahead[x->head]);
+        x->head = (x->head + 1) & (LEAN_AHEAD - 1);
+        x->n_ahead--;
+    }
+}
+
+/* A good frame of the file being read: read ahead (its slot fetched),
+ * applied once LEAN_AHEAD more have been read, or at the file's end. */
 static void lean_frame(void *arg, char kind, const char *data, size_t len)
 {
     lean_t *x = arg;
@@ -577,40 +662,41 @@ static void lean_frame(void *arg, char kind, const char *data, size_t len)
     size_t id_len;
     if (!frame_id(kind, data, len, &id, &id_len))
         return; /* not an AT line: left out, as a start would */
-    if ((x->used + 1) * 2 > x->mask + 1 && !lean_grow(x)) {
-        x->oom = true;
-        return;
+    if (x->n_ahead == LEAN_AHEAD) {
+        lean_apply(x, &x->ahead[x->head]);
+        x->head = (x->head + 1) & (LEAN_AHEAD - 1);
+        x->n_ahead--;
     }
-    uint32_t h = (uint32_t)siphash13(x->k0, x->k1, id, id_len);
-    const char *frame = data - 1 - HJ_FRAME;
-    for (size_t k = h & x->mask;; k = (k + 1) & x->mask) {
-        slot_t *s = &x->slots[k];
-        if (!s->frame) {
-            *s = (slot_t){frame, h, x->file};
-            x->used++;
-            return;
-        }
-        if (s->hash != h)
-            continue;
-        const char *o;
-        size_t o_len;
-        slot_id(s->frame, &o, &o_len);
-        if (o_len == id_len && memcmp(o, id, id_len) == 0) {
-            s->frame = frame;
-            s->file = x->file;
-            return;
-        }
-    }
+    pend_t *f = &x->ahead[(x->head + x->n_ahead++) & (LEAN_AHEAD - 1)];
+    f->hash = (uint32_t)siphash13(x->k0, x->k1, id, id_len);
+    f->ref = (x->file << REF_FILE_SHIFT) | (uint64_t)(data - 1 - HJ_FRAME - x->base) |
+             (kind == 'D' ? REF_DROP : 0);
+    f->id = id;
+    f->id_len = (uint32_t)id_len;
+    __builtin_prefetch(&x->slots[f->hash & x->mask]);
 }
 
-/* File order: by file, then by place in it. */
-static int cmp_slot(const void *a, const void *b)
+/* Sorts n references in place (least significant byte first; a byte
+ * every key shares is skipped). tmp holds n. */
+static void sort_refs(uint64_t *a, uint64_t *tmp, size_t n)
 {
-    const slot_t *x = a, *y = b;
-    if (x->file != y->file)
-        return x->file < y->file ? -1 : 1;
-    uintptr_t p = (uintptr_t)x->frame, q = (uintptr_t)y->frame;
-    return p < q ? -1 : p > q;
+    uint64_t all_or = 0, all_and = ~0ull;
+    for (size_t i = 0; i < n; i++) {
+        all_or |= a[i];
+        all_and &= a[i];
+    }
+    for (unsigned shift = 0; shift < 64; shift += 8) {
+        if ((((all_or ^ all_and) >> shift) & 0xff) == 0)
+            continue;
+        size_t count[257] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[((a[i] >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            count[b + 1] += count[b];
+        for (size_t i = 0; i < n; i++)
+            tmp[count[(a[i] >> shift) & 0xff]++] = a[i];
+        memcpy(a, tmp, n * sizeof *a);
+    }
 }
 
 /* Buffered frame output for the snapshot. */
@@ -669,8 +755,14 @@ int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *re
         map_t *m = &maps[n_maps++];
         if (map_file(dirfd, HJ_SNAPSHOT, false, &m->p, &m->n, NULL, err, errlen) != 0)
             goto out;
+        if (m->n >> REF_FILE_SHIFT) {
+            snprintf(err, errlen, "compaction: %s is too large to read", HJ_SNAPSHOT);
+            goto out;
+        }
         memset(&st, 0, sizeof st);
+        x.base = m->p;
         int src = m->p ? scan_bytes(m->p, m->n, 'S', &g, lean_frame, &x, &st) : 1;
+        lean_drain(&x);
         /* A snapshot that is not ours, or whose checksums fail, would be
          * replaced by one without its records: it stays, and so do the
          * journals, until a start sets it aside. */
@@ -685,6 +777,10 @@ int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *re
             snap_gen = g;
     }
     for (long i = 0; i < n && !x.stopped && !x.oom; i++) {
+        if (n_maps >= REF_MAX_FILES) {
+            snprintf(err, errlen, "compaction: more than %u journals to fold in", REF_MAX_FILES - 1);
+            goto out;
+        }
         if (gens[i] > upto || gens[i] <= snap_gen)
             continue;
         char name[40];
@@ -692,12 +788,18 @@ int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *re
         map_t *m = &maps[n_maps++];
         if (map_file(dirfd, name, false, &m->p, &m->n, NULL, err, errlen) != 0)
             goto out;
+        if (m->n >> REF_FILE_SHIFT) {
+            snprintf(err, errlen, "compaction: %s is too large to fold in", name);
+            goto out;
+        }
         memset(&st, 0, sizeof st);
-        x.file = (uint32_t)(n_maps - 1);
+        x.file = n_maps - 1;
+        x.base = m->p;
         if (!m->p || scan_bytes(m->p, m->n, 'J', &g, lean_frame, &x, &st) == 1) {
             snprintf(err, errlen, "compaction: %s has no journal header; not folded in", name);
             goto out;
         }
+        lean_drain(&x);
     }
     if (x.oom) {
         snprintf(err, errlen, "compaction: out of memory");
@@ -707,12 +809,24 @@ int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *re
         rc = 1;
         goto out;
     }
-    /* The live records to the front of the index, in file order. */
+    /* The live records' references, in file order: the index is done
+     * with, and its memory holds them (a reference is half a slot, so
+     * none is written over a slot not yet read). */
+    free(x.arena);
+    x.arena = NULL;
+    uint64_t *refs = (uint64_t *)x.slots, *tmp = malloc((x.used ? x.used : 1) * sizeof *tmp);
+    if (!tmp) {
+        snprintf(err, errlen, "compaction: out of memory");
+        goto out;
+    }
     size_t live = 0;
-    for (size_t i = 0; i <= x.mask; i++)
-        if (x.slots[i].frame && x.slots[i].frame[HJ_FRAME] == 'A')
-            x.slots[live++] = x.slots[i];
-    qsort(x.slots, live, sizeof *x.slots, cmp_slot);
+    for (size_t i = 0; i <= x.mask; i++) {
+        uint64_t ref = x.slots[i].ref;
+        if (ref && !(ref & REF_DROP))
+            refs[live++] = ref;
+    }
+    sort_refs(refs, tmp, live);
+    free(tmp);
     o.fd = openat(dirfd, HJ_SNAPSHOT_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (o.fd < 0) {
         snprintf(err, errlen, "compaction: cannot create %s: %s", HJ_SNAPSHOT_TMP, strerror(errno));
@@ -721,8 +835,10 @@ int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *re
     char head[HJ_HEADER], trailer[HJ_TRAILER];
     hj_header(head, HJ_MAGIC_SNAPSHOT, upto);
     out_put(&o, head, sizeof head);
-    for (size_t i = 0; i < live; i++)
-        out_put(&o, x.slots[i].frame, HJ_FRAME + get32(x.slots[i].frame));
+    for (size_t i = 0; i < live; i++) {
+        const char *frame = maps[refs[i] >> REF_FILE_SHIFT].p + (refs[i] & ((1ull << REF_FILE_SHIFT) - 1));
+        out_put(&o, frame, HJ_FRAME + get32(frame));
+    }
     out_put(&o, trailer, hj_trailer(trailer, live, o.crc));
     if (!o.err && hj_write_all(o.fd, o.buf, o.len) != 0)
         o.err = errno;
@@ -762,5 +878,6 @@ out:
     free(o.buf);
     free(gens);
     free(x.slots);
+    free(x.arena);
     return rc;
 }
