@@ -402,8 +402,9 @@ long hj_list_journals(int dirfd, uint64_t **gens)
  * copied. The files are mapped read-only; a private index keeps, per id,
  * where its latest frame lies; the snapshot is those frames copied out
  * again as they are (their CRCs were checked on the way in), in file
- * order. Its memory is the index, a few tens of bytes per id, whatever the
- * journals' length (their pages are the page cache's).
+ * order. Its memory is the index and each id's bytes once, a few tens of
+ * bytes per id, whatever the journals' length (their pages are the page
+ * cache's).
  *
  * Last-write-wins must never see a journal twice: a journal the snapshot
  * already covers (left by a stop between the snapshot's rename and the
