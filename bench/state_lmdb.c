@@ -134,7 +134,7 @@ static void ignore(void *arg, const herd_journal_rec_t *r)
 static void run_journal(const char *dir, long n, long keys, long batch, herd_fsync_t mode, herd_log_t *log)
 {
     char err[256];
-    herd_journal_conf_t conf = {.dir = dir, .fsync = mode, .load = ignore, .compact_min_records = (uint64_t)n * 10};
+    herd_journal_conf_t conf = {.dir = dir, .fsync = mode, .load = ignore, .compact_min_bytes = (uint64_t)n * 1000};
     herd_journal_t *j = herd_journal_open(&conf, log, err, sizeof err);
     if (!j) {
         fprintf(stderr, "herd-state-lmdb: %s\n", err);

@@ -21,8 +21,11 @@
  * skipped on load; headers carry a CRC, and a snapshot ends with the CRC of
  * all of it, so a start acts on nothing a checksum does not vouch for.
  * Files that are not ours or fail their checks are set aside as
- * NAME.bad-TIME (kept, logged), never deleted. Replay is idempotent: each AT line is re-offered to the
- * table, whose ranking keeps the winner whatever the order or repetitions.
+ * NAME.bad-TIME (kept, logged), never deleted. Replay at start is
+ * idempotent: each AT line is re-offered to the table, whose ranking keeps
+ * the winner whatever the order or repetitions. Compaction needs no
+ * ranking: the journals hold the table's changes in the order it made
+ * them, so the last frame of each client id wins (herd_journal_int.h).
  *
  * Threads: the writer, and the compactor it starts, are zactors (the start
  * handshake, "$TERM" to stop; herd_journal_writer.c). One message style
@@ -35,7 +38,8 @@
  * (pages, then the meta page) against the journal's one write and one
  * fdatasync; LMDB would still have to be read into the node's own table at
  * start, and its smaller size per live record only counts where clients
- * update often, which compaction bounds (at most twice the table).
+ * update often, which compaction bounds (about twice the table plus the
+ * minimum, compact_min_bytes).
  * Append-only suits a record whose replay is idempotent. */
 #ifndef HERD_JOURNAL_H
 #define HERD_JOURNAL_H
@@ -65,7 +69,8 @@ typedef void(herd_journal_release_fn)(void *arg, herd_ticket_t ticket, const cha
 typedef struct {
     const char *dir;              /* the server's own folder, state_dir/NAME (made if missing) */
     herd_fsync_t fsync;           /* when a record is on disk (PROTOCOL §9) */
-    uint64_t compact_min_records; /* do not compact a journal shorter than this; 0 = default */
+    uint64_t compact_min_bytes;   /* no compaction before the journals since the snapshot hold
+                                     this many bytes; 0 = default (64 MiB) */
     uint64_t backlog_max_bytes;   /* unwritten bytes kept for a retry while writes fail; past
                                      it they are given up and the whole table is written
                                      again later; 0 = default (64 MiB) */
@@ -103,7 +108,8 @@ uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len);
  * the writer's queue is full the batch keeps growing and goes next turn).
  * With "always" every turn's batch goes at once; otherwise once it is 10 ms
  * old or 256 KiB large. `live` is the table's size, which the writer
- * compares with the journal's length to decide when to compact. */
+ * compares with the journal's length to decide when to compact (and which
+ * sizes the compactor's index). */
 void herd_journal_commit(herd_journal_t *j, size_t live);
 
 /* The writer's socket: register it on the node's loop and call

@@ -222,6 +222,7 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
                            name, (unsigned long long)g);
         log_damage(j, conf->dir, name, &st, is_last);
         c->rep.journal_records += l.records - before;
+        c->rep.since_bytes += st.end;
         if (is_last) {
             append_gen = gens[i];
             c->rep.journal_bytes = st.end;
@@ -299,7 +300,7 @@ herd_journal_t *herd_journal_open(const herd_journal_conf_t *conf, herd_log_t *l
     j->held_tail = &j->held;
     c->fd = c->dirfd = -1;
     c->mode = conf->fsync;
-    c->compact_min = conf->compact_min_records ? conf->compact_min_records : HJ_DEFAULT_COMPACT_MIN;
+    c->compact_min = conf->compact_min_bytes ? conf->compact_min_bytes : HJ_DEFAULT_COMPACT_MIN;
     c->backlog_max = conf->backlog_max_bytes ? conf->backlog_max_bytes : HJ_DEFAULT_BACKLOG;
     /* A file-size limit must show as a failed write (EFBIG), which is
      * survived, not as SIGXFSZ, which would kill the server. */

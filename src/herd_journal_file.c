@@ -2,6 +2,7 @@
  * (with damage handling) and compaction. See herd_journal_int.h. */
 #define _GNU_SOURCE
 #include "herd_journal_int.h"
+#include "herd_hash.h"
 #include "herd_record.h"
 
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -196,32 +198,11 @@ static bool frame_ok(const char *p, size_t n, size_t off, size_t *body, bool all
     return true;
 }
 
-int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail, hj_frame_fn *fn, void *arg,
-            hj_scan_t *st, char *err, size_t errlen)
+/* Reads a whole file's bytes (p, n; n >= HJ_HEADER1) as hj_scan does:
+ * the header, then every good frame to fn. Returns 0, or 1 when the magic
+ * is missing or not ours. */
+static int scan_bytes(const char *p, size_t n, char kind, uint64_t *gen, hj_frame_fn *fn, void *arg, hj_scan_t *st)
 {
-    memset(st, 0, sizeof *st);
-    int fd = openat(dirfd, name, (cut_tail ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        snprintf(err, errlen, "cannot read %s: %s", name, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    size_t n = (size_t)sb.st_size;
-    if (n < HJ_HEADER1) {
-        st->torn_bytes = n;
-        close(fd);
-        return 1;
-    }
-    const char *p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-        snprintf(err, errlen, "cannot read %s: %s", name, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    madvise((void *)p, n, MADV_SEQUENTIAL);
-    int rc = 0;
     bool snap = kind == 'S';
     size_t head;
     if (memcmp(p, snap ? HJ_MAGIC_SNAPSHOT : HJ_MAGIC_JOURNAL, 8) == 0 && n >= HJ_HEADER) {
@@ -233,8 +214,7 @@ int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail
         head = HJ_HEADER1;
     } else {
         st->torn_bytes = n;
-        rc = 1;
-        goto out;
+        return 1;
     }
     if (st->header_ok) {
         uint64_t g = 0;
@@ -286,11 +266,62 @@ int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail
     }
     if (st->trailer_ok && (st->bad || st->torn_bytes || st->zero_bytes))
         st->trailer_ok = false;
-    if ((st->torn_bytes || st->zero_bytes) && cut_tail && ftruncate(fd, (off_t)st->end) != 0) {
+    return 0;
+}
+
+/* Maps dir/name read-only: *p and *n (*p NULL when it is shorter than a
+ * header, which is not mapped). With fd_out, the descriptor (opened for
+ * writing too) is left open there. Returns 0, or -1 with err filled. */
+static int map_file(int dirfd, const char *name, bool rw, const char **p, size_t *n, int *fd_out, char *err,
+                    size_t errlen)
+{
+    *p = NULL;
+    *n = 0;
+    int fd = openat(dirfd, name, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *n = (size_t)sb.st_size;
+    if (*n >= HJ_HEADER1) {
+        void *m = mmap(NULL, *n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            snprintf(err, errlen, "cannot read %s: %s", name, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        *p = m;
+    }
+    if (fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+    return 0;
+}
+
+int hj_scan(int dirfd, const char *name, char kind, uint64_t *gen, bool cut_tail, hj_frame_fn *fn, void *arg,
+            hj_scan_t *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof *st);
+    const char *p;
+    size_t n;
+    int fd;
+    if (map_file(dirfd, name, cut_tail, &p, &n, &fd, err, errlen) != 0)
+        return -1;
+    if (!p) {
+        st->torn_bytes = n;
+        close(fd);
+        return 1;
+    }
+    madvise((void *)p, n, MADV_SEQUENTIAL);
+    int rc = scan_bytes(p, n, kind, gen, fn, arg, st);
+    if (rc == 0 && (st->torn_bytes || st->zero_bytes) && cut_tail && ftruncate(fd, (off_t)st->end) != 0) {
         snprintf(err, errlen, "cannot cut the torn tail of %s: %s", name, strerror(errno));
         rc = -1;
     }
-out:
     munmap((void *)p, n);
     close(fd);
     return rc;
@@ -359,34 +390,313 @@ long hj_list_journals(int dirfd, uint64_t **gens)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Compaction */
+/* Compaction
+ *
+ * The journals are the table's history in order: the node appends an AT
+ * line exactly when its table stored it as newer, a DROP when a limit
+ * dropped the client, and its whole table again after a loss. So the
+ * snapshot, then every journal after the snapshot's generation, read in
+ * file order with the last frame of each client id winning (a DROP leaving
+ * the id out), is the table as of the last of those journals. That needs no
+ * table: no ranking (so no parse of the time), no digests, no record
+ * copied. The files are mapped read-only; a private index keeps, per id,
+ * where its latest frame lies; the snapshot is those frames copied out
+ * again as they are (their CRCs were checked on the way in), in file
+ * order. Its memory is the index and each id's bytes once, a few tens of
+ * bytes per id, whatever the journals' length (their pages are the page
+ * cache's).
+ *
+ * Last-write-wins must never see a journal twice: a journal the snapshot
+ * already covers (left by a stop between the snapshot's rename and the
+ * journals' removal) holds records older than the snapshot's, so it is
+ * skipped by generation, as the start does. */
+
+/* SipHash-1-3 (Aumasson and Bernstein's keyed hash, the table's index
+ * hash): client ids are chosen by clients, so the index is keyed by a
+ * random key per compaction and cannot be aimed at one probe chain. */
+#define SIP_ROUND(v0, v1, v2, v3)                                                                                  \
+    do {                                                                                                           \
+        v0 += v1;                                                                                                  \
+        v1 = herd_hash_rotl64(v1, 13);                                                                             \
+        v1 ^= v0;                                                                                                  \
+        v0 = herd_hash_rotl64(v0, 32);                                                                             \
+        v2 += v3;                                                                                                  \
+        v3 = herd_hash_rotl64(v3, 16);                                                                             \
+        v3 ^= v2;                                                                                                  \
+        v0 += v3;                                                                                                  \
+        v3 = herd_hash_rotl64(v3, 21);                                                                             \
+        v3 ^= v0;                                                                                                  \
+        v2 += v1;                                                                                                  \
+        v1 = herd_hash_rotl64(v1, 17);                                                                             \
+        v1 ^= v2;                                                                                                  \
+        v2 = herd_hash_rotl64(v2, 32);                                                                             \
+    } while (0)
+
+static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
+{
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    uint64_t b = (uint64_t)n << 56;
+    while (n >= 8) {
+        uint64_t m = herd_hash_load_le64(p);
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
+        p += 8;
+        n -= 8;
+    }
+    for (size_t i = 0; i < n; i++)
+        b |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    v3 ^= b;
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* Where a frame lies: its file (in reading order) above REF_FILE_SHIFT,
+ * its offset below, and REF_DROP when it is a DROP. Sorted as integers,
+ * live references come in file order. */
+#define REF_FILE_SHIFT 40
+#define REF_DROP (1ull << 63)
+#define REF_MAX_FILES (1u << 22)
+
+/* One client id in the compactor's index. The id's bytes are kept once in
+ * an arena, so that telling two ids apart reads a small, dense copy rather
+ * than the frame in a file far away. */
+typedef struct {
+    uint64_t ref;    /* its latest frame; 0: the slot is free (no frame lies at offset 0) */
+    uint32_t hash;   /* low bits of the id's keyed hash: its home slot, and a compare before the id's */
+    uint32_t id_off; /* the id in the arena: a 16-bit length (LE), then the bytes */
+} slot_t;
+
+/* A file mapped for the compaction. */
+typedef struct {
+    const char *p;
+    size_t n;
+} map_t;
+
+/* A frame read but not yet applied: the index's slot for it is fetched
+ * into the cache while the next frames are read. */
+typedef struct {
+    uint64_t ref;
+    uint32_t hash;
+    uint32_t id_len;
+    const char *id;
+} pend_t;
+
+#define LEAN_AHEAD 16 /* frames read ahead of the one applied (a power of two) */
 
 typedef struct {
-    herd_table_t *t; /* the private table being rebuilt */
-    void *stop;      /* poll for abandonment, or NULL */
-    uint64_t seen;   /* frames applied */
-    bool stopped;    /* input seen on stop */
-    bool oom;        /* the table could not take a record */
-} rebuild_t;
+    slot_t *slots;      /* open addressing with linear probing, a power of two long */
+    size_t mask;        /* slots - 1 */
+    size_t used;        /* slots taken: ids seen, live or dropped */
+    char *arena;        /* the ids */
+    size_t arena_len, arena_cap;
+    uint64_t k0, k1;    /* this compaction's SipHash key */
+    const char *base;   /* the file being read, mapped */
+    uint64_t file;      /* its number in reading order */
+    pend_t ahead[LEAN_AHEAD]; /* frames read ahead, oldest at head */
+    unsigned head, n_ahead;
+    void *stop;         /* poll for abandonment, or NULL */
+    uint64_t seen;      /* frames read */
+    bool stopped;       /* input seen on stop */
+    bool oom;           /* the index or the arena could not grow */
+} lean_t;
 
-static void rebuild_frame(void *arg, char kind, const char *data, size_t len)
+/* The client id a frame is about: a DROP's data, or an AT line's fourth
+ * field ("AT <origin> <skew> <id> <pos> <time>"). False for a line that is
+ * not six fields one space apart with "AT" first and a non-empty id and
+ * position (what herd_record_parse_quick refuses, but for the time, which
+ * is not parsed: the node journals only lines it parsed), and for an id
+ * longer than a frame can hold. */
+static bool frame_id(char kind, const char *data, size_t len, const char **id, size_t *id_len)
 {
-    rebuild_t *r = arg;
-    if (r->stopped || r->oom)
-        return;
-    if (kind == 'A') {
-        herd_journal_rec_t rec;
-        if (hj_parse_at(data, len, &rec) == 0 &&
-            herd_table_update(r->t, rec.id, rec.id_len, rec.time, rec.at, rec.at_len, rec.pos_off, rec.pos_len,
-                              NULL) == HERD_UPDATE_ERROR)
-            r->oom = true;
-    } else {
-        herd_table_remove(r->t, data, len);
+    if (kind == 'D') {
+        *id = data;
+        *id_len = len;
+        return len <= UINT16_MAX;
     }
-    if (r->stop && (++r->seen & 0xffff) == 0) {
-        zmq_pollitem_t it = {r->stop, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 0) > 0)
-            r->stopped = true;
+    if (len < 3 || memcmp(data, "AT ", 3) != 0)
+        return false;
+    const char *end = data + len, *f = data + 3;
+    for (int k = 1; k < 3; k++) { /* past the origin and the skew */
+        const char *sp = memchr(f, ' ', (size_t)(end - f));
+        if (!sp)
+            return false;
+        f = sp + 1;
+    }
+    const char *id_end = memchr(f, ' ', (size_t)(end - f));
+    if (!id_end || id_end == f)
+        return false;
+    const char *pos = id_end + 1, *pos_end = memchr(pos, ' ', (size_t)(end - pos));
+    if (!pos_end || pos_end == pos || memchr(pos_end + 1, ' ', (size_t)(end - pos_end - 1)))
+        return false;
+    *id = f;
+    *id_len = (size_t)(id_end - f);
+    return true;
+}
+
+static bool lean_init(lean_t *x, size_t expect)
+{
+    size_t cap = 1024;
+    while (cap < expect * 2 && cap < ((size_t)1 << 31))
+        cap *= 2;
+    x->slots = calloc(cap, sizeof *x->slots);
+    if (!x->slots && cap > 1024) /* a smaller start, grown as it goes */
+        x->slots = calloc(cap = 1024, sizeof *x->slots);
+    x->mask = cap - 1;
+    if (getrandom(&x->k0, sizeof x->k0, GRND_NONBLOCK) != (ssize_t)sizeof x->k0 ||
+        getrandom(&x->k1, sizeof x->k1, GRND_NONBLOCK) != (ssize_t)sizeof x->k1) {
+        /* No entropy yet (early boot): still differ from run to run. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x->k0 = herd_hash_mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)(uintptr_t)x);
+        x->k1 = herd_hash_mix64(x->k0 ^ 0x9e3779b97f4a7c15ULL);
+    }
+    return x->slots != NULL;
+}
+
+/* Doubles the index (kept at most half full, so a probe is short). */
+static bool lean_grow(lean_t *x)
+{
+    size_t cap = (x->mask + 1) * 2;
+    slot_t *s = calloc(cap, sizeof *s);
+    if (!s)
+        return false;
+    for (size_t i = 0; i <= x->mask; i++) {
+        if (!x->slots[i].ref)
+            continue;
+        size_t k = x->slots[i].hash & (cap - 1);
+        while (s[k].ref)
+            k = (k + 1) & (cap - 1);
+        s[k] = x->slots[i];
+    }
+    free(x->slots);
+    x->slots = s;
+    x->mask = cap - 1;
+    return true;
+}
+
+/* Keeps an id in the arena. Returns its offset, or UINT32_MAX when out of
+ * memory (or past what an offset holds). */
+static uint32_t arena_put(lean_t *x, const char *id, size_t len)
+{
+    size_t need = x->arena_len + 2 + len;
+    if (need > UINT32_MAX)
+        return UINT32_MAX;
+    if (need > x->arena_cap) {
+        size_t cap = x->arena_cap ? x->arena_cap : 65536;
+        while (cap < need)
+            cap *= 2;
+        char *a = realloc(x->arena, cap);
+        if (!a)
+            return UINT32_MAX;
+        x->arena = a;
+        x->arena_cap = cap;
+    }
+    uint32_t off = (uint32_t)x->arena_len;
+    x->arena[off] = (char)(len & 0xff);
+    x->arena[off + 1] = (char)(len >> 8);
+    memcpy(x->arena + off + 2, id, len);
+    x->arena_len = need;
+    return off;
+}
+
+/* Makes a read-ahead frame its id's latest. */
+static void lean_apply(lean_t *x, const pend_t *f)
+{
+    if ((x->used + 1) * 2 > x->mask + 1 && !lean_grow(x)) {
+        x->oom = true;
+        return;
+    }
+    for (size_t k = f->hash & x->mask;; k = (k + 1) & x->mask) {
+        slot_t *s = &x->slots[k];
+        if (!s->ref) {
+            uint32_t off = arena_put(x, f->id, f->id_len);
+            if (off == UINT32_MAX) {
+                x->oom = true;
+                return;
+            }
+            *s = (slot_t){f->ref, f->hash, off};
+            x->used++;
+            return;
+        }
+        if (s->hash != f->hash)
+            continue;
+        const unsigned char *a = (const unsigned char *)x->arena + s->id_off;
+        if (((size_t)a[0] | (size_t)a[1] << 8) == f->id_len && memcmp(a + 2, f->id, f->id_len) == 0) {
+            s->ref = f->ref;
+            return;
+        }
+    }
+}
+
+/* Applies every frame read ahead, in the order read. */
+static void lean_drain(lean_t *x)
+{
+    while (x->n_ahead && !x->oom) {
+        lean_apply(x, &x->ahead[x->head]);
+        x->head = (x->head + 1) & (LEAN_AHEAD - 1);
+        x->n_ahead--;
+    }
+}
+
+/* A good frame of the file being read: read ahead (its slot fetched),
+ * applied once LEAN_AHEAD more have been read, or at the file's end. */
+static void lean_frame(void *arg, char kind, const char *data, size_t len)
+{
+    lean_t *x = arg;
+    if (x->stopped || x->oom)
+        return;
+    if (x->stop && (++x->seen & 0xffff) == 0) {
+        zmq_pollitem_t it = {x->stop, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 0) > 0) {
+            x->stopped = true;
+            return;
+        }
+    }
+    const char *id;
+    size_t id_len;
+    if (!frame_id(kind, data, len, &id, &id_len))
+        return; /* not an AT line: left out, as a start would */
+    if (x->n_ahead == LEAN_AHEAD) {
+        lean_apply(x, &x->ahead[x->head]);
+        x->head = (x->head + 1) & (LEAN_AHEAD - 1);
+        x->n_ahead--;
+    }
+    pend_t *f = &x->ahead[(x->head + x->n_ahead++) & (LEAN_AHEAD - 1)];
+    f->hash = (uint32_t)siphash13(x->k0, x->k1, id, id_len);
+    f->ref = (x->file << REF_FILE_SHIFT) | (uint64_t)(data - 1 - HJ_FRAME - x->base) |
+             (kind == 'D' ? REF_DROP : 0);
+    f->id = id;
+    f->id_len = (uint32_t)id_len;
+    __builtin_prefetch(&x->slots[f->hash & x->mask]);
+}
+
+/* Sorts n references in place (least significant byte first; a byte
+ * every key shares is skipped). tmp holds n. */
+static void sort_refs(uint64_t *a, uint64_t *tmp, size_t n)
+{
+    uint64_t all_or = 0, all_and = ~0ull;
+    for (size_t i = 0; i < n; i++) {
+        all_or |= a[i];
+        all_and &= a[i];
+    }
+    for (unsigned shift = 0; shift < 64; shift += 8) {
+        if ((((all_or ^ all_and) >> shift) & 0xff) == 0)
+            continue;
+        size_t count[257] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[((a[i] >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            count[b + 1] += count[b];
+        for (size_t i = 0; i < n; i++)
+            tmp[count[(a[i] >> shift) & 0xff]++] = a[i];
+        memcpy(a, tmp, n * sizeof *a);
     }
 }
 
@@ -417,25 +727,43 @@ static void out_put(out_t *o, const char *p, size_t n)
     o->crc = herd_journal_crc32c(o->crc, p, n);
 }
 
-int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
+int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *records, uint64_t *bytes,
                char *err, size_t errlen)
 {
-    rebuild_t r = {.t = herd_table_new(), .stop = stop};
+    lean_t x = {.stop = stop};
     out_t o = {.fd = -1, .cap = 1 << 20};
     o.buf = malloc(o.cap);
     uint64_t *gens = NULL;
+    map_t *maps = NULL;
+    size_t n_maps = 0;
     int rc = -1;
     hj_scan_t st;
-    uint64_t g;
-    if (!r.t || !o.buf) {
+    uint64_t g = 0, snap_gen = 0;
+    bool ok = lean_init(&x, expect);
+    long n = ok && o.buf ? hj_list_journals(dirfd, &gens) : 0;
+    if (n >= 0 && ok && o.buf)
+        maps = calloc((size_t)n + 1, sizeof *maps);
+    if (!ok || !o.buf || (n >= 0 && !maps)) {
         snprintf(err, errlen, "compaction: out of memory");
+        goto out;
+    }
+    if (n < 0) {
+        snprintf(err, errlen, "compaction: cannot list the state folder: %s", strerror(errno));
         goto out;
     }
     struct stat sb;
     if (fstatat(dirfd, HJ_SNAPSHOT, &sb, 0) == 0) {
-        int src = hj_scan(dirfd, HJ_SNAPSHOT, 'S', &g, false, rebuild_frame, &r, &st, err, errlen);
-        if (src < 0)
+        map_t *m = &maps[n_maps++];
+        if (map_file(dirfd, HJ_SNAPSHOT, false, &m->p, &m->n, NULL, err, errlen) != 0)
             goto out;
+        if (m->n >> REF_FILE_SHIFT) {
+            snprintf(err, errlen, "compaction: %s is too large to read", HJ_SNAPSHOT);
+            goto out;
+        }
+        memset(&st, 0, sizeof st);
+        x.base = m->p;
+        int src = m->p ? scan_bytes(m->p, m->n, 'S', &g, lean_frame, &x, &st) : 1;
+        lean_drain(&x);
         /* A snapshot that is not ours, or whose checksums fail, would be
          * replaced by one without its records: it stays, and so do the
          * journals, until a start sets it aside. */
@@ -444,52 +772,75 @@ int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t
                      src == 1 ? "not a herd snapshot" : "checksum mismatch");
             goto out;
         }
+        /* A version-1 snapshot's generation is not vouched for: every
+         * journal is read after it, as the start does. */
+        if (st.version == 2)
+            snap_gen = g;
     }
-    long n = hj_list_journals(dirfd, &gens);
-    if (n < 0) {
-        snprintf(err, errlen, "compaction: cannot list the state folder: %s", strerror(errno));
-        goto out;
-    }
-    /* Every journal up to `upto`, also those the snapshot may already
-     * cover: replay is idempotent, and a generation is never taken on
-     * trust here. */
-    for (long i = 0; i < n && !r.stopped; i++) {
-        if (gens[i] > upto)
+    for (long i = 0; i < n && !x.stopped && !x.oom; i++) {
+        if (n_maps >= REF_MAX_FILES) {
+            snprintf(err, errlen, "compaction: more than %u journals to fold in", REF_MAX_FILES - 1);
+            goto out;
+        }
+        if (gens[i] > upto || gens[i] <= snap_gen)
             continue;
         char name[40];
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)gens[i]);
-        int jrc = hj_scan(dirfd, name, 'J', &g, false, rebuild_frame, &r, &st, err, errlen);
-        if (jrc < 0)
+        map_t *m = &maps[n_maps++];
+        if (map_file(dirfd, name, false, &m->p, &m->n, NULL, err, errlen) != 0)
             goto out;
-        if (jrc == 1) {
+        if (m->n >> REF_FILE_SHIFT) {
+            snprintf(err, errlen, "compaction: %s is too large to fold in", name);
+            goto out;
+        }
+        memset(&st, 0, sizeof st);
+        x.file = n_maps - 1;
+        x.base = m->p;
+        if (!m->p || scan_bytes(m->p, m->n, 'J', &g, lean_frame, &x, &st) == 1) {
             snprintf(err, errlen, "compaction: %s has no journal header; not folded in", name);
             goto out;
         }
+        lean_drain(&x);
     }
-    if (r.oom) {
+    if (x.oom) {
         snprintf(err, errlen, "compaction: out of memory");
         goto out;
     }
-    if (r.stopped) {
+    if (x.stopped) {
         rc = 1;
         goto out;
     }
+    /* The live records' references, in file order: the index is done
+     * with, and its memory holds them (a reference is half a slot, so
+     * none is written over a slot not yet read). */
+    free(x.arena);
+    x.arena = NULL;
+    uint64_t *refs = (uint64_t *)x.slots, *tmp = malloc((x.used ? x.used : 1) * sizeof *tmp);
+    if (!tmp) {
+        snprintf(err, errlen, "compaction: out of memory");
+        goto out;
+    }
+    size_t live = 0;
+    for (size_t i = 0; i <= x.mask; i++) {
+        uint64_t ref = x.slots[i].ref;
+        if (ref && !(ref & REF_DROP))
+            refs[live++] = ref;
+    }
+    sort_refs(refs, tmp, live);
+    free(tmp);
     o.fd = openat(dirfd, HJ_SNAPSHOT_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (o.fd < 0) {
         snprintf(err, errlen, "compaction: cannot create %s: %s", HJ_SNAPSHOT_TMP, strerror(errno));
         goto out;
     }
-    char head[HJ_HEADER], frame[HJ_FRAME + 1 + UINT16_MAX];
+    char head[HJ_HEADER], trailer[HJ_TRAILER];
     hj_header(head, HJ_MAGIC_SNAPSHOT, upto);
     out_put(&o, head, sizeof head);
-    size_t cursor = 0;
-    const herd_record_t *rec;
-    uint64_t count = 0;
-    while ((rec = herd_table_next(r.t, &cursor)) != NULL) {
-        out_put(&o, frame, hj_frame(frame, 'A', rec->at, rec->at_len));
-        count++;
+    for (size_t i = 0; i < live; i++) {
+        const char *frame = maps[refs[i] >> REF_FILE_SHIFT].p + (refs[i] & ((1ull << REF_FILE_SHIFT) - 1));
+        out_put(&o, frame, HJ_FRAME + get32(frame));
     }
-    out_put(&o, frame, hj_trailer(frame, count, o.crc));
+    out_put(&o, trailer, hj_trailer(trailer, live, o.crc));
     if (!o.err && hj_write_all(o.fd, o.buf, o.len) != 0)
         o.err = errno;
     if (!o.err && fsync(o.fd) != 0)
@@ -503,7 +854,8 @@ int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t
         goto out;
     }
     /* The snapshot now covers these journals; a crash before they are gone
-     * only leaves files that the next start skips by generation. */
+     * only leaves files that the next start and compaction skip by
+     * generation. */
     for (long i = 0; i < n; i++) {
         if (gens[i] > upto)
             continue;
@@ -511,7 +863,7 @@ int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t
         snprintf(name, sizeof name, "journal.%llu", (unsigned long long)gens[i]);
         unlinkat(dirfd, name, 0);
     }
-    *records = herd_table_size(r.t);
+    *records = live;
     *bytes = o.bytes;
     rc = 0;
 out:
@@ -520,8 +872,13 @@ out:
         if (rc != 0)
             unlinkat(dirfd, HJ_SNAPSHOT_TMP, 0);
     }
+    for (size_t i = 0; i < n_maps; i++)
+        if (maps[i].p)
+            munmap((void *)maps[i].p, maps[i].n);
+    free(maps);
     free(o.buf);
     free(gens);
-    herd_table_destroy(&r.t);
+    free(x.slots);
+    free(x.arena);
     return rc;
 }

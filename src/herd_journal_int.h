@@ -39,7 +39,7 @@ typedef struct herd_journal_t herd_journal_t;
 #define HJ_MAX_BODY       65536   /* an AT line is far shorter; anything longer is damage */
 #define HJ_SNAPSHOT       "snapshot"
 #define HJ_SNAPSHOT_TMP   "snapshot.tmp"
-#define HJ_DEFAULT_COMPACT_MIN 262144 /* records: below this a journal is never compacted */
+#define HJ_DEFAULT_COMPACT_MIN (64ull << 20) /* journal bytes below which no compaction starts */
 #define HJ_DEFAULT_BACKLOG (64ull << 20) /* bytes kept for a retry after failed writes */
 
 /* A turn's records, handed from the node to the writer (by pointer). */
@@ -67,6 +67,7 @@ typedef struct {
     uint64_t bytes_written;     /* journal bytes written */
     uint64_t journal_bytes;     /* bytes in the current journal file */
     uint64_t journal_records;   /* records appended since the last snapshot began */
+    uint64_t since_bytes;       /* bytes appended since then (every journal it will not cover) */
     uint64_t snapshot_bytes;    /* bytes of the last snapshot written (or found at start) */
     uint64_t snapshot_records;  /* records in it */
     uint64_t compactions;       /* snapshots written */
@@ -84,7 +85,7 @@ typedef struct {
     uint64_t gen;              /* its generation */
     uint64_t snap_gen;         /* generation the snapshot covers (0 = none, or not vouched for) */
     herd_fsync_t mode;         /* when to fsync */
-    uint64_t compact_min;      /* journal records below which no compaction starts */
+    uint64_t compact_min;      /* journal bytes (since_bytes) below which no compaction starts */
     uint64_t backlog_max;      /* unwritten bytes kept for a retry; past it they are given up */
     hj_report_t rep;           /* the state reported to the node */
 } hj_writer_conf_t;
@@ -146,15 +147,20 @@ int hj_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
  * the count (and a malloc'd array in *gens, NULL when 0) or -1. */
 long hj_list_journals(int dirfd, uint64_t **gens);
 
-/* Builds a table from the snapshot (when there is one; one that cannot be
- * read or vouched for stops the compaction, so it is never overwritten
- * unread) and every journal up to generation `upto` (replay is idempotent,
- * so a journal the snapshot already covers changes nothing), writes it as
- * a snapshot for `upto` (aside, fsync, rename, fsync the folder) and
- * removes those journals. `stop`, when
- * not NULL, is polled now and then: input there abandons the work. Returns
- * 0 and fills *records / *bytes, or -1 with err filled (or 1 abandoned). */
-int hj_compact(int dirfd, uint64_t upto, void *stop, uint64_t *records, uint64_t *bytes,
+/* Writes a new snapshot for journal generation `upto` from the snapshot
+ * (when there is one; one that cannot be read or vouched for stops the
+ * compaction, so it is never overwritten unread) and the journals after
+ * its generation up to `upto`, read in file order with each client id's
+ * last frame winning (a DROP leaving it out): the journals are the table's
+ * history, so that is the table. A journal the snapshot already covers is
+ * skipped (read again after it, its older records would win); a
+ * version-1 snapshot vouches for no generation, so every journal is read
+ * after it. Writes the snapshot aside, fsyncs, renames it in place, fsyncs
+ * the folder and removes the journals up to `upto`. `expect` (the table's
+ * size) sizes the index at first. `stop`, when not NULL, is polled now and
+ * then: input there abandons the work. Returns 0 and fills *records /
+ * *bytes, or -1 with err filled (or 1 abandoned). */
+int hj_compact(int dirfd, uint64_t upto, size_t expect, void *stop, uint64_t *records, uint64_t *bytes,
                char *err, size_t errlen);
 
 /* The writer's state made from conf (which it then owns: descriptors, dir),

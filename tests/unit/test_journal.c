@@ -116,7 +116,7 @@ static herd_journal_t *open_j(ctx_t *c, herd_fsync_t mode, uint64_t compact_min,
     c->table = herd_table_new();
     c->loaded = c->drops = 0;
     herd_journal_conf_t conf = {
-        .dir = c->dir, .fsync = mode, .compact_min_records = compact_min, .load = load, .arg = c};
+        .dir = c->dir, .fsync = mode, .compact_min_bytes = compact_min, .load = load, .arg = c};
     return herd_journal_open(&conf, c->log, err, errlen);
 }
 
