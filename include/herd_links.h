@@ -25,6 +25,7 @@
 #include "herd_types.h"
 #include "herd_loop.h"
 #include "herd_table.h"
+#include "herd_time.h"
 #include "herd_topology.h"
 
 typedef struct herd_links_t herd_links_t;
@@ -62,6 +63,10 @@ void herd_links_flood(herd_links_t *links, const char *at, size_t len, long exce
 
 /* Number of neighbours whose link is up (the health check's "no link up"). */
 size_t herd_links_up(const herd_links_t *links);
+
+/* The wall-clock time the message whose lines herd_links_update_fn is
+ * being called for was taken in (read once a message). */
+herd_time_t herd_links_message_time(const herd_links_t *links);
 
 /* Number of neighbours whose link is up and whose rejoin exchange is done
  * (they sent their table, or we hold what they hold). */

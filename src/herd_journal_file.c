@@ -411,52 +411,6 @@ long hj_list_journals(int dirfd, uint64_t **gens)
  * journals' removal) holds records older than the snapshot's, so it is
  * skipped by generation, as the start does. */
 
-/* SipHash-1-3 (Aumasson and Bernstein's keyed hash, the table's index
- * hash): client ids are chosen by clients, so the index is keyed by a
- * random key per compaction and cannot be aimed at one probe chain. */
-#define SIP_ROUND(v0, v1, v2, v3)                                                                                  \
-    do {                                                                                                           \
-        v0 += v1;                                                                                                  \
-        v1 = herd_hash_rotl64(v1, 13);                                                                             \
-        v1 ^= v0;                                                                                                  \
-        v0 = herd_hash_rotl64(v0, 32);                                                                             \
-        v2 += v3;                                                                                                  \
-        v3 = herd_hash_rotl64(v3, 16);                                                                             \
-        v3 ^= v2;                                                                                                  \
-        v0 += v3;                                                                                                  \
-        v3 = herd_hash_rotl64(v3, 21);                                                                             \
-        v3 ^= v0;                                                                                                  \
-        v2 += v1;                                                                                                  \
-        v1 = herd_hash_rotl64(v1, 17);                                                                             \
-        v1 ^= v2;                                                                                                  \
-        v2 = herd_hash_rotl64(v2, 32);                                                                             \
-    } while (0)
-
-static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t)n << 56;
-    while (n >= 8) {
-        uint64_t m = herd_hash_load_le64(p);
-        v3 ^= m;
-        SIP_ROUND(v0, v1, v2, v3);
-        v0 ^= m;
-        p += 8;
-        n -= 8;
-    }
-    for (size_t i = 0; i < n; i++)
-        b |= (uint64_t)(unsigned char)p[i] << (8 * i);
-    v3 ^= b;
-    SIP_ROUND(v0, v1, v2, v3);
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIP_ROUND(v0, v1, v2, v3);
-    SIP_ROUND(v0, v1, v2, v3);
-    SIP_ROUND(v0, v1, v2, v3);
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
 /* Where a frame lies: its file (in reading order) above REF_FILE_SHIFT,
  * its offset below, and REF_DROP when it is a DROP. Sorted as integers,
  * live references come in file order. */
@@ -669,7 +623,7 @@ static void lean_frame(void *arg, char kind, const char *data, size_t len)
         x->n_ahead--;
     }
     pend_t *f = &x->ahead[(x->head + x->n_ahead++) & (LEAN_AHEAD - 1)];
-    f->hash = (uint32_t)siphash13(x->k0, x->k1, id, id_len);
+    f->hash = (uint32_t)herd_hash_siphash13(x->k0, x->k1, id, id_len);
     f->ref = (x->file << REF_FILE_SHIFT) | (uint64_t)(data - 1 - HJ_FRAME - x->base) |
              (kind == 'D' ? REF_DROP : 0);
     f->id = id;

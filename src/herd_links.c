@@ -261,6 +261,11 @@ static void hold_timer_fired(herd_loop_t *loop, void *arg)
 /* What the exchanges (herd_links_repair.c) need of the sockets. */
 static const links_net_t links_net = {.send = links_send, .flush = links_flush, .writable = links_writable};
 
+herd_time_t herd_links_message_time(const herd_links_t *links)
+{
+    return links->message_time;
+}
+
 size_t herd_links_up(const herd_links_t *links)
 {
     size_t n = 0;
@@ -388,6 +393,7 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     }
     nb->msgs_in++;
     nb->heard_ms = herd_loop_now_ms(links->loop);
+    links->message_time = herd_time_now();
     if (msg.type == HERD_MSG_UPDATES || msg.type == HERD_MSG_RECORDS) {
         nb->updates_in += msg.n_updates;
         /* Each line is a table lookup: named to the table a few lines ahead,

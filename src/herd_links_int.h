@@ -142,6 +142,7 @@ struct herd_links_t {
     uint64_t rebinds;      /* times the ROUTER's connections were all dropped */
     herd_log_limit_t log_limit[LINKS_LOG_KINDS]; /* the rate limit of each kind of line */
     const links_net_t *net; /* the sockets, as the exchanges see them */
+    herd_time_t message_time; /* when the message being handled was taken in */
 };
 
 /* The exchange protocol of one link (herd_links_repair.c). */

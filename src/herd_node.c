@@ -322,7 +322,7 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     const char *why = NULL;
     if (!found || !herd_record_check(&at))
         why = "an invalid AT line";
-    else if (too_far_ahead(node, at.time, herd_time_now(), PEER_CLOCK_SLACK_SEC))
+    else if (too_far_ahead(node, at.time, herd_links_message_time(node->links), PEER_CLOCK_SLACK_SEC))
         why = "an AT line whose client time is too far in the future";
     if (why) {
         node->n.peer_invalid++;

@@ -195,7 +195,7 @@ void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood)
     if (at->skew.len < 2 || herd_time_parse(at->skew.p + 1, at->skew.len - 1, &skew) != 0)
         return;
     int64_t sign = at->skew.p[0] == '-' ? -1 : 1;
-    herd_time_t now = herd_time_now();
+    herd_time_t now = herd_links_message_time(node->links);
     /* now - (time + skew), in seconds and nanoseconds; every term is below
      * 10^18, so no step overflows. */
     int64_t sec = now.sec - at->time.sec - sign * skew.sec;

@@ -100,57 +100,12 @@ struct herd_table_t {
     bool heap_on;           /* every record is in the heap */
 };
 
-/* SipHash-1-3 (Aumasson and Bernstein's keyed hash, with the round counts
- * Redis uses for its dictionaries): the index's hash, keyed by a random
- * 128-bit key per table, so clients cannot aim ids at one probe chain. */
-#define SIP_ROUND(v0, v1, v2, v3)                                                                                  \
-    do {                                                                                                           \
-        v0 += v1;                                                                                                  \
-        v1 = herd_hash_rotl64(v1, 13);                                                                                       \
-        v1 ^= v0;                                                                                                  \
-        v0 = herd_hash_rotl64(v0, 32);                                                                                       \
-        v2 += v3;                                                                                                  \
-        v3 = herd_hash_rotl64(v3, 16);                                                                                       \
-        v3 ^= v2;                                                                                                  \
-        v0 += v3;                                                                                                  \
-        v3 = herd_hash_rotl64(v3, 21);                                                                                       \
-        v3 ^= v0;                                                                                                  \
-        v2 += v1;                                                                                                  \
-        v1 = herd_hash_rotl64(v1, 17);                                                                                       \
-        v1 ^= v2;                                                                                                  \
-        v2 = herd_hash_rotl64(v2, 32);                                                                                       \
-    } while (0)
-
-static uint64_t siphash13(uint64_t k0, uint64_t k1, const char *p, size_t n)
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t) n << 56;
-    size_t left = n;
-    while (left >= 8) {
-        uint64_t m = herd_hash_load_le64(p);
-        v3 ^= m;
-        SIP_ROUND(v0, v1, v2, v3);
-        v0 ^= m;
-        p += 8;
-        left -= 8;
-    }
-    for (size_t i = 0; i < left; i++)
-        b |= (uint64_t) (unsigned char) p[i] << (8 * i);
-    v3 ^= b;
-    SIP_ROUND(v0, v1, v2, v3);
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIP_ROUND(v0, v1, v2, v3);
-    SIP_ROUND(v0, v1, v2, v3);
-    SIP_ROUND(v0, v1, v2, v3);
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
 /* The index hash of an id. */
 static uint64_t index_hash(const herd_table_t *t, const char *id, size_t id_len)
 {
-    return siphash13(t->seed, t->seed2, id, id_len);
+    /* Keyed by a random 128-bit key per table, so clients cannot aim ids
+     * at one probe chain. */
+    return herd_hash_siphash13(t->seed, t->seed2, id, id_len);
 }
 
 #define BUCKET_SEED 0x6865726462756b31ULL /* fixed: every server must agree */
