@@ -23,6 +23,7 @@
 #include "herd_log.h"
 #include "herd_loop.h"
 #include "herd_table.h"
+#include "journal_kit.h"
 
 #define POS "+34.068930-118.445127"
 
@@ -71,13 +72,7 @@ static void load(void *arg, const herd_journal_rec_t *rec)
 static int setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
-    snprintf(c->tmp, sizeof c->tmp, "/tmp/herd-journal-XXXXXX");
-    assert_non_null(mkdtemp(c->tmp));
-    snprintf(c->dir, sizeof c->dir, "%s/state/Bailey", c->tmp);
-    char path[128], err[256];
-    snprintf(path, sizeof path, "%s/test.log", c->tmp);
-    c->log = herd_log_open(path, err, sizeof err);
-    assert_non_null(c->log);
+    jk_folder_open(c->tmp, sizeof c->tmp, c->dir, sizeof c->dir, "herd-journal", &c->log);
     *state = c;
     return 0;
 }
@@ -85,11 +80,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx_t *c = *state;
-    herd_log_close(&c->log);
     herd_table_destroy(&c->table);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->tmp);
-    assert_int_equal(system(cmd), 0);
+    jk_folder_close(c->tmp, &c->log);
     free(c);
     return 0;
 }
@@ -144,10 +136,7 @@ static void wait_failed(herd_journal_t *j, uint64_t seq)
 {
     int64_t deadline = herd_clock_ms() + 5000;
     while (herd_journal_failed(j) < seq) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, release, NULL);
+        jk_take_reports(j, deadline, release, NULL);
     }
 }
 
@@ -156,40 +145,11 @@ static void wait_done(herd_journal_t *j, uint64_t seq)
 {
     int64_t deadline = herd_clock_ms() + 5000;
     while (herd_journal_done(j) < seq) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, release, NULL);
+        jk_take_reports(j, deadline, release, NULL);
     }
 }
 
-/* The value of a metric line of herd_journal_render. */
-static double metric(herd_journal_t *j, const char *name)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    herd_journal_render(j, f);
-    fclose(f);
-    char key[96];
-    snprintf(key, sizeof key, "\n%s ", name);
-    char *p = strstr(text, key);
-    assert_non_null(p);
-    double v = strtod(p + strlen(key), NULL);
-    free(text);
-    return v;
-}
 
-static void wait_metric(herd_journal_t *j, const char *name, double want)
-{
-    int64_t deadline = herd_clock_ms() + 10000;
-    while (metric(j, name) < want) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, release, NULL);
-    }
-}
 
 static off_t file_size(ctx_t *c, const char *name)
 {
@@ -258,7 +218,7 @@ static void test_torn_tail_cut(void **state)
     herd_journal_t *j = must_open(c, HERD_FSYNC_NEVER);
     assert_int_equal(c->loaded, 20);
     assert_int_equal(file_size(c, "journal.1"), whole); /* cut back to the last whole record */
-    assert_int_equal(metric(j, "herd_state_damaged_records"), 0);
+    assert_int_equal(jk_metric(j, "herd_state_damaged_records"), 0);
     /* Appends go on after the cut and are read back. */
     uint64_t seq = put(c, j, "after", 5000);
     herd_journal_commit(j, 21);
@@ -282,7 +242,7 @@ static void test_zero_tail_is_not_damage(void **state)
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(c->loaded, 5);
     assert_int_equal(file_size(c, "journal.1"), whole);
-    assert_int_equal(metric(j, "herd_state_damaged_records"), 0);
+    assert_int_equal(jk_metric(j, "herd_state_damaged_records"), 0);
     /* The writer preallocates again and a clean stop trims it off. */
     uint64_t seq = put(c, j, "more", 9000);
     herd_journal_commit(j, 6);
@@ -316,7 +276,7 @@ static void test_bad_checksum_skipped(void **state)
     assert_null(herd_table_find(c->table, "c13", 3));
     assert_non_null(herd_table_find(c->table, "c14", 3));
     assert_non_null(herd_table_find(c->table, "c29", 3));
-    assert_int_equal(metric(j, "herd_state_damaged_records"), 1);
+    assert_int_equal(jk_metric(j, "herd_state_damaged_records"), 1);
     herd_journal_destroy(&j);
     /* A damaged length field: the reader finds the next frame. */
     f = fopen(path, "r+b");
@@ -382,7 +342,7 @@ static void test_compaction_keeps_latest(void **state)
     seq = herd_journal_drop(j, "k7", 2);
     herd_journal_commit(j, herd_table_size(c->table));
     wait_done(j, seq);
-    wait_metric(j, "herd_state_compactions_total", 1);
+    jk_wait_metric(j, "herd_state_compactions_total", 1, 10000, release, NULL);
     uint64_t digest = herd_table_digest(c->table);
     /* More after the compaction, into the new journal. */
     seq = put(c, j, "k1", 5000);
@@ -409,7 +369,7 @@ static void test_compaction_keeps_latest(void **state)
     herd_table_destroy(&before);
     /* Asked for by hand: the next generation is folded in as well. */
     herd_journal_compact(j);
-    wait_metric(j, "herd_state_compactions_total", 1);
+    jk_wait_metric(j, "herd_state_compactions_total", 1, 10000, release, NULL);
     herd_journal_destroy(&j);
     assert_int_equal(file_size(c, "journal.2"), -1);
     j = must_open(c, HERD_FSYNC_EVERYSEC);
@@ -462,7 +422,7 @@ static void test_hold_until_fsync(void **state)
     assert_int_equal(herd_journal_held(j), 0);
     assert_int_equal(released_ok, 1);
     assert_int_equal(released_refused, 0);
-    assert_true(metric(j, "herd_state_fsyncs_total") >= 1);
+    assert_true(jk_metric(j, "herd_state_fsyncs_total") >= 1);
     herd_journal_destroy(&j);
     /* Other modes never hold. */
     j = must_open(c, HERD_FSYNC_EVERYSEC);
@@ -495,7 +455,7 @@ static void test_write_error_survived(void **state)
      * reach further with preallocated zeros): the next write fails (EFBIG),
      * like a full disk. */
     struct rlimit old;
-    rlim_t at = (rlim_t)metric(j, "herd_state_journal_bytes");
+    rlim_t at = (rlim_t)jk_metric(j, "herd_state_journal_bytes");
     assert_true(at > 16 && at < 4096);
     limit_file_size(at, &old);
     seq = put(c, j, "big", 2);
@@ -510,9 +470,9 @@ static void test_write_error_survived(void **state)
     assert_int_equal(released_refused, 1);
     assert_false(herd_journal_durable(j));
     assert_true(herd_journal_refusing(j));
-    assert_true(metric(j, "herd_state_write_errors_total") >= 1);
-    assert_int_equal(metric(j, "herd_state_durable"), 0);
-    assert_int_equal(metric(j, "herd_state_writes_failing"), 1);
+    assert_true(jk_metric(j, "herd_state_write_errors_total") >= 1);
+    assert_int_equal(jk_metric(j, "herd_state_durable"), 0);
+    assert_int_equal(jk_metric(j, "herd_state_writes_failing"), 1);
     char why[256];
     herd_journal_why(j, why, sizeof why);
     assert_non_null(strstr(why, "File too large"));
@@ -523,10 +483,7 @@ static void test_write_error_survived(void **state)
     herd_journal_recv(j, release, NULL);
     int64_t deadline = herd_clock_ms() + 5000;
     while (released_refused < 2) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, release, NULL);
+        jk_take_reports(j, deadline, release, NULL);
     }
     assert_int_equal(released_ok, 0);
     /* Room again: the retry writes the backlog by itself and the state is
@@ -534,10 +491,7 @@ static void test_write_error_survived(void **state)
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     deadline = herd_clock_ms() + 5000;
     while (!herd_journal_durable(j)) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, release, NULL);
+        jk_take_reports(j, deadline, release, NULL);
     }
     assert_false(herd_journal_refusing(j));
     seq = put(c, j, "after", 4);
@@ -560,7 +514,7 @@ static void test_no_preallocation_needed(void **state)
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     released_ok = released_refused = 0;
     struct rlimit old;
-    rlim_t at = (rlim_t)metric(j, "herd_state_journal_bytes");
+    rlim_t at = (rlim_t)jk_metric(j, "herd_state_journal_bytes");
     limit_file_size(at + 4096, &old); /* room for records, not for 4 MiB of zeros */
     uint64_t seq = 0;
     herd_ticket_t t = {1, 1};
@@ -607,7 +561,7 @@ static void test_hung_disk_deadline(void **state)
     assert_int_equal(released_ok, 0);
     assert_false(herd_journal_durable(j));
     assert_true(herd_journal_refusing(j));
-    assert_int_equal(metric(j, "herd_state_disk_hung"), 1);
+    assert_int_equal(jk_metric(j, "herd_state_disk_hung"), 1);
     char why[256];
     herd_journal_why(j, why, sizeof why);
     assert_non_null(strstr(why, "hung"));
@@ -660,7 +614,7 @@ static void test_given_up_backlog_is_made_good(void **state)
     herd_journal_commit(j, 1);
     wait_done(j, seq);
     struct rlimit old;
-    limit_file_size((rlim_t)metric(j, "herd_state_journal_bytes"), &old);
+    limit_file_size((rlim_t)jk_metric(j, "herd_state_journal_bytes"), &old);
     herd_ticket_t t = {1, 1};
     for (int i = 0; i < 60; i++) {
         char id[16];
@@ -692,7 +646,7 @@ static void test_given_up_backlog_is_made_good(void **state)
     assert_false(herd_journal_refusing(j));
     assert_false(herd_journal_wants_table(j));
     assert_int_equal(released_ok, 0);
-    assert_true(metric(j, "herd_state_table_rewrites_total") >= 2);
+    assert_true(jk_metric(j, "herd_state_table_rewrites_total") >= 2);
     herd_journal_destroy(&j);
     j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(herd_table_size(c->table), 61);
@@ -700,32 +654,7 @@ static void test_given_up_backlog_is_made_good(void **state)
     herd_journal_destroy(&j);
 }
 
-/* Reads a file of the state folder whole. */
-static char *slurp(ctx_t *c, const char *name, size_t *len)
-{
-    char path[160];
-    snprintf(path, sizeof path, "%s/%s", c->dir, name);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
 
-static void spill(ctx_t *c, const char *name, const char *p, size_t len)
-{
-    char path[160];
-    snprintf(path, sizeof path, "%s/%s", c->dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, len, f), len);
-    fclose(f);
-}
 
 /* How many files of the folder start with `prefix`. */
 static int count_files(ctx_t *c, const char *prefix)
@@ -760,7 +689,7 @@ static void snapshot_and_leftover(ctx_t *c)
     herd_journal_commit(j, 10);
     wait_done(j, seq);
     herd_journal_compact(j);
-    wait_metric(j, "herd_state_compactions_total", 1);
+    jk_wait_metric(j, "herd_state_compactions_total", 1, 10000, release, NULL);
     seq = put(c, j, "late", 2000);
     herd_journal_commit(j, 11);
     wait_done(j, seq);
@@ -776,10 +705,10 @@ static void test_snapshot_header_flip_deletes_nothing(void **state)
     /* One bit of the generation field: 1 becomes 2^56 + 1 (issue 19: a
      * start took journal.2 as covered and deleted it). */
     size_t len;
-    char *snap = slurp(c, "snapshot", &len);
+    char *snap = jk_slurp(c->dir, "snapshot", &len);
     assert_memory_equal(snap, "HERDSNP2", 8);
     snap[15] ^= 0x01;
-    spill(c, "snapshot", snap, len);
+    jk_spill(c->dir, "snapshot", snap, len);
     free(snap);
     off_t j2 = file_size(c, "journal.2");
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
@@ -792,7 +721,7 @@ static void test_snapshot_header_flip_deletes_nothing(void **state)
     assert_int_equal(file_size(c, "snapshot"), -1);
     assert_int_equal(count_files(c, "snapshot.bad-"), 1);
     assert_int_equal(count_files(c, "journal.72057594037927938"), 0);
-    assert_int_equal(metric(j, "herd_state_set_aside_files"), 1);
+    assert_int_equal(jk_metric(j, "herd_state_set_aside_files"), 1);
     /* The snapshot's records are only in the file set aside: the whole
      * table goes to the journal again, and then it is durable. */
     assert_true(herd_journal_wants_table(j));
@@ -818,22 +747,22 @@ static void test_snapshot_bad_magic_set_aside(void **state)
     ctx_t *c = *state;
     snapshot_and_leftover(c);
     size_t len;
-    char *snap = slurp(c, "snapshot", &len);
+    char *snap = jk_slurp(c->dir, "snapshot", &len);
     snap[0] = 'X';
-    spill(c, "snapshot", snap, len);
+    jk_spill(c->dir, "snapshot", snap, len);
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(file_size(c, "snapshot"), -1);
     assert_int_equal(count_files(c, "snapshot.bad-"), 1);
     assert_non_null(herd_table_find(c->table, "late", 4));
     /* A compaction now does not overwrite what was set aside. */
     herd_journal_compact(j);
-    wait_metric(j, "herd_state_compactions_total", 1);
+    jk_wait_metric(j, "herd_state_compactions_total", 1, 10000, release, NULL);
     herd_journal_destroy(&j);
     size_t len2;
     char cmd[300];
     snprintf(cmd, sizeof cmd, "cd '%s' && cp snapshot.bad-* aside.copy", c->dir);
     assert_int_equal(system(cmd), 0);
-    char *kept = slurp(c, "aside.copy", &len2);
+    char *kept = jk_slurp(c->dir, "aside.copy", &len2);
     assert_int_equal(len2, len);
     assert_memory_equal(kept, snap, len);
     free(kept);
@@ -847,8 +776,8 @@ static void test_snapshot_body_damage_detected(void **state)
     /* Cut the snapshot's trailer off: every record frame is whole, but the
      * snapshot is not vouched complete. */
     size_t len;
-    char *snap = slurp(c, "snapshot", &len);
-    spill(c, "snapshot", snap, len - 21);
+    char *snap = jk_slurp(c->dir, "snapshot", &len);
+    jk_spill(c->dir, "snapshot", snap, len - 21);
     free(snap);
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(count_files(c, "snapshot.bad-"), 1);
@@ -873,14 +802,14 @@ static void test_version1_read(void **state)
     n = 16;
     const char *at1 = "AT Bailey +0.100000000 old " POS " 100.000000000";
     n += hj_frame_for_test(buf + n, 'A', at1, strlen(at1));
-    spill(c, "snapshot", buf, n);
+    jk_spill(c->dir, "snapshot", buf, n);
     memcpy(buf, "HERDJNL1", 8);
     memset(buf + 8, 0, 8);
     buf[8] = 3;
     n = 16;
     const char *at2 = "AT Bailey +0.100000000 three " POS " 300.000000000";
     n += hj_frame_for_test(buf + n, 'A', at2, strlen(at2));
-    spill(c, "journal.3", buf, n);
+    jk_spill(c->dir, "journal.3", buf, n);
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_non_null(herd_table_find(c->table, "old", 3));
     assert_non_null(herd_table_find(c->table, "three", 5)); /* not skipped as "covered" */
@@ -892,9 +821,9 @@ static void test_version1_read(void **state)
     j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(herd_table_size(c->table), 3);
     herd_journal_compact(j);
-    wait_metric(j, "herd_state_compactions_total", 1);
+    jk_wait_metric(j, "herd_state_compactions_total", 1, 10000, release, NULL);
     herd_journal_destroy(&j);
-    char *snap = slurp(c, "snapshot", &n);
+    char *snap = jk_slurp(c->dir, "snapshot", &n);
     assert_memory_equal(snap, "HERDSNP2", 8);
     free(snap);
     j = must_open(c, HERD_FSYNC_ALWAYS);
@@ -906,8 +835,8 @@ static void test_headerless_journal_set_aside(void **state)
 {
     ctx_t *c = *state;
     write_some(c, 5, HERD_FSYNC_ALWAYS);
-    spill(c, "journal.2", "garbage, not a journal", 22);
-    spill(c, "journal.3", "", 0); /* empty: holds nothing, removed */
+    jk_spill(c->dir, "journal.2", "garbage, not a journal", 22);
+    jk_spill(c->dir, "journal.3", "", 0); /* empty: holds nothing, removed */
     herd_journal_t *j = must_open(c, HERD_FSYNC_ALWAYS);
     assert_int_equal(c->loaded, 5);
     assert_int_equal(count_files(c, "journal.2.bad-"), 1);

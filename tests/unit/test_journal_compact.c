@@ -24,6 +24,7 @@
 #include "../../src/herd_journal_int.h" /* herd_journal_compact, _done, _crc32c; the file format */
 #include "herd_log.h"
 #include "herd_table.h"
+#include "journal_kit.h"
 
 #define POS "+34.068930-118.445127"
 
@@ -38,13 +39,7 @@ typedef struct {
 static int setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
-    snprintf(c->tmp, sizeof c->tmp, "/tmp/herd-compact-XXXXXX");
-    assert_non_null(mkdtemp(c->tmp));
-    snprintf(c->dir, sizeof c->dir, "%s/state/Bailey", c->tmp);
-    char path[128], err[256];
-    snprintf(path, sizeof path, "%s/test.log", c->tmp);
-    c->log = herd_log_open(path, err, sizeof err);
-    assert_non_null(c->log);
+    jk_folder_open(c->tmp, sizeof c->tmp, c->dir, sizeof c->dir, "herd-compact", &c->log);
     c->model = herd_table_new();
     *state = c;
     return 0;
@@ -53,12 +48,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx_t *c = *state;
-    herd_log_close(&c->log);
     herd_table_destroy(&c->model);
     herd_table_destroy(&c->loaded);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->tmp);
-    assert_int_equal(system(cmd), 0);
+    jk_folder_close(c->tmp, &c->log);
     free(c);
     return 0;
 }
@@ -120,28 +112,10 @@ static void commit_wait(herd_journal_t *j, size_t live)
     herd_journal_commit(j, live);
     int64_t deadline = herd_clock_ms() + 10000;
     while (herd_journal_done(j) < seq) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL, NULL);
+        jk_take_reports(j, deadline, NULL, NULL);
     }
 }
 
-static double metric(herd_journal_t *j, const char *name)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    herd_journal_render(j, f);
-    fclose(f);
-    char key[96];
-    snprintf(key, sizeof key, "\n%s ", name);
-    char *p = strstr(text, key);
-    assert_non_null(p);
-    double v = strtod(p + strlen(key), NULL);
-    free(text);
-    return v;
-}
 
 /* Asks for a compaction (with `ask`) and waits until `want` have been
  * written; none may fail. */
@@ -150,13 +124,10 @@ static void compact_wait(herd_journal_t *j, double want, bool ask)
     if (ask)
         herd_journal_compact(j);
     int64_t deadline = herd_clock_ms() + 30000;
-    while (metric(j, "herd_state_compactions_total") < want) {
-        assert_true(herd_clock_ms() < deadline);
-        zmq_pollitem_t it = {herd_journal_sock(j), 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        herd_journal_recv(j, NULL, NULL);
+    while (jk_metric(j, "herd_state_compactions_total") < want) {
+        jk_take_reports(j, deadline, NULL, NULL);
     }
-    assert_int_equal(metric(j, "herd_state_write_errors_total"), 0);
+    assert_int_equal(jk_metric(j, "herd_state_write_errors_total"), 0);
 }
 
 static bool exists(const char *dir, const char *name)
@@ -167,31 +138,7 @@ static bool exists(const char *dir, const char *name)
     return stat(path, &sb) == 0;
 }
 
-static char *slurp(const char *dir, const char *name, size_t *len)
-{
-    char path[200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
 
-static void spill(const char *dir, const char *name, const char *p, size_t len)
-{
-    char path[200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, len, f), len);
-    fclose(f);
-}
 
 static uint32_t le32(const char *p)
 {
@@ -205,7 +152,7 @@ static uint32_t le32(const char *p)
 static herd_table_t *read_snapshot(const char *dir)
 {
     size_t n;
-    char *p = slurp(dir, "snapshot", &n);
+    char *p = jk_slurp(dir, "snapshot", &n);
     assert_true(n >= HJ_HEADER + HJ_TRAILER);
     assert_memory_equal(p, HJ_MAGIC_SNAPSHOT, 8);
     herd_table_t *t = herd_table_new();
@@ -354,7 +301,7 @@ static void test_covered_journal_skipped(void **state)
     offer(c, j, "w", 300);
     commit_wait(j, 3);
     size_t len;
-    char *old = slurp(c->dir, "journal.1", &len);
+    char *old = jk_slurp(c->dir, "journal.1", &len);
     compact_wait(j, 1, true); /* snapshot up to journal.1 */
     offer(c, j, "x", 200);
     drop(c, j, "w");
@@ -365,7 +312,7 @@ static void test_covered_journal_skipped(void **state)
     assert_false(exists(c->dir, "journal.2"));
     assert_snapshot_is(c->dir, c->model);
     /* journal.1 is back, beside a snapshot that covers it. */
-    spill(c->dir, "journal.1", old, len);
+    jk_spill(c->dir, "journal.1", old, len);
     free(old);
     offer(c, j, "z", 100);
     commit_wait(j, 4);
@@ -396,7 +343,7 @@ static void test_damaged_frames_left_out(void **state)
     commit_wait(j, 4);
     herd_journal_destroy(&j);
     size_t len;
-    char *p = slurp(c->dir, "journal.1", &len);
+    char *p = jk_slurp(c->dir, "journal.1", &len);
     char *x200 = memmem(p, len, " x " POS " 200.", strlen(" x " POS " 200."));
     assert_non_null(x200);
     x200[1] ^= 0x04; /* a bit flipped on disk */
@@ -404,10 +351,10 @@ static void test_damaged_frames_left_out(void **state)
     char *d = memmem(x200, len - (size_t)(x200 - p), "Dy", 2);
     assert_non_null(d);
     d[1] = 'Y';
-    spill(c->dir, "journal.1", p, len);
+    jk_spill(c->dir, "journal.1", p, len);
     free(p);
     j = open_in(c, c->dir, UINT64_MAX);
-    assert_int_equal(metric(j, "herd_state_damaged_records"), 3);
+    assert_int_equal(jk_metric(j, "herd_state_damaged_records"), 3);
     compact_wait(j, 1, true);
     herd_journal_destroy(&j);
     herd_table_t *t = read_snapshot(c->dir);
