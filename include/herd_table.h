@@ -59,7 +59,11 @@ typedef enum {
     HERD_UPDATE_OLDER,   /* not stored: a higher-ranked record is held */
     HERD_UPDATE_REFUSED, /* not stored: outside the bounds (expired, or first to go from a full table) */
     HERD_UPDATE_ERROR,   /* not stored: out of memory or malformed lengths */
+    HERD_UPDATE_REJECTED, /* not stored: it would have been, but the caller's accept said no */
 } herd_update_t;
+
+/* herd_table_update_checked's last word on a record about to be stored. */
+typedef bool(herd_table_accept_fn)(void *arg);
 
 /* Called for every record the table drops by its bounds, just before it is
  * freed (not for records replaced by a higher-ranked one). */
@@ -97,6 +101,15 @@ size_t herd_table_expire(herd_table_t *t, int64_t now);
 herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored);
+
+/* As herd_table_update, with a last word: when the record would be stored
+ * (it ranks above what is held, or the client is new), accept(arg) is asked
+ * first, and a false answer leaves the table as it was and returns
+ * HERD_UPDATE_REJECTED. For lines that need checking only when they matter:
+ * a neighbour's repeat costs one lookup and no validation. */
+herd_update_t herd_table_update_checked(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
+                                        herd_table_accept_fn *accept, void *arg, const herd_record_t **stored);
 
 /* As herd_table_update, for a report this server just made from a client's
  * IAMAT: one with the same time, origin and position as the record held does

@@ -15,14 +15,19 @@
 #include <zmq.h>
 
 /* Offers an AT line to the table; floods it when stored and `flood`. `from`
- * is the link it came from, or -1 for our own client. */
+ * is the link it came from, or -1 for our own client; a neighbour's line is
+ * stored only if accept(arg) says so once the table would take it. */
 static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from,
-                           bool flood)
+                           bool flood, herd_table_accept_fn *accept, void *arg)
 {
-    /* Our own client's report (from < 0) ranks by the contract's keys alone:
-     * a resend of the record held is not above it. */
-    herd_update_t u = (from < 0 ? herd_table_update_report : herd_table_update)(
-        node->table, at->id.p, at->id.len, at->time, line, len, (size_t)(at->pos.p - line), at->pos.len, NULL);
+    herd_update_t u;
+    size_t pos_off = (size_t)(at->pos.p - line);
+    if (from < 0) /* our own client's report ranks by the contract's keys alone: a resend is not above it */
+        u = herd_table_update_report(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
+                                     NULL);
+    else
+        u = herd_table_update_checked(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
+                                      accept, arg, NULL);
     if (u == HERD_UPDATE_NEWER && node->journal)
         herd_journal_append(node->journal, line, len);
     if (u == HERD_UPDATE_NEWER && flood)
@@ -58,7 +63,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
         node->n.invalid++;
         a.outcome = HERD_MSG_REFUSED;
     } else {
-        switch (store(node, &at, it->at.p, it->at.len, -1, true)) {
+        switch (store(node, &at, it->at.p, it->at.len, -1, true, NULL, NULL)) {
         case HERD_UPDATE_NEWER:
             node->n.iamat_stored++;
             a.outcome = HERD_MSG_STORED;
@@ -304,36 +309,48 @@ static bool log_budget(herd_node_t *node)
     return false;
 }
 
-/* An AT line from a neighbour (a flood or an anti-entropy exchange). */
+/* The rest of a neighbour's line's validation, asked by the table only
+ * when it would store the line. */
+typedef struct {
+    herd_node_t *node;
+    const herd_at_t *at;
+    const char *why; /* why it was refused */
+} peer_check_t;
+
+static bool peer_line_ok(void *arg)
+{
+    peer_check_t *pc = arg;
+    if (!herd_record_check(pc->at))
+        pc->why = "an invalid AT line";
+    else if (too_far_ahead(pc->node, pc->at->time, herd_links_message_time(pc->node->links), PEER_CLOCK_SLACK_SEC))
+        pc->why = "an AT line whose client time is too far in the future";
+    return pc->why == NULL;
+}
+
+/* An AT line from a neighbour (a flood or an anti-entropy exchange). Most of
+ * what neighbours send is already here (each update comes in once per path):
+ * its fields are found (herd_record_parse_quick), the table looks it up, and
+ * only a line it would store is checked further (herd_record_check; quick
+ * then check is herd_record_parse). */
 static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len, bool flood)
 {
     herd_node_t *node = arg;
-    /* Most of what neighbours send is already here (each update comes in
-     * once per path). A line that could not replace what we hold is dropped
-     * before the rest of the validation (parse_quick, then check, is
-     * herd_record_parse). */
     herd_at_t at;
-    bool found = herd_record_parse_quick(line, len, &at) == 0;
-    if (found &&
-        !herd_table_would_take(node->table, at.id.p, at.id.len, at.time, line, len, (size_t)(at.pos.p - line), at.pos.len)) {
-        node->n.peer_duplicates++;
-        return;
-    }
-    const char *why = NULL;
-    if (!found || !herd_record_check(&at))
-        why = "an invalid AT line";
-    else if (too_far_ahead(node, at.time, herd_links_message_time(node->links), PEER_CLOCK_SLACK_SEC))
-        why = "an AT line whose client time is too far in the future";
-    if (why) {
+    peer_check_t pc = {.node = node, .at = &at};
+    herd_update_t u = HERD_UPDATE_REJECTED;
+    if (len > UINT16_MAX || herd_record_parse_quick(line, len, &at) != 0)
+        pc.why = "an invalid AT line";
+    else
+        u = store(node, &at, line, len, from, flood, peer_line_ok, &pc);
+    switch (u) {
+    case HERD_UPDATE_REJECTED:
         node->n.peer_invalid++;
         if (log_budget(node)) {
             char prefix[200];
-            snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, why);
+            snprintf(prefix, sizeof prefix, "peer %s: dropped %s: ", from_name, pc.why);
             herd_log_data(node->log, prefix, line, len > 512 ? 512 : len);
         }
-        return;
-    }
-    switch (store(node, &at, line, len, from, flood)) {
+        break;
     case HERD_UPDATE_NEWER:
         node->n.peer_stored++;
         node_observe_update_age(node, &at, flood);

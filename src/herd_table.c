@@ -634,8 +634,8 @@ static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const char *id, siz
  *  server just made, which ties on the contract's keys alone and is always
  *  admitted by max_records. */
 static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time, const char *at,
-                            size_t at_len, size_t pos_off, size_t pos_len, bool own,
-                            const herd_record_t **stored)
+                            size_t at_len, size_t pos_off, size_t pos_len, bool own, herd_table_accept_fn *accept,
+                            void *arg, const herd_record_t **stored)
 {
     if (stored != NULL)
         *stored = NULL;
@@ -656,6 +656,8 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
         if (c < 0)
             return HERD_UPDATE_OLDER;
     }
+    if (accept != NULL && !accept(arg))
+        return HERD_UPDATE_REJECTED;
     herd_time_t recv = herd_record_receive_time(at, at_len, time);
     if (recv.sec < t->floor_sec)
         return HERD_UPDATE_REFUSED; /* expired already: it would be dropped at once */
@@ -711,7 +713,14 @@ herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, 
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, stored);
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, NULL, NULL, stored);
+}
+
+herd_update_t herd_table_update_checked(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
+                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
+                                        herd_table_accept_fn *accept, void *arg, const herd_record_t **stored)
+{
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, accept, arg, stored);
 }
 
 /*  --------------------------------------------------------------------------
@@ -722,7 +731,7 @@ herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t i
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, stored);
+    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, NULL, NULL, stored);
 }
 
 /*  --------------------------------------------------------------------------

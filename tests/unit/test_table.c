@@ -915,6 +915,61 @@ static void test_newest_received_admitted(void **state)
     herd_table_destroy(&t);
 }
 
+/* herd_table_update_checked asks its accept only of a record it would
+ * store; a refusal leaves the table (and its digest) as it was. */
+typedef struct {
+    int asked;   /* times accept was called */
+    bool answer; /* what it says */
+} accept_t;
+
+static bool accept_count(void *arg)
+{
+    accept_t *a = arg;
+    a->asked++;
+    return a->answer;
+}
+
+static herd_update_t offer_checked(herd_table_t *t, const char *id, herd_time_t time, accept_t *a)
+{
+    char at[512];
+    const char *pos = "+34.068930-118.445127";
+    int n = snprintf(at, sizeof at, "AT Bailey +0.000000001 %s %s %lld.%09d", id, pos, (long long) time.sec,
+                     (int) time.nsec);
+    size_t pos_off = (size_t) (strstr(at, pos) - at);
+    return herd_table_update_checked(t, id, strlen(id), time, at, (size_t) n, pos_off, strlen(pos), accept_count, a,
+                                     NULL);
+}
+
+static void test_update_checked(void **state)
+{
+    (void) state;
+    herd_table_t *t = herd_table_new();
+    assert_non_null(t);
+    accept_t a = {.answer = false};
+    /* A new client, refused: not stored. */
+    assert_int_equal(offer_checked(t, "c1", tm(100, 0), &a), HERD_UPDATE_REJECTED);
+    assert_int_equal(a.asked, 1);
+    assert_int_equal(herd_table_size(t), 0);
+    assert_int_equal(herd_table_digest(t), 0);
+    /* Accepted: stored. */
+    a.answer = true;
+    assert_int_equal(offer_checked(t, "c1", tm(100, 0), &a), HERD_UPDATE_NEWER);
+    assert_int_equal(a.asked, 2);
+    uint64_t digest = herd_table_digest(t);
+    /* The same record again, and an older one: not asked. */
+    assert_int_equal(offer_checked(t, "c1", tm(100, 0), &a), HERD_UPDATE_SAME);
+    assert_int_equal(offer_checked(t, "c1", tm(99, 0), &a), HERD_UPDATE_OLDER);
+    assert_int_equal(a.asked, 2);
+    /* A newer one, refused: the held record and the digest stay. */
+    a.answer = false;
+    assert_int_equal(offer_checked(t, "c1", tm(101, 0), &a), HERD_UPDATE_REJECTED);
+    assert_int_equal(a.asked, 3);
+    assert_int_equal(herd_table_digest(t), digest);
+    const herd_record_t *r = herd_table_find(t, "c1", 2);
+    check_record(r, "c1", tm(100, 0), "Bailey");
+    herd_table_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -928,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_evict_by_receive_time),
         cmocka_unit_test(test_bounds_model),
         cmocka_unit_test(test_newest_received_admitted),
+        cmocka_unit_test(test_update_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
