@@ -158,6 +158,11 @@ bool herd_table_remove(herd_table_t *t, const char *id, size_t id_len);
 /* The record of a client, or NULL when unknown. */
 const herd_record_t *herd_table_find(const herd_table_t *t, const char *id, size_t id_len);
 
+/* The origin's receive time (herd_record_receive_time) of a record a table
+ * holds (from herd_table_find, or an update's *stored), kept beside it for
+ * the bounds: valid until the table next changes. */
+herd_time_t herd_table_receive_time(const herd_record_t *r);
+
 /* Number of clients held, and records dropped by the bounds so far. */
 size_t herd_table_size(const herd_table_t *t);
 uint64_t herd_table_dropped(const herd_table_t *t);

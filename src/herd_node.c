@@ -18,16 +18,16 @@
  * is the link it came from, or -1 for our own client; a neighbour's line is
  * stored only if accept(arg) says so once the table would take it. */
 static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from,
-                           bool flood, herd_table_accept_fn *accept, void *arg)
+                           bool flood, herd_table_accept_fn *accept, void *arg, const herd_record_t **stored)
 {
     herd_update_t u;
     size_t pos_off = (size_t)(at->pos.p - line);
     if (from < 0) /* our own client's report ranks by the contract's keys alone: a resend is not above it */
         u = herd_table_update_report(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
-                                     NULL);
+                                     stored);
     else
         u = herd_table_update_checked(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
-                                      accept, arg, NULL);
+                                      accept, arg, stored);
     if (u == HERD_UPDATE_NEWER && node->journal)
         herd_journal_append(node->journal, line, len);
     if (u == HERD_UPDATE_NEWER && flood)
@@ -63,7 +63,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
         node->n.invalid++;
         a.outcome = HERD_MSG_REFUSED;
     } else {
-        switch (store(node, &at, it->at.p, it->at.len, -1, true, NULL, NULL)) {
+        switch (store(node, &at, it->at.p, it->at.len, -1, true, NULL, NULL, NULL)) {
         case HERD_UPDATE_NEWER:
             node->n.iamat_stored++;
             a.outcome = HERD_MSG_STORED;
@@ -338,10 +338,11 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     herd_at_t at;
     peer_check_t pc = {.node = node, .at = &at};
     herd_update_t u = HERD_UPDATE_REJECTED;
+    const herd_record_t *stored = NULL;
     if (len > UINT16_MAX || herd_record_parse_quick(line, len, &at) != 0)
         pc.why = "an invalid AT line";
     else
-        u = store(node, &at, line, len, from, flood, peer_line_ok, &pc);
+        u = store(node, &at, line, len, from, flood, peer_line_ok, &pc, &stored);
     switch (u) {
     case HERD_UPDATE_REJECTED:
         node->n.peer_invalid++;
@@ -353,7 +354,7 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
         break;
     case HERD_UPDATE_NEWER:
         node->n.peer_stored++;
-        node_observe_update_age(node, &at, flood);
+        node_observe_update_age(node, herd_table_receive_time(stored), flood);
         break;
     case HERD_UPDATE_REFUSED:
     case HERD_UPDATE_ERROR:

@@ -207,9 +207,9 @@ bool node_durable(const herd_node_t *node);
 char *node_render_page(void *arg, size_t *len);
 
 /* Counts a stored update from a neighbour in herd_update_age_seconds: our
- * clock now minus the origin's receive time (client time + skew, from the
- * AT line). `flood`: it came by flooding, not by an exchange. */
-void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood);
+ * clock now minus the origin's receive time `recv` (client time + skew, as
+ * the table keeps it). `flood`: it came by flooding, not by an exchange. */
+void node_observe_update_age(herd_node_t *node, herd_time_t recv, bool flood);
 
 /* For tests of the node's side of the msgpack boundary, without its
  * front-end threads' sockets: handles one herd_msg batch as if front end

@@ -188,18 +188,14 @@ char *node_render_metrics(void *arg, size_t *len)
     return text;
 }
 
-void node_observe_update_age(herd_node_t *node, const herd_at_t *at, bool flood)
+void node_observe_update_age(herd_node_t *node, herd_time_t recv, bool flood)
 {
-    /* The skew is "+S.NNNNNNNNN" or "-S.NNNNNNNNN" (validated by the parse). */
-    herd_time_t skew;
-    if (at->skew.len < 2 || herd_time_parse(at->skew.p + 1, at->skew.len - 1, &skew) != 0)
-        return;
-    int64_t sign = at->skew.p[0] == '-' ? -1 : 1;
     herd_time_t now = herd_links_message_time(node->links);
-    /* now - (time + skew), in seconds and nanoseconds; every term is below
-     * 10^18, so no step overflows. */
-    int64_t sec = now.sec - at->time.sec - sign * skew.sec;
-    int64_t nsec = (int64_t)now.nsec - at->time.nsec - sign * skew.nsec;
+    /* now - recv, in seconds and nanoseconds: a receive time's seconds are
+     * within about 2 * 10^18 of zero (herd_record_receive_time), so the
+     * difference does not overflow. */
+    int64_t sec = now.sec - recv.sec;
+    int64_t nsec = (int64_t)now.nsec - recv.nsec;
     int64_t ns;
     if (sec > 1000000000 || sec < -1000000000)
         ns = sec < 0 ? -1 : INT64_MAX;

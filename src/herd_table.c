@@ -52,7 +52,7 @@
 
 /* One client's record and its bytes, in a single allocation. */
 typedef struct rec_t {
-    herd_record_t r;        /* what callers see; r.id and r.at point into data */
+    herd_record_t r;        /* what callers see (first: herd_table_receive_time); r.id and r.at point into data */
     int64_t recv_sec;       /* the origin's receive time (herd_record_receive_time) */
     int32_t recv_nsec;
     uint32_t heap;          /* its index in the heap, NO_HEAP when not in it */
@@ -574,6 +574,12 @@ void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *
 bool herd_table_worth_ahead(const herd_table_t *t)
 {
     return t->size >= HERD_TABLE_AHEAD_MIN;
+}
+
+herd_time_t herd_table_receive_time(const herd_record_t *r)
+{
+    const rec_t *rec = (const rec_t *) r; /* r is a rec_t's first member */
+    return (herd_time_t) {rec->recv_sec, rec->recv_nsec};
 }
 
 /*  --------------------------------------------------------------------------
