@@ -38,38 +38,41 @@ static void put_be(uint8_t *o, uint64_t v, size_t n)
         o[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
 }
 
-static void put_uint(herd_msg_buf_t *b, uint64_t v)
+/* The most bytes put_uint and put_str write (the string's own bytes aside). */
+#define UINT_MAX_BYTES 9
+#define STR_HEAD_MAX_BYTES 5
+
+/* Writes an unsigned integer at o (room checked by the caller); returns the
+ * end. */
+static uint8_t *put_uint(uint8_t *o, uint64_t v)
 {
-    if (!reserve(b, 9))
-        return;
-    uint8_t *o = (uint8_t *)b->p + b->len;
     if (v < 0x80) {
-        o[0] = (uint8_t)v;
-        b->len += 1;
-    } else if (v <= 0xff) {
+        *o = (uint8_t)v;
+        return o + 1;
+    }
+    if (v <= 0xff) {
         o[0] = 0xcc;
         o[1] = (uint8_t)v;
-        b->len += 2;
-    } else if (v <= 0xffff) {
+        return o + 2;
+    }
+    if (v <= 0xffff) {
         o[0] = 0xcd;
         put_be(o + 1, v, 2);
-        b->len += 3;
-    } else if (v <= 0xffffffffu) {
+        return o + 3;
+    }
+    if (v <= 0xffffffffu) {
         o[0] = 0xce;
         put_be(o + 1, v, 4);
-        b->len += 5;
-    } else {
-        o[0] = 0xcf;
-        put_be(o + 1, v, 8);
-        b->len += 9;
+        return o + 5;
     }
+    o[0] = 0xcf;
+    put_be(o + 1, v, 8);
+    return o + 9;
 }
 
-static void put_str(herd_msg_buf_t *b, herd_span_t s)
+/* Writes a string at o (room checked by the caller); returns the end. */
+static uint8_t *put_str(uint8_t *o, herd_span_t s)
 {
-    if (!reserve(b, 5 + s.len))
-        return;
-    uint8_t *o = (uint8_t *)b->p + b->len;
     size_t h;
     if (s.len < 32) {
         o[0] = (uint8_t)(0xa0 | s.len);
@@ -89,7 +92,7 @@ static void put_str(herd_msg_buf_t *b, herd_span_t s)
     }
     if (s.len)
         memcpy(o + h, s.p, s.len);
-    b->len += h + s.len;
+    return o + h + s.len;
 }
 
 /* The header's four values are written as uint 64 (9 bytes each), so that
@@ -124,54 +127,67 @@ void herd_msg_set_header(herd_msg_buf_t *b, const herd_msg_header_t *h)
 
 void herd_msg_put(herd_msg_buf_t *b, herd_msg_dir_t dir, const herd_msg_item_t *it)
 {
-    put_uint(b, (uint64_t)it->kind);
+    /* Room for the largest form of every field, reserved once an item. */
+    size_t strings = 0;
+    bool to_node = dir == HERD_MSG_TO_NODE;
+    if (it->kind == HERD_MSG_IAMAT && to_node)
+        strings = it->at.len;
+    else if (it->kind == HERD_MSG_WHATSAT)
+        strings = to_node ? it->id.len + it->radius.len : it->at.len + it->json.len;
+    else if (it->kind == HERD_MSG_ADOPT)
+        strings = it->peer.len;
+    if (!reserve(b, 11 * UINT_MAX_BYTES + 2 * STR_HEAD_MAX_BYTES + strings))
+        return;
+    uint8_t *o = (uint8_t *)b->p + b->len;
+    o = put_uint(o, (uint64_t)it->kind);
     b->items++;
     switch (it->kind) {
     case HERD_MSG_IAMAT:
     case HERD_MSG_WHATSAT:
-        put_uint(b, it->conn);
-        put_uint(b, it->seq);
-        put_uint(b, it->handle);
-        if (dir == HERD_MSG_TO_NODE && it->kind == HERD_MSG_IAMAT) {
-            put_uint(b, (uint64_t)it->time.sec);
-            put_uint(b, (uint64_t)it->time.nsec);
-            put_uint(b, it->id_off);
-            put_uint(b, it->id_len);
-            put_uint(b, it->pos_off);
-            put_uint(b, it->pos_len);
-            put_str(b, it->at);
-        } else if (dir == HERD_MSG_TO_NODE) {
-            put_str(b, it->id);
-            put_str(b, it->radius);
-            put_uint(b, it->bound);
+        o = put_uint(o, it->conn);
+        o = put_uint(o, it->seq);
+        o = put_uint(o, it->handle);
+        if (to_node && it->kind == HERD_MSG_IAMAT) {
+            o = put_uint(o, (uint64_t)it->time.sec);
+            o = put_uint(o, (uint64_t)it->time.nsec);
+            o = put_uint(o, it->id_off);
+            o = put_uint(o, it->id_len);
+            o = put_uint(o, it->pos_off);
+            o = put_uint(o, it->pos_len);
+            o = put_str(o, it->at);
+        } else if (to_node) {
+            o = put_str(o, it->id);
+            o = put_str(o, it->radius);
+            o = put_uint(o, it->bound);
         } else {
-            put_uint(b, it->outcome);
+            o = put_uint(o, it->outcome);
             if (it->kind == HERD_MSG_WHATSAT) {
-                put_str(b, it->at);
-                put_str(b, it->json);
+                o = put_str(o, it->at);
+                o = put_str(o, it->json);
             }
         }
         break;
     case HERD_MSG_CLOSED:
-        put_uint(b, it->conn);
-        put_uint(b, it->outcome ? 1 : 0);
+        o = put_uint(o, it->conn);
+        o = put_uint(o, it->outcome ? 1 : 0);
         break;
     case HERD_MSG_ADOPT:
-        put_uint(b, (uint64_t)it->fd);
-        put_uint(b, it->serial);
-        put_str(b, it->peer);
+        o = put_uint(o, (uint64_t)it->fd);
+        o = put_uint(o, it->serial);
+        o = put_str(o, it->peer);
         break;
     case HERD_MSG_LIMITS:
-        put_uint(b, (uint64_t)it->idle_timeout_ms);
-        put_uint(b, (uint64_t)it->max_output_bytes);
-        put_uint(b, it->max_output_total_bytes > 0 ? (uint64_t)it->max_output_total_bytes : 0);
-        put_uint(b, it->log_commands ? 1 : 0);
+        o = put_uint(o, (uint64_t)it->idle_timeout_ms);
+        o = put_uint(o, (uint64_t)it->max_output_bytes);
+        o = put_uint(o, it->max_output_total_bytes > 0 ? (uint64_t)it->max_output_total_bytes : 0);
+        o = put_uint(o, it->log_commands ? 1 : 0);
         break;
     case HERD_MSG_DRAIN:
     case HERD_MSG_STOP:
     default:
         break;
     }
+    b->len = (size_t)(o - (uint8_t *)b->p);
 }
 
 void herd_msg_buf_free(herd_msg_buf_t *b)
