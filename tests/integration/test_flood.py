@@ -70,11 +70,13 @@ def whatsat_line(cid):
 class FloodCase(HerdTestCase):
     """A five-server herd plus helpers that read tables and link states."""
 
-    def boot(self, **kw):
+    def boot(self, admin=False, **kw):
         # These tests are about what the links bring a restarted server: a
         # table reloaded from disk (state_dir, test_state.py) would hide it.
         kw.setdefault("extra", {}).setdefault("state_dir", None)
         self.herd = self.make_herd(**kw)
+        if admin:
+            self.herd.add_admin_ports()
         self.run_start = {}  # server -> offset of its current run in its log
         self.start(*NAMES)
         self.wait_mesh()
@@ -205,6 +207,31 @@ class FloodCase(HerdTestCase):
 
     def reachable_from(self, name):
         return reachable(name, self.alive())
+
+
+class RelayTest(FloodCase):
+
+    def setUp(self):
+        self.boot(admin=True)
+
+    def test_relays_close_together_all_go_by_flood(self):
+        # Relays wait for up to 500 us after their link's last batch (a timer,
+        # or any message on the link, sends what waits): updates a short time
+        # apart, then silence, must all reach the far servers by the flood
+        # itself, not by the periodic exchange that would mend a relay that
+        # was never sent.
+        far = ["Clark", "Jaquez"]
+        flood = frozenset({("via", "flood")})
+
+        def floods(name):
+            return self.herd.metrics(name).get(("herd_update_age_seconds_count", flood), 0)
+        base = {n: floods(n) for n in far}
+        cids = [uid("close-%d" % i) for i in range(40)]
+        ats = [self.iamat_at(self.herd, "Bailey", cid) for cid in cids]
+        for cid, at in zip(cids, ats):
+            self.wait_seen(far, cid, at, why="an update of a close burst")
+        for n in far:
+            self.assertEqual(floods(n) - base[n], len(cids), "%s: updates of the burst that came by flood" % n)
 
 
 class FloodTest(FloodCase):
