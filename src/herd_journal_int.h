@@ -78,7 +78,7 @@ typedef struct {
                                    table was on disk in the journal) */
     double last_compaction_s;   /* seconds the last compaction took */
     char why[160];              /* the last failure, while not durable */
-    char text[320];             /* something to log, or "" */
+    char text[512];             /* something to log, or "" */
 } hj_report_t;
 
 /* Everything the writer thread owns once started. */
