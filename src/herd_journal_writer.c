@@ -376,7 +376,8 @@ static int take_batch(writer_t *w, hj_batch_t *b)
         w->pend = p;
         w->pend_cap = cap;
     }
-    memcpy(w->pend + w->pend_len, b->data, b->len);
+    if (b->len) /* an empty table's batch may come before any buffer */
+        memcpy(w->pend + w->pend_len, b->data, b->len);
     w->pend_len += b->len;
     w->pend_seq = b->last_seq;
     if (b->heals > w->pend_heals)
