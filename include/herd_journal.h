@@ -21,7 +21,9 @@
  * skipped on load; headers carry a CRC, and a snapshot ends with the CRC of
  * all of it, so a start acts on nothing a checksum does not vouch for.
  * Files that are not ours or fail their checks are set aside as
- * NAME.bad-TIME (kept, logged), never deleted. Replay at start is
+ * NAME.bad-TIME (kept, logged), never deleted; a damaged snapshot whose
+ * good records were loaded only once the whole table is on disk in the
+ * journal (until then a start must still find it). Replay at start is
  * idempotent: each AT line is re-offered to the table, whose ranking keeps
  * the winner whatever the order or repetitions. Compaction needs no
  * ranking: the journals hold the table's changes in the order it made
@@ -143,12 +145,14 @@ bool herd_journal_refusing(const herd_journal_t *j);
 void herd_journal_why(const herd_journal_t *j, char *buf, size_t cap);
 
 /* Whether the journal needs the whole table again (records were given up,
- * or a snapshot was set aside at start) and writes succeed now; then the
- * node calls herd_journal_put_table before the commit. */
+ * or the snapshot failed its checks at start) and writes succeed now; then
+ * the node calls herd_journal_put_table before the commit. */
 bool herd_journal_wants_table(const herd_journal_t *j);
 
 /* Appends every record of `t` to this turn's batch, marked as making good
- * what was lost before; durable again once it is on disk. */
+ * what was lost before; durable again once it is on disk. A snapshot that
+ * failed its checks at start is set aside once this batch is written and
+ * fsynced (whatever the fsync mode), not before. */
 void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t);
 
 /* False while what the table holds is not all on disk as the mode

@@ -153,13 +153,16 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
             /* Its records each carry a good CRC and are loaded; its
              * generation and completeness are not vouched for, so no journal
              * is taken as covered, and the whole table goes to the journal
-             * again so that nothing lives only in the file set aside. */
+             * again. Until that is on disk the snapshot is the only copy of
+             * its records, so it stays where a start reads it: the writer
+             * sets it aside once the table is fsynced (a start that ends
+             * sooner, or a crash, finds it here again and loads it again). */
             log_damage(j, conf->dir, HJ_SNAPSHOT, &st, false);
-            char why[128];
-            snprintf(why, sizeof why, "fails its %s checksum (%" PRIu64 " good records loaded from it)",
+            snprintf(c->aside_why, sizeof c->aside_why, "fails its %s checksum (%" PRIu64 " good records loaded from it)",
                      !st.header_ok ? "header" : "body", st.records);
-            if (set_aside(j, c->dirfd, conf->dir, HJ_SNAPSHOT, why, err, errlen) != 0)
-                return -1;
+            herd_log_event(j->log, "state: %s/%s %s: kept in place until the whole table is on disk in the journal, "
+                           "then set aside", conf->dir, HJ_SNAPSHOT, c->aside_why);
+            c->aside_snapshot = true;
             j->need_table = true;
         } else {
             if (st.version == 2)
@@ -439,6 +442,7 @@ static char *reserve(herd_journal_t *j, size_t len)
         if (!b) {
             nb->len = 0;
             nb->heals = 0;
+            nb->table = false;
         }
         nb->cap = cap;
         j->batch = b = nb;
@@ -478,7 +482,7 @@ uint64_t herd_journal_drop(herd_journal_t *j, const char *id, size_t id_len)
 void herd_journal_commit(herd_journal_t *j, size_t live)
 {
     j->live = live;
-    if (j->batch && j->batch->len &&
+    if (j->batch && (j->batch->len || j->batch->table) &&
         (j->mode == HERD_FSYNC_ALWAYS || !j->loop || j->batch->len >= HANDOVER_BYTES ||
          herd_clock_ms() - j->batch_ms >= HANDOVER_MS))
         hand_over(j, false);
@@ -503,15 +507,23 @@ void herd_journal_put_table(herd_journal_t *j, const herd_table_t *t)
     const herd_record_t *r;
     while ((r = herd_table_next(t, &cursor)) != NULL)
         append(j, 'A', r->at, r->at_len);
+    /* A batch even for an empty table: it tells the writer that the table
+     * is whole on disk once it is written (a loss made good, a damaged
+     * snapshot free to be set aside). */
+    if (!j->batch && reserve(j, 0)) {
+        j->batch->last_seq = j->seq;
+        j->batch_ms = herd_clock_ms();
+    }
     j->table_writes++;
-    if (j->lost) {
+    if (j->lost || !j->batch) {
+        j->lost = true;
         j->need_table = true; /* out of memory again: tried again later */
         return;
     }
     j->need_table = false;
     j->healing = epoch;
-    if (j->batch)
-        j->batch->heals = epoch;
+    j->batch->heals = epoch;
+    j->batch->table = true;
     herd_log_event(j->log, "state: the whole table (%zu records) is written to the journal again, to make good "
                            "what was not written", herd_table_size(t));
 }
@@ -715,7 +727,7 @@ void herd_journal_render(const herd_journal_t *j, FILE *f)
             "# TYPE herd_state_replies_refused_total counter\nherd_state_replies_refused_total %" PRIu64 "\n"
             "# HELP herd_state_table_rewrites_total Whole-table batches written to make good records not written.\n"
             "# TYPE herd_state_table_rewrites_total counter\nherd_state_table_rewrites_total %" PRIu64 "\n"
-            "# HELP herd_state_set_aside_files Files set aside at start (renamed *.bad-TIME, kept).\n"
+            "# HELP herd_state_set_aside_files Damaged or foreign state files set aside (renamed *.bad-TIME, kept).\n"
             "# TYPE herd_state_set_aside_files gauge\nherd_state_set_aside_files %" PRIu64 "\n"
             "# HELP herd_state_loaded_records Records read from disk at start.\n"
             "# TYPE herd_state_loaded_records gauge\nherd_state_loaded_records %" PRIu64 "\n"
@@ -725,5 +737,5 @@ void herd_journal_render(const herd_journal_t *j, FILE *f)
             "# TYPE herd_state_load_seconds gauge\nherd_state_load_seconds %.3f\n",
             herd_journal_durable(j) ? 1 : 0, r->write_errors, r->fsyncs, r->bytes_written, r->journal_bytes, r->snapshot_bytes,
             r->compactions, r->backlog_bytes, j->n_held, r->failing ? 1 : 0, j->hung ? 1 : 0, j->refused,
-            j->table_writes, j->set_aside, j->loaded, j->damaged, j->load_s);
+            j->table_writes, j->set_aside + r->set_aside, j->loaded, j->damaged, j->load_s);
 }

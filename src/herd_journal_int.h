@@ -48,6 +48,8 @@ typedef struct {
     uint64_t heals;    /* a loss (hj_report_t.loss_epoch) this batch makes good: it
                           carries the whole table again; 0 = none */
     uint64_t live;     /* the table's size when it was handed over */
+    bool table;        /* it carries the node's whole table (herd_journal_put_table); sent
+                          even when empty, so that the writer learns it is on disk */
     size_t len;        /* bytes of frames in data */
     size_t cap;        /* bytes allocated for data */
     char data[];       /* the frames */
@@ -72,9 +74,11 @@ typedef struct {
     uint64_t snapshot_records;  /* records in it */
     uint64_t compactions;       /* snapshots written */
     uint64_t backlog_bytes;     /* bytes waiting for a retry after a failed write */
+    uint64_t set_aside;         /* damaged snapshots set aside by the writer (once the whole
+                                   table was on disk in the journal) */
     double last_compaction_s;   /* seconds the last compaction took */
     char why[160];              /* the last failure, while not durable */
-    char text[320];             /* something to log, or "" */
+    char text[512];             /* something to log, or "" */
 } hj_report_t;
 
 /* Everything the writer thread owns once started. */
@@ -87,6 +91,11 @@ typedef struct {
     herd_fsync_t mode;         /* when to fsync */
     uint64_t compact_min;      /* journal bytes (since_bytes) below which no compaction starts */
     uint64_t backlog_max;      /* unwritten bytes kept for a retry; past it they are given up */
+    bool aside_snapshot;       /* the snapshot failed its checks at start: its good records
+                                  were loaded, and it stays where a start reads them until
+                                  the whole table is on disk in the journal (fsynced in every
+                                  mode), then it is set aside (renamed NAME.bad-TIME) */
+    char aside_why[128];       /* what was wrong with it, for the log */
     hj_report_t rep;           /* the state reported to the node */
 } hj_writer_conf_t;
 
@@ -177,8 +186,9 @@ void hj_writer_actor(zsock_t *pipe, void *args);
 uint32_t herd_journal_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* For tests and benchmarks, which wait on the writer without a node:
- * herd_journal_compact asks the writer to compact now (it still skips when
- * a compaction is under way); herd_journal_seq, _done and _failed are the
+ * herd_journal_compact asks the writer to compact as soon as it may (not
+ * while a compaction is under way or a failed one's pause runs, nor while
+ * a damaged snapshot waits to be set aside); herd_journal_seq, _done and _failed are the
  * sequence numbers of the last record appended, of the last one on disk as
  * the mode promises (every one before it too, or given up), and of the
  * last one whose write failed (not on disk, retried); herd_journal_held

@@ -42,6 +42,14 @@
 #include <unistd.h>
 
 #define RETRY_MS 500              /* between retries of a failed write */
+/* A compaction that failed (or could not start) is tried again after a
+ * pause, doubled at each failure in a row up to the longest: the journals it
+ * would have folded in are still counted, so it need not wait for another
+ * compact_min of appends, and a cause that lasts (a full file system, a
+ * snapshot it cannot vouch for) costs a log line and a try a pause, not one
+ * at every wake of the writer. */
+#define COMPACT_RETRY_MS 2000
+#define COMPACT_RETRY_MAX_MS 64000
 #define REPORT_MS 100             /* least time between reports, except with "always" */
 /* With "always" the journal is written ahead with zeros in chunks of this
  * size: an fdatasync after writing into space that is already allocated and
@@ -61,6 +69,8 @@ typedef struct {
     int dirfd;             /* the state folder (the writer's descriptor) */
     uint64_t upto;         /* the last journal generation it folds in */
     size_t expect;         /* the table's size, to size the index */
+    uint64_t since_bytes;  /* the report's since_bytes and journal_records when it began: */
+    uint64_t since_records; /* counted again if it fails, the journals being kept */
     int rc;                /* result: 0, -1 or 1 (abandoned) */
     uint64_t records;      /* records in the new snapshot */
     uint64_t bytes;        /* its size */
@@ -75,6 +85,10 @@ typedef struct {
     size_t pend_len, pend_cap;
     uint64_t pend_seq;     /* last sequence number in pend */
     uint64_t pend_heals;   /* the loss a batch in pend makes good, or 0 */
+    bool pend_table;       /* pend holds the node's whole table (hj_batch_t.table) */
+    bool aside_due;        /* the whole table is on disk: the damaged snapshot
+                              (c.aside_snapshot) is to be renamed, retried after a failure */
+    int64_t aside_try_ms;  /* last failed try of that rename */
     uint64_t live;         /* the table's size, from the last batch */
     uint64_t alloc;        /* bytes in the journal file: data, then preallocated zeros */
     bool dirty;            /* written since the last fsync */
@@ -85,6 +99,9 @@ typedef struct {
     int64_t last_report_ms;
     bool report_due;       /* the report changed since it was last sent */
     bool compact_asked;    /* the node asked for a compaction */
+    int64_t compact_after_ms; /* no compaction before this (after a failure; monotonic) */
+    int compact_pause_ms;  /* the pause after the last failure, 0 after a success */
+    uint64_t failed_upto;  /* the last generation a failed compaction was to fold in, or 0 */
     zactor_t *compactor;   /* the compaction under way, or NULL */
     job_t *job;            /* its work */
 } writer_t;
@@ -157,11 +174,12 @@ static void give_up(writer_t *w)
 
 /* fsync of what "everysec" and "never" wrote earlier (with "always" flush
  * fsyncs each write itself). A failure cannot be retried: the written
- * bytes are no longer pending and the kernel may have dropped them. */
-static void do_fsync(writer_t *w)
+ * bytes are no longer pending and the kernel may have dropped them.
+ * Returns 0, or -1 when the fsync failed (a loss). */
+static int do_fsync(writer_t *w)
 {
     if (!w->dirty)
-        return;
+        return 0;
     w->dirty = false;
     w->last_fsync_ms = now_ms();
     w->c.rep.fsyncs++;
@@ -172,8 +190,11 @@ static void do_fsync(writer_t *w)
         say(w, "cannot fsync journal.%llu: %s; serving from memory, the whole table is written again once "
                "writes succeed", (unsigned long long)w->c.gen, strerror(e));
         give_up(w);
+        w->report_due = true;
+        return -1;
     }
     w->report_due = true;
+    return 0;
 }
 
 /* "always": makes the file reach past end with zeros, in whole chunks, when
@@ -229,8 +250,48 @@ static void write_failed(writer_t *w, uint64_t off, const char *what, int e)
             w->pend_len);
         w->pend_len = 0;
         w->pend_heals = 0;
+        w->pend_table = false;
         give_up(w);
     }
+}
+
+/* Renames the damaged snapshot aside (the whole table is on disk). A
+ * snapshot already gone counts as done; another failure is retried every
+ * RETRY_MS, the snapshot staying where a start loads it meanwhile. */
+static void try_aside(writer_t *w)
+{
+    char aside[96];
+    if (hj_set_aside(w->c.dirfd, HJ_SNAPSHOT, aside, sizeof aside) == 0) {
+        w->c.rep.set_aside++;
+        say(w, "%s/%s %s: set aside as %s now that the whole table is on disk in journal.%llu (kept, not "
+               "loaded as state)", w->c.dir, HJ_SNAPSHOT, w->c.aside_why, aside, (unsigned long long)w->c.gen);
+    } else if (errno != ENOENT) {
+        int e = errno;
+        if (!w->aside_due) {
+            w->c.rep.write_errors++;
+            say(w, "cannot set aside %s/%s (%s): %s; it stays and is loaded at the next start, retrying",
+                w->c.dir, HJ_SNAPSHOT, w->c.aside_why, strerror(e));
+        }
+        w->aside_due = true;
+        w->aside_try_ms = now_ms();
+        return;
+    }
+    w->c.aside_snapshot = false;
+    w->aside_due = false;
+}
+
+/* The node's whole table is written: a damaged snapshot kept since the
+ * start holds nothing the journal does not, once that is fsynced (the
+ * rename makes the snapshot's copy unreadable to a start, so the journal's
+ * must be on disk first, whatever the mode). A failed fsync is a loss: the
+ * node writes the table again and this is tried after it. */
+static void table_on_disk(writer_t *w)
+{
+    if (!w->c.aside_snapshot)
+        return;
+    if (do_fsync(w) != 0)
+        return;
+    try_aside(w);
 }
 
 /* Writes what is pending; with "always", fsyncs it too. Records are
@@ -238,8 +299,23 @@ static void write_failed(writer_t *w, uint64_t off, const char *what, int e)
  * otherwise failed and kept for a retry. */
 static void flush(writer_t *w)
 {
-    if (w->pend_len == 0)
+    if (w->pend_len == 0) {
+        /* An empty table's batch: every record before it is written or
+         * given up, which is all it says. */
+        if (w->pend_table || w->pend_heals) {
+            if (w->pend_seq > w->c.rep.done_seq)
+                w->c.rep.done_seq = w->pend_seq;
+            if (w->pend_heals > w->c.rep.healed_epoch)
+                w->c.rep.healed_epoch = w->pend_heals;
+            w->pend_heals = 0;
+            w->report_due = true;
+        }
+        if (w->pend_table) {
+            w->pend_table = false;
+            table_on_disk(w);
+        }
         return;
+    }
     uint64_t off = w->c.rep.journal_bytes, end = off + w->pend_len;
     preallocate(w, end);
     if (hj_pwrite_all(w->c.fd, w->pend, w->pend_len, off) != 0) {
@@ -273,6 +349,10 @@ static void flush(writer_t *w)
             lost(w) ? " (records were given up: the whole table is written again)" : "");
     }
     w->report_due = true;
+    if (w->pend_table) {
+        w->pend_table = false;
+        table_on_disk(w);
+    }
 }
 
 static int take_batch(writer_t *w, hj_batch_t *b)
@@ -296,11 +376,14 @@ static int take_batch(writer_t *w, hj_batch_t *b)
         w->pend = p;
         w->pend_cap = cap;
     }
-    memcpy(w->pend + w->pend_len, b->data, b->len);
+    if (b->len) /* an empty table's batch may come before any buffer */
+        memcpy(w->pend + w->pend_len, b->data, b->len);
     w->pend_len += b->len;
     w->pend_seq = b->last_seq;
     if (b->heals > w->pend_heals)
         w->pend_heals = b->heals;
+    if (b->table)
+        w->pend_table = true;
     w->live = b->live;
     free(b);
     return 0;
@@ -330,49 +413,82 @@ static void compactor_actor(zsock_t *pipe, void *args)
     }
 }
 
-/* Starts a new journal generation and a compaction of the ones before. */
+/* A compaction failed or could not start: the journals it would have
+ * folded in are kept, and so is their count (it is tried again after the
+ * pause, not after another compact_min of appends). */
+static void compaction_put_off(writer_t *w, const job_t *job)
+{
+    if (job) {
+        w->c.rep.since_bytes += job->since_bytes;
+        w->c.rep.journal_records += job->since_records;
+        w->failed_upto = job->upto;
+    }
+    w->compact_pause_ms = w->compact_pause_ms ? 2 * w->compact_pause_ms : COMPACT_RETRY_MS;
+    if (w->compact_pause_ms > COMPACT_RETRY_MAX_MS)
+        w->compact_pause_ms = COMPACT_RETRY_MAX_MS;
+    w->compact_after_ms = now_ms() + w->compact_pause_ms;
+}
+
+/* Starts a new journal generation and a compaction of the ones before. A
+ * retry after a failure starts no new generation while the current one
+ * holds no record, so a cause that lasts does not pile up empty journals. */
 static void start_compaction(writer_t *w)
 {
     flush(w);
     if (w->failing || lost(w))
         return;
-    char name[40];
-    uint64_t next = w->c.gen + 1;
-    snprintf(name, sizeof name, "journal.%llu", (unsigned long long)next);
-    int fd = openat(w->c.dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    char head[HJ_HEADER];
-    hj_header(head, HJ_MAGIC_JOURNAL, next);
-    if (fd < 0 || hj_write_all(fd, head, sizeof head) != 0 || fsync(fd) != 0 || fsync(w->c.dirfd) != 0) {
-        w->c.rep.write_errors++;
-        say(w, "cannot start %s: %s; compaction put off", name, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlinkat(w->c.dirfd, name, 0);
+    uint64_t upto;
+    if (w->failed_upto && w->failed_upto + 1 == w->c.gen && w->c.rep.journal_bytes <= HJ_HEADER) {
+        upto = w->failed_upto;
+    } else {
+        char name[40];
+        uint64_t next = w->c.gen + 1;
+        snprintf(name, sizeof name, "journal.%llu", (unsigned long long)next);
+        int fd = openat(w->c.dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        char head[HJ_HEADER];
+        hj_header(head, HJ_MAGIC_JOURNAL, next);
+        if (fd < 0 || hj_write_all(fd, head, sizeof head) != 0 || fsync(fd) != 0 || fsync(w->c.dirfd) != 0) {
+            int e = errno;
+            if (fd >= 0) {
+                close(fd);
+                unlinkat(w->c.dirfd, name, 0);
+            }
+            compaction_put_off(w, NULL);
+            w->c.rep.write_errors++;
+            say(w, "cannot start %s: %s; compaction put off for %d s", name, strerror(e),
+                w->compact_pause_ms / 1000);
+            return;
         }
-        return;
+        /* The old journal is fsynced with the rest when the mode asks for it;
+         * its records reach the snapshot through the page cache either way. */
+        if (w->c.mode != HERD_FSYNC_NEVER)
+            do_fsync(w);
+        close(w->c.fd);
+        w->c.fd = fd;
+        w->dirty = false;
+        upto = w->c.gen;
+        w->c.gen = next;
+        w->c.rep.journal_bytes = HJ_HEADER;
+        w->alloc = HJ_HEADER;
     }
-    /* The old journal is fsynced with the rest when the mode asks for it;
-     * its records reach the snapshot through the page cache either way. */
-    if (w->c.mode != HERD_FSYNC_NEVER)
-        do_fsync(w);
-    close(w->c.fd);
-    w->c.fd = fd;
-    w->dirty = false;
-    uint64_t upto = w->c.gen;
-    w->c.gen = next;
-    w->c.rep.journal_bytes = HJ_HEADER;
-    w->alloc = HJ_HEADER;
+    job_t start = {.dirfd = w->c.dirfd,
+                   .upto = upto,
+                   .expect = (size_t)w->live,
+                   .since_bytes = w->c.rep.since_bytes,
+                   .since_records = w->c.rep.journal_records};
     w->c.rep.journal_records = 0;
     w->c.rep.since_bytes = 0;
-    w->job = calloc(1, sizeof *w->job);
-    if (!w->job)
-        return;
-    *w->job = (job_t){.dirfd = w->c.dirfd, .upto = upto, .expect = (size_t)w->live};
-    w->compactor = zactor_new(compactor_actor, w->job);
+    w->job = malloc(sizeof *w->job);
+    if (w->job) {
+        *w->job = start;
+        w->compactor = zactor_new(compactor_actor, w->job);
+    }
     if (!w->compactor) {
         free(w->job);
         w->job = NULL;
-        say(w, "cannot start the compaction thread");
+        compaction_put_off(w, &start);
+        w->c.rep.write_errors++;
+        say(w, "cannot start the compaction thread; put off for %d s", w->compact_pause_ms / 1000);
     }
 }
 
@@ -389,19 +505,25 @@ static void finish_compaction(writer_t *w)
         w->c.rep.snapshot_bytes = job->bytes;
         w->c.rep.snapshot_records = job->records;
         w->c.rep.last_compaction_s = job->secs;
+        w->failed_upto = 0;
+        w->compact_pause_ms = 0;
         say(w, "compacted: snapshot of %llu records (%llu bytes) up to journal.%llu in %.3f s",
             (unsigned long long)job->records, (unsigned long long)job->bytes, (unsigned long long)job->upto,
             job->secs);
     } else {
+        compaction_put_off(w, job);
         w->c.rep.write_errors++;
-        say(w, "%s; the journals are kept", job->err);
+        say(w, "%s; the journals are kept, compaction tried again in %d s", job->err, w->compact_pause_ms / 1000);
     }
     free(job);
 }
 
-static bool want_compaction(const writer_t *w)
+/* Whether a compaction is called for, whatever the time (see
+ * want_compaction). Never while a damaged snapshot waits to be set aside:
+ * the compactor would refuse it, and its records may be only there. */
+static bool compaction_due(const writer_t *w)
 {
-    if (w->compactor || w->failing || lost(w))
+    if (w->compactor || w->failing || lost(w) || w->c.aside_snapshot)
         return false;
     if (w->compact_asked)
         return true;
@@ -416,6 +538,13 @@ static bool want_compaction(const writer_t *w)
      * stale records: compacting at every table's worth of updates made the
      * compactor a large share of a busy herd's CPU. */
     return w->c.rep.since_bytes >= w->c.compact_min && w->c.rep.journal_records > w->live;
+}
+
+/* Whether to start a compaction now: one is due and no failure's pause
+ * runs. */
+static bool want_compaction(const writer_t *w, int64_t now)
+{
+    return now >= w->compact_after_ms && compaction_due(w);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -501,6 +630,14 @@ void hj_writer_actor(zsock_t *pipe, void *args)
             long t = (long)(w->last_report_ms + REPORT_MS - now);
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
+        if (w->aside_due) {
+            long t = (long)(w->aside_try_ms + RETRY_MS - now);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
+        if (w->compact_after_ms > now && compaction_due(w)) {
+            long t = (long)(w->compact_after_ms - now);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
         if (timeout < -1)
             timeout = 0;
         zmq_pollitem_t items[2] = {{w->pipe, 0, ZMQ_POLLIN, 0}, {NULL, 0, ZMQ_POLLIN, 0}};
@@ -531,9 +668,11 @@ void hj_writer_actor(zsock_t *pipe, void *args)
         }
         if (w->dirty && w->c.mode == HERD_FSYNC_EVERYSEC && now - w->last_fsync_ms >= 1000)
             do_fsync(w);
+        if (w->aside_due && now - w->aside_try_ms >= RETRY_MS)
+            try_aside(w);
         if (n_items == 2 && (items[1].revents & ZMQ_POLLIN))
             finish_compaction(w);
-        if (!term && want_compaction(w)) {
+        if (!term && want_compaction(w, now_ms())) {
             w->compact_asked = false;
             start_compaction(w);
         }
