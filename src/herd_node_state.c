@@ -97,6 +97,9 @@ static bool drops_grow_slots(load_drops_t *d)
     return true;
 }
 
+/* A client the table dropped while no journal was open: kept (once) for a
+ * DROP at the end of the load (herd_node_int.h). Out of memory, it is not
+ * kept, and the end of the load says so in the log. */
 void node_state_load_dropped(herd_node_t *node, const char *id, size_t id_len)
 {
     load_drops_t *d = &node->load_drops;
