@@ -376,6 +376,8 @@ static void on_drop(void *arg, const herd_record_t *r)
      * from coming back at the next start. */
     if (node->journal)
         herd_journal_drop(node->journal, r->id, r->id_len);
+    else
+        node_state_load_dropped(node, r->id, r->id_len);
 }
 
 /* How often records past limits.record_ttl_s are looked for. */

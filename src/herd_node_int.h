@@ -103,6 +103,19 @@ typedef struct {
     uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */
 } fe_t;
 
+/* The client ids the load refused or dropped by the limits (the journal
+ * is not open yet, so no DROP could be written then), each once: a flat
+ * buffer of ids (a uint16_t length, then the bytes) and an open-addressing
+ * set over it (0 empty, else the id's offset + 1). Freed at the end of the
+ * load (herd_node_state.c). */
+typedef struct {
+    char *ids;           /* the ids, one after another */
+    size_t len, cap;     /* bytes used, bytes allocated */
+    uint64_t *slots;     /* mask + 1 slots, or NULL before the first id */
+    size_t n, mask;      /* ids held; slots - 1 */
+    bool failed;         /* out of memory: some ids were not kept */
+} load_drops_t;
+
 /* What the journal holds for an IAMAT reply waiting on its group commit. */
 typedef struct {
     uint32_t fe, handle;
@@ -151,6 +164,8 @@ struct herd_node_t {
     uint64_t load_records;        /* records read from state_dir so far */
     size_t load_expect;           /* about how many there are (from the files' sizes) */
     int64_t load_start_ms, load_said_ms; /* the load's start; its last progress report (herd_clock_ms) */
+    bool loading;                 /* the state is loading (node_open_journal) */
+    load_drops_t load_drops;      /* ... and the ids it refused or dropped so far */
 };
 
 /* The answer sink: queues an answer (or order) for front end `fe`; it goes
@@ -190,6 +205,12 @@ void node_places_free(herd_node_t *node);
  * without a state_dir). */
 int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err, size_t errlen);
 void node_state_commit(herd_node_t *node);
+
+/* A record the table dropped by its limits while no journal is open: while
+ * the state loads, its id is kept, and once the journal is open it gets a
+ * DROP unless the load ended holding the client again. Nothing otherwise
+ * (no state_dir). */
+void node_state_load_dropped(herd_node_t *node, const char *id, size_t id_len);
 
 /* /metrics, rendered on the reactor thread when the admin thread asks
  * (herd_node_metrics.c). */

@@ -3,6 +3,7 @@
  * held until it. See herd_journal.h. */
 #define _GNU_SOURCE /* asprintf */
 #include "herd_node_int.h"
+#include "herd_hash.h"
 
 #include <dirent.h>
 #include <inttypes.h>
@@ -62,8 +63,126 @@ static void load_progress(herd_node_t *node)
     herd_log_flush(node->log);
 }
 
+/* The id stored at offset `off` of the drops' buffer, and its length. */
+static const char *drops_id(const load_drops_t *d, size_t off, size_t *id_len)
+{
+    uint16_t len;
+    memcpy(&len, d->ids + off, sizeof len);
+    *id_len = len;
+    return d->ids + off + sizeof len;
+}
+
+#define DROPS_SEED 0x6c6f616464726f70ull /* any fixed value: the set lives for one load */
+
+/* Doubles the set's slots (or makes the first ones), rehashing the ids
+ * kept. Returns false when out of memory (the set is unchanged). */
+static bool drops_grow_slots(load_drops_t *d)
+{
+    size_t cap = d->slots ? 2 * (d->mask + 1) : 1024;
+    uint64_t *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t off = 0; off < d->len;) {
+        size_t len;
+        const char *id = drops_id(d, off, &len);
+        size_t i = (size_t)herd_hash_fixed(DROPS_SEED, id, len) & (cap - 1);
+        while (slots[i])
+            i = (i + 1) & (cap - 1);
+        slots[i] = off + 1;
+        off += sizeof(uint16_t) + len;
+    }
+    free(d->slots);
+    d->slots = slots;
+    d->mask = cap - 1;
+    return true;
+}
+
+/* A client the table dropped while no journal was open: kept (once) for a
+ * DROP at the end of the load (herd_node_int.h). Out of memory, it is not
+ * kept, and the end of the load says so in the log. */
+void node_state_load_dropped(herd_node_t *node, const char *id, size_t id_len)
+{
+    load_drops_t *d = &node->load_drops;
+    /* An id longer than a table's cannot have been held, so it never comes
+     * here; the check keeps the length prefix exact. */
+    if (!node->loading || d->failed || id_len > UINT16_MAX)
+        return;
+    if ((d->n + 1) * 4 > (d->slots ? d->mask + 1 : 0) * 3 && !drops_grow_slots(d)) {
+        d->failed = true;
+        return;
+    }
+    size_t i = (size_t)herd_hash_fixed(DROPS_SEED, id, id_len) & d->mask;
+    for (; d->slots[i]; i = (i + 1) & d->mask) {
+        size_t len;
+        const char *kept = drops_id(d, d->slots[i] - 1, &len);
+        if (len == id_len && memcmp(kept, id, len) == 0)
+            return; /* dropped before in this load: once is enough */
+    }
+    size_t need = sizeof(uint16_t) + id_len;
+    if (d->cap - d->len < need) {
+        size_t cap = d->cap ? 2 * d->cap : 64 * 1024;
+        while (cap - d->len < need)
+            cap *= 2;
+        char *ids = realloc(d->ids, cap);
+        if (!ids) {
+            d->failed = true;
+            return;
+        }
+        d->ids = ids;
+        d->cap = cap;
+    }
+    uint16_t len = (uint16_t)id_len;
+    memcpy(d->ids + d->len, &len, sizeof len);
+    memcpy(d->ids + d->len + sizeof len, id, id_len);
+    d->slots[i] = d->len + 1;
+    d->len += need;
+    d->n++;
+}
+
+/* The end of the load, the journal open: a DROP for each client the load
+ * refused or dropped that it does not hold at the end. The journal replays
+ * a DROP as "remove the client", and compaction keeps a client's last
+ * frame, so a DROP written after everything the load read is exact for a
+ * client the table does not hold, and none is written for one a later
+ * record of the load stored again. Without them the records would come
+ * back at the next start without the limit, and compaction would copy
+ * them into every snapshot. */
+static void load_drops_write(herd_node_t *node)
+{
+    load_drops_t *d = &node->load_drops;
+    size_t written = 0;
+    for (size_t off = 0; off < d->len;) {
+        size_t len;
+        const char *id = drops_id(d, off, &len);
+        if (!herd_table_find(node->table, id, len)) {
+            herd_journal_drop(node->journal, id, len);
+            written++;
+        }
+        off += sizeof(uint16_t) + len;
+    }
+    if (written)
+        herd_log_event(node->log,
+                       "state: %zu clients refused or dropped at load by limits.max_records or "
+                       "limits.record_ttl_s: DROP records written, so they do not come back",
+                       written);
+    if (d->failed)
+        herd_log_event(node->log,
+                       "state: out of memory keeping the clients dropped at load: some may come back at "
+                       "the next start");
+}
+
+static void load_drops_free(herd_node_t *node)
+{
+    free(node->load_drops.ids);
+    free(node->load_drops.slots);
+    memset(&node->load_drops, 0, sizeof node->load_drops);
+    node->loading = false;
+}
+
 /* A record found on disk at start: offered to the table like any update
- * (its ranking makes replay idempotent), or removed for a DROP. */
+ * (its ranking makes replay idempotent), or removed for a DROP. One the
+ * table refuses by its limits (past the ttl, or first to go from a full
+ * table) is kept for a DROP, like one it evicts (on_drop). */
 static void load_record(void *arg, const herd_journal_rec_t *rec)
 {
     herd_node_t *node = arg;
@@ -72,8 +191,9 @@ static void load_record(void *arg, const herd_journal_rec_t *rec)
         herd_table_remove(node->table, rec->id, rec->id_len);
         return;
     }
-    herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
-                      rec->pos_len, NULL);
+    if (herd_table_update(node->table, rec->id, rec->id_len, rec->time, rec->at, rec->at_len, rec->pos_off,
+                          rec->pos_len, NULL) == HERD_UPDATE_REFUSED)
+        node_state_load_dropped(node, rec->id, rec->id_len);
 }
 
 /* End of every turn: this turn's records go to the writer in one batch
@@ -153,8 +273,12 @@ int node_open_journal(herd_node_t *node, const herd_topology_t *topo, char *err,
      * record already past it, so a stale one is not held even for the
      * first second (the expiry timer's first sweep). */
     herd_table_expire(node->table, herd_time_now().sec);
+    node->loading = true;
     node->journal = herd_journal_open(&jc, node->log, err, errlen);
     free(dir);
+    if (node->journal)
+        load_drops_write(node);
+    load_drops_free(node);
     if (!node->journal)
         return -1;
     /* And after it, for records that loading let in (a DROP is written). */
