@@ -158,8 +158,11 @@ static int load(herd_journal_t *j, const herd_journal_conf_t *conf, hj_writer_co
              * sets it aside once the table is fsynced (a start that ends
              * sooner, or a crash, finds it here again and loads it again). */
             log_damage(j, conf->dir, HJ_SNAPSHOT, &st, false);
-            snprintf(c->aside_why, sizeof c->aside_why, "fails its %s checksum (%" PRIu64 " good records loaded from it)",
-                     !st.header_ok ? "header" : "body", st.records);
+            snprintf(c->aside_why, sizeof c->aside_why, "%s (%" PRIu64 " good records loaded from it)",
+                     st.magic_damaged ? "has a damaged magic (the rest of its header checks)"
+                     : !st.header_ok  ? "fails its header checksum"
+                                      : "fails its body checksum",
+                     st.records);
             herd_log_event(j->log, "state: %s/%s %s: kept in place until the whole table is on disk in the journal, "
                            "then set aside", conf->dir, HJ_SNAPSHOT, c->aside_why);
             c->aside_snapshot = true;

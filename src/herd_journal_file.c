@@ -198,6 +198,18 @@ static bool frame_ok(const char *p, size_t n, size_t off, size_t *body, bool all
     return true;
 }
 
+/* Whether a version-2 header whose first eight bytes are not `magic` has
+ * the CRC of a header that starts with `magic` (and the zeros after it):
+ * one of ours whose magic was damaged. A foreign file matches by chance
+ * once in 2^32. */
+static bool magic_damaged(const char *p, const char *magic)
+{
+    char head[16];
+    memcpy(head, magic, 8);
+    memcpy(head + 8, p + 8, 8);
+    return herd_journal_crc32c(0, head, 16) == get32(p + 16) && get32(p + 20) == 0;
+}
+
 /* Reads a whole file's bytes (p, n; n >= HJ_HEADER1) as hj_scan does:
  * the header, then every good frame to fn. Returns 0, or 1 when the magic
  * is missing or not ours. */
@@ -212,6 +224,13 @@ static int scan_bytes(const char *p, size_t n, char kind, uint64_t *gen, hj_fram
     } else if (memcmp(p, snap ? HJ_MAGIC_SNAPSHOT1 : HJ_MAGIC_JOURNAL1, 8) == 0) {
         st->version = 1;
         head = HJ_HEADER1;
+    } else if (n >= HJ_HEADER && magic_damaged(p, snap ? HJ_MAGIC_SNAPSHOT : HJ_MAGIC_JOURNAL)) {
+        /* Ours, with a damaged magic: read as a file whose header fails its
+         * check (its good frames loaded, its generation not trusted), not
+         * set aside with every record in it unread. */
+        st->version = 2;
+        st->magic_damaged = true;
+        head = HJ_HEADER;
     } else {
         st->torn_bytes = n;
         return 1;

@@ -109,6 +109,7 @@ typedef struct {
     uint64_t end;         /* offset after the last good frame */
     int version;          /* the header's version (1 or 2) */
     bool header_ok;       /* version 2 and the header's CRC matches (the generation is true) */
+    bool magic_damaged;   /* version 2 whose magic is damaged, the rest of its header vouched by its CRC */
     bool trailer_ok;      /* a snapshot whose 'E' frame matches its records and bytes */
 } hj_scan_t;
 
