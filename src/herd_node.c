@@ -97,34 +97,40 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
 {
     herd_msg_reader_t r;
     herd_msg_header_t h;
-    herd_msg_item_t it;
     int rc = herd_msg_open(&r, data, len, &h);
     if (rc == 0) {
         node->n.invalid += h.invalid;
         f->drain = h.drain;
     }
     herd_time_t now = herd_time_now();
-    /* A second reader runs HERD_TABLE_AHEAD items ahead, naming each
-     * IAMAT's id to the table so that the batch's cache misses overlap. */
-    herd_msg_reader_t ahead_r = r;
-    herd_msg_item_t ahead_it;
+    /* Items are read HERD_TABLE_AHEAD ahead of the one handled, into a
+     * ring, each IAMAT's id named to the table as it is read, so that the
+     * batch's cache misses overlap; each item is decoded once. */
+    herd_msg_item_t ring[HERD_TABLE_AHEAD];
+    size_t head = 0, queued = 0;
     herd_table_ahead_t ahead = {0};
-    size_t read = 0, named = 0;
-    bool more = herd_table_worth_ahead(node->table);
-    while (rc == 0 && (rc = herd_msg_next(&r, &it)) == 1) {
-        rc = 0;
-        for (read++; more && named < read + HERD_TABLE_AHEAD; named++) {
-            if (!(more = herd_msg_next(&ahead_r, &ahead_it) == 1))
-                break;
-            if (ahead_it.kind == HERD_MSG_IAMAT)
-                herd_table_ahead(node->table, &ahead, ahead_it.at.p + ahead_it.id_off, ahead_it.id_len);
+    bool name_ids = herd_table_worth_ahead(node->table);
+    for (;;) {
+        while (rc == 0 && queued < HERD_TABLE_AHEAD) {
+            herd_msg_item_t *next = &ring[(head + queued) % HERD_TABLE_AHEAD];
+            if ((rc = herd_msg_next(&r, next)) != 1)
+                break; /* 0: the end; -1: the rest is malformed (what came before is still handled) */
+            rc = 0;
+            queued++;
+            if (name_ids && next->kind == HERD_MSG_IAMAT)
+                herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
         }
-        if (it.kind == HERD_MSG_IAMAT)
-            do_iamat(node, f->index, &it, now);
-        else if (it.kind == HERD_MSG_WHATSAT)
-            node_do_whatsat(node, f->index, &it);
-        else if (it.kind == HERD_MSG_CLOSED)
-            node_on_closed(node, f->index, it.conn, it.outcome != 0);
+        if (queued == 0)
+            break;
+        const herd_msg_item_t *it = &ring[head];
+        head = (head + 1) % HERD_TABLE_AHEAD;
+        queued--;
+        if (it->kind == HERD_MSG_IAMAT)
+            do_iamat(node, f->index, it, now);
+        else if (it->kind == HERD_MSG_WHATSAT)
+            node_do_whatsat(node, f->index, it);
+        else if (it->kind == HERD_MSG_CLOSED)
+            node_on_closed(node, f->index, it->conn, it->outcome != 0);
     }
     if (rc < 0)
         herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
