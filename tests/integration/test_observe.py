@@ -340,6 +340,8 @@ class AdminCapTest(ObserveCase):
                     held.append(s)
 
         # Slow clients that come back as soon as they are cut, all along.
+        rounds = [0]  # refill rounds done
+
         def refill():
             i = 0
             while not stop.is_set():
@@ -364,7 +366,8 @@ class AdminCapTest(ObserveCase):
                     if s:
                         with lock:
                             held.append(s)
-                time.sleep(0.05)
+                rounds[0] += 1
+                stop.wait(0.05)  # the attacker's pace; it ends at once on stop
         t = threading.Thread(target=refill, daemon=True)
         t.start()
         self.addCleanup(t.join, 5)
@@ -388,7 +391,9 @@ class AdminCapTest(ObserveCase):
                 self.fail("a probe got no answer: %s (%d slow connections held)" % (e, len(held)))
             self.assertIn(b"ready: ", data, "a probe got no answer (%d slow connections held)" % len(held))
             self.assertLess(time.monotonic() - t0, 1.5)
-            time.sleep(0.2)
+            # The next probe comes after the slow clients were made whole again.
+            seen = rounds[0]
+            wait_until(lambda: rounds[0] > seen + 1, 10, interval=0.01, msg="the refill stopped")
         stop.set()
         t.join(5)
         self.assertGreater(metrics(herd, "A").get("herd_admin_connections_cut_total"), 0)
