@@ -19,8 +19,12 @@
  * the node's reactor and thread, with no thread, socket or copy of its own:
  * its batches go to conf.deliver in the turn's COMMANDS phase (and, for
  * what the replies' writing produced, its LOG phase), and the node hands
- * its answers back with herd_fethread_take in its ANSWERS phase. The
- * messages are the same herd_msg frames either way. */
+ * its answers back in its ANSWERS phase. On one thread nothing is encoded:
+ * a batch is the array of herd_msg items itself (their spans point into
+ * the front end's slots, which live until the command is answered), and
+ * the IAMAT answers come back as an array (herd_fethread_take_iamats);
+ * the node's other answers and orders are herd_msg frames either way
+ * (herd_fethread_take). */
 #ifndef HERD_FETHREAD_H
 #define HERD_FETHREAD_H
 
@@ -32,13 +36,31 @@
 #include "herd_hist.h"
 #include "herd_log.h"
 #include "herd_loop.h"
+#include "herd_msg.h"
 
 typedef struct herd_fethread_t herd_fethread_t;
 
-/* In-line: one batch for the node (a herd_msg frame to the node). late: it
- * comes from the end of the turn (the LOG phase), after the node's answers
- * of this turn were handed over. */
-typedef void(herd_fethread_deliver_fn)(void *arg, const void *frame, size_t len, bool late);
+/* In-line: one batch for the node, what a herd_msg frame to the node would
+ * carry, unencoded. The items and their spans are valid during the call. */
+typedef struct {
+    const herd_msg_item_t *items;
+    size_t n;
+    uint64_t invalid; /* the header's: lines answered "?" since the last batch */
+    uint64_t drain;   /* the header's: 0, or busy connections + 1 once draining */
+} herd_fethread_batch_t;
+
+/* In-line: hands a batch to the node. late: it comes from the end of the
+ * turn (the LOG phase), after the node's answers of this turn were handed
+ * over. */
+typedef void(herd_fethread_deliver_fn)(void *arg, const herd_fethread_batch_t *batch, bool late);
+
+/* In-line: the node's answer to one IAMAT (a herd_msg IAMAT item to a front
+ * end, unencoded). */
+typedef struct {
+    uint64_t conn, seq; /* the ticket */
+    uint32_t handle;    /* the front end's slot */
+    uint32_t outcome;   /* HERD_MSG_STORED, NOT_NEWER or REFUSED */
+} herd_fethread_iamat_t;
 
 typedef struct {
     uint32_t index;          /* this thread's number (0..N-1), in its frames and its name */
@@ -65,6 +87,10 @@ void *herd_fethread_sock(herd_fethread_t *t);
 /* In-line: a herd_msg frame from the node (its answers and orders), taken
  * at once. */
 void herd_fethread_take(herd_fethread_t *t, const void *frame, size_t len);
+
+/* In-line: n IAMAT answers from the node, taken at once (as the same items
+ * of a frame would be). */
+void herd_fethread_take_iamats(herd_fethread_t *t, const herd_fethread_iamat_t *a, size_t n);
 
 /* In-line: hands what the front end has batched so far to the node now. */
 void herd_fethread_flush(herd_fethread_t *t);

@@ -64,7 +64,10 @@ struct herd_fethread_t {
     herd_fethread_deliver_fn *deliver; /* in-line: where batches go */
     void *deliver_arg;
     int ticks[2];             /* in-line: our ticks on the node's loop */
-    herd_msg_buf_t out;       /* the batch being built this turn */
+    herd_msg_buf_t out;       /* the batch being built this turn (on a thread of its own) */
+    herd_msg_item_t *items;   /* in-line: the batch being built, unencoded */
+    size_t n_items, items_cap;
+    bool items_oom;           /* in-line: an item could not be added */
     uint64_t invalid;         /* lines answered "?" here, not yet reported */
     bool draining;            /* DRAIN received: report busy connections */
     uint64_t drain_sent;      /* the last drain value sent (0: none yet) */
@@ -135,6 +138,46 @@ static void slot_put(herd_fethread_t *t, uint32_t i)
     s->used = false;
     s->next_free = t->free_slot;
     t->free_slot = i;
+}
+
+/* Adds an item to the batch being built: encoded for a thread's pipe, as
+ * it is in-line (its spans must live until the batch is handed over). */
+static void batch_put(herd_fethread_t *t, const herd_msg_item_t *it)
+{
+    if (!t->in_line) {
+        herd_msg_put(&t->out, HERD_MSG_TO_NODE, it);
+        return;
+    }
+    if (t->n_items == t->items_cap) {
+        size_t cap = t->items_cap ? t->items_cap * 2 : 64;
+        herd_msg_item_t *p = realloc(t->items, cap * sizeof *p);
+        if (!p) {
+            t->items_oom = true;
+            return;
+        }
+        t->items = p;
+        t->items_cap = cap;
+    }
+    t->items[t->n_items++] = *it;
+}
+
+/* Empties the batch being built (its memory kept). */
+static void batch_begin(herd_fethread_t *t)
+{
+    herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
+    herd_msg_begin(&t->out, &empty);
+    t->n_items = 0;
+    t->items_oom = false;
+}
+
+static bool batch_oom(const herd_fethread_t *t)
+{
+    return t->in_line ? t->items_oom : t->out.oom;
+}
+
+static size_t batch_items(const herd_fethread_t *t)
+{
+    return t->in_line ? t->n_items : t->out.items;
 }
 
 /* Answers "? LINE". */
@@ -224,10 +267,15 @@ static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
             it.id_len = (uint32_t)cmd.id.len;
         }
     } else {
+        /* The spans point into the slot's copy of the line, which lives
+         * until the answer (an in-line batch is not encoded). */
         i = slot_for(t, tk, line, len, 0);
-        it.id = cmd.id;
-        it.radius = cmd.radius;
-        it.bound = cmd.bound;
+        if (i != NO_SLOT) {
+            const char *copy = t->slots[i].data + 2;
+            it.id = (herd_span_t){copy + (cmd.id.p - line), cmd.id.len};
+            it.radius = (herd_span_t){copy + (cmd.radius.p - line), cmd.radius.len};
+            it.bound = cmd.bound;
+        }
     }
     if (i == NO_SLOT) {
         herd_log_event(t->log, "out of memory holding a command for the node");
@@ -235,7 +283,7 @@ static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
         return;
     }
     it.handle = i;
-    herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+    batch_put(t, &it);
 }
 
 /* A connection ended: the node learns it (max_clients is counted there,
@@ -244,7 +292,7 @@ static void on_closed(void *arg, uint64_t conn, bool owed)
 {
     herd_fethread_t *t = arg;
     herd_msg_item_t it = {.kind = HERD_MSG_CLOSED, .conn = conn, .outcome = owed ? 1 : 0};
-    herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+    batch_put(t, &it);
     /* Kept aside too: the node must learn of every end (max_clients and the
      * per-address count), even from a batch lost for want of memory. */
     if (t->n_closed == t->closed_cap) {
@@ -260,25 +308,48 @@ static void on_closed(void *arg, uint64_t conn, bool owed)
     t->closed[t->n_closed++] = conn << 1 | (owed ? 1 : 0);
 }
 
-/* One answer from the node. */
-static void take_answer(herd_fethread_t *t, const herd_msg_item_t *it)
+/* The slot an answer names, or NULL when it names none of ours. */
+static slot_t *answered_slot(herd_fethread_t *t, uint32_t handle, uint64_t conn, uint64_t seq)
 {
-    if (it->handle >= t->n_slots || !t->slots[it->handle].used)
+    if (handle >= t->n_slots || !t->slots[handle].used)
+        return NULL;
+    slot_t *s = &t->slots[handle];
+    return s->ticket.conn == conn && s->ticket.seq == seq ? s : NULL;
+}
+
+/* One IAMAT's answer: its AT line, or "? LINE" when refused. */
+static void take_iamat(herd_fethread_t *t, uint32_t handle, uint64_t conn, uint64_t seq, uint32_t outcome)
+{
+    slot_t *s = answered_slot(t, handle, conn, seq);
+    if (!s)
         return;
-    slot_t *s = &t->slots[it->handle];
-    if (s->ticket.conn != it->conn || s->ticket.seq != it->seq)
+    herd_hist_observe(&t->hist[HERD_FETHREAD_IAMAT], t->answer_ns - s->start_ns);
+    t->hist_moved = true;
+    if (outcome == HERD_MSG_REFUSED || s->at_len == 0)
+        herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
+    else
+        herd_frontend_answer(t->fe, s->ticket, s->data + s->line_len + 3, s->at_len + 1);
+    slot_put(t, handle);
+}
+
+void herd_fethread_take_iamats(herd_fethread_t *t, const herd_fethread_iamat_t *a, size_t n)
+{
+    t->answer_ns = mono_ns(); /* taken together, as a frame's */
+    for (size_t i = 0; i < n; i++)
+        take_iamat(t, a[i].handle, a[i].conn, a[i].seq, a[i].outcome);
+}
+
+/* One WHATSAT's answer from the node. */
+static void take_whatsat(herd_fethread_t *t, const herd_msg_item_t *it)
+{
+    slot_t *s = answered_slot(t, it->handle, it->conn, it->seq);
+    if (!s)
         return;
-    if (it->kind == HERD_MSG_IAMAT || it->outcome != HERD_MSG_DROPPED) {
-        herd_hist_observe(&t->hist[it->kind == HERD_MSG_IAMAT ? HERD_FETHREAD_IAMAT : HERD_FETHREAD_WHATSAT],
-                          t->answer_ns - s->start_ns);
+    if (it->outcome != HERD_MSG_DROPPED) {
+        herd_hist_observe(&t->hist[HERD_FETHREAD_WHATSAT], t->answer_ns - s->start_ns);
         t->hist_moved = true;
     }
-    if (it->kind == HERD_MSG_IAMAT) {
-        if (it->outcome == HERD_MSG_REFUSED || s->at_len == 0)
-            herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
-        else
-            herd_frontend_answer(t->fe, s->ticket, s->data + s->line_len + 3, s->at_len + 1);
-    } else if (it->outcome == HERD_MSG_UNKNOWN) {
+    if (it->outcome == HERD_MSG_UNKNOWN) {
         herd_frontend_answer(t->fe, s->ticket, s->data, s->line_len + 3);
     } else if (it->outcome == HERD_MSG_ANSWERED) {
         /* The AT line, a newline, the JSON, two newlines. */
@@ -311,8 +382,10 @@ void herd_fethread_take(herd_fethread_t *t, const void *data, size_t len)
         rc = 0;
         switch (it.kind) {
         case HERD_MSG_IAMAT:
+            take_iamat(t, it.handle, it.conn, it.seq, it.outcome);
+            break;
         case HERD_MSG_WHATSAT:
-            take_answer(t, &it);
+            take_whatsat(t, &it);
             break;
         case HERD_MSG_ADOPT: {
             char peer[64];
@@ -391,11 +464,10 @@ static void batch_lost(herd_fethread_t *t)
 {
     herd_log_event(t->log, "front end %u: out of memory for a batch to the node: closing the connections "
                            "whose commands were in it", t->index);
-    herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
-    herd_msg_begin(&t->out, &empty);
+    batch_begin(t);
     for (size_t i = 0; i < t->n_closed; i++) {
         herd_msg_item_t it = {.kind = HERD_MSG_CLOSED, .conn = t->closed[i] >> 1, .outcome = (uint32_t)(t->closed[i] & 1)};
-        herd_msg_put(&t->out, HERD_MSG_TO_NODE, &it);
+        batch_put(t, &it);
     }
     for (uint32_t i = 0; i < t->n_slots; i++) {
         slot_t *s = &t->slots[i];
@@ -414,19 +486,19 @@ static void batch_lost(herd_fethread_t *t)
 static void send_batch(herd_fethread_t *t, bool late)
 {
     publish_hist(t);
-    if (t->out.oom)
+    if (batch_oom(t))
         batch_lost(t);
     uint64_t drain = t->draining ? herd_frontend_busy(t->fe) + 1 : 0;
-    if (!t->out.items && !t->invalid && drain == t->drain_sent)
+    if (!batch_items(t) && !t->invalid && drain == t->drain_sent)
         return;
-    if (t->out.oom)
+    if (batch_oom(t))
         return; /* lost again: the next turn closes what joined it and sends the kept closings again */
-    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index, .invalid = t->invalid, .drain = drain};
-    herd_msg_set_header(&t->out, &h);
-    if (t->in_line)
-        t->deliver(t->deliver_arg, t->out.p, t->out.len, late);
-    else
-    {
+    if (t->in_line) {
+        herd_fethread_batch_t b = {.items = t->items, .n = t->n_items, .invalid = t->invalid, .drain = drain};
+        t->deliver(t->deliver_arg, &b, late);
+    } else {
+        herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = t->index, .invalid = t->invalid, .drain = drain};
+        herd_msg_set_header(&t->out, &h);
         while (zmq_send(t->fe_side, t->out.p, t->out.len, 0) < 0 && errno == EINTR)
             ;
         herd_loop_zmq_sent(t->loop, t->fe_side);
@@ -435,8 +507,7 @@ static void send_batch(herd_fethread_t *t, bool late)
     t->drain_sent = drain;
     t->n_closed = 0;
     t->batch++;
-    herd_msg_header_t empty = {.dir = HERD_MSG_TO_NODE, .fe = t->index};
-    herd_msg_begin(&t->out, &empty);
+    batch_begin(t);
 }
 
 static void send_early(herd_loop_t *loop, void *arg)
@@ -587,6 +658,7 @@ void herd_fethread_destroy(herd_fethread_t **p)
         free(t->slots[i].data);
     free(t->slots);
     herd_msg_buf_free(&t->out);
+    free(t->items);
     free(t->reply);
     free(t->closed);
     free(t->server);

@@ -31,13 +31,15 @@
 
 #include <czmq.h>
 
-#define LOG_BUF_CAP   (64u * 1024u)          /* a handle's buffer: hand it over once this full */
+#define LOG_BUF_CAP   (128u * 1024u)         /* a handle's buffer: hand it over once this full */
 #define LOG_QUEUE_CAP (64ull * 1024u * 1024u) /* default cap on bytes queued to the writer */
 #define LOG_QUEUE_MIN 4096u                   /* the least cap herd_log_set_queue_cap sets */
 #define LOG_MSG_COST  128u                    /* bytes counted per queued buffer beyond its own (message, malloc) */
 #define LOG_STAMP_LEN 28                      /* "2026-11-26T05:31:50.123456Z " */
 #define LOG_HOLD_MS   10                     /* a reactor's lines wait at most about this long for a hand-over */
-#define LOG_HOLD_BYTES (16u * 1024u)         /* ... or until this many bytes are pending */
+#define LOG_HOLD_BYTES (64u * 1024u)         /* ... or until this many bytes are pending (each hand-over
+                                                 may wake the writer: at full rate the per-command lines
+                                                 fill this a few thousand times a second, not once a turn) */
 #define LOG_BATCH     64                      /* buffers written with one writev */
 #define LOG_REOPEN_RETRY_MS 1000              /* a failed reopen is tried again this often */
 #define LOG_ORDER_MAX_MS 200                  /* the longest the writer holds a line for an earlier one

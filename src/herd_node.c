@@ -92,7 +92,38 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
     node_to_fe(node, fe, &a);
 }
 
-/* One batch from front end f. */
+/* One item of a batch from front end f. */
+static void handle_item(herd_node_t *node, fe_t *f, const herd_msg_item_t *it, herd_time_t now)
+{
+    if (it->kind == HERD_MSG_IAMAT)
+        do_iamat(node, f->index, it, now);
+    else if (it->kind == HERD_MSG_WHATSAT)
+        node_do_whatsat(node, f->index, it);
+    else if (it->kind == HERD_MSG_CLOSED)
+        node_on_closed(node, f->index, it->conn, it->outcome != 0);
+}
+
+/* One batch from the front end on this thread: its items as they are. */
+static void handle_batch(herd_node_t *node, fe_t *f, const herd_fethread_batch_t *b)
+{
+    node->n.invalid += b->invalid;
+    f->drain = b->drain;
+    herd_time_t now = herd_time_now();
+    /* Each IAMAT's id is named to the table HERD_TABLE_AHEAD items ahead of
+     * the one handled, so that the batch's cache misses overlap. */
+    herd_table_ahead_t ahead = {0};
+    size_t named = herd_table_worth_ahead(node->table) ? 0 : b->n;
+    for (size_t i = 0; i < b->n; i++) {
+        for (; named < b->n && named < i + HERD_TABLE_AHEAD; named++) {
+            const herd_msg_item_t *next = &b->items[named];
+            if (next->kind == HERD_MSG_IAMAT)
+                herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
+        }
+        handle_item(node, f, &b->items[i], now);
+    }
+}
+
+/* One batch from front end f, as a herd_msg frame. */
 static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t len)
 {
     herd_msg_reader_t r;
@@ -125,12 +156,7 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
         const herd_msg_item_t *it = &ring[head];
         head = (head + 1) % HERD_TABLE_AHEAD;
         queued--;
-        if (it->kind == HERD_MSG_IAMAT)
-            do_iamat(node, f->index, it, now);
-        else if (it->kind == HERD_MSG_WHATSAT)
-            node_do_whatsat(node, f->index, it);
-        else if (it->kind == HERD_MSG_CLOSED)
-            node_on_closed(node, f->index, it->conn, it->outcome != 0);
+        handle_item(node, f, it, now);
     }
     if (rc < 0)
         herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
@@ -169,6 +195,14 @@ char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
     if (fe >= node->n_fes || node->fes[fe].out.oom)
         return NULL;
     fe_t *f = &node->fes[fe];
+    for (size_t i = 0; i < f->n_iamats; i++) { /* in-line answers, encoded as a thread would get them */
+        herd_msg_item_t it = {.kind = HERD_MSG_IAMAT, .conn = f->iamats[i].conn, .seq = f->iamats[i].seq,
+                              .handle = f->iamats[i].handle, .outcome = f->iamats[i].outcome};
+        herd_msg_put(&f->out, HERD_MSG_TO_FE, &it);
+    }
+    f->n_iamats = 0;
+    if (f->out.oom)
+        return NULL;
     char *p = malloc(f->out.len ? f->out.len : 1);
     if (!p)
         return NULL;
@@ -179,12 +213,18 @@ char *herd_node_take_answers(herd_node_t *node, uint32_t fe, size_t *len)
     return p;
 }
 
-/* Each front end's answers and orders of this turn in one frame (handed
- * over at once to a front end on this thread). */
+/* Each front end's answers and orders of this turn in one frame; a front
+ * end on this thread takes its IAMAT answers first, as they are, then the
+ * frame of the rest (a connection's answers are put in order by the front
+ * end, whatever order they come in). */
 static void send_answers(herd_node_t *node)
 {
     for (size_t i = 0; i < node->n_fes; i++) {
         fe_t *f = &node->fes[i];
+        if (f->n_iamats) {
+            herd_fethread_take_iamats(f->thread, f->iamats, f->n_iamats);
+            f->n_iamats = 0;
+        }
         if (!f->out.items)
             continue;
         if (f->out.oom)
@@ -260,10 +300,10 @@ static void on_full(void *arg)
  * (lines of paused connections read again while replies were written) may
  * have stored updates and queued answers after this turn's flush and
  * hand-over: the next turn comes at once rather than at the next event. */
-static void in_line_deliver(void *arg, const void *frame, size_t len, bool late)
+static void in_line_deliver(void *arg, const herd_fethread_batch_t *batch, bool late)
 {
     fe_t *f = arg;
-    handle_frame(f->node, f, frame, len);
+    handle_batch(f->node, f, batch);
     if (late)
         herd_loop_again(f->node->loop);
 }
@@ -564,6 +604,7 @@ void herd_node_destroy(herd_node_t **p)
             herd_loop_remove_zmq(node->loop, herd_fethread_sock(node->fes[i].thread));
         herd_fethread_destroy(&node->fes[i].thread);
         herd_msg_buf_free(&node->fes[i].out);
+        free(node->fes[i].iamats);
     }
     free(node->fes);
     if (node->pending_timer > 0)

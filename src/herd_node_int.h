@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "herd_admin.h"
 #include "herd_fethread.h"
@@ -99,6 +100,8 @@ typedef struct {
     herd_fethread_t *thread; /* the thread (or the front end in-line) */
     bool in_line;            /* on this thread (frontend_threads 0) */
     herd_msg_buf_t out;      /* this turn's answers and orders for it */
+    herd_fethread_iamat_t *iamats; /* in-line: this turn's IAMAT answers, unencoded */
+    size_t n_iamats, iamats_cap;
     size_t conns;            /* connections handed to it and not yet closed */
     uint64_t drain;          /* what it last said while draining: 0 unknown, busy + 1 */
 } fe_t;
@@ -171,10 +174,31 @@ struct herd_node_t {
 /* The answer sink: queues an answer (or order) for front end `fe`; it goes
  * out at the end of the turn (turn_answers in herd_node.c), after the links'
  * flush and the group commit (flood before reply, PROTOCOL section 7). */
+/* Room for one more unencoded IAMAT answer for f. */
+static inline bool node_iamat_room(fe_t *f)
+{
+    if (f->n_iamats < f->iamats_cap)
+        return true;
+    size_t cap = f->iamats_cap ? f->iamats_cap * 2 : 64;
+    herd_fethread_iamat_t *p = (herd_fethread_iamat_t *)realloc(f->iamats, cap * sizeof *p);
+    if (!p)
+        return false;
+    f->iamats = p;
+    f->iamats_cap = cap;
+    return true;
+}
+
 static inline void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
-    if (fe < node->n_fes)
-        herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
+    if (fe >= node->n_fes)
+        return;
+    fe_t *f = &node->fes[fe];
+    /* An IAMAT answer to the front end on this thread goes as it is
+     * (herd_fethread.h); without memory for that, the frame's way works. */
+    if (f->in_line && it->kind == HERD_MSG_IAMAT && node_iamat_room(f))
+        f->iamats[f->n_iamats++] = (herd_fethread_iamat_t){it->conn, it->seq, it->handle, it->outcome};
+    else
+        herd_msg_put(&f->out, HERD_MSG_TO_FE, it);
 }
 
 /* WHATSATs (herd_node_places.c): one from front end `fe`; the worker's

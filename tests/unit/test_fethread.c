@@ -8,10 +8,12 @@
  * test talks to its PAIR socket), and in-line (frontend_threads 0) on a
  * loop the test runs on a thread of its own, standing for the node's. The
  * in-line front end has no socket, so the test gives it one: its batches
- * (deliver) are forwarded from the loop's thread over a PAIR pair, and the
- * frames the test sends on that pair are handed to herd_fethread_take on
- * the loop's thread, the only thread that may touch the front end or the
- * loop. The test's code is the same either way: it talks to fx->sock. */
+ * (deliver, unencoded items) are encoded and forwarded from the loop's
+ * thread over a PAIR pair, and the frames the test sends on that pair are
+ * handed over on the loop's thread, the only thread that may touch the
+ * front end or the loop, as the node hands them: the IAMAT answers as they
+ * are (herd_fethread_take_iamats), the rest as a frame. The test's code is
+ * the same either way: it talks to fx->sock. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -56,15 +58,48 @@ typedef struct {
  * end of the turn) goes the same way, and both cases here need it: the
  * CLOSED of a client that left comes late. No herd_loop_again as the
  * node's has: the test's answers come on loop_side, which wakes the loop. */
-static void deliver(void *arg, const void *frame, size_t len, bool late)
+static void deliver(void *arg, const herd_fethread_batch_t *batch, bool late)
 {
     (void)late;
     fx_t *fx = arg;
-    while (zmq_send(fx->loop_side, frame, len, 0) < 0)
-        if (errno != EINTR) {
+    herd_msg_buf_t b = {0};
+    herd_msg_header_t h = {.dir = HERD_MSG_TO_NODE, .fe = 2, .invalid = batch->invalid, .drain = batch->drain};
+    herd_msg_begin(&b, &h);
+    for (size_t i = 0; i < batch->n; i++)
+        herd_msg_put(&b, HERD_MSG_TO_NODE, &batch->items[i]);
+    while (b.oom || zmq_send(fx->loop_side, b.p, b.len, 0) < 0)
+        if (b.oom || errno != EINTR) {
             fx->lost++;
-            return;
+            break;
         }
+    herd_msg_buf_free(&b);
+}
+
+/* In-line: a frame from the test handed over as the node hands its
+ * answers: the IAMAT answers as they are, then a frame of the rest. */
+static void hand_over(fx_t *fx, const void *data, size_t len)
+{
+    herd_msg_reader_t r;
+    herd_msg_header_t h;
+    herd_msg_item_t it;
+    herd_fethread_iamat_t iamats[64];
+    size_t n = 0;
+    herd_msg_buf_t rest = {0};
+    int rc = herd_msg_open(&r, data, len, &h);
+    herd_msg_begin(&rest, &h);
+    while (rc == 0 && herd_msg_next(&r, &it) == 1) {
+        if (it.kind == HERD_MSG_IAMAT && n < sizeof iamats / sizeof *iamats)
+            iamats[n++] = (herd_fethread_iamat_t){it.conn, it.seq, it.handle, it.outcome};
+        else
+            herd_msg_put(&rest, HERD_MSG_TO_FE, &it);
+    }
+    if (rc != 0 || rest.oom) {
+        fx->lost++;
+    } else {
+        herd_fethread_take_iamats(fx->t, iamats, n);
+        herd_fethread_take(fx->t, rest.p, rest.len);
+    }
+    herd_msg_buf_free(&rest);
 }
 
 /* In-line: frames from the test, on the loop's thread. An empty frame (no
@@ -85,7 +120,7 @@ static void from_test(herd_loop_t *loop, void *arg)
         if (zmq_msg_size(&m) == 0)
             herd_loop_stop(loop);
         else
-            herd_fethread_take(fx->t, zmq_msg_data(&m), zmq_msg_size(&m));
+            hand_over(fx, zmq_msg_data(&m), zmq_msg_size(&m));
         zmq_msg_close(&m);
     }
 }
