@@ -417,6 +417,25 @@ static uint64_t writable_until(log_writer_t *w)
     return limit;
 }
 
+/* Whether the last line of buffer p is no later than `second` (the other
+ * handles' earliest held line, or NULL) nor than `lim` (microseconds, or
+ * UINT64_MAX): a handle's lines are stamped in order, so then all of the
+ * buffer's rest may go without a look at each line. */
+static bool rest_fits(log_writer_t *w, const pend_t *p, const char *second, uint64_t lim)
+{
+    const char *b = p->m.buf, *last = b + p->off;
+    if (p->m.len - p->off < 2)
+        return false;
+    for (const char *q = b + p->m.len - 2; q >= last; q--) /* the line end before the last */
+        if (*q == '\n') {
+            last = q + 1;
+            break;
+        }
+    if ((size_t)(b + p->m.len - last) < STAMP_CMP)
+        return false;
+    return (!second || memcmp(last, second, STAMP_CMP) <= 0) && (lim == UINT64_MAX || stamp_us(w, last) <= lim);
+}
+
 /* Writes the held lines in stamp order: all of them, or those no earlier
  * line can still come before (see above). Returns the monotonic time at
  * which to look again, or -1 when nothing is held. */
@@ -455,6 +474,8 @@ static int64_t writer_emit(log_writer_t *w, bool all)
         size_t start = p->off, end = p->off;
         if (!second && lim == UINT64_MAX)
             end = p->m.len; /* alone and free: the whole rest */
+        else if (rest_fits(w, p, second, lim))
+            end = p->m.len; /* its last line is due: so are those before it */
         while (end < p->m.len) {
             const char *nl = memchr(p->m.buf + end, '\n', p->m.len - end);
             end = nl ? (size_t)(nl - p->m.buf) + 1 : p->m.len;

@@ -83,6 +83,33 @@ static void test_escape_every_byte_everywhere(void **state)
     }
 }
 
+/* herd_log_escape_prefix against the slow way on random lines (plain runs
+ * of every length, bytes of every kind) cut at random capacities: the
+ * output is the longest whole-escape prefix that fits, and *used says how
+ * much of the line it covers. */
+static void test_escape_prefix_random(void **state)
+{
+    (void)state;
+    srand(4242);
+    for (int round = 0; round < 20000; round++) {
+        char in[100], want[400], got[400];
+        size_t len = (size_t)(rand() % (int)sizeof in), wlen[101];
+        for (size_t i = 0; i < len; i++)
+            in[i] = (char)(rand() % 8 ? ' ' + rand() % 95 : rand() % 256);
+        wlen[0] = 0;
+        for (size_t i = 0; i < len; i++)
+            wlen[i + 1] = wlen[i] + escape_byte(want + wlen[i], (unsigned char)in[i]);
+        size_t cap = (size_t)(rand() % (int)(wlen[len] + 2)), used = 99999;
+        size_t whole = 0;
+        while (whole < len && wlen[whole + 1] <= cap)
+            whole++;
+        size_t m = herd_log_escape_prefix(got, cap, in, len, &used);
+        assert_int_equal(used, whole);
+        assert_int_equal(m, wlen[whole]);
+        assert_memory_equal(got, want, m);
+    }
+}
+
 static void test_escape_stops_at_capacity(void **state)
 {
     (void)state;
@@ -680,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_escape_every_byte_everywhere),
         cmocka_unit_test(test_escape_stops_at_capacity),
+        cmocka_unit_test(test_escape_prefix_random),
         cmocka_unit_test(test_lines_in_the_file),
         cmocka_unit_test(test_big_event_in_order),
         cmocka_unit_test(test_attached_to_a_loop),
