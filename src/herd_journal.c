@@ -467,7 +467,7 @@ static uint64_t append(herd_journal_t *j, char kind, const char *data, size_t le
     }
     if (j->batch->len == 0)
         j->batch_ms = herd_clock_ms();
-    j->batch->len += hj_frame(out, kind, data, len);
+    j->batch->len += hj_frame_unsealed(out, kind, data, len); /* the writer seals it */
     j->batch->last_seq = ++j->seq;
     return j->seq;
 }

@@ -88,13 +88,33 @@ static uint32_t get32(const char *p)
     return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
 }
 
-size_t hj_frame(char *out, char kind, const char *data, size_t len)
+size_t hj_frame_unsealed(char *out, char kind, const char *data, size_t len)
 {
     out[HJ_FRAME] = kind;
     memcpy(out + HJ_FRAME + 1, data, len);
     put32(out, (uint32_t)(len + 1));
-    put32(out + 4, herd_journal_crc32c(0, out + HJ_FRAME, len + 1));
+    put32(out + 4, 0);
     return HJ_FRAME + 1 + len;
+}
+
+size_t hj_frame(char *out, char kind, const char *data, size_t len)
+{
+    size_t n = hj_frame_unsealed(out, kind, data, len);
+    put32(out + 4, herd_journal_crc32c(0, out + HJ_FRAME, len + 1));
+    return n;
+}
+
+uint64_t hj_seal_frames(char *p, size_t n)
+{
+    uint64_t frames = 0;
+    for (size_t off = 0; off + HJ_FRAME <= n; frames++) {
+        size_t len = get32(p + off);
+        if (len > n - off - HJ_FRAME)
+            break;
+        put32(p + off + 4, herd_journal_crc32c(0, p + off + HJ_FRAME, len));
+        off += HJ_FRAME + len;
+    }
+    return frames;
 }
 
 void hj_header(char out[HJ_HEADER], const char *magic, uint64_t gen)

@@ -120,6 +120,16 @@ typedef void(hj_frame_fn)(void *arg, char kind, const char *data, size_t len);
  * len bytes. Returns the bytes written. */
 size_t hj_frame(char *out, char kind, const char *data, size_t len);
 
+/* hj_frame without its CRC, which hj_seal_frames writes later: the node
+ * lays out a batch's frames and the writer thread seals them, so that the
+ * CRC is not computed on the node's thread. */
+size_t hj_frame_unsealed(char *out, char kind, const char *data, size_t len);
+
+/* Writes the CRC of every frame of a batch of n bytes laid out by
+ * hj_frame_unsealed (a frame whose length runs past the end is left as it
+ * is). Returns the number of frames. */
+uint64_t hj_seal_frames(char *p, size_t n);
+
 /* Writes a version-2 file header (with its CRC). */
 void hj_header(char out[HJ_HEADER], const char *magic, uint64_t gen);
 

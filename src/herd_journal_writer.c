@@ -550,17 +550,6 @@ static bool want_compaction(const writer_t *w, int64_t now)
 /* ---------------------------------------------------------------------- */
 /* The thread */
 
-/* Counts the frames of a batch (for the compaction rule). */
-static uint64_t count_frames(const hj_batch_t *b)
-{
-    uint64_t n = 0;
-    for (size_t off = 0; off + HJ_FRAME <= b->len; n++) {
-        const unsigned char *u = (const unsigned char *)b->data + off;
-        off += HJ_FRAME + ((size_t)u[0] | (size_t)u[1] << 8 | (size_t)u[2] << 16 | (size_t)u[3] << 24);
-    }
-    return n;
-}
-
 /* Reads every message queued from the node. Returns true on "$TERM". */
 static bool drain(writer_t *w)
 {
@@ -575,7 +564,9 @@ static bool drain(writer_t *w)
         if (n == 1 + (int)sizeof(hj_batch_t *) && msg[0] == 'B') {
             hj_batch_t *b;
             memcpy(&b, msg + 1, sizeof b);
-            uint64_t frames = count_frames(b), len = b->len;
+            /* The node laid the frames out; their CRCs are written here
+             * (and they are counted, for the compaction rule). */
+            uint64_t frames = hj_seal_frames(b->data, b->len), len = b->len;
             if (take_batch(w, b) == 0) {
                 w->c.rep.journal_records += frames;
                 w->c.rep.since_bytes += len;
