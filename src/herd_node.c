@@ -49,7 +49,7 @@ static bool too_far_ahead(const herd_node_t *node, herd_time_t t, herd_time_t no
  * per batch. */
 static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, herd_time_t now)
 {
-    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = it->conn, .seq = it->seq, .handle = it->handle};
+    uint32_t outcome;
     herd_at_t at = {.id = {it->at.p + it->id_off, it->id_len}, .pos = {it->at.p + it->pos_off, it->pos_len},
                     .time = it->time, .server = {node->name, node->name_len}};
     if (too_far_ahead(node, it->time, now, 0) ||
@@ -61,17 +61,17 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
                                it->pos_len))) {
         node->n.iamat_refused++;
         node->n.invalid++;
-        a.outcome = HERD_MSG_REFUSED;
+        outcome = HERD_MSG_REFUSED;
     } else {
         switch (store(node, &at, it->at.p, it->at.len, -1, true, NULL, NULL, NULL)) {
         case HERD_UPDATE_NEWER:
             node->n.iamat_stored++;
-            a.outcome = HERD_MSG_STORED;
+            outcome = HERD_MSG_STORED;
             break;
         case HERD_UPDATE_SAME:
         case HERD_UPDATE_OLDER:
             node->n.iamat_not_newer++;
-            a.outcome = HERD_MSG_NOT_NEWER;
+            outcome = HERD_MSG_NOT_NEWER;
             break;
         case HERD_UPDATE_REFUSED:
         case HERD_UPDATE_ERROR:
@@ -80,16 +80,16 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
              * AT reply would say it is (PROTOCOL section 6). */
             node->n.iamat_refused++;
             node->n.invalid++;
-            a.outcome = HERD_MSG_REFUSED;
+            outcome = HERD_MSG_REFUSED;
             break;
         }
     }
     /* fsync "always": the reply waits for the group commit, the node does not. */
     held_reply_t h = {.fe = fe, .handle = it->handle};
-    if (a.outcome != HERD_MSG_REFUSED && node->journal &&
-        herd_journal_hold(node->journal, (herd_ticket_t){it->conn, it->seq}, (const char *)&h, sizeof h))
+    herd_ticket_t t = {it->conn, it->seq};
+    if (outcome != HERD_MSG_REFUSED && node->journal && herd_journal_hold(node->journal, t, (const char *)&h, sizeof h))
         return;
-    node_to_fe(node, fe, &a);
+    node_iamat_to_fe(node, fe, t, it->handle, outcome);
 }
 
 /* One item of a batch from front end f. */

@@ -188,6 +188,22 @@ static inline bool node_iamat_room(fe_t *f)
     return true;
 }
 
+/* An IAMAT's answer for front end `fe`, as node_to_fe would queue the
+ * item, without making one (on this thread it goes as it is). */
+static inline void node_iamat_to_fe(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle,
+                                    uint32_t outcome)
+{
+    if (fe >= node->n_fes)
+        return;
+    fe_t *f = &node->fes[fe];
+    if (f->in_line && node_iamat_room(f)) {
+        f->iamats[f->n_iamats++] = (herd_fethread_iamat_t){t.conn, t.seq, handle, outcome};
+        return;
+    }
+    herd_msg_item_t it = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = handle, .outcome = outcome};
+    herd_msg_put(&f->out, HERD_MSG_TO_FE, &it);
+}
+
 static inline void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
     if (fe >= node->n_fes)
