@@ -51,10 +51,15 @@
 
 enum { MSG_BUF = 1, MSG_REOPEN, MSG_SYNC, MSG_SYNCED };
 
+/* A buffer in which a line is stamped before the line above it (the
+ * system clock was set back): its lines cannot be taken as in order. */
+#define MSG_BACKWARDS 1u
+
 /* One message between a handle and the writer (small enough that ZeroMQ
  * keeps it inside the message, no allocation). */
 typedef struct {
-    uint32_t type;  /* MSG_* */
+    uint16_t type;  /* MSG_* */
+    uint16_t flags; /* MSG_BUF: MSG_BACKWARDS or 0 */
     uint32_t lines; /* MSG_BUF: lines in buf */
     char *buf;      /* MSG_BUF: the bytes; the holder of the message owns them */
     size_t len;     /* MSG_BUF: bytes in buf */
@@ -124,6 +129,8 @@ struct herd_log_t {
     uint64_t gap_lines;          /* lines dropped since the last marker line */
     uint64_t gap_bytes;          /* their bytes */
     uint64_t fixed_us;           /* fixed_stamp's time (microseconds since the epoch) */
+    uint64_t last_us;            /* the time of the last line stamped */
+    bool backwards;              /* a pending line is stamped before the one above it */
     atomic_uint_fast64_t unsent_us; /* the oldest line not yet handed to the writer: its time, 0 for
                                        none, 1 while one is being stamped (read by the writer) */
     atomic_uint_fast64_t sent;   /* buffers handed to the writer (read by the writer) */
@@ -419,16 +426,17 @@ static uint64_t writable_until(log_writer_t *w)
 
 /* Whether the last line of buffer p is no later than `second` (the other
  * handles' earliest held line, or NULL) nor than `lim` (microseconds, or
- * UINT64_MAX): a handle's lines are stamped in order, so then all of the
+ * UINT64_MAX): a handle's lines are stamped in order (unless the clock
+ * was set back while the buffer filled: MSG_BACKWARDS), so then all of the
  * buffer's rest may go without a look at each line. */
 static bool rest_fits(log_writer_t *w, const pend_t *p, const char *second, uint64_t lim)
 {
-    const char *b = p->m.buf, *last = b + p->off;
-    if (p->m.len - p->off < 2)
+    if ((p->m.flags & MSG_BACKWARDS) || p->m.len - p->off < 2)
         return false;
-    for (const char *q = b + p->m.len - 2; q >= last; q--) /* the line end before the last */
-        if (*q == '\n') {
-            last = q + 1;
+    const char *b = p->m.buf, *last = b + p->off;
+    for (size_t q = p->m.len - 1; q-- > p->off;) /* the line end before the last */
+        if (b[q] == '\n') {
+            last = b + q + 1;
             break;
         }
     if ((size_t)(b + p->m.len - last) < STAMP_CMP)
@@ -621,9 +629,9 @@ static bool queue_reserve(log_writer_t *w, uint64_t cost, bool force)
 
 /* Sends one buffer (ownership goes with it). On failure the buffer is freed
  * and its lines counted as dropped. */
-static int send_buf(herd_log_t *log, char *buf, size_t len, uint32_t lines, size_t cost)
+static int send_buf(herd_log_t *log, char *buf, size_t len, uint32_t lines, size_t cost, uint16_t flags)
 {
-    log_msg_t m = {.type = MSG_BUF, .lines = lines, .buf = buf, .len = len, .cost = cost};
+    log_msg_t m = {.type = MSG_BUF, .flags = flags, .lines = lines, .buf = buf, .len = len, .cost = cost};
     if (zmq_send(zsock_resolve(log->out), &m, sizeof m, ZMQ_DONTWAIT) == (int)sizeof m) {
         atomic_fetch_add(&log->sent, 1);
         return 0;
@@ -639,6 +647,7 @@ static int send_buf(herd_log_t *log, char *buf, size_t len, uint32_t lines, size
  * the buffer is kept for the next lines unless it was grown for a big one. */
 static void drop_pending(herd_log_t *log)
 {
+    log->backwards = false;
     log->gap_lines += log->lines;
     log->gap_bytes += log->len;
     atomic_fetch_add(&log->w->lines_dropped, log->lines);
@@ -685,7 +694,7 @@ static int hand_over_lines(herd_log_t *log, bool force)
         char *m = malloc(mlen);
         if (m) {
             memcpy(m, marker, mlen);
-            send_buf(log, m, mlen, 1, mcost);
+            send_buf(log, m, mlen, 1, mcost, 0);
             log->gap_lines = log->gap_bytes = 0;
         } else {
             atomic_fetch_sub(&log->w->queued, mcost);
@@ -713,7 +722,8 @@ static int hand_over_lines(herd_log_t *log, bool force)
         log->buf = NULL;
         log->cap = 0;
     }
-    int rc = send_buf(log, out, log->len, log->lines, cost);
+    int rc = send_buf(log, out, log->len, log->lines, cost, log->backwards ? MSG_BACKWARDS : 0);
+    log->backwards = false;
     log->len = 0;
     log->lines = 0;
     return rc;
@@ -755,6 +765,14 @@ static bool reserve(herd_log_t *log, size_t need)
  * not yet handed over publishes its time for the writer's order, and says
  * "being stamped" before the clock is read, so that the writer never takes
  * a later line of another thread for the earliest. */
+/* Notes a line stamped at us (first: the first of the pending buffer). */
+static void note_order(herd_log_t *log, uint64_t us, bool first)
+{
+    if (!first && us < log->last_us)
+        log->backwards = true;
+    log->last_us = us;
+}
+
 static void put_stamp(herd_log_t *log)
 {
     char *p = log->buf + log->len;
@@ -769,6 +787,7 @@ static void put_stamp(herd_log_t *log)
         memcpy(p, log->fixed_stamp, LOG_STAMP_LEN);
         if (first)
             atomic_store(&log->unsent_us, log->fixed_us);
+        note_order(log, log->fixed_us, first);
         return;
     }
     struct timespec ts;
@@ -777,6 +796,7 @@ static void put_stamp(herd_log_t *log)
     uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     if (first)
         atomic_store(&log->unsent_us, us);
+    note_order(log, us, first);
     if (log->turn_clock) {
         memcpy(log->fixed_stamp, p, LOG_STAMP_LEN);
         log->fixed_us = us;

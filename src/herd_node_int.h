@@ -171,9 +171,6 @@ struct herd_node_t {
     load_drops_t load_drops;      /* ... and the ids it refused or dropped so far */
 };
 
-/* The answer sink: queues an answer (or order) for front end `fe`; it goes
- * out at the end of the turn (turn_answers in herd_node.c), after the links'
- * flush and the group commit (flood before reply, PROTOCOL section 7). */
 /* Room for one more unencoded IAMAT answer for f. */
 static inline bool node_iamat_room(fe_t *f)
 {
@@ -204,6 +201,9 @@ static inline void node_iamat_to_fe(herd_node_t *node, uint32_t fe, herd_ticket_
     herd_msg_put(&f->out, HERD_MSG_TO_FE, &it);
 }
 
+/* The answer sink: queues an answer (or order) for front end `fe`; it goes
+ * out at the end of the turn (turn_answers in herd_node.c), after the links'
+ * flush and the group commit (flood before reply, PROTOCOL section 7). */
 static inline void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
     if (fe >= node->n_fes)

@@ -556,6 +556,43 @@ static void test_two_threads_in_order(void **state)
     rm_tree(dir);
 }
 
+/* The system clock set back while a handle's buffer fills: that buffer's
+ * lines are not taken as in order, so another handle's line goes where its
+ * time puts it among them (the writer looks at each line, as it does for
+ * every buffer whose last line is not due). */
+static void test_clock_set_back_in_one_buffer(void **state)
+{
+    (void)state;
+    char dir[64], path[128], err[256];
+    herd_log_t *a = open_tmp_log(dir, sizeof dir, path, sizeof path);
+    herd_log_t *b = herd_log_attach(a, err, sizeof err);
+    assert_non_null(b);
+    struct timespec t0 = {1000000040, 0}, t1 = {1000000040, 500000000}, t2 = {1000000039, 600000000},
+                    tb = {1000000040, 200000000};
+    herd_log_set_now(a, &t0);
+    herd_log_event(a, "a0");
+    herd_log_set_now(a, &t1);
+    herd_log_event(a, "a1");
+    herd_log_set_now(a, &t2); /* set back */
+    herd_log_event(a, "a2");
+    herd_log_set_now(b, &tb);
+    herd_log_event(b, "b");
+    herd_log_flush(b); /* held: a has an earlier line not handed over */
+    herd_log_flush(a);
+    assert_int_equal(herd_log_sync(a), 0);
+    herd_log_close(&b);
+    herd_log_close(&a);
+    char *s = slurp(path);
+    assert_non_null(s);
+    assert_int_equal(count_lines(s), 4);
+    const char *want[4] = {"a0\n", "b\n", "a1\n", "a2\n"};
+    char *l = s;
+    for (int i = 0; i < 4; i++, l = strchr(l, '\n') + 1)
+        assert_memory_equal(l + 28, want[i], strlen(want[i]));
+    free(s);
+    rm_tree(dir);
+}
+
 /* Reads a FIFO into memory until its writer closes it. */
 typedef struct {
     int fd;     /* the FIFO's read end */
@@ -708,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_escape_every_byte_everywhere),
         cmocka_unit_test(test_escape_stops_at_capacity),
         cmocka_unit_test(test_escape_prefix_random),
+        cmocka_unit_test(test_clock_set_back_in_one_buffer),
         cmocka_unit_test(test_lines_in_the_file),
         cmocka_unit_test(test_big_event_in_order),
         cmocka_unit_test(test_attached_to_a_loop),
