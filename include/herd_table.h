@@ -146,12 +146,6 @@ void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *
  * (HERD_TABLE_AHEAD_MIN) for its lookups to miss the caches. */
 bool herd_table_worth_ahead(const herd_table_t *t);
 
-/* Whether the record held for this id is exactly the line at (the same
- * bytes): offered again it would be HERD_UPDATE_SAME. Cheap (a lookup and
- * a compare), so that a neighbour's repeat, the most common peer line, is
- * known before the line is parsed. */
-bool herd_table_holds_line(const herd_table_t *t, const char *id, size_t id_len, const char *at, size_t at_len);
-
 /* Would a record with this rank be stored? (Cheap: no allocation.) True when
  * the client is unknown or the stored record ranks below it; the bounds are
  * not considered. Used to drop repeats before validating them fully. */

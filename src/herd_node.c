@@ -385,13 +385,6 @@ static void on_peer_update(void *arg, const char *from_name, long from, const ch
     peer_check_t pc = {.node = node, .at = &at};
     herd_update_t u = HERD_UPDATE_REJECTED;
     const herd_record_t *stored = NULL;
-    /* Most peer lines are repeats (a neighbour floods on what another
-     * neighbour already sent): the very line held needs no parsing. */
-    herd_span_t id = herd_record_id(line, len);
-    if (id.p && herd_table_holds_line(node->table, id.p, id.len, line, len)) {
-        node->n.peer_duplicates++;
-        return;
-    }
     if (len > UINT16_MAX || herd_record_parse_quick(line, len, &at) != 0)
         pc.why = "an invalid AT line";
     else

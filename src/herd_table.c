@@ -584,14 +584,6 @@ herd_time_t herd_table_receive_time(const herd_record_t *r)
 
 /*  --------------------------------------------------------------------------
  *  Whether a record of this rank would replace what is held. */
-bool herd_table_holds_line(const herd_table_t *t, const char *id, size_t id_len, const char *at, size_t at_len)
-{
-    if (id_len == 0 || id_len > UINT16_MAX)
-        return false;
-    const rec_t *r = t->slots[probe(t, index_hash(t, id, id_len), id, id_len)].rec;
-    return r != NULL && r->r.at_len == at_len && memcmp(r->r.at, at, at_len) == 0;
-}
-
 bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                            const char *at, size_t at_len, size_t pos_off, size_t pos_len)
 {

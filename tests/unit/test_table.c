@@ -970,29 +970,6 @@ static void test_update_checked(void **state)
     herd_table_destroy(&t);
 }
 
-/* herd_table_holds_line: true only for the very bytes held for the id. */
-static void test_holds_line(void **state)
-{
-    (void) state;
-    herd_table_t *t = herd_table_new();
-    assert_non_null(t);
-    const char *held = "AT Bailey +0.000000001 c1 +34.068930-118.445127 100.000000000";
-    assert_false(herd_table_holds_line(t, "c1", 2, held, strlen(held))); /* unknown client */
-    assert_int_equal(offer(t, "c1", tm(100, 0), "Bailey", NULL), HERD_UPDATE_NEWER);
-    assert_true(herd_table_holds_line(t, "c1", 2, held, strlen(held)));
-    char other[128];
-    snprintf(other, sizeof other, "%s", held);
-    other[strlen(other) - 1] = '1'; /* one byte differs */
-    assert_false(herd_table_holds_line(t, "c1", 2, other, strlen(other)));
-    assert_false(herd_table_holds_line(t, "c1", 2, held, strlen(held) - 1)); /* a prefix */
-    assert_false(herd_table_holds_line(t, "c2", 2, held, strlen(held)));   /* another id */
-    assert_false(herd_table_holds_line(t, "", 0, held, strlen(held)));
-    /* Replaced by a newer line: the old one is no longer held. */
-    assert_int_equal(offer(t, "c1", tm(101, 0), "Bailey", NULL), HERD_UPDATE_NEWER);
-    assert_false(herd_table_holds_line(t, "c1", 2, held, strlen(held)));
-    herd_table_destroy(&t);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1007,7 +984,6 @@ int main(void)
         cmocka_unit_test(test_bounds_model),
         cmocka_unit_test(test_newest_received_admitted),
         cmocka_unit_test(test_update_checked),
-        cmocka_unit_test(test_holds_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
