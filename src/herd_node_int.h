@@ -185,8 +185,9 @@ static inline bool node_iamat_room(fe_t *f)
     return true;
 }
 
-/* An IAMAT's answer for front end `fe`, as node_to_fe would queue the
- * item, without making one (on this thread it goes as it is). */
+/* An IAMAT's answer for front end `fe`, queued without making a herd_msg
+ * item: to the front end on this thread as it is (herd_fethread.h); to a
+ * thread, or without memory for the array, in the frame. */
 static inline void node_iamat_to_fe(herd_node_t *node, uint32_t fe, herd_ticket_t t, uint32_t handle,
                                     uint32_t outcome)
 {
@@ -206,15 +207,10 @@ static inline void node_iamat_to_fe(herd_node_t *node, uint32_t fe, herd_ticket_
  * flush and the group commit (flood before reply, PROTOCOL section 7). */
 static inline void node_to_fe(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it)
 {
-    if (fe >= node->n_fes)
-        return;
-    fe_t *f = &node->fes[fe];
-    /* An IAMAT answer to the front end on this thread goes as it is
-     * (herd_fethread.h); without memory for that, the frame's way works. */
-    if (f->in_line && it->kind == HERD_MSG_IAMAT && node_iamat_room(f))
-        f->iamats[f->n_iamats++] = (herd_fethread_iamat_t){it->conn, it->seq, it->handle, it->outcome};
-    else
-        herd_msg_put(&f->out, HERD_MSG_TO_FE, it);
+    if (it->kind == HERD_MSG_IAMAT)
+        node_iamat_to_fe(node, fe, (herd_ticket_t){it->conn, it->seq}, it->handle, it->outcome);
+    else if (fe < node->n_fes)
+        herd_msg_put(&node->fes[fe].out, HERD_MSG_TO_FE, it);
 }
 
 /* WHATSATs (herd_node_places.c): one from front end `fe`; the worker's

@@ -27,13 +27,11 @@ static void release_reply(void *arg, herd_ticket_t t, const char *data, size_t l
     if (len != sizeof h)
         return;
     memcpy(&h, data, sizeof h);
-    herd_msg_item_t a = {.kind = HERD_MSG_IAMAT, .conn = t.conn, .seq = t.seq, .handle = h.handle,
-                         .outcome = ok ? HERD_MSG_STORED : HERD_MSG_REFUSED};
     if (!ok) {
         node->n.iamat_refused++;
         node->n.invalid++;
     }
-    node_to_fe(node, h.fe, &a);
+    node_iamat_to_fe(node, h.fe, t, h.handle, ok ? HERD_MSG_STORED : HERD_MSG_REFUSED);
 }
 
 /* One record read from state_dir at start: at most once a second, the
