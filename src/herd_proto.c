@@ -9,6 +9,8 @@
 #include <assert.h>
 #include <string.h>
 
+#include "herd_scan.h"
+
 /* An unsigned decimal `D+[.D+]` split into its two digit runs. */
 typedef struct {
     herd_span_t ip; /* integer digits, at least one */
@@ -100,7 +102,9 @@ size_t herd_proto_split(const char *line, size_t len, herd_span_t *fields, size_
         if (i >= len)
             break;
         size_t start = i;
-        while (i < len && !herd_proto_is_space((unsigned char) line[i]))
+        /* The next byte at or below ' ' ends the field when it is white
+         * space; any other control byte belongs to the field. */
+        while ((i = herd_scan_low(line, i, len)) < len && !herd_proto_is_space((unsigned char) line[i]))
             i++;
         /* The caller only needs to know "too many"; stop scanning there. */
         if (n == max)

@@ -6,6 +6,7 @@
 
 #include "herd_hash.h"
 #include "herd_proto.h"
+#include "herd_scan.h"
 
 #define NSEC_PER_SEC 1000000000
 
@@ -33,49 +34,6 @@ bool herd_record_valid_name(const char *p, size_t len)
     return true;
 }
 
-/* The first byte from i on that is at most ' ' (a space, other white space
- * or a control byte), or len. Eight bytes a step where the machine is
- * little-endian: in (w - 0x21..) & ~w & 0x80.., the lowest flagged byte is
- * always one below 0x21 (a borrow only flags bytes above a true match). */
-static size_t next_low(const char *line, size_t i, size_t len)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    while (i + 8 <= len) {
-        uint64_t w;
-        memcpy(&w, line + i, 8);
-        uint64_t m = (w - 0x2121212121212121ULL) & ~w & 0x8080808080808080ULL;
-        if (m)
-            return i + ((size_t) __builtin_ctzll(m) >> 3);
-        i += 8;
-    }
-#endif
-    while (i < len && (unsigned char) line[i] > ' ')
-        i++;
-    return i;
-}
-
-/* The first space from i on, or len: the fields before it are a few bytes
- * long, where memchr's set-up costs more than the scan. Eight bytes a
- * step (a zero byte of w ^ 0x20.. marks a space; the lowest flag is always
- * a true one) where the machine is little-endian. */
-static size_t next_space(const char *line, size_t i, size_t len)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    while (i + 8 <= len) {
-        uint64_t w;
-        memcpy(&w, line + i, 8);
-        w ^= 0x2020202020202020ULL;
-        uint64_t m = (w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL;
-        if (m)
-            return i + ((size_t) __builtin_ctzll(m) >> 3);
-        i += 8;
-    }
-#endif
-    while (i < len && line[i] != ' ')
-        i++;
-    return i;
-}
-
 /* Splits a line into exactly six fields joined by single spaces, finding
  * only the spaces (the fields' own checks, herd_record_check, judge the
  * rest). Returns 0, or -1 when there are not six such fields. */
@@ -83,9 +41,9 @@ static int split_six(const char *line, size_t len, herd_span_t f[6])
 {
     size_t start = 0;
     for (size_t k = 0; k < 6; k++) {
-        size_t e = next_low(line, start, len);
+        size_t e = herd_scan_low(line, start, len);
         while (e < len && line[e] != ' ')
-            e = next_low(line, e + 1, len);
+            e = herd_scan_low(line, e + 1, len);
         f[k] = (herd_span_t){line + start, e - start};
         if (k < 5) {
             if (e >= len)
@@ -186,7 +144,7 @@ herd_span_t herd_record_origin(const char *at, size_t at_len)
 {
     if (at_len < 3)
         return (herd_span_t){at, 0};
-    return (herd_span_t){at + 3, next_space(at, 3, at_len) - 3};
+    return (herd_span_t){at + 3, herd_scan_space(at, 3, at_len) - 3};
 }
 
 /*  --------------------------------------------------------------------------
@@ -197,7 +155,7 @@ herd_span_t herd_record_skew(const char *at, size_t at_len)
     size_t start = 3 + o.len + 1;
     if (at_len < start)
         return (herd_span_t){NULL, 0};
-    return (herd_span_t){at + start, next_space(at, start, at_len) - start};
+    return (herd_span_t){at + start, herd_scan_space(at, start, at_len) - start};
 }
 
 herd_span_t herd_record_id(const char *at, size_t at_len)
@@ -208,7 +166,7 @@ herd_span_t herd_record_id(const char *at, size_t at_len)
     size_t start = (size_t) (k.p - at) + k.len + 1;
     if (at_len < start)
         return (herd_span_t){NULL, 0};
-    return (herd_span_t){at + start, next_space(at, start, at_len) - start};
+    return (herd_span_t){at + start, herd_scan_space(at, start, at_len) - start};
 }
 
 /* Parses `[+-]D+[.D+]` into a sign and a magnitude (whole seconds saturated

@@ -7,7 +7,10 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #define NSEC_PER_SEC 1000000000
@@ -21,6 +24,42 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Whether the eight bytes at p are all decimal digits, and their value
+ * (the first the most significant). A byte b is a digit when both b and
+ * b + 6 have 3 as their high nibble; a carry out of a byte only comes from
+ * a byte that fails that test already. The value: pairs, then fours, then
+ * the eight, each step one multiply-add on all lanes at once. */
+static bool eight_digits(const char *p, uint64_t *value)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL;
+    if (((v & hi) | (((v + 0x0606060606060606ULL) & hi) >> 4)) != 0x3333333333333333ULL)
+        return false;
+    v -= 0x3030303030303030ULL;
+    v = (v * 10 + (v >> 8)) & 0x00FF00FF00FF00FFULL;
+    v = (v * 100 + (v >> 16)) & 0x0000FFFF0000FFFFULL;
+    *value = (v * 10000 + (v >> 32)) & 0xFFFFFFFFULL;
+    return true;
+}
+
+/* The usual shape, `DDDDDDDDDD.DDDDDDDDD` (a clock's seconds and
+ * nanoseconds, as clients send them): two eight-byte steps and a few bytes
+ * instead of a loop over twenty. Returns false for any other text, which
+ * the general parser then judges. */
+static bool parse_usual(const char *text, size_t len, herd_time_t *out)
+{
+    uint64_t a, b;
+    if (len != 20 || text[10] != '.' || !is_digit(text[8]) || !is_digit(text[9]) || !is_digit(text[19])
+        || !eight_digits(text, &a) || !eight_digits(text + 11, &b))
+        return false;
+    out->sec = (int64_t) (a * 100 + (uint64_t) (text[8] - '0') * 10 + (uint64_t) (text[9] - '0'));
+    out->nsec = (int32_t) (b * 10 + (uint64_t) (text[19] - '0'));
+    return true;
+}
+#endif
+
 /* ---------------------------------------------------------------------- */
 /* Parses `D+[.D+]`; see herd_time.h. */
 int herd_time_parse(const char *text, size_t len, herd_time_t *out)
@@ -28,6 +67,10 @@ int herd_time_parse(const char *text, size_t len, herd_time_t *out)
     assert(out);
     if (len == 0 || !text)
         return -1;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (parse_usual(text, len, out))
+        return 0;
+#endif
 
     size_t i = 0;
     while (i < len && is_digit(text[i]))

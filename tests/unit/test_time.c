@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,80 @@ static void test_parse_respects_length(void **state)
 /* ---------------------------------------------------------------------- */
 /* herd_time_cmp */
 
+/* A reference parser written from the contract's words alone: digits, an
+ * optional '.' and digits, whole seconds of at most 18 significant digits,
+ * the fraction cut (not rounded) at nine digits. Byte by byte, no tricks. */
+static int ref_parse(const char *s, size_t n, long long *sec, long *nsec)
+{
+    size_t i = 0, sig = 0;
+    long long whole = 0;
+    bool lead = true;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (lead && s[i] == '0')
+            continue;
+        lead = false;
+        if (++sig > 18)
+            return -1;
+        whole = whole * 10 + (s[i] - '0');
+    }
+    if (i == 0)
+        return -1;
+    long frac = 0;
+    int digits = 0;
+    if (i < n) {
+        if (s[i] != '.' || i + 1 == n)
+            return -1;
+        for (i++; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return -1;
+            if (digits < 9) {
+                frac = frac * 10 + (s[i] - '0');
+                digits++;
+            }
+        }
+    }
+    for (; digits < 9; digits++)
+        frac *= 10;
+    *sec = whole;
+    *nsec = frac;
+    return 0;
+}
+
+/* Texts near the usual `DDDDDDDDDD.DDDDDDDDD` (where the parser takes its
+ * eight-bytes-a-step path) and around it, each byte now and then one of the
+ * bytes that sit next to the digits or wrap when 6 is added to them: the
+ * parser and the reference must agree on every one. */
+static void test_parse_matches_reference(void **state)
+{
+    (void) state;
+    static const unsigned char odd[] = {'/', ':', '.', ' ', '+', '-', 0x00, 0x29, 0x2f, 0x3a, 0x3f,
+                                        0x40, 0x70, 0x79, 0xb0, 0xb9, 0xf0, 0xf9, 0xfa, 0xff};
+    srand(2212);
+    char s[32];
+    for (int k = 0; k < 300000; k++) {
+        size_t n = 17 + (size_t) (rand() % 7); /* 17..23, 20 most of the time */
+        if (rand() % 2)
+            n = 20;
+        for (size_t i = 0; i < n; i++)
+            s[i] = (char) ('0' + rand() % 10);
+        if (rand() % 4)
+            s[10 < n ? 10 : n - 1] = '.';
+        int flips = rand() % 3;
+        for (int f = 0; f < flips; f++)
+            s[(size_t) rand() % n] = (char) odd[(size_t) rand() % sizeof odd];
+        if (rand() % 8 == 0)
+            s[0] = '0';
+        long long rs = 0;
+        long rn = 0;
+        int want = ref_parse(s, n, &rs, &rn);
+        herd_time_t t = {-1, -1};
+        int got = herd_time_parse(s, n, &t);
+        if (got != want || (want == 0 && (t.sec != rs || t.nsec != rn)))
+            fail_msg("\"%s\": parser %d (%lld.%09ld), reference %d (%lld.%09ld)", esc(s, n), got,
+                     (long long) t.sec, (long) t.nsec, want, rs, rn);
+    }
+}
+
 static void test_cmp(void **state)
 {
     (void) state;
@@ -331,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_parse_invalid),
         cmocka_unit_test(test_parse_huge_texts),
         cmocka_unit_test(test_parse_respects_length),
+        cmocka_unit_test(test_parse_matches_reference),
         cmocka_unit_test(test_cmp),
         cmocka_unit_test(test_ninth_digit),
         cmocka_unit_test(test_format_diff),
