@@ -24,6 +24,7 @@
 #include "herd_log.h"
 #include "herd_types.h"
 #include "herd_loop.h"
+#include "herd_record.h"
 #include "herd_table.h"
 #include "herd_time.h"
 #include "herd_topology.h"
@@ -32,9 +33,13 @@ typedef struct herd_links_t herd_links_t;
 
 /* Called for each AT line a neighbour sent. `from` names the link for
  * herd_links_flood's `except` (valid during the call only); `flood` is false
- * for records an anti-entropy exchange sent (stored, not flooded on). */
+ * for records an anti-entropy exchange sent (stored, not flooded on).
+ * `fields` is the line's herd_record_parse_quick (each line is parsed once,
+ * here), or NULL when it has not the six fields of an AT line; `hash` (NULL
+ * when the table was too small to look ahead) is the id's index hash that
+ * herd_table_ahead gave. */
 typedef void(herd_links_update_fn)(void *arg, const char *from_name, long from, const char *at, size_t len,
-                                   bool flood);
+                                   const herd_at_t *fields, const uint64_t *hash, bool flood);
 
 /* Binds the peer port and connects to every neighbour of server `self`.
  * `table` is read (never written) to answer HELLOs. The topology is not

@@ -89,4 +89,7 @@ herd_span_t herd_record_id(const char *at, size_t at_len);
  * receive times exactly. */
 herd_time_t herd_record_receive_time(const char *at, size_t at_len, herd_time_t client_time);
 
+/* The same from the skew field as found already (herd_at_t.skew). */
+herd_time_t herd_record_receive_time_of(herd_span_t skew, herd_time_t client_time);
+
 #endif

@@ -123,6 +123,32 @@ herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t i
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored);
 
+/* An AT line offered with what its parse already found (herd_table_offer),
+ * so that the table reads none of it again: its id, client time, position
+ * field [pos_off, pos_off + pos_len) and origin name [3, 3 + origin_len)
+ * inside the line, and the origin's receive time (herd_record_receive_time).
+ * `hash`, when `hashed`, is what herd_table_ahead returned for this id on
+ * this table. */
+typedef struct {
+    const char *id;
+    size_t id_len;
+    herd_time_t time;
+    const char *at;
+    size_t at_len;
+    size_t pos_off, pos_len;
+    size_t origin_len;
+    herd_time_t recv;
+    uint64_t hash;
+    bool hashed;
+} herd_table_offer_t;
+
+/* herd_table_update_checked (own false) or herd_table_update_report (own
+ * true, accept NULL) of an offer. The fields must agree with the line as
+ * herd_table_update would find them (callers take them from one
+ * herd_record parse of it). */
+herd_update_t herd_table_offer(herd_table_t *t, const herd_table_offer_t *o, bool own, herd_table_accept_fn *accept,
+                               void *arg, const herd_record_t **stored);
+
 /* Looking ahead in a batch: a caller about to look up many ids (a peer's
  * message, a front end's batch) names each HERD_TABLE_AHEAD lookups before
  * it makes it, and the table starts loading the id's index slot then and,
@@ -140,7 +166,8 @@ typedef struct {
     size_t n;                         /* ids announced so far */
 } herd_table_ahead_t;
 
-void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len);
+/* Returns the id's index hash, for herd_table_offer's `hash`. */
+uint64_t herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len);
 
 /* Whether a batch should name its ids ahead: the table is large enough
  * (HERD_TABLE_AHEAD_MIN) for its lookups to miss the caches. */

@@ -396,16 +396,26 @@ static void handle_message(herd_links_t *links, size_t from, const char *data, s
     links->message_time = herd_time_now();
     if (msg.type == HERD_MSG_UPDATES || msg.type == HERD_MSG_RECORDS) {
         nb->updates_in += msg.n_updates;
-        /* Each line is a table lookup: named to the table a few lines ahead,
-         * so that their cache misses overlap. */
+        /* Each line is parsed once, a few lines ahead of the one handed on,
+         * and its id named to the table then, so that the lookups' cache
+         * misses overlap. */
         herd_table_ahead_t ahead = {0};
-        size_t named = herd_table_worth_ahead(links->table) ? 0 : msg.n_updates;
+        herd_at_t fields[HERD_TABLE_AHEAD];
+        bool ok[HERD_TABLE_AHEAD];
+        uint64_t hashes[HERD_TABLE_AHEAD];
+        bool worth = herd_table_worth_ahead(links->table);
+        size_t named = 0;
         for (size_t i = 0; i < msg.n_updates; i++) {
             for (; named < msg.n_updates && named < i + HERD_TABLE_AHEAD; named++) {
-                herd_span_t id = herd_record_id(msg.updates[named].p, msg.updates[named].len);
-                herd_table_ahead(links->table, &ahead, id.p ? id.p : "", id.len);
+                size_t k = named % HERD_TABLE_AHEAD;
+                const herd_span_t *line = &msg.updates[named];
+                ok[k] = line->len <= UINT16_MAX && herd_record_parse_quick(line->p, line->len, &fields[k]) == 0;
+                if (worth && ok[k])
+                    hashes[k] = herd_table_ahead(links->table, &ahead, fields[k].id.p, fields[k].id.len);
             }
+            size_t k = i % HERD_TABLE_AHEAD;
             links->on_update(links->arg, nb->name, (long)from, msg.updates[i].p, msg.updates[i].len,
+                             ok[k] ? &fields[k] : NULL, worth && ok[k] ? &hashes[k] : NULL,
                              msg.type == HERD_MSG_UPDATES);
         }
     } else {

@@ -16,18 +16,30 @@
 
 /* Offers an AT line to the table; floods it when stored and `flood`. `from`
  * is the link it came from, or -1 for our own client; a neighbour's line is
- * stored only if accept(arg) says so once the table would take it. */
+ * stored only if accept(arg) says so once the table would take it. `at` is
+ * the line's parse (its skew and origin found when they point into the
+ * line: they are not looked for again); `hash` (NULL: none) the id's index
+ * hash from herd_table_ahead. */
 static herd_update_t store(herd_node_t *node, const herd_at_t *at, const char *line, size_t len, long from,
-                           bool flood, herd_table_accept_fn *accept, void *arg, const herd_record_t **stored)
+                           bool flood, const uint64_t *hash, herd_table_accept_fn *accept, void *arg,
+                           const herd_record_t **stored)
 {
-    herd_update_t u;
-    size_t pos_off = (size_t)(at->pos.p - line);
-    if (from < 0) /* our own client's report ranks by the contract's keys alone: a resend is not above it */
-        u = herd_table_update_report(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
-                                     stored);
-    else
-        u = herd_table_update_checked(node->table, at->id.p, at->id.len, at->time, line, len, pos_off, at->pos.len,
-                                      accept, arg, stored);
+    herd_table_offer_t o = {
+        .id = at->id.p,
+        .id_len = at->id.len,
+        .time = at->time,
+        .at = line,
+        .at_len = len,
+        .pos_off = (size_t)(at->pos.p - line),
+        .pos_len = at->pos.len,
+        .origin_len = at->server.p == line + 3 ? at->server.len : herd_record_origin(line, len).len,
+        .recv = at->skew.p ? herd_record_receive_time_of(at->skew, at->time)
+                           : herd_record_receive_time(line, len, at->time),
+        .hash = hash ? *hash : 0,
+        .hashed = hash != NULL,
+    };
+    /* Our own client's report ranks by the contract's keys alone: a resend is not above it. */
+    herd_update_t u = herd_table_offer(node->table, &o, from < 0, from < 0 ? NULL : accept, arg, stored);
     if (u == HERD_UPDATE_NEWER && node->journal)
         herd_journal_append(node->journal, line, len);
     if (u == HERD_UPDATE_NEWER && flood)
@@ -47,7 +59,8 @@ static bool too_far_ahead(const herd_node_t *node, herd_time_t t, herd_time_t no
 
 /* An IAMAT from front end `fe`, its AT line made there; `now` is read once
  * per batch. */
-static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, herd_time_t now)
+static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, herd_time_t now,
+                     const uint64_t *hash)
 {
     uint32_t outcome;
     herd_at_t at = {.id = {it->at.p + it->id_off, it->id_len}, .pos = {it->at.p + it->pos_off, it->pos_len},
@@ -63,7 +76,7 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
         node->n.invalid++;
         outcome = HERD_MSG_REFUSED;
     } else {
-        switch (store(node, &at, it->at.p, it->at.len, -1, true, NULL, NULL, NULL)) {
+        switch (store(node, &at, it->at.p, it->at.len, -1, true, hash, NULL, NULL, NULL)) {
         case HERD_UPDATE_NEWER:
             node->n.iamat_stored++;
             outcome = HERD_MSG_STORED;
@@ -93,10 +106,11 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
 }
 
 /* One item of a batch from front end f. */
-static void handle_item(herd_node_t *node, fe_t *f, const herd_msg_item_t *it, herd_time_t now)
+static void handle_item(herd_node_t *node, fe_t *f, const herd_msg_item_t *it, herd_time_t now,
+                        const uint64_t *hash)
 {
     if (it->kind == HERD_MSG_IAMAT)
-        do_iamat(node, f->index, it, now);
+        do_iamat(node, f->index, it, now, hash);
     else if (it->kind == HERD_MSG_WHATSAT)
         node_do_whatsat(node, f->index, it);
     else if (it->kind == HERD_MSG_CLOSED)
@@ -112,14 +126,17 @@ static void handle_batch(herd_node_t *node, fe_t *f, const herd_fethread_batch_t
     /* Each IAMAT's id is named to the table HERD_TABLE_AHEAD items ahead of
      * the one handled, so that the batch's cache misses overlap. */
     herd_table_ahead_t ahead = {0};
-    size_t named = herd_table_worth_ahead(node->table) ? 0 : b->n;
+    uint64_t hashes[HERD_TABLE_AHEAD]; /* item k's index hash at k % HERD_TABLE_AHEAD, once named */
+    bool worth = herd_table_worth_ahead(node->table);
+    size_t named = worth ? 0 : b->n;
     for (size_t i = 0; i < b->n; i++) {
         for (; named < b->n && named < i + HERD_TABLE_AHEAD; named++) {
             const herd_msg_item_t *next = &b->items[named];
             if (next->kind == HERD_MSG_IAMAT)
-                herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
+                hashes[named % HERD_TABLE_AHEAD] =
+                    herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
         }
-        handle_item(node, f, &b->items[i], now);
+        handle_item(node, f, &b->items[i], now, worth ? &hashes[i % HERD_TABLE_AHEAD] : NULL);
     }
 }
 
@@ -138,6 +155,7 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
      * ring, each IAMAT's id named to the table as it is read, so that the
      * batch's cache misses overlap; each item is decoded once. */
     herd_msg_item_t ring[HERD_TABLE_AHEAD];
+    uint64_t hashes[HERD_TABLE_AHEAD]; /* the index hash of ring[k]'s id, when named */
     size_t head = 0, queued = 0;
     herd_table_ahead_t ahead = {0};
     bool name_ids = herd_table_worth_ahead(node->table);
@@ -147,16 +165,18 @@ static void handle_frame(herd_node_t *node, fe_t *f, const void *data, size_t le
             if ((rc = herd_msg_next(&r, next)) != 1)
                 break; /* 0: the end; -1: the rest is malformed (what came before is still handled) */
             rc = 0;
-            queued++;
             if (name_ids && next->kind == HERD_MSG_IAMAT)
-                herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
+                hashes[(head + queued) % HERD_TABLE_AHEAD] =
+                    herd_table_ahead(node->table, &ahead, next->at.p + next->id_off, next->id_len);
+            queued++;
         }
         if (queued == 0)
             break;
         const herd_msg_item_t *it = &ring[head];
+        const uint64_t *hash = name_ids ? &hashes[head] : NULL;
         head = (head + 1) % HERD_TABLE_AHEAD;
         queued--;
-        handle_item(node, f, it, now);
+        handle_item(node, f, it, now, hash);
     }
     if (rc < 0)
         herd_log_event(node->log, "dropped a malformed message from front end %u", f->index);
@@ -378,17 +398,17 @@ static bool peer_line_ok(void *arg)
  * its fields are found (herd_record_parse_quick), the table looks it up, and
  * only a line it would store is checked further (herd_record_check; quick
  * then check is herd_record_parse). */
-static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len, bool flood)
+static void on_peer_update(void *arg, const char *from_name, long from, const char *line, size_t len,
+                           const herd_at_t *at, const uint64_t *hash, bool flood)
 {
     herd_node_t *node = arg;
-    herd_at_t at;
-    peer_check_t pc = {.node = node, .at = &at};
+    peer_check_t pc = {.node = node, .at = at};
     herd_update_t u = HERD_UPDATE_REJECTED;
     const herd_record_t *stored = NULL;
-    if (len > UINT16_MAX || herd_record_parse_quick(line, len, &at) != 0)
+    if (at == NULL)
         pc.why = "an invalid AT line";
     else
-        u = store(node, &at, line, len, from, flood, peer_line_ok, &pc, &stored);
+        u = store(node, at, line, len, from, flood, hash, peer_line_ok, &pc, &stored);
     switch (u) {
     case HERD_UPDATE_REJECTED:
         node->n.peer_invalid++;

@@ -208,12 +208,16 @@ static bool parse_skew(herd_span_t s, bool *negative, int64_t *sec, int32_t *nse
  *  The client's time plus the skew, exactly. */
 herd_time_t herd_record_receive_time(const char *at, size_t at_len, herd_time_t client_time)
 {
+    return herd_record_receive_time_of(herd_record_skew(at, at_len), client_time);
+}
+
+herd_time_t herd_record_receive_time_of(herd_span_t skew, herd_time_t client_time)
+{
     bool negative;
     int64_t sec;
     int32_t nsec;
     if (client_time.sec < 0 || client_time.sec > HERD_TIME_MAX_SEC || client_time.nsec < 0
-        || client_time.nsec >= NSEC_PER_SEC
-        || !parse_skew(herd_record_skew(at, at_len), &negative, &sec, &nsec))
+        || client_time.nsec >= NSEC_PER_SEC || !parse_skew(skew, &negative, &sec, &nsec))
         return client_time; /* no client time herd_time_parse makes: nothing to add to */
     /* Both magnitudes are at most HERD_TIME_MAX_SEC (a client time's seconds
      * are too), so neither sum nor difference can overflow an int64_t. */

@@ -124,17 +124,28 @@ static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
     return na < nb ? -1 : na > nb;
 }
 
-/* The contract's own keys of the ranking: time, origin, position. */
+/* The contract's own keys of the ranking: time, origin, position (the
+ * origins given as spans, found already). */
+static int keys_cmp(herd_time_t ta, herd_span_t oa, herd_span_t pos_a, herd_time_t tb, herd_span_t ob,
+                    herd_span_t pos_b)
+{
+    int c = herd_time_cmp(ta, tb);
+    if (c != 0)
+        return c;
+    if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
+        return c;
+    return bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
+}
+
+/* The same keys of two whole AT lines. */
 static int report_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
                       herd_span_t pos_b)
 {
     int c = herd_time_cmp(ta, tb);
     if (c != 0)
         return c;
-    herd_span_t oa = herd_record_origin(at_a.p, at_a.len), ob = herd_record_origin(at_b.p, at_b.len);
-    if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
-        return c;
-    return bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
+    return keys_cmp(ta, herd_record_origin(at_a.p, at_a.len), pos_a, tb, herd_record_origin(at_b.p, at_b.len),
+                    pos_b);
 }
 
 int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
@@ -268,36 +279,35 @@ static size_t room_for(size_t id_len, size_t at_len)
 /* Writes a record's fields and bytes into r (whose room is enough). The
  * id and line may lie inside r itself (an update offering a record's own
  * bytes), so they are moved, not copied. */
-static void rec_fill(rec_t *r, const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
-                     size_t pos_off, size_t pos_len, herd_time_t recv, uint64_t fingerprint)
+static void rec_fill(rec_t *r, const herd_table_offer_t *o, uint64_t fingerprint)
 {
+    size_t id_len = o->id_len, at_len = o->at_len;
     if (id_len > 0)
-        memmove(r->data, id, id_len);
+        memmove(r->data, o->id, id_len);
     if (at_len > 0)
-        memmove(r->data + id_len, at, at_len);
+        memmove(r->data + id_len, o->at, at_len);
     r->data[id_len + at_len] = '\0';
     r->r = (herd_record_t) {
-        .time = time,
+        .time = o->time,
         .digest = fingerprint,
         .id_len = (uint16_t) id_len,
         .at_len = (uint16_t) at_len,
-        .pos_off = (uint16_t) pos_off,
-        .pos_len = (uint16_t) pos_len,
-        .origin_len = (uint16_t) herd_record_origin(r->data + id_len, at_len).len,
+        .pos_off = (uint16_t) o->pos_off,
+        .pos_len = (uint16_t) o->pos_len,
+        .origin_len = (uint16_t) o->origin_len,
         .id = r->data,
         .at = r->data + id_len,
     };
-    r->recv_sec = recv.sec;
-    r->recv_nsec = recv.nsec;
+    r->recv_sec = o->recv.sec;
+    r->recv_nsec = o->recv.nsec;
 }
 
-static rec_t *rec_new(const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
-                      size_t pos_off, size_t pos_len, herd_time_t recv, uint64_t fingerprint, uint32_t bucket)
+static rec_t *rec_new(const herd_table_offer_t *o, uint64_t fingerprint, uint32_t bucket)
 {
-    rec_t *r = malloc(sizeof *r + room_for(id_len, at_len));
+    rec_t *r = malloc(sizeof *r + room_for(o->id_len, o->at_len));
     if (r == NULL)
         return NULL;
-    rec_fill(r, id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint);
+    rec_fill(r, o, fingerprint);
     /* The allocator's rounding is room for a longer line later, for free. */
     size_t usable = malloc_usable_size(r) - sizeof *r;
     r->room = (uint32_t) (usable < UINT32_MAX ? usable : UINT32_MAX);
@@ -547,7 +557,7 @@ static bool lengths_ok(size_t id_len, size_t at_len, size_t pos_off, size_t pos_
 /*  --------------------------------------------------------------------------
  *  Starts loading what the lookups HERD_TABLE_AHEAD and HERD_TABLE_AHEAD / 2
  *  ahead of the current one will touch. */
-void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len)
+uint64_t herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *id, size_t id_len)
 {
     uint64_t h = index_hash(t, id, id_len);
     __builtin_prefetch(&t->slots[(size_t) h & t->mask]);
@@ -569,6 +579,7 @@ void herd_table_ahead(const herd_table_t *t, herd_table_ahead_t *a, const char *
         }
     }
     a->n++;
+    return h;
 }
 
 bool herd_table_worth_ahead(const herd_table_t *t)
@@ -601,17 +612,16 @@ bool herd_table_would_take(const herd_table_t *t, const char *id, size_t id_len,
  * when it fits, else moved to a new allocation that takes its place in the
  * slot, the bucket chain and the heap. Returns the record, or NULL when out
  * of memory (old is kept). */
-static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const char *id, size_t id_len, herd_time_t time,
-                      const char *at, size_t at_len, size_t pos_off, size_t pos_len, herd_time_t recv)
+static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const herd_table_offer_t *o)
 {
-    uint64_t fingerprint = herd_record_fingerprint(at, at_len);
+    uint64_t fingerprint = herd_record_fingerprint(o->at, o->at_len);
     rec_t *r = old;
-    if (room_for(id_len, at_len) <= old->room) {
+    if (room_for(o->id_len, o->at_len) <= old->room) {
         digest_flip(t, old, old->r.digest ^ fingerprint);
-        rec_fill(old, id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint);
+        rec_fill(old, o, fingerprint);
     } else {
         /* The line may lie inside old: it is copied before old is freed. */
-        if ((r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, fingerprint, old->bucket)) == NULL)
+        if ((r = rec_new(o, fingerprint, old->bucket)) == NULL)
             return NULL;
         digest_flip(t, old, old->r.digest ^ fingerprint);
         r->bnext = old->bnext;
@@ -639,39 +649,37 @@ static rec_t *replace(herd_table_t *t, size_t i, rec_t *old, const char *id, siz
  *  with HERD_UPDATE_ERROR, as is running out of memory. `own`: a report this
  *  server just made, which ties on the contract's keys alone and is always
  *  admitted by max_records. */
-static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time, const char *at,
-                            size_t at_len, size_t pos_off, size_t pos_len, bool own, herd_table_accept_fn *accept,
+static herd_update_t update(herd_table_t *t, const herd_table_offer_t *o, bool own, herd_table_accept_fn *accept,
                             void *arg, const herd_record_t **stored)
 {
     if (stored != NULL)
         *stored = NULL;
-    if (!lengths_ok(id_len, at_len, pos_off, pos_len))
+    if (!lengths_ok(o->id_len, o->at_len, o->pos_off, o->pos_len) || (o->origin_len && o->origin_len + 3 > o->at_len))
         return HERD_UPDATE_ERROR;
 
-    uint64_t h = index_hash(t, id, id_len);
-    size_t i = probe(t, h, id, id_len);
+    uint64_t h = o->hashed ? o->hash : index_hash(t, o->id, o->id_len);
+    size_t i = probe(t, h, o->id, o->id_len);
     rec_t *old = t->slots[i].rec;
     if (old != NULL) {
         if (stored != NULL)
             *stored = &old->r;
-        herd_span_t a = {at, at_len}, p = {at + pos_off, pos_len};
-        herd_span_t oa = {old->r.at, old->r.at_len}, op = {old->r.at + old->r.pos_off, old->r.pos_len};
-        int c = report_cmp(time, a, p, old->r.time, oa, op);
-        if (c == 0 && (own || (c = bytes_cmp(at, at_len, oa.p, oa.len)) == 0))
+        herd_span_t p = {o->at + o->pos_off, o->pos_len}, origin = {o->at + 3, o->origin_len};
+        herd_span_t op = {old->r.at + old->r.pos_off, old->r.pos_len}, oo = {old->r.at + 3, old->r.origin_len};
+        int c = keys_cmp(o->time, origin, p, old->r.time, oo, op);
+        if (c == 0 && (own || (c = bytes_cmp(o->at, o->at_len, old->r.at, old->r.at_len)) == 0))
             return HERD_UPDATE_SAME;
         if (c < 0)
             return HERD_UPDATE_OLDER;
     }
     if (accept != NULL && !accept(arg))
         return HERD_UPDATE_REJECTED;
-    herd_time_t recv = herd_record_receive_time(at, at_len, time);
-    if (recv.sec < t->floor_sec)
+    if (o->recv.sec < t->floor_sec)
         return HERD_UPDATE_REFUSED; /* expired already: it would be dropped at once */
 
     rec_t *r;
     if (old != NULL) {
         /* A held client: the size does not change, so no bound is crossed. */
-        if ((r = replace(t, i, old, id, id_len, time, at, at_len, pos_off, pos_len, recv)) == NULL)
+        if ((r = replace(t, i, old, o)) == NULL)
             return HERD_UPDATE_ERROR;
     } else {
         bool full = t->max_records && t->size >= t->max_records;
@@ -681,19 +689,18 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
             /* A record from elsewhere that would come first in the eviction
              * order of a full table is refused, as it would be dropped at once
              * (every server decides alike). */
-            herd_span_t origin = herd_record_origin(at, at_len);
-            herd_record_t probe_rec = {.time = time, .id_len = (uint16_t) id_len, .at_len = (uint16_t) at_len,
-                                       .pos_off = (uint16_t) pos_off, .pos_len = (uint16_t) pos_len,
-                                       .origin_len = (uint16_t) origin.len, .id = id, .at = at};
+            herd_record_t probe_rec = {.time = o->time, .id_len = (uint16_t) o->id_len,
+                                       .at_len = (uint16_t) o->at_len, .pos_off = (uint16_t) o->pos_off,
+                                       .pos_len = (uint16_t) o->pos_len, .origin_len = (uint16_t) o->origin_len,
+                                       .id = o->id, .at = o->at};
             const hent_t *low = &t->heap[0];
-            if (evict_cmp(&probe_rec, recv.sec, recv.nsec, &low->rec->r, low->recv_sec, low->recv_nsec) < 0)
+            if (evict_cmp(&probe_rec, o->recv.sec, o->recv.nsec, &low->rec->r, low->recv_sec, low->recv_nsec) < 0)
                 return HERD_UPDATE_REFUSED;
         }
         if ((t->size + 1 > (t->mask + 1) - (t->mask + 1) / 4 && grow(t) < 0)
             || (t->heap_on && heap_reserve(t, t->size + 1) != 0))
             return HERD_UPDATE_ERROR;
-        r = rec_new(id, id_len, time, at, at_len, pos_off, pos_len, recv, herd_record_fingerprint(at, at_len),
-                    herd_table_bucket_of(id, id_len));
+        r = rec_new(o, herd_record_fingerprint(o->at, o->at_len), herd_table_bucket_of(o->id, o->id_len));
         if (r == NULL)
             return HERD_UPDATE_ERROR;
         /* Room first: the record that comes first in the eviction order goes
@@ -701,7 +708,7 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
          * it: a new report is always admitted). */
         while (t->max_records && t->size >= t->max_records && t->heap_on && t->size > 0)
             rec_delete(t, t->heap[0].rec, true);
-        i = probe(t, h, id, id_len);
+        i = probe(t, h, o->id, o->id_len);
         t->slots[i] = (slot_t) {h, r};
         chain_add(t, r);
         t->size++;
@@ -715,18 +722,31 @@ static herd_update_t update(herd_table_t *t, const char *id, size_t id_len, herd
     return HERD_UPDATE_NEWER;
 }
 
+/* The offer of an AT line given by its parts: its origin and receive time
+ * found in the line. */
+static herd_table_offer_t offer_of(const char *id, size_t id_len, herd_time_t time, const char *at, size_t at_len,
+                                   size_t pos_off, size_t pos_len)
+{
+    return (herd_table_offer_t) {.id = id, .id_len = id_len, .time = time, .at = at, .at_len = at_len,
+                                 .pos_off = pos_off, .pos_len = pos_len,
+                                 .origin_len = herd_record_origin(at, at_len).len,
+                                 .recv = herd_record_receive_time(at, at_len, time)};
+}
+
 herd_update_t herd_table_update(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                 const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                 const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, NULL, NULL, stored);
+    herd_table_offer_t o = offer_of(id, id_len, time, at, at_len, pos_off, pos_len);
+    return update(t, &o, false, NULL, NULL, stored);
 }
 
 herd_update_t herd_table_update_checked(herd_table_t *t, const char *id, size_t id_len, herd_time_t time,
                                         const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                         herd_table_accept_fn *accept, void *arg, const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, false, accept, arg, stored);
+    herd_table_offer_t o = offer_of(id, id_len, time, at, at_len, pos_off, pos_len);
+    return update(t, &o, false, accept, arg, stored);
 }
 
 /*  --------------------------------------------------------------------------
@@ -737,7 +757,14 @@ herd_update_t herd_table_update_report(herd_table_t *t, const char *id, size_t i
                                        const char *at, size_t at_len, size_t pos_off, size_t pos_len,
                                        const herd_record_t **stored)
 {
-    return update(t, id, id_len, time, at, at_len, pos_off, pos_len, true, NULL, NULL, stored);
+    herd_table_offer_t o = offer_of(id, id_len, time, at, at_len, pos_off, pos_len);
+    return update(t, &o, true, NULL, NULL, stored);
+}
+
+herd_update_t herd_table_offer(herd_table_t *t, const herd_table_offer_t *o, bool own, herd_table_accept_fn *accept,
+                               void *arg, const herd_record_t **stored)
+{
+    return update(t, o, own, accept, arg, stored);
 }
 
 /*  --------------------------------------------------------------------------
