@@ -250,13 +250,14 @@ static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
                           .conn = tk.conn, .seq = tk.seq};
     uint32_t i;
     if (cmd.kind == HERD_CMD_IAMAT) {
-        char at[HERD_AT_MAX];
-        size_t n = herd_proto_format_at(at, sizeof at, t->server, t->server_len,
-                                          herd_frontend_read_time(t->fe), &cmd);
-        i = slot_for(t, tk, line, len, n + 1);
+        /* The AT line is made in the slot, after the line: its fields are
+         * the line's, less its white space, with "AT ", our name and the
+         * skew before them (and a NUL that the newline then replaces). */
+        size_t most = 3 + t->server_len + 1 + HERD_TIME_DIFF_MAX + 1 + len + 1;
+        i = slot_for(t, tk, line, len, most);
         if (i != NO_SLOT) {
             char *a = t->slots[i].data + len + 3;
-            memcpy(a, at, n);
+            size_t n = herd_proto_format_at(a, most, t->server, t->server_len, herd_frontend_read_time(t->fe), &cmd);
             a[n] = '\n';
             t->slots[i].at_len = (uint32_t)n;
             it.at = (herd_span_t){a, n};

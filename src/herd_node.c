@@ -65,6 +65,15 @@ static void do_iamat(herd_node_t *node, uint32_t fe, const herd_msg_item_t *it, 
     uint32_t outcome;
     herd_at_t at = {.id = {it->at.p + it->id_off, it->id_len}, .pos = {it->at.p + it->pos_off, it->pos_len},
                     .time = it->time, .server = {node->name, node->name_len}};
+    /* The front end made the line `AT <our name> <skew> <id> ...`: its
+     * origin and skew are where our name's length puts them, so the table
+     * need not look for them (store() looks when they are not so). */
+    size_t skew_at = 3 + node->name_len + 1;
+    if (it->id_off > skew_at + 1 && it->at.p[skew_at - 1] == ' ' && it->at.p[it->id_off - 1] == ' '
+        && memcmp(it->at.p + 3, node->name, node->name_len) == 0) {
+        at.server = (herd_span_t){it->at.p + 3, node->name_len};
+        at.skew = (herd_span_t){it->at.p + skew_at, it->id_off - 1 - skew_at};
+    }
     if (too_far_ahead(node, it->time, now, 0) ||
         /* fsync "always" while the state cannot be written: an update that
          * would change the table is answered "?" and not stored, since its
