@@ -250,10 +250,13 @@ static void on_line(void *arg, herd_ticket_t tk, const char *line, size_t len)
                           .conn = tk.conn, .seq = tk.seq};
     uint32_t i;
     if (cmd.kind == HERD_CMD_IAMAT) {
-        /* The AT line is made in the slot, after the line: its fields are
-         * the line's, less its white space, with "AT ", our name and the
-         * skew before them (and a NUL that the newline then replaces). */
-        size_t most = 3 + t->server_len + 1 + HERD_TIME_DIFF_MAX + 1 + len + 1;
+        /* The AT line is made in the slot, after the line. Its last three
+         * fields and their two spaces are at most len - 6 bytes of the
+         * line ("IAMAT" and three separators are not in them); before them
+         * come "AT ", our name, a space, the skew (less than
+         * HERD_TIME_DIFF_MAX) and a space; after them its NUL, which the
+         * newline then replaces. */
+        size_t most = t->server_len + HERD_TIME_DIFF_MAX + len;
         i = slot_for(t, tk, line, len, most);
         if (i != NO_SLOT) {
             char *a = t->slots[i].data + len + 3;
