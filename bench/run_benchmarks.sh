@@ -40,14 +40,18 @@
 #            CPU_IDS client ids (default 100,000) against Redis primary + 4
 #            replicas (appendonly yes, appendfsync everysec), 32 x 1 and
 #            32 x 16 in flight; utime + stime of all five servers over the
-#            run, divided by the updates acknowledged; then perf's top
+#            run, divided by the updates acknowledged. Redis runs GEOADD
+#            (each moving its member: REDIS_GEOADD, below) and SET of an
+#            AT-line-sized string (REDIS_SET), and the bytes its primary
+#            sent each replica per update are printed, so that a load that
+#            changes nothing shows. Then perf's top
 #            symbols of the herd over one 32 x 16 run (when perf works).
 #            The raw lines (RESULT, with each run's compactions and the
 #            seconds it took the herd to fall quiet) are in $OUT_DIR/cpu_*.
 #            Knobs: CPU_OPS_1, CPU_OPS_16 (updates a run, default 100000 and
 #            500000: long enough to take in the journal's compactions),
 #            PROFILE=0 (no perf), PROFILE_DEPTH=1 (profile 32 x 1 instead).
-#            `ONLY=cpu RUNS=3` takes about 3 minutes.
+#            `ONLY=cpu RUNS=3` takes about 4 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -464,6 +468,21 @@ bench_rejoin() {
 # Bailey and the floor at 1 in flight in the same run. The redis-server and
 # redis-tools packages are installed here when missing; the tests never need
 # them.
+# Every GEOADD moves its member: redis-benchmark puts an independent random
+# number for each __rand_int__ (twelve digits, below -r), so the position is
+# NNNNNNNNNNNNe-3 (longitude 0-100) and NNNNNNNNNNNNe-4 (latitude 0-10), as
+# the herd's load sends a new position with every IAMAT. A GEOADD that
+# leaves a member where it is changes nothing: Redis neither writes it to
+# its AOF nor sends it to its replicas. Until session 7 every GEOADD here
+# carried the same position, so that after the first of each member Redis
+# did no update at all (its AOF grew 4.5 bytes a command, against 68 now).
+REDIS_GEOADD=(GEOADD herd __rand_int__e-3 __rand_int__e-4 m:__rand_int__)
+# The closest Redis has to the herd's table: a keyed record, the client's
+# latest AT line (about 85 bytes) as a string, each SET replacing it (Redis
+# writes and replicates every SET). GEOADD keeps a sorted geo index, which
+# the herd does not; SET keeps what the herd keeps.
+REDIS_SET=(SET m:__rand_int__ "AT Bailey +0.000123456 m:__rand_int__ +34.068930-118.445127 1621464827.__rand_int__")
+
 redis_install() {
     command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && return 0
     local sudo=()
@@ -501,7 +520,7 @@ redis_stop() {
 redis_run() { # file label port depth
     local n=$((DURATION * ($4 > 1 ? 700000 : 120000))) out tput
     out=$(timeout 120 redis-benchmark -h 127.0.0.1 -p "$3" -c 32 -P "$4" -n "$n" -r 1000000 -q \
-        GEOADD herd 13.361389 38.115556 m:__rand_int__ 2>>"$OUT_DIR/stderr.log") || true
+        "${REDIS_GEOADD[@]}" 2>>"$OUT_DIR/stderr.log") || true
     tput=$(printf '%s\n' "$out" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
     [[ -n $tput ]] && echo "RESULT mode=redis label=$2 tput=$tput" >>"$1" || say "  (no redis result: $out)"
 }
@@ -612,7 +631,8 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     local out ops tput cpu
     local comp0=-
     if [[ $sys == herd && -n ${CPU_ADMIN:-} ]]; then comp0=$(herd_compactions "$CPU_ADMIN"); fi
-    if [[ $sys == redis ]]; then comp0=$(redis_rewrites "$rports"); fi
+    local repl0=-
+    if [[ $sys == redis ]]; then comp0=$(redis_rewrites "$rports"); repl0=$(redis_repl_offset "$rports"); fi
     # In the background, so that the exit trap can stop it (and it, its load and perf).
     python3 "$ROOT/bench/cpu_per_update.py" --pids "$pids" --redis-ports "$rports" "${extra[@]}" \
         --timeout 300 -- "$@" >"$TMP/cpu_run.out" 2>>"$OUT_DIR/stderr.log" &
@@ -644,7 +664,13 @@ cpu_measure() { # file sys depth pids redis_ports ops_or_empty [--perf F] -- com
     local sw
     sw=$(sed -n 's/^CPU .* ctxsw=\([0-9]*\).*/\1/p' <<<"$out" | tail -1)
     sw=$(awk -v c="${sw:-0}" -v n="$ops" 'BEGIN { printf "%.3f", c / n }')
-    local kv=" sw=$sw compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
+    local repl=-
+    if [[ $sys == redis && $repl0 != - ]]; then
+        local repl1
+        repl1=$(redis_repl_offset "$rports")
+        [[ $repl1 != - ]] && repl=$(awk -v a="$repl0" -v b="$repl1" -v n="$ops" 'BEGIN { printf "%.1f", (b - a) / n }')
+    fi
+    local kv=" sw=$sw repl_bytes=$repl compactions=$(awk -v a="$comp1" -v b="$comp0" 'BEGIN { if (a == "-" || b == "-") print "-"; else print a - b }')"
     echo "RESULT mode=cpu sys=$sys depth=$depth ops=$ops tput=$tput cpu_s=$cpu us=$us$(sed -n 's/^CPU cpu_s=[0-9.]*\( .*\)/\1/p' <<<"$out" | tail -1)$kv" >>"$file"
     say "  $sys 32 x $depth: $ops updates at $(fmt "$tput")/s, $cpu s CPU of the five servers = $us us an update"
 }
@@ -667,6 +693,15 @@ print(total)
 PY2
 }
 
+# The replication stream's offset of the Redis primary (the first of PORTS):
+# bytes it has sent each replica, "-" if unknown. An update that changes
+# nothing adds nothing to it.
+redis_repl_offset() { # ports
+    local n
+    n=$(redis-cli -p "${1%%,*}" info replication 2>/dev/null | tr -d '\r' | sed -n 's/^master_repl_offset://p')
+    echo "${n:--}"
+}
+
 # AOF rewrites so far of the Redis servers on PORTS (comma-separated) together.
 redis_rewrites() { # ports
     local p n total=0
@@ -679,7 +714,7 @@ redis_rewrites() { # ports
 }
 
 # RESP for redis-cli --pipe: GEOADD of members m:000000000000..N-1, the names
-# redis-benchmark -r N gives __rand_int__.
+# redis-benchmark -r N gives __rand_int__, and a SET of each of those keys.
 redis_fill_resp() { # n
     python3 - "$1" <<'PY'
 import sys
@@ -687,6 +722,8 @@ out = sys.stdout.buffer
 for i in range(int(sys.argv[1])):
     m = b"m:%012d" % i
     out.write(b"*5\r\n$6\r\nGEOADD\r\n$4\r\nherd\r\n$9\r\n13.361389\r\n$9\r\n38.115556\r\n$%d\r\n%s\r\n" % (len(m), m))
+    v = b"AT Bailey +0.000123456 %s +34.068930-118.445127 1621464827.000000000000" % m
+    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(m), m, len(v), v))
 PY
 }
 
@@ -741,7 +778,7 @@ bench_cpu() {
         say "  (filling Redis failed: see $OUT_DIR/stderr.log)"
     # Until the replicas hold them too.
     python3 "$ROOT/bench/cpu_per_update.py" --pids "$redis_pids" --redis-ports "$rports" -- true >/dev/null
-    say "  Redis holds $(redis-cli -p "$rp" zcard herd) members, herd's Bailey answered $(vals "$R.fill" ops | head -1) fills"
+    say "  Redis holds $(redis-cli -p "$rp" zcard herd) members and $(($(redis-cli -p "$rp" dbsize) - 1)) keys, herd's Bailey answered $(vals "$R.fill" ops | head -1) fills"
 
     for ((r = 1; r <= RUNS; r++)); do
         for d in 1 16; do
@@ -751,7 +788,10 @@ bench_cpu() {
                 --keys "$ids" --count "$n" --duration 0 --prefix cpu- --timeout 60 --label run$r
             cpu_measure "${R}_redis_$d" redis "$d" "$redis_pids" "$rports" "$n" -- \
                 redis-benchmark -h 127.0.0.1 -p "$rp" -c 32 -P "$d" -n "$n" -r "$ids" -q \
-                GEOADD herd 13.361389 38.115556 m:__rand_int__
+                "${REDIS_GEOADD[@]}"
+            cpu_measure "${R}_redisset_$d" redis "$d" "$redis_pids" "$rports" "$n" -- \
+                redis-benchmark -h 127.0.0.1 -p "$rp" -c 32 -P "$d" -n "$n" -r "$ids" -q \
+                "${REDIS_SET[@]}"
         done
         for f in "$C"/logs/*.log; do [[ -f $f ]] && : >"$f"; done
     done
@@ -762,8 +802,12 @@ bench_cpu() {
              awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
         lo=$(paste <(vals "${R}_herd_$d" tput) <(vals "${R}_redis_$d" tput) |
              awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
-        CPU_TABLE+=("$(printf '| 32 x %s in flight | %s | %s | %s | %s | %s | %s |' "$d" \
+        local hs
+        hs=$(paste <(vals "${R}_herd_$d" us) <(vals "${R}_redisset_$d" us) |
+             awk 'NF == 2 && $2 > 0 { printf "%.4f\n", $1 / $2 }' | median)
+        CPU_TABLE+=("$(printf '| 32 x %s in flight | %s | %s | %s | %s | %s | %s | %s | %s |' "$d" \
             "$(cpu_cell "${R}_herd_$d" us 2)" "$(cpu_cell "${R}_redis_$d" us 2)" "$(fmt "$hp" 2)" \
+            "$(cpu_cell "${R}_redisset_$d" us 2)" "$(fmt "$hs" 2)" \
             "$(cpu_cell "${R}_herd_$d" tput 0)" "$(cpu_cell "${R}_redis_$d" tput 0)" "$(fmt "$lo" 2)")")
     done
 
@@ -874,8 +918,8 @@ if ((${#CPU_TABLE[@]})); then
     echo "CPU per update, herd (5 servers, defaults) and Redis + 4 replicas (appendonly, everysec), ${CPU_IDS:-100000} ids:"
     echo "medians of $RUNS runs (min-max), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
     echo
-    echo "| load | herd us/update | Redis + 4 us/update | herd / Redis | Bailey updates/s | Redis primary updates/s | Bailey / Redis |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| load | herd us/update | Redis + 4 GEOADD us/update | herd / GEOADD | Redis + 4 SET us/update | herd / SET | Bailey updates/s | Redis primary GEOADD/s | Bailey / GEOADD |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for line in "${CPU_TABLE[@]}"; do
         printf '%s\n' "$line"
     done
@@ -887,6 +931,9 @@ if ((${#CPU_TABLE[@]})); then
         "$(med "$OUT_DIR/cpu_herd_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_herd_16" compactions)" \
         "(the profiled run: $(med "$OUT_DIR/cpu_perf" compactions)); Redis AOF rewrites 32 x 1:" \
         "$(med "$OUT_DIR/cpu_redis_1" compactions), 32 x 16: $(med "$OUT_DIR/cpu_redis_16" compactions)"
+    echo "bytes the Redis primary sent each replica per update (medians; 0 would mean no update happened):" \
+        "GEOADD 32 x 1: $(med "$OUT_DIR/cpu_redis_1" repl_bytes), 32 x 16: $(med "$OUT_DIR/cpu_redis_16" repl_bytes);" \
+        "SET 32 x 1: $(med "$OUT_DIR/cpu_redisset_1" repl_bytes), 32 x 16: $(med "$OUT_DIR/cpu_redisset_16" repl_bytes)"
     echo
     cat "$OUT_DIR/cpu_profile.txt" 2>/dev/null || true
 fi
