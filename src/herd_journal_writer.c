@@ -29,6 +29,7 @@
  * perf show what each costs. */
 #define _GNU_SOURCE
 #include "herd_journal_int.h"
+#include "herd_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -396,6 +397,7 @@ static void compactor_actor(zsock_t *pipe, void *args)
 {
     job_t *job = args;
     prctl(PR_SET_NAME, "herd-compact", 0, 0, 0);
+    herd_thread_background();
     zsock_signal(pipe, 0);
     int64_t t0 = now_ms();
     job->rc = hj_compact(job->dirfd, job->upto, job->expect, zsock_resolve(pipe), &job->records, &job->bytes,

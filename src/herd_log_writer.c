@@ -1,8 +1,10 @@
 /* herd_log_writer: the log's writer thread, which writes the handles'
  * buffers to the file in stamp order across handles, and reopens it. See
  * herd_log_int.h for the shape; herd_log.c is the handles' side. */
+#define _GNU_SOURCE /* SCHED_BATCH (herd_thread.h) */
 #include "herd_log_int.h"
 #include "herd_fs.h"
+#include "herd_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -445,6 +447,7 @@ void hl_writer_actor(zsock_t *pipe, void *arg)
 {
     log_writer_t *w = arg;
     prctl(PR_SET_NAME, "herd-log"); /* its CPU time shows under this name in /proc/PID/task */
+    herd_thread_background();
     zsock_signal(pipe, 0);
     zmq_pollitem_t items[] = {
         {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
