@@ -3,6 +3,7 @@
  * the file and its folder were moved away, and a disk that does not keep up
  * (a FIFO nobody reads): bounded queue, dropped lines counted and marked. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -424,6 +425,57 @@ static void test_time_stamps(void **state)
     rm_tree(dir);
 }
 
+/* Whether this system lets a thread set itself to SCHED_BATCH (a sandbox's
+ * system-call filter may refuse it: the server then runs as before). */
+static void *probe_batch(void *arg)
+{
+    struct sched_param p = {.sched_priority = 0};
+    *(int *)arg = sched_setscheduler(0, SCHED_BATCH, &p);
+    return NULL;
+}
+
+/* The writer thread runs as SCHED_BATCH (herd_thread.h): found among this
+ * process's threads by its name once a log is open, its policy read from
+ * the kernel. */
+static void test_writer_runs_as_batch(void **state)
+{
+    (void)state;
+    int allowed = -1;
+    pthread_t probe;
+    assert_int_equal(pthread_create(&probe, NULL, probe_batch, &allowed), 0);
+    pthread_join(probe, NULL);
+    if (allowed != 0)
+        skip(); /* not allowed here: nothing to check */
+    char dir[64], path[128], err[256];
+    make_tmp(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/S.log", dir);
+    herd_log_t *log = herd_log_open(path, err, sizeof err);
+    assert_non_null(log);
+    herd_log_event(log, "one");
+    assert_int_equal(herd_log_sync(log), 0); /* the writer has run */
+    int policy = -1, writers = 0;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char comm_path[300], comm[32] = "";
+        snprintf(comm_path, sizeof comm_path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(comm_path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f) && strcmp(comm, "herd-log\n") == 0) {
+            writers++;
+            policy = sched_getscheduler((pid_t)atoi(e->d_name));
+        }
+        fclose(f);
+    }
+    closedir(d);
+    herd_log_close(&log);
+    rm_tree(dir);
+    assert_int_equal(writers, 1);
+    assert_int_equal(policy, SCHED_BATCH);
+}
+
 /* `mv S.log x` and the folder removed, then reopen: the lines before (even
  * those not yet flushed) are in x, the lines after in a new S.log in a
  * folder made again, and nothing says "cannot reopen". */
@@ -750,6 +802,7 @@ int main(void)
         cmocka_unit_test(test_big_event_in_order),
         cmocka_unit_test(test_attached_to_a_loop),
         cmocka_unit_test(test_time_stamps),
+        cmocka_unit_test(test_writer_runs_as_batch),
         cmocka_unit_test(test_reopen_after_mv),
         cmocka_unit_test(test_reopen_failure_keeps_old_file),
         cmocka_unit_test(test_two_threads_in_order),
