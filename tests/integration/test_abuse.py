@@ -538,6 +538,11 @@ class PeerAbuseTest(AbuseCase):
         self.wait_since("Bailey", mark,
                         r"peer: dropped a message from a sender that is not a neighbour: "
                         r"\"Mallory\"$")
+        # Mallory's line may reach the log before Bona's (its own connection
+        # can overtake them): wait for Bona's last one too. The control update
+        # above says Bona's messages were handled, not that the log writer
+        # has written their lines yet.
+        self.wait_since("Bailey", mark, r"peer Bona: dropped a message of 2 frames \(expected 1\)")
 
         got = self.dropped_lines(mark)
         self.assertEqual(len(got), len(cases) + 1,
