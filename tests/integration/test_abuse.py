@@ -661,6 +661,12 @@ class PeerAbuseTest(AbuseCase):
         self.bona.send(mp_updates(full))
         self.control()
 
+        # The stored control says both messages were handled, not that the
+        # log writer has written their lines yet: wait for both.
+        try:
+            wait_until(lambda: len(self.dropped_lines(mark)) >= 2, PEER_TIMEOUT, interval=0.02)
+        except HerdTimeout:
+            pass
         got = self.dropped_lines(mark)
         self.assertEqual(len(got), 2, "\n".join(got))
         self.assertEqual(got[0], "peer Bona: dropped a message: UPDATES has %d lines, more than %d"

@@ -317,6 +317,9 @@ class CurveTest(CurveCase):
         marker = uid("marker")
         self.wait_seen(herd, names, marker, self.iamat_at(herd, "Gamma", marker))
         self.assertUnknown(herd, names, cid, "the impostor's update reached the herd")
+        # Beta logs the real Gamma's HELLO once their link is back; the
+        # marker being stored does not say that line is written yet.
+        self.wait_lines(herd, "Beta", r"rejoin: HELLO from Gamma ", 1, mark)
 
         self.assertNotRegex(imp.log_text("Gamma"), r"(?m)link to Beta up$",
                             "the impostor's link came up")
@@ -380,6 +383,9 @@ class CurveTest(CurveCase):
         herd.start_all()
         for a, b in (("Alpha", "Beta"), ("Beta", "Alpha"), ("Beta", "Gamma"), ("Gamma", "Beta")):
             self.wait_link_up(herd, a, b)
+        # The real Alpha's HELLO must be in Beta's log before the mark: the
+        # links being up says nothing of whether it has come, or is written.
+        self.wait_lines(herd, "Beta", r"rejoin: HELLO from Alpha \(incarnation ", 1)
         marks = {n: herd.log_size(n) for n in names}
 
         imp = self.impostor("Alpha", herd, "Beta", keys["Gamma"],

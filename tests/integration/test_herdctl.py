@@ -429,6 +429,11 @@ class HerdctlHerds(HerdctlCase):
         self.assertIn("herdctl: %s: topology applied" % t1, r.stdout)
         self.assertIn("herdctl: %s: needs a restart for: log_dir" % t1, r.stderr)
         # logs reads the folder the running server writes to, not the file's.
+        # herdctl took the outcome from the admin endpoint: the log line
+        # may reach the file a moment later.
+        wait_until(lambda: "needs a restart for: log_dir" in self.herd.log_text(
+            t1, log_dir=os.path.join(self.herd.tmpdir, "logs")), 10,
+            msg="no 'needs a restart for: log_dir' in the running server's log")
         r = self.herdctl("logs", "--no-follow", t1)
         self.assertTrue(r.stdout.startswith(running_log), r.stdout[:300])
         self.assertIn("needs a restart for: log_dir", r.stdout)
