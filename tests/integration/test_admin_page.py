@@ -40,6 +40,9 @@ class AdminPageTest(HerdTestCase):
         self.herd.start_all()
         for peer in ("Bailey", "Campbell", "Clark"):
             self.herd.wait_log("Bona", "link to %s up" % peer, LINK_TIMEOUT)
+        # Links up is not yet ready: that is the first rejoin exchange done,
+        # which Bona logs (the page said "starting" once in a CI run).
+        self.herd.wait_log("Bona", "ready: ", LINK_TIMEOUT)
         self.url = "http://%s:%d/" % (HOST, self.herd.topology["servers"]["Bona"]["admin_port"])
 
     def page(self):
