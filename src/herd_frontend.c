@@ -286,17 +286,22 @@ int herd_frontend_answer(herd_frontend_t *fe, herd_ticket_t t, const char *data,
     if (!c || c->id != t.conn || c->dead || t.seq < c->done_seq || t.seq >= c->next_seq)
         return -1;
     fe->answer_est = len > fe->answer_est ? len : fe->answer_est - fe->answer_est / 64;
-    if (len) {
-        log_io(c, "out ", 4, data, len);
+    if (len)
         conn_touch(c);
-    }
+    /* An answer is logged as it joins the output, in the connection's
+     * order: one that came early is logged when it is released, so the log's
+     * "out" lines are in the order the client reads them. */
     if (t.seq == c->done_seq) {
+        if (len)
+            log_io(c, "out ", 4, data, len);
         out_append(c, data, len);
         c->done_seq++;
         while (!c->dead && c->slots && c->slots->seq == c->done_seq) {
             slot_t *s = c->slots;
             c->slots = s->next;
             c->held_bytes -= s->len;
+            if (s->len)
+                log_io(c, "out ", 4, s->data, s->len);
             out_append(c, s->data, s->len);
             c->done_seq++;
             free(s);

@@ -57,6 +57,26 @@ class LogTest(HerdTestCase):
         self.assertRegex(new, r"(?m)^\S+ SIGUSR1: log reopened")
         self.assertNotIn("reload", old + new)
 
+    def test_out_lines_in_the_order_the_client_reads_them(self):
+        """An invalid line is answered by the front end at once, an IAMAT
+        after the node has stored it: pipelined, the "?" is held behind the
+        AT reply on the wire, and its "out" line must come after the AT
+        reply's in the log too."""
+        herd = self.make_herd(servers=[S])
+        herd.start(S)
+        cid = b"log-order"
+        data = (iamat_line(cid, b"+1.5-2.5") + b"\nIAMAT bad line\n" + iamat_line(cid + b"-2", b"+1.5-2.5")
+                + b"\nbad2\n")
+        reply = herd.send(S, data)
+        lines = reply.decode("latin-1").splitlines()
+        self.assertEqual(len(lines), 4, reply)
+        self.assertTrue(lines[0].startswith("AT ") and lines[2].startswith("AT "), reply)
+        self.assertEqual((lines[1], lines[3]), ("? IAMAT bad line", "? bad2"), reply)
+        herd.wait_log(S, "client done")
+        outs = re.findall(r'(?m)^\S+ conn \d+ out "(.*)\\n"$', herd.log_text(S))
+        self.assertEqual(outs, lines, "the log's out lines, against the replies in order")
+        self.assertEqual(herd.stop(S), 0)
+
     def test_writer_thread_and_flush_on_sigterm(self):
         herd = self.make_herd(servers=[S])
         herd.start(S)
