@@ -4,6 +4,10 @@
 #include <assert.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "herd_hash.h"
 #include "herd_proto.h"
 #include "herd_scan.h"
@@ -34,12 +38,7 @@ bool herd_record_valid_name(const char *p, size_t len)
     return true;
 }
 
-/* Splits a line into exactly six fields joined by single spaces, finding
- * only the spaces (the fields' own checks, herd_record_check, judge the
- * rest). Returns 0, or -1 when there are not six such fields. */
 #if defined(__SSE2__)
-#include <emmintrin.h>
-
 /* The positions of the spaces of a line of 16 bytes or more, sixteen
  * bytes a step (the last step loads the line's last sixteen, its mask
  * shifted past the bytes already seen). Returns how many there are, or 6
@@ -70,6 +69,9 @@ static size_t spaces_of(const char *line, size_t len, size_t at[5])
 }
 #endif
 
+/* Splits a line into exactly six fields joined by single spaces, finding
+ * only the spaces (the fields' own checks, herd_record_check, judge the
+ * rest). Returns 0, or -1 when there are not six such fields. */
 static int split_six(const char *line, size_t len, herd_span_t f[6])
 {
 #if defined(__SSE2__)

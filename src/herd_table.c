@@ -124,28 +124,22 @@ static int bytes_cmp(const char *a, size_t na, const char *b, size_t nb)
     return na < nb ? -1 : na > nb;
 }
 
-/* The contract's own keys of the ranking: time, origin, position (the
- * origins given as spans, found already). */
-static int keys_cmp(herd_time_t ta, herd_span_t oa, herd_span_t pos_a, herd_time_t tb, herd_span_t ob,
-                    herd_span_t pos_b)
+/* The ranking's keys after the time: origin, then position. */
+static int tie_cmp(herd_span_t oa, herd_span_t pos_a, herd_span_t ob, herd_span_t pos_b)
 {
-    int c = herd_time_cmp(ta, tb);
-    if (c != 0)
-        return c;
-    if ((c = bytes_cmp(oa.p, oa.len, ob.p, ob.len)) != 0)
-        return c;
-    return bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
+    int c = bytes_cmp(oa.p, oa.len, ob.p, ob.len);
+    return c != 0 ? c : bytes_cmp(pos_a.p, pos_a.len, pos_b.p, pos_b.len);
 }
 
-/* The same keys of two whole AT lines. */
+/* The contract's own keys of the ranking of two whole AT lines: time,
+ * origin, position (the origins are looked for only on a tie of times). */
 static int report_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
                       herd_span_t pos_b)
 {
     int c = herd_time_cmp(ta, tb);
     if (c != 0)
         return c;
-    return keys_cmp(ta, herd_record_origin(at_a.p, at_a.len), pos_a, tb, herd_record_origin(at_b.p, at_b.len),
-                    pos_b);
+    return tie_cmp(herd_record_origin(at_a.p, at_a.len), pos_a, herd_record_origin(at_b.p, at_b.len), pos_b);
 }
 
 int herd_rank_cmp(herd_time_t ta, herd_span_t at_a, herd_span_t pos_a, herd_time_t tb, herd_span_t at_b,
@@ -665,7 +659,9 @@ static herd_update_t update(herd_table_t *t, const herd_table_offer_t *o, bool o
             *stored = &old->r;
         herd_span_t p = {o->at + o->pos_off, o->pos_len}, origin = {o->at + 3, o->origin_len};
         herd_span_t op = {old->r.at + old->r.pos_off, old->r.pos_len}, oo = {old->r.at + 3, old->r.origin_len};
-        int c = keys_cmp(o->time, origin, p, old->r.time, oo, op);
+        int c = herd_time_cmp(o->time, old->r.time);
+        if (c == 0)
+            c = tie_cmp(origin, p, oo, op);
         if (c == 0 && (own || (c = bytes_cmp(o->at, o->at_len, old->r.at, old->r.at_len)) == 0))
             return HERD_UPDATE_SAME;
         if (c < 0)
